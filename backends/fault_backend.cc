@@ -1,0 +1,177 @@
+#include "backends/fault_backend.h"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+
+namespace snapfs {
+
+// Lock order: crash_mu before mu.
+struct FaultInjectionBackend::State {
+  static constexpr uint64_t kNeverSynced = std::numeric_limits<uint64_t>::max();
+
+  std::atomic<uint64_t> append_budget{kNoLimit};  // bytes Append may still add
+  std::atomic<bool> fail_syncs{false};
+  std::atomic<bool> fail_reads{false};
+  std::atomic<bool> corrupt_reads{false};
+
+  // Every call holds it shared; DropUnsynced holds it exclusively.
+  std::shared_mutex crash_mu;
+  uint64_t epoch = 0;  // GUARDED_BY(crash_mu); bumped by each DropUnsynced
+
+  std::mutex mu;
+  // Size at the last successful Sync/Seal of each pack created through the wrapper.
+  std::map<PackId, uint64_t> synced;  // GUARDED_BY(mu)
+
+  // Takes `n` bytes from the append budget; false if they do not fit.
+  bool TakeBudget(uint64_t n) {
+    uint64_t left = append_budget.load();
+    do {
+      if (left == kNoLimit) return true;
+      if (n > left) return false;
+    } while (!append_budget.compare_exchange_weak(left, left - n));
+    return true;
+  }
+
+  void MarkSynced(PackId id, uint64_t size) {
+    std::lock_guard lock(mu);
+    if (auto it = synced.find(id); it != synced.end()) it->second = size;
+  }
+};
+
+namespace {
+
+// Thread-safety: not thread-safe (PackWriter's contract).
+class FaultPackWriter final : public PackWriter {
+ public:
+  using State = FaultInjectionBackend::State;
+
+  FaultPackWriter(std::shared_ptr<State> state, std::unique_ptr<PackWriter> inner, uint64_t epoch)
+      : state_(std::move(state)), inner_(std::move(inner)), epoch_(epoch) {}
+
+  PackId id() const override { return inner_->id(); }
+  uint64_t size() const override { return inner_->size(); }
+
+  Result<uint64_t> Append(std::span<const uint8_t> data) override {
+    std::shared_lock crash(state_->crash_mu);
+    RETURN_IF_ERROR(CheckAlive());
+    if (!state_->TakeBudget(data.size())) return Status::NoSpace("injected: device full");
+    return inner_->Append(data);
+  }
+
+  Status Sync() override {
+    std::shared_lock crash(state_->crash_mu);
+    RETURN_IF_ERROR(CheckAlive());
+    if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
+    RETURN_IF_ERROR(inner_->Sync());
+    state_->MarkSynced(id(), inner_->size());
+    return Status::OK();
+  }
+
+  Status Seal() override {
+    if (sealed_) return Status::OK();
+    std::shared_lock crash(state_->crash_mu);
+    RETURN_IF_ERROR(CheckAlive());
+    if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
+    RETURN_IF_ERROR(inner_->Seal());
+    state_->MarkSynced(id(), inner_->size());
+    sealed_ = true;
+    return Status::OK();
+  }
+
+ private:
+  Status CheckAlive() const {  // requires crash_mu (shared)
+    if (state_->epoch != epoch_) {
+      return Status::IOError("injected: pack " + std::to_string(id()) + " lost in power loss");
+    }
+    return Status::OK();
+  }
+
+  const std::shared_ptr<State> state_;
+  const std::unique_ptr<PackWriter> inner_;
+  const uint64_t epoch_;
+  bool sealed_ = false;
+};
+
+}  // namespace
+
+FaultInjectionBackend::FaultInjectionBackend(std::unique_ptr<Backend> target)
+    : target_(std::move(target)), state_(std::make_shared<State>()) {}
+
+FaultInjectionBackend::~FaultInjectionBackend() = default;
+
+void FaultInjectionBackend::FailAppendsAfter(uint64_t bytes) { state_->append_budget = bytes; }
+void FaultInjectionBackend::FailSyncs(bool fail) { state_->fail_syncs = fail; }
+void FaultInjectionBackend::FailReads(bool fail) { state_->fail_reads = fail; }
+void FaultInjectionBackend::CorruptReads(bool corrupt) { state_->corrupt_reads = corrupt; }
+
+Status FaultInjectionBackend::DropUnsynced() {
+  std::unique_lock crash(state_->crash_mu);
+  ++state_->epoch;  // every writer opened so far is now dead
+  std::map<PackId, uint64_t> synced;
+  {
+    std::lock_guard lock(state_->mu);
+    synced = state_->synced;
+  }
+  ASSIGN_OR_RETURN(std::vector<PackInfo> packs, target_->List());
+  std::map<PackId, uint64_t> survivors;
+  for (const PackInfo& pack : packs) {
+    auto it = synced.find(pack.id);
+    if (it == synced.end()) continue;  // not ours: durable
+    const uint64_t durable = it->second;
+    if (durable == State::kNeverSynced) {
+      RETURN_IF_ERROR(target_->Remove(pack.id));
+      continue;
+    }
+    survivors[pack.id] = durable;
+    if (pack.size <= durable) continue;
+    std::vector<uint8_t> keep(durable);
+    RETURN_IF_ERROR(target_->Read(pack.id, 0, keep.size(), keep.data()));
+    RETURN_IF_ERROR(target_->Remove(pack.id));
+    ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> writer, target_->Create(pack.id));
+    RETURN_IF_ERROR(writer->Append(keep).status());
+    RETURN_IF_ERROR(writer->Seal());
+  }
+  std::lock_guard lock(state_->mu);
+  state_->synced = std::move(survivors);
+  return Status::OK();
+}
+
+Result<std::unique_ptr<PackWriter>> FaultInjectionBackend::Create(PackId id) {
+  std::shared_lock crash(state_->crash_mu);
+  ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> inner, target_->Create(id));
+  {
+    std::lock_guard lock(state_->mu);
+    state_->synced[id] = State::kNeverSynced;
+  }
+  return std::unique_ptr<PackWriter>(
+      std::make_unique<FaultPackWriter>(state_, std::move(inner), state_->epoch));
+}
+
+Status FaultInjectionBackend::Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const {
+  std::shared_lock crash(state_->crash_mu);
+  if (state_->fail_reads.load()) return Status::IOError("injected: read failed");
+  RETURN_IF_ERROR(target_->Read(id, offset, len, out));
+  if (state_->corrupt_reads.load() && len > 0) out[len / 2] ^= 0xff;
+  return Status::OK();
+}
+
+Status FaultInjectionBackend::Remove(PackId id) {
+  std::shared_lock crash(state_->crash_mu);
+  RETURN_IF_ERROR(target_->Remove(id));
+  std::lock_guard lock(state_->mu);
+  state_->synced.erase(id);
+  return Status::OK();
+}
+
+Result<std::vector<PackInfo>> FaultInjectionBackend::List() const {
+  std::shared_lock crash(state_->crash_mu);
+  return target_->List();
+}
+
+Result<SpaceInfo> FaultInjectionBackend::Space() const { return target_->Space(); }
+
+std::string FaultInjectionBackend::Describe() const { return "fault(" + target_->Describe() + ")"; }
+
+}  // namespace snapfs

@@ -1,0 +1,270 @@
+#include "core/chunk_store.h"
+
+#include <cstring>
+
+#include "core/coding.h"
+#include "core/pack_format.h"
+
+namespace snapfs {
+
+namespace {
+const char kNextPackKey[] = "next_pack";
+}
+
+ChunkStore::ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& config,
+                       size_t cache_bytes)
+    : backend_(backend),
+      meta_(meta),
+      seed_(config.hash_seed),
+      verify_dedup_(config.verify_dedup),
+      cache_capacity_(cache_bytes) {}
+
+ChunkStore::~ChunkStore() {
+  std::lock_guard l(mu_);
+  if (active_) (void)active_->Seal();
+}
+
+Status ChunkStore::Open() {
+  ASSIGN_OR_RETURN(auto packs, backend_->List());
+  uint64_t next = 1;
+  if (!packs.empty()) next = packs.back().id + 1;
+  std::string v;
+  Status s = meta_->Get(Cf::kDefault, kNextPackKey, &v);
+  if (s.ok() && v.size() == 8) next = std::max(next, GetLE64(v.data()));
+  else if (!s.Is(Code::kNotFound)) RETURN_IF_ERROR(s);
+  std::lock_guard l(mu_);
+  next_pack_ = next;
+  return Status::OK();
+}
+
+Status ChunkStore::RotateLocked() {
+  if (active_) {
+    RETURN_IF_ERROR(active_->Seal());
+    active_.reset();
+  }
+  PackId id = next_pack_++;
+  // Persist the counter first so a pack id is never reused, even after GC removed the
+  // pack with the highest id and the store was reopened.
+  rocksdb::WriteBatch b;
+  std::string v;
+  PutLE64(&v, next_pack_);
+  (void)b.Put(meta_->cf(Cf::kDefault), kNextPackKey, v);
+  RETURN_IF_ERROR(meta_->Write(&b));
+  ASSIGN_OR_RETURN(auto w, backend_->Create(id));
+  std::string h = pack::Header();
+  auto r = w->Append(std::span(reinterpret_cast<const uint8_t*>(h.data()), h.size()));
+  if (!r.ok()) {
+    (void)w->Seal();
+    return r.status();
+  }
+  active_ = std::move(w);
+  return Status::OK();
+}
+
+Result<ChunkLocation> ChunkStore::AppendLocked(const ChunkId& id,
+                                               std::span<const uint8_t> data) {
+  if (!active_ || active_->size() >= kPackTargetSize) RETURN_IF_ERROR(RotateLocked());
+  scratch_.clear();
+  pack::AppendRecordHeader(&scratch_, id, static_cast<uint32_t>(data.size()));
+  scratch_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  auto r = active_->Append(
+      std::span(reinterpret_cast<const uint8_t*>(scratch_.data()), scratch_.size()));
+  if (!r.ok()) {
+    // The tail of this pack is now undefined: never append to it again.
+    (void)active_->Seal();
+    active_.reset();
+    return r.status().WithContext("append chunk to pack");
+  }
+  ChunkLocation loc;
+  loc.pack = active_->id();
+  loc.offset = *r + pack::kRecordHeaderSize;
+  loc.length = static_cast<uint32_t>(data.size());
+  return loc;
+}
+
+Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
+  ChunkId id = Hash(data.data(), data.size());
+  bool check_bytes = false;
+  {
+    std::lock_guard l(mu_);
+    stats_.puts++;
+    stats_.bytes_put += data.size();
+    auto it = inflight_.find(id);
+    if (it != inflight_.end()) {
+      it->second.holds++;
+      txn->held.push_back(id);
+      stats_.dedup_hits++;
+      if (it->second.has_location) {
+        // Another uncommitted txn appended it; index it in ours too (same value), so the
+        // entry exists whichever txn commits.
+        (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id),
+                             it->second.loc.Encode());
+        txn->wrote_pack = true;
+      }
+      check_bytes = verify_dedup_;
+    } else {
+      std::string v;
+      Status s = meta_->Get(Cf::kChunks, keys::Chunk(id), &v);
+      if (s.ok()) {
+        inflight_[id].holds = 1;
+        txn->held.push_back(id);
+        stats_.dedup_hits++;
+        check_bytes = verify_dedup_;
+      } else if (!s.Is(Code::kNotFound)) {
+        return s;
+      } else {
+        ASSIGN_OR_RETURN(auto loc, AppendLocked(id, data));
+        Inflight& f = inflight_[id];
+        f.holds = 1;
+        f.has_location = true;
+        f.loc = loc;
+        txn->held.push_back(id);
+        (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id), loc.Encode());
+        txn->wrote_pack = true;
+        stats_.bytes_new += data.size();
+      }
+    }
+  }
+  if (check_bytes) {
+    // Trust model: without the seed, colliding chunks cannot be crafted; with
+    // verify_dedup even a writer who knows the seed cannot alias someone else's bytes.
+    std::string stored;
+    std::string v;
+    Status s;
+    {
+      std::lock_guard l(mu_);
+      auto it = inflight_.find(id);
+      if (it != inflight_.end() && it->second.has_location) {
+        s = ReadAt(it->second.loc, &stored);
+      } else {
+        s = meta_->Get(Cf::kChunks, keys::Chunk(id), &v);
+      }
+    }
+    if (s.ok() && !v.empty()) {
+      ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
+      s = ReadAt(loc, &stored);
+    }
+    RETURN_IF_ERROR(s);
+    if (stored.size() != data.size() || std::memcmp(stored.data(), data.data(), data.size())) {
+      return Status::IOError("hash collision on chunk " + id.Hex() +
+                             ": refusing to alias different bytes (verify_dedup)");
+    }
+  }
+  return id;
+}
+
+void ChunkStore::Release(ChunkTxn* txn) {
+  std::lock_guard l(mu_);
+  for (const auto& id : txn->held) {
+    auto it = inflight_.find(id);
+    if (it != inflight_.end() && --it->second.holds <= 0) inflight_.erase(it);
+  }
+  txn->held.clear();
+}
+
+Status ChunkStore::Sync() {
+  std::shared_ptr<PackWriter> w;
+  uint64_t end = 0;
+  {
+    std::lock_guard l(mu_);
+    if (!active_) return Status::OK();  // rotated packs were sealed (synced)
+    w = active_;
+    end = w->size();
+  }
+  std::lock_guard s(sync_mu_);
+  if (synced_pack_ == w->id() && synced_size_ >= end) return Status::OK();
+  RETURN_IF_ERROR(w->Sync().WithContext("sync pack"));
+  synced_pack_ = w->id();
+  synced_size_ = end;
+  return Status::OK();
+}
+
+Status ChunkStore::ReadAt(const ChunkLocation& loc, std::string* out) {
+  out->resize(loc.length);
+  return backend_->Read(loc.pack, loc.offset, loc.length, reinterpret_cast<uint8_t*>(out->data()));
+}
+
+Result<std::shared_ptr<const std::string>> ChunkStore::Get(const ChunkId& id) {
+  if (auto hit = CacheLookup(id)) return hit;
+  Status last;
+  // A GC may move the chunk and remove its old pack between our index lookup and our
+  // read; a second lookup then finds the new location.
+  for (int attempt = 0; attempt < 2; attempt++) {
+    std::string v;
+    RETURN_IF_ERROR(meta_->Get(Cf::kChunks, keys::Chunk(id), &v)
+                        .WithContext("chunk " + id.Short() + " not in index"));
+    ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
+    auto data = std::make_shared<std::string>();
+    last = ReadAt(loc, data.get());
+    if (last.Is(Code::kNotFound)) continue;
+    RETURN_IF_ERROR(last.WithContext("read chunk " + id.Short()));
+    if (Hash(data->data(), data->size()) != id) {
+      return Status::Corruption("chunk " + id.Hex() + " in pack " + std::to_string(loc.pack) +
+                                " at offset " + std::to_string(loc.offset) +
+                                ": bytes do not match their hash");
+    }
+    CacheInsert(id, data);
+    return std::shared_ptr<const std::string>(std::move(data));
+  }
+  return last.WithContext("read chunk " + id.Short());
+}
+
+Result<ChunkLocation> ChunkStore::Relocate(const ChunkId& id, std::span<const uint8_t> data) {
+  std::lock_guard l(mu_);
+  return AppendLocked(id, data);
+}
+
+PackId ChunkStore::active_pack() const {
+  std::lock_guard l(mu_);
+  return active_ ? active_->id() : 0;
+}
+
+ChunkStoreStats ChunkStore::stats() const {
+  ChunkStoreStats s;
+  {
+    std::lock_guard l(mu_);
+    s = stats_;
+  }
+  std::lock_guard c(cache_mu_);
+  s.cache_hits = stats_.cache_hits;
+  s.cache_misses = stats_.cache_misses;
+  return s;
+}
+
+std::shared_ptr<const std::string> ChunkStore::CacheLookup(const ChunkId& id) {
+  std::lock_guard l(cache_mu_);
+  auto it = cache_.find(id);
+  if (it == cache_.end()) {
+    stats_.cache_misses++;
+    return nullptr;
+  }
+  stats_.cache_hits++;
+  lru_.splice(lru_.begin(), lru_, it->second.pos);
+  return it->second.data;
+}
+
+void ChunkStore::CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data) {
+  if (data->size() > cache_capacity_) return;
+  std::lock_guard l(cache_mu_);
+  if (cache_.count(id)) return;
+  lru_.push_front(id);
+  cache_used_ += data->size();
+  cache_[id] = CacheEntry{std::move(data), lru_.begin()};
+  while (cache_used_ > cache_capacity_ && !lru_.empty()) {
+    auto victim = cache_.find(lru_.back());
+    cache_used_ -= victim->second.data->size();
+    cache_.erase(victim);
+    lru_.pop_back();
+  }
+}
+
+void ChunkStore::DropFromCache(const ChunkId& id) {
+  std::lock_guard l(cache_mu_);
+  auto it = cache_.find(id);
+  if (it == cache_.end()) return;
+  cache_used_ -= it->second.data->size();
+  lru_.erase(it->second.pos);
+  cache_.erase(it);
+}
+
+}  // namespace snapfs

@@ -1,0 +1,121 @@
+// ChunkStore: dedup, packing and verified reads of chunks, above any Backend.
+//
+// Writers call Put() for each chunk of new file data; Put either finds the chunk already
+// stored (dedup) or appends it to the active pack, and records the index entry in the
+// writer's ChunkTxn batch. The writer commits that batch together with its extents and
+// refcount changes, then calls Release(). Until Release, the txn holds every chunk id it
+// Put: GC never deletes a held chunk, which is how a write that dedups against a chunk
+// whose count just reached zero stays safe (see docs/gc.md).
+//
+// Thread-safety: all methods are thread-safe. Lock order: ChunkStore::mu_ is a leaf lock
+// except that it may be taken while holding Filesystem locks.
+#pragma once
+
+#include <rocksdb/write_batch.h>
+
+#include <list>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/chunk_id.h"
+#include "core/meta_store.h"
+#include "core/store_config.h"
+
+namespace snapfs {
+
+// What a writer accumulates between Put() and commit.
+struct ChunkTxn {
+  rocksdb::WriteBatch batch;
+  std::vector<ChunkId> held;  // released by ChunkStore::Release
+  bool wrote_pack = false;    // pack bytes must be synced before the batch commits
+};
+
+struct ChunkStoreStats {
+  uint64_t puts = 0, dedup_hits = 0, bytes_put = 0, bytes_new = 0;
+  uint64_t cache_hits = 0, cache_misses = 0;
+};
+
+class ChunkStore {
+ public:
+  static constexpr uint64_t kPackTargetSize = 64ull << 20;
+
+  ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& config,
+             size_t cache_bytes = 64ull << 20);
+  ~ChunkStore();
+
+  // Finds the next pack id. Must be called once before use.
+  Status Open();
+
+  ChunkId Hash(const void* data, size_t n) const { return ChunkId::Of(data, n, seed_); }
+
+  // Stores one chunk (or finds it stored) and holds it for `txn`.
+  Result<ChunkId> Put(std::span<const uint8_t> data, ChunkTxn* txn);
+  // Releases the holds of a committed or abandoned txn.
+  void Release(ChunkTxn* txn);
+  // Makes every chunk appended so far durable. Concurrent callers share one sync.
+  Status Sync();
+
+  // Reads a committed chunk and checks its hash: Corruption if the bytes don't match,
+  // NotFound if the id is not in the index.
+  Result<std::shared_ptr<const std::string>> Get(const ChunkId& id);
+  // Reads raw bytes at a location, without cache or verification (fsck, GC).
+  Status ReadAt(const ChunkLocation& loc, std::string* out);
+
+  // For GC: true if a txn holds `id` right now. Caller holds gc_lock().
+  bool IsHeldLocked(const ChunkId& id) const { return inflight_.count(id) != 0; }
+  std::mutex& gc_lock() { return mu_; }
+  // For GC: copies a chunk's bytes into the active pack; returns the new location.
+  Result<ChunkLocation> Relocate(const ChunkId& id, std::span<const uint8_t> data);
+  // The pack currently being appended to (GC leaves it alone), or 0 if none.
+  PackId active_pack() const;
+  void DropFromCache(const ChunkId& id);
+
+  ChunkStoreStats stats() const;
+  Backend* backend() { return backend_; }
+
+ private:
+  struct Inflight {
+    int holds = 0;
+    bool has_location = false;  // appended by an uncommitted txn
+    ChunkLocation loc;
+  };
+
+  Result<ChunkLocation> AppendLocked(const ChunkId& id, std::span<const uint8_t> data);
+  Status RotateLocked();
+  std::shared_ptr<const std::string> CacheLookup(const ChunkId& id);
+  void CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data);
+
+  Backend* const backend_;
+  MetaStore* const meta_;
+  const uint64_t seed_;
+  const bool verify_dedup_;
+
+  mutable std::mutex mu_;
+  std::unordered_map<ChunkId, Inflight, ChunkIdHash> inflight_;  // GUARDED_BY(mu_)
+  std::shared_ptr<PackWriter> active_;                           // GUARDED_BY(mu_)
+  PackId next_pack_ = 1;                                         // GUARDED_BY(mu_)
+  std::string scratch_;                                          // GUARDED_BY(mu_)
+  ChunkStoreStats stats_;                                        // GUARDED_BY(mu_)
+
+  std::mutex sync_mu_;  // serialises Sync(); taken without mu_ held
+  PackId synced_pack_ = 0;
+  uint64_t synced_size_ = 0;
+
+  // LRU cache of verified chunk bytes.
+  mutable std::mutex cache_mu_;
+  size_t cache_capacity_;
+  size_t cache_used_ = 0;
+  std::list<ChunkId> lru_;  // front = most recent
+  struct CacheEntry {
+    std::shared_ptr<const std::string> data;
+    std::list<ChunkId>::iterator pos;
+  };
+  std::unordered_map<ChunkId, CacheEntry, ChunkIdHash> cache_;
+};
+
+}  // namespace snapfs

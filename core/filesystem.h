@@ -1,0 +1,213 @@
+// Filesystem: the POSIX namespace and file data over a Store, with no FUSE types.
+//
+// Operations take inode numbers (like the FUSE low-level API) and return Status or
+// Result; the codes keep POSIX meaning (NotFound = ENOENT, ...). Every namespace change
+// is one RocksDB WriteBatch, so it happens entirely or not at all.
+//
+// File data: writes go to a per-inode buffer shared by all handles of that inode; the
+// buffer is chunked and committed on flush, fsync, release and when it grows past
+// kFlushThreshold. Only the region touched by a write is re-chunked. Pack bytes are
+// synced before the metadata that points at them is written; fsync also syncs the
+// metadata log. Everything written survives a kill of the process once written to the
+// metadata log (it is in the OS page cache); fsync'd data survives power loss too.
+//
+// Lifetime: an inode whose link count reaches zero stays while it is open or referenced
+// (Ref/Unref, used by the FUSE layer for kernel lookup counts) and is purged after that;
+// a crash in between is cleaned up at the next Open.
+//
+// No permission checks here: the FUSE layer mounts with default_permissions so the
+// kernel enforces modes and owners. Access times are not updated by reads (noatime).
+//
+// Thread-safety: all methods are thread-safe. Lock order: OpenFile::mu (ascending inode
+// number when two are needed) before ns_mu_ before ChunkStore locks.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/inode.h"
+#include "core/store.h"
+
+namespace snapfs {
+
+using FileHandle = uint64_t;
+
+// What a caller sees of an inode (stat).
+struct Attr {
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+  uint32_t nlink = 0;
+  uint32_t uid = 0, gid = 0;
+  uint64_t rdev = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // 512-byte units
+  int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
+};
+
+// Who is asking: new inodes get this owner.
+struct Caller {
+  uint32_t uid = 0, gid = 0;
+};
+
+struct SetAttrRequest {
+  bool set_mode = false, set_uid = false, set_gid = false, set_size = false;
+  bool set_atime = false, set_mtime = false;
+  bool atime_now = false, mtime_now = false;  // with set_*: use the current time
+  bool set_ctime = false;
+  uint32_t mode = 0, uid = 0, gid = 0;
+  uint64_t size = 0;
+  int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
+};
+
+struct DirEntry {
+  std::string name;
+  uint64_t ino = 0;
+  uint32_t mode = 0;    // file type bits only
+  uint64_t cookie = 0;  // pass to ReadDir to continue after this entry
+};
+
+struct FsStats {
+  uint64_t block_size = 4096;
+  uint64_t blocks = 0, blocks_free = 0, blocks_avail = 0;
+  uint64_t files = 0, files_free = 0;
+  uint32_t name_max = 255;
+};
+
+// Flags of Rename, with Linux's values.
+inline constexpr unsigned kRenameNoReplace = 1;
+inline constexpr unsigned kRenameExchange = 2;
+// Flags of SetXattr, with Linux's values.
+inline constexpr int kXattrCreate = 1;
+inline constexpr int kXattrReplace = 2;
+
+inline constexpr size_t kNameMax = 255;
+inline constexpr uint64_t kMaxFileSize = 1ull << 50;
+inline constexpr size_t kXattrValueMax = 64 * 1024;
+
+class Filesystem {
+ public:
+  // Per-inode dirty data larger than this is committed without waiting for a flush.
+  static constexpr size_t kFlushThreshold = 8 << 20;
+
+  // Opens the namespace of an open store; purges inodes left unlinked by a crash.
+  static Result<std::unique_ptr<Filesystem>> Open(Store* store);
+  ~Filesystem();
+
+  // Namespace.
+  Result<Attr> Lookup(uint64_t parent, std::string_view name);
+  Result<Attr> GetAttr(uint64_t ino);
+  Result<Attr> SetAttr(uint64_t ino, const SetAttrRequest& req);
+  Result<Attr> Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                     const Caller& who);
+  Result<Attr> Mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& who);
+  Result<Attr> Symlink(std::string_view target, uint64_t parent, std::string_view name,
+                       const Caller& who);
+  Result<std::string> Readlink(uint64_t ino);
+  Result<Attr> Link(uint64_t ino, uint64_t new_parent, std::string_view new_name);
+  Status Unlink(uint64_t parent, std::string_view name);
+  Status Rmdir(uint64_t parent, std::string_view name);
+  Status Rename(uint64_t parent, std::string_view name, uint64_t new_parent,
+                std::string_view new_name, unsigned flags = 0);
+
+  // Directory listing. Calls `emit` for each entry from `cookie` on ("." and ".." first)
+  // until it returns false. Cookie 0 is the start. Cookies stay valid across concurrent
+  // inserts and deletes: an entry is listed once, or not at all if deleted meanwhile.
+  Status ReadDir(uint64_t ino, uint64_t cookie, const std::function<bool(const DirEntry&)>& emit);
+
+  // File data. `flags` are open(2) flags; O_TRUNC truncates, O_APPEND appends.
+  Result<std::pair<Attr, FileHandle>> Create(uint64_t parent, std::string_view name,
+                                             uint32_t mode, int flags, const Caller& who);
+  Result<FileHandle> Open(uint64_t ino, int flags);
+  // Reads up to `n` bytes at `offset` into `buf`; returns the count (0 at EOF).
+  Result<size_t> Read(FileHandle fh, uint64_t offset, size_t n, char* buf);
+  Result<size_t> Write(FileHandle fh, uint64_t offset, const char* data, size_t n);
+  Status Flush(FileHandle fh);
+  Status Fsync(FileHandle fh, bool datasync);
+  Status Release(FileHandle fh);
+  // Makes dst's [dst_off, dst_off+n) a copy of src's [src_off, src_off+n), sharing every
+  // chunk the range covers whole; only partial chunks at the edges are copied. Returns the
+  // bytes copied (fewer than n if src ends first).
+  Result<uint64_t> CloneRange(FileHandle src, uint64_t src_off, FileHandle dst, uint64_t dst_off,
+                              uint64_t n);
+
+  // Extended attributes.
+  Result<std::string> GetXattr(uint64_t ino, std::string_view name);
+  Status SetXattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  Result<std::vector<std::string>> ListXattr(uint64_t ino);
+  Status RemoveXattr(uint64_t ino, std::string_view name);
+
+  Result<FsStats> StatFs();
+
+  // Kernel references (FUSE lookup counts): keep an unlinked inode until released.
+  void Ref(uint64_t ino, uint64_t n = 1);
+  void Unref(uint64_t ino, uint64_t n = 1);
+
+  // Commits every open file's buffered data (unmount, snapshot of state).
+  Status FlushAll();
+
+  Store& store() { return *store_; }
+
+ private:
+  struct OpenFile;
+  struct Handle {
+    uint64_t ino;
+    int flags;
+    std::shared_ptr<OpenFile> file;
+  };
+  class Txn;
+
+  explicit Filesystem(Store* store);
+  Status PurgeOrphansAtOpen();
+
+  // Metadata helpers (ns_mu_ held where noted).
+  Result<Inode> LoadInode(uint64_t ino);
+  Status LookupEntry(uint64_t parent, std::string_view name, uint64_t* child, uint64_t* seq,
+                     uint32_t* mode);
+  Result<uint64_t> AllocIno(rocksdb::WriteBatch* b);                        // ns_mu_
+  void PutInode(rocksdb::WriteBatch* b, const Inode& ino);                 // ns_mu_
+  void AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view name, const Inode& child);
+  void RemoveEntry(rocksdb::WriteBatch* b, uint64_t parent, std::string_view name, uint64_t seq);
+  // Drops one link; purges the inode's data if it was the last link and nothing uses it.
+  Status DropLink(rocksdb::WriteBatch* b, Inode* ino, int64_t now);        // ns_mu_
+  Status PurgeInode(rocksdb::WriteBatch* b, uint64_t ino);                 // ns_mu_
+  bool InUse(uint64_t ino);
+  Result<Attr> MakeNode(uint64_t parent, std::string_view name, Inode node);
+  Status LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name);
+  Attr ToAttr(const Inode& i);
+  void MaybePurgeUnused(uint64_t ino);
+
+  // Data helpers (in filesystem_data.cc); OpenFile::mu held.
+  Status FlushLocked(OpenFile* f, bool all, bool sync);
+  Status ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, size_t* got);
+  Status ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf);
+  Status TruncateLocked(OpenFile* f, uint64_t size, int64_t now);
+  Status CommitData(uint64_t ino, class ChunkTxn* txn, bool sync,
+                    const std::function<void(Inode*)>& update);
+  Result<Handle> GetHandle(FileHandle fh);
+  std::shared_ptr<OpenFile> OpenFileFor(uint64_t ino);
+  std::shared_ptr<OpenFile> FindOpenFile(uint64_t ino);
+
+  Store* const store_;
+  MetaStore& meta_;
+  ChunkStore& chunks_;
+  const Chunker chunker_;
+
+  std::mutex ns_mu_;  // serialises metadata read-modify-write and inode allocation
+  uint64_t next_ino_ = 0;  // GUARDED_BY(ns_mu_)
+
+  std::mutex files_mu_;  // guards the three maps below; never held while taking others
+  std::unordered_map<uint64_t, std::weak_ptr<OpenFile>> open_files_;
+  std::unordered_map<FileHandle, Handle> handles_;
+  std::unordered_map<uint64_t, uint64_t> refs_;  // kernel refs + open handles per inode
+  FileHandle next_fh_ = 1;
+};
+
+}  // namespace snapfs

@@ -1,0 +1,541 @@
+// Filesystem: file data. Writes are buffered per inode (OpenFile) and committed as
+// chunks; only the region a write touches is re-chunked (docs/write-path.md).
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/chunk_store.h"
+#include "core/coding.h"
+#include "core/filesystem.h"
+#include "core/open_file.h"
+
+namespace snapfs {
+
+namespace {
+
+struct Extent {
+  uint64_t offset = 0;
+  ExtentValue v;
+  uint64_t end() const { return offset + v.length; }
+};
+
+// The extent with the greatest offset <= `off`, if any.
+bool ExtentAtOrBefore(MetaStore& meta, rocksdb::Iterator* it, uint64_t ino, uint64_t off,
+                      Extent* out) {
+  it->SeekForPrev(keys::Extent(ino, off));
+  if (!it->Valid() || GetBE64(it->key().data()) != ino) return false;
+  auto v = ExtentValue::Decode(it->value().ToStringView());
+  if (!v.ok()) return false;
+  out->offset = GetBE64(it->key().data() + 8);
+  out->v = *v;
+  return true;
+}
+
+}  // namespace
+
+void Filesystem::OpenFile::AddDirty(uint64_t off, const char* data, size_t n) {
+  if (n == 0) return;
+  uint64_t end = off + n;
+  auto it = dirty.upper_bound(off);
+  if (it != dirty.begin()) {
+    auto p = std::prev(it);
+    if (p->first + p->second.size() >= off) it = p;
+  }
+  if (it == dirty.end() || it->first > end) {
+    dirty.emplace(off, std::string(data, n));
+    dirty_bytes += n;
+    return;
+  }
+  // Merge every range overlapping or touching [off, end) into one. When the first range
+  // starts at or before `off` (sequential appends), its string grows in place.
+  auto first = it, last = it;
+  uint64_t ns = std::min(off, first->first), ne = end;
+  for (; last != dirty.end() && last->first <= end; ++last) {
+    ne = std::max<uint64_t>(ne, last->first + last->second.size());
+    dirty_bytes -= last->second.size();
+  }
+  std::string merged;
+  if (first->first == ns) {
+    merged = std::move(first->second);
+  } else {
+    merged.assign(first->first - ns, '\0');
+    merged += first->second;
+  }
+  merged.resize(ne - ns);
+  for (auto j = std::next(first); j != last; ++j) {
+    std::memcpy(merged.data() + (j->first - ns), j->second.data(), j->second.size());
+  }
+  std::memcpy(merged.data() + (off - ns), data, n);
+  dirty.erase(first, last);
+  dirty_bytes += merged.size();
+  dirty.emplace(ns, std::move(merged));
+}
+
+Status Filesystem::OpenFile::EnsureLoaded(MetaStore& meta) {
+  if (loaded) return Status::OK();
+  std::string v;
+  RETURN_IF_ERROR(meta.Get(Cf::kInodes, keys::Ino(ino), &v));
+  ASSIGN_OR_RETURN(auto node, Inode::Decode(ino, v));
+  size = committed_size = node.size;
+  mtime_ns = node.mtime_ns;
+  loaded = true;
+  return Status::OK();
+}
+
+// ---- handles ----
+
+std::shared_ptr<Filesystem::OpenFile> Filesystem::FindOpenFile(uint64_t ino) {
+  std::lock_guard l(files_mu_);
+  auto it = open_files_.find(ino);
+  if (it == open_files_.end()) return nullptr;
+  return it->second.lock();
+}
+
+std::shared_ptr<Filesystem::OpenFile> Filesystem::OpenFileFor(uint64_t ino) {
+  std::lock_guard l(files_mu_);
+  auto& w = open_files_[ino];
+  if (auto f = w.lock()) return f;
+  auto f = std::shared_ptr<OpenFile>(new OpenFile(ino), [this](OpenFile* p) {
+    {
+      std::lock_guard l(files_mu_);
+      auto it = open_files_.find(p->ino);
+      if (it != open_files_.end() && it->second.expired()) open_files_.erase(it);
+    }
+    delete p;
+  });
+  w = f;
+  return f;
+}
+
+Result<Filesystem::Handle> Filesystem::GetHandle(FileHandle fh) {
+  std::lock_guard l(files_mu_);
+  auto it = handles_.find(fh);
+  if (it == handles_.end()) return Status::BadHandle();
+  return it->second;
+}
+
+Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
+  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  int acc = flags & O_ACCMODE;
+  if (node.is_dir()) {
+    if (acc != O_RDONLY) return Status::IsDirectory();
+  } else if (!node.is_reg()) {
+    return Status::NotSupported("open of a special file");
+  }
+  auto f = OpenFileFor(ino);
+  if ((flags & O_TRUNC) && acc != O_RDONLY && node.is_reg()) {
+    std::lock_guard l(f->mu);
+    RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+    if (f->size != 0 || !f->dirty.empty()) {
+      RETURN_IF_ERROR(FlushLocked(f.get(), true, false));
+      RETURN_IF_ERROR(TruncateLocked(f.get(), 0, NowNs()));
+    }
+  }
+  std::lock_guard l(files_mu_);
+  FileHandle fh = next_fh_++;
+  handles_[fh] = Handle{ino, flags, std::move(f)};
+  refs_[ino]++;
+  return fh;
+}
+
+Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::string_view name,
+                                                       uint32_t mode, int flags,
+                                                       const Caller& who) {
+  ASSIGN_OR_RETURN(auto attr, Mknod(parent, name, S_IFREG | (mode & 07777), 0, who));
+  ASSIGN_OR_RETURN(auto fh, Open(attr.ino, flags & ~O_TRUNC));
+  return std::make_pair(attr, fh);
+}
+
+Status Filesystem::Release(FileHandle fh) {
+  Handle h;
+  {
+    std::lock_guard l(files_mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return Status::BadHandle();
+    h = std::move(it->second);
+    handles_.erase(it);
+  }
+  Status s;
+  {
+    std::lock_guard l(h.file->mu);
+    s = FlushLocked(h.file.get(), true, false);
+  }
+  h.file.reset();
+  Unref(h.ino);
+  return s;
+}
+
+Status Filesystem::Flush(FileHandle fh) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  std::lock_guard l(h.file->mu);
+  return FlushLocked(h.file.get(), true, false);
+}
+
+Status Filesystem::Fsync(FileHandle fh, bool datasync) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  std::lock_guard l(h.file->mu);
+  return FlushLocked(h.file.get(), true, true);
+}
+
+Status Filesystem::FlushAll() {
+  std::vector<std::shared_ptr<OpenFile>> files;
+  {
+    std::lock_guard l(files_mu_);
+    for (auto& [ino, w] : open_files_)
+      if (auto f = w.lock()) files.push_back(f);
+  }
+  Status first;
+  for (auto& f : files) {
+    std::lock_guard l(f->mu);
+    Status s = FlushLocked(f.get(), true, false);
+    if (first.ok() && !s.ok()) first = s;
+  }
+  Status s = meta_.SyncWal();
+  return first.ok() ? s : first;
+}
+
+// ---- reading ----
+
+Status Filesystem::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf) {
+  std::memset(buf, 0, n);  // holes read as zeros
+  uint64_t end = offset + n;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  Extent e;
+  if (ExtentAtOrBefore(meta_, it.get(), ino, offset, &e) && e.end() > offset) {
+    // start at the extent covering `offset`
+  } else {
+    it->Seek(keys::Extent(ino, offset));
+  }
+  for (; it->Valid() && GetBE64(it->key().data()) == ino; it->Next()) {
+    e.offset = GetBE64(it->key().data() + 8);
+    if (e.offset >= end) break;
+    ASSIGN_OR_RETURN(e.v, ExtentValue::Decode(it->value().ToStringView()));
+    if (e.end() <= offset) continue;
+    ASSIGN_OR_RETURN(auto data, chunks_.Get(e.v.id));
+    if (data->size() != e.v.length) return Status::Corruption("extent length mismatch");
+    uint64_t from = std::max(offset, e.offset), to = std::min(end, e.end());
+    std::memcpy(buf + (from - offset), data->data() + (from - e.offset), to - from);
+  }
+  return FromRocks(it->status(), "read extents");
+}
+
+Status Filesystem::ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, size_t* got) {
+  RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  *got = 0;
+  if (offset >= f->size) return Status::OK();
+  n = static_cast<size_t>(std::min<uint64_t>(n, f->size - offset));
+  uint64_t end = offset + n;
+  // Committed data exists only below committed_size (a truncate may have grown the file).
+  if (offset < f->committed_size) {
+    size_t cn = static_cast<size_t>(std::min<uint64_t>(end, f->committed_size) - offset);
+    RETURN_IF_ERROR(ReadCommitted(f->ino, offset, cn, buf));
+    if (cn < n) std::memset(buf + cn, 0, n - cn);
+  } else {
+    std::memset(buf, 0, n);
+  }
+  auto it = f->dirty.upper_bound(offset);
+  if (it != f->dirty.begin()) --it;
+  for (; it != f->dirty.end() && it->first < end; ++it) {
+    uint64_t rs = it->first, re = rs + it->second.size();
+    uint64_t from = std::max(offset, rs), to = std::min(end, re);
+    if (from < to) std::memcpy(buf + (from - offset), it->second.data() + (from - rs), to - from);
+  }
+  *got = n;
+  return Status::OK();
+}
+
+Result<size_t> Filesystem::Read(FileHandle fh, uint64_t offset, size_t n, char* buf) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  if ((h.flags & O_ACCMODE) == O_WRONLY) return Status::BadHandle("not open for reading");
+  std::lock_guard l(h.file->mu);
+  size_t got = 0;
+  RETURN_IF_ERROR(ReadLocked(h.file.get(), offset, n, buf, &got));
+  return got;
+}
+
+// ---- writing ----
+
+Result<size_t> Filesystem::Write(FileHandle fh, uint64_t offset, const char* data, size_t n) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  if ((h.flags & O_ACCMODE) == O_RDONLY) return Status::BadHandle("not open for writing");
+  OpenFile* f = h.file.get();
+  std::lock_guard l(f->mu);
+  RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  if (h.flags & O_APPEND) offset = f->size;
+  if (offset + n > kMaxFileSize || offset + n < offset) return Status::FileTooBig();
+  f->AddDirty(offset, data, n);
+  f->size = std::max<uint64_t>(f->size, offset + n);
+  f->mtime_ns = NowNs();
+  f->attr_dirty = true;
+  if (f->dirty_bytes >= kFlushThreshold) {
+    RETURN_IF_ERROR(FlushLocked(f, /*all=*/false, /*sync=*/false));
+  }
+  return n;
+}
+
+Status Filesystem::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
+                              const std::function<void(Inode*)>& update) {
+  struct ReleaseOnExit {
+    ChunkStore& c;
+    ChunkTxn* t;
+    ~ReleaseOnExit() { c.Release(t); }
+  } release{chunks_, txn};
+  // Pack bytes become durable before the metadata that points at them.
+  if (txn->wrote_pack) RETURN_IF_ERROR(chunks_.Sync());
+  {
+    std::lock_guard l(ns_mu_);
+    ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+    update(&node);
+    PutInode(&txn->batch, node);
+    RETURN_IF_ERROR(meta_.Write(&txn->batch));
+  }
+  if (sync) RETURN_IF_ERROR(meta_.SyncWal());
+  return Status::OK();
+}
+
+// Re-chunks the buffered regions of `f` and commits them. With `all` false (the buffer
+// outgrew kFlushThreshold), the bytes after the last content-defined cut at the end of
+// the file stay buffered, so that chunk boundaries of a streamed file do not depend on
+// when flushes happen.
+Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
+  if (!f->loaded || (f->dirty.empty() && !f->attr_dirty)) {
+    if (sync) RETURN_IF_ERROR(meta_.SyncWal());
+    return Status::OK();
+  }
+  ChunkTxn txn;
+  int64_t allocated_delta = 0;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  std::map<uint64_t, std::string> keep;  // held-back tail
+  auto cf_ext = meta_.cf(Cf::kExtents);
+
+  auto d = f->dirty.begin();
+  while (d != f->dirty.end()) {
+    // Expand the first dirty range to the chunks it touches (and the chunk it continues).
+    uint64_t s = d->first, e = d->first + d->second.size();
+    Extent x;
+    if (ExtentAtOrBefore(meta_, it.get(), f->ino, s, &x) && x.end() >= s && x.offset < s + 1) {
+      s = x.offset;
+    }
+    auto end_of = [&](uint64_t end) {
+      Extent y;
+      if (ExtentAtOrBefore(meta_, it.get(), f->ino, end - 1, &y) && y.end() > end) return y.end();
+      return end;
+    };
+    e = end_of(e);
+    auto last = std::next(d);
+    while (last != f->dirty.end() && last->first <= e) {
+      uint64_t le = last->first + last->second.size();
+      if (le > e) e = end_of(le);
+      ++last;
+    }
+    uint64_t committed_end = std::min<uint64_t>(e, f->committed_size);
+    // Region bytes: committed data overlaid with the buffered writes.
+    std::string region(e - s, '\0');
+    if (s < committed_end) RETURN_IF_ERROR(ReadCommitted(f->ino, s, committed_end - s, region.data()));
+    for (auto j = d; j != last; ++j) {
+      std::memcpy(region.data() + (j->first - s), j->second.data(), j->second.size());
+    }
+    // Old extents inside the region go.
+    for (it->Seek(keys::Extent(f->ino, s)); it->Valid() && GetBE64(it->key().data()) == f->ino;
+         it->Next()) {
+      uint64_t off = GetBE64(it->key().data() + 8);
+      if (off >= e) break;
+      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+      meta_.AddRef(&txn.batch, v.id, -1);
+      (void)txn.batch.Delete(cf_ext, it->key());
+      allocated_delta -= v.length;
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+    // New chunks.
+    bool hold_tail = !all && last == f->dirty.end() && e == f->size && e > f->committed_size;
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(region.data());
+    size_t pos = 0, n = region.size();
+    while (pos < n) {
+      size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/!hold_tail);
+      if (cut == 0) {
+        // Only bytes beyond the committed end may stay buffered: committed bytes are
+        // never dropped from the store before their replacement is committed.
+        if (s + pos >= f->committed_size) break;
+        cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
+      }
+      ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(p + pos, cut), &txn));
+      (void)txn.batch.Put(cf_ext, keys::Extent(f->ino, s + pos),
+                          ExtentValue{id, static_cast<uint32_t>(cut)}.Encode());
+      meta_.AddRef(&txn.batch, id, +1);
+      allocated_delta += cut;
+      pos += cut;
+    }
+    if (pos < n) {
+      keep.emplace(s + pos, region.substr(pos));
+    }
+    d = last;
+  }
+
+  uint64_t new_committed = f->size;
+  if (!keep.empty()) new_committed = keep.begin()->first;
+  int64_t mtime = f->mtime_ns;
+  Status st = CommitData(f->ino, &txn, sync, [&](Inode* node) {
+    node->size = new_committed;
+    node->allocated = static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+    if (f->attr_dirty) node->mtime_ns = node->ctime_ns = mtime;
+  });
+  if (!st.ok()) {
+    // Nothing was committed: the buffer still holds the data; drop nothing.
+    return st;
+  }
+  f->committed_size = new_committed;
+  f->dirty = std::move(keep);
+  f->dirty_bytes = 0;
+  for (auto& [o, b] : f->dirty) f->dirty_bytes += b.size();
+  f->attr_dirty = !f->dirty.empty();
+  return Status::OK();
+}
+
+// Sets the size of a file with an empty buffer (FlushLocked(all) ran). f->mu held.
+Status Filesystem::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {
+  RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  ChunkTxn txn;
+  int64_t allocated_delta = 0;
+  if (size < f->committed_size) {
+    auto it = meta_.NewIterator(Cf::kExtents);
+    Extent x;
+    uint64_t from = size;
+    if (ExtentAtOrBefore(meta_, it.get(), f->ino, size, &x) && x.offset < size && x.end() > size) {
+      // The chunk cut by the new end is replaced by its prefix.
+      ASSIGN_OR_RETURN(auto data, chunks_.Get(x.v.id));
+      size_t keep = static_cast<size_t>(size - x.offset);
+      ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(reinterpret_cast<const uint8_t*>(data->data()), keep), &txn));
+      (void)txn.batch.Put(meta_.cf(Cf::kExtents), keys::Extent(f->ino, x.offset),
+                          ExtentValue{id, static_cast<uint32_t>(keep)}.Encode());
+      meta_.AddRef(&txn.batch, id, +1);
+      meta_.AddRef(&txn.batch, x.v.id, -1);
+      allocated_delta += static_cast<int64_t>(keep) - x.v.length;
+      from = x.end();
+    }
+    for (it->Seek(keys::Extent(f->ino, from)); it->Valid() && GetBE64(it->key().data()) == f->ino;
+         it->Next()) {
+      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+      meta_.AddRef(&txn.batch, v.id, -1);
+      (void)txn.batch.Delete(meta_.cf(Cf::kExtents), it->key());
+      allocated_delta -= v.length;
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+  }
+  RETURN_IF_ERROR(CommitData(f->ino, &txn, false, [&](Inode* node) {
+    node->size = size;
+    node->allocated = static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+    node->mtime_ns = node->ctime_ns = now;
+  }));
+  f->size = f->committed_size = size;
+  f->mtime_ns = now;
+  f->attr_dirty = false;
+  return Status::OK();
+}
+
+// ---- clone ----
+
+Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, FileHandle dst_fh,
+                                        uint64_t dst_off, uint64_t n) {
+  ASSIGN_OR_RETURN(auto src, GetHandle(src_fh));
+  ASSIGN_OR_RETURN(auto dst, GetHandle(dst_fh));
+  if ((src.flags & O_ACCMODE) == O_WRONLY) return Status::BadHandle("source not readable");
+  if ((dst.flags & O_ACCMODE) == O_RDONLY) return Status::BadHandle("target not writable");
+  if (dst.flags & O_APPEND) return Status::BadHandle("target opened with O_APPEND");
+  OpenFile* fs = src.file.get();
+  OpenFile* fd = dst.file.get();
+  if (dst_off + n > kMaxFileSize || dst_off + n < dst_off) return Status::FileTooBig();
+
+  std::unique_lock<std::mutex> l1, l2;
+  if (fs == fd) {
+    l1 = std::unique_lock(fs->mu);
+  } else if (fs->ino < fd->ino) {
+    l1 = std::unique_lock(fs->mu);
+    l2 = std::unique_lock(fd->mu);
+  } else {
+    l1 = std::unique_lock(fd->mu);
+    l2 = std::unique_lock(fs->mu);
+  }
+  RETURN_IF_ERROR(fs->EnsureLoaded(meta_));
+  RETURN_IF_ERROR(fd->EnsureLoaded(meta_));
+  if (src_off >= fs->size) return uint64_t{0};
+  n = std::min<uint64_t>(n, fs->size - src_off);
+  if (n == 0) return uint64_t{0};
+  RETURN_IF_ERROR(FlushLocked(fs, true, false));
+  if (fd != fs) RETURN_IF_ERROR(FlushLocked(fd, true, false));
+
+  // Fast path: the target has no data at or after dst_off (cp --reflink into a new or
+  // shorter file): whole source chunks are shared by adding extents; only the partial
+  // chunks at the edges are copied.
+  bool share = fd != fs && fd->committed_size <= dst_off;
+  uint64_t copied_head_end = src_off, shared_end = src_off;
+  if (share) {
+    ChunkTxn txn;
+    int64_t allocated_delta = 0;
+    auto it = meta_.NewIterator(Cf::kExtents);
+    uint64_t first_full = UINT64_MAX, last_full_end = 0;
+    for (it->Seek(keys::Extent(fs->ino, src_off)); it->Valid() && GetBE64(it->key().data()) == fs->ino;
+         it->Next()) {
+      uint64_t off = GetBE64(it->key().data() + 8);
+      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+      if (off + v.length > src_off + n) break;
+      if (first_full == UINT64_MAX) first_full = off;
+      last_full_end = off + v.length;
+      (void)txn.batch.Put(meta_.cf(Cf::kExtents), keys::Extent(fd->ino, dst_off + (off - src_off)),
+                          v.Encode());
+      meta_.AddRef(&txn.batch, v.id, +1);
+      allocated_delta += v.length;
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+    if (first_full != UINT64_MAX) {
+      uint64_t new_size = std::max<uint64_t>(fd->size, dst_off + (last_full_end - src_off));
+      int64_t now = NowNs();
+      RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, [&](Inode* node) {
+        node->size = new_size;
+        node->allocated = static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+        node->mtime_ns = node->ctime_ns = now;
+      }));
+      fd->size = fd->committed_size = new_size;
+      fd->mtime_ns = now;
+      copied_head_end = first_full;
+      shared_end = last_full_end;
+    }
+  }
+  // Everything not shared is copied through the buffer (and dedups on flush).
+  auto copy = [&](uint64_t from, uint64_t to) -> Status {
+    std::string buf;
+    for (uint64_t o = from; o < to;) {
+      size_t step = static_cast<size_t>(std::min<uint64_t>(to - o, 4 << 20));
+      buf.resize(step);
+      size_t got = 0;
+      RETURN_IF_ERROR(ReadLocked(fs, o, step, buf.data(), &got));
+      if (got < step) std::memset(buf.data() + got, 0, step - got);
+      fd->AddDirty(dst_off + (o - src_off), buf.data(), step);
+      fd->size = std::max<uint64_t>(fd->size, dst_off + (o - src_off) + step);
+      fd->mtime_ns = NowNs();
+      fd->attr_dirty = true;
+      if (fd->dirty_bytes >= kFlushThreshold) RETURN_IF_ERROR(FlushLocked(fd, true, false));
+      o += step;
+    }
+    return Status::OK();
+  };
+  if (shared_end > src_off) {
+    RETURN_IF_ERROR(copy(src_off, copied_head_end));
+    RETURN_IF_ERROR(copy(shared_end, src_off + n));
+  } else if (fs == fd) {
+    // Overlapping ranges in one file: read everything first, then write.
+    std::string all(n, '\0');
+    size_t got = 0;
+    RETURN_IF_ERROR(ReadLocked(fs, src_off, n, all.data(), &got));
+    fd->AddDirty(dst_off, all.data(), n);
+    fd->size = std::max<uint64_t>(fd->size, dst_off + n);
+    fd->mtime_ns = NowNs();
+    fd->attr_dirty = true;
+  } else {
+    RETURN_IF_ERROR(copy(src_off, src_off + n));
+  }
+  RETURN_IF_ERROR(FlushLocked(fd, true, false));
+  return n;
+}
+
+}  // namespace snapfs

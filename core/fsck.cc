@@ -1,0 +1,199 @@
+#include "core/fsck.h"
+
+#include <map>
+#include <unordered_map>
+
+#include "core/coding.h"
+#include "core/inode.h"
+#include "core/pack_format.h"
+
+namespace snapfs {
+
+namespace {
+
+struct InodeFacts {
+  uint32_t nlink = 0;
+  bool is_dir = false;
+  uint64_t links = 0;    // dentries naming it
+  uint64_t subdirs = 0;  // for folders: child folders
+};
+
+}  // namespace
+
+Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
+  MetaStore& meta = store.meta();
+  FsckReport r;
+  auto problem = [&](std::string s) {
+    if (r.problems.size() < 1000) r.problems.push_back(std::move(s));
+  };
+
+  // Namespace.
+  std::unordered_map<uint64_t, InodeFacts> inodes;
+  {
+    auto it = meta.NewIterator(Cf::kInodes);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      uint64_t ino = GetBE64(it->key().data());
+      auto node = Inode::Decode(ino, it->value().ToStringView());
+      if (!node.ok()) {
+        problem(node.status().ToString());
+        continue;
+      }
+      r.inodes++;
+      if (node->is_reg()) r.logical_bytes += node->size;
+      inodes[ino] = InodeFacts{node->nlink, node->is_dir(), 0, 0};
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan inodes"));
+  }
+  if (!inodes.count(kRootIno)) problem("root folder (inode 1) is missing");
+  {
+    auto it = meta.NewIterator(Cf::kDentries);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      r.dentries++;
+      uint64_t parent = GetBE64(it->key().data());
+      std::string name(it->key().data() + 8, it->key().size() - 8);
+      auto v = it->value();
+      if (v.size() != 20) {
+        problem("dentry " + std::to_string(parent) + "/" + name + " has wrong size");
+        continue;
+      }
+      uint64_t child = GetBE64(v.data()), seq = GetBE64(v.data() + 8);
+      auto c = inodes.find(child);
+      if (c == inodes.end()) {
+        problem("entry " + name + " in folder " + std::to_string(parent) +
+                " points at missing inode " + std::to_string(child));
+        continue;
+      }
+      c->second.links++;
+      if (c->second.is_dir) inodes[parent].subdirs++;
+      std::string iv;
+      Status s = meta.Get(Cf::kDirIndex, keys::DirIndex(parent, seq), &iv);
+      if (!s.ok() || iv.size() < 12 || iv.substr(12) != name || GetBE64(iv.data()) != child) {
+        problem("entry " + name + " in folder " + std::to_string(parent) +
+                " has no matching listing record");
+      }
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan dentries"));
+  }
+  std::unordered_map<uint64_t, bool> orphan;
+  {
+    auto it = meta.NewIterator(Cf::kOrphans);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) orphan[GetBE64(it->key().data())] = true;
+  }
+  for (const auto& [ino, f] : inodes) {
+    uint64_t expect = f.is_dir ? 2 + f.subdirs : f.links;
+    if (f.is_dir && ino != kRootIno && f.links == 0 && orphan.count(ino)) continue;
+    if (!f.is_dir && f.links == 0 && orphan.count(ino)) continue;
+    if (ino != kRootIno && f.links == 0) {
+      problem("inode " + std::to_string(ino) + " is not named by any folder (leaked)");
+      continue;
+    }
+    if (f.nlink != expect) {
+      problem("inode " + std::to_string(ino) + " has link count " + std::to_string(f.nlink) +
+              ", expected " + std::to_string(expect));
+    }
+  }
+
+  // Extents -> refcounts.
+  std::unordered_map<ChunkId, int64_t, ChunkIdHash> counted;
+  {
+    auto it = meta.NewIterator(Cf::kExtents);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      r.extents++;
+      uint64_t ino = GetBE64(it->key().data()), off = GetBE64(it->key().data() + 8);
+      auto e = ExtentValue::Decode(it->value().ToStringView());
+      if (!e.ok()) {
+        problem("extent of inode " + std::to_string(ino) + ": " + e.status().ToString());
+        continue;
+      }
+      counted[e->id]++;
+      if (!inodes.count(ino)) {
+        problem("extent at " + std::to_string(off) + " of missing inode " + std::to_string(ino));
+      }
+      std::string v;
+      Status s = meta.Get(Cf::kChunks, keys::Chunk(e->id), &v);
+      if (!s.ok()) {
+        problem("inode " + std::to_string(ino) + " offset " + std::to_string(off) +
+                " references chunk " + e->id.Hex() + " missing from the index");
+        continue;
+      }
+      auto loc = ChunkLocation::Decode(v);
+      if (loc.ok() && loc->length != e->length) {
+        problem("inode " + std::to_string(ino) + " offset " + std::to_string(off) +
+                ": extent length differs from chunk " + e->id.Short());
+      }
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan extents"));
+  }
+  {
+    auto it = meta.NewIterator(Cf::kRefs);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      ChunkId id = ChunkId::FromBytes(it->key().data());
+      int64_t stored = it->value().size() == 8 ? static_cast<int64_t>(GetLE64(it->value().data())) : -1;
+      auto c = counted.find(id);
+      int64_t expect = c == counted.end() ? 0 : c->second;
+      if (stored != expect) {
+        problem("chunk " + id.Hex() + " has refcount " + std::to_string(stored) + ", but " +
+                std::to_string(expect) + " extents point at it");
+      }
+      if (c != counted.end()) counted.erase(c);
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan refcounts"));
+    for (const auto& [id, n] : counted) {
+      problem("chunk " + id.Hex() + " has no refcount, but " + std::to_string(n) +
+              " extents point at it");
+    }
+  }
+
+  // Index -> packs.
+  ASSIGN_OR_RETURN(auto packs, store.backend().List());
+  std::map<PackId, uint64_t> pack_size;
+  for (const auto& p : packs) pack_size[p.id] = p.size;
+  r.packs = packs.size();
+  {
+    auto it = meta.NewIterator(Cf::kChunks);
+    std::string buf;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      r.chunks++;
+      ChunkId id = ChunkId::FromBytes(it->key().data());
+      auto loc = ChunkLocation::Decode(it->value().ToStringView());
+      if (!loc.ok()) {
+        problem("index entry of " + id.Hex() + ": " + loc.status().ToString());
+        continue;
+      }
+      r.stored_bytes += loc->length;
+      auto count = meta.RefCount(id);
+      if (count.ok() && *count == 0) r.garbage_chunks++;
+      auto ps = pack_size.find(loc->pack);
+      std::string where = " (pack " + std::to_string(loc->pack) + ", offset " +
+                          std::to_string(loc->offset) + ")";
+      if (ps == pack_size.end()) {
+        problem("chunk " + id.Hex() + " is in missing pack" + where);
+        continue;
+      }
+      if (loc->offset < pack::kRecordHeaderSize || loc->offset + loc->length > ps->second) {
+        problem("chunk " + id.Hex() + " lies outside its pack" + where);
+        continue;
+      }
+      buf.resize(pack::kRecordHeaderSize);
+      Status s = store.backend().Read(loc->pack, loc->offset - pack::kRecordHeaderSize,
+                                      pack::kRecordHeaderSize, reinterpret_cast<uint8_t*>(buf.data()));
+      pack::RecordHeader h;
+      if (!s.ok() || !pack::ParseRecordHeader(buf, &h) || h.id != id || h.length != loc->length) {
+        problem("chunk " + id.Hex() + ": pack record header does not match the index" + where);
+        continue;
+      }
+      if (opts.verify_data) {
+        Status rs = store.chunks().ReadAt(*loc, &buf);
+        if (!rs.ok()) {
+          problem("chunk " + id.Hex() + ": " + rs.ToString() + where);
+        } else if (store.chunks().Hash(buf.data(), buf.size()) != id) {
+          problem("chunk " + id.Hex() + ": bytes do not match their hash" + where);
+        }
+      }
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan chunk index"));
+  }
+  return r;
+}
+
+}  // namespace snapfs

@@ -1,0 +1,55 @@
+#include "core/inode.h"
+
+#include "core/coding.h"
+
+namespace snapfs {
+
+namespace {
+constexpr uint8_t kInodeVersion = 1;
+}
+
+std::string Inode::Encode() const {
+  std::string v;
+  v.reserve(96 + target.size());
+  v.push_back(static_cast<char>(kInodeVersion));
+  PutLE32(&v, mode);
+  PutLE32(&v, uid);
+  PutLE32(&v, gid);
+  PutLE32(&v, nlink);
+  PutLE64(&v, size);
+  PutLE64(&v, allocated);
+  PutLE64(&v, rdev);
+  PutLE64(&v, static_cast<uint64_t>(atime_ns));
+  PutLE64(&v, static_cast<uint64_t>(mtime_ns));
+  PutLE64(&v, static_cast<uint64_t>(ctime_ns));
+  PutLE64(&v, static_cast<uint64_t>(btime_ns));
+  PutLE64(&v, parent);
+  PutLE64(&v, next_seq);
+  v.append(target);
+  return v;
+}
+
+Result<Inode> Inode::Decode(uint64_t ino, std::string_view v) {
+  Decoder d(v);
+  if (d.U8() != kInodeVersion) return Status::Corruption("inode " + std::to_string(ino) + ": bad version");
+  Inode i;
+  i.ino = ino;
+  i.mode = d.U32();
+  i.uid = d.U32();
+  i.gid = d.U32();
+  i.nlink = d.U32();
+  i.size = d.U64();
+  i.allocated = d.U64();
+  i.rdev = d.U64();
+  i.atime_ns = static_cast<int64_t>(d.U64());
+  i.mtime_ns = static_cast<int64_t>(d.U64());
+  i.ctime_ns = static_cast<int64_t>(d.U64());
+  i.btime_ns = static_cast<int64_t>(d.U64());
+  i.parent = d.U64();
+  i.next_seq = d.U64();
+  if (!d.ok()) return Status::Corruption("inode " + std::to_string(ino) + ": truncated record");
+  i.target = std::string(d.Rest());
+  return i;
+}
+
+}  // namespace snapfs

@@ -1,0 +1,62 @@
+// Store: the on-disk folder and its lifecycle.
+//
+//   STORE/snapfs.conf   config (core/store_config.h), written once by init
+//   STORE/lock          flock'ed by the one process that has the store open; holds its pid
+//   STORE/meta/         RocksDB: all metadata (core/meta_store.h)
+//   STORE/packs/        chunk packs (local backend)
+//
+// Thread-safety: after Open, the accessors are safe to call from any thread; the objects
+// they return document their own thread-safety.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backends/backend.h"
+#include "core/chunk_store.h"
+#include "core/meta_store.h"
+#include "core/store_config.h"
+
+namespace snapfs {
+
+struct InitOptions {
+  ChunkerParams chunker;
+  bool verify_dedup = false;
+  std::string marker_names = "_metadata";
+};
+
+struct OpenOptions {
+  // Replaces the store's local pack folder (tests use memory or fault-injecting backends).
+  std::unique_ptr<Backend> backend;
+  size_t chunk_cache_bytes = 64ull << 20;
+};
+
+class Store {
+ public:
+  // Creates a store in `dir` (created if missing; must be empty otherwise).
+  static Status Init(const std::string& dir, const InitOptions& opts);
+  // Opens a store exclusively. Errors: NotFound (no such folder), InvalidArgument (not a
+  // store), NotSupported (unknown format version), Busy ("store in use by pid N").
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir, OpenOptions opts = {});
+  ~Store();
+
+  const std::string& dir() const { return dir_; }
+  const StoreConfig& config() const { return config_; }
+  MetaStore& meta() { return *meta_; }
+  ChunkStore& chunks() { return *chunks_; }
+  Backend& backend() { return *backend_; }
+
+ private:
+  Store() = default;
+  std::string dir_;
+  StoreConfig config_;
+  int lock_fd_ = -1;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<MetaStore> meta_;
+  std::unique_ptr<ChunkStore> chunks_;
+};
+
+// Reads the pid recorded in STORE/lock, or 0.
+int StoreLockHolder(const std::string& dir);
+
+}  // namespace snapfs

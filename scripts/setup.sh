@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package snapfs needs to build, test and run. Idempotent: it
+# does nothing when everything is already there.
+set -euo pipefail
+
+PKGS=(
+  g++ cmake ninja-build pkg-config make
+  libfuse3-dev fuse3
+  librocksdb-dev libxxhash-dev
+  libboost-program-options-dev
+  nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,271 @@
+// Test helpers for the engine's Filesystem API (no FUSE): a throwaway store under /tmp,
+// Status assertions, and shorthand for whole-file writes and reads.
+//
+// Thread-safety: TestFs is not thread-safe; use one per test.
+#pragma once
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/filesystem.h"
+#include "core/fsck.h"
+#include "core/gc.h"
+#include "core/store.h"
+
+namespace snapfs::test {
+
+// ---- Status assertions --------------------------------------------------------------
+
+inline const Status& StatusOf(const Status& s) { return s; }
+template <typename T>
+const Status& StatusOf(const Result<T>& r) {
+  return r.status();
+}
+
+template <typename T>
+::testing::AssertionResult IsOkPred(const char* expr, const T& v) {
+  const Status& s = StatusOf(v);
+  if (s.ok()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << expr << " failed: " << s.ToString();
+}
+
+template <typename T>
+::testing::AssertionResult HasCodePred(const char* expr, const char* code_expr, const T& v,
+                                       Code code) {
+  const Status& s = StatusOf(v);
+  if (s.code() == code) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << expr << ": expected " << code_expr << ", got "
+                                       << (s.ok() ? std::string("OK") : s.ToString());
+}
+
+#define EXPECT_OK(expr) EXPECT_PRED_FORMAT1(::snapfs::test::IsOkPred, expr)
+#define ASSERT_OK(expr) ASSERT_PRED_FORMAT1(::snapfs::test::IsOkPred, expr)
+#define EXPECT_CODE(expr, code) EXPECT_PRED_FORMAT2(::snapfs::test::HasCodePred, expr, code)
+#define ASSERT_CODE(expr, code) ASSERT_PRED_FORMAT2(::snapfs::test::HasCodePred, expr, code)
+
+// Unwraps a Result or checks a Status; on failure throws, which GoogleTest reports as a
+// failure of the current test (with the expression and the status).
+inline void MustImpl(const Status& s, const char* expr, const char* file, int line) {
+  if (!s.ok()) {
+    throw std::runtime_error(std::string(file) + ":" + std::to_string(line) + ": " + expr +
+                             " failed: " + s.ToString());
+  }
+}
+template <typename T>
+T MustImpl(Result<T> r, const char* expr, const char* file, int line) {
+  MustImpl(r.status(), expr, file, line);
+  return std::move(r).value();
+}
+#define MUST(expr) ::snapfs::test::MustImpl((expr), #expr, __FILE__, __LINE__)
+
+// ---- Data ---------------------------------------------------------------------------
+
+// Deterministic random bytes (std::mt19937_64 is fully specified by the standard).
+inline std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x = rng();
+    std::memcpy(&s[i], &x, 8);
+  }
+  for (; i < n; i++) s[i] = static_cast<char>(rng());
+  return s;
+}
+
+inline constexpr size_t kKiB = 1024;
+inline constexpr size_t kMiB = 1024 * 1024;
+
+// Small chunks, so that small files have many chunk boundaries.
+inline ChunkerParams SmallChunks() {
+  ChunkerParams p;
+  p.min_size = 1 * kKiB;
+  p.avg_size = 4 * kKiB;
+  p.max_size = 16 * kKiB;
+  return p;
+}
+
+// ---- A backend that outlives its Store ----------------------------------------------
+
+// Forwards to a shared backend, so that a memory backend's packs survive Reopen.
+class SharedBackend final : public Backend {
+ public:
+  explicit SharedBackend(std::shared_ptr<Backend> target) : t_(std::move(target)) {}
+  Result<std::unique_ptr<PackWriter>> Create(PackId id) override { return t_->Create(id); }
+  Status Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const override {
+    return t_->Read(id, offset, len, out);
+  }
+  Status Remove(PackId id) override { return t_->Remove(id); }
+  Result<std::vector<PackInfo>> List() const override { return t_->List(); }
+  Result<SpaceInfo> Space() const override { return t_->Space(); }
+  std::string Describe() const override { return "shared:" + t_->Describe(); }
+
+ private:
+  std::shared_ptr<Backend> t_;
+};
+
+// ---- The fixture --------------------------------------------------------------------
+
+struct TestFsOptions {
+  // Packs in memory instead of STORE/packs. TestFs keeps the memory backend alive across
+  // Reopen (a plain OpenOptions{.backend = NewMemoryBackend()} would lose them).
+  bool memory_backend = false;
+  bool small_chunks = true;
+  bool verify_dedup = false;
+};
+
+// A fresh store in a temp folder with a Filesystem open on it; removed on destruction.
+class TestFs {
+ public:
+  explicit TestFs(TestFsOptions opts = {}) : opts_(opts) {
+    char tmpl[] = "/tmp/snapfs-test-XXXXXX";
+    char* d = ::mkdtemp(tmpl);
+    if (d == nullptr) throw std::runtime_error("mkdtemp failed");
+    tmp_ = d;
+    dir_ = tmp_ + "/store";
+    InitOptions io;
+    if (opts_.small_chunks) io.chunker = SmallChunks();
+    io.verify_dedup = opts_.verify_dedup;
+    MUST(Store::Init(dir_, io));
+    if (opts_.memory_backend) mem_ = std::shared_ptr<Backend>(NewMemoryBackend());
+    Open();
+  }
+  ~TestFs() {
+    Close();
+    std::error_code ec;
+    std::filesystem::remove_all(tmp_, ec);
+  }
+  TestFs(const TestFs&) = delete;
+  TestFs& operator=(const TestFs&) = delete;
+
+  // Opens the store and the Filesystem (after Close).
+  void Open() {
+    OpenOptions oo;
+    if (mem_) oo.backend = std::make_unique<SharedBackend>(mem_);
+    store_ = MUST(Store::Open(dir_, std::move(oo)));
+    fs_ = MUST(Filesystem::Open(store_.get()));
+  }
+  // Destroys the Filesystem, then the Store. Open handles are dropped, not released.
+  void Close() {
+    fs_.reset();
+    store_.reset();
+  }
+  void Reopen() {
+    Close();
+    Open();
+  }
+
+  Filesystem& fs() { return *fs_; }
+  Filesystem* operator->() { return fs_.get(); }
+  Store& store() { return *store_; }
+  const std::string& dir() const { return dir_; }
+  const Caller& who() const { return who_; }
+
+  // ---- Shorthand; each throws (failing the test) on an error --------------------------
+
+  FileHandle CreateFile(uint64_t parent, std::string_view name, uint32_t mode = 0644,
+                        int flags = O_RDWR | O_CREAT | O_EXCL) {
+    return MUST(fs_->Create(parent, name, mode, flags, who_)).second;
+  }
+  void WriteAll(FileHandle fh, uint64_t offset, std::string_view data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      size_t n = MUST(fs_->Write(fh, offset + done, data.data() + done, data.size() - done));
+      if (n == 0) throw std::runtime_error("Write returned 0");
+      done += n;
+    }
+  }
+  // Reads [offset, offset+n) or up to EOF through a handle.
+  std::string ReadAt(FileHandle fh, uint64_t offset, size_t n) {
+    std::string out(n, '\0');
+    size_t got = 0;
+    while (got < n) {
+      size_t r = MUST(fs_->Read(fh, offset + got, n - got, out.data() + got));
+      if (r == 0) break;
+      got += r;
+    }
+    out.resize(got);
+    return out;
+  }
+  // Reads the whole file through a handle (size from GetAttr).
+  std::string ReadFh(FileHandle fh, uint64_t ino) {
+    uint64_t size = MUST(fs_->GetAttr(ino)).size;
+    std::string s = ReadAt(fh, 0, size + 1);  // +1: also checks that EOF is where it should be
+    return s;
+  }
+  // Creates (or truncates) `name` with `data`, closes it; returns its inode number.
+  uint64_t WriteFile(uint64_t parent, std::string_view name, std::string_view data,
+                     uint32_t mode = 0644) {
+    auto [attr, fh] = MUST(fs_->Create(parent, name, mode, O_WRONLY | O_CREAT | O_TRUNC, who_));
+    WriteAll(fh, 0, data);
+    MUST(fs_->Release(fh));
+    return attr.ino;
+  }
+  std::string ReadAll(uint64_t ino) {
+    FileHandle fh = MUST(fs_->Open(ino, O_RDONLY));
+    std::string s = ReadFh(fh, ino);
+    MUST(fs_->Release(fh));
+    return s;
+  }
+  uint64_t Mkdir(uint64_t parent, std::string_view name, uint32_t mode = 0755) {
+    return MUST(fs_->Mkdir(parent, name, mode, who_)).ino;
+  }
+  uint64_t InoOf(uint64_t parent, std::string_view name) {
+    return MUST(fs_->Lookup(parent, name)).ino;
+  }
+  // Every entry of a folder except "." and "..", in listing order.
+  std::vector<DirEntry> List(uint64_t dir) {
+    std::vector<DirEntry> out;
+    MUST(fs_->ReadDir(dir, 0, [&](const DirEntry& e) {
+      if (e.name != "." && e.name != "..") out.push_back(e);
+      return true;
+    }));
+    return out;
+  }
+  FsckReport Check(bool verify_data = false) {
+    FsckOptions o;
+    o.verify_data = verify_data;
+    return MUST(Fsck(*store_, o));
+  }
+  // Total bytes of all packs as the backend lists them.
+  uint64_t PackBytes() {
+    uint64_t total = 0;
+    for (const auto& p : MUST(store_->backend().List())) total += p.size;
+    return total;
+  }
+
+ private:
+  TestFsOptions opts_;
+  std::string tmp_, dir_;
+  std::shared_ptr<Backend> mem_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Filesystem> fs_;
+  Caller who_{1234, 5678};
+};
+
+// Joins fsck problems for a failure message.
+inline std::string Problems(const FsckReport& r) {
+  std::string s;
+  for (const auto& p : r.problems) s += "\n  " + p;
+  return s;
+}
+
+#define EXPECT_FSCK_OK(report) \
+  EXPECT_TRUE((report).ok()) << "fsck problems:" << ::snapfs::test::Problems(report)
+#define ASSERT_FSCK_OK(report) \
+  ASSERT_TRUE((report).ok()) << "fsck problems:" << ::snapfs::test::Problems(report)
+
+}  // namespace snapfs::test

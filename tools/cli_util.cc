@@ -1,0 +1,67 @@
+#include "tools/cli_util.h"
+
+#include <cstdio>
+#include <iostream>
+
+namespace snapfs::cli {
+
+std::optional<int> Parse(const std::string& verb, const std::string& synopsis, const Args& args,
+                         const po::options_description& opts,
+                         const po::positional_options_description& pos, po::variables_map* vm) {
+  po::options_description all;
+  all.add_options()("help,h", "show this help");
+  all.add(opts);
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), *vm);
+    if (vm->count("help")) {
+      std::cout << "usage: snapfs " << verb << " " << synopsis << "\n\n" << all << "\n";
+      return kExitOk;
+    }
+    po::notify(*vm);
+  } catch (const po::error& e) {
+    std::cerr << "snapfs " << verb << ": " << e.what() << "\nusage: snapfs " << verb << " "
+              << synopsis << "\n(see 'snapfs " << verb << " --help')\n";
+    return kExitUsage;
+  }
+  return std::nullopt;
+}
+
+Result<uint64_t> ParseSize(const std::string& s) {
+  if (s.empty()) return Status::InvalidArgument("empty size");
+  size_t pos = 0;
+  uint64_t n = 0;
+  try {
+    n = std::stoull(s, &pos);
+  } catch (...) {
+    return Status::InvalidArgument("not a size: " + s);
+  }
+  std::string unit = s.substr(pos);
+  uint64_t mult = 1;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k") mult = 1ull << 10;
+  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
+  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
+  else return Status::InvalidArgument("unknown size unit in " + s + " (use K, M or G)");
+  return n * mult;
+}
+
+std::string HumanBytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  char buf[32];
+  if (u == 0) snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+  else snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+int Fail(const std::string& verb, const Status& s) {
+  std::cerr << "snapfs " << verb << ": " << s.ToString() << "\n";
+  return kExitFailure;
+}
+
+}  // namespace snapfs::cli

@@ -1,0 +1,30 @@
+// Shared plumbing of the CLI verbs: option parsing with --help, sizes, printing.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/status.h"
+#include "tools/commands.h"
+
+namespace snapfs::cli {
+
+namespace po = boost::program_options;
+
+// Parses `args` for `verb`. Returns an exit code to return immediately (help printed, or
+// a usage error printed to stderr), or nullopt to go on.
+std::optional<int> Parse(const std::string& verb, const std::string& synopsis, const Args& args,
+                         const po::options_description& opts,
+                         const po::positional_options_description& pos, po::variables_map* vm);
+
+// "64K", "1M", "1048576" -> bytes. InvalidArgument on anything else.
+Result<uint64_t> ParseSize(const std::string& s);
+// 1536 -> "1.5 KiB"
+std::string HumanBytes(uint64_t n);
+
+// Prints "snapfs VERB: message" to stderr and returns kExitFailure.
+int Fail(const std::string& verb, const Status& s);
+
+}  // namespace snapfs::cli

@@ -1,0 +1,22 @@
+// One function per CLI verb, each in tools/cmd_<verb>.cc. Each returns the exit code.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace snapfs::cli {
+
+using Args = std::vector<std::string>;  // the verb's own arguments (argv after the verb)
+
+int CmdInit(const Args& args);
+int CmdStats(const Args& args);
+int CmdFsck(const Args& args);
+int CmdGc(const Args& args);
+
+// Exit codes (sysexits-like where one fits).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  // the operation failed
+inline constexpr int kExitUsage = 2;    // bad arguments
+inline constexpr int kExitProblems = 3; // fsck found problems
+
+}  // namespace snapfs::cli

@@ -1,0 +1,47 @@
+// snapfs: the command-line entry point. Dispatches to one function per verb.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "tools/commands.h"
+
+namespace {
+
+struct Verb {
+  const char* name;
+  int (*fn)(const snapfs::cli::Args&);
+  const char* summary;
+};
+
+const Verb kVerbs[] = {
+    {"init", snapfs::cli::CmdInit, "create a store"},
+    {"stats", snapfs::cli::CmdStats, "logical and stored bytes, dedup ratio, chunks, packs"},
+    {"fsck", snapfs::cli::CmdFsck, "recompute refcounts and check every chunk"},
+    {"gc", snapfs::cli::CmdGc, "reclaim the space of unreferenced chunks now"},
+};
+
+void Usage(FILE* out) {
+  fprintf(out, "usage: snapfs <command> [options]\n\ncommands:\n");
+  for (const auto& v : kVerbs) fprintf(out, "  %-8s %s\n", v.name, v.summary);
+  fprintf(out, "\n'snapfs <command> --help' describes a command.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(stderr);
+    return snapfs::cli::kExitUsage;
+  }
+  std::string verb = argv[1];
+  if (verb == "-h" || verb == "--help" || verb == "help") {
+    Usage(stdout);
+    return 0;
+  }
+  for (const auto& v : kVerbs) {
+    if (verb == v.name) return v.fn(snapfs::cli::Args(argv + 2, argv + argc));
+  }
+  fprintf(stderr, "snapfs: unknown command '%s'\n", verb.c_str());
+  Usage(stderr);
+  return snapfs::cli::kExitUsage;
+}
