@@ -245,6 +245,11 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
   if (!s.Is(Code::kNotFound)) return s;
   rocksdb::WriteBatch b;
   ASSIGN_OR_RETURN(node.ino, AllocIno(&b));
+  if (dir.mode & S_ISGID) {
+    // BSD group semantics in a setgid folder, as Linux filesystems do.
+    node.gid = dir.gid;
+    if (node.is_dir()) node.mode |= S_ISGID;
+  }
   if (node.is_dir()) {
     node.parent = parent;
     if (dir.nlink >= kLinkMax) return Status::TooManyLinks();

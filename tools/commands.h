@@ -12,6 +12,8 @@ int CmdInit(const Args& args);
 int CmdStats(const Args& args);
 int CmdFsck(const Args& args);
 int CmdGc(const Args& args);
+int CmdMount(const Args& args);
+int CmdUmount(const Args& args);
 
 // Exit codes (sysexits-like where one fits).
 inline constexpr int kExitOk = 0;

@@ -15,6 +15,8 @@ struct Verb {
 
 const Verb kVerbs[] = {
     {"init", snapfs::cli::CmdInit, "create a store"},
+    {"mount", snapfs::cli::CmdMount, "mount a store (daemonises; -f stays in the foreground)"},
+    {"umount", snapfs::cli::CmdUmount, "unmount, and wait until the daemon has flushed"},
     {"stats", snapfs::cli::CmdStats, "logical and stored bytes, dedup ratio, chunks, packs"},
     {"fsck", snapfs::cli::CmdFsck, "recompute refcounts and check every chunk"},
     {"gc", snapfs::cli::CmdGc, "reclaim the space of unreferenced chunks now"},
@@ -40,6 +42,11 @@ int main(int argc, char** argv) {
   }
   for (const auto& v : kVerbs) {
     if (verb == v.name) return v.fn(snapfs::cli::Args(argv + 2, argv + argc));
+  }
+  // mount(8) helper convention (mount -t fuse.snapfs STORE DIR -o opts, fstab):
+  // mount.fuse3 runs "snapfs STORE DIR -o opts".
+  if (argc >= 3 && argv[1][0] != '-' && verb.find('/') != std::string::npos) {
+    return snapfs::cli::CmdMount(snapfs::cli::Args(argv + 1, argv + argc));
   }
   fprintf(stderr, "snapfs: unknown command '%s'\n", verb.c_str());
   Usage(stderr);

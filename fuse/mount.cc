@@ -1,0 +1,108 @@
+#include "fuse/mount.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "core/filesystem.h"
+#include "core/store.h"
+#include "fuse/fuse_ops.h"
+
+namespace snapfs::fuse {
+
+Status CheckMountpoint(const std::string& mp) {
+  struct stat st;
+  if (::stat(mp.c_str(), &st) != 0) {
+    if (errno == ENOTCONN) {
+      return Status::Busy(mp + " is a dead mount (daemon gone): run 'snapfs umount " + mp + "'");
+    }
+    return PosixError("mount point " + mp, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) return Status::NotDirectory("mount point " + mp + " is not a folder");
+  DIR* d = opendir(mp.c_str());
+  if (!d) return PosixError("mount point " + mp, errno);
+  bool empty = true;
+  while (auto* e = readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") {
+      empty = false;
+      break;
+    }
+  }
+  closedir(d);
+  if (!empty) return Status::NotEmpty("mount point " + mp + " is not empty");
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    return PosixError("/dev/fuse (is the fuse module loaded and are you allowed to use it?)",
+                      errno);
+  }
+  return Status::OK();
+}
+
+int ServeMount(const MountOptions& opts, const std::function<void(const Status&)>& ready) {
+  char* abs_store = realpath(opts.store.c_str(), nullptr);
+  std::string store_path = abs_store ? abs_store : opts.store;
+  free(abs_store);
+
+  auto store = Store::Open(store_path);
+  if (!store.ok()) {
+    ready(store.status());
+    return 1;
+  }
+  auto fs = Filesystem::Open(store->get());
+  if (!fs.ok()) {
+    ready(fs.status());
+    return 1;
+  }
+  FuseContext ctx;
+  ctx.fs = fs->get();
+  ctx.timeout = opts.timeout;
+  ctx.writeback = opts.writeback;
+
+  std::string o = "default_permissions,fsname=snapfs:" + store_path + ",subtype=snapfs";
+  for (const auto& x : opts.fuse_options) o += "," + x;
+  std::vector<std::string> argv_s = {"snapfs", "-o", o};
+  if (opts.debug) argv_s.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  fuse_session* se = fuse_session_new(&args, &Operations(), sizeof(fuse_lowlevel_ops), &ctx);
+  if (!se) {
+    ready(Status::InvalidArgument("FUSE rejected the mount options: " + o));
+    return 1;
+  }
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    ready(Status::IOError("cannot install signal handlers"));
+    return 1;
+  }
+  if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    ready(Status::IOError("mounting " + opts.mountpoint + " failed (see the message above)"));
+    return 1;
+  }
+  ready(Status::OK());
+
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, opts.threads);
+  fuse_loop_cfg_set_idle_threads(cfg, std::min(opts.threads, 10u));
+  int rc = fuse_session_loop_mt(se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  Status fl = (*fs)->FlushAll();
+  if (!fl.ok()) fprintf(stderr, "snapfs: flush at unmount: %s\n", fl.ToString().c_str());
+  fs->reset();
+  store->reset();
+  return rc == 0 && fl.ok() ? 0 : 1;
+}
+
+}  // namespace snapfs::fuse

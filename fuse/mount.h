@@ -1,0 +1,31 @@
+// Serving a store at a mount point: the FUSE session around core::Filesystem.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace snapfs::fuse {
+
+struct MountOptions {
+  std::string store;
+  std::string mountpoint;
+  std::vector<std::string> fuse_options;  // "-o" values, comma-joined by us
+  unsigned threads = 16;                  // upper bound of the worker pool
+  bool debug = false;                     // libfuse request tracing on stderr
+  bool writeback = true;
+  double timeout = 60.0;
+};
+
+// Opens the store, mounts, and serves requests until the file system is unmounted or
+// the process gets SIGTERM/SIGINT/SIGHUP; then flushes everything and closes the store.
+// `ready` is called exactly once: with OK as soon as the mount is live, or with the
+// reason it could not be set up. Returns 0 after a clean unmount.
+int ServeMount(const MountOptions& opts, const std::function<void(const Status&)>& ready);
+
+// Checks a mount point before forking: an existing, empty folder that is not a mount.
+Status CheckMountpoint(const std::string& mountpoint);
+
+}  // namespace snapfs::fuse

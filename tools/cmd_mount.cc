@@ -1,0 +1,142 @@
+// snapfs mount STORE MOUNTPOINT [-f] [-o opts] [--threads N]
+// Daemonises by default and returns once the mount is live, or prints why it failed.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/algorithm/string.hpp>
+#include <cstring>
+#include <iostream>
+
+#include "core/store.h"
+#include "fuse/mount.h"
+#include "tools/cli_util.h"
+
+namespace snapfs::cli {
+
+namespace {
+
+// Reports readiness from the daemon to the waiting parent: "OK\n" or the error text.
+void WriteAll(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+int CmdMount(const Args& args) {
+  po::options_description opts("options");
+  std::string store, mountpoint;
+  std::vector<std::string> fuse_opts;
+  unsigned threads = 16;
+  opts.add_options()("store", po::value(&store)->required(), "the store folder")(
+      "mountpoint", po::value(&mountpoint)->required(), "an empty folder to mount on")(
+      "foreground,f", po::bool_switch(), "stay in the foreground, log to stderr")(
+      "options,o", po::value(&fuse_opts)->composing(),
+      "FUSE mount options, comma-separated (e.g. allow_other)")(
+      "threads", po::value(&threads)->default_value(threads), "worker threads at most")(
+      "debug,d", po::bool_switch(), "trace every FUSE request (implies -f)")(
+      "no-writeback", po::bool_switch(), "do not use the kernel writeback cache");
+  po::positional_options_description pos;
+  pos.add("store", 1).add("mountpoint", 1);
+  po::variables_map vm;
+  if (auto rc = Parse("mount", "STORE MOUNTPOINT [-f] [-o opts] [--threads N]", args, opts, pos,
+                      &vm)) {
+    return *rc;
+  }
+  if (threads == 0 || threads > 1024) {
+    return Fail("mount", Status::InvalidArgument("--threads must be between 1 and 1024"));
+  }
+  fuse::MountOptions mo;
+  mo.store = store;
+  mo.threads = threads;
+  mo.debug = vm["debug"].as<bool>();
+  mo.writeback = !vm["no-writeback"].as<bool>();
+  for (const auto& o : fuse_opts) {
+    std::vector<std::string> parts;
+    boost::split(parts, o, boost::is_any_of(","));
+    for (auto& p : parts) {
+      // Options of mount(8)/fstab that are not FUSE's concern.
+      if (p.empty() || p == "defaults" || p == "_netdev" || p == "nofail" || p == "auto" ||
+          p == "noauto" || p == "user" || p == "users" || p.starts_with("x-")) {
+        continue;
+      }
+      mo.fuse_options.push_back(p);
+    }
+  }
+  char* abs_mp = realpath(mountpoint.c_str(), nullptr);
+  mo.mountpoint = abs_mp ? abs_mp : mountpoint;
+  free(abs_mp);
+
+  // Cheap checks first, so the common mistakes get a clear message without a fork.
+  if (::access((store + "/snapfs.conf").c_str(), F_OK) != 0) {
+    auto s = Store::Open(store);  // produces the precise reason
+    return Fail("mount", s.ok() ? Status::InvalidArgument(store + " is not a store") : s.status());
+  }
+  if (int pid = StoreLockHolder(store); pid > 0 && ::kill(pid, 0) == 0) {
+    return Fail("mount", Status::Busy("store " + store + " is in use by pid " + std::to_string(pid)));
+  }
+  Status mp = fuse::CheckMountpoint(mo.mountpoint);
+  if (!mp.ok()) return Fail("mount", mp);
+
+  bool foreground = vm["foreground"].as<bool>() || mo.debug;
+  if (foreground) {
+    int rc = fuse::ServeMount(mo, [&](const Status& s) {
+      if (!s.ok()) {
+        Fail("mount", s);
+      } else {
+        std::cerr << "snapfs: " << store << " mounted on " << mo.mountpoint
+                  << " (Ctrl-C or 'snapfs umount " << mo.mountpoint << "' to unmount)\n";
+      }
+    });
+    return rc == 0 ? kExitOk : kExitFailure;
+  }
+
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return Fail("mount", PosixError("pipe", errno));
+  pid_t pid = ::fork();
+  if (pid < 0) return Fail("mount", PosixError("fork", errno));
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    ::setsid();
+    if (::fork() > 0) _exit(0);  // the daemon is not a session leader: no controlling tty
+    int ready_fd = pipefd[1];
+    int rc = fuse::ServeMount(mo, [&](const Status& s) {
+      WriteAll(ready_fd, s.ok() ? std::string("OK\n") : s.ToString() + "\n");
+      ::close(ready_fd);
+      if (s.ok()) {
+        // Detach from the terminal; keep a log in the store folder.
+        int null = ::open("/dev/null", O_RDWR);
+        int log = ::open((store + "/daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (null >= 0) {
+          ::dup2(null, 0);
+          ::dup2(null, 1);
+        }
+        if (log >= 0) ::dup2(log, 2);
+        if (null > 2) ::close(null);
+        if (log > 2) ::close(log);
+        if (::chdir("/") != 0) {
+        }
+      }
+    });
+    _exit(rc);
+  }
+  ::close(pipefd[1]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);  // the intermediate child exits at once
+  std::string msg;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) msg.append(buf, static_cast<size_t>(n));
+  ::close(pipefd[0]);
+  if (msg == "OK\n") return kExitOk;
+  if (msg.empty()) msg = "the daemon exited before the mount was ready\n";
+  std::cerr << "snapfs mount: " << msg;
+  return kExitFailure;
+}
+
+}  // namespace snapfs::cli

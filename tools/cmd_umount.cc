@@ -1,0 +1,100 @@
+// snapfs umount MOUNTPOINT: unmount and wait until the daemon has flushed and exited.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "core/store.h"
+#include "tools/cli_util.h"
+
+namespace snapfs::cli {
+
+namespace {
+
+// /proc/mounts escapes spaces and such as \040.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// The store behind a snapfs mount point, from /proc/self/mounts; empty if none.
+std::string StoreOfMount(const std::string& mountpoint) {
+  std::ifstream f("/proc/self/mounts");
+  std::string line, found;
+  while (std::getline(f, line)) {
+    std::istringstream ls(line);
+    std::string dev, mp, type;
+    ls >> dev >> mp >> type;
+    if (Unescape(mp) == mountpoint && type == "fuse.snapfs" && dev.starts_with("snapfs:")) {
+      found = Unescape(dev.substr(7));  // the last mount on top wins
+    }
+  }
+  return found;
+}
+
+int CmdUmount(const Args& args) {
+  po::options_description opts("options");
+  std::string mountpoint;
+  unsigned wait_s = 120;
+  opts.add_options()("mountpoint", po::value(&mountpoint)->required(), "where the store is mounted")(
+      "lazy,l", po::bool_switch(), "detach now even if busy; the daemon exits when unused")(
+      "wait", po::value(&wait_s)->default_value(wait_s), "seconds to wait for the daemon to finish");
+  po::positional_options_description pos;
+  pos.add("mountpoint", 1);
+  po::variables_map vm;
+  if (auto rc = Parse("umount", "MOUNTPOINT [--lazy]", args, opts, pos, &vm)) return *rc;
+
+  char* abs = realpath(mountpoint.c_str(), nullptr);
+  std::string mp = abs ? abs : mountpoint;
+  free(abs);
+  std::string store = StoreOfMount(mp);
+  if (store.empty()) {
+    return Fail("umount", Status::InvalidArgument(mp + " is not a snapfs mount point"));
+  }
+  int daemon = StoreLockHolder(store);
+
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (vm["lazy"].as<bool>()) execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), nullptr);
+    else execlp("fusermount3", "fusermount3", "-u", mp.c_str(), nullptr);
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+      return Fail("umount", Status::NotFound("fusermount3 not found (install fuse3)"));
+    }
+    return Fail("umount", Status::Busy("could not unmount " + mp + " (see above; is it in use?)"));
+  }
+  // The daemon flushes and releases the store after the unmount; wait for it.
+  if (daemon > 0 && daemon != getpid()) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+    while (kill(daemon, 0) == 0 && StoreLockHolder(store) == daemon) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::cerr << "snapfs umount: unmounted, but daemon pid " << daemon
+                  << " is still flushing after " << wait_s << " s\n";
+        return kExitFailure;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace snapfs::cli
