@@ -544,11 +544,13 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   std::unique_lock<std::mutex> fl;
   int64_t now = NowNs();
   if (node.is_reg()) {
-    // Commit buffered data first so that explicit times and sizes are not overwritten.
     f = req.set_size ? OpenFileFor(ino) : FindOpenFile(ino);
     if (f) {
       fl = std::unique_lock(f->mu);
-      RETURN_IF_ERROR(FlushLocked(f.get(), /*all=*/true, /*sync=*/false));
+      // A truncate works on committed data. Other changes leave the buffer alone (the
+      // kernel's writeback cache sets times in the middle of streamed writes, and a
+      // flush there would cut a chunk at an arbitrary point).
+      if (req.set_size) RETURN_IF_ERROR(FlushLocked(f.get(), /*all=*/true, /*sync=*/false));
     }
   }
   if (req.set_size) {
@@ -568,6 +570,8 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
     if (req.set_atime) node.atime_ns = req.atime_now ? now : req.atime_ns;
     if (req.set_mtime) node.mtime_ns = req.mtime_now ? now : req.mtime_ns;
     node.ctime_ns = req.set_ctime ? req.ctime_ns : now;
+    // The buffer's pending mtime must not overwrite an explicit one at the next flush.
+    if (f && f->loaded && req.set_mtime) f->mtime_ns = node.mtime_ns;
     rocksdb::WriteBatch b;
     PutInode(&b, node);
     RETURN_IF_ERROR(meta_.Write(&b));

@@ -270,6 +270,12 @@ Result<size_t> Filesystem::Write(FileHandle fh, uint64_t offset, const char* dat
   f->attr_dirty = true;
   if (f->dirty_bytes >= kFlushThreshold) {
     RETURN_IF_ERROR(FlushLocked(f, /*all=*/false, /*sync=*/false));
+    // Held-back tails and islands waiting for a gap to fill normally resolve within the
+    // kernel's window of in-flight writes; if they don't (a sparse writer), commit all
+    // rather than keep buffering: this bounds a file's buffer at 4x the threshold.
+    if (f->dirty_bytes >= 4 * kFlushThreshold) {
+      RETURN_IF_ERROR(FlushLocked(f, /*all=*/true, /*sync=*/false));
+    }
   }
   return n;
 }
@@ -311,11 +317,13 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
 
   auto d = f->dirty.begin();
   while (d != f->dirty.end()) {
-    // Expand the first dirty range to the chunks it touches (and the chunk it continues).
+    // Expand the dirty range to the chunks it touches (and the chunk it continues).
     uint64_t s = d->first, e = d->first + d->second.size();
     Extent x;
-    if (ExtentAtOrBefore(meta_, it.get(), f->ino, s, &x) && x.end() >= s && x.offset < s + 1) {
+    bool anchored = s == 0;  // starts where a content-defined cut can be
+    if (ExtentAtOrBefore(meta_, it.get(), f->ino, s, &x) && x.end() >= s) {
       s = x.offset;
+      anchored = true;
     }
     auto end_of = [&](uint64_t end) {
       Extent y;
@@ -329,6 +337,14 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
       if (le > e) e = end_of(le);
       ++last;
     }
+    if (!all && !anchored) {
+      // An island after a gap (the kernel's writeback sends pages from several threads):
+      // chunking it now would start at an arbitrary offset and defeat dedup. It waits
+      // for the gap to fill, or for a full flush.
+      for (auto j = d; j != last; ++j) keep.emplace(j->first, std::move(j->second));
+      d = last;
+      continue;
+    }
     uint64_t committed_end = std::min<uint64_t>(e, f->committed_size);
     // Region bytes: committed data overlaid with the buffered writes.
     std::string region(e - s, '\0');
@@ -337,6 +353,7 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
       std::memcpy(region.data() + (j->first - s), j->second.data(), j->second.size());
     }
     // Old extents inside the region go.
+    uint64_t old_end = s;  // end of the last committed extent in the region
     for (it->Seek(keys::Extent(f->ino, s)); it->Valid() && GetBE64(it->key().data()) == f->ino;
          it->Next()) {
       uint64_t off = GetBE64(it->key().data() + 8);
@@ -345,18 +362,19 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
       meta_.AddRef(&txn.batch, v.id, -1);
       (void)txn.batch.Delete(cf_ext, it->key());
       allocated_delta -= v.length;
+      old_end = off + v.length;
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
-    // New chunks.
-    bool hold_tail = !all && last == f->dirty.end() && e == f->size && e > f->committed_size;
+    // New chunks. In a threshold flush the bytes after the region's last content-defined
+    // cut stay buffered, so that cut points never depend on when (or in which order, with
+    // the kernel's writeback cache) data arrived -- but only bytes that replace no
+    // committed extent: committed bytes never leave the store before their replacement.
     const uint8_t* p = reinterpret_cast<const uint8_t*>(region.data());
     size_t pos = 0, n = region.size();
     while (pos < n) {
-      size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/!hold_tail);
+      size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/all);
       if (cut == 0) {
-        // Only bytes beyond the committed end may stay buffered: committed bytes are
-        // never dropped from the store before their replacement is committed.
-        if (s + pos >= f->committed_size) break;
+        if (s + pos >= old_end) break;
         cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
       }
       ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(p + pos, cut), &txn));
@@ -366,19 +384,28 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
       allocated_delta += cut;
       pos += cut;
     }
-    if (pos < n) {
-      keep.emplace(s + pos, region.substr(pos));
-    }
+    if (pos < n) keep.emplace(s + pos, region.substr(pos));
     d = last;
   }
 
+  // A buffered range at the end of the file is not part of the committed size: after a
+  // crash the file ends where its committed data does.
   uint64_t new_committed = f->size;
-  if (!keep.empty()) new_committed = keep.begin()->first;
+  if (!keep.empty()) {
+    auto tail = std::prev(keep.end());
+    if (tail->first + tail->second.size() == f->size) {
+      // Never below what was committed before (e.g. a size grown by truncate).
+      new_committed = std::max<uint64_t>(tail->first, f->committed_size);
+    }
+  }
   int64_t mtime = f->mtime_ns;
   Status st = CommitData(f->ino, &txn, sync, [&](Inode* node) {
     node->size = new_committed;
     node->allocated = static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
-    if (f->attr_dirty) node->mtime_ns = node->ctime_ns = mtime;
+    if (f->attr_dirty) {
+      node->mtime_ns = mtime;
+      node->ctime_ns = std::max(node->ctime_ns, mtime);  // ctime never goes back
+    }
   });
   if (!st.ok()) {
     // Nothing was committed: the buffer still holds the data; drop nothing.

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Configures and builds snapfs into build/ (or build-sanitize/ with --sanitize).
+# BUILD_DIR=dir overrides the folder (bench.sh keeps its Release build apart this way, so
+# that --release does not leave build/'s cached build type at Release for test.sh).
+#   --target NAME  build only that target (e.g. snapfs)
 # Prints the build directory on the last line of stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-BUILD=build
+BUILD=${BUILD_DIR:-build}
 FLAGS=()
-for a in "$@"; do
+TARGETS=()
+while (($#)); do
+  a=$1
+  shift
   case "$a" in
-    --sanitize) BUILD=build-sanitize; FLAGS+=(-DSNAPFS_SANITIZE=ON -DSNAPFS_BENCH=OFF) ;;
+    --target) TARGETS+=(--target "$1"); shift ;;
+    --sanitize) BUILD=${BUILD_DIR:-build-sanitize}; FLAGS+=(-DSNAPFS_SANITIZE=ON -DSNAPFS_BENCH=OFF) ;;
     --release) FLAGS+=(-DCMAKE_BUILD_TYPE=Release) ;;
     *) echo "build.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done
 
 cmake -S . -B "$BUILD" -G Ninja "${FLAGS[@]}" >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" >&2
+cmake --build "$BUILD" -j "$(nproc)" "${TARGETS[@]}" >&2
 echo "$BUILD"
