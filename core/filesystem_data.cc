@@ -142,8 +142,17 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
 Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::string_view name,
                                                        uint32_t mode, int flags,
                                                        const Caller& who) {
-  ASSIGN_OR_RETURN(auto attr, Mknod(parent, name, S_IFREG | (mode & 07777), 0, who));
-  ASSIGN_OR_RETURN(auto fh, Open(attr.ino, flags & ~O_TRUNC));
+  auto made = Mknod(parent, name, S_IFREG | (mode & 07777), 0, who);
+  if (made.ok()) {
+    ASSIGN_OR_RETURN(auto fh, Open(made->ino, flags & ~O_TRUNC));
+    return std::make_pair(*made, fh);
+  }
+  // open(O_CREAT) without O_EXCL of a name that appeared meanwhile opens it.
+  if (!made.status().Is(Code::kAlreadyExists) || (flags & O_EXCL)) return made.status();
+  ASSIGN_OR_RETURN(auto attr, Lookup(parent, name));
+  if (S_ISDIR(attr.mode)) return Status::IsDirectory();
+  ASSIGN_OR_RETURN(auto fh, Open(attr.ino, flags));
+  ASSIGN_OR_RETURN(attr, GetAttr(attr.ino));
   return std::make_pair(attr, fh);
 }
 
@@ -259,6 +268,7 @@ Result<size_t> Filesystem::Read(FileHandle fh, uint64_t offset, size_t n, char* 
 Result<size_t> Filesystem::Write(FileHandle fh, uint64_t offset, const char* data, size_t n) {
   ASSIGN_OR_RETURN(auto h, GetHandle(fh));
   if ((h.flags & O_ACCMODE) == O_RDONLY) return Status::BadHandle("not open for writing");
+  if (n == 0) return size_t{0};  // POSIX: no other effect, even past EOF
   OpenFile* f = h.file.get();
   std::lock_guard l(f->mu);
   RETURN_IF_ERROR(f->EnsureLoaded(meta_));
@@ -268,7 +278,7 @@ Result<size_t> Filesystem::Write(FileHandle fh, uint64_t offset, const char* dat
   f->size = std::max<uint64_t>(f->size, offset + n);
   f->mtime_ns = NowNs();
   f->attr_dirty = true;
-  if (f->dirty_bytes >= kFlushThreshold) {
+  if (f->dirty_bytes >= f->flush_at) {
     RETURN_IF_ERROR(FlushLocked(f, /*all=*/false, /*sync=*/false));
     // Held-back tails and islands waiting for a gap to fill normally resolve within the
     // kernel's window of in-flight writes; if they don't (a sparse writer), commit all
@@ -300,10 +310,10 @@ Status Filesystem::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
   return Status::OK();
 }
 
-// Re-chunks the buffered regions of `f` and commits them. With `all` false (the buffer
-// outgrew kFlushThreshold), the bytes after the last content-defined cut at the end of
-// the file stay buffered, so that chunk boundaries of a streamed file do not depend on
-// when flushes happen.
+// Re-chunks the buffered regions of `f` and commits them. With `all` false (a threshold
+// flush), bytes after a region's last content-defined cut stay buffered, and so do
+// islands that start after a gap, so that cut points never depend on when (or in which
+// order, with the kernel's writeback cache) data arrived.
 Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
   if (!f->loaded || (f->dirty.empty() && !f->attr_dirty)) {
     if (sync) RETURN_IF_ERROR(meta_.SyncWal());
@@ -312,81 +322,109 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
   ChunkTxn txn;
   int64_t allocated_delta = 0;
   auto it = meta_.NewIterator(Cf::kExtents);
-  std::map<uint64_t, std::string> keep;  // held-back tail
   auto cf_ext = meta_.cf(Cf::kExtents);
+  // Everything taken out of the buffer stays here until the commit succeeded: `keep` is
+  // the next buffer; `taken` is what was chunked (restored as buffered data on failure).
+  std::map<uint64_t, std::string> keep;
+  std::vector<std::pair<uint64_t, std::string>> taken;
 
-  auto d = f->dirty.begin();
-  while (d != f->dirty.end()) {
-    // Expand the dirty range to the chunks it touches (and the chunk it continues).
-    uint64_t s = d->first, e = d->first + d->second.size();
-    Extent x;
-    bool anchored = s == 0;  // starts where a content-defined cut can be
-    if (ExtentAtOrBefore(meta_, it.get(), f->ino, s, &x) && x.end() >= s) {
-      s = x.offset;
-      anchored = true;
-    }
-    auto end_of = [&](uint64_t end) {
-      Extent y;
-      if (ExtentAtOrBefore(meta_, it.get(), f->ino, end - 1, &y) && y.end() > end) return y.end();
-      return end;
-    };
-    e = end_of(e);
-    auto last = std::next(d);
-    while (last != f->dirty.end() && last->first <= e) {
-      uint64_t le = last->first + last->second.size();
-      if (le > e) e = end_of(le);
-      ++last;
-    }
-    if (!all && !anchored) {
-      // An island after a gap (the kernel's writeback sends pages from several threads):
-      // chunking it now would start at an arbitrary offset and defeat dedup. It waits
-      // for the gap to fill, or for a full flush.
-      for (auto j = d; j != last; ++j) keep.emplace(j->first, std::move(j->second));
-      d = last;
-      continue;
-    }
-    uint64_t committed_end = std::min<uint64_t>(e, f->committed_size);
-    // Region bytes: committed data overlaid with the buffered writes.
-    std::string region(e - s, '\0');
-    if (s < committed_end) RETURN_IF_ERROR(ReadCommitted(f->ino, s, committed_end - s, region.data()));
-    for (auto j = d; j != last; ++j) {
-      std::memcpy(region.data() + (j->first - s), j->second.data(), j->second.size());
-    }
-    // Old extents inside the region go.
-    uint64_t old_end = s;  // end of the last committed extent in the region
-    for (it->Seek(keys::Extent(f->ino, s)); it->Valid() && GetBE64(it->key().data()) == f->ino;
-         it->Next()) {
-      uint64_t off = GetBE64(it->key().data() + 8);
-      if (off >= e) break;
-      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
-      meta_.AddRef(&txn.batch, v.id, -1);
-      (void)txn.batch.Delete(cf_ext, it->key());
-      allocated_delta -= v.length;
-      old_end = off + v.length;
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
-    // New chunks. In a threshold flush the bytes after the region's last content-defined
-    // cut stay buffered, so that cut points never depend on when (or in which order, with
-    // the kernel's writeback cache) data arrived -- but only bytes that replace no
-    // committed extent: committed bytes never leave the store before their replacement.
-    const uint8_t* p = reinterpret_cast<const uint8_t*>(region.data());
-    size_t pos = 0, n = region.size();
-    while (pos < n) {
-      size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/all);
-      if (cut == 0) {
-        if (s + pos >= old_end) break;
-        cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
+  Status st = [&]() -> Status {
+    auto d = f->dirty.begin();
+    while (d != f->dirty.end()) {
+      // Expand the dirty range to the chunks it touches, and to the chunk it continues if
+      // that one was cut by EOF rather than by content.
+      uint64_t s = d->first, e = d->first + d->second.size();
+      Extent x;
+      bool anchored = s == 0;  // starts where a content-defined cut can be
+      if (ExtentAtOrBefore(meta_, it.get(), f->ino, s, &x) && x.end() >= s) {
+        anchored = true;
+        if (x.end() > s || !x.v.stable) s = x.offset;
       }
-      ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(p + pos, cut), &txn));
-      (void)txn.batch.Put(cf_ext, keys::Extent(f->ino, s + pos),
-                          ExtentValue{id, static_cast<uint32_t>(cut)}.Encode());
-      meta_.AddRef(&txn.batch, id, +1);
-      allocated_delta += cut;
-      pos += cut;
+      auto end_of = [&](uint64_t end) {
+        Extent y;
+        if (ExtentAtOrBefore(meta_, it.get(), f->ino, end - 1, &y) && y.end() > end) return y.end();
+        return end;
+      };
+      e = end_of(e);
+      auto last = std::next(d);
+      while (last != f->dirty.end() && last->first <= e) {
+        uint64_t le = last->first + last->second.size();
+        if (le > e) e = end_of(le);
+        ++last;
+      }
+      if (!all && !anchored) {
+        // An island after a gap: chunking it now would start at an arbitrary offset and
+        // defeat dedup. It waits for the gap to fill, or for a full flush.
+        for (auto j = d; j != last; ++j) keep.emplace(j->first, std::move(j->second));
+        d = last;
+        continue;
+      }
+      // Region bytes: committed data overlaid with the buffered writes. The common case of
+      // streamed writes is one buffered range and nothing else: taken without a copy.
+      std::string region;
+      if (s == d->first && e == d->first + d->second.size()) {
+        region = std::move(d->second);
+      } else {
+        region.reserve(e - s);
+        uint64_t at = s;
+        auto fill_committed = [&](uint64_t to) -> Status {
+          if (to <= at) return Status::OK();
+          size_t old = region.size();
+          region.resize(old + (to - at));  // zeros for holes and beyond the committed end
+          uint64_t cend = std::min<uint64_t>(to, f->committed_size);
+          if (at < cend) RETURN_IF_ERROR(ReadCommitted(f->ino, at, cend - at, region.data() + old));
+          at = to;
+          return Status::OK();
+        };
+        for (auto j = d; j != last; ++j) {
+          RETURN_IF_ERROR(fill_committed(j->first));
+          region.append(j->second);
+          at = j->first + j->second.size();
+        }
+        RETURN_IF_ERROR(fill_committed(e));
+      }
+      taken.emplace_back(s, std::move(region));
+      const std::string& bytes = taken.back().second;
+      // Old extents inside the region go.
+      uint64_t old_end = s;  // end of the last committed extent in the region
+      for (it->Seek(keys::Extent(f->ino, s)); it->Valid() && GetBE64(it->key().data()) == f->ino;
+           it->Next()) {
+        uint64_t off = GetBE64(it->key().data() + 8);
+        if (off >= e) break;
+        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+        meta_.AddRef(&txn.batch, v.id, -1);
+        (void)txn.batch.Delete(cf_ext, it->key());
+        allocated_delta -= v.length;
+        old_end = off + v.length;
+      }
+      RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+      // New chunks. Held-back bytes may only be bytes that replace no committed extent:
+      // committed bytes never leave the store before their replacement is committed.
+      const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
+      const uint32_t max_chunk = chunker_.params().max_size;
+      size_t pos = 0, n = bytes.size();
+      while (pos < n) {
+        // A cut is stable when the chunker chose it from the content (or hit max_size); a
+        // cut forced by the end of the data is not, and is re-chunked when data follows.
+        size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/all);
+        bool stable = !all || cut < n - pos || cut == max_chunk;
+        if (cut == 0) {
+          if (s + pos >= old_end) break;
+          cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
+          stable = false;
+        }
+        ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(p + pos, cut), &txn));
+        (void)txn.batch.Put(cf_ext, keys::Extent(f->ino, s + pos),
+                            ExtentValue{id, static_cast<uint32_t>(cut), stable}.Encode());
+        meta_.AddRef(&txn.batch, id, +1);
+        allocated_delta += cut;
+        pos += cut;
+      }
+      if (pos < n) keep.emplace(s + pos, bytes.substr(pos));
+      d = last;
     }
-    if (pos < n) keep.emplace(s + pos, region.substr(pos));
-    d = last;
-  }
+    return Status::OK();
+  }();
 
   // A buffered range at the end of the file is not part of the committed size: after a
   // crash the file ends where its committed data does.
@@ -399,24 +437,38 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
     }
   }
   int64_t mtime = f->mtime_ns;
-  Status st = CommitData(f->ino, &txn, sync, [&](Inode* node) {
-    node->size = new_committed;
-    node->allocated = static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
-    if (f->attr_dirty) {
-      node->mtime_ns = mtime;
-      node->ctime_ns = std::max(node->ctime_ns, mtime);  // ctime never goes back
-    }
-  });
+  if (st.ok())
+    st = CommitData(f->ino, &txn, sync, [&](Inode* node) {
+      node->size = new_committed;
+      node->allocated =
+          static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+      if (f->attr_dirty) {
+        node->mtime_ns = mtime;
+        node->ctime_ns = std::max(node->ctime_ns, mtime);  // ctime never goes back
+      }
+    });
   if (!st.ok()) {
-    // Nothing was committed: the buffer still holds the data; drop nothing.
-    return st;
+    // Nothing was committed: everything goes back into the buffer (the chunked regions
+    // as buffered data; where they hold committed bytes those are rewritten unchanged).
+    chunks_.Release(&txn);
+    for (auto& [off, bytes] : f->dirty) {
+      if (!bytes.empty()) keep.emplace(off, std::move(bytes));  // not reached by the loop
+    }
+    for (auto& [off, bytes] : taken) {
+      auto k = keep.lower_bound(off);
+      if (k != keep.end() && k->first < off + bytes.size()) keep.erase(k);  // its tail
+      keep.emplace(off, std::move(bytes));
+    }
+  } else {
+    f->committed_size = new_committed;
   }
-  f->committed_size = new_committed;
   f->dirty = std::move(keep);
   f->dirty_bytes = 0;
-  for (auto& [o, b] : f->dirty) f->dirty_bytes += b.size();
-  f->attr_dirty = !f->dirty.empty();
-  return Status::OK();
+  for (auto& [o, bytes] : f->dirty) f->dirty_bytes += bytes.size();
+  f->attr_dirty = !f->dirty.empty() || !st.ok();
+  // The next threshold flush waits until this much more has been written.
+  f->flush_at = f->dirty_bytes + kFlushThreshold;
+  return st;
 }
 
 // Sets the size of a file with an empty buffer (FlushLocked(all) ran). f->mu held.
@@ -432,7 +484,9 @@ Status Filesystem::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {
       // The chunk cut by the new end is replaced by its prefix.
       ASSIGN_OR_RETURN(auto data, chunks_.Get(x.v.id));
       size_t keep = static_cast<size_t>(size - x.offset);
-      ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(reinterpret_cast<const uint8_t*>(data->data()), keep), &txn));
+      ASSIGN_OR_RETURN(
+          auto id,
+          chunks_.Put(std::span(reinterpret_cast<const uint8_t*>(data->data()), keep), &txn));
       (void)txn.batch.Put(meta_.cf(Cf::kExtents), keys::Extent(f->ino, x.offset),
                           ExtentValue{id, static_cast<uint32_t>(keep)}.Encode());
       meta_.AddRef(&txn.batch, id, +1);
@@ -451,7 +505,8 @@ Status Filesystem::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {
   }
   RETURN_IF_ERROR(CommitData(f->ino, &txn, false, [&](Inode* node) {
     node->size = size;
-    node->allocated = static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+    node->allocated =
+        static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
     node->mtime_ns = node->ctime_ns = now;
   }));
   f->size = f->committed_size = size;
@@ -501,8 +556,8 @@ Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, Fil
     int64_t allocated_delta = 0;
     auto it = meta_.NewIterator(Cf::kExtents);
     uint64_t first_full = UINT64_MAX, last_full_end = 0;
-    for (it->Seek(keys::Extent(fs->ino, src_off)); it->Valid() && GetBE64(it->key().data()) == fs->ino;
-         it->Next()) {
+    for (it->Seek(keys::Extent(fs->ino, src_off));
+         it->Valid() && GetBE64(it->key().data()) == fs->ino; it->Next()) {
       uint64_t off = GetBE64(it->key().data() + 8);
       ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
       if (off + v.length > src_off + n) break;
@@ -519,7 +574,8 @@ Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, Fil
       int64_t now = NowNs();
       RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, [&](Inode* node) {
         node->size = new_size;
-        node->allocated = static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+        node->allocated =
+            static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
         node->mtime_ns = node->ctime_ns = now;
       }));
       fd->size = fd->committed_size = new_size;

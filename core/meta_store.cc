@@ -76,14 +76,16 @@ Result<ChunkLocation> ChunkLocation::Decode(std::string_view v) {
 std::string ExtentValue::Encode() const {
   std::string v(id.AsSlice());
   PutLE32(&v, length);
+  v.push_back(stable ? 1 : 0);
   return v;
 }
 
 Result<ExtentValue> ExtentValue::Decode(std::string_view v) {
-  if (v.size() != ChunkId::kSize + 4) return Status::Corruption("extent has wrong size");
+  if (v.size() != ChunkId::kSize + 5) return Status::Corruption("extent has wrong size");
   ExtentValue e;
   e.id = ChunkId::FromBytes(v.data());
   e.length = GetLE32(v.data() + ChunkId::kSize);
+  e.stable = v[ChunkId::kSize + 4] & 1;
   return e;
 }
 
@@ -107,6 +109,11 @@ Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, bool 
   opts.keep_log_file_num = 3;
   opts.max_log_file_size = 4 << 20;
   opts.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  // Memory is bounded by caches, not by store size: all memtables together flush at
+  // 64 MiB, the block cache below holds 64 MiB, and open table files are capped.
+  opts.db_write_buffer_size = 64 << 20;
+  opts.write_buffer_size = 16 << 20;
+  opts.max_open_files = 512;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(64 << 20);

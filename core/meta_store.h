@@ -4,7 +4,7 @@
 //   inodes    BE64 ino                  -> Inode (core/inode.h)
 //   dentries  BE64 parent | name        -> BE64 child | BE64 seq | U32 mode
 //   dirindex  BE64 parent | BE64 seq    -> name            (readdir order and cookies)
-//   extents   BE64 ino | BE64 offset    -> chunk id (16) | LE32 length
+//   extents   BE64 ino | BE64 offset    -> chunk id (16) | LE32 length | U8 flags (1 = stable cut)
 //   xattrs    BE64 ino | name           -> value
 //   chunks    chunk id (16)             -> LE64 pack | LE64 offset | LE32 length
 //   refs      chunk id (16)             -> LE64 count (int64-add merge operator)
@@ -66,6 +66,9 @@ struct ChunkLocation {
 struct ExtentValue {
   ChunkId id;
   uint32_t length = 0;
+  // The chunk ends at a cut the chunker chose from the content (not at the end of the
+  // data it was given): appending after it needs no re-chunking of this chunk.
+  bool stable = false;
   std::string Encode() const;
   static Result<ExtentValue> Decode(std::string_view v);
 };

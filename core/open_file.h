@@ -24,6 +24,9 @@ struct Filesystem::OpenFile {
   // Buffered writes: disjoint, non-adjacent ranges keyed by file offset.
   std::map<uint64_t, std::string> dirty;
   size_t dirty_bytes = 0;
+  // A threshold flush runs when dirty_bytes reaches this (what a flush had to keep
+  // buffered plus the threshold), so that held-back bytes do not flush on every write.
+  size_t flush_at = kFlushThreshold;
 
   // Adds a write to the buffer, merging with the ranges it overlaps or touches.
   void AddDirty(uint64_t off, const char* data, size_t n);

@@ -355,7 +355,9 @@ TEST_P(BackendConformanceTest, ConcurrentReadersAndOneWriter) {
 
   auto reader = [&](int seed) {
     std::mt19937_64 rng(seed);
-    while (!done.load()) {
+    // Runs until the writer is done and at least a few reads happened, so that the test
+    // also reads on a loaded machine where readers start late.
+    for (int n = 0; !done.load() || n < 16; n++) {
       const bool live = rng() % 2 == 0;
       const PackId id = live ? kLive : rng() % kSealedPacks;
       const uint64_t size = live ? published.load() : 50000;
