@@ -191,7 +191,7 @@ Attr Filesystem::ToAttr(const Inode& i) {
   uint64_t allocated = i.allocated;
   if (i.is_reg()) {
     if (auto f = FindOpenFile(i.ino)) {
-      std::lock_guard l(f->mu);
+      std::shared_lock l(f->mu);
       if (f->loaded) {
         a.size = f->size;
         if (f->attr_dirty) a.mtime_ns = a.ctime_ns = f->mtime_ns;
@@ -541,7 +541,7 @@ Status Filesystem::ReadDir(uint64_t ino, uint64_t cookie,
 Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   std::shared_ptr<OpenFile> f;
-  std::unique_lock<std::mutex> fl;
+  std::unique_lock<std::shared_mutex> fl;
   int64_t now = NowNs();
   if (node.is_reg()) {
     f = req.set_size ? OpenFileFor(ino) : FindOpenFile(ino);

@@ -124,9 +124,12 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
     return Status::NotSupported("open of a special file");
   }
   auto f = OpenFileFor(ino);
+  {
+    std::lock_guard l(f->mu);
+    if (node.is_reg()) RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  }
   if ((flags & O_TRUNC) && acc != O_RDONLY && node.is_reg()) {
     std::lock_guard l(f->mu);
-    RETURN_IF_ERROR(f->EnsureLoaded(meta_));
     if (f->size != 0 || !f->dirty.empty()) {
       RETURN_IF_ERROR(FlushLocked(f.get(), true, false));
       RETURN_IF_ERROR(TruncateLocked(f.get(), 0, NowNs()));
@@ -230,7 +233,7 @@ Status Filesystem::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* 
 }
 
 Status Filesystem::ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, size_t* got) {
-  RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  if (!f->loaded) return Status::BadHandle("file state not loaded");
   *got = 0;
   if (offset >= f->size) return Status::OK();
   n = static_cast<size_t>(std::min<uint64_t>(n, f->size - offset));
@@ -257,7 +260,7 @@ Status Filesystem::ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf,
 Result<size_t> Filesystem::Read(FileHandle fh, uint64_t offset, size_t n, char* buf) {
   ASSIGN_OR_RETURN(auto h, GetHandle(fh));
   if ((h.flags & O_ACCMODE) == O_WRONLY) return Status::BadHandle("not open for reading");
-  std::lock_guard l(h.file->mu);
+  std::shared_lock l(h.file->mu);  // Open loaded the file: reads change nothing
   size_t got = 0;
   RETURN_IF_ERROR(ReadLocked(h.file.get(), offset, n, buf, &got));
   return got;
@@ -528,7 +531,7 @@ Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, Fil
   OpenFile* fd = dst.file.get();
   if (dst_off + n > kMaxFileSize || dst_off + n < dst_off) return Status::FileTooBig();
 
-  std::unique_lock<std::mutex> l1, l2;
+  std::unique_lock<std::shared_mutex> l1, l2;
   if (fs == fd) {
     l1 = std::unique_lock(fs->mu);
   } else if (fs->ino < fd->ino) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 
 #include "core/filesystem.h"
@@ -15,7 +16,9 @@ struct Filesystem::OpenFile {
   explicit OpenFile(uint64_t ino) : ino(ino) {}
   const uint64_t ino;
 
-  std::mutex mu;  // guards everything below
+  // Guards everything below. Reads take it shared (they change nothing once `loaded`,
+  // which Open sets), so concurrent reads of one file reach the disk in parallel.
+  std::shared_mutex mu;
   bool loaded = false;
   uint64_t size = 0;            // logical size, including buffered writes
   uint64_t committed_size = 0;  // size recorded in the inode

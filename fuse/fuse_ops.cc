@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -228,10 +229,10 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  std::vector<char> buf(size);
-  auto r = Fs(req).Read(fi->fh, static_cast<uint64_t>(off), size, buf.data());
+  std::unique_ptr<char[]> buf(new char[size]);  // filled by Read; no need to zero it
+  auto r = Fs(req).Read(fi->fh, static_cast<uint64_t>(off), size, buf.get());
   if (!r.ok()) return ReplyErr(req, r.status());
-  fuse_reply_buf(req, buf.data(), *r);
+  fuse_reply_buf(req, buf.get(), *r);
 }
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
