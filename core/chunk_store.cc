@@ -21,7 +21,20 @@ ChunkStore::ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& con
 
 ChunkStore::~ChunkStore() {
   std::lock_guard l(mu_);
-  if (active_) (void)active_->Seal();
+  (void)SealActiveLocked();
+}
+
+Status ChunkStore::SealActiveLocked() {
+  if (!active_) return Status::OK();
+  Status s;
+  {
+    std::lock_guard sl(sync_mu_);  // never while a Sync of this writer runs
+    s = active_->Seal();
+    active_id_.store(0);
+  }
+  if (!s.ok()) failed_packs_[active_->id()] = s.WithContext("pack " + std::to_string(active_->id()));
+  active_.reset();
+  return s;
 }
 
 Status ChunkStore::Open() {
@@ -38,10 +51,7 @@ Status ChunkStore::Open() {
 }
 
 Status ChunkStore::RotateLocked() {
-  if (active_) {
-    RETURN_IF_ERROR(active_->Seal());
-    active_.reset();
-  }
+  RETURN_IF_ERROR(SealActiveLocked());
   PackId id = next_pack_++;
   // Persist the counter first so a pack id is never reused, even after GC removed the
   // pack with the highest id and the store was reopened.
@@ -58,6 +68,7 @@ Status ChunkStore::RotateLocked() {
     return r.status();
   }
   active_ = std::move(w);
+  active_id_.store(id);
   return Status::OK();
 }
 
@@ -70,9 +81,9 @@ Result<ChunkLocation> ChunkStore::AppendLocked(const ChunkId& id,
   auto r = active_->Append(
       std::span(reinterpret_cast<const uint8_t*>(scratch_.data()), scratch_.size()));
   if (!r.ok()) {
-    // The tail of this pack is now undefined: never append to it again.
-    (void)active_->Seal();
-    active_.reset();
+    // The tail of this pack is now undefined: never append to it again. What earlier
+    // appends put in it is durable only if the seal works (else their txns fail).
+    (void)SealActiveLocked();
     return r.status().WithContext("append chunk to pack");
   }
   ChunkLocation loc;
@@ -82,7 +93,12 @@ Result<ChunkLocation> ChunkStore::AppendLocked(const ChunkId& id,
   return loc;
 }
 
+ChunkTxn::~ChunkTxn() {
+  if (store && !held.empty()) store->Release(this);
+}
+
 Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
+  txn->store = this;
   ChunkId id = Hash(data.data(), data.size());
   bool check_bytes = false;
   {
@@ -100,6 +116,7 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
         (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id),
                              it->second.loc.Encode());
         txn->wrote_pack = true;
+        txn->packs.push_back(it->second.loc.pack);
       }
       check_bytes = verify_dedup_;
     } else {
@@ -121,6 +138,7 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
         txn->held.push_back(id);
         (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id), loc.Encode());
         txn->wrote_pack = true;
+        if (txn->packs.empty() || txn->packs.back() != loc.pack) txn->packs.push_back(loc.pack);
         stats_.bytes_new += data.size();
       }
     }
@@ -162,7 +180,18 @@ void ChunkStore::Release(ChunkTxn* txn) {
   txn->held.clear();
 }
 
-Status ChunkStore::Sync() {
+Status ChunkStore::Sync(const ChunkTxn& txn) {
+  {
+    std::lock_guard l(mu_);
+    for (PackId p : txn.packs) {
+      auto f = failed_packs_.find(p);
+      if (f != failed_packs_.end()) return f->second;
+    }
+  }
+  return SyncAll();
+}
+
+Status ChunkStore::SyncAll() {
   std::shared_ptr<PackWriter> w;
   uint64_t end = 0;
   {
@@ -171,12 +200,31 @@ Status ChunkStore::Sync() {
     w = active_;
     end = w->size();
   }
-  std::lock_guard s(sync_mu_);
-  if (synced_pack_ == w->id() && synced_size_ >= end) return Status::OK();
-  RETURN_IF_ERROR(w->Sync().WithContext("sync pack"));
-  synced_pack_ = w->id();
-  synced_size_ = end;
+  bool rotated;
+  {
+    std::lock_guard s(sync_mu_);
+    // A rotation seals under sync_mu_ and clears active_id_ there, so either the writer
+    // is still open while we sync it, or its seal has synced it already.
+    rotated = active_id_.load() != w->id();
+    if (!rotated && !(synced_pack_ == w->id() && synced_size_ >= end)) {
+      RETURN_IF_ERROR(w->Sync().WithContext("sync pack"));
+      synced_pack_ = w->id();
+      synced_size_ = end;
+    }
+  }
+  if (rotated) {
+    std::lock_guard l(mu_);
+    auto f = failed_packs_.find(w->id());
+    if (f != failed_packs_.end()) return f->second;
+  }
   return Status::OK();
+}
+
+bool ChunkStore::PackHasInflightLocked(PackId pack) const {
+  for (const auto& [id, f] : inflight_) {
+    if (f.has_location && f.loc.pack == pack) return true;
+  }
+  return false;
 }
 
 Status ChunkStore::ReadAt(const ChunkLocation& loc, std::string* out) {
@@ -206,7 +254,8 @@ Result<std::shared_ptr<const std::string>> ChunkStore::Get(const ChunkId& id) {
     CacheInsert(id, data);
     return std::shared_ptr<const std::string>(std::move(data));
   }
-  return last.WithContext("read chunk " + id.Short());
+  // The index points into a pack that is gone: that is corruption, not a missing file.
+  return Status::Corruption("read chunk " + id.Short() + ": " + last.ToString());
 }
 
 Result<ChunkLocation> ChunkStore::Relocate(const ChunkId& id, std::span<const uint8_t> data) {

@@ -13,6 +13,7 @@
 
 #include <rocksdb/write_batch.h>
 
+#include <atomic>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -28,11 +29,20 @@
 
 namespace snapfs {
 
-// What a writer accumulates between Put() and commit.
+class ChunkStore;
+
+// What a writer accumulates between Put() and commit. Its holds are released when it is
+// destroyed (or by ChunkStore::Release), so no error path can leak them.
 struct ChunkTxn {
+  ChunkTxn() = default;
+  ChunkTxn(const ChunkTxn&) = delete;
+  ChunkTxn& operator=(const ChunkTxn&) = delete;
+  ~ChunkTxn();
+  ChunkStore* store = nullptr;  // set by the first Put
   rocksdb::WriteBatch batch;
   std::vector<ChunkId> held;  // released by ChunkStore::Release
   bool wrote_pack = false;    // pack bytes must be synced before the batch commits
+  std::vector<PackId> packs;  // packs holding uncommitted chunks the batch points at
 };
 
 struct ChunkStoreStats {
@@ -57,8 +67,11 @@ class ChunkStore {
   Result<ChunkId> Put(std::span<const uint8_t> data, ChunkTxn* txn);
   // Releases the holds of a committed or abandoned txn.
   void Release(ChunkTxn* txn);
-  // Makes every chunk appended so far durable. Concurrent callers share one sync.
-  Status Sync();
+  // Makes the chunks `txn` appended (and every chunk appended before) durable; fails if
+  // a pack they are in could not be made durable. Concurrent callers share one sync.
+  Status Sync(const ChunkTxn& txn);
+  // Makes every chunk appended so far durable (GC's copies).
+  Status SyncAll();
 
   // Reads a committed chunk and checks its hash: Corruption if the bytes don't match,
   // NotFound if the id is not in the index.
@@ -68,6 +81,8 @@ class ChunkStore {
 
   // For GC: true if a txn holds `id` right now. Caller holds gc_lock().
   bool IsHeldLocked(const ChunkId& id) const { return inflight_.count(id) != 0; }
+  // For GC: true if an uncommitted txn points into `pack` (it must not be removed).
+  bool PackHasInflightLocked(PackId pack) const;
   std::mutex& gc_lock() { return mu_; }
   // For GC: copies a chunk's bytes into the active pack; returns the new location.
   Result<ChunkLocation> Relocate(const ChunkId& id, std::span<const uint8_t> data);
@@ -87,6 +102,8 @@ class ChunkStore {
 
   Result<ChunkLocation> AppendLocked(const ChunkId& id, std::span<const uint8_t> data);
   Status RotateLocked();
+  // Seals the active pack (syncing it) and records a failure for the txns that need it.
+  Status SealActiveLocked();
   std::shared_ptr<const std::string> CacheLookup(const ChunkId& id);
   void CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data);
 
@@ -102,9 +119,14 @@ class ChunkStore {
   std::string scratch_;                                          // GUARDED_BY(mu_)
   ChunkStoreStats stats_;                                        // GUARDED_BY(mu_)
 
-  std::mutex sync_mu_;  // serialises Sync(); taken without mu_ held
-  PackId synced_pack_ = 0;
-  uint64_t synced_size_ = 0;
+  // Serialises PackWriter::Sync and Seal of the active pack. Lock order: mu_ before
+  // sync_mu_ (rotation seals under both); Sync takes sync_mu_ alone.
+  std::mutex sync_mu_;
+  std::atomic<PackId> active_id_{0};  // id of active_; cleared under sync_mu_ on seal
+  PackId synced_pack_ = 0;   // GUARDED_BY(sync_mu_)
+  uint64_t synced_size_ = 0; // GUARDED_BY(sync_mu_)
+  // Packs whose final seal failed: their bytes may not be durable. GUARDED_BY(mu_)
+  std::unordered_map<PackId, Status> failed_packs_;
 
   // LRU cache of verified chunk bytes.
   mutable std::mutex cache_mu_;

@@ -301,7 +301,7 @@ Status Filesystem::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
     ~ReleaseOnExit() { c.Release(t); }
   } release{chunks_, txn};
   // Pack bytes become durable before the metadata that points at them.
-  if (txn->wrote_pack) RETURN_IF_ERROR(chunks_.Sync());
+  if (txn->wrote_pack) RETURN_IF_ERROR(chunks_.Sync(*txn));
   {
     std::lock_guard l(ns_mu_);
     ASSIGN_OR_RETURN(auto node, LoadInode(ino));

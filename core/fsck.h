@@ -3,8 +3,9 @@
 //   - every extent's chunk is in the index, every index entry points inside a pack at a
 //     record with the same id; with verify, every chunk's bytes re-hash to its id;
 //   - namespace: every entry points at an inode, link counts match the entries.
-// Thread-safety: reads a consistent RocksDB snapshot; run it on a quiet store for exact
-// results (a concurrent writer may show up as a transient mismatch).
+// Thread-safety: safe to run while the store is in use, but it scans the key spaces one
+// after another, not one snapshot: run it on a quiet store (unmounted, or through the
+// daemon) for exact results; a concurrent writer may show up as a transient mismatch.
 #pragma once
 
 #include <cstdint>

@@ -138,7 +138,7 @@ Status RewritePack(Store& store, const PackUsage& p, GcResult* result) {
     pos = off + h.length;
   }
   // The copies are durable before the index points at them.
-  RETURN_IF_ERROR(chunks.Sync());
+  RETURN_IF_ERROR(chunks.SyncAll());
   {
     std::lock_guard cl(chunks.gc_lock());
     std::unique_lock ml(meta.commit_lock());
@@ -153,8 +153,13 @@ Status RewritePack(Store& store, const PackUsage& p, GcResult* result) {
     }
     // Durable before the old pack goes: a crash must never leave the index pointing at it.
     RETURN_IF_ERROR(meta.WriteLocked(&b, /*sync=*/true));
+    // A writer that has not committed yet may point into this pack (chunks it appended,
+    // or another writer's uncommitted chunks it dedups against): then the pack stays
+    // until a later GC, when nothing uncommitted points into it.
+    if (chunks.PackHasInflightLocked(p.id)) return Status::OK();
+    // Removed under the locks: no writer can pick up a location in it meanwhile.
+    RETURN_IF_ERROR(store.backend().Remove(p.id).WithContext("gc remove pack"));
   }
-  RETURN_IF_ERROR(store.backend().Remove(p.id).WithContext("gc remove pack"));
   result->packs_removed++;
   result->bytes_freed += p.size;
   return Status::OK();

@@ -3,7 +3,7 @@
 //
 //   inodes    BE64 ino                  -> Inode (core/inode.h)
 //   dentries  BE64 parent | name        -> BE64 child | BE64 seq | U32 mode
-//   dirindex  BE64 parent | BE64 seq    -> name            (readdir order and cookies)
+//   dirindex  BE64 parent | BE64 seq    -> BE64 child | LE32 mode | name  (readdir order, cookies)
 //   extents   BE64 ino | BE64 offset    -> chunk id (16) | LE32 length | U8 flags (1 = stable cut)
 //   xattrs    BE64 ino | name           -> value
 //   chunks    chunk id (16)             -> LE64 pack | LE64 offset | LE32 length

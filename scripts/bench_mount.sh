@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Mount benchmarks: the native folder and a snapfs mount on the same disk, side by side,
+# in one run. Prints MB/s or ops/s per run, the median, and the ratio to native.
+#   scripts/bench_mount.sh [BUILD_DIR]
+# Env: RUNS (default 3), SIZE_MIB (default 2048), FILES (default 10000),
+#      BENCH_DIR (default ./var/bench: must be on the disk you want to measure).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+SNAPFS=$PWD/$BUILD/snapfs
+SMALL=$PWD/$BUILD/snapfs_smallfiles
+RUNS=${RUNS:-3}
+SIZE_MIB=${SIZE_MIB:-2048}
+FILES=${FILES:-10000}
+BENCH_DIR=${BENCH_DIR:-$PWD/var/bench}
+
+mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
+SRC=/dev/shm/snapfs-bench-src
+cleanup() {
+  mountpoint -q "$BENCH_DIR/mnt" 2>/dev/null && "$SNAPFS" umount "$BENCH_DIR/mnt" || true
+  rm -f "$SRC"
+  rm -rf "$BENCH_DIR"
+}
+trap cleanup EXIT
+
+# Source data in RAM so the reader is never the bottleneck.
+head -c "$((SIZE_MIB << 20))" /dev/urandom > "$SRC"
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+# One run of every measurement in folder $1. Prints "name value" lines.
+# $2: a command that empties the daemon's caches (remount), or ":" for native.
+run_suite() {
+  local dir=$1 recache=$2 t0 t1
+  local bytes=$((SIZE_MIB << 20))
+  drop_caches
+  t0=$(now); dd if="$SRC" of="$dir/seq" bs=1M conv=fsync status=none; t1=$(now)
+  echo "seq_write_MBps $(mbps "$bytes" "$(elapsed "$t0" "$t1")")"
+  $recache; drop_caches
+  t0=$(now); dd if="$dir/seq" of=/dev/null bs=1M status=none; t1=$(now)
+  echo "seq_read_cold_MBps $(mbps "$bytes" "$(elapsed "$t0" "$t1")")"
+  t0=$(now); dd if="$SRC" of="$dir/dup" bs=1M conv=fsync status=none; t1=$(now)
+  echo "dup_write_MBps $(mbps "$bytes" "$(elapsed "$t0" "$t1")")"
+  mkdir -p "$dir/small"
+  drop_caches
+  echo "small_create_ops $("$SMALL" create "$dir/small" "$FILES" 16384)"
+  echo "small_delete_ops $("$SMALL" delete "$dir/small" "$FILES")"
+}
+
+declare -A RES
+for run in $(seq 1 "$RUNS"); do
+  rm -rf "$BENCH_DIR/native" "$BENCH_DIR/store" "$BENCH_DIR/mnt"
+  mkdir -p "$BENCH_DIR/native" "$BENCH_DIR/mnt"
+  while read -r k v; do RES[native,$k]+="$v "; done < <(run_suite "$BENCH_DIR/native" :)
+  "$SNAPFS" init "$BENCH_DIR/store" >/dev/null
+  "$SNAPFS" mount "$BENCH_DIR/store" "$BENCH_DIR/mnt"
+  remount() {
+    "$SNAPFS" umount "$BENCH_DIR/mnt" && "$SNAPFS" mount "$BENCH_DIR/store" "$BENCH_DIR/mnt"
+  }
+  while read -r k v; do RES[snapfs,$k]+="$v "; done < <(run_suite "$BENCH_DIR/mnt" remount)
+  "$SNAPFS" umount "$BENCH_DIR/mnt"
+  rm -rf "$BENCH_DIR/native"
+  echo "run $run/$RUNS done" >&2
+done
+
+printf '\n%-20s %28s %28s %8s\n' "benchmark" "native (runs; median)" "snapfs (runs; median)" "ratio"
+for k in seq_write_MBps seq_read_cold_MBps dup_write_MBps small_create_ops small_delete_ops; do
+  n=$(median ${RES[native,$k]}); s=$(median ${RES[snapfs,$k]})
+  printf '%-20s %20s %7s %20s %7s %7.2fx\n' "$k" "${RES[native,$k]}" "$n" "${RES[snapfs,$k]}" "$s" \
+    "$(awk -v a="$s" -v b="$n" 'BEGIN { print a / b }')"
+done
+echo "(sizes: ${SIZE_MIB} MiB sequential, ${FILES} x 16 KiB small files; $RUNS runs; $(date -u +%F))"
