@@ -143,8 +143,7 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   ReplyAttr(req, Fs(req).GetAttr(ino));
 }
 
-void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-               fuse_file_info* fi) {
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   SetAttrRequest r;
   r.set_mode = to_set & FUSE_SET_ATTR_MODE;
   r.set_uid = to_set & FUSE_SET_ATTR_UID;
@@ -334,8 +333,8 @@ void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_statfs(req, &st);
 }
 
-void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
-                size_t size, int flags) {
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
   int f = 0;
   if (flags & XATTR_CREATE) f |= kXattrCreate;
   if (flags & XATTR_REPLACE) f |= kXattrReplace;

@@ -11,8 +11,8 @@ namespace snapfs::fuse {
 
 struct FuseContext {
   Filesystem* fs = nullptr;
-  double timeout = 60.0;    // attr and entry cache timeouts (all changes come through us)
-  bool writeback = true;    // negotiate the kernel writeback cache
+  double timeout = 60.0;      // attr and entry cache timeouts (all changes come through us)
+  bool writeback = true;      // negotiate the kernel writeback cache
   bool writeback_on = false;  // what init negotiated
 };
 

@@ -11,6 +11,7 @@
 
 #include "core/filesystem.h"
 #include "core/store.h"
+#include "fuse/control.h"
 #include "fuse/fuse_ops.h"
 
 namespace snapfs::fuse {
@@ -58,6 +59,17 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     ready(fs.status());
     return 1;
   }
+  ControlServer control;
+  if (opts.control) {
+    Store* st = store->get();
+    Filesystem* f = fs->get();
+    Status cs = control.Start(
+        store_path, [&opts, st, f](const std::string& req) { return opts.control(*st, *f, req); });
+    if (!cs.ok()) {
+      ready(cs);
+      return 1;
+    }
+  }
   FuseContext ctx;
   ctx.fs = fs->get();
   ctx.timeout = opts.timeout;
@@ -98,6 +110,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
+  control.Stop();
   Status fl = (*fs)->FlushAll();
   if (!fl.ok()) fprintf(stderr, "snapfs: flush at unmount: %s\n", fl.ToString().c_str());
   fs->reset();

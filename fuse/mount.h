@@ -7,6 +7,11 @@
 
 #include "core/status.h"
 
+namespace snapfs {
+class Store;
+class Filesystem;
+}  // namespace snapfs
+
 namespace snapfs::fuse {
 
 struct MountOptions {
@@ -17,6 +22,8 @@ struct MountOptions {
   bool debug = false;                     // libfuse request tracing on stderr
   bool writeback = true;
   double timeout = 60.0;
+  // Answers control-socket requests (the CLI while mounted); none if empty.
+  std::function<std::string(Store&, Filesystem&, const std::string&)> control;
 };
 
 // Opens the store, mounts, and serves requests until the file system is unmounted or

@@ -1,7 +1,14 @@
 #include "tools/cli_util.h"
 
+#include <signal.h>
+#include <stdlib.h>
+
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <sstream>
+
+#include "core/store.h"
 
 namespace snapfs::cli {
 
@@ -37,11 +44,16 @@ Result<uint64_t> ParseSize(const std::string& s) {
   }
   std::string unit = s.substr(pos);
   uint64_t mult = 1;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KiB" || unit == "k") mult = 1ull << 10;
-  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
-  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
-  else return Status::InvalidArgument("unknown size unit in " + s + " (use K, M or G)");
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k")
+    mult = 1ull << 10;
+  else if (unit == "M" || unit == "MiB")
+    mult = 1ull << 20;
+  else if (unit == "G" || unit == "GiB")
+    mult = 1ull << 30;
+  else
+    return Status::InvalidArgument("unknown size unit in " + s + " (use K, M or G)");
   return n * mult;
 }
 
@@ -54,14 +66,58 @@ std::string HumanBytes(uint64_t n) {
     u++;
   }
   char buf[32];
-  if (u == 0) snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
-  else snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  if (u == 0)
+    snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(n));
+  else
+    snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
   return buf;
 }
 
 int Fail(const std::string& verb, const Status& s) {
   std::cerr << "snapfs " << verb << ": " << s.ToString() << "\n";
   return kExitFailure;
+}
+
+namespace {
+// /proc/mounts escapes spaces and such as \040.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::string StoreOfMount(const std::string& mountpoint) {
+  std::ifstream f("/proc/self/mounts");
+  std::string line, found;
+  while (std::getline(f, line)) {
+    std::istringstream ls(line);
+    std::string dev, mp, type;
+    ls >> dev >> mp >> type;
+    if (Unescape(mp) == mountpoint && type == "fuse.snapfs" && dev.starts_with("snapfs:")) {
+      found = Unescape(dev.substr(7));  // the last mount on top wins
+    }
+  }
+  return found;
+}
+
+Target ResolveTarget(const std::string& arg) {
+  Target t;
+  char* abs = realpath(arg.c_str(), nullptr);
+  std::string path = abs ? abs : arg;
+  free(abs);
+  std::string mounted = StoreOfMount(path);
+  t.store = mounted.empty() ? path : mounted;
+  int pid = StoreLockHolder(t.store);
+  if (pid > 0 && ::kill(pid, 0) == 0) t.daemon_pid = pid;
+  return t;
 }
 
 }  // namespace snapfs::cli

@@ -27,4 +27,14 @@ std::string HumanBytes(uint64_t n);
 // Prints "snapfs VERB: message" to stderr and returns kExitFailure.
 int Fail(const std::string& verb, const Status& s);
 
+// The store behind a snapfs mount point (from /proc/self/mounts), or "" if none.
+std::string StoreOfMount(const std::string& mountpoint);
+
+// What a STORE|MOUNTPOINT argument names.
+struct Target {
+  std::string store;   // the store folder
+  int daemon_pid = 0;  // > 0: a live daemon has it open; talk to it over its socket
+};
+Target ResolveTarget(const std::string& arg);
+
 }  // namespace snapfs::cli

@@ -1,39 +1,65 @@
-// snapfs fsck STORE [--verify]: recompute and compare.
+// snapfs fsck STORE|MOUNTPOINT [--verify]: recompute and compare.
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "core/fsck.h"
 #include "core/store.h"
+#include "fuse/control.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
 
+Result<std::string> FsckJson(Store& store, bool verify) {
+  FsckOptions fo;
+  fo.verify_data = verify;
+  auto r = Fsck(store, fo);
+  if (!r.ok()) return r.status();
+  nlohmann::json j = {{"inodes", r->inodes},    {"dentries", r->dentries}, {"extents", r->extents},
+                      {"chunks", r->chunks},    {"packs", r->packs},       {"verified", verify},
+                      {"problems", r->problems}};
+  return j.dump(2) + "\n";
+}
+
 int CmdFsck(const Args& args) {
   po::options_description opts("options");
-  std::string dir;
-  opts.add_options()("store", po::value(&dir)->required(), "the store folder")(
-      "verify", po::bool_switch(), "also re-hash every chunk's bytes");
+  std::string target;
+  opts.add_options()("target", po::value(&target)->required(), "a store folder or a mount point")(
+      "verify", po::bool_switch(), "also re-hash every chunk's bytes")("json", po::bool_switch(),
+                                                                       "print JSON");
   po::positional_options_description pos;
-  pos.add("store", 1);
+  pos.add("target", 1);
   po::variables_map vm;
-  if (auto rc = Parse("fsck", "STORE [--verify]", args, opts, pos, &vm)) return *rc;
+  if (auto rc = Parse("fsck", "STORE|MOUNTPOINT [--verify]", args, opts, pos, &vm)) return *rc;
+  bool verify = vm["verify"].as<bool>();
 
-  auto store = Store::Open(dir);
-  if (!store.ok()) return Fail("fsck", store.status());
-  FsckOptions fo;
-  fo.verify_data = vm["verify"].as<bool>();
-  auto r = Fsck(**store, fo);
-  if (!r.ok()) return Fail("fsck", r.status());
-  printf("checked %llu inodes, %llu entries, %llu extents, %llu chunks in %llu packs%s\n",
-         static_cast<unsigned long long>(r->inodes), static_cast<unsigned long long>(r->dentries),
-         static_cast<unsigned long long>(r->extents), static_cast<unsigned long long>(r->chunks),
-         static_cast<unsigned long long>(r->packs), fo.verify_data ? " (data verified)" : "");
-  for (const auto& p : r->problems) printf("PROBLEM: %s\n", p.c_str());
-  if (!r->ok()) {
-    printf("%zu problem(s) found\n", r->problems.size());
-    return kExitProblems;
+  Target t = ResolveTarget(target);
+  Result<std::string> text = Status::NotFound();
+  if (t.daemon_pid > 0) {
+    text = fuse::CallDaemon(t.store, verify ? "fsck --verify" : "fsck");
+  } else {
+    auto store = Store::Open(t.store);
+    if (!store.ok()) return Fail("fsck", store.status());
+    text = FsckJson(**store, verify);
   }
-  printf("no problems found\n");
-  return kExitOk;
+  if (!text.ok()) return Fail("fsck", text.status());
+  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Fail("fsck", Status::IOError("bad answer from the daemon"));
+  if (j.contains("error")) return Fail("fsck", Status::IOError(j["error"].get<std::string>()));
+  const auto& problems = j["problems"];
+  if (vm["json"].as<bool>()) {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    auto u = [&](const char* k) { return static_cast<unsigned long long>(j[k].get<uint64_t>()); };
+    printf("checked %llu inodes, %llu entries, %llu extents, %llu chunks in %llu packs%s\n",
+           u("inodes"), u("dentries"), u("extents"), u("chunks"), u("packs"),
+           verify ? " (data verified)" : "");
+    for (const auto& p : problems) printf("PROBLEM: %s\n", p.get<std::string>().c_str());
+    if (problems.empty())
+      printf("no problems found\n");
+    else
+      printf("%zu problem(s) found\n", problems.size());
+  }
+  return problems.empty() ? kExitOk : kExitProblems;
 }
 
 }  // namespace snapfs::cli

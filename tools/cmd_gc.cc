@@ -1,44 +1,81 @@
-// snapfs gc STORE [--dry-run]: reclaim the space of unreferenced chunks now.
+// snapfs gc STORE|MOUNTPOINT [--dry-run]: reclaim the space of unreferenced chunks now.
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "core/gc.h"
 #include "core/store.h"
+#include "fuse/control.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
 
-int CmdGc(const Args& args) {
-  po::options_description opts("options");
-  std::string dir;
-  double fraction = 0.5;
-  opts.add_options()("store", po::value(&dir)->required(), "the store folder")(
-      "dry-run,n", po::bool_switch(), "only print what would be done")(
-      "rewrite-below", po::value(&fraction)->default_value(fraction),
-      "rewrite packs whose live fraction is below this");
-  po::positional_options_description pos;
-  pos.add("store", 1);
-  po::variables_map vm;
-  if (auto rc = Parse("gc", "STORE [--dry-run]", args, opts, pos, &vm)) return *rc;
-  if (fraction < 0 || fraction > 1) {
-    return Fail("gc", Status::InvalidArgument("--rewrite-below must be between 0 and 1"));
-  }
-
-  auto store = Store::Open(dir);
-  if (!store.ok()) return Fail("gc", store.status());
+Result<std::string> GcJson(Store& store, double fraction, bool dry_run) {
   GcOptions go;
   go.rewrite_below_live_fraction = fraction;
-  auto plan = PlanGc(**store, go);
-  if (!plan.ok()) return Fail("gc", plan.status());
-  printf("%zu unreferenced chunks (%s), %zu packs to rewrite (%s to copy, %s to free)\n",
-         plan->dead_chunks.size(), HumanBytes(plan->dead_bytes).c_str(), plan->rewrite.size(),
-         HumanBytes(plan->bytes_to_copy).c_str(), HumanBytes(plan->bytes_to_free).c_str());
-  if (vm["dry-run"].as<bool>()) return kExitOk;
-  auto r = ExecuteGc(**store, *plan);
-  if (!r.ok()) return Fail("gc", r.status());
-  printf("deleted %llu chunks, removed %llu packs, copied %s, freed %s\n",
-         static_cast<unsigned long long>(r->chunks_deleted),
-         static_cast<unsigned long long>(r->packs_removed), HumanBytes(r->bytes_copied).c_str(),
-         HumanBytes(r->bytes_freed).c_str());
+  auto plan = PlanGc(store, go);
+  if (!plan.ok()) return plan.status();
+  nlohmann::json j = {
+      {"dead_chunks", plan->dead_chunks.size()},  {"dead_bytes", plan->dead_bytes},
+      {"packs_to_rewrite", plan->rewrite.size()}, {"bytes_to_copy", plan->bytes_to_copy},
+      {"bytes_to_free", plan->bytes_to_free},     {"dry_run", dry_run}};
+  if (!dry_run) {
+    auto r = ExecuteGc(store, *plan);
+    if (!r.ok()) return r.status();
+    j["chunks_deleted"] = r->chunks_deleted;
+    j["packs_removed"] = r->packs_removed;
+    j["bytes_copied"] = r->bytes_copied;
+    j["bytes_freed"] = r->bytes_freed;
+  }
+  return j.dump(2) + "\n";
+}
+
+int CmdGc(const Args& args) {
+  po::options_description opts("options");
+  std::string target;
+  double fraction = 0.5;
+  opts.add_options()("target", po::value(&target)->required(), "a store folder or a mount point")(
+      "dry-run,n", po::bool_switch(), "only print what would be done")(
+      "rewrite-below", po::value(&fraction)->default_value(fraction),
+      "rewrite packs whose live fraction is below this (0..1)")("json", po::bool_switch(),
+                                                                "print JSON");
+  po::positional_options_description pos;
+  pos.add("target", 1);
+  po::variables_map vm;
+  if (auto rc = Parse("gc", "STORE|MOUNTPOINT [--dry-run]", args, opts, pos, &vm)) return *rc;
+  if (!(fraction >= 0 && fraction <= 1)) {
+    return Fail("gc", Status::InvalidArgument("--rewrite-below must be between 0 and 1"));
+  }
+  bool dry = vm["dry-run"].as<bool>();
+
+  Target t = ResolveTarget(target);
+  Result<std::string> text = Status::NotFound();
+  if (t.daemon_pid > 0) {
+    text = fuse::CallDaemon(
+        t.store, std::string("gc ") + std::to_string(fraction) + (dry ? " --dry-run" : ""));
+  } else {
+    auto store = Store::Open(t.store);
+    if (!store.ok()) return Fail("gc", store.status());
+    text = GcJson(**store, fraction, dry);
+  }
+  if (!text.ok()) return Fail("gc", text.status());
+  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Fail("gc", Status::IOError("bad answer from the daemon"));
+  if (j.contains("error")) return Fail("gc", Status::IOError(j["error"].get<std::string>()));
+  if (vm["json"].as<bool>()) {
+    std::cout << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  auto u = [&](const char* k) { return j[k].get<uint64_t>(); };
+  printf("%llu unreferenced chunks (%s), %llu packs to rewrite (%s to copy, %s to free)\n",
+         static_cast<unsigned long long>(u("dead_chunks")), HumanBytes(u("dead_bytes")).c_str(),
+         static_cast<unsigned long long>(u("packs_to_rewrite")),
+         HumanBytes(u("bytes_to_copy")).c_str(), HumanBytes(u("bytes_to_free")).c_str());
+  if (!dry) {
+    printf("deleted %llu chunks, removed %llu packs, copied %s, freed %s\n",
+           static_cast<unsigned long long>(u("chunks_deleted")),
+           static_cast<unsigned long long>(u("packs_removed")),
+           HumanBytes(u("bytes_copied")).c_str(), HumanBytes(u("bytes_freed")).c_str());
+  }
   return kExitOk;
 }
 

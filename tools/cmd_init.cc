@@ -22,9 +22,9 @@ int CmdInit(const Args& args) {
   if (auto rc = Parse("init", "STORE [options]", args, opts, pos, &vm)) return *rc;
 
   InitOptions io;
-  for (auto [text, field] : {std::pair{&cmin, &io.chunker.min_size},
-                             std::pair{&cavg, &io.chunker.avg_size},
-                             std::pair{&cmax, &io.chunker.max_size}}) {
+  for (auto [text, field] :
+       {std::pair{&cmin, &io.chunker.min_size}, std::pair{&cavg, &io.chunker.avg_size},
+        std::pair{&cmax, &io.chunker.max_size}}) {
     auto n = ParseSize(*text);
     if (!n.ok()) return Fail("init", n.status());
     if (*n > (1u << 30)) return Fail("init", Status::InvalidArgument("chunk size too large"));

@@ -44,8 +44,8 @@ int CmdMount(const Args& args) {
   po::positional_options_description pos;
   pos.add("store", 1).add("mountpoint", 1);
   po::variables_map vm;
-  if (auto rc = Parse("mount", "STORE MOUNTPOINT [-f] [-o opts] [--threads N]", args, opts, pos,
-                      &vm)) {
+  if (auto rc =
+          Parse("mount", "STORE MOUNTPOINT [-f] [-o opts] [--threads N]", args, opts, pos, &vm)) {
     return *rc;
   }
   if (threads == 0 || threads > 1024) {
@@ -56,6 +56,7 @@ int CmdMount(const Args& args) {
   mo.threads = threads;
   mo.debug = vm["debug"].as<bool>();
   mo.writeback = !vm["no-writeback"].as<bool>();
+  mo.control = HandleControl;
   for (const auto& o : fuse_opts) {
     std::vector<std::string> parts;
     boost::split(parts, o, boost::is_any_of(","));
@@ -78,7 +79,8 @@ int CmdMount(const Args& args) {
     return Fail("mount", s.ok() ? Status::InvalidArgument(store + " is not a store") : s.status());
   }
   if (int pid = StoreLockHolder(store); pid > 0 && ::kill(pid, 0) == 0) {
-    return Fail("mount", Status::Busy("store " + store + " is in use by pid " + std::to_string(pid)));
+    return Fail("mount",
+                Status::Busy("store " + store + " is in use by pid " + std::to_string(pid)));
   }
   Status mp = fuse::CheckMountpoint(mo.mountpoint);
   if (!mp.ok()) return Fail("mount", mp);

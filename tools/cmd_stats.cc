@@ -1,51 +1,81 @@
-// snapfs stats STORE: logical bytes, stored bytes, dedup ratio, chunks, packs.
-#include <nlohmann/json.hpp>
+// snapfs stats STORE|MOUNTPOINT: logical bytes, stored bytes, dedup ratio, chunks, packs.
+// A mounted store is asked through its daemon's control socket.
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "core/fsck.h"
 #include "core/store.h"
+#include "fuse/control.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
 
-int CmdStats(const Args& args) {
-  po::options_description opts("options");
-  std::string dir;
-  opts.add_options()("store", po::value(&dir)->required(), "the store folder")(
-      "json", po::bool_switch(), "print JSON");
-  po::positional_options_description pos;
-  pos.add("store", 1);
-  po::variables_map vm;
-  if (auto rc = Parse("stats", "STORE [--json]", args, opts, pos, &vm)) return *rc;
-
-  auto store = Store::Open(dir);
-  if (!store.ok()) return Fail("stats", store.status());
-  auto r = Fsck(**store);  // the same scan, without data verification
-  if (!r.ok()) return Fail("stats", r.status());
-  auto packs = (*store)->backend().List();
-  if (!packs.ok()) return Fail("stats", packs.status());
+Result<std::string> StatsJson(Store& store) {
+  auto r = Fsck(store);  // the same scan as fsck, without reading chunk data
+  if (!r.ok()) return r.status();
+  auto packs = store.backend().List();
+  if (!packs.ok()) return packs.status();
   uint64_t pack_bytes = 0;
   for (const auto& p : *packs) pack_bytes += p.size;
   double ratio = r->stored_bytes ? static_cast<double>(r->logical_bytes) / r->stored_bytes : 0;
+  nlohmann::json j = {{"store", store.dir()},
+                      {"logical_bytes", r->logical_bytes},
+                      {"stored_bytes", r->stored_bytes},
+                      {"pack_bytes", pack_bytes},
+                      {"dedup_ratio", ratio},
+                      {"chunks", r->chunks},
+                      {"garbage_chunks", r->garbage_chunks},
+                      {"packs", r->packs},
+                      {"inodes", r->inodes}};
+  return j.dump(2) + "\n";
+}
+
+int CmdStats(const Args& args) {
+  po::options_description opts("options");
+  std::string target;
+  opts.add_options()("target", po::value(&target)->required(), "a store folder or a mount point")(
+      "json", po::bool_switch(), "print JSON");
+  po::positional_options_description pos;
+  pos.add("target", 1);
+  po::variables_map vm;
+  if (auto rc = Parse("stats", "STORE|MOUNTPOINT [--json]", args, opts, pos, &vm)) return *rc;
+
+  Target t = ResolveTarget(target);
+  Result<std::string> text = Status::NotFound();
+  if (t.daemon_pid > 0) {
+    text = fuse::CallDaemon(t.store, "stats");
+  } else {
+    auto store = Store::Open(t.store);
+    if (!store.ok()) return Fail("stats", store.status());
+    text = StatsJson(**store);
+  }
+  if (!text.ok()) return Fail("stats", text.status());
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(*text);
+  } catch (const std::exception& e) {
+    return Fail("stats", Status::IOError(std::string("bad answer from the daemon: ") + e.what()));
+  }
+  if (j.contains("error")) return Fail("stats", Status::IOError(j["error"].get<std::string>()));
   if (vm["json"].as<bool>()) {
-    nlohmann::json j = {{"logical_bytes", r->logical_bytes}, {"stored_bytes", r->stored_bytes},
-                        {"pack_bytes", pack_bytes},          {"dedup_ratio", ratio},
-                        {"chunks", r->chunks},               {"garbage_chunks", r->garbage_chunks},
-                        {"packs", r->packs},                 {"inodes", r->inodes}};
     std::cout << j.dump(2) << "\n";
     return kExitOk;
   }
-  printf("logical bytes   %s (%llu)\n", HumanBytes(r->logical_bytes).c_str(),
-         static_cast<unsigned long long>(r->logical_bytes));
-  printf("stored bytes    %s (%llu)\n", HumanBytes(r->stored_bytes).c_str(),
-         static_cast<unsigned long long>(r->stored_bytes));
-  printf("pack bytes      %s in %llu packs\n", HumanBytes(pack_bytes).c_str(),
-         static_cast<unsigned long long>(r->packs));
-  printf("dedup ratio     %.2fx\n", ratio);
+  auto u = [&](const char* k) { return j[k].get<uint64_t>(); };
+  printf("store           %s%s\n", j["store"].get<std::string>().c_str(),
+         t.daemon_pid > 0 ? (" (mounted, daemon pid " + std::to_string(t.daemon_pid) + ")").c_str()
+                          : "");
+  printf("logical bytes   %s (%llu)\n", HumanBytes(u("logical_bytes")).c_str(),
+         static_cast<unsigned long long>(u("logical_bytes")));
+  printf("stored bytes    %s (%llu)\n", HumanBytes(u("stored_bytes")).c_str(),
+         static_cast<unsigned long long>(u("stored_bytes")));
+  printf("pack bytes      %s in %llu packs\n", HumanBytes(u("pack_bytes")).c_str(),
+         static_cast<unsigned long long>(u("packs")));
+  printf("dedup ratio     %.2fx\n", j["dedup_ratio"].get<double>());
   printf("chunks          %llu (%llu unreferenced, reclaimed by gc)\n",
-         static_cast<unsigned long long>(r->chunks),
-         static_cast<unsigned long long>(r->garbage_chunks));
-  printf("inodes          %llu\n", static_cast<unsigned long long>(r->inodes));
+         static_cast<unsigned long long>(u("chunks")),
+         static_cast<unsigned long long>(u("garbage_chunks")));
+  printf("inodes          %llu\n", static_cast<unsigned long long>(u("inodes")));
   return kExitOk;
 }
 

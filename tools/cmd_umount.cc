@@ -4,9 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 #include "core/store.h"
@@ -14,46 +12,15 @@
 
 namespace snapfs::cli {
 
-namespace {
-
-// /proc/mounts escapes spaces and such as \040.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); i++) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-// The store behind a snapfs mount point, from /proc/self/mounts; empty if none.
-std::string StoreOfMount(const std::string& mountpoint) {
-  std::ifstream f("/proc/self/mounts");
-  std::string line, found;
-  while (std::getline(f, line)) {
-    std::istringstream ls(line);
-    std::string dev, mp, type;
-    ls >> dev >> mp >> type;
-    if (Unescape(mp) == mountpoint && type == "fuse.snapfs" && dev.starts_with("snapfs:")) {
-      found = Unescape(dev.substr(7));  // the last mount on top wins
-    }
-  }
-  return found;
-}
-
 int CmdUmount(const Args& args) {
   po::options_description opts("options");
   std::string mountpoint;
   unsigned wait_s = 120;
-  opts.add_options()("mountpoint", po::value(&mountpoint)->required(), "where the store is mounted")(
+  opts.add_options()("mountpoint", po::value(&mountpoint)->required(),
+                     "where the store is mounted")(
       "lazy,l", po::bool_switch(), "detach now even if busy; the daemon exits when unused")(
-      "wait", po::value(&wait_s)->default_value(wait_s), "seconds to wait for the daemon to finish");
+      "wait", po::value(&wait_s)->default_value(wait_s),
+      "seconds to wait for the daemon to finish");
   po::positional_options_description pos;
   pos.add("mountpoint", 1);
   po::variables_map vm;
@@ -70,8 +37,10 @@ int CmdUmount(const Args& args) {
 
   pid_t pid = fork();
   if (pid == 0) {
-    if (vm["lazy"].as<bool>()) execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), nullptr);
-    else execlp("fusermount3", "fusermount3", "-u", mp.c_str(), nullptr);
+    if (vm["lazy"].as<bool>())
+      execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), nullptr);
+    else
+      execlp("fusermount3", "fusermount3", "-u", mp.c_str(), nullptr);
     _exit(127);
   }
   int status = 0;

@@ -4,6 +4,11 @@
 #include <string>
 #include <vector>
 
+namespace snapfs {
+class Store;
+class Filesystem;
+}  // namespace snapfs
+
 namespace snapfs::cli {
 
 using Args = std::vector<std::string>;  // the verb's own arguments (argv after the verb)
@@ -15,10 +20,13 @@ int CmdGc(const Args& args);
 int CmdMount(const Args& args);
 int CmdUmount(const Args& args);
 
+// The daemon's control-socket dispatcher (tools/control_handlers.cc).
+std::string HandleControl(Store& store, Filesystem& fs, const std::string& request);
+
 // Exit codes (sysexits-like where one fits).
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailure = 1;  // the operation failed
-inline constexpr int kExitUsage = 2;    // bad arguments
-inline constexpr int kExitProblems = 3; // fsck found problems
+inline constexpr int kExitFailure = 1;   // the operation failed
+inline constexpr int kExitUsage = 2;     // bad arguments
+inline constexpr int kExitProblems = 3;  // fsck found problems
 
 }  // namespace snapfs::cli
