@@ -37,9 +37,14 @@ Status CheckMountpoint(const std::string& mp) {
   }
   closedir(d);
   if (!empty) return Status::NotEmpty("mount point " + mp + " is not empty");
+  if (::access("/dev/fuse", F_OK) != 0) {
+    return PosixError("/dev/fuse (is the fuse kernel module loaded?)", errno);
+  }
+  // libfuse opens /dev/fuse itself before it hands the mount to fusermount3, so a user
+  // needs access to it (Debian's default mode is 0666).
   if (::access("/dev/fuse", R_OK | W_OK) != 0) {
-    return PosixError("/dev/fuse (is the fuse module loaded and are you allowed to use it?)",
-                      errno);
+    return PosixError("/dev/fuse is not accessible to this user (a non-root mount needs it "
+                      "readable and writable, usually mode 0666)", errno);
   }
   return Status::OK();
 }
