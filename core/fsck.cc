@@ -14,6 +14,7 @@ namespace {
 struct InodeFacts {
   uint32_t nlink = 0;
   bool is_dir = false;
+  uint64_t parent = 0;   // for folders: the recorded parent ("..")
   uint64_t links = 0;    // dentries naming it
   uint64_t subdirs = 0;  // for folders: child folders
 };
@@ -40,7 +41,7 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       }
       r.inodes++;
       if (node->is_reg()) r.logical_bytes += node->size;
-      inodes[ino] = InodeFacts{node->nlink, node->is_dir(), 0, 0};
+      inodes[ino] = InodeFacts{node->nlink, node->is_dir(), node->parent, 0, 0};
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan inodes"));
   }
@@ -64,7 +65,13 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         continue;
       }
       c->second.links++;
-      if (c->second.is_dir) inodes[parent].subdirs++;
+      if (c->second.is_dir) {
+        inodes[parent].subdirs++;
+        if (c->second.parent != parent) {
+          problem("folder " + std::to_string(child) + " (" + name + ") records parent " +
+                  std::to_string(c->second.parent) + " but lives in " + std::to_string(parent));
+        }
+      }
       std::string iv;
       Status s = meta.Get(Cf::kDirIndex, keys::DirIndex(parent, seq), &iv);
       if (!s.ok() || iv.size() < 12 || iv.substr(12) != name || GetBE64(iv.data()) != child) {
@@ -162,7 +169,14 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       }
       r.stored_bytes += loc->length;
       auto count = meta.RefCount(id);
-      if (count.ok() && *count == 0) r.garbage_chunks++;
+      if (count.ok() && *count == 0) {
+        r.garbage_chunks++;
+        // Unreferenced chunks are reclaimed only through their garbage marker.
+        std::string g;
+        if (!meta.Get(Cf::kGarbage, keys::Chunk(id), &g).ok()) {
+          problem("chunk " + id.Hex() + " is unreferenced but not marked for GC (leaked)");
+        }
+      }
       auto ps = pack_size.find(loc->pack);
       std::string where = " (pack " + std::to_string(loc->pack) + ", offset " +
                           std::to_string(loc->offset) + ")";

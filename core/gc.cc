@@ -105,8 +105,9 @@ Status RewritePack(Store& store, const PackUsage& p, GcResult* result) {
   MetaStore& meta = store.meta();
   ChunkStore& chunks = store.chunks();
   std::string data(p.size, '\0');
-  RETURN_IF_ERROR(store.backend().Read(p.id, 0, p.size, reinterpret_cast<uint8_t*>(data.data()))
-                      .WithContext("gc read pack " + std::to_string(p.id)));
+  Status rs = store.backend().Read(p.id, 0, p.size, reinterpret_cast<uint8_t*>(data.data()));
+  if (rs.Is(Code::kNotFound)) return Status::OK();  // an earlier run of this plan removed it
+  RETURN_IF_ERROR(rs.WithContext("gc read pack " + std::to_string(p.id)));
   struct Move {
     ChunkId id;
     ChunkLocation from, to;

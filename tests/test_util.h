@@ -8,9 +8,11 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -207,12 +209,23 @@ class TestFs {
     return s;
   }
   // Creates (or truncates) `name` with `data`, closes it; returns its inode number.
+  // (Opens an existing file itself rather than relying on Create without O_EXCL.)
   uint64_t WriteFile(uint64_t parent, std::string_view name, std::string_view data,
                      uint32_t mode = 0644) {
-    auto [attr, fh] = MUST(fs_->Create(parent, name, mode, O_WRONLY | O_CREAT | O_TRUNC, who_));
+    uint64_t ino;
+    FileHandle fh;
+    auto existing = fs_->Lookup(parent, name);
+    if (existing.ok()) {
+      ino = existing->ino;
+      fh = MUST(fs_->Open(ino, O_WRONLY | O_TRUNC));
+    } else {
+      auto [attr, h] = MUST(fs_->Create(parent, name, mode, O_WRONLY | O_CREAT | O_EXCL, who_));
+      ino = attr.ino;
+      fh = h;
+    }
     WriteAll(fh, 0, data);
     MUST(fs_->Release(fh));
-    return attr.ino;
+    return ino;
   }
   std::string ReadAll(uint64_t ino) {
     FileHandle fh = MUST(fs_->Open(ino, O_RDONLY));
@@ -226,19 +239,50 @@ class TestFs {
   uint64_t InoOf(uint64_t parent, std::string_view name) {
     return MUST(fs_->Lookup(parent, name)).ino;
   }
-  // Every entry of a folder except "." and "..", in listing order.
-  std::vector<DirEntry> List(uint64_t dir) {
-    std::vector<DirEntry> out;
-    MUST(fs_->ReadDir(dir, 0, [&](const DirEntry& e) {
-      if (e.name != "." && e.name != "..") out.push_back(e);
+  Attr Stat(uint64_t ino) { return MUST(fs_->GetAttr(ino)); }
+  uint32_t Nlink(uint64_t ino) { return Stat(ino).nlink; }
+  Attr Set(uint64_t ino, const SetAttrRequest& r) { return MUST(fs_->SetAttr(ino, r)); }
+  Attr SetSize(uint64_t ino, uint64_t size) { return Set(ino, {.set_size = true, .size = size}); }
+  // A new file in `parent`, open read-write.
+  std::pair<Attr, FileHandle> New(std::string_view name, uint64_t parent = kRootIno) {
+    return MUST(fs_->Create(parent, name, 0644, O_RDWR | O_CREAT | O_EXCL, who_));
+  }
+  // Every entry from `cookie` on, "." and ".." included, in listing order.
+  std::vector<DirEntry> Entries(uint64_t dir, uint64_t cookie = 0) {
+    std::vector<DirEntry> v;
+    MUST(fs_->ReadDir(dir, cookie, [&](const DirEntry& e) {
+      v.push_back(e);
       return true;
     }));
-    return out;
+    return v;
+  }
+  uint64_t DotDot(uint64_t dir) { return Entries(dir).at(1).ino; }
+  // Every entry of a folder except "." and "..", in listing order.
+  std::vector<DirEntry> List(uint64_t dir) {
+    std::vector<DirEntry> v = Entries(dir);
+    v.erase(std::remove_if(v.begin(), v.end(),
+                           [](const DirEntry& e) { return e.name == "." || e.name == ".."; }),
+            v.end());
+    return v;
+  }
+  // The same by name (a name listed twice fails the test).
+  std::map<std::string, DirEntry> ListMap(uint64_t dir) {
+    std::map<std::string, DirEntry> m;
+    for (auto& e : List(dir)) EXPECT_TRUE(m.emplace(e.name, e).second) << "twice: " << e.name;
+    return m;
   }
   FsckReport Check(bool verify_data = false) {
     FsckOptions o;
     o.verify_data = verify_data;
     return MUST(Fsck(*store_, o));
+  }
+  // Fsck passes (for EXPECT_TRUE; the failure message lists the problems).
+  ::testing::AssertionResult FsckClean(bool verify_data = false) {
+    FsckReport r = Check(verify_data);
+    if (r.ok()) return ::testing::AssertionSuccess();
+    ::testing::AssertionResult f = ::testing::AssertionFailure() << "fsck problems:";
+    for (const auto& p : r.problems) f << "\n  " << p;
+    return f;
   }
   // Total bytes of all packs as the backend lists them.
   uint64_t PackBytes() {
