@@ -17,6 +17,7 @@ ChunkStore::ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& con
       meta_(meta),
       seed_(config.hash_seed),
       verify_dedup_(config.verify_dedup),
+      inline_max_(std::min(kInlineMax, config.chunker.min_size)),
       cache_capacity_(cache_bytes) {}
 
 ChunkStore::~ChunkStore() {
@@ -115,8 +116,10 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
         // entry exists whichever txn commits.
         (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id),
                              it->second.loc.Encode());
-        txn->wrote_pack = true;
-        txn->packs.push_back(it->second.loc.pack);
+        if (!it->second.loc.is_inline()) {
+          txn->wrote_pack = true;
+          txn->packs.push_back(it->second.loc.pack);
+        }
       }
       check_bytes = verify_dedup_;
     } else {
@@ -130,15 +133,21 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
       } else if (!s.Is(Code::kNotFound)) {
         return s;
       } else {
-        ASSIGN_OR_RETURN(auto loc, AppendLocked(id, data));
+        ChunkLocation loc;
+        if (data.size() <= inline_max_) {
+          loc.length = static_cast<uint32_t>(data.size());
+          loc.inline_data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+        } else {
+          ASSIGN_OR_RETURN(loc, AppendLocked(id, data));
+          txn->wrote_pack = true;
+          if (txn->packs.empty() || txn->packs.back() != loc.pack) txn->packs.push_back(loc.pack);
+        }
+        (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id), loc.Encode());
         Inflight& f = inflight_[id];
         f.holds = 1;
         f.has_location = true;
-        f.loc = loc;
+        f.loc = std::move(loc);
         txn->held.push_back(id);
-        (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id), loc.Encode());
-        txn->wrote_pack = true;
-        if (txn->packs.empty() || txn->packs.back() != loc.pack) txn->packs.push_back(loc.pack);
         stats_.bytes_new += data.size();
       }
     }
@@ -222,12 +231,16 @@ Status ChunkStore::SyncAll() {
 
 bool ChunkStore::PackHasInflightLocked(PackId pack) const {
   for (const auto& [id, f] : inflight_) {
-    if (f.has_location && f.loc.pack == pack) return true;
+    if (f.has_location && !f.loc.is_inline() && f.loc.pack == pack) return true;
   }
   return false;
 }
 
 Status ChunkStore::ReadAt(const ChunkLocation& loc, std::string* out) {
+  if (loc.is_inline()) {
+    *out = loc.inline_data;
+    return Status::OK();
+  }
   out->resize(loc.length);
   return backend_->Read(loc.pack, loc.offset, loc.length, reinterpret_cast<uint8_t*>(out->data()));
 }

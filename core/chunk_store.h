@@ -53,6 +53,10 @@ struct ChunkStoreStats {
 class ChunkStore {
  public:
   static constexpr uint64_t kPackTargetSize = 64ull << 20;
+  // Chunks up to this size (and no larger than the chunker's minimum, so only file tails)
+  // are kept inline in the metadata log instead of a pack: a small file's fsync is then
+  // one log sync rather than a pack sync followed by a log sync.
+  static constexpr uint32_t kInlineMax = 16 * 1024;
 
   ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& config,
              size_t cache_bytes = 64ull << 20);
@@ -111,6 +115,7 @@ class ChunkStore {
   MetaStore* const meta_;
   const uint64_t seed_;
   const bool verify_dedup_;
+  const uint32_t inline_max_;
 
   mutable std::mutex mu_;
   std::unordered_map<ChunkId, Inflight, ChunkIdHash> inflight_;  // GUARDED_BY(mu_)

@@ -177,6 +177,12 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
           problem("chunk " + id.Hex() + " is unreferenced but not marked for GC (leaked)");
         }
       }
+      if (loc->is_inline()) {
+        if (opts.verify_data && store.chunks().Hash(loc->inline_data.data(), loc->length) != id) {
+          problem("inline chunk " + id.Hex() + ": bytes do not match their hash");
+        }
+        continue;
+      }
       auto ps = pack_size.find(loc->pack);
       std::string where = " (pack " + std::to_string(loc->pack) + ", offset " +
                           std::to_string(loc->offset) + ")";

@@ -61,15 +61,22 @@ std::string ChunkLocation::Encode() const {
   PutLE64(&v, pack);
   PutLE64(&v, offset);
   PutLE32(&v, length);
+  if (is_inline()) v.append(inline_data);
   return v;
 }
 
 Result<ChunkLocation> ChunkLocation::Decode(std::string_view v) {
-  if (v.size() != 20) return Status::Corruption("chunk index entry has wrong size");
+  if (v.size() < 20) return Status::Corruption("chunk index entry too short");
   ChunkLocation l;
   l.pack = GetLE64(v.data());
   l.offset = GetLE64(v.data() + 8);
   l.length = GetLE32(v.data() + 16);
+  if (l.is_inline()) {
+    if (v.size() != 20 + l.length) return Status::Corruption("inline chunk has wrong size");
+    l.inline_data.assign(v.data() + 20, l.length);
+  } else if (v.size() != 20) {
+    return Status::Corruption("chunk index entry has wrong size");
+  }
   return l;
 }
 

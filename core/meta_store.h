@@ -6,7 +6,8 @@
 //   dirindex  BE64 parent | BE64 seq    -> BE64 child | LE32 mode | name  (readdir order, cookies)
 //   extents   BE64 ino | BE64 offset    -> chunk id (16) | LE32 length | U8 flags (1 = stable cut)
 //   xattrs    BE64 ino | name           -> value
-//   chunks    chunk id (16)             -> LE64 pack | LE64 offset | LE32 length
+//   chunks    chunk id (16)             -> LE64 pack | LE64 offset | LE32 length [| bytes]
+//                                          (pack 0: a small chunk, its bytes inline)
 //   refs      chunk id (16)             -> LE64 count (int64-add merge operator)
 //   garbage   chunk id (16)             -> ""   (count may have reached zero: GC looks)
 //   orphans   BE64 ino                  -> ""   (nlink 0, still open; purge when closed)
@@ -55,9 +56,11 @@ inline std::string Chunk(const ChunkId& id) { return std::string(id.AsSlice()); 
 }  // namespace keys
 
 struct ChunkLocation {
-  uint64_t pack = 0;
+  uint64_t pack = 0;    // 0: a small chunk kept inline in its index entry (no pack)
   uint64_t offset = 0;  // of the chunk's bytes (after its record header)
   uint32_t length = 0;
+  std::string inline_data;  // the bytes, when pack == 0
+  bool is_inline() const { return pack == 0; }
 
   std::string Encode() const;
   static Result<ChunkLocation> Decode(std::string_view v);
