@@ -47,6 +47,15 @@ int StoreLockHolder(const std::string& dir) {
   return n > 0 ? atoi(buf) : 0;
 }
 
+bool StoreLockHeld(const std::string& dir, int* pid) {
+  int fd = ::open((dir + "/lock").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // drops our probe lock, if we got it
+  if (pid) *pid = held ? StoreLockHolder(dir) : 0;
+  return held;
+}
+
 Status Store::Init(const std::string& dir, const InitOptions& opts) {
   RETURN_IF_ERROR(opts.chunker.Validate());
   struct stat st;

@@ -58,5 +58,8 @@ class Store {
 
 // Reads the pid recorded in STORE/lock, or 0.
 int StoreLockHolder(const std::string& dir);
+// True while some process holds the store's lock (probed with flock, so a dead or
+// zombie daemon does not count); `pid` gets the recorded holder.
+bool StoreLockHeld(const std::string& dir, int* pid = nullptr);
 
 }  // namespace snapfs

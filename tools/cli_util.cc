@@ -115,8 +115,8 @@ Target ResolveTarget(const std::string& arg) {
   free(abs);
   std::string mounted = StoreOfMount(path);
   t.store = mounted.empty() ? path : mounted;
-  int pid = StoreLockHolder(t.store);
-  if (pid > 0 && ::kill(pid, 0) == 0) t.daemon_pid = pid;
+  int pid = 0;
+  if (StoreLockHeld(t.store, &pid)) t.daemon_pid = pid > 0 ? pid : -1;
   return t;
 }
 

@@ -34,7 +34,7 @@ int CmdFsck(const Args& args) {
 
   Target t = ResolveTarget(target);
   Result<std::string> text = Status::NotFound();
-  if (t.daemon_pid > 0) {
+  if (t.daemon_pid != 0) {
     text = fuse::CallDaemon(t.store, verify ? "fsck --verify" : "fsck");
   } else {
     auto store = Store::Open(t.store);

@@ -49,7 +49,7 @@ int CmdGc(const Args& args) {
 
   Target t = ResolveTarget(target);
   Result<std::string> text = Status::NotFound();
-  if (t.daemon_pid > 0) {
+  if (t.daemon_pid != 0) {
     text = fuse::CallDaemon(
         t.store, std::string("gc ") + std::to_string(fraction) + (dry ? " --dry-run" : ""));
   } else {

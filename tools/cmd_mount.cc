@@ -78,7 +78,7 @@ int CmdMount(const Args& args) {
     auto s = Store::Open(store);  // produces the precise reason
     return Fail("mount", s.ok() ? Status::InvalidArgument(store + " is not a store") : s.status());
   }
-  if (int pid = StoreLockHolder(store); pid > 0 && ::kill(pid, 0) == 0) {
+  if (int pid = 0; StoreLockHeld(store, &pid)) {
     return Fail("mount",
                 Status::Busy("store " + store + " is in use by pid " + std::to_string(pid)));
   }

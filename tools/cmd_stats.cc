@@ -42,7 +42,7 @@ int CmdStats(const Args& args) {
 
   Target t = ResolveTarget(target);
   Result<std::string> text = Status::NotFound();
-  if (t.daemon_pid > 0) {
+  if (t.daemon_pid != 0) {
     text = fuse::CallDaemon(t.store, "stats");
   } else {
     auto store = Store::Open(t.store);
@@ -63,7 +63,7 @@ int CmdStats(const Args& args) {
   }
   auto u = [&](const char* k) { return j[k].get<uint64_t>(); };
   printf("store           %s%s\n", j["store"].get<std::string>().c_str(),
-         t.daemon_pid > 0 ? (" (mounted, daemon pid " + std::to_string(t.daemon_pid) + ")").c_str()
+         t.daemon_pid != 0 ? (" (mounted, daemon pid " + std::to_string(t.daemon_pid) + ")").c_str()
                           : "");
   printf("logical bytes   %s (%llu)\n", HumanBytes(u("logical_bytes")).c_str(),
          static_cast<unsigned long long>(u("logical_bytes")));

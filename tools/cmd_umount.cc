@@ -33,7 +33,8 @@ int CmdUmount(const Args& args) {
   if (store.empty()) {
     return Fail("umount", Status::InvalidArgument(mp + " is not a snapfs mount point"));
   }
-  int daemon = StoreLockHolder(store);
+  int daemon = 0;
+  bool held = StoreLockHeld(store, &daemon);
 
   pid_t pid = fork();
   if (pid == 0) {
@@ -51,10 +52,11 @@ int CmdUmount(const Args& args) {
     }
     return Fail("umount", Status::Busy("could not unmount " + mp + " (see above; is it in use?)"));
   }
-  // The daemon flushes and releases the store after the unmount; wait for it.
-  if (daemon > 0 && daemon != getpid()) {
+  // The daemon flushes and releases the store after the unmount: wait until its lock is
+  // free (the lock, not the pid: a dead or zombie process holds no lock).
+  if (held) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
-    while (kill(daemon, 0) == 0 && StoreLockHolder(store) == daemon) {
+    while (StoreLockHeld(store)) {
       if (std::chrono::steady_clock::now() > deadline) {
         std::cerr << "snapfs umount: unmounted, but daemon pid " << daemon
                   << " is still flushing after " << wait_s << " s\n";
