@@ -17,9 +17,15 @@ namespace snapfs {
 namespace {
 std::string ConfPath(const std::string& dir) { return dir + "/snapfs.conf"; }
 
-bool DirIsEmpty(const std::string& dir) {
+uint64_t RandomSeed() {
+  std::random_device rd;  // /dev/urandom
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+}  // namespace
+
+Result<bool> DirIsEmpty(const std::string& dir) {
   DIR* d = opendir(dir.c_str());
-  if (!d) return false;
+  if (!d) return PosixError(dir, errno);
   bool empty = true;
   while (auto* e = readdir(d)) {
     std::string n = e->d_name;
@@ -31,12 +37,6 @@ bool DirIsEmpty(const std::string& dir) {
   closedir(d);
   return empty;
 }
-
-uint64_t RandomSeed() {
-  std::random_device rd;  // /dev/urandom
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-}  // namespace
 
 int StoreLockHolder(const std::string& dir) {
   int fd = ::open((dir + "/lock").c_str(), O_RDONLY | O_CLOEXEC);
@@ -64,7 +64,8 @@ Status Store::Init(const std::string& dir, const InitOptions& opts) {
     if (::access(ConfPath(dir).c_str(), F_OK) == 0) {
       return Status::AlreadyExists(dir + " is already a snapfs store");
     }
-    if (!DirIsEmpty(dir)) return Status::NotEmpty(dir + " is not empty; refusing to init there");
+    ASSIGN_OR_RETURN(bool empty, DirIsEmpty(dir));
+    if (!empty) return Status::NotEmpty(dir + " is not empty; refusing to init there");
   } else if (errno != ENOENT) {
     return PosixError(dir, errno);
   } else if (::mkdir(dir.c_str(), 0700) != 0) {

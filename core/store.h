@@ -56,6 +56,9 @@ class Store {
   std::unique_ptr<ChunkStore> chunks_;
 };
 
+// True if `dir` has no entries besides "." and "..".
+Result<bool> DirIsEmpty(const std::string& dir);
+
 // Reads the pid recorded in STORE/lock, or 0.
 int StoreLockHolder(const std::string& dir);
 // True while some process holds the store's lock (probed with flock, so a dead or

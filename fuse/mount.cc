@@ -1,6 +1,5 @@
 #include "fuse/mount.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,17 +24,9 @@ Status CheckMountpoint(const std::string& mp) {
     return PosixError("mount point " + mp, errno);
   }
   if (!S_ISDIR(st.st_mode)) return Status::NotDirectory("mount point " + mp + " is not a folder");
-  DIR* d = opendir(mp.c_str());
-  if (!d) return PosixError("mount point " + mp, errno);
-  bool empty = true;
-  while (auto* e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") {
-      empty = false;
-      break;
-    }
-  }
-  closedir(d);
+  auto empty_or = DirIsEmpty(mp);
+  if (!empty_or.ok()) return empty_or.status().WithContext("mount point");
+  bool empty = *empty_or;
   if (!empty) return Status::NotEmpty("mount point " + mp + " is not empty");
   if (::access("/dev/fuse", F_OK) != 0) {
     return PosixError("/dev/fuse (is the fuse kernel module loaded?)", errno);
