@@ -59,6 +59,9 @@ class Backend {
   // Reads exactly `len` bytes at `offset`. NotFound if the pack does not exist;
   // Corruption if the pack is shorter than offset+len; IOError otherwise.
   virtual Status Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const = 0;
+  // A hint that [offset, offset+len) of a pack will be read soon (a sequential reader's
+  // next chunks): a backend may start fetching it. Never fails; the default ignores it.
+  virtual void Prefetch(PackId id, uint64_t offset, uint64_t len) const {}
   // Removes a pack. NotFound if absent. Readers racing with Remove may see NotFound.
   virtual Status Remove(PackId id) = 0;
   // Every pack, in ascending id order.

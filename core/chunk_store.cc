@@ -256,6 +256,14 @@ Result<std::shared_ptr<const std::string>> ChunkStore::Get(const ChunkId& id) {
                         .WithContext("chunk " + id.Short() + " not in index"));
     ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
     auto data = std::make_shared<std::string>();
+    // Chunks of a file written in one go lie one after another in their pack: a miss is
+    // likely followed by reads of the next ones.
+    // Hinted once per MiB of pack crossed, not per chunk: each hint costs a page-cache walk.
+    constexpr uint64_t kStep = 1 << 20;
+    uint64_t end = loc.offset + loc.length;
+    if (!loc.is_inline() && loc.offset / kStep != end / kStep) {
+      backend_->Prefetch(loc.pack, end / kStep * kStep + kStep, kPrefetchBytes);
+    }
     last = ReadAt(loc, data.get());
     if (last.Is(Code::kNotFound)) continue;
     RETURN_IF_ERROR(last.WithContext("read chunk " + id.Short()));

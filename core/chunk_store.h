@@ -57,6 +57,8 @@ class ChunkStore {
   // are kept inline in the metadata log instead of a pack: a small file's fsync is then
   // one log sync rather than a pack sync followed by a log sync.
   static constexpr uint32_t kInlineMax = 16 * 1024;
+  // How far past a missed chunk the backend is asked to prefetch.
+  static constexpr uint64_t kPrefetchBytes = 4ull << 20;
 
   ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& config,
              size_t cache_bytes = 64ull << 20);

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  g++ cmake ninja-build pkg-config make
+  g++ cmake ninja-build pkg-config make ccache
   libfuse3-dev fuse3
   librocksdb-dev libxxhash-dev
   libboost-program-options-dev
