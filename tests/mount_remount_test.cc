@@ -494,6 +494,12 @@ TEST_F(MountRemount, ZombieDaemonDoesNotBlockMount) {
   ASSERT_EQ(::kill(pid, 0), 0) << "expected an unreaped zombie";
   CmdResult clear = Run({"fusermount3", "-u", "-z", mnt()});
   ASSERT_EQ(clear.code, 0) << clear.Describe();
+  // The leader thread shows 'Z' as soon as it exits, but the fd table (and the flock)
+  // goes only when the last of the daemon's threads has exited: allow for that.
+  auto lock_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!StoreLockFree() && std::chrono::steady_clock::now() < lock_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   EXPECT_TRUE(StoreLockFree()) << "a dead daemon cannot hold the flock";
   EXPECT_EQ(DaemonPid(), pid) << "store/lock should still name the crashed daemon";
 

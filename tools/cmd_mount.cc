@@ -6,6 +6,7 @@
 
 #include <boost/algorithm/string.hpp>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 
 #include "core/store.h"
@@ -24,6 +25,16 @@ void WriteAll(int fd, const std::string& s) {
     if (n <= 0) return;
     off += static_cast<size_t>(n);
   }
+}
+
+// False for a pid that is gone or a zombie.
+bool ProcessRunning(int pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(f, stat);
+  auto rp = stat.rfind(')');
+  return rp == std::string::npos || rp + 2 >= stat.size() || stat[rp + 2] != 'Z';
 }
 
 }  // namespace
@@ -77,6 +88,11 @@ int CmdMount(const Args& args) {
   if (::access((store + "/snapfs.conf").c_str(), F_OK) != 0) {
     auto s = Store::Open(store);  // produces the precise reason
     return Fail("mount", s.ok() ? Status::InvalidArgument(store + " is not a store") : s.status());
+  }
+  // A daemon that just died (killed) releases its lock when its last thread has exited;
+  // give a dead or zombie holder a moment rather than refuse.
+  for (int i = 0, pid = 0; i < 100 && StoreLockHeld(store, &pid) && !ProcessRunning(pid); i++) {
+    usleep(20000);
   }
   if (int pid = 0; StoreLockHeld(store, &pid)) {
     return Fail("mount",
