@@ -654,6 +654,7 @@ Result<FsStats> Filesystem::StatFs() {
   s.blocks = space.total_bytes / s.block_size;
   s.blocks_free = s.blocks_avail = space.free_bytes / s.block_size;
   s.files = 1ull << 32;
+  std::lock_guard l(ns_mu_);  // next_ino_ is guarded by it
   s.files_free = s.files - std::min<uint64_t>(s.files - 1, next_ino_);
   return s;
 }
