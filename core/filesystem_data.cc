@@ -453,7 +453,6 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
   if (!st.ok()) {
     // Nothing was committed: everything goes back into the buffer (the chunked regions
     // as buffered data; where they hold committed bytes those are rewritten unchanged).
-    chunks_.Release(&txn);
     for (auto& [off, bytes] : f->dirty) {
       if (!bytes.empty()) keep.emplace(off, std::move(bytes));  // not reached by the loop
     }

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/store.h"
+#include "fuse/control.h"
 
 namespace snapfs::cli {
 
@@ -118,6 +119,23 @@ Target ResolveTarget(const std::string& arg) {
   int pid = 0;
   if (StoreLockHeld(t.store, &pid)) t.daemon_pid = pid > 0 ? pid : -1;
   return t;
+}
+
+Result<nlohmann::json> AskStore(const Target& t, const std::string& request,
+                                const std::function<Result<std::string>(Store&)>& direct) {
+  Result<std::string> text = Status::NotFound();
+  if (t.daemon_pid != 0) {
+    text = fuse::CallDaemon(t.store, request);
+  } else {
+    auto store = Store::Open(t.store);
+    if (!store.ok()) return store.status();
+    text = direct(**store);
+  }
+  if (!text.ok()) return text.status();
+  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::IOError("bad answer from the daemon");
+  if (j.contains("error")) return Status::IOError(j["error"].get<std::string>());
+  return j;
 }
 
 }  // namespace snapfs::cli

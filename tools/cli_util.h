@@ -3,11 +3,17 @@
 
 #include <boost/program_options.hpp>
 #include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
 #include "core/status.h"
 #include "tools/commands.h"
+
+namespace snapfs {
+class Store;
+}
 
 namespace snapfs::cli {
 
@@ -36,5 +42,11 @@ struct Target {
   int daemon_pid = 0;  // > 0: a live daemon has it open; talk to it over its socket
 };
 Target ResolveTarget(const std::string& arg);
+
+// Answers `request` for the store `t` names: through its daemon's control socket when a
+// daemon has it open, else by opening the store and calling `direct`. The answer is
+// JSON; an {"error": ...} answer comes back as a Status.
+Result<nlohmann::json> AskStore(const Target& t, const std::string& request,
+                                const std::function<Result<std::string>(Store&)>& direct);
 
 }  // namespace snapfs::cli

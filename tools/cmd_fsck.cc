@@ -4,7 +4,6 @@
 
 #include "core/fsck.h"
 #include "core/store.h"
-#include "fuse/control.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
@@ -33,18 +32,10 @@ int CmdFsck(const Args& args) {
   bool verify = vm["verify"].as<bool>();
 
   Target t = ResolveTarget(target);
-  Result<std::string> text = Status::NotFound();
-  if (t.daemon_pid != 0) {
-    text = fuse::CallDaemon(t.store, verify ? "fsck --verify" : "fsck");
-  } else {
-    auto store = Store::Open(t.store);
-    if (!store.ok()) return Fail("fsck", store.status());
-    text = FsckJson(**store, verify);
-  }
-  if (!text.ok()) return Fail("fsck", text.status());
-  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Fail("fsck", Status::IOError("bad answer from the daemon"));
-  if (j.contains("error")) return Fail("fsck", Status::IOError(j["error"].get<std::string>()));
+  auto answer = AskStore(t, verify ? "fsck --verify" : "fsck",
+                         [&](Store& store) { return FsckJson(store, verify); });
+  if (!answer.ok()) return Fail("fsck", answer.status());
+  nlohmann::json j = std::move(answer).value();
   const auto& problems = j["problems"];
   if (vm["json"].as<bool>()) {
     std::cout << j.dump(2) << "\n";

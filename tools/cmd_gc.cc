@@ -4,7 +4,6 @@
 
 #include "core/gc.h"
 #include "core/store.h"
-#include "fuse/control.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
@@ -48,19 +47,11 @@ int CmdGc(const Args& args) {
   bool dry = vm["dry-run"].as<bool>();
 
   Target t = ResolveTarget(target);
-  Result<std::string> text = Status::NotFound();
-  if (t.daemon_pid != 0) {
-    text = fuse::CallDaemon(
-        t.store, std::string("gc ") + std::to_string(fraction) + (dry ? " --dry-run" : ""));
-  } else {
-    auto store = Store::Open(t.store);
-    if (!store.ok()) return Fail("gc", store.status());
-    text = GcJson(**store, fraction, dry);
-  }
-  if (!text.ok()) return Fail("gc", text.status());
-  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Fail("gc", Status::IOError("bad answer from the daemon"));
-  if (j.contains("error")) return Fail("gc", Status::IOError(j["error"].get<std::string>()));
+  auto answer =
+      AskStore(t, std::string("gc ") + std::to_string(fraction) + (dry ? " --dry-run" : ""),
+               [&](Store& store) { return GcJson(store, fraction, dry); });
+  if (!answer.ok()) return Fail("gc", answer.status());
+  nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
     std::cout << j.dump(2) << "\n";
     return kExitOk;

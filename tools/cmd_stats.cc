@@ -5,7 +5,6 @@
 
 #include "core/fsck.h"
 #include "core/store.h"
-#include "fuse/control.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
@@ -41,22 +40,9 @@ int CmdStats(const Args& args) {
   if (auto rc = Parse("stats", "STORE|MOUNTPOINT [--json]", args, opts, pos, &vm)) return *rc;
 
   Target t = ResolveTarget(target);
-  Result<std::string> text = Status::NotFound();
-  if (t.daemon_pid != 0) {
-    text = fuse::CallDaemon(t.store, "stats");
-  } else {
-    auto store = Store::Open(t.store);
-    if (!store.ok()) return Fail("stats", store.status());
-    text = StatsJson(**store);
-  }
-  if (!text.ok()) return Fail("stats", text.status());
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(*text);
-  } catch (const std::exception& e) {
-    return Fail("stats", Status::IOError(std::string("bad answer from the daemon: ") + e.what()));
-  }
-  if (j.contains("error")) return Fail("stats", Status::IOError(j["error"].get<std::string>()));
+  auto answer = AskStore(t, "stats", [&](Store& store) { return StatsJson(store); });
+  if (!answer.ok()) return Fail("stats", answer.status());
+  nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
     std::cout << j.dump(2) << "\n";
     return kExitOk;
@@ -64,7 +50,7 @@ int CmdStats(const Args& args) {
   auto u = [&](const char* k) { return j[k].get<uint64_t>(); };
   printf("store           %s%s\n", j["store"].get<std::string>().c_str(),
          t.daemon_pid != 0 ? (" (mounted, daemon pid " + std::to_string(t.daemon_pid) + ")").c_str()
-                          : "");
+                           : "");
   printf("logical bytes   %s (%llu)\n", HumanBytes(u("logical_bytes")).c_str(),
          static_cast<unsigned long long>(u("logical_bytes")));
   printf("stored bytes    %s (%llu)\n", HumanBytes(u("stored_bytes")).c_str(),
