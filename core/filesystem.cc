@@ -4,7 +4,9 @@
 #include <fcntl.h>
 
 #include "core/coding.h"
+#include "core/ns_txn.h"
 #include "core/open_file.h"
+#include "core/snapshot_views.h"
 
 namespace snapfs {
 
@@ -22,14 +24,18 @@ Status CheckName(std::string_view name) {
   return Status::OK();
 }
 
-// dentries value: BE64 child | BE64 seq | LE32 mode
-std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode) {
+}  // namespace
+
+// dentries value: BE64 child | BE64 seq | LE32 mode (type bits, | kDentryHidden)
+std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden) {
   std::string v;
   PutBE64(&v, child);
   PutBE64(&v, seq);
-  PutLE32(&v, mode & S_IFMT);
+  PutLE32(&v, (mode & S_IFMT) | (hidden ? kDentryHidden : 0));
   return v;
 }
+
+namespace {
 // dirindex value: BE64 child | LE32 mode | name
 std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name) {
   std::string v;
@@ -45,7 +51,19 @@ Filesystem::Filesystem(Store* store)
     : store_(store),
       meta_(store->meta()),
       chunks_(store->chunks()),
-      chunker_(store->config().chunker) {}
+      chunker_(store->config().chunker) {
+  std::string names = store->config().marker_names;
+  for (size_t i = 0; i <= names.size();) {
+    size_t j = names.find(',', i);
+    if (j == std::string::npos) j = names.size();
+    std::string n = names.substr(i, j - i);
+    while (!n.empty() && n.front() == ' ') n.erase(0, 1);
+    while (!n.empty() && n.back() == ' ') n.pop_back();
+    if (!n.empty()) marker_names_.push_back(n);
+    i = j + 1;
+  }
+  views_ = std::make_unique<Views>(this);
+}
 
 Filesystem::~Filesystem() { (void)FlushAll(); }
 
@@ -55,6 +73,17 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(Store* store) {
   RETURN_IF_ERROR(fs->meta_.Get(Cf::kDefault, kNextInoKey, &v).WithContext("next inode"));
   if (v.size() != 8) return Status::Corruption("next inode counter has wrong size");
   fs->next_ino_ = GetLE64(v.data());
+  Status ms = fs->meta_.Get(Cf::kDefault, kMountPointsKey, &v);
+  if (ms.ok()) {
+    for (size_t i = 0; i < v.size();) {
+      size_t j = v.find('\n', i);
+      if (j == std::string::npos) j = v.size();
+      if (j > i) fs->mount_points_.push_back(v.substr(i, j - i));
+      i = j + 1;
+    }
+  } else if (!ms.Is(Code::kNotFound)) {
+    return ms;
+  }
   RETURN_IF_ERROR(fs->PurgeOrphansAtOpen());
   return fs;
 }
@@ -67,9 +96,15 @@ Status Filesystem::PurgeOrphansAtOpen() {
   RETURN_IF_ERROR(FromRocks(it->status(), "scan orphans"));
   std::lock_guard l(ns_mu_);
   for (uint64_t ino : orphans) {
-    rocksdb::WriteBatch b;
-    RETURN_IF_ERROR(PurgeInode(&b, ino));
-    RETURN_IF_ERROR(meta_.Write(&b));
+    Txn t(this);
+    ASSIGN_OR_RETURN(bool pinned, IsPinned(&t, ino));
+    if (pinned) {
+      // A snapshot still needs it: it lives on, reachable through the views.
+      (void)t.b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
+    } else {
+      RETURN_IF_ERROR(PurgeInode(&t.b, ino));
+    }
+    RETURN_IF_ERROR(meta_.Write(&t.b));
   }
   return Status::OK();
 }
@@ -85,14 +120,20 @@ Result<Inode> Filesystem::LoadInode(uint64_t ino) {
 }
 
 Status Filesystem::LookupEntry(uint64_t parent, std::string_view name, uint64_t* child,
-                               uint64_t* seq, uint32_t* mode) {
+                               uint64_t* seq, uint32_t* mode, bool* hidden) {
   std::string v;
   RETURN_IF_ERROR(meta_.Get(Cf::kDentries, keys::Dentry(parent, name), &v));
   if (v.size() != 20) return Status::Corruption("dentry has wrong size");
   *child = GetBE64(v.data());
   if (seq) *seq = GetBE64(v.data() + 8);
-  if (mode) *mode = GetLE32(v.data() + 16);
+  uint32_t m = GetLE32(v.data() + 16);
+  if (mode) *mode = m & S_IFMT;
+  if (hidden) *hidden = (m & kDentryHidden) != 0;
   return Status::OK();
+}
+
+Status Filesystem::LookupEntry(uint64_t parent, std::string_view name, Entry* e) {
+  return LookupEntry(parent, name, &e->child, &e->seq, &e->mode, &e->hidden);
 }
 
 Result<uint64_t> Filesystem::AllocIno(rocksdb::WriteBatch* b) {
@@ -111,7 +152,7 @@ void Filesystem::AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view n
                           const Inode& child) {
   uint64_t seq = dir->next_seq++;
   (void)b->Put(meta_.cf(Cf::kDentries), keys::Dentry(dir->ino, name),
-               DentryValue(child.ino, seq, child.mode));
+               DentryValue(child.ino, seq, child.mode, false));
   (void)b->Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(dir->ino, seq),
                DirIndexValue(child.ino, child.mode, name));
 }
@@ -128,7 +169,7 @@ bool Filesystem::InUse(uint64_t ino) {
   return it != refs_.end() && it->second > 0;
 }
 
-Status Filesystem::DropLink(rocksdb::WriteBatch* b, Inode* ino, int64_t now) {
+Status Filesystem::DropLink(Txn* t, Inode* ino, int64_t now) {
   if (ino->is_dir()) {
     ino->nlink = 0;
   } else if (ino->nlink > 0) {
@@ -136,16 +177,32 @@ Status Filesystem::DropLink(rocksdb::WriteBatch* b, Inode* ino, int64_t now) {
   }
   ino->ctime_ns = now;
   if (ino->nlink > 0) {
-    PutInode(b, *ino);
+    t->Put(*ino);
     return Status::OK();
   }
   if (InUse(ino->ino)) {
     // Open or known to the kernel: keep it until the last user lets go.
-    PutInode(b, *ino);
-    (void)b->Put(meta_.cf(Cf::kOrphans), keys::Ino(ino->ino), "");
+    t->Put(*ino);
+    (void)t->b.Put(meta_.cf(Cf::kOrphans), keys::Ino(ino->ino), "");
     return Status::OK();
   }
-  return PurgeInode(b, ino->ino);
+  ASSIGN_OR_RETURN(bool pinned, IsPinned(t, ino->ino));
+  if (pinned) {
+    // A snapshot references it: it stays, reachable through /.snapshots/, until the
+    // last pin goes (ReleaseUnpinned).
+    t->Put(*ino);
+    return Status::OK();
+  }
+  if (ino->is_dir()) {
+    ASSIGN_OR_RETURN(bool has, DirHasEntries(t, ino->ino));
+    if (has) {
+      // Replaced while it held hidden entries: it lives detached until they go.
+      t->Put(*ino);
+      return Status::OK();
+    }
+  }
+  t->Purged(ino->ino);
+  return PurgeInode(&t->b, ino->ino);
 }
 
 Status Filesystem::PurgeInode(rocksdb::WriteBatch* b, uint64_t ino) {
@@ -168,12 +225,20 @@ Status Filesystem::PurgeInode(rocksdb::WriteBatch* b, uint64_t ino) {
 }
 
 void Filesystem::MaybePurgeUnused(uint64_t ino) {
+  if (ino >= kViewInoBase) return;
   std::lock_guard l(ns_mu_);
   if (InUse(ino)) return;
   auto node = LoadInode(ino);
   if (!node.ok() || node->nlink > 0) return;
-  rocksdb::WriteBatch b;
-  if (PurgeInode(&b, ino).ok()) (void)meta_.Write(&b);
+  Txn t(this);
+  auto pinned = IsPinned(&t, ino);
+  if (!pinned.ok()) return;
+  if (*pinned) {
+    (void)t.b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
+  } else if (!PurgeInode(&t.b, ino).ok()) {
+    return;
+  }
+  (void)meta_.Write(&t.b);
 }
 
 Attr Filesystem::ToAttr(const Inode& i) {
@@ -209,24 +274,29 @@ Attr Filesystem::ToAttr(const Inode& i) {
 
 Result<Attr> Filesystem::Lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Status::NameTooLong();
+  if (parent >= kViewInoBase) return views_->Lookup(parent, name);
+  if (parent == kRootIno && name == kViewsName) return views_->Root();
   if (name == ".") return GetAttr(parent);
   if (name == "..") {
     ASSIGN_OR_RETURN(auto p, LoadInode(parent));
     if (!p.is_dir()) return Status::NotDirectory();
     return GetAttr(p.parent);
   }
-  uint64_t child;
-  Status s = LookupEntry(parent, name, &child, nullptr, nullptr);
+  Entry e;
+  Status s = LookupEntry(parent, name, &e);
   if (s.Is(Code::kNotFound)) {
     auto p = LoadInode(parent);
     if (p.ok() && !p->is_dir()) return Status::NotDirectory();
     return s;
   }
   RETURN_IF_ERROR(s);
-  return GetAttr(child);
+  ASSIGN_OR_RETURN(auto a, GetAttr(e.child));
+  if (e.hidden && S_ISDIR(a.mode)) a.generation = 2;
+  return a;
 }
 
 Result<Attr> Filesystem::GetAttr(uint64_t ino) {
+  if (ino >= kViewInoBase) return views_->GetAttr(ino);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   return ToAttr(node);
 }
@@ -235,15 +305,26 @@ Result<Attr> Filesystem::GetAttr(uint64_t ino) {
 
 Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode node) {
   RETURN_IF_ERROR(CheckName(name));
+  if (parent >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
+  if (parent == kRootIno && name == kViewsName) return Status::AlreadyExists();
   std::lock_guard l(ns_mu_);
+  Txn t(this);
   ASSIGN_OR_RETURN(auto dir, LoadInode(parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");
-  uint64_t existing;
-  Status s = LookupEntry(parent, name, &existing, nullptr, nullptr);
-  if (s.ok()) return Status::AlreadyExists();
-  if (!s.Is(Code::kNotFound)) return s;
-  rocksdb::WriteBatch b;
+  ASSIGN_OR_RETURN(bool dir_hidden, HasHiddenRecord(parent));
+  if (dir_hidden) return Status::ReadOnly("folder was deleted; kept read-only for snapshots");
+  Entry old;
+  Status s = LookupEntry(parent, name, &old);
+  if (s.ok() && !old.hidden) return Status::AlreadyExists();
+  if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+  if (s.ok()) {
+    // A new entry replaces a hidden one; snapshots keep reaching its data by inode.
+    RETURN_IF_ERROR(DropHiddenEntry(&t, parent, name, old.child));
+    ASSIGN_OR_RETURN(Inode * d, t.Get(parent));
+    dir = *d;
+  }
+  rocksdb::WriteBatch& b = t.b;
   ASSIGN_OR_RETURN(node.ino, AllocIno(&b));
   if (dir.mode & S_ISGID) {
     // BSD group semantics in a setgid folder, as Linux filesystems do.
@@ -252,14 +333,16 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
   }
   if (node.is_dir()) {
     node.parent = parent;
+    node.name = std::string(name);
     if (dir.nlink >= kLinkMax) return Status::TooManyLinks();
     dir.nlink++;
   }
   AddEntry(&b, &dir, name, node);
   dir.mtime_ns = dir.ctime_ns = node.ctime_ns;
-  PutInode(&b, dir);
-  PutInode(&b, node);
-  RETURN_IF_ERROR(meta_.Write(&b));
+  t.Put(dir);
+  t.Put(node);
+  RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+  RETURN_IF_ERROR(t.Commit());
   return ToAttr(node);
 }
 
@@ -315,77 +398,100 @@ Result<Attr> Filesystem::Link(uint64_t ino, uint64_t new_parent, std::string_vie
 
 Status Filesystem::LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
   RETURN_IF_ERROR(CheckName(new_name));
+  if (ino >= kViewInoBase || new_parent >= kViewInoBase) {
+    return Status::ReadOnly("snapshot views are read-only");
+  }
+  if (new_parent == kRootIno && new_name == kViewsName) return Status::AlreadyExists();
   std::lock_guard l(ns_mu_);
+  Txn t(this);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   if (node.is_dir()) return Status::Permission("hard link to a folder");
   if (node.nlink == 0) return Status::NotFound("file was removed");
   if (node.nlink >= kLinkMax) return Status::TooManyLinks();
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+  if (ro) return Status::ReadOnly("file was deleted; kept read-only for snapshots");
   ASSIGN_OR_RETURN(auto dir, LoadInode(new_parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");
-  uint64_t existing;
-  Status s = LookupEntry(new_parent, new_name, &existing, nullptr, nullptr);
-  if (s.ok()) return Status::AlreadyExists();
-  if (!s.Is(Code::kNotFound)) return s;
+  ASSIGN_OR_RETURN(bool dir_hidden, HasHiddenRecord(new_parent));
+  if (dir_hidden) return Status::ReadOnly("folder was deleted; kept read-only for snapshots");
+  Entry old;
+  Status s = LookupEntry(new_parent, new_name, &old);
+  if (s.ok() && !old.hidden) return Status::AlreadyExists();
+  if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+  if (s.ok()) {
+    RETURN_IF_ERROR(DropHiddenEntry(&t, new_parent, new_name, old.child));
+    ASSIGN_OR_RETURN(Inode * d, t.Get(new_parent));
+    dir = *d;
+    ASSIGN_OR_RETURN(Inode * n, t.Get(ino));
+    node = *n;
+  }
   int64_t now = NowNs();
-  rocksdb::WriteBatch b;
   node.nlink++;
   node.ctime_ns = now;
-  AddEntry(&b, &dir, new_name, node);
+  AddEntry(&t.b, &dir, new_name, node);
   dir.mtime_ns = dir.ctime_ns = now;
-  PutInode(&b, dir);
-  PutInode(&b, node);
-  return meta_.Write(&b);
+  t.Put(dir);
+  t.Put(node);
+  RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+  return t.Commit();
 }
 
 // ---- removing ----
 
 Status Filesystem::Unlink(uint64_t parent, std::string_view name) {
   RETURN_IF_ERROR(CheckName(name));
+  if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
+    return Status::ReadOnly("snapshot views are read-only");
+  }
   std::lock_guard l(ns_mu_);
-  uint64_t child, seq;
-  uint32_t mode;
-  Status s = LookupEntry(parent, name, &child, &seq, &mode);
+  Entry e;
+  Status s = LookupEntry(parent, name, &e);
   if (s.Is(Code::kNotFound)) {
     auto p = LoadInode(parent);
     if (p.ok() && !p->is_dir()) return Status::NotDirectory();
   }
   RETURN_IF_ERROR(s);
-  if (S_ISDIR(mode)) return Status::IsDirectory();
-  ASSIGN_OR_RETURN(auto dir, LoadInode(parent));
-  ASSIGN_OR_RETURN(auto node, LoadInode(child));
-  int64_t now = NowNs();
-  rocksdb::WriteBatch b;
-  RemoveEntry(&b, parent, name, seq);
-  dir.mtime_ns = dir.ctime_ns = now;
-  PutInode(&b, dir);
-  RETURN_IF_ERROR(DropLink(&b, &node, now));
-  return meta_.Write(&b);
+  if (S_ISDIR(e.mode)) return Status::IsDirectory();
+  if (e.hidden) return Status::NotFound("already deleted (kept hidden for snapshots)");
+  Txn t(this);
+  ASSIGN_OR_RETURN(Inode * dir, t.Get(parent));
+  dir->mtime_ns = dir->ctime_ns = NowNs();
+  RETURN_IF_ERROR(UnlinkInTxn(&t, parent, name, e, nullptr));
+  RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+  return t.Commit();
 }
 
 Status Filesystem::Rmdir(uint64_t parent, std::string_view name) {
   if (name == ".") return Status::InvalidArgument();
   if (name == "..") return Status::NotEmpty();
   RETURN_IF_ERROR(CheckName(name));
+  if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
+    return Status::ReadOnly("snapshot views are read-only");
+  }
   std::lock_guard l(ns_mu_);
-  uint64_t child, seq;
-  uint32_t mode;
-  RETURN_IF_ERROR(LookupEntry(parent, name, &child, &seq, &mode));
-  if (!S_ISDIR(mode)) return Status::NotDirectory();
-  std::string prefix = keys::Ino(child);
+  Entry e;
+  RETURN_IF_ERROR(LookupEntry(parent, name, &e));
+  if (!S_ISDIR(e.mode)) return Status::NotDirectory();
+  if (e.hidden) return Status::NotFound("already deleted (kept hidden for snapshots)");
+  std::string prefix = keys::Ino(e.child);
   auto it = meta_.NewIterator(Cf::kDirIndex);
   it->Seek(prefix);
   if (it->Valid() && it->key().starts_with(prefix)) return Status::NotEmpty();
-  ASSIGN_OR_RETURN(auto dir, LoadInode(parent));
-  ASSIGN_OR_RETURN(auto node, LoadInode(child));
-  int64_t now = NowNs();
-  rocksdb::WriteBatch b;
-  RemoveEntry(&b, parent, name, seq);
-  dir.nlink--;
-  dir.mtime_ns = dir.ctime_ns = now;
-  PutInode(&b, dir);
-  RETURN_IF_ERROR(DropLink(&b, &node, now));
-  return meta_.Write(&b);
+  Txn t(this);
+  ASSIGN_OR_RETURN(Inode * dir, t.Get(parent));
+  dir->mtime_ns = dir->ctime_ns = NowNs();
+  ASSIGN_OR_RETURN(bool has_hidden, DirHasEntries(&t, e.child));
+  if (has_hidden) {
+    // Only hidden entries left: the folder goes from listings but stays resolvable.
+    RETURN_IF_ERROR(HideEntry(&t, parent, name, e));
+  } else {
+    RemoveEntry(&t.b, parent, name, e.seq);
+    dir->nlink--;
+    ASSIGN_OR_RETURN(Inode * node, t.Get(e.child));
+    RETURN_IF_ERROR(DropLink(&t, node, dir->mtime_ns));
+  }
+  return t.Commit();
 }
 
 // ---- rename ----
@@ -398,24 +504,44 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
   }
   RETURN_IF_ERROR(CheckName(name));
   RETURN_IF_ERROR(CheckName(new_name));
-  std::lock_guard l(ns_mu_);
+  if (parent >= kViewInoBase || new_parent >= kViewInoBase ||
+      (parent == kRootIno && name == kViewsName) ||
+      (new_parent == kRootIno && new_name == kViewsName)) {
+    return Status::ReadOnly("snapshot views are read-only");
+  }
+  const bool exchange = flags & kRenameExchange;
 
-  uint64_t src, src_seq, dst = 0, dst_seq = 0;
-  uint32_t src_mode, dst_mode = 0;
-  RETURN_IF_ERROR(LookupEntry(parent, name, &src, &src_seq, &src_mode));
-  Status ds = LookupEntry(new_parent, new_name, &dst, &dst_seq, &dst_mode);
+  // A file landing on a marker name commits a snapshot: read it before taking ns_mu_
+  // (reading takes the file's own lock, which comes first in the lock order).
+  std::map<uint64_t, std::string> marker_bytes;
+  auto preread = [&](uint64_t dir, std::string_view n) {
+    Entry e;
+    if (!LookupEntry(dir, n, &e).ok() || !S_ISREG(e.mode) || e.hidden) return;
+    auto bytes = ReadMarkerBytes(e.child);
+    if (bytes.ok()) marker_bytes[e.child] = std::move(*bytes);
+  };
+  if (IsMarkerName(new_name)) preread(parent, name);
+  if (exchange && IsMarkerName(name)) preread(new_parent, new_name);
+
+  std::lock_guard l(ns_mu_);
+  Txn t(this);
+  Entry se, de;
+  RETURN_IF_ERROR(LookupEntry(parent, name, &se));
+  if (se.hidden) return Status::ReadOnly("deleted entry kept read-only for snapshots");
+  Status ds = LookupEntry(new_parent, new_name, &de);
   if (!ds.ok() && !ds.Is(Code::kNotFound)) return ds;
   bool dst_exists = ds.ok();
-
-  ASSIGN_OR_RETURN(auto old_dir, LoadInode(parent));
-  Inode new_dir_storage;
-  Inode* new_dir = &old_dir;
-  if (new_parent != parent) {
-    ASSIGN_OR_RETURN(new_dir_storage, LoadInode(new_parent));
-    new_dir = &new_dir_storage;
+  const uint64_t src = se.child;
+  const uint64_t dst = dst_exists ? de.child : 0;
+  if (exchange && dst_exists && de.hidden) {
+    return Status::ReadOnly("deleted entry kept read-only for snapshots");
   }
-  if (!new_dir->is_dir()) return Status::NotDirectory();
-  if (new_dir->nlink == 0) return Status::NotFound("target folder was removed");
+
+  ASSIGN_OR_RETURN(auto new_dir_check, LoadInode(new_parent));
+  if (!new_dir_check.is_dir()) return Status::NotDirectory();
+  if (new_dir_check.nlink == 0) return Status::NotFound("target folder was removed");
+  ASSIGN_OR_RETURN(bool dir_hidden, HasHiddenRecord(new_parent));
+  if (dir_hidden) return Status::ReadOnly("folder was deleted; kept read-only for snapshots");
 
   // Is `ancestor` equal to `ino` or one of its ancestors?
   auto is_within = [&](uint64_t ino, uint64_t ancestor) -> Result<bool> {
@@ -428,93 +554,124 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
     return Status::Loop("folder tree too deep");
   };
 
-  if (flags & kRenameExchange) {
+  int64_t now = NowNs();
+  if (exchange) {
     if (!dst_exists) return Status::NotFound();
     if (src == dst) return Status::OK();
-    if (S_ISDIR(src_mode) && new_parent != parent) {
+    if (S_ISDIR(se.mode) && new_parent != parent) {
       ASSIGN_OR_RETURN(bool loop, is_within(new_parent, src));
       if (loop) return Status::InvalidArgument("move a folder into itself");
     }
-    if (S_ISDIR(dst_mode) && new_parent != parent) {
+    if (S_ISDIR(de.mode) && new_parent != parent) {
       ASSIGN_OR_RETURN(bool loop, is_within(parent, dst));
       if (loop) return Status::InvalidArgument("move a folder into itself");
     }
-    ASSIGN_OR_RETURN(auto s_node, LoadInode(src));
-    ASSIGN_OR_RETURN(auto d_node, LoadInode(dst));
-    int64_t now = NowNs();
-    rocksdb::WriteBatch b;
+    ASSIGN_OR_RETURN(Inode * old_dir, t.Get(parent));
+    ASSIGN_OR_RETURN(Inode * new_dir, t.Get(new_parent));
+    ASSIGN_OR_RETURN(Inode * s_node, t.Get(src));
+    ASSIGN_OR_RETURN(Inode * d_node, t.Get(dst));
+    rocksdb::WriteBatch& b = t.b;
     // Both names stay; their targets swap (sequence numbers stay with the names).
     (void)b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
-                DentryValue(dst, src_seq, dst_mode));
-    (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, src_seq),
-                DirIndexValue(dst, dst_mode, name));
+                DentryValue(dst, se.seq, de.mode, false));
+    (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, se.seq),
+                DirIndexValue(dst, de.mode, name));
     (void)b.Put(meta_.cf(Cf::kDentries), keys::Dentry(new_parent, new_name),
-                DentryValue(src, dst_seq, src_mode));
-    (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(new_parent, dst_seq),
-                DirIndexValue(src, src_mode, new_name));
+                DentryValue(src, de.seq, se.mode, false));
+    (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(new_parent, de.seq),
+                DirIndexValue(src, se.mode, new_name));
+    if (s_node->is_dir()) s_node->name = std::string(new_name);
+    if (d_node->is_dir()) d_node->name = std::string(name);
     if (new_parent != parent) {
-      if (s_node.is_dir()) {
-        s_node.parent = new_parent;
-        old_dir.nlink--;
+      if (s_node->is_dir()) {
+        s_node->parent = new_parent;
+        old_dir->nlink--;
         new_dir->nlink++;
       }
-      if (d_node.is_dir()) {
-        d_node.parent = parent;
+      if (d_node->is_dir()) {
+        d_node->parent = parent;
         new_dir->nlink--;
-        old_dir.nlink++;
+        old_dir->nlink++;
       }
     }
-    s_node.ctime_ns = d_node.ctime_ns = now;
-    old_dir.mtime_ns = old_dir.ctime_ns = new_dir->mtime_ns = new_dir->ctime_ns = now;
-    PutInode(&b, s_node);
-    PutInode(&b, d_node);
-    PutInode(&b, old_dir);
-    if (new_dir != &old_dir) PutInode(&b, *new_dir);
-    return meta_.Write(&b);
+    s_node->ctime_ns = d_node->ctime_ns = now;
+    old_dir->mtime_ns = old_dir->ctime_ns = new_dir->mtime_ns = new_dir->ctime_ns = now;
+    // Markers: what left a marker name ends its snapshot; a file arriving commits one.
+    if (IsMarkerName(name)) {
+      RETURN_IF_ERROR(MarkerGone(&t, parent, name, src));
+      if (auto it = marker_bytes.find(dst); it != marker_bytes.end()) {
+        RETURN_IF_ERROR(CommitSnapshot(&t, parent, dst, name, it->second));
+      }
+    }
+    if (IsMarkerName(new_name)) {
+      RETURN_IF_ERROR(MarkerGone(&t, new_parent, new_name, dst));
+      if (auto it = marker_bytes.find(src); it != marker_bytes.end()) {
+        RETURN_IF_ERROR(CommitSnapshot(&t, new_parent, src, new_name, it->second));
+      }
+    }
+    RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+    return t.Commit();
   }
 
-  if (dst_exists && src == dst) return Status::OK();  // two links to one inode: no-op
-  if (S_ISDIR(src_mode)) {
+  if (dst_exists && src == dst && !de.hidden) return Status::OK();  // two links: no-op
+  if (S_ISDIR(se.mode)) {
     ASSIGN_OR_RETURN(bool loop, is_within(new_parent, src));
     if (loop) return Status::InvalidArgument("move a folder into itself");
   }
-  int64_t now = NowNs();
-  rocksdb::WriteBatch b;
+  if (dst_exists && de.hidden) {
+    // The hidden entry makes way, as for any new entry of its name.
+    RETURN_IF_ERROR(DropHiddenEntry(&t, new_parent, new_name, dst));
+    dst_exists = false;
+  }
+  ASSIGN_OR_RETURN(Inode * old_dir, t.Get(parent));
+  ASSIGN_OR_RETURN(Inode * new_dir, t.Get(new_parent));
   if (dst_exists) {
     if (flags & kRenameNoReplace) return Status::AlreadyExists();
-    if (S_ISDIR(src_mode) && !S_ISDIR(dst_mode)) return Status::NotDirectory();
-    if (!S_ISDIR(src_mode) && S_ISDIR(dst_mode)) return Status::IsDirectory();
-    ASSIGN_OR_RETURN(auto d_node, LoadInode(dst));
-    if (d_node.is_dir()) {
-      std::string prefix = keys::Ino(dst);
-      auto it = meta_.NewIterator(Cf::kDirIndex);
-      it->Seek(prefix);
-      if (it->Valid() && it->key().starts_with(prefix)) return Status::NotEmpty();
+    if (S_ISDIR(se.mode) && !S_ISDIR(de.mode)) return Status::NotDirectory();
+    if (!S_ISDIR(se.mode) && S_ISDIR(de.mode)) return Status::IsDirectory();
+    ASSIGN_OR_RETURN(Inode * d_node, t.Get(dst));
+    if (d_node->is_dir()) {
+      ASSIGN_OR_RETURN(bool has, DirHasEntries(&t, dst));
+      if (has) return Status::NotEmpty();
       new_dir->nlink--;
     }
-    RemoveEntry(&b, new_parent, new_name, dst_seq);
-    RETURN_IF_ERROR(DropLink(&b, &d_node, now));
+    RemoveEntry(&t.b, new_parent, new_name, de.seq);
+    t.gone_dentries.insert(keys::Dentry(new_parent, new_name));
+    if (IsMarkerName(new_name)) RETURN_IF_ERROR(MarkerGone(&t, new_parent, new_name, dst));
+    // A pinned file replaced here lives on (DropLink keeps it), reached through
+    // /.snapshots/ until its last pin goes.
+    RETURN_IF_ERROR(DropLink(&t, d_node, now));
   }
-  ASSIGN_OR_RETURN(auto s_node, LoadInode(src));
-  RemoveEntry(&b, parent, name, src_seq);
-  AddEntry(&b, new_dir, new_name, s_node);
-  if (s_node.is_dir() && new_parent != parent) {
-    s_node.parent = new_parent;
-    old_dir.nlink--;
-    new_dir->nlink++;
+  ASSIGN_OR_RETURN(Inode * s_node, t.Get(src));
+  RemoveEntry(&t.b, parent, name, se.seq);
+  t.gone_dentries.insert(keys::Dentry(parent, name));
+  AddEntry(&t.b, new_dir, new_name, *s_node);
+  t.gone_dentries.erase(keys::Dentry(new_parent, new_name));
+  if (s_node->is_dir()) {
+    s_node->name = std::string(new_name);
+    if (new_parent != parent) {
+      s_node->parent = new_parent;
+      old_dir->nlink--;
+      new_dir->nlink++;
+    }
   }
-  s_node.ctime_ns = now;
-  old_dir.mtime_ns = old_dir.ctime_ns = new_dir->mtime_ns = new_dir->ctime_ns = now;
-  PutInode(&b, s_node);
-  PutInode(&b, old_dir);
-  if (new_dir != &old_dir) PutInode(&b, *new_dir);
-  return meta_.Write(&b);
+  s_node->ctime_ns = now;
+  old_dir->mtime_ns = old_dir->ctime_ns = new_dir->mtime_ns = new_dir->ctime_ns = now;
+  if (IsMarkerName(name)) RETURN_IF_ERROR(MarkerGone(&t, parent, name, src));
+  if (IsMarkerName(new_name)) {
+    if (auto it = marker_bytes.find(src); it != marker_bytes.end()) {
+      RETURN_IF_ERROR(CommitSnapshot(&t, new_parent, src, new_name, it->second));
+    }
+  }
+  RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+  return t.Commit();
 }
 
 // ---- listing ----
 
 Status Filesystem::ReadDir(uint64_t ino, uint64_t cookie,
                            const std::function<bool(const DirEntry&)>& emit) {
+  if (ino >= kViewInoBase) return views_->ReadDir(ino, cookie, emit);
   ASSIGN_OR_RETURN(auto dir, LoadInode(ino));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (cookie == 0 && !emit(DirEntry{".", ino, S_IFDIR, 1})) return Status::OK();
@@ -539,7 +696,13 @@ Status Filesystem::ReadDir(uint64_t ino, uint64_t cookie,
 // ---- attributes ----
 
 Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
+  if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  {
+    std::lock_guard l(ns_mu_);
+    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
+  }
   std::shared_ptr<OpenFile> f;
   std::unique_lock<std::shared_mutex> fl;
   int64_t now = NowNs();
@@ -594,6 +757,9 @@ Status CheckXattrName(std::string_view name) {
 
 Result<std::string> Filesystem::GetXattr(uint64_t ino, std::string_view name) {
   RETURN_IF_ERROR(CheckXattrName(name));
+  if (ino >= kViewInoBase || name.starts_with(kXattrPrefix)) {
+    return views_->GetXattr(ino, name);
+  }
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   std::string v;
   Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &v);
@@ -607,8 +773,12 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
   RETURN_IF_ERROR(CheckXattrName(name));
   if (value.size() > kXattrValueMax) return Status::Range("xattr value too large");
   if ((flags & kXattrCreate) && (flags & kXattrReplace)) return Status::InvalidArgument();
+  if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
+  if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
   std::lock_guard l(ns_mu_);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+  if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
   std::string old;
   Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
   if (!s.ok() && !s.Is(Code::kNotFound)) return s;
@@ -622,6 +792,7 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
 }
 
 Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
+  if (ino >= kViewInoBase) return std::vector<std::string>{};
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   std::vector<std::string> names;
   std::string prefix = keys::Ino(ino);
@@ -635,8 +806,12 @@ Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
 
 Status Filesystem::RemoveXattr(uint64_t ino, std::string_view name) {
   RETURN_IF_ERROR(CheckXattrName(name));
+  if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
+  if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
   std::lock_guard l(ns_mu_);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+  if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
   std::string old;
   Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
   if (s.Is(Code::kNotFound)) return Status::NoData();

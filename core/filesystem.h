@@ -49,6 +49,9 @@ struct Attr {
   uint64_t rdev = 0;
   uint64_t size = 0;
   uint64_t blocks = 0;  // 512-byte units
+  // Lookup generation: a folder reached through a hidden entry gets 2, so a kernel that
+  // saw it removed (its inode dead) takes it as a new inode rather than the dead one.
+  uint64_t generation = 1;
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
 };
 
@@ -73,6 +76,69 @@ struct DirEntry {
   uint32_t mode = 0;    // file type bits only
   uint64_t cookie = 0;  // pass to ReadDir to continue after this entry
 };
+
+// ---- snapshots (what `snapfs ls/du/rm/why/orphans/export` and the views show) ----
+
+struct SnapshotInfo {
+  uint64_t dir = 0;  // the snapshot folder's inode: a snapshot's identity (moves keep it)
+  std::string path;  // of the folder, relative to the mount root ("" for the root)
+  std::string marker_name;
+  uint64_t marker = 0;  // the marker file's inode
+  int64_t completed_ns = 0;
+  uint64_t pins = 0;  // referenced files recorded when the marker was committed
+};
+
+// Space of one snapshot, or of a set of snapshots taken together.
+struct SnapshotUsage {
+  uint64_t files = 0;      // files in the view: marker, own files, referenced files
+  uint64_t logical = 0;    // their sizes added up
+  uint64_t exclusive = 0;  // bytes of chunks `snapfs rm` of these snapshots would free
+  uint64_t shared = 0;     // bytes of their distinct chunks that stay (held elsewhere too)
+};
+
+// A file of a snapshot's self-contained view.
+struct ViewFile {
+  std::string path;  // inside the view, e.g. "_metadata", "shared/3f2a..."
+  uint64_t ino = 0;
+  uint64_t size = 0;
+};
+
+struct PinInfo {
+  SnapshotInfo snapshot;
+  std::string view_path;
+};
+
+struct HiddenEntry {
+  std::string path;  // relative to the mount root; "?/name" if its folder was replaced
+  uint64_t ino = 0;
+  bool is_dir = false;
+  uint64_t size = 0;
+  std::vector<std::string> pinned_by;  // snapshot paths
+};
+
+struct OrphanFile {
+  std::string path;
+  uint64_t parent = 0;
+  std::string name;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+};
+
+struct RemoveReport {
+  uint64_t snapshots = 0;
+  uint64_t files_removed = 0;  // entries unlinked (their data freed unless linked elsewhere)
+  uint64_t files_hidden = 0;   // entries other snapshots still need: hidden, kept
+  uint64_t bytes_freed = 0;    // as MeasureSnapshots computed before the removal
+};
+
+// Inode numbers at and above this are the read-only views under /.snapshots/.
+inline constexpr uint64_t kViewInoBase = 1ull << 62;
+inline constexpr const char* kViewsName = ".snapshots";
+// In a view: files the snapshot references outside its job folder, at their mount paths.
+inline constexpr const char* kOtherJobsDir = "_other_jobs";
+// Virtual xattrs (read by exact name only, never listed, so `cp -a` does not copy them).
+inline constexpr const char* kXattrPrefix = "user.snapfs.";
 
 struct FsStats {
   uint64_t block_size = 4096;
@@ -155,14 +221,54 @@ class Filesystem {
 
   Store& store() { return *store_; }
 
+  // ---- snapshots: recognition and pins happen inside the namespace operations above;
+  // these are the queries and the explicit removal (core/snapshot_*.cc) ----
+
+  // Remembers where the store is mounted, so references written under any mount point
+  // it has had resolve (the marker scan needs them).
+  Status RecordMountPoint(const std::string& abs_path);
+  std::vector<std::string> MountPoints();
+  // A path relative to the mount root -> inode; hidden entries resolve too.
+  Result<uint64_t> ResolvePath(std::string_view rel);
+  // The path of a folder relative to the mount root.
+  Result<std::string> PathOf(uint64_t dir);
+  // Snapshots whose folder is `under` or inside it, by path.
+  Result<std::vector<SnapshotInfo>> ListSnapshots(uint64_t under = kRootIno);
+  // NotFound with a clear message if `dir` is not a snapshot folder.
+  Result<SnapshotInfo> GetSnapshot(uint64_t dir);
+  // What deleting all of `dirs` together would free, and what they hold.
+  Result<SnapshotUsage> MeasureSnapshots(const std::vector<uint64_t>& dirs);
+  Result<std::vector<ViewFile>> SnapshotFiles(uint64_t dir);
+  Result<std::vector<PinInfo>> WhyPinned(uint64_t ino);
+  Result<std::vector<HiddenEntry>> ListHidden();
+  // Regular files under `under` that no snapshot references, outside snapshot folders,
+  // unmodified for `older_than_ns`.
+  Result<std::vector<OrphanFile>> FindOrphans(uint64_t under, int64_t older_than_ns);
+  // Drops the snapshots and every file only they need (their folders, and referenced
+  // files nothing else references), as one transaction. Files other snapshots still
+  // reference are hidden, not removed. Space comes back with GC.
+  Result<RemoveReport> RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run);
+  // Consistency of snapshots, pins and hidden entries (fsck); one line per problem.
+  Result<std::vector<std::string>> CheckSnapshots();
+
  private:
   struct OpenFile;
   struct Handle {
     uint64_t ino;
     int flags;
     std::shared_ptr<OpenFile> file;
+    // Created under a marker name: the snapshot is recognised when it is flushed.
+    uint64_t marker_parent = 0;
+    std::string marker_name;
   };
   class Txn;
+  struct Entry {
+    uint64_t child = 0, seq = 0;
+    uint32_t mode = 0;  // type bits
+    bool hidden = false;
+  };
+  struct ViewNode;
+  class Views;
 
   explicit Filesystem(Store* store);
   Status PurgeOrphansAtOpen();
@@ -170,19 +276,52 @@ class Filesystem {
   // Metadata helpers (ns_mu_ held where noted).
   Result<Inode> LoadInode(uint64_t ino);
   Status LookupEntry(uint64_t parent, std::string_view name, uint64_t* child, uint64_t* seq,
-                     uint32_t* mode);
+                     uint32_t* mode, bool* hidden = nullptr);
+  Status LookupEntry(uint64_t parent, std::string_view name, Entry* e);
   Result<uint64_t> AllocIno(rocksdb::WriteBatch* b);                        // ns_mu_
   void PutInode(rocksdb::WriteBatch* b, const Inode& ino);                 // ns_mu_
   void AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view name, const Inode& child);
   void RemoveEntry(rocksdb::WriteBatch* b, uint64_t parent, std::string_view name, uint64_t seq);
-  // Drops one link; purges the inode's data if it was the last link and nothing uses it.
-  Status DropLink(rocksdb::WriteBatch* b, Inode* ino, int64_t now);        // ns_mu_
+  // Drops one link; purges the inode's data if it was the last link and nothing uses it
+  // (no open handle, no kernel reference, no snapshot pin).
+  Status DropLink(Txn* t, Inode* ino, int64_t now);                        // ns_mu_
   Status PurgeInode(rocksdb::WriteBatch* b, uint64_t ino);                 // ns_mu_
   bool InUse(uint64_t ino);
   Result<Attr> MakeNode(uint64_t parent, std::string_view name, Inode node);
   Status LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name);
   Attr ToAttr(const Inode& i);
   void MaybePurgeUnused(uint64_t ino);
+
+  // Snapshot internals (core/filesystem_snapshots.cc); ns_mu_ held unless noted.
+  bool IsMarkerName(std::string_view name) const;
+  Result<bool> IsPinned(Txn* t, uint64_t ino);
+  Result<bool> HasHiddenRecord(uint64_t ino);
+  // True if the inode is reachable only through hidden entries (or not at all): read-only.
+  Result<bool> IsHiddenInode(uint64_t ino);
+  Status HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
+  Status DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name, uint64_t child);
+  Status ReleaseUnpinned(Txn* t, uint64_t ino);
+  Status CollapseHiddenDirs(Txn* t);
+  Status EndSnapshot(Txn* t, uint64_t dir);
+  // Records `dir` as a snapshot whose marker `marker_ino` holds `bytes`, replacing a
+  // previous snapshot of the folder.
+  Status CommitSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino, std::string_view marker_name,
+                        std::string_view bytes);
+  // After a namespace change that put `ino` at (parent, name) or took it away.
+  Status MarkerGone(Txn* t, uint64_t parent, std::string_view name, uint64_t ino);
+  // Reads a whole file (buffered data included); no locks held by the caller.
+  Result<std::string> ReadMarkerBytes(uint64_t ino);
+  Status CommitMarkerAt(uint64_t parent, std::string_view name, uint64_t ino);  // no locks
+  Result<bool> DirHasEntries(Txn* t, uint64_t dir);
+  Status UnlinkInTxn(Txn* t, uint64_t parent, std::string_view name, const Entry& e,
+                     RemoveReport* report);
+  Result<bool> RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_view name, const Entry& e,
+                               RemoveReport* report);
+  Result<std::string> PathOfLocked(uint64_t dir);
+  Result<SnapshotInfo> LoadSnapshot(uint64_t dir);
+  Result<std::vector<std::pair<uint64_t, std::string>>> PinsOf(uint64_t dir);
+  Status OwnFiles(uint64_t dir, const std::string& prefix,
+                  std::vector<std::pair<std::string, uint64_t>>* out);
 
   // Data helpers (in filesystem_data.cc); OpenFile::mu held.
   Status FlushLocked(OpenFile* f, bool all, bool sync);
@@ -202,6 +341,10 @@ class Filesystem {
 
   std::mutex ns_mu_;  // serialises metadata read-modify-write and inode allocation
   uint64_t next_ino_ = 0;  // GUARDED_BY(ns_mu_)
+  std::vector<std::string> mount_points_;  // GUARDED_BY(ns_mu_)
+  std::vector<std::string> marker_names_;
+  std::atomic<uint64_t> snapshot_gen_{0};  // bumped on every snapshot change (view caches)
+  std::unique_ptr<Views> views_;
 
   std::mutex files_mu_;  // guards the three maps below; never held while taking others
   std::unordered_map<uint64_t, std::weak_ptr<OpenFile>> open_files_;

@@ -9,6 +9,7 @@
 #include "core/coding.h"
 #include "core/filesystem.h"
 #include "core/open_file.h"
+#include "core/snapshot_views.h"
 
 namespace snapfs {
 
@@ -116,8 +117,19 @@ Result<Filesystem::Handle> Filesystem::GetHandle(FileHandle fh) {
 }
 
 Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   int acc = flags & O_ACCMODE;
+  if (ino >= kViewInoBase) {
+    if (acc != O_RDONLY || (flags & O_TRUNC)) return Status::ReadOnly("snapshot views are read-only");
+    ASSIGN_OR_RETURN(uint64_t real, views_->RealInode(ino));
+    if (real == 0) return Status::IsDirectory();  // a folder of the view: nothing to open
+    ino = real;
+  }
+  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  if (node.is_reg() && (acc != O_RDONLY || (flags & O_TRUNC))) {
+    std::lock_guard l(ns_mu_);
+    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
+  }
   if (node.is_dir()) {
     if (acc != O_RDONLY) return Status::IsDirectory();
   } else if (!node.is_reg()) {
@@ -137,7 +149,7 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
   }
   std::lock_guard l(files_mu_);
   FileHandle fh = next_fh_++;
-  handles_[fh] = Handle{ino, flags, std::move(f)};
+  handles_[fh] = Handle{ino, flags, std::move(f), 0, {}};
   refs_[ino]++;
   return fh;
 }
@@ -145,9 +157,20 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
 Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::string_view name,
                                                        uint32_t mode, int flags,
                                                        const Caller& who) {
+  // A marker created in place (how Flink commits on object stores) makes a snapshot when
+  // its writer flushes it.
+  auto mark = [&](FileHandle fh) {
+    if (!IsMarkerName(name) || (flags & O_ACCMODE) == O_RDONLY) return;
+    std::lock_guard l(files_mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return;
+    it->second.marker_parent = parent;
+    it->second.marker_name = std::string(name);
+  };
   auto made = Mknod(parent, name, S_IFREG | (mode & 07777), 0, who);
   if (made.ok()) {
     ASSIGN_OR_RETURN(auto fh, Open(made->ino, flags & ~O_TRUNC));
+    mark(fh);
     return std::make_pair(*made, fh);
   }
   // open(O_CREAT) without O_EXCL of a name that appeared meanwhile opens it.
@@ -155,6 +178,7 @@ Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::str
   ASSIGN_OR_RETURN(auto attr, Lookup(parent, name));
   if (S_ISDIR(attr.mode)) return Status::IsDirectory();
   ASSIGN_OR_RETURN(auto fh, Open(attr.ino, flags));
+  mark(fh);
   ASSIGN_OR_RETURN(attr, GetAttr(attr.ino));
   return std::make_pair(attr, fh);
 }
@@ -173,6 +197,7 @@ Status Filesystem::Release(FileHandle fh) {
     std::lock_guard l(h.file->mu);
     s = FlushLocked(h.file.get(), true, false);
   }
+  if (s.ok() && h.marker_parent) s = CommitMarkerAt(h.marker_parent, h.marker_name, h.ino);
   h.file.reset();
   Unref(h.ino);
   return s;
@@ -180,8 +205,14 @@ Status Filesystem::Release(FileHandle fh) {
 
 Status Filesystem::Flush(FileHandle fh) {
   ASSIGN_OR_RETURN(auto h, GetHandle(fh));
-  std::lock_guard l(h.file->mu);
-  return FlushLocked(h.file.get(), true, false);
+  {
+    std::lock_guard l(h.file->mu);
+    RETURN_IF_ERROR(FlushLocked(h.file.get(), true, false));
+  }
+  // close(2) sends a flush and waits for it; the release comes later. Recognising the
+  // snapshot here means it exists when close returns.
+  if (h.marker_parent) RETURN_IF_ERROR(CommitMarkerAt(h.marker_parent, h.marker_name, h.ino));
+  return Status::OK();
 }
 
 Status Filesystem::Fsync(FileHandle fh, bool datasync) {

@@ -5,7 +5,8 @@
 namespace snapfs {
 
 namespace {
-constexpr uint8_t kInodeVersion = 1;
+// 1: no name; 2: LE32 name length + name before the symlink target.
+constexpr uint8_t kInodeVersion = 2;
 }
 
 std::string Inode::Encode() const {
@@ -25,13 +26,16 @@ std::string Inode::Encode() const {
   PutLE64(&v, static_cast<uint64_t>(btime_ns));
   PutLE64(&v, parent);
   PutLE64(&v, next_seq);
+  PutLE32(&v, static_cast<uint32_t>(name.size()));
+  v.append(name);
   v.append(target);
   return v;
 }
 
 Result<Inode> Inode::Decode(uint64_t ino, std::string_view v) {
   Decoder d(v);
-  if (d.U8() != kInodeVersion) return Status::Corruption("inode " + std::to_string(ino) + ": bad version");
+  uint8_t version = d.U8();
+  if (version != 1 && version != kInodeVersion) return Status::Corruption("inode " + std::to_string(ino) + ": bad version");
   Inode i;
   i.ino = ino;
   i.mode = d.U32();
@@ -47,6 +51,10 @@ Result<Inode> Inode::Decode(uint64_t ino, std::string_view v) {
   i.btime_ns = static_cast<int64_t>(d.U64());
   i.parent = d.U64();
   i.next_seq = d.U64();
+  if (version >= 2) {
+    uint32_t n = d.U32();
+    i.name = std::string(d.Bytes(n));
+  }
   if (!d.ok()) return Status::Corruption("inode " + std::to_string(ino) + ": truncated record");
   i.target = std::string(d.Rest());
   return i;

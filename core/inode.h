@@ -14,6 +14,8 @@ namespace snapfs {
 
 inline constexpr uint64_t kRootIno = 1;
 inline constexpr const char* kNextInoKey = "next_ino";
+// Newline-separated absolute paths the store has been mounted at.
+inline constexpr const char* kMountPointsKey = "mount_points";
 
 inline int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -32,6 +34,7 @@ struct Inode {
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0, btime_ns = 0;
   uint64_t parent = 0;    // directories: the parent folder (for ".." and rename loops)
   uint64_t next_seq = 0;  // directories: sequence number of the next entry (readdir cookies)
+  std::string name;       // directories: the name in `parent` (paths of snapshots, hidden entries)
   std::string target;     // symlinks: the target
 
   bool is_dir() const { return S_ISDIR(mode); }

@@ -11,7 +11,8 @@ namespace snapfs {
 namespace {
 
 const char* const kCfNames[] = {"default", "inodes", "dentries", "dirindex", "extents",
-                                "xattrs",  "chunks", "refs",     "garbage",  "orphans"};
+                                "xattrs",  "chunks", "refs",     "garbage",  "orphans",
+                                "snapshots", "pins", "pinned",  "hidden"};
 static_assert(sizeof(kCfNames) / sizeof(kCfNames[0]) == static_cast<size_t>(Cf::kCount));
 
 // Refcounts are int64 counters updated without read-modify-write: every extent added
@@ -54,6 +55,12 @@ std::string DirIndex(uint64_t parent, uint64_t seq) {
 }
 std::string Extent(uint64_t ino, uint64_t offset) { return DirIndex(ino, offset); }
 std::string Xattr(uint64_t ino, std::string_view name) { return Dentry(ino, name); }
+std::string Pair(uint64_t a, uint64_t b) { return DirIndex(a, b); }
+std::string Hidden(uint64_t ino, uint64_t parent, std::string_view name) {
+  std::string k = DirIndex(ino, parent);
+  k.append(name);
+  return k;
+}
 }  // namespace keys
 
 std::string ChunkLocation::Encode() const {
@@ -110,7 +117,8 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context) {
 Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, bool create) {
   rocksdb::Options opts;
   opts.create_if_missing = create;
-  opts.create_missing_column_families = create;
+  // Stores made by an older snapfs lack the column families added since; they start empty.
+  opts.create_missing_column_families = true;
   opts.error_if_exists = create;
   opts.max_background_jobs = 2;
   opts.keep_log_file_num = 3;

@@ -11,6 +11,10 @@
 //   refs      chunk id (16)             -> LE64 count (int64-add merge operator)
 //   garbage   chunk id (16)             -> ""   (count may have reached zero: GC looks)
 //   orphans   BE64 ino                  -> ""   (nlink 0, still open; purge when closed)
+//   snapshots BE64 folder ino           -> SnapshotRecord (core/snapshot_record.h)
+//   pins      BE64 folder | BE64 ino    -> view path of the pinned file in the snapshot
+//   pinned    BE64 ino | BE64 folder    -> ""   (reverse of pins)
+//   hidden    BE64 ino | BE64 parent | name -> ""  (entries kept hidden for snapshots)
 //   default   "next_ino", "next_pack"   -> LE64
 //
 // Thread-safety: MetaStore is safe for concurrent use (RocksDB is); callers serialise
@@ -42,6 +46,10 @@ enum class Cf {
   kRefs,
   kGarbage,
   kOrphans,
+  kSnapshots,
+  kPins,
+  kPinned,
+  kHidden,
   kCount
 };
 
@@ -52,6 +60,8 @@ std::string Dentry(uint64_t parent, std::string_view name);
 std::string DirIndex(uint64_t parent, uint64_t seq);
 std::string Extent(uint64_t ino, uint64_t offset);
 std::string Xattr(uint64_t ino, std::string_view name);
+std::string Pair(uint64_t a, uint64_t b);  // pins, pinned
+std::string Hidden(uint64_t ino, uint64_t parent, std::string_view name);
 inline std::string Chunk(const ChunkId& id) { return std::string(id.AsSlice()); }
 }  // namespace keys
 

@@ -59,15 +59,22 @@ struct stat ToStat(const Attr& a) {
 
 void ReplyErr(fuse_req_t req, const Status& s) { fuse_reply_err(req, ToErrno(s)); }
 
+// The /.snapshots/ views change with snapshots, not through requests the kernel sees:
+// it may cache them only briefly.
+constexpr double kViewTimeout = 1.0;
+double TimeoutFor(fuse_req_t req, uint64_t ino) {
+  return ino >= kViewInoBase ? kViewTimeout : Ctx(req)->timeout;
+}
+
 // Replies with an entry and takes the lookup reference the kernel now holds.
 void ReplyEntry(fuse_req_t req, const Attr& a) {
   fuse_entry_param e;
   std::memset(&e, 0, sizeof e);
   e.ino = a.ino;
-  e.generation = 1;
+  e.generation = a.generation;
   e.attr = ToStat(a);
-  e.attr_timeout = Ctx(req)->timeout;
-  e.entry_timeout = Ctx(req)->timeout;
+  e.attr_timeout = TimeoutFor(req, a.ino);
+  e.entry_timeout = TimeoutFor(req, a.ino);
   Fs(req).Ref(a.ino);
   if (fuse_reply_entry(req, &e) != 0) Fs(req).Unref(a.ino);  // interrupted: no ref taken
 }
@@ -80,7 +87,7 @@ void ReplyEntryResult(fuse_req_t req, const Result<Attr>& r) {
 void ReplyAttr(fuse_req_t req, const Result<Attr>& r) {
   if (!r.ok()) return ReplyErr(req, r.status());
   struct stat st = ToStat(*r);
-  fuse_reply_attr(req, &st, Ctx(req)->timeout);
+  fuse_reply_attr(req, &st, TimeoutFor(req, r->ino));
 }
 
 // With the writeback cache the kernel reads pages of files opened write-only and handles
@@ -122,7 +129,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     // A negative entry the kernel may cache as long as positive ones.
     fuse_entry_param e;
     std::memset(&e, 0, sizeof e);
-    e.entry_timeout = Ctx(req)->timeout;
+    e.entry_timeout = TimeoutFor(req, parent);
     fuse_reply_entry(req, &e);
     return;
   }
@@ -217,7 +224,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   fuse_entry_param e;
   std::memset(&e, 0, sizeof e);
   e.ino = r->first.ino;
-  e.generation = 1;
+  e.generation = r->first.generation;
   e.attr = ToStat(r->first);
   e.attr_timeout = e.entry_timeout = Ctx(req)->timeout;
   Fs(req).Ref(e.ino);
@@ -276,9 +283,9 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
         auto a = fs.GetAttr(e.ino);
         if (!a.ok()) return true;  // deleted meanwhile: skip it
         p.ino = e.ino;
-        p.generation = 1;
+        p.generation = a->generation;
         p.attr = ToStat(*a);
-        p.attr_timeout = p.entry_timeout = Ctx(req)->timeout;
+        p.attr_timeout = p.entry_timeout = TimeoutFor(req, e.ino);
       } else {
         p.attr.st_ino = e.ino;
         p.attr.st_mode = e.mode;

@@ -55,6 +55,16 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     ready(fs.status());
     return 1;
   }
+  // References in markers name files by absolute path: remember every place the store
+  // was mounted so they resolve after the mount moves.
+  if (char* abs_mp = realpath(opts.mountpoint.c_str(), nullptr)) {
+    Status ms = (*fs)->RecordMountPoint(abs_mp);
+    free(abs_mp);
+    if (!ms.ok()) {
+      ready(ms);
+      return 1;
+    }
+  }
   ControlServer control;
   if (opts.control) {
     Store* st = store->get();

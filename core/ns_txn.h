@@ -1,0 +1,69 @@
+// Filesystem::Txn: one namespace change as one WriteBatch, with the inodes it touches
+// kept in memory so that several steps of the change (a rename, then the end of the
+// snapshot whose marker it replaced, then the hidden entries that end frees) see each
+// other's edits. Private to core/filesystem*.cc and core/snapshot_*.cc; ns_mu_ held.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "core/filesystem.h"
+#include "core/meta_store.h"
+
+namespace snapfs {
+
+// In a dentry's mode field: the entry is hidden (deleted, kept for snapshots).
+inline constexpr uint32_t kDentryHidden = 0x80000000u;
+std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden);
+// Pin values: "view path \0 path relative to the mount, as the marker named it".
+void SplitPinValue(std::string_view v, std::string* view, std::string* mount_path);
+
+class Filesystem::Txn {
+ public:
+  explicit Txn(Filesystem* fs) : fs_(fs) {}
+
+  rocksdb::WriteBatch b;
+
+  // The inode as this transaction sees it; written back at Commit. NotFound if purged.
+  Result<Inode*> Get(uint64_t ino) {
+    if (purged_.count(ino)) return Status::NotFound("inode " + std::to_string(ino) + " purged");
+    auto it = nodes_.find(ino);
+    if (it != nodes_.end()) return &it->second;
+    ASSIGN_OR_RETURN(auto n, fs_->LoadInode(ino));
+    return &nodes_.emplace(ino, std::move(n)).first->second;
+  }
+  // Takes the caller's copy as the current state of the inode.
+  void Put(const Inode& n) {
+    nodes_[n.ino] = n;
+    purged_.erase(n.ino);
+  }
+  void Purged(uint64_t ino) {
+    nodes_.erase(ino);
+    purged_.insert(ino);
+  }
+  bool IsPurged(uint64_t ino) const { return purged_.count(ino) > 0; }
+
+  // What the batch changed that scans of the database cannot see yet.
+  std::set<std::string> gone_dentries;            // dentry keys deleted
+  std::set<std::pair<uint64_t, uint64_t>> gone_pins;   // (ino, snapshot folder)
+  std::set<std::pair<uint64_t, uint64_t>> new_pins;    // (ino, snapshot folder)
+  std::set<std::string> gone_hidden;              // hidden keys deleted
+  std::set<uint64_t> collapse;                    // folders that may now hold nothing
+  std::set<uint64_t> ended;                       // snapshots ended
+  bool snapshots_changed = false;
+
+  Status Commit(bool sync = false) {
+    for (auto& [ino, n] : nodes_) fs_->PutInode(&b, n);
+    Status s = fs_->meta_.Write(&b, sync);
+    if (s.ok() && snapshots_changed) fs_->snapshot_gen_++;
+    return s;
+  }
+
+ private:
+  Filesystem* fs_;
+  std::map<uint64_t, Inode> nodes_;
+  std::set<uint64_t> purged_;
+};
+
+}  // namespace snapfs

@@ -1,0 +1,380 @@
+// Filesystem: what the snapshot CLI asks (ls, du, why, ls --hidden, orphans) and the
+// consistency check of snapshots, pins and hidden entries. Read-only: these run without
+// ns_mu_ and see the committed state.
+#include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "core/coding.h"
+#include "core/marker_scan.h"
+#include "core/ns_txn.h"
+
+namespace snapfs {
+
+Status Filesystem::RecordMountPoint(const std::string& abs_path) {
+  std::lock_guard l(ns_mu_);
+  if (std::find(mount_points_.begin(), mount_points_.end(), abs_path) != mount_points_.end()) {
+    return Status::OK();
+  }
+  // The newest first: it decides the paths shown for references under several of them.
+  mount_points_.insert(mount_points_.begin(), abs_path);
+  std::string v;
+  for (const auto& m : mount_points_) v += m + "\n";
+  rocksdb::WriteBatch b;
+  (void)b.Put(meta_.cf(Cf::kDefault), kMountPointsKey, v);
+  return meta_.Write(&b, /*sync=*/true);
+}
+
+std::vector<std::string> Filesystem::MountPoints() {
+  std::lock_guard l(ns_mu_);
+  return mount_points_;
+}
+
+Result<std::string> Filesystem::PathOfLocked(uint64_t dir) {
+  std::vector<std::string> parts;
+  uint64_t ino = dir;
+  for (int depth = 0; ino != kRootIno; depth++) {
+    if (depth > 4096) return Status::Loop("folder tree too deep");
+    ASSIGN_OR_RETURN(auto n, LoadInode(ino));
+    if (!n.is_dir()) return Status::NotDirectory();
+    std::string name = n.name;
+    uint64_t child = 0;
+    if (name.empty() || !LookupEntry(n.parent, name, &child, nullptr, nullptr).ok() ||
+        child != ino) {
+      // A folder from before names were kept, or one that was replaced: look for it.
+      name.clear();
+      std::string prefix = keys::Ino(n.parent);
+      auto it = meta_.NewIterator(Cf::kDentries);
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        if (it->value().size() == 20 && GetBE64(it->value().data()) == ino) {
+          name.assign(it->key().data() + 8, it->key().size() - 8);
+          break;
+        }
+      }
+      if (name.empty()) name = "?";  // detached: replaced while it held hidden entries
+    }
+    parts.push_back(name);
+    ino = n.parent;
+  }
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    if (!path.empty()) path.push_back('/');
+    path += *it;
+  }
+  return path;
+}
+
+Result<std::string> Filesystem::PathOf(uint64_t dir) { return PathOfLocked(dir); }
+
+Result<SnapshotInfo> Filesystem::GetSnapshot(uint64_t dir) {
+  ASSIGN_OR_RETURN(auto info, LoadSnapshot(dir));
+  ASSIGN_OR_RETURN(info.path, PathOf(dir));
+  return info;
+}
+
+Result<std::vector<SnapshotInfo>> Filesystem::ListSnapshots(uint64_t under) {
+  std::string prefix;
+  if (under != kRootIno) {
+    ASSIGN_OR_RETURN(prefix, PathOf(under));
+  }
+  std::vector<SnapshotInfo> out;
+  auto it = meta_.NewIterator(Cf::kSnapshots);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    auto info = GetSnapshot(GetBE64(it->key().data()));
+    if (!info.ok()) continue;  // its folder went meanwhile
+    if (!prefix.empty() && info->path != prefix && !info->path.starts_with(prefix + "/")) continue;
+    out.push_back(std::move(*info));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan snapshots"));
+  std::sort(out.begin(), out.end(),
+            [](const SnapshotInfo& a, const SnapshotInfo& b) { return a.path < b.path; });
+  return out;
+}
+
+Status Filesystem::OwnFiles(uint64_t dir, const std::string& prefix,
+                            std::vector<std::pair<std::string, uint64_t>>* out) {
+  std::string key = keys::Ino(dir);
+  auto it = meta_.NewIterator(Cf::kDirIndex);
+  for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
+    auto v = it->value();
+    if (v.size() < 12) return Status::Corruption("dirindex entry too short");
+    uint64_t child = GetBE64(v.data());
+    uint32_t mode = GetLE32(v.data() + 8);
+    std::string path = prefix + std::string(v.data() + 12, v.size() - 12);
+    if (S_ISDIR(mode)) {
+      RETURN_IF_ERROR(OwnFiles(child, path + "/", out));
+    } else if (S_ISREG(mode)) {
+      out->emplace_back(std::move(path), child);
+    }
+  }
+  return FromRocks(it->status(), "scan snapshot folder");
+}
+
+Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
+  ASSIGN_OR_RETURN(auto snap, LoadSnapshot(dir));
+  std::vector<std::pair<std::string, uint64_t>> files;
+  files.emplace_back(snap.marker_name, snap.marker);
+  ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
+  for (auto& [ino, v] : pins) {
+    std::string view, mount_path;
+    SplitPinValue(v, &view, &mount_path);
+    files.emplace_back(view, ino);
+  }
+  RETURN_IF_ERROR(OwnFiles(dir, "", &files));
+  std::vector<ViewFile> out;
+  std::unordered_set<std::string> paths;
+  std::unordered_set<uint64_t> inos;
+  for (auto& [path, ino] : files) {
+    if (!paths.insert(path).second || !inos.insert(ino).second) continue;
+    auto node = LoadInode(ino);
+    if (!node.ok()) continue;
+    out.push_back(ViewFile{path, ino, node->size});
+  }
+  std::sort(out.begin(), out.end(), [](const ViewFile& a, const ViewFile& b) { return a.path < b.path; });
+  return out;
+}
+
+Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& dirs) {
+  std::unordered_set<uint64_t> set(dirs.begin(), dirs.end());
+  SnapshotUsage u;
+  std::unordered_set<uint64_t> view;   // every file the snapshots show
+  std::unordered_set<uint64_t> freed;  // files whose data goes with them
+  for (uint64_t dir : dirs) {
+    ASSIGN_OR_RETURN(auto files, SnapshotFiles(dir));
+    ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
+    std::unordered_set<uint64_t> pinned;
+    for (auto& [ino, v] : pins) pinned.insert(ino);
+    std::vector<std::pair<std::string, uint64_t>> own;
+    RETURN_IF_ERROR(OwnFiles(dir, "", &own));
+    std::unordered_set<uint64_t> owned;
+    for (auto& [p, ino] : own) owned.insert(ino);
+    for (const auto& f : files) {
+      if (!view.insert(f.ino).second) continue;
+      u.files++;
+      u.logical += f.size;
+      // Goes if only these snapshots pin it and it is theirs (own folder, or referenced).
+      bool other_pin = false;
+      std::string prefix = keys::Ino(f.ino);
+      auto it = meta_.NewIterator(Cf::kPinned);
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        if (!set.count(GetBE64(it->key().data() + 8))) other_pin = true;
+      }
+      RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+      auto node = LoadInode(f.ino);
+      if (!node.ok()) continue;
+      if (!other_pin && node->nlink <= 1 &&
+          (owned.count(f.ino) || pinned.count(f.ino) || f.ino == files.front().ino ||
+           f.path == files.front().path)) {
+        freed.insert(f.ino);
+      }
+    }
+  }
+  std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> freed_counts;
+  std::unordered_map<ChunkId, uint32_t, ChunkIdHash> distinct;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  for (uint64_t ino : view) {
+    std::string prefix = keys::Ino(ino);
+    bool is_freed = freed.count(ino) > 0;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
+      distinct.emplace(e.id, e.length);
+      if (is_freed) {
+        auto& c = freed_counts[e.id];
+        c.first++;
+        c.second = e.length;
+      }
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+  }
+  uint64_t total = 0;
+  for (auto& [id, len] : distinct) total += len;
+  for (auto& [id, c] : freed_counts) {
+    ASSIGN_OR_RETURN(int64_t refs, meta_.RefCount(id));
+    if (refs <= c.first) u.exclusive += c.second;
+  }
+  u.shared = total > u.exclusive ? total - u.exclusive : 0;
+  return u;
+}
+
+Result<std::vector<PinInfo>> Filesystem::WhyPinned(uint64_t ino) {
+  std::vector<PinInfo> out;
+  std::string prefix = keys::Ino(ino);
+  auto it = meta_.NewIterator(Cf::kPinned);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    uint64_t dir = GetBE64(it->key().data() + 8);
+    auto snap = GetSnapshot(dir);
+    if (!snap.ok()) continue;
+    PinInfo p;
+    p.snapshot = std::move(*snap);
+    std::string v, mount_path;
+    if (meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) SplitPinValue(v, &p.view_path, &mount_path);
+    out.push_back(std::move(p));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+  return out;
+}
+
+Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
+  std::vector<HiddenEntry> out;
+  auto it = meta_.NewIterator(Cf::kHidden);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    HiddenEntry h;
+    h.ino = GetBE64(it->key().data());
+    uint64_t parent = GetBE64(it->key().data() + 8);
+    std::string name(it->key().data() + 16, it->key().size() - 16);
+    auto ppath = PathOf(parent);
+    std::string pp = ppath.ok() ? *ppath : "?";
+    h.path = pp.empty() ? name : pp + "/" + name;
+    auto node = LoadInode(h.ino);
+    if (node.ok()) {
+      h.is_dir = node->is_dir();
+      h.size = node->is_reg() ? node->size : 0;
+    }
+    ASSIGN_OR_RETURN(auto why, WhyPinned(h.ino));
+    for (auto& p : why) h.pinned_by.push_back(p.snapshot.path);
+    out.push_back(std::move(h));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+  std::sort(out.begin(), out.end(), [](const HiddenEntry& a, const HiddenEntry& b) { return a.path < b.path; });
+  return out;
+}
+
+Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t older_than_ns) {
+  std::vector<OrphanFile> out;
+  int64_t cutoff = NowNs() - older_than_ns;
+  ASSIGN_OR_RETURN(std::string base, PathOf(under));
+  std::vector<std::pair<uint64_t, std::string>> stack{{under, base}};
+  while (!stack.empty()) {
+    auto [dir, path] = stack.back();
+    stack.pop_back();
+    // Everything in a snapshot folder belongs to that snapshot.
+    if (LoadSnapshot(dir).ok()) continue;
+    std::string key = keys::Ino(dir);
+    auto it = meta_.NewIterator(Cf::kDirIndex);
+    for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
+      auto v = it->value();
+      if (v.size() < 12) return Status::Corruption("dirindex entry too short");
+      uint64_t child = GetBE64(v.data());
+      uint32_t mode = GetLE32(v.data() + 8);
+      std::string name(v.data() + 12, v.size() - 12);
+      std::string cpath = path.empty() ? name : path + "/" + name;
+      if (S_ISDIR(mode)) {
+        stack.emplace_back(child, cpath);
+        continue;
+      }
+      if (!S_ISREG(mode)) continue;
+      auto node = LoadInode(child);
+      if (!node.ok() || node->mtime_ns > cutoff) continue;
+      std::string pk = keys::Ino(child);
+      auto pit = meta_.NewIterator(Cf::kPinned);
+      pit->Seek(pk);
+      if (pit->Valid() && pit->key().starts_with(pk)) continue;
+      out.push_back(OrphanFile{cpath, dir, name, child, node->size, node->mtime_ns});
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan folder"));
+  }
+  std::sort(out.begin(), out.end(), [](const OrphanFile& a, const OrphanFile& b) { return a.path < b.path; });
+  return out;
+}
+
+Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
+  std::vector<std::string> problems;
+  auto problem = [&](std::string s) { problems.push_back(std::move(s)); };
+  std::vector<std::string> mounts = MountPoints();
+  // Snapshots: marker in place; pins match their reverse records; the marker still names
+  // every pinned file it could name when the snapshot completed.
+  auto it = meta_.NewIterator(Cf::kSnapshots);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    uint64_t dir = GetBE64(it->key().data());
+    auto snap = LoadSnapshot(dir);
+    if (!snap.ok()) {
+      problem("snapshot of folder " + std::to_string(dir) + ": " + snap.status().ToString());
+      continue;
+    }
+    auto path = PathOf(dir);
+    std::string name = path.ok() ? *path : "folder " + std::to_string(dir);
+    uint64_t child = 0;
+    if (!LookupEntry(dir, snap->marker_name, &child, nullptr, nullptr).ok() ||
+        child != snap->marker) {
+      problem("snapshot " + name + ": marker " + snap->marker_name + " is gone but the snapshot was not ended");
+      continue;
+    }
+    ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
+    if (pins.size() != snap->pins) {
+      problem("snapshot " + name + ": records " + std::to_string(snap->pins) + " pins, has " +
+              std::to_string(pins.size()));
+    }
+    std::unordered_set<uint64_t> pinned;
+    for (auto& [ino, v] : pins) {
+      pinned.insert(ino);
+      std::string rv;
+      if (!meta_.Get(Cf::kPinned, keys::Pair(ino, dir), &rv).ok()) {
+        problem("snapshot " + name + ": pin of inode " + std::to_string(ino) + " has no reverse record");
+      }
+      if (!LoadInode(ino).ok()) {
+        problem("snapshot " + name + ": pinned inode " + std::to_string(ino) + " is gone (data lost)");
+      }
+    }
+    auto bytes = ReadMarkerBytes(snap->marker);
+    if (!bytes.ok()) {
+      problem("snapshot " + name + ": marker unreadable: " + bytes.status().ToString());
+      continue;
+    }
+    for (const auto& r : ScanMarker(*bytes, mounts)) {
+      Result<uint64_t> ino = Status::NotFound();
+      if (r.kind == MarkerReference::kBareName) {
+        uint64_t c = 0;
+        uint32_t mode = 0;
+        if (LookupEntry(dir, r.path, &c, nullptr, &mode).ok() && S_ISREG(mode)) ino = c;
+      } else {
+        ino = ResolvePath(r.path);
+      }
+      if (!ino.ok() || *ino == snap->marker || pinned.count(*ino)) continue;
+      auto node = LoadInode(*ino);
+      // Named, older than the snapshot, yet not pinned: deleting it would break it.
+      if (node.ok() && node->is_reg() && node->btime_ns < snap->completed_ns) {
+        problem("snapshot " + name + ": references " + r.path + " but does not pin it");
+      }
+    }
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan snapshots"));
+  // Reverse pins point back; hidden entries are real hidden dentries that something needs.
+  auto pi = meta_.NewIterator(Cf::kPinned);
+  for (pi->SeekToFirst(); pi->Valid(); pi->Next()) {
+    uint64_t ino = GetBE64(pi->key().data()), dir = GetBE64(pi->key().data() + 8);
+    std::string v;
+    if (!meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) {
+      problem("inode " + std::to_string(ino) + " is pinned by folder " + std::to_string(dir) +
+              " which does not pin it");
+    }
+  }
+  auto hi = meta_.NewIterator(Cf::kHidden);
+  for (hi->SeekToFirst(); hi->Valid(); hi->Next()) {
+    uint64_t ino = GetBE64(hi->key().data()), parent = GetBE64(hi->key().data() + 8);
+    std::string name(hi->key().data() + 16, hi->key().size() - 16);
+    uint64_t child = 0;
+    bool hidden = false;
+    if (!LookupEntry(parent, name, &child, nullptr, nullptr, &hidden).ok() || child != ino ||
+        !hidden) {
+      problem("hidden record " + std::to_string(parent) + "/" + name + " has no hidden entry");
+      continue;
+    }
+    auto node = LoadInode(ino);
+    if (!node.ok()) continue;
+    std::string pk = keys::Ino(ino);
+    bool needed = false;
+    if (node->is_dir()) {
+      auto dit = meta_.NewIterator(Cf::kDentries);
+      dit->Seek(pk);
+      needed = dit->Valid() && dit->key().starts_with(pk);
+    } else {
+      auto pit = meta_.NewIterator(Cf::kPinned);
+      pit->Seek(pk);
+      needed = pit->Valid() && pit->key().starts_with(pk);
+    }
+    if (!needed) problem("hidden entry " + std::to_string(parent) + "/" + name + " is kept for nothing (leak)");
+  }
+  return problems;
+}
+
+}  // namespace snapfs
