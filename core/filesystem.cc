@@ -36,6 +36,8 @@ std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden
 }
 
 namespace {
+}  // namespace
+
 // dirindex value: BE64 child | LE32 mode | name
 std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name) {
   std::string v;
@@ -44,6 +46,8 @@ std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name) 
   v.append(name);
   return v;
 }
+
+namespace {
 
 }  // namespace
 
@@ -312,8 +316,8 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
   ASSIGN_OR_RETURN(auto dir, LoadInode(parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");
-  ASSIGN_OR_RETURN(bool dir_hidden, HasHiddenRecord(parent));
-  if (dir_hidden) return Status::ReadOnly("folder was deleted; kept read-only for snapshots");
+  // A deleted folder kept for snapshots comes back when something is created in it.
+  RETURN_IF_ERROR(ResurrectDir(&t, parent));
   Entry old;
   Status s = LookupEntry(parent, name, &old);
   if (s.ok() && !old.hidden) return Status::AlreadyExists();
@@ -321,6 +325,8 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
   if (s.ok()) {
     // A new entry replaces a hidden one; snapshots keep reaching its data by inode.
     RETURN_IF_ERROR(DropHiddenEntry(&t, parent, name, old.child));
+  }
+  {
     ASSIGN_OR_RETURN(Inode * d, t.Get(parent));
     dir = *d;
   }
@@ -413,14 +419,13 @@ Status Filesystem::LinkLocked(uint64_t ino, uint64_t new_parent, std::string_vie
   ASSIGN_OR_RETURN(auto dir, LoadInode(new_parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");
-  ASSIGN_OR_RETURN(bool dir_hidden, HasHiddenRecord(new_parent));
-  if (dir_hidden) return Status::ReadOnly("folder was deleted; kept read-only for snapshots");
+  RETURN_IF_ERROR(ResurrectDir(&t, new_parent));
   Entry old;
   Status s = LookupEntry(new_parent, new_name, &old);
   if (s.ok() && !old.hidden) return Status::AlreadyExists();
   if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-  if (s.ok()) {
-    RETURN_IF_ERROR(DropHiddenEntry(&t, new_parent, new_name, old.child));
+  if (s.ok()) RETURN_IF_ERROR(DropHiddenEntry(&t, new_parent, new_name, old.child));
+  {
     ASSIGN_OR_RETURN(Inode * d, t.Get(new_parent));
     dir = *d;
     ASSIGN_OR_RETURN(Inode * n, t.Get(ino));
@@ -540,8 +545,7 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
   ASSIGN_OR_RETURN(auto new_dir_check, LoadInode(new_parent));
   if (!new_dir_check.is_dir()) return Status::NotDirectory();
   if (new_dir_check.nlink == 0) return Status::NotFound("target folder was removed");
-  ASSIGN_OR_RETURN(bool dir_hidden, HasHiddenRecord(new_parent));
-  if (dir_hidden) return Status::ReadOnly("folder was deleted; kept read-only for snapshots");
+  RETURN_IF_ERROR(ResurrectDir(&t, new_parent));
 
   // Is `ancestor` equal to `ino` or one of its ancestors?
   auto is_within = [&](uint64_t ino, uint64_t ancestor) -> Result<bool> {

@@ -299,6 +299,12 @@ class Filesystem {
   // True if the inode is reachable only through hidden entries (or not at all): read-only.
   Result<bool> IsHiddenInode(uint64_t ino);
   Status HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
+  Status UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
+  // Makes a hidden folder (and hidden folders above it) visible again.
+  Status ResurrectDir(Txn* t, uint64_t dir);
+  // O_TRUNC open of a file kept only for snapshots: the snapshots keep a copy of its
+  // data (a new inode sharing its chunks), the name becomes a normal, empty file again.
+  Status DetachForSnapshots(uint64_t ino);
   Status DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name, uint64_t child);
   Status ReleaseUnpinned(Txn* t, uint64_t ino);
   Status CollapseHiddenDirs(Txn* t);

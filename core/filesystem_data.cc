@@ -126,9 +126,15 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
   }
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   if (node.is_reg() && (acc != O_RDONLY || (flags & O_TRUNC))) {
-    std::lock_guard l(ns_mu_);
-    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
-    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
+    bool ro;
+    {
+      std::lock_guard l(ns_mu_);
+      ASSIGN_OR_RETURN(ro, IsHiddenInode(ino));
+    }
+    // A deleted file kept for snapshots is read-only, but creating a file of its name
+    // (open with O_CREAT|O_TRUNC reaches us as an O_TRUNC open) replaces it.
+    if (ro && !(flags & O_TRUNC)) return Status::ReadOnly("deleted; kept read-only for snapshots");
+    if (ro) RETURN_IF_ERROR(DetachForSnapshots(ino));
   }
   if (node.is_dir()) {
     if (acc != O_RDONLY) return Status::IsDirectory();

@@ -88,6 +88,93 @@ Status Filesystem::HideEntry(Txn* t, uint64_t parent, std::string_view name, con
   return Status::OK();
 }
 
+Status Filesystem::UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) {
+  (void)t->b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, e.seq),
+                 DirIndexValue(e.child, e.mode, name));
+  (void)t->b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
+                 DentryValue(e.child, e.seq, e.mode, false));
+  std::string hk = keys::Hidden(e.child, parent, name);
+  (void)t->b.Delete(meta_.cf(Cf::kHidden), hk);
+  t->gone_hidden.insert(hk);
+  t->snapshots_changed = true;
+  return Status::OK();
+}
+
+Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
+  for (int depth = 0; dir != kRootIno && depth < 4096; depth++) {
+    std::vector<std::pair<uint64_t, std::string>> entries;
+    std::string prefix = keys::Ino(dir);
+    auto it = meta_.NewIterator(Cf::kHidden);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      if (t->gone_hidden.count(it->key().ToString())) continue;
+      entries.emplace_back(GetBE64(it->key().data() + 8),
+                           std::string(it->key().data() + 16, it->key().size() - 16));
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+    if (entries.empty()) return Status::OK();
+    for (auto& [parent, name] : entries) {
+      Entry e;
+      RETURN_IF_ERROR(LookupEntry(parent, name, &e));
+      RETURN_IF_ERROR(UnhideEntry(t, parent, name, e));
+    }
+    dir = entries.front().first;
+  }
+  return Status::OK();
+}
+
+Status Filesystem::DetachForSnapshots(uint64_t ino) {
+  std::lock_guard l(ns_mu_);
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+  if (!ro) return Status::OK();  // raced with another open that did it
+  Txn t(this);
+  ASSIGN_OR_RETURN(Inode * x, t.Get(ino));
+  Inode copy = *x;
+  ASSIGN_OR_RETURN(copy.ino, AllocIno(&t.b));
+  copy.nlink = 0;  // reachable only through the snapshots that pin it
+  t.Put(copy);
+  std::string prefix = keys::Ino(ino);
+  {
+    auto it = meta_.NewIterator(Cf::kExtents);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
+      (void)t.b.Put(meta_.cf(Cf::kExtents), keys::Extent(copy.ino, GetBE64(it->key().data() + 8)),
+                    it->value());
+      meta_.AddRef(&t.b, e.id, +1);
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+  }
+  {
+    auto it = meta_.NewIterator(Cf::kPinned);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      uint64_t snap = GetBE64(it->key().data() + 8);
+      std::string v;
+      RETURN_IF_ERROR(meta_.Get(Cf::kPins, keys::Pair(snap, ino), &v));
+      (void)t.b.Delete(meta_.cf(Cf::kPins), keys::Pair(snap, ino));
+      (void)t.b.Delete(meta_.cf(Cf::kPinned), keys::Pair(ino, snap));
+      (void)t.b.Put(meta_.cf(Cf::kPins), keys::Pair(snap, copy.ino), v);
+      (void)t.b.Put(meta_.cf(Cf::kPinned), keys::Pair(copy.ino, snap), "");
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+  }
+  std::vector<std::pair<uint64_t, std::string>> entries;
+  {
+    auto it = meta_.NewIterator(Cf::kHidden);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      entries.emplace_back(GetBE64(it->key().data() + 8),
+                           std::string(it->key().data() + 16, it->key().size() - 16));
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+  }
+  for (auto& [parent, name] : entries) {
+    Entry e;
+    RETURN_IF_ERROR(LookupEntry(parent, name, &e));
+    RETURN_IF_ERROR(UnhideEntry(&t, parent, name, e));
+    RETURN_IF_ERROR(ResurrectDir(&t, parent));
+  }
+  t.snapshots_changed = true;
+  return t.Commit();
+}
+
 Status Filesystem::DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name,
                                    uint64_t child) {
   std::string dk = keys::Dentry(parent, name);

@@ -16,6 +16,7 @@ namespace snapfs {
 // In a dentry's mode field: the entry is hidden (deleted, kept for snapshots).
 inline constexpr uint32_t kDentryHidden = 0x80000000u;
 std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden);
+std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name);
 // Pin values: "view path \0 path relative to the mount, as the marker named it".
 void SplitPinValue(std::string_view v, std::string* view, std::string* mount_path);
 

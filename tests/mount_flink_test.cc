@@ -24,7 +24,7 @@
 #include <mutex>
 #include <set>
 
-#include "tests/mount_fixture.h"
+#include "tests/flink_sim.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -32,98 +32,6 @@ namespace {
 constexpr int kCheckpoints = 10;
 constexpr int kRetained = 3;
 constexpr int kTasks = 4;
-constexpr uint32_t kMetadataMagic = 0x4960672d;
-
-std::string Uuid(std::mt19937_64& rng) {
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; i++) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
-    int v = static_cast<int>(rng() & 15);
-    if (i == 12) v = 4;            // version 4
-    if (i == 16) v = 8 | (v & 3);  // variant 10xx
-    s.push_back(hex[v]);
-  }
-  return s;
-}
-
-std::string JobId(std::mt19937_64& rng) {
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; i++) s.push_back(hex[rng() & 15]);
-  return s;
-}
-
-// Java DataOutputStream, big-endian.
-struct JavaOut {
-  std::string b;
-  void Byte(uint8_t v) { b.push_back(static_cast<char>(v)); }
-  void Int(uint32_t v) {
-    for (int s = 24; s >= 0; s -= 8) Byte(static_cast<uint8_t>(v >> s));
-  }
-  void Long(uint64_t v) {
-    for (int s = 56; s >= 0; s -= 8) Byte(static_cast<uint8_t>(v >> s));
-  }
-  void Utf(const std::string& s) {  // writeUTF: u16 length + (modified) UTF-8 bytes
-    Byte(static_cast<uint8_t>(s.size() >> 8));
-    Byte(static_cast<uint8_t>(s.size()));
-    b += s;
-  }
-  void Bytes(const std::string& s) {
-    Int(static_cast<uint32_t>(s.size()));
-    b += s;
-  }
-};
-
-struct JavaIn {
-  const std::string& b;
-  size_t pos = 0;
-  bool bad = false;
-  uint8_t Byte() {
-    if (pos >= b.size()) {
-      bad = true;
-      return 0;
-    }
-    return static_cast<uint8_t>(b[pos++]);
-  }
-  uint32_t Int() {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v = (v << 8) | Byte();
-    return v;
-  }
-  uint64_t Long() {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | Byte();
-    return v;
-  }
-  std::string Utf() {
-    size_t n = static_cast<size_t>(Byte()) << 8;
-    n |= Byte();
-    if (pos + n > b.size()) {
-      bad = true;
-      return "";
-    }
-    std::string s = b.substr(pos, n);
-    pos += n;
-    return s;
-  }
-  std::string Bytes() {
-    size_t n = Int();
-    if (pos + n > b.size()) {
-      bad = true;
-      return "";
-    }
-    std::string s = b.substr(pos, n);
-    pos += n;
-    return s;
-  }
-};
-
-// The handle kinds of our simplified savepoint-format serializer.
-constexpr uint8_t kRelativeFileHandle = 14;  // private file, bare name
-constexpr uint8_t kSharedFileHandle = 15;    // shared file, absolute file: URI
-constexpr uint8_t kInlineHandle = 16;        // byte stream state inlined (< 20 KiB)
-
 struct TaskState {
   std::vector<std::string> shared;  // uuids of the SST files the task's state consists of
 };

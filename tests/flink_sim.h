@@ -1,0 +1,413 @@
+// A Flink-like checkpoint writer for the mount tests: what Flink's incremental RocksDB
+// checkpoints do to a `file://` checkpoint directory, syscall for syscall (DESIGN.md
+// section 1), driven one checkpoint at a time so tests can interleave deletes, moves,
+// kills and CLI calls.
+//
+//   <base>/<job>/{shared,taskowned}/, chk-N/ with private files and _metadata
+//   _metadata: Java DataOutput (magic 0x4960672d, version 3), shared files as writeUTF
+//   "file:<absolute path>", private files as bare names, small state inlined
+//   savepoint-<6 hex>-<12 hex>/: flat, self-contained, bare names only
+//
+// Also the other side: Restore() reads a _metadata the way a restoring job would and
+// checks every file it names against what was written.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "tests/mount_fixture.h"
+
+namespace snapfs::mounttest {
+
+inline constexpr uint32_t kMetadataMagic = 0x4960672d;
+// The handle kinds of our simplified savepoint-format serializer.
+inline constexpr uint8_t kRelativeFileHandle = 14;  // private file, bare name
+inline constexpr uint8_t kSharedFileHandle = 15;    // shared file, absolute file: URI
+inline constexpr uint8_t kInlineHandle = 16;        // byte stream state inlined (< 20 KiB)
+
+inline std::string Uuid(std::mt19937_64& rng) {
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < 32; i++) {
+    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
+    int v = static_cast<int>(rng() & 15);
+    if (i == 12) v = 4;            // version 4
+    if (i == 16) v = 8 | (v & 3);  // variant 10xx
+    s.push_back(hex[v]);
+  }
+  return s;
+}
+
+inline std::string HexId(std::mt19937_64& rng, int n) {
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < n; i++) s.push_back(hex[rng() & 15]);
+  return s;
+}
+inline std::string JobId(std::mt19937_64& rng) { return HexId(rng, 32); }
+
+// Java DataOutputStream, big-endian.
+struct JavaOut {
+  std::string b;
+  void Byte(uint8_t v) { b.push_back(static_cast<char>(v)); }
+  void Int(uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) Byte(static_cast<uint8_t>(v >> s));
+  }
+  void Long(uint64_t v) {
+    for (int s = 56; s >= 0; s -= 8) Byte(static_cast<uint8_t>(v >> s));
+  }
+  void Utf(const std::string& s) {  // writeUTF: u16 length + (modified) UTF-8 bytes
+    Byte(static_cast<uint8_t>(s.size() >> 8));
+    Byte(static_cast<uint8_t>(s.size()));
+    b += s;
+  }
+  void Bytes(const std::string& s) {
+    Int(static_cast<uint32_t>(s.size()));
+    b += s;
+  }
+};
+
+struct JavaIn {
+  const std::string& b;
+  size_t pos = 0;
+  bool bad = false;
+  uint8_t Byte() {
+    if (pos >= b.size()) {
+      bad = true;
+      return 0;
+    }
+    return static_cast<uint8_t>(b[pos++]);
+  }
+  uint32_t Int() {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v = (v << 8) | Byte();
+    return v;
+  }
+  uint64_t Long() {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | Byte();
+    return v;
+  }
+  std::string Utf() {
+    size_t n = static_cast<size_t>(Byte()) << 8;
+    n |= Byte();
+    if (pos + n > b.size()) {
+      bad = true;
+      return "";
+    }
+    std::string s = b.substr(pos, n);
+    pos += n;
+    return s;
+  }
+  std::string Bytes() {
+    size_t n = Int();
+    if (pos + n > b.size()) {
+      bad = true;
+      return "";
+    }
+    std::string s = b.substr(pos, n);
+    pos += n;
+    return s;
+  }
+};
+
+// One reference of a _metadata, as Restore parses it.
+struct MetadataRef {
+  bool shared = false;  // true: absolute path (after "file:"); false: bare name
+  std::string path;
+  uint64_t size = 0;
+};
+
+// Parses our _metadata format; false if it is malformed.
+inline bool ParseMetadata(const std::string& md, std::vector<MetadataRef>* refs,
+                          uint64_t* id = nullptr) {
+  JavaIn in{md};
+  if (in.Int() != kMetadataMagic) return false;
+  in.Int();
+  uint64_t cid = in.Long();
+  if (id) *id = cid;
+  in.Int();
+  uint32_t ops = in.Int();
+  for (uint32_t o = 0; o < ops && !in.bad; o++) {
+    in.Long();
+    uint32_t ns = in.Int();
+    for (uint32_t i = 0; i < ns && !in.bad; i++) {
+      if (in.Byte() != kSharedFileHandle) return false;
+      std::string uri = in.Utf();
+      uint64_t size = in.Long();
+      if (!uri.starts_with("file:")) return false;
+      refs->push_back({true, uri.substr(5), size});
+    }
+    uint32_t np = in.Int();
+    for (uint32_t i = 0; i < np && !in.bad; i++) {
+      if (in.Byte() != kRelativeFileHandle) return false;
+      std::string name = in.Utf();
+      refs->push_back({false, name, in.Long()});
+    }
+    if (in.Byte() != kInlineHandle) return false;
+    in.Bytes();
+  }
+  return !in.bad && in.pos == md.size();
+}
+
+// Everything the simulated jobs wrote: absolute path at write time -> bytes.
+using ContentMap = std::map<std::string, std::string>;
+
+class FlinkJob {
+ public:
+  struct Checkpoint {
+    int id = 0;
+    std::string name;                 // chk-N
+    std::vector<std::string> priv;    // private file names in chk-N
+    std::vector<std::string> refs;    // absolute paths of the shared files it references
+    std::string metadata;
+  };
+
+  // `base` is the checkpoint directory (the mount, or a folder in it).
+  FlinkJob(std::string base, std::string job, uint64_t seed, ContentMap* content)
+      : base_(std::move(base)), job_(std::move(job)), rng_(seed), content_(content) {}
+
+  const std::string& job() const { return job_; }
+  std::string Dir() const { return base_ + "/" + job_; }
+  std::string Path(const std::string& rel) const { return Dir() + "/" + rel; }
+  std::deque<Checkpoint>& retained() { return retained_; }
+  std::mt19937_64& rng() { return rng_; }
+  // Shared files (absolute paths) of the job's current state.
+  const std::vector<std::string>& state() const { return state_; }
+
+  // The JobManager's base folders. Empty string on success, else what failed.
+  std::string Init() {
+    for (const char* d : {"", "/shared", "/taskowned"}) {
+      if (::mkdir((Dir() + d).c_str(), 0755) != 0) return "mkdir " + Dir() + d + ": " + ErrnoName(errno);
+    }
+    return "";
+  }
+
+  // Uploads one file the way FsCheckpointStreamFactory does: O_CREAT|O_TRUNC, sequential
+  // writes, fsync, close.
+  std::string Upload(const std::string& path, const std::string& bytes) {
+    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) return "open " + path + ": " + ErrnoName(errno);
+    size_t off = 0;
+    while (off < bytes.size()) {
+      size_t n = std::min<size_t>(bytes.size() - off, 4 * kKiB + rng_() % (60 * kKiB + 1));
+      int e = WriteAllFd(fd, std::string_view(bytes).substr(off, n));
+      if (e != 0) {
+        ::close(fd);
+        return "write " + path + ": " + ErrnoName(e);
+      }
+      off += n;
+    }
+    if (::fsync(fd) != 0) return "fsync " + path + ": " + ErrnoName(errno);
+    if (::close(fd) != 0) return "close " + path + ": " + ErrnoName(errno);
+    (*content_)[path] = bytes;
+    return "";
+  }
+
+  // Takes checkpoint N+1: `fresh` new shared files of `size` bytes each (random), the
+  // job's earlier shared state minus `compacted` dropped files, `priv` private files, and
+  // `extra` absolute paths of files elsewhere (a CLAIM-restored job's inherited state).
+  // Commits _metadata through ._metadata.inprogress.<uuid> + rename, as on local disks.
+  std::string TakeCheckpoint(int fresh, size_t size, int compacted = 0, int priv = 1,
+                             const std::vector<std::string>& extra = {}) {
+    Checkpoint cp;
+    cp.id = ++last_id_;
+    cp.name = "chk-" + std::to_string(cp.id);
+    if (::mkdir(Path(cp.name).c_str(), 0755) != 0) return "mkdir " + cp.name + ": " + ErrnoName(errno);
+    for (int i = 0; i < compacted && !state_.empty(); i++) {
+      state_.erase(state_.begin() + static_cast<long>(rng_() % state_.size()));
+    }
+    for (int i = 0; i < fresh; i++) {
+      std::string p = Path("shared/" + Uuid(rng_));
+      if (auto e = Upload(p, RandomBytes(size, rng_())); !e.empty()) return e;
+      state_.push_back(p);
+    }
+    for (int i = 0; i < priv; i++) {
+      std::string name = Uuid(rng_);
+      if (auto e = Upload(Path(cp.name + "/" + name), RandomBytes(1 * kKiB + rng_() % (8 * kKiB), rng_()));
+          !e.empty()) {
+        return e;
+      }
+      cp.priv.push_back(name);
+    }
+    cp.refs = state_;
+    for (const auto& x : extra) cp.refs.push_back(x);
+    JavaOut md;
+    md.Int(kMetadataMagic);
+    md.Int(3);
+    md.Long(static_cast<uint64_t>(cp.id));
+    md.Int(0);  // master states
+    md.Int(1);  // one operator
+    md.Long(rng_());
+    md.Int(static_cast<uint32_t>(cp.refs.size()));
+    for (const auto& r : cp.refs) {
+      md.Byte(kSharedFileHandle);
+      md.Utf("file:" + r);
+      md.Long((*content_)[r].size());
+    }
+    md.Int(static_cast<uint32_t>(cp.priv.size()));
+    for (const auto& p : cp.priv) {
+      md.Byte(kRelativeFileHandle);
+      md.Utf(p);
+      md.Long((*content_)[Path(cp.name + "/" + p)].size());
+    }
+    md.Byte(kInlineHandle);
+    md.Bytes(RandomBytes(rng_() % (4 * kKiB), rng_()));
+    cp.metadata = md.b;
+    std::string tmp = Path(cp.name + "/._metadata.inprogress." + Uuid(rng_));
+    int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) return "open " + tmp + ": " + ErrnoName(errno);
+    int e = WriteAllFd(fd, cp.metadata);
+    if (e != 0 || ::fsync(fd) != 0) {
+      ::close(fd);
+      return "write " + tmp + ": " + ErrnoName(e ? e : errno);
+    }
+    if (::close(fd) != 0) return "close " + tmp + ": " + ErrnoName(errno);
+    if (::rename(tmp.c_str(), Path(cp.name + "/_metadata").c_str()) != 0) {
+      return "rename to _metadata: " + ErrnoName(errno);
+    }
+    (*content_)[Path(cp.name + "/_metadata")] = cp.metadata;
+    retained_.push_back(cp);
+    return "";
+  }
+
+  // Shared files of this job no retained checkpoint (but `dropping`) references.
+  std::vector<std::string> Unreferenced(const Checkpoint& dropping) const {
+    std::set<std::string> live;
+    for (const auto& c : retained_) {
+      if (c.id == dropping.id) continue;
+      live.insert(c.refs.begin(), c.refs.end());
+    }
+    std::vector<std::string> out;
+    for (const auto& r : dropping.refs) {
+      if (!live.count(r) && r.starts_with(Dir() + "/") && !Contains(state_, r)) out.push_back(r);
+    }
+    return out;
+  }
+
+  // Subsumes the oldest retained checkpoint as CompletedCheckpoint.discard() does:
+  // _metadata, private files, non-recursive rmdir, then the shared files no longer used.
+  // With `race`, the shared files go first (the asynchronous deleter ran ahead).
+  std::string Subsume(bool race = false) {
+    if (retained_.empty()) return "nothing to subsume";
+    Checkpoint old = retained_.front();
+    std::vector<std::string> drop = Unreferenced(old);
+    auto unlink_shared = [&]() -> std::string {
+      for (const auto& s : drop) {
+        if (::unlink(s.c_str()) != 0) return "unlink " + s + ": " + ErrnoName(errno);
+      }
+      return "";
+    };
+    if (race) {
+      if (auto e = unlink_shared(); !e.empty()) return e;
+    }
+    if (::unlink(Path(old.name + "/_metadata").c_str()) != 0) return "unlink _metadata: " + ErrnoName(errno);
+    for (const auto& p : old.priv) {
+      if (::unlink(Path(old.name + "/" + p).c_str()) != 0) return "unlink " + p + ": " + ErrnoName(errno);
+    }
+    if (::rmdir(Path(old.name).c_str()) != 0) return "rmdir " + old.name + ": " + ErrnoName(errno);
+    if (!race) {
+      if (auto e = unlink_shared(); !e.empty()) return e;
+    }
+    retained_.pop_front();
+    last_dropped_ = drop;
+    return "";
+  }
+  const std::vector<std::string>& last_dropped() const { return last_dropped_; }
+
+  // A savepoint: a flat self-contained folder with _metadata naming its files by bare
+  // name (created in place, as Flink does on object stores). Returns its folder name.
+  std::string TakeSavepoint(int files, size_t size, std::string* error) {
+    std::string name = "savepoint-" + HexId(rng_, 6) + "-" + HexId(rng_, 12);
+    std::string dir = base_ + "/" + name;
+    if (::mkdir(dir.c_str(), 0755) != 0) {
+      *error = "mkdir " + dir + ": " + ErrnoName(errno);
+      return name;
+    }
+    Checkpoint sp;
+    for (int i = 0; i < files; i++) {
+      std::string f = Uuid(rng_);
+      if (auto e = Upload(dir + "/" + f, RandomBytes(size, rng_())); !e.empty()) {
+        *error = e;
+        return name;
+      }
+      sp.priv.push_back(f);
+    }
+    JavaOut md;
+    md.Int(kMetadataMagic);
+    md.Int(3);
+    md.Long(0);
+    md.Int(0);
+    md.Int(1);
+    md.Long(rng_());
+    md.Int(0);
+    md.Int(static_cast<uint32_t>(sp.priv.size()));
+    for (const auto& p : sp.priv) {
+      md.Byte(kRelativeFileHandle);
+      md.Utf(p);
+      md.Long(size);
+    }
+    md.Byte(kInlineHandle);
+    md.Bytes("");
+    if (auto e = Upload(dir + "/_metadata", md.b); !e.empty()) *error = e;
+    return name;
+  }
+
+ private:
+  static bool Contains(const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+  }
+  std::string base_, job_;
+  std::mt19937_64 rng_;
+  ContentMap* content_;
+  int last_id_ = 0;
+  std::vector<std::string> state_;
+  std::deque<Checkpoint> retained_;
+  std::vector<std::string> last_dropped_;
+};
+
+// Restores a checkpoint as a job would: reads `read_dir`/_metadata and every file it
+// names, comparing each with what was written. Bare names are read from `read_dir` and
+// expected as written under `orig_dir`; an absolute path p is read from resolve(p).first
+// and expected as written at resolve(p).second. Returns "" if every file is there byte
+// for byte, else the first problem. `files` gets the number of files checked.
+using ResolveFn = std::function<std::pair<std::string, std::string>(const std::string&)>;
+inline std::string Restore(const std::string& read_dir, const std::string& orig_dir,
+                           const ContentMap& content, const ResolveFn& resolve,
+                           size_t* files = nullptr) {
+  int err = 0;
+  std::string md = ReadFile(read_dir + "/_metadata", &err);
+  if (err != 0) return read_dir + "/_metadata: " + ErrnoName(err);
+  std::vector<MetadataRef> refs;
+  if (!ParseMetadata(md, &refs)) return read_dir + "/_metadata: malformed";
+  size_t n = 0;
+  for (const auto& r : refs) {
+    std::pair<std::string, std::string> at =
+        r.shared ? resolve(r.path) : std::make_pair(read_dir + "/" + r.path, orig_dir + "/" + r.path);
+    auto want = content.find(at.second);
+    if (want == content.end()) return "test bug: nothing was written at " + at.second;
+    std::string got = ReadFile(at.first, &err);
+    if (err != 0) return at.first + ": " + ErrnoName(err);
+    if (got.size() != r.size || got != want->second) {
+      return at.first + ": contents differ (" + std::to_string(got.size()) + " bytes, expected " +
+             std::to_string(want->second.size()) + ")";
+    }
+    n++;
+  }
+  if (files) *files = n;
+  return "";
+}
+
+// In place: every path is read where the metadata says.
+inline std::pair<std::string, std::string> InPlace(const std::string& p) { return {p, p}; }
+
+}  // namespace snapfs::mounttest

@@ -1,0 +1,315 @@
+// Snapshots through the mount, the way Flink and a platform engineer meet them: a
+// Flink-like writer (tests/flink_sim.h) takes incremental checkpoints, subsumes old ones
+// (also in the order of Flink's delete race), restores from a CLAIM'd job, takes
+// savepoints; the tests check recognition, pins, deferred delete, /.snapshots/ views,
+// virtual xattrs, and that nothing leaks (fsck, GC), also across remount and kill -9.
+#include <sys/xattr.h>
+
+#include "tests/flink_sim.h"
+
+namespace snapfs::mounttest {
+namespace {
+
+class MountSnapshot : public MountFixture {
+ protected:
+  // `snapfs VERB ARGS... --json`, parsed; fatal failure unless it exits 0.
+  nlohmann::json Json(std::vector<std::string> args) {
+    args.push_back("--json");
+    CmdResult r = Snapfs(args);
+    EXPECT_EQ(r.code, 0) << ShellJoin(args) << ":\n" << r.Describe();
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << ShellJoin(args) << " printed no JSON:\n" << r.out;
+    return j;
+  }
+  // Snapshot paths (relative to the mount) the daemon knows, from `snapfs ls`.
+  std::vector<std::string> SnapshotPaths() {
+    nlohmann::json j = Json({"ls", mnt()});
+    std::vector<std::string> out;
+    const nlohmann::json& arr = j.is_array() ? j : j["snapshots"];
+    for (const auto& s : arr) out.push_back(s["path"].get<std::string>());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::string Xattr(const std::string& path, const std::string& name, int* err = nullptr) {
+    char buf[65536];
+    ssize_t n = ::getxattr(path.c_str(), name.c_str(), buf, sizeof buf);
+    if (err) *err = n < 0 ? errno : 0;
+    return n < 0 ? "" : std::string(buf, static_cast<size_t>(n));
+  }
+  // After the test body: unmounted, the store is consistent and pins match markers.
+  void ExpectFsckClean(const char* when) {
+    CmdResult fsck = Snapfs({"fsck", store()});
+    EXPECT_EQ(fsck.code, 0) << "fsck " << when << ":\n" << fsck.Describe();
+  }
+  // Live hidden entries, from `snapfs ls --hidden`.
+  std::vector<std::string> Hidden() {
+    nlohmann::json j = Json({"ls", "--hidden", mnt()});
+    std::vector<std::string> out;
+    const nlohmann::json& arr = j.is_array() ? j : j["hidden"];
+    for (const auto& h : arr) out.push_back(h["path"].get<std::string>());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  std::string Rel(const std::string& abs) const { return abs.substr(mnt().size() + 1); }
+  // Where a checkpoint's referenced file appears in its view.
+  ResolveFn ViewOf(const FlinkJob& job, const std::string& view_dir) {
+    return [this, &job, view_dir](const std::string& p) -> std::pair<std::string, std::string> {
+      if (p.starts_with(job.Dir() + "/")) return {view_dir + "/" + p.substr(job.Dir().size() + 1), p};
+      return {view_dir + "/_other_jobs/" + Rel(p), p};
+    };
+  }
+
+  ContentMap content_;
+};
+
+TEST_F(MountSnapshot, CheckpointsAreRecognisedPinnedAndBrowsable) {
+  FlinkJob job(mnt(), "job-a", 11, &content_);
+  ASSERT_EQ(job.Init(), "");
+  for (int i = 0; i < 3; i++) ASSERT_EQ(job.TakeCheckpoint(2, 64 * kKiB, i ? 1 : 0, 2), "");
+  ASSERT_EQ(job.Subsume(), "");  // Flink's order: _metadata first
+
+  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"job-a/chk-2", "job-a/chk-3"}));
+  // Recognised the moment rename(2) returned: no snapshot for a folder without _metadata.
+  ASSERT_EQ(::mkdir(job.Path("chk-9").c_str(), 0755), 0);
+  ASSERT_EQ(WriteFile(job.Path("chk-9/._metadata.inprogress.x"), "partial"), 0);
+  EXPECT_EQ(SnapshotPaths().size(), 2u);
+
+  // /.snapshots/ is there when asked for, not in listings of the root.
+  std::vector<std::string> root = ListDir(mnt());
+  EXPECT_EQ(std::count(root.begin(), root.end(), ".snapshots"), 0);
+  std::vector<std::string> views = ListDir(Path(".snapshots/job-a"));
+  std::sort(views.begin(), views.end());
+  EXPECT_EQ(views, (std::vector<std::string>{"chk-2", "chk-3"}));
+
+  for (const auto& cp : job.retained()) {
+    SCOPED_TRACE(cp.name);
+    size_t n = 0;
+    EXPECT_EQ(Restore(job.Path(cp.name), job.Path(cp.name), content_, InPlace, &n), "");
+    EXPECT_EQ(n, cp.refs.size() + cp.priv.size());
+    std::string view = Path(".snapshots/job-a/" + cp.name);
+    EXPECT_EQ(Restore(view, job.Path(cp.name), content_, ViewOf(job, view), &n), "");
+    // The view holds exactly the marker, the private files and the shared files.
+    std::vector<std::string> top = ListDir(view);
+    EXPECT_EQ(top.size(), cp.priv.size() + 2) << "_metadata, private files, shared/";
+    EXPECT_EQ(ListDir(view + "/shared").size(), cp.refs.size());
+    // Read-only.
+    errno = 0;
+    EXPECT_EQ(::open((view + "/_metadata").c_str(), O_WRONLY), -1);
+    EXPECT_EQ(errno, EROFS);
+    errno = 0;
+    EXPECT_EQ(::mkdir((view + "/x").c_str(), 0755), -1);
+    EXPECT_EQ(errno, EROFS);
+    errno = 0;
+    EXPECT_EQ(::unlink((view + "/_metadata").c_str()), -1);
+    EXPECT_EQ(errno, EROFS);
+    // Virtual xattrs of the snapshot folder.
+    int err = 0;
+    std::string logical = Xattr(job.Path(cp.name), "user.snapfs.logical_bytes", &err);
+    EXPECT_EQ(err, 0) << ErrnoName(err);
+    uint64_t want = cp.metadata.size();
+    for (const auto& r : cp.refs) want += content_[r].size();
+    for (const auto& p : cp.priv) want += content_[job.Path(cp.name + "/" + p)].size();
+    EXPECT_EQ(logical, std::to_string(want));
+    EXPECT_FALSE(Xattr(job.Path(cp.name), "user.snapfs.exclusive_bytes", &err).empty());
+    EXPECT_FALSE(Xattr(job.Path(cp.name), "user.snapfs.shared_bytes", &err).empty());
+  }
+  // A shared file used by both retained checkpoints is pinned by both.
+  const std::string& both = job.retained().back().refs.front();
+  std::string pinned_by = Xattr(both, "user.snapfs.pinned_by");
+  EXPECT_NE(pinned_by.find("job-a/chk-3"), std::string::npos) << pinned_by;
+  nlohmann::json why = Json({"why", both});
+  EXPECT_NE(why.dump().find("job-a/chk-3"), std::string::npos) << why.dump();
+  // Not listed by listxattr (cp -a must not copy them), not settable.
+  char names[4096];
+  ssize_t ln = ::listxattr(both.c_str(), names, sizeof names);
+  EXPECT_EQ(std::string(names, ln > 0 ? static_cast<size_t>(ln) : 0).find("snapfs"), std::string::npos);
+  errno = 0;
+  EXPECT_EQ(::setxattr(both.c_str(), "user.snapfs.pinned_by", "x", 1, 0), -1);
+  EXPECT_EQ(errno, EPERM);
+
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the checkpoints");
+}
+
+TEST_F(MountSnapshot, SharedFilesDeletedBeforeTheirMetadataAreFreedWithoutLeak) {
+  // Flink's race: the asynchronous deleter unlinks shared files before the subsumed
+  // checkpoint's _metadata. snapfs must not refuse (that would leak), must keep the old
+  // checkpoint restorable while its marker exists, and must free all once it goes.
+  FlinkJob job(mnt(), "job-r", 22, &content_);
+  ASSERT_EQ(job.Init(), "");
+  ASSERT_EQ(job.TakeCheckpoint(4, 256 * kKiB, 0, 1), "");
+  ASSERT_EQ(job.TakeCheckpoint(2, 256 * kKiB, 3, 1), "");  // compaction dropped 3 files
+  const FlinkJob::Checkpoint old = job.retained().front();
+  std::vector<std::string> drop = job.Unreferenced(old);
+  ASSERT_EQ(drop.size(), 3u);
+
+  for (const auto& s : drop) ASSERT_EQ(::unlink(s.c_str()), 0) << s << ": " << ErrnoName(errno);
+  std::vector<std::string> listed = ListDir(job.Path("shared"));
+  for (const auto& s : drop) {
+    EXPECT_EQ(std::count(listed.begin(), listed.end(), s.substr(s.rfind('/') + 1)), 0)
+        << "a deleted file must leave listings";
+    struct stat st;
+    EXPECT_EQ(::stat(s.c_str(), &st), 0) << "its exact path still resolves: " << ErrnoName(errno);
+    errno = 0;
+    EXPECT_EQ(::open(s.c_str(), O_WRONLY), -1) << "kept read-only";
+    EXPECT_EQ(errno, EROFS);
+  }
+  EXPECT_EQ(Restore(job.Path(old.name), job.Path(old.name), content_, InPlace), "")
+      << "the subsumed checkpoint is still restorable in place until its _metadata goes";
+  EXPECT_EQ(Hidden().size(), drop.size());
+  // A new file of the same name replaces the hidden one; the old snapshot keeps its data.
+  ASSERT_EQ(WriteFile(drop[0], "new content"), 0);
+  EXPECT_EQ(ReadFile(drop[0]), "new content");
+  std::string view = Path(".snapshots/job-r/" + old.name);
+  EXPECT_EQ(ReadFile(view + "/shared/" + drop[0].substr(drop[0].rfind('/') + 1)), content_[drop[0]]);
+  ASSERT_EQ(::unlink(drop[0].c_str()), 0);
+
+  // Now the rest of discard(): the hidden files go with the marker.
+  ASSERT_EQ(::unlink(job.Path(old.name + "/_metadata").c_str()), 0);
+  for (const auto& p : old.priv) ASSERT_EQ(::unlink(job.Path(old.name + "/" + p).c_str()), 0);
+  ASSERT_EQ(::rmdir(job.Path(old.name).c_str()), 0) << ErrnoName(errno);
+  for (const auto& s : drop) {
+    struct stat st;
+    errno = 0;
+    EXPECT_EQ(::stat(s.c_str(), &st), -1) << s << " should be gone with the last pin";
+    EXPECT_EQ(errno, ENOENT);
+  }
+  EXPECT_TRUE(Hidden().empty());
+  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"job-r/chk-2"}));
+  EXPECT_EQ(Restore(job.Path("chk-2"), job.Path("chk-2"), content_, InPlace), "");
+
+  // No leak: after GC the store holds what the live files hold.
+  CmdResult gc = Snapfs({"gc", mnt(), "--rewrite-below", "1"});
+  ASSERT_EQ(gc.code, 0) << gc.Describe();
+  uint64_t live = 0;
+  for (const auto& r : job.retained().front().refs) live += content_[r].size();
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the race");
+  uint64_t stored = StatU64(Stats(), "stored_bytes");
+  EXPECT_LE(stored, live + 64 * kKiB) << "freed shared files must not stay stored";
+  EXPECT_GE(stored, live);
+}
+
+TEST_F(MountSnapshot, ClaimedJobSurvivesRecursiveDeleteOfTheJobItCameFrom) {
+  FlinkJob a(mnt(), "job-a", 33, &content_);
+  ASSERT_EQ(a.Init(), "");
+  ASSERT_EQ(a.TakeCheckpoint(3, 128 * kKiB, 0, 1), "");
+  ASSERT_EQ(a.TakeCheckpoint(1, 128 * kKiB, 0, 1), "");
+  // Job B restored from A's chk-2 in CLAIM mode: its first checkpoint references A's
+  // shared files by absolute path, plus its own new ones.
+  FlinkJob b(mnt(), "job-b", 44, &content_);
+  ASSERT_EQ(b.Init(), "");
+  std::vector<std::string> inherited = a.retained().back().refs;
+  ASSERT_EQ(b.TakeCheckpoint(1, 128 * kKiB, 0, 1, inherited), "");
+  const FlinkJob::Checkpoint bcp = b.retained().front();
+
+  // rm -rf of job A: no EBUSY anywhere, A leaves every listing.
+  std::error_code ec;
+  std::filesystem::remove_all(a.Dir(), ec);
+  ASSERT_FALSE(ec) << "rm -rf " << a.Dir() << ": " << ec.message();
+  std::vector<std::string> top = ListDir(mnt());
+  EXPECT_EQ(std::count(top.begin(), top.end(), "job-a"), 0);
+  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"job-b/chk-1"}));
+
+  // B's checkpoint is restorable in place (A's files by their exact paths) and as a view.
+  size_t n = 0;
+  EXPECT_EQ(Restore(b.Path(bcp.name), b.Path(bcp.name), content_, InPlace, &n), "");
+  EXPECT_EQ(n, bcp.refs.size() + bcp.priv.size());
+  std::string view = Path(".snapshots/job-b/" + bcp.name);
+  EXPECT_EQ(Restore(view, b.Path(bcp.name), content_, ViewOf(b, view)), "");
+  EXPECT_EQ(ListDir(view + "/_other_jobs/job-a/shared").size(), inherited.size());
+  // cp -r of the view is a complete copy.
+  std::string copy = tmp() + "/copy";
+  CmdResult cp = Run({"cp", "-r", view, copy});
+  ASSERT_EQ(cp.code, 0) << cp.Describe();
+  EXPECT_EQ(Restore(copy, b.Path(bcp.name), content_, ViewOf(b, copy)), "");
+
+  // Once B moves on and subsumes that checkpoint, A's kept files go too.
+  ASSERT_EQ(b.TakeCheckpoint(1, 128 * kKiB, 0, 1), "");
+  ASSERT_EQ(b.Subsume(), "");
+  for (const auto& s : inherited) {
+    struct stat st;
+    EXPECT_NE(::stat(s.c_str(), &st), 0) << s << " outlived the last checkpoint needing it";
+  }
+  struct stat st;
+  EXPECT_NE(::stat(a.Dir().c_str(), &st), 0) << "job-a's hidden folder should be gone";
+  EXPECT_TRUE(Hidden().empty());
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the CLAIM scenario");
+}
+
+TEST_F(MountSnapshot, SavepointCreatedInPlaceIsASnapshot) {
+  FlinkJob job(mnt(), "job-s", 55, &content_);
+  std::string error;
+  std::string sp = job.TakeSavepoint(3, 32 * kKiB, &error);
+  ASSERT_EQ(error, "");
+  // Recognised when close(2) returned (no rename: _metadata written in place).
+  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{sp}));
+  std::string view = Path(".snapshots/" + sp);
+  size_t n = 0;
+  EXPECT_EQ(Restore(view, Path(sp), content_, InPlace, &n), "");
+  EXPECT_EQ(n, 3u);
+  // Deleting a savepoint file the marker names hides it; the savepoint stays whole.
+  std::vector<std::string> files = ListDir(Path(sp));
+  std::string victim;
+  for (const auto& f : files) {
+    if (f != "_metadata") victim = f;
+  }
+  ASSERT_EQ(::unlink(Path(sp + "/" + victim).c_str()), 0);
+  EXPECT_EQ(Restore(Path(sp), Path(sp), content_, InPlace), "");
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the savepoint");
+}
+
+TEST_F(MountSnapshot, PinsAndHiddenEntriesSurviveKill9AndRemount) {
+  FlinkJob job(mnt(), "job-k", 66, &content_);
+  ASSERT_EQ(job.Init(), "");
+  ASSERT_EQ(job.TakeCheckpoint(3, 64 * kKiB, 0, 1), "");
+  ASSERT_EQ(job.TakeCheckpoint(1, 64 * kKiB, 2, 1), "");
+  const FlinkJob::Checkpoint old = job.retained().front();
+  std::vector<std::string> drop = job.Unreferenced(old);
+  ASSERT_EQ(drop.size(), 2u);
+  for (const auto& s : drop) ASSERT_EQ(::unlink(s.c_str()), 0);
+  ::sync();
+  ASSERT_NO_FATAL_FAILURE(KillDaemon9());
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"job-k/chk-1", "job-k/chk-2"}));
+  EXPECT_EQ(Hidden().size(), 2u);
+  EXPECT_EQ(Restore(job.Path(old.name), job.Path(old.name), content_, InPlace), "");
+  ASSERT_NO_FATAL_FAILURE(Remount());
+  EXPECT_EQ(Restore(Path(".snapshots/job-k/" + old.name), job.Path(old.name), content_,
+                    ViewOf(job, Path(".snapshots/job-k/" + old.name))),
+            "");
+  ASSERT_EQ(::unlink(job.Path(old.name + "/_metadata").c_str()), 0);
+  EXPECT_TRUE(Hidden().empty());
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after kill -9 and remount");
+}
+
+TEST_F(MountSnapshot, MovingAJobKeepsItsSnapshotsWhole) {
+  FlinkJob job(mnt(), "job-m", 77, &content_);
+  ASSERT_EQ(job.Init(), "");
+  ASSERT_EQ(job.TakeCheckpoint(3, 64 * kKiB, 0, 1), "");
+  ASSERT_EQ(job.TakeCheckpoint(1, 64 * kKiB, 0, 1), "");
+  ASSERT_EQ(::mkdir(Path("archive").c_str(), 0755), 0);
+  ASSERT_EQ(::rename(job.Dir().c_str(), Path("archive/job-m").c_str()), 0) << ErrnoName(errno);
+  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"archive/job-m/chk-1", "archive/job-m/chk-2"}));
+  // The markers still name the old paths; the views are complete all the same.
+  for (const auto& cp : job.retained()) {
+    std::string view = Path(".snapshots/archive/job-m/" + cp.name);
+    EXPECT_EQ(Restore(view, job.Path(cp.name), content_, ViewOf(job, view)), "") << cp.name;
+  }
+  // Deleting the moved shared files keeps them for the snapshots (pins follow inodes).
+  std::error_code ec;
+  std::filesystem::remove_all(Path("archive/job-m/shared"), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  for (const auto& cp : job.retained()) {
+    std::string view = Path(".snapshots/archive/job-m/" + cp.name);
+    EXPECT_EQ(Restore(view, job.Path(cp.name), content_, ViewOf(job, view)), "") << cp.name;
+  }
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the move");
+}
+
+}  // namespace
+}  // namespace snapfs::mounttest
