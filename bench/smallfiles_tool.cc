@@ -2,6 +2,8 @@
 // overhead skews the comparison between a native folder and a mount.
 //   snapfs_smallfiles create DIR COUNT SIZE   open(O_CREAT|O_TRUNC|O_WRONLY), write, fsync, close
 //   snapfs_smallfiles delete DIR COUNT        unlink each file
+//   snapfs_smallfiles marker DIR COUNT        write DIR/_metadata naming the COUNT files
+//                                             (Flink's writeUTF bare names), making DIR a snapshot
 // Prints "<ops per second>" on stdout.
 #include <fcntl.h>
 #include <unistd.h>
@@ -23,6 +25,27 @@ int main(int argc, char** argv) {
   std::vector<char> buf(size);
   uint64_t x = 88172645463325252ull;
   auto t0 = std::chrono::steady_clock::now();
+  if (mode == "marker") {
+    std::string md = "\x49\x60\x67\x2d";
+    md += std::string("\0\0\0\3", 4);
+    for (long i = 0; i < count; i++) {
+      char name[64];
+      int n = snprintf(name, sizeof name, "f-%08ld", i);
+      md.push_back(0);
+      md.push_back(static_cast<char>(n));
+      md.append(name, static_cast<size_t>(n));
+    }
+    std::string tmp = dir + "/._metadata.inprogress", final_path = dir + "/_metadata";
+    int fd = open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, md.data(), md.size()) != static_cast<ssize_t>(md.size()) ||
+        fsync(fd) != 0 || close(fd) != 0 || rename(tmp.c_str(), final_path.c_str()) != 0) {
+      perror(tmp.c_str());
+      return 1;
+    }
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    printf("%.1f\n", 1 / s);
+    return 0;
+  }
   for (long i = 0; i < count; i++) {
     char name[64];
     snprintf(name, sizeof name, "/f-%08ld", i);

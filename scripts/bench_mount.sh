@@ -50,6 +50,21 @@ run_suite() {
   drop_caches
   echo "small_create_ops $("$SMALL" create "$dir/small" "$FILES" 16384)"
   echo "small_delete_ops $("$SMALL" delete "$dir/small" "$FILES")"
+  # Cleanup of a checkpoint: rm -rf of a folder of FILES small files.
+  mkdir -p "$dir/rmrf"
+  "$SMALL" create "$dir/rmrf" "$FILES" 4096 >/dev/null
+  t0=$(now); rm -rf "$dir/rmrf"; t1=$(now)
+  echo "rm_rf_files_per_s $(awk -v n="$FILES" -v s="$(elapsed "$t0" "$t1")" 'BEGIN { printf "%.1f", n / s }')"
+  # snapfs rm of a FILES-file snapshot (native: rm -rf of the same folder).
+  mkdir -p "$dir/job/chk-1"
+  "$SMALL" create "$dir/job/chk-1" "$FILES" 4096 >/dev/null
+  "$SMALL" marker "$dir/job/chk-1" "$FILES" >/dev/null
+  if [[ $recache == : ]]; then
+    t0=$(now); rm -rf "$dir/job/chk-1"; t1=$(now)
+  else
+    t0=$(now); "$SNAPFS" rm "$dir/job/chk-1" >/dev/null; t1=$(now)
+  fi
+  echo "snapshot_rm_ms $(awk -v s="$(elapsed "$t0" "$t1")" 'BEGIN { printf "%.1f", s * 1000 }')"
 }
 
 declare -A RES
@@ -69,9 +84,12 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 printf '\n%-20s %28s %28s %8s\n' "benchmark" "native (runs; median)" "snapfs (runs; median)" "ratio"
-for k in seq_write_MBps seq_read_cold_MBps dup_write_MBps small_create_ops small_delete_ops; do
+for k in seq_write_MBps seq_read_cold_MBps dup_write_MBps small_create_ops small_delete_ops \
+         rm_rf_files_per_s snapshot_rm_ms; do
   n=$(median ${RES[native,$k]}); s=$(median ${RES[snapfs,$k]})
   printf '%-20s %20s %7s %20s %7s %7.2fx\n' "$k" "${RES[native,$k]}" "$n" "${RES[snapfs,$k]}" "$s" \
     "$(awk -v a="$s" -v b="$n" 'BEGIN { print a / b }')"
 done
 echo "(sizes: ${SIZE_MIB} MiB sequential, ${FILES} x 16 KiB small files; $RUNS runs; $(date -u +%F))"
+echo "(snapshot_rm_ms: native = rm -rf of the checkpoint folder, snapfs = 'snapfs rm' of it, the"
+echo " whole CLI call; lower is better there, so its ratio below 1 means faster than native)"
