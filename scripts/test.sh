@@ -5,6 +5,7 @@
 # Extra arguments after -- go to ctest (e.g. -- -R Chunker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 
 BUILD_ARGS=()
 CTEST_ARGS=()
@@ -27,3 +28,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$BUILD"
 ctest --output-on-failure -j "$(nproc)" --timeout 900 "${CTEST_ARGS[@]}"
+# The marker-scan fuzzer (scripts/fuzz.sh has its own sanitizers): normal runs only.
+if [[ " ${BUILD_ARGS[*]} " != *" --sanitize "* ]]; then
+  bash "$ROOT/scripts/fuzz.sh"
+fi
