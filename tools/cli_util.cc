@@ -2,14 +2,23 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
+#include <tuple>
 
+#include "core/filesystem.h"
 #include "core/store.h"
 #include "fuse/control.h"
+#include "tools/snap_requests.h"
 
 namespace snapfs::cli {
 
@@ -75,7 +84,10 @@ std::string HumanBytes(uint64_t n) {
 }
 
 int Fail(const std::string& verb, const Status& s) {
-  std::cerr << "snapfs " << verb << ": " << s.ToString() << "\n";
+  // An invalid-argument message is a whole sentence about the argument already.
+  std::string text =
+      s.Is(Code::kInvalidArgument) && !s.message().empty() ? s.message() : s.ToString();
+  std::cerr << "snapfs " << verb << ": " << text << "\n";
   return kExitFailure;
 }
 
@@ -134,8 +146,363 @@ Result<nlohmann::json> AskStore(const Target& t, const std::string& request,
   if (!text.ok()) return text.status();
   auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::IOError("bad answer from the daemon");
-  if (j.contains("error")) return Status::IOError(j["error"].get<std::string>());
+  if (j.is_object() && j.contains("error")) return StatusFromJson(j);
   return j;
+}
+
+nlohmann::json ErrorJson(const Status& s) {
+  return {{"error", s.ToString()}, {"code", static_cast<int>(s.code())}, {"message", s.message()}};
+}
+
+Status StatusFromJson(const nlohmann::json& j) {
+  std::string text = j.value("error", std::string("unknown error"));
+  if (!j.contains("code") || !j["code"].is_number_integer()) return Status::IOError(text);
+  std::string m = j.value("message", text);
+  switch (static_cast<Code>(j["code"].get<int>())) {
+    case Code::kNotFound:
+      return Status::NotFound(m);
+    case Code::kAlreadyExists:
+      return Status::AlreadyExists(m);
+    case Code::kNotEmpty:
+      return Status::NotEmpty(m);
+    case Code::kIsDirectory:
+      return Status::IsDirectory(m);
+    case Code::kNotDirectory:
+      return Status::NotDirectory(m);
+    case Code::kInvalidArgument:
+      return Status::InvalidArgument(m);
+    case Code::kNameTooLong:
+      return Status::NameTooLong(m);
+    case Code::kCrossDevice:
+      return Status::CrossDevice(m);
+    case Code::kCorruption:
+      return Status::Corruption(m);
+    case Code::kNoSpace:
+      return Status::NoSpace(m);
+    case Code::kBusy:
+      return Status::Busy(m);
+    case Code::kPermission:
+      return Status::Permission(m);
+    case Code::kAccess:
+      return Status::Access(m);
+    case Code::kNotSupported:
+      return Status::NotSupported(m);
+    case Code::kFileTooBig:
+      return Status::FileTooBig(m);
+    case Code::kNoData:
+      return Status::NoData(m);
+    case Code::kRange:
+      return Status::Range(m);
+    case Code::kTooManyLinks:
+      return Status::TooManyLinks(m);
+    case Code::kBadHandle:
+      return Status::BadHandle(m);
+    case Code::kLoop:
+      return Status::Loop(m);
+    case Code::kReadOnly:
+      return Status::ReadOnly(m);
+    default:
+      return Status::IOError(m);
+  }
+}
+
+// ---- paths inside a store ----
+
+std::string LexicalAbsolute(const std::string& path) {
+  std::string abs = path;
+  if (abs.empty() || abs[0] != '/') {
+    std::string cwd = "/";
+    if (char* c = getcwd(nullptr, 0)) {
+      cwd = c;
+      free(c);
+    }
+    abs = cwd + "/" + abs;
+  }
+  std::vector<std::string> parts;
+  std::istringstream in(abs);
+  for (std::string part; std::getline(in, part, '/');) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  std::string out;
+  for (const auto& p : parts) out += "/" + p;
+  return out.empty() ? "/" : out;
+}
+
+std::vector<std::pair<std::string, std::string>> SnapfsMounts() {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::ifstream f("/proc/self/mounts");
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream ls(line);
+    std::string dev, mp, type;
+    ls >> dev >> mp >> type;
+    if (type != "fuse.snapfs" || !dev.starts_with("snapfs:")) continue;
+    std::string m = Unescape(mp), store = Unescape(dev.substr(7));
+    std::erase_if(out, [&](const auto& e) { return e.first == m; });  // the top one wins
+    out.emplace_back(m, store);
+  }
+  return out;
+}
+
+namespace {
+
+// `path` relative to `base` if `base` is `path` or a folder above it.
+std::optional<std::string> RelativeTo(const std::string& path, const std::string& base) {
+  if (base == "/") return path == "/" ? std::string() : path.substr(1);
+  if (path == base) return std::string();
+  if (path.size() > base.size() && path.starts_with(base) && path[base.size()] == '/') {
+    return path.substr(base.size() + 1);
+  }
+  return std::nullopt;
+}
+
+// `abs` with symlinks resolved in its longest existing prefix; the rest kept as is.
+std::string RealPrefix(const std::string& abs) {
+  std::string head = abs, tail;
+  while (true) {
+    if (char* r = realpath(head.c_str(), nullptr)) {
+      std::string out = r;
+      free(r);
+      if (!tail.empty()) out += (out == "/" ? "" : "/") + tail;
+      return out;
+    }
+    size_t slash = head.rfind('/');
+    if (slash == std::string::npos || head == "/") return abs;
+    std::string name = head.substr(slash + 1);
+    tail = tail.empty() ? name : name + "/" + tail;
+    head = slash == 0 ? "/" : head.substr(0, slash);
+  }
+}
+
+// The longest live snapfs mount holding `abs`: (mount point, store, rel).
+std::optional<std::tuple<std::string, std::string, std::string>> MountHolding(
+    const std::string& abs, const std::vector<std::pair<std::string, std::string>>& mounts) {
+  std::optional<std::tuple<std::string, std::string, std::string>> best;
+  for (const auto& [mp, store] : mounts) {
+    auto rel = RelativeTo(abs, mp);
+    if (rel && (!best || mp.size() > std::get<0>(*best).size())) best = {mp, store, *rel};
+  }
+  return best;
+}
+
+// The nearest folder at or above `abs` holding a snapfs.conf, and `abs` relative to it.
+std::optional<std::pair<std::string, std::string>> StoreHolding(const std::string& abs) {
+  std::string dir = abs;
+  while (true) {
+    if (::access((dir == "/" ? std::string("/snapfs.conf") : dir + "/snapfs.conf").c_str(), F_OK) ==
+        0) {
+      return std::make_pair(dir, *RelativeTo(abs, dir));
+    }
+    if (dir == "/") return std::nullopt;
+    size_t slash = dir.rfind('/');
+    dir = slash == 0 ? "/" : dir.substr(0, slash);
+  }
+}
+
+Target TargetOfStore(const std::string& store) {
+  Target t;
+  t.store = store;
+  int pid = 0;
+  if (StoreLockHeld(store, &pid)) t.daemon_pid = pid > 0 ? pid : -1;
+  return t;
+}
+
+}  // namespace
+
+Result<PathTarget> ResolvePathArg(const std::string& arg) {
+  if (arg.empty()) return Status::InvalidArgument("empty path");
+  PathTarget pt;
+  pt.arg = arg;
+  std::string abs = LexicalAbsolute(arg);
+  auto mounts = SnapfsMounts();
+  auto in_mount = MountHolding(abs, mounts);
+  if (!in_mount) in_mount = MountHolding(RealPrefix(abs), mounts);
+  if (in_mount) {
+    auto& [mp, store, rel] = *in_mount;
+    pt.target = TargetOfStore(store);
+    pt.rel = rel;
+    // A mount whose daemon is gone (ENOTCONN): the store is free, open it directly.
+    pt.mountpoint = pt.target.daemon_pid != 0 ? mp : "";
+  } else {
+    auto in_store = StoreHolding(abs);
+    if (!in_store) {
+      std::string real = RealPrefix(abs);
+      if (real != abs) in_store = StoreHolding(real);
+    }
+    if (!in_store) {
+      return Status::InvalidArgument(
+          arg +
+          " is neither inside a snapfs mount nor inside a store folder (no snapfs.conf "
+          "in it or any folder above it)");
+    }
+    std::string store = in_store->first;
+    if (char* r = realpath(store.c_str(), nullptr)) {
+      store = r;
+      free(r);
+    }
+    pt.target = TargetOfStore(store);
+    pt.rel = in_store->second;
+    if (pt.target.daemon_pid != 0) {
+      for (const auto& [mp, s] : mounts) {
+        if (s == store) pt.mountpoint = mp;
+      }
+    }
+  }
+  if (pt.rel == kViewsName || pt.rel.starts_with(std::string(kViewsName) + "/")) {
+    std::string rest = pt.rel.size() > 11 ? pt.rel.substr(11) : "";
+    return Status::InvalidArgument(arg + " is inside the read-only snapshot views (" + kViewsName +
+                                   "); name the snapshot's own folder" +
+                                   (rest.empty() || pt.mountpoint.empty()
+                                        ? std::string()
+                                        : " (e.g. " + pt.mountpoint + "/" + rest + ")"));
+  }
+  return pt;
+}
+
+OpenedFs::OpenedFs() = default;
+OpenedFs::OpenedFs(OpenedFs&&) noexcept = default;
+OpenedFs& OpenedFs::operator=(OpenedFs&&) noexcept = default;
+OpenedFs::~OpenedFs() {
+  fs.reset();  // flushes and closes before the store goes
+  store.reset();
+}
+
+Result<OpenedFs> OpenFsDirect(const std::string& store_dir) {
+  OpenedFs o;
+  ASSIGN_OR_RETURN(o.store, Store::Open(store_dir));
+  ASSIGN_OR_RETURN(o.fs, Filesystem::Open(o.store.get()));
+  return o;
+}
+
+Result<nlohmann::json> AskFs(const Target& t, const std::string& verb, const nlohmann::json& req) {
+  FsClient c(t);
+  return c.Ask(verb, req);
+}
+
+Result<Filesystem*> FsClient::DirectFs() {
+  if (mounted()) return Status::InvalidArgument("the store is mounted: ask its daemon");
+  if (!opened_) {
+    ASSIGN_OR_RETURN(auto o, OpenFsDirect(t_.store));
+    opened_.emplace(std::move(o));
+  }
+  return opened_->fs.get();
+}
+
+Result<nlohmann::json> FsClient::Ask(const std::string& verb, const nlohmann::json& req) {
+  if (!mounted()) {
+    ASSIGN_OR_RETURN(Filesystem * fs, DirectFs());
+    return HandleSnapRequest(*fs, verb, req);
+  }
+  ASSIGN_OR_RETURN(std::string text, fuse::CallDaemon(t_.store, verb + " " + req.dump()));
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::IOError("bad answer from the daemon");
+  if (j.is_object() && j.contains("error")) return StatusFromJson(j);
+  return j;
+}
+
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows, const std::vector<bool>& right) {
+  std::vector<size_t> w(header.size());
+  for (size_t i = 0; i < header.size(); i++) w[i] = header[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < w.size(); i++) w[i] = std::max(w[i], r[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string out;
+    for (size_t i = 0; i < r.size() && i < w.size(); i++) {
+      std::string pad(w[i] - r[i].size(), ' ');
+      bool last = i + 1 == r.size();
+      if (i) out += "  ";
+      if (i < right.size() && right[i])
+        out += pad + r[i];
+      else
+        out += last ? r[i] : r[i] + pad;
+    }
+    std::cout << out << "\n";
+  };
+  line(header);
+  for (const auto& r : rows) line(r);
+}
+
+// ---- formatting and parsing ----
+
+Result<int64_t> ParseDuration(const std::string& s) {
+  auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument("bad duration '" + s + "': " + why +
+                                   " (use e.g. 30s, 15m, 1h, 2d or 0)");
+  };
+  if (s == "0") return int64_t{0};
+  if (s.empty()) return bad("empty");
+  uint64_t n = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (p == s.data()) return bad("it must start with a number");
+  if (ec == std::errc::result_out_of_range) return bad("too large");
+  std::string unit(p, s.data() + s.size());
+  int64_t mult = 0;
+  if (unit == "s")
+    mult = 1;
+  else if (unit == "m")
+    mult = 60;
+  else if (unit == "h")
+    mult = 3600;
+  else if (unit == "d")
+    mult = 86400;
+  else if (unit.empty())
+    return bad("missing unit");
+  else
+    return bad("unknown unit '" + unit + "'");
+  constexpr int64_t kMaxSeconds = INT64_MAX / 1'000'000'000;
+  if (n > static_cast<uint64_t>(kMaxSeconds / mult)) return bad("too large");
+  return static_cast<int64_t>(n) * mult * 1'000'000'000;
+}
+
+std::string HumanAge(int64_t ns) {
+  if (ns < 0) ns = 0;
+  int64_t s = ns / 1'000'000'000;
+  char buf[48];
+  if (s < 60)
+    snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+  else if (s < 3600)
+    snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60),
+             static_cast<long long>(s % 60));
+  else if (s < 86400)
+    snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600),
+             static_cast<long long>(s % 3600 / 60));
+  else
+    snprintf(buf, sizeof buf, "%lldd%02lldh", static_cast<long long>(s / 86400),
+             static_cast<long long>(s % 86400 / 3600));
+  return buf;
+}
+
+std::string LocalTime(int64_t ns, bool iso) {
+  time_t secs = static_cast<time_t>(ns / 1'000'000'000);
+  struct tm tm;
+  if (!localtime_r(&secs, &tm)) return std::to_string(ns);
+  char buf[64];
+  strftime(buf, sizeof buf, iso ? "%Y-%m-%dT%H:%M:%S%z" : "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+Progress::Progress() : enabled_(::isatty(2) == 1) {}
+
+void Progress::Show(const std::string& line, bool force) {
+  if (!enabled_) return;
+  auto now = std::chrono::steady_clock::now();
+  if (!force && shown_ && now - last_ < std::chrono::milliseconds(100)) return;
+  last_ = now;
+  shown_ = true;
+  std::cerr << "\r\033[K" << line << std::flush;
+}
+
+void Progress::Done() {
+  if (!enabled_ || !shown_) return;
+  std::cerr << "\r\033[K" << std::flush;
+  shown_ = false;
 }
 
 }  // namespace snapfs::cli

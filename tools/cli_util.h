@@ -2,18 +2,22 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "tools/commands.h"
 
 namespace snapfs {
 class Store;
-}
+class Filesystem;
+}  // namespace snapfs
 
 namespace snapfs::cli {
 
@@ -48,5 +52,99 @@ Target ResolveTarget(const std::string& arg);
 // JSON; an {"error": ...} answer comes back as a Status.
 Result<nlohmann::json> AskStore(const Target& t, const std::string& request,
                                 const std::function<Result<std::string>(Store&)>& direct);
+
+// ---- paths inside a store (the snapshot verbs) ----
+
+// "a//b/./c/../d" relative to the current folder -> "/CWD/a/b/d". Purely lexical: ".."
+// drops the previous component without looking at symlinks.
+std::string LexicalAbsolute(const std::string& path);
+
+// The live snapfs mounts visible to this process: (mount point, store folder), from
+// /proc/self/mounts; a mount point mounted over twice lists the top one.
+std::vector<std::pair<std::string, std::string>> SnapfsMounts();
+
+// What a PATH argument of the snapshot verbs names.
+struct PathTarget {
+  Target target;
+  std::string rel;         // relative to the mount root: "" for the root, no leading '/'
+  std::string mountpoint;  // the live mount the store is served on ("" if none visible)
+  std::string arg;         // as given, for messages
+};
+// Resolves PATH, which need not exist (a hidden entry is no longer listed):
+//  1. a path inside a live snapfs mount: the longest fuse.snapfs mount point of
+//     /proc/self/mounts that is a prefix of the absolute, lexically normalised path (if
+//     none is, the same again after resolving symlinks in the part of it that exists);
+//     the rest is the mount-relative path;
+//  2. otherwise STORE[/rel/path]: the nearest folder at or above the path holding a
+//     snapfs.conf is the store, the rest is the mount-relative path (the store is asked
+//     through its daemon if one has it open, else opened directly).
+// InvalidArgument if it is neither, or if it points into the read-only /.snapshots/.
+Result<PathTarget> ResolvePathArg(const std::string& arg);
+
+// Asks the store `t` names a snapshot request (tools/snap_requests.h): through its
+// daemon's control socket as "VERB <json>" when a daemon has it open, else by opening
+// the store and its namespace here. Errors keep their code and message either way.
+Result<nlohmann::json> AskFs(const Target& t, const std::string& verb, const nlohmann::json& req);
+
+// Opens an unmounted store and its namespace in this process.
+struct OpenedFs {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Filesystem> fs;  // declared last: closed before the store
+  OpenedFs();
+  OpenedFs(OpenedFs&&) noexcept;
+  OpenedFs& operator=(OpenedFs&&) noexcept;
+  ~OpenedFs();
+};
+Result<OpenedFs> OpenFsDirect(const std::string& store_dir);
+
+// Several requests to one store: the daemon, or one in-process opening kept for all.
+class FsClient {
+ public:
+  explicit FsClient(Target t) : t_(std::move(t)) {}
+  const Target& target() const { return t_; }
+  bool mounted() const { return t_.daemon_pid != 0; }
+  Result<nlohmann::json> Ask(const std::string& verb, const nlohmann::json& req);
+  // Unmounted only: the namespace opened here (opened on first use).
+  Result<Filesystem*> DirectFs();
+
+ private:
+  Target t_;
+  std::optional<OpenedFs> opened_;
+};
+
+// The answer the daemon sends for a failed request: {"error", "code", "message"}; and
+// back to a Status on the client side.
+nlohmann::json ErrorJson(const Status& s);
+Status StatusFromJson(const nlohmann::json& j);
+
+// ---- formatting and parsing ----
+
+// Prints rows as aligned columns under a header; `right[i]` right-aligns column i.
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows, const std::vector<bool>& right);
+
+// "30s", "15m", "1h", "2d", "0" -> nanoseconds. Strict: digits then exactly one unit.
+Result<int64_t> ParseDuration(const std::string& s);
+// 5400 s -> "1h30m"
+std::string HumanAge(int64_t ns);
+// Nanoseconds since the epoch -> "2026-11-21 14:03:05" in local time (iso: with 'T' and
+// the UTC offset, "2026-11-21T14:03:05+0100").
+std::string LocalTime(int64_t ns, bool iso = false);
+
+// A one-line progress report on stderr, rewritten in place ("\r"), only when stderr is a
+// terminal; silent when it is piped or redirected. At most ~10 updates a second.
+class Progress {
+ public:
+  Progress();
+  ~Progress() { Done(); }
+  bool enabled() const { return enabled_; }
+  void Show(const std::string& line, bool force = false);
+  void Done();  // clears the line
+
+ private:
+  bool enabled_ = false;
+  bool shown_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
 
 }  // namespace snapfs::cli

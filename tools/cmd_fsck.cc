@@ -1,21 +1,39 @@
-// snapfs fsck STORE|MOUNTPOINT [--verify]: recompute and compare.
+// snapfs fsck STORE|MOUNTPOINT [--verify]: recompute and compare; also check snapshots
+// and their pins against the markers.
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "core/filesystem.h"
 #include "core/fsck.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
 
-Result<std::string> FsckJson(Store& store, bool verify) {
+// Snapshots, pins and hidden entries checked against the markers (Filesystem::
+// CheckSnapshots), with the daemon's namespace or, unmounted, one opened here.
+Result<std::vector<std::string>> SnapshotProblems(Store& store, Filesystem* fs) {
+  std::unique_ptr<Filesystem> own;
+  if (!fs) {
+    ASSIGN_OR_RETURN(own, Filesystem::Open(&store));
+    fs = own.get();
+  }
+  return fs->CheckSnapshots();
+}
+
+// `fs`: the daemon's namespace, or null for an unmounted store.
+Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify) {
   FsckOptions fo;
   fo.verify_data = verify;
-  auto r = Fsck(store, fo);
+  auto r = Fsck(store, fo);  // first, so it sees the store as it was left
   if (!r.ok()) return r.status();
-  nlohmann::json j = {{"inodes", r->inodes},    {"dentries", r->dentries}, {"extents", r->extents},
-                      {"chunks", r->chunks},    {"packs", r->packs},       {"verified", verify},
-                      {"problems", r->problems}};
+  ASSIGN_OR_RETURN(auto snap_problems, SnapshotProblems(store, fs));
+  std::vector<std::string> problems = r->problems;
+  problems.insert(problems.end(), snap_problems.begin(), snap_problems.end());
+  nlohmann::json j = {{"inodes", r->inodes},   {"dentries", r->dentries},
+                      {"extents", r->extents}, {"chunks", r->chunks},
+                      {"packs", r->packs},     {"verified", verify},
+                      {"problems", problems},  {"snapshot_problems", snap_problems}};
   return j.dump(2) + "\n";
 }
 
@@ -33,7 +51,7 @@ int CmdFsck(const Args& args) {
 
   Target t = ResolveTarget(target);
   auto answer = AskStore(t, verify ? "fsck --verify" : "fsck",
-                         [&](Store& store) { return FsckJson(store, verify); });
+                         [&](Store& store) { return FsckJson(store, nullptr, verify); });
   if (!answer.ok()) return Fail("fsck", answer.status());
   nlohmann::json j = std::move(answer).value();
   const auto& problems = j["problems"];

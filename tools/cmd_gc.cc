@@ -1,14 +1,21 @@
-// snapfs gc STORE|MOUNTPOINT [--dry-run]: reclaim the space of unreferenced chunks now.
+// snapfs gc STORE|MOUNTPOINT [--dry-run]: reclaim the space of unreferenced chunks now;
+// also checks snapshots and their pins against the markers and reports disagreements.
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "core/filesystem.h"
 #include "core/gc.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {
 
-Result<std::string> GcJson(Store& store, double fraction, bool dry_run) {
+Result<std::vector<std::string>> SnapshotProblems(Store& store, Filesystem* fs);
+
+// `fs`: the daemon's namespace, or null for an unmounted store.
+Result<std::string> GcJson(Store& store, Filesystem* fs, double fraction, bool dry_run) {
+  // Pins are what keep snapshot data alive: report any that disagree with the markers.
+  ASSIGN_OR_RETURN(auto snap_problems, SnapshotProblems(store, fs));
   GcOptions go;
   go.rewrite_below_live_fraction = fraction;
   auto plan = PlanGc(store, go);
@@ -16,7 +23,8 @@ Result<std::string> GcJson(Store& store, double fraction, bool dry_run) {
   nlohmann::json j = {
       {"dead_chunks", plan->dead_chunks.size()},  {"dead_bytes", plan->dead_bytes},
       {"packs_to_rewrite", plan->rewrite.size()}, {"bytes_to_copy", plan->bytes_to_copy},
-      {"bytes_to_free", plan->bytes_to_free},     {"dry_run", dry_run}};
+      {"bytes_to_free", plan->bytes_to_free},     {"dry_run", dry_run},
+      {"snapshot_problems", snap_problems}};
   if (!dry_run) {
     auto r = ExecuteGc(store, *plan);
     if (!r.ok()) return r.status();
@@ -49,7 +57,7 @@ int CmdGc(const Args& args) {
   Target t = ResolveTarget(target);
   auto answer =
       AskStore(t, std::string("gc ") + std::to_string(fraction) + (dry ? " --dry-run" : ""),
-               [&](Store& store) { return GcJson(store, fraction, dry); });
+               [&](Store& store) { return GcJson(store, nullptr, fraction, dry); });
   if (!answer.ok()) return Fail("gc", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
@@ -61,6 +69,15 @@ int CmdGc(const Args& args) {
          static_cast<unsigned long long>(u("dead_chunks")), HumanBytes(u("dead_bytes")).c_str(),
          static_cast<unsigned long long>(u("packs_to_rewrite")),
          HumanBytes(u("bytes_to_copy")).c_str(), HumanBytes(u("bytes_to_free")).c_str());
+  if (j.contains("snapshot_problems")) {
+    for (const auto& p : j["snapshot_problems"]) {
+      printf("SNAPSHOT PROBLEM: %s\n", p.get<std::string>().c_str());
+    }
+    if (!j["snapshot_problems"].empty()) {
+      printf("%zu snapshot problem(s): run 'snapfs fsck' for the full check\n",
+             j["snapshot_problems"].size());
+    }
+  }
   if (!dry) {
     printf("deleted %llu chunks, removed %llu packs, copied %s, freed %s\n",
            static_cast<unsigned long long>(u("chunks_deleted")),

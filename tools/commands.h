@@ -19,6 +19,13 @@ int CmdFsck(const Args& args);
 int CmdGc(const Args& args);
 int CmdMount(const Args& args);
 int CmdUmount(const Args& args);
+int CmdLs(const Args& args);
+int CmdDu(const Args& args);
+int CmdRm(const Args& args);
+int CmdPrune(const Args& args);
+int CmdWhy(const Args& args);
+int CmdOrphans(const Args& args);
+int CmdExport(const Args& args);
 
 // The daemon's control-socket dispatcher (tools/control_handlers.cc).
 std::string HandleControl(Store& store, Filesystem& fs, const std::string& request);

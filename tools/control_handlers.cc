@@ -1,39 +1,72 @@
 // What the daemon answers on its control socket: the CLI verbs that work on a mounted
 // store run here, against the daemon's own Store and Filesystem.
+//
+// Requests are one line. The older verbs take words ("stats", "fsck [--verify]",
+// "gc FRACTION [--dry-run]"); the snapshot verbs take a JSON object after the verb word,
+// since paths can hold spaces: `snap-ls {"path":"job"}` (tools/snap_requests.h lists
+// them). Failures are answered as {"error": text, "code": n, "message": text}.
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/filesystem.h"
 #include "core/store.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/snap_requests.h"
 
 namespace snapfs::cli {
 
 Result<std::string> StatsJson(Store& store);
-Result<std::string> FsckJson(Store& store, bool verify);
-Result<std::string> GcJson(Store& store, double fraction, bool dry_run);
+Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify);
+Result<std::string> GcJson(Store& store, Filesystem* fs, double fraction, bool dry_run);
 
-std::string HandleControl(Store& store, Filesystem& fs, const std::string& request) {
+namespace {
+
+Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& request) {
   std::istringstream in(request);
   std::string verb;
   in >> verb;
-  Result<std::string> r = Status::InvalidArgument("unknown control request '" + verb + "'");
   if (verb == "stats") {
-    Status f = fs.FlushAll();  // count what open files have buffered too
-    r = f.ok() ? StatsJson(store) : Result<std::string>(f);
-  } else if (verb == "fsck") {
+    RETURN_IF_ERROR(fs.FlushAll());  // count what open files have buffered too
+    return StatsJson(store);
+  }
+  if (verb == "fsck") {
     std::string opt;
     in >> opt;
-    Status f = fs.FlushAll();  // buffered data is committed first, as at unmount
-    r = f.ok() ? FsckJson(store, opt == "--verify") : Result<std::string>(f);
-  } else if (verb == "gc") {
+    RETURN_IF_ERROR(fs.FlushAll());  // buffered data is committed first, as at unmount
+    return FsckJson(store, &fs, opt == "--verify");
+  }
+  if (verb == "gc") {
     double fraction = 0.5;
     std::string opt;
     in >> fraction >> opt;
-    r = GcJson(store, fraction, opt == "--dry-run");
+    return GcJson(store, &fs, fraction, opt == "--dry-run");
+  }
+  if (IsSnapRequest(verb)) {
+    std::string args = request.size() > verb.size() ? request.substr(verb.size()) : "";
+    auto req = args.find_first_not_of(" \t") == std::string::npos
+                   ? nlohmann::json::object()
+                   : nlohmann::json::parse(args, nullptr, /*allow_exceptions=*/false);
+    if (req.is_discarded() || !req.is_object()) {
+      return Status::InvalidArgument(verb + ": the arguments are not a JSON object");
+    }
+    ASSIGN_OR_RETURN(auto answer, HandleSnapRequest(fs, verb, req));
+    return answer.dump() + "\n";
+  }
+  return Status::InvalidArgument("unknown control request '" + verb + "'");
+}
+
+}  // namespace
+
+std::string HandleControl(Store& store, Filesystem& fs, const std::string& request) {
+  Result<std::string> r = Status::IOError("no answer");
+  try {
+    r = Dispatch(store, fs, request);
+  } catch (const std::exception& e) {  // never let a request take the daemon down
+    r = Status::IOError(std::string("control request failed: ") + e.what());
   }
   if (r.ok()) return *r;
-  return nlohmann::json{{"error", r.status().ToString()}}.dump() + "\n";
+  return ErrorJson(r.status()).dump() + "\n";
 }
 
 }  // namespace snapfs::cli

@@ -17,8 +17,16 @@ const Verb kVerbs[] = {
     {"init", snapfs::cli::CmdInit, "create a store"},
     {"mount", snapfs::cli::CmdMount, "mount a store (daemonises; -f stays in the foreground)"},
     {"umount", snapfs::cli::CmdUmount, "unmount, and wait until the daemon has flushed"},
+    {"ls", snapfs::cli::CmdLs,
+     "snapshots with their bytes (--hidden: deleted files kept for them)"},
+    {"du", snapfs::cli::CmdDu, "what deleting each snapshot, or all of them, would free"},
+    {"rm", snapfs::cli::CmdRm, "drop snapshots and every file only they need"},
+    {"prune", snapfs::cli::CmdPrune, "drop all but the newest N snapshots of a job"},
+    {"why", snapfs::cli::CmdWhy, "the snapshots that keep a file"},
+    {"orphans", snapfs::cli::CmdOrphans, "files no snapshot references (--delete removes them)"},
+    {"export", snapfs::cli::CmdExport, "write a snapshot's self-contained copy anywhere"},
     {"stats", snapfs::cli::CmdStats, "logical and stored bytes, dedup ratio, chunks, packs"},
-    {"fsck", snapfs::cli::CmdFsck, "recompute refcounts and check every chunk"},
+    {"fsck", snapfs::cli::CmdFsck, "recompute refcounts, check every chunk, snapshot and pin"},
     {"gc", snapfs::cli::CmdGc, "reclaim the space of unreferenced chunks now"},
 };
 
