@@ -296,6 +296,7 @@ Result<Attr> Filesystem::Lookup(uint64_t parent, std::string_view name) {
   RETURN_IF_ERROR(s);
   ASSIGN_OR_RETURN(auto a, GetAttr(e.child));
   if (e.hidden && S_ISDIR(a.mode)) a.generation = 2;
+  a.hidden = e.hidden;
   return a;
 }
 

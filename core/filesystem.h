@@ -52,6 +52,9 @@ struct Attr {
   // Lookup generation: a folder reached through a hidden entry gets 2, so a kernel that
   // saw it removed (its inode dead) takes it as a new inode rather than the dead one.
   uint64_t generation = 1;
+  // Reached through a hidden entry: the kernel must not cache the name (the entry may go
+  // when a snapshot ends, which the kernel does not see).
+  bool hidden = false;
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
 };
 
@@ -251,6 +254,12 @@ class Filesystem {
   // Consistency of snapshots, pins and hidden entries (fsck); one line per problem.
   Result<std::vector<std::string>> CheckSnapshots();
 
+  // Operations the daemon runs for the CLI (rm, prune, orphans --delete) change names
+  // the kernel may have cached: this hook (set by the FUSE layer) tells it. Never call
+  // InvalidateEntry inside a kernel request: the kernel holds the folder's lock there.
+  void SetEntryInvalidator(std::function<void(uint64_t parent, std::string_view name)> f);
+  void InvalidateEntry(uint64_t parent, std::string_view name);
+
  private:
   struct OpenFile;
   struct Handle {
@@ -351,6 +360,8 @@ class Filesystem {
   std::vector<std::string> marker_names_;
   std::atomic<uint64_t> snapshot_gen_{0};  // bumped on every snapshot change (view caches)
   std::unique_ptr<Views> views_;
+  std::mutex invalidator_mu_;
+  std::function<void(uint64_t, std::string_view)> invalidator_;
 
   std::mutex files_mu_;  // guards the three maps below; never held while taking others
   std::unordered_map<uint64_t, std::weak_ptr<OpenFile>> open_files_;

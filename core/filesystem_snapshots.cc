@@ -85,6 +85,7 @@ Status Filesystem::HideEntry(Txn* t, uint64_t parent, std::string_view name, con
                  DentryValue(e.child, e.seq, e.mode, true));
   (void)t->b.Put(meta_.cf(Cf::kHidden), keys::Hidden(e.child, parent, name), "");
   t->snapshots_changed = true;
+  t->touched.emplace_back(parent, std::string(name));
   return Status::OK();
 }
 
@@ -180,6 +181,7 @@ Status Filesystem::DropHiddenEntry(Txn* t, uint64_t parent, std::string_view nam
   std::string dk = keys::Dentry(parent, name);
   (void)t->b.Delete(meta_.cf(Cf::kDentries), dk);
   t->gone_dentries.insert(dk);
+  t->touched.emplace_back(parent, std::string(name));
   std::string hk = keys::Hidden(child, parent, name);
   (void)t->b.Delete(meta_.cf(Cf::kHidden), hk);
   t->gone_hidden.insert(hk);
@@ -415,6 +417,7 @@ Status Filesystem::UnlinkInTxn(Txn* t, uint64_t parent, std::string_view name, c
   } else {
     RemoveEntry(&t->b, parent, name, e.seq);
     t->gone_dentries.insert(keys::Dentry(parent, name));
+    t->touched.emplace_back(parent, std::string(name));
     ASSIGN_OR_RETURN(Inode * node, t->Get(e.child));
     RETURN_IF_ERROR(DropLink(t, node, NowNs()));
     if (report) report->files_removed++;
@@ -464,6 +467,7 @@ Result<bool> Filesystem::RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_vi
   }
   RemoveEntry(&t->b, parent, name, e.seq);
   t->gone_dentries.insert(keys::Dentry(parent, name));
+  t->touched.emplace_back(parent, std::string(name));
   ASSIGN_OR_RETURN(Inode * p, t->Get(parent));
   p->nlink--;
   p->mtime_ns = p->ctime_ns = NowNs();
@@ -476,7 +480,7 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
   RemoveReport report;
   ASSIGN_OR_RETURN(auto usage, MeasureSnapshots(dirs));
   report.bytes_freed = usage.exclusive;
-  std::lock_guard l(ns_mu_);
+  std::unique_lock l(ns_mu_);
   Txn t(this);
   std::vector<std::pair<uint64_t, std::string>> outside;  // referenced files: (ino, path)
   for (uint64_t dir : dirs) {
@@ -500,7 +504,6 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
     }
     ASSIGN_OR_RETURN(bool kept, RemoveTreeInTxn(&t, parent, name, e, &report));
     (void)kept;
-    report.snapshots++;
   }
   // Referenced files outside the folders that nothing else references go too.
   for (auto& [ino, path] : outside) {
@@ -518,9 +521,23 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
     RETURN_IF_ERROR(UnlinkInTxn(&t, *parent, name, e, &report));
   }
   RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+  // Snapshot folders inside the removed folders ended with them.
+  report.snapshots = t.ended.size();
   if (dry_run) return report;
   RETURN_IF_ERROR(t.Commit());
+  l.unlock();
+  for (auto& [parent, name] : t.touched) InvalidateEntry(parent, name);
   return report;
+}
+
+void Filesystem::SetEntryInvalidator(std::function<void(uint64_t, std::string_view)> f) {
+  std::lock_guard l(invalidator_mu_);
+  invalidator_ = std::move(f);
+}
+
+void Filesystem::InvalidateEntry(uint64_t parent, std::string_view name) {
+  std::lock_guard l(invalidator_mu_);
+  if (invalidator_) invalidator_(parent, name);
 }
 
 }  // namespace snapfs

@@ -53,6 +53,7 @@ class Filesystem::Txn {
   std::set<uint64_t> collapse;                    // folders that may now hold nothing
   std::set<uint64_t> ended;                       // snapshots ended
   bool snapshots_changed = false;
+  std::vector<std::pair<uint64_t, std::string>> touched;  // entries removed or hidden
 
   Status Commit(bool sync = false) {
     for (auto& [ino, n] : nodes_) fs_->PutInode(&b, n);

@@ -73,8 +73,8 @@ void ReplyEntry(fuse_req_t req, const Attr& a) {
   e.ino = a.ino;
   e.generation = a.generation;
   e.attr = ToStat(a);
-  e.attr_timeout = TimeoutFor(req, a.ino);
-  e.entry_timeout = TimeoutFor(req, a.ino);
+  e.attr_timeout = a.hidden ? 0 : TimeoutFor(req, a.ino);
+  e.entry_timeout = a.hidden ? 0 : TimeoutFor(req, a.ino);
   Fs(req).Ref(a.ino);
   if (fuse_reply_entry(req, &e) != 0) Fs(req).Unref(a.ino);  // interrupted: no ref taken
 }

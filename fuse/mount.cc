@@ -105,6 +105,11 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     ready(Status::IOError("mounting " + opts.mountpoint + " failed (see the message above)"));
     return 1;
   }
+  // Changes the daemon makes for the CLI (snapfs rm, ...) reach the kernel's caches.
+  (*fs)->SetEntryInvalidator([se](uint64_t parent, std::string_view name) {
+    std::string n(name);
+    (void)fuse_lowlevel_notify_inval_entry(se, parent, n.c_str(), n.size());
+  });
   ready(Status::OK());
 
   fuse_loop_config* cfg = fuse_loop_cfg_create();
@@ -113,6 +118,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
 
+  (*fs)->SetEntryInvalidator(nullptr);
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

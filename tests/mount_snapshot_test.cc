@@ -181,8 +181,11 @@ TEST_F(MountSnapshot, SharedFilesDeletedBeforeTheirMetadataAreFreedWithoutLeak) 
   // No leak: after GC the store holds what the live files hold.
   CmdResult gc = Snapfs({"gc", mnt(), "--rewrite-below", "1"});
   ASSERT_EQ(gc.code, 0) << gc.Describe();
-  uint64_t live = 0;
-  for (const auto& r : job.retained().front().refs) live += content_[r].size();
+  uint64_t live = 0;  // what chk-2 holds: its shared files, private files and _metadata
+  const FlinkJob::Checkpoint& kept = job.retained().back();
+  for (const auto& r : kept.refs) live += content_[r].size();
+  for (const auto& p : kept.priv) live += content_[job.Path(kept.name + "/" + p)].size();
+  live += kept.metadata.size();
   ASSERT_NO_FATAL_FAILURE(Unmount());
   ExpectFsckClean("after the race");
   uint64_t stored = StatU64(Stats(), "stored_bytes");

@@ -109,6 +109,7 @@ Result<nlohmann::json> UnlinkRequest(Filesystem& fs, const nlohmann::json& req) 
       continue;
     }
     Status s = fs.Unlink(parent, name);
+    if (s.ok()) fs.InvalidateEntry(parent, name);  // the kernel did not see this unlink
     if (!s.ok()) {
       r["error"] = s.ToString();
       skip("unlink failed: " + s.ToString());
