@@ -314,5 +314,158 @@ TEST_F(MountSnapshot, MovingAJobKeepsItsSnapshotsWhole) {
   ExpectFsckClean("after the move");
 }
 
+TEST_F(MountSnapshot, RmAndPruneFreeWhatDuSaid) {
+  FlinkJob job(mnt(), "job-p", 88, &content_);
+  ASSERT_EQ(job.Init(), "");
+  for (int i = 0; i < 4; i++) ASSERT_EQ(job.TakeCheckpoint(2, 128 * kKiB, i ? 1 : 0, 1), "");
+  // Nothing is garbage before the removal, so GC's count afterwards is the removal's.
+  ASSERT_EQ(Snapfs({"gc", mnt()}).code, 0);
+
+  nlohmann::json du = Json({"du", job.Dir()});
+  ASSERT_EQ(du["snapshots"].size(), 4u) << du.dump();
+  uint64_t freed1 = du["snapshots"][0]["freed_if_deleted"].get<uint64_t>();
+  EXPECT_EQ(du["snapshots"][0]["path"], "job-p/chk-1");
+  // chk-1 alone holds its private file, its _metadata and the shared file compaction
+  // dropped at chk-2 (whichever that was).
+  const FlinkJob::Checkpoint c1 = job.retained()[0];
+  std::set<std::string> later;
+  for (size_t i = 1; i < job.retained().size(); i++) {
+    later.insert(job.retained()[i].refs.begin(), job.retained()[i].refs.end());
+  }
+  uint64_t want1 = c1.metadata.size() + content_[job.Path(c1.name + "/" + c1.priv[0])].size();
+  std::vector<std::string> only1;
+  for (const auto& r : c1.refs) {
+    if (!later.count(r)) {
+      want1 += content_[r].size();
+      only1.push_back(r);
+    }
+  }
+  EXPECT_EQ(freed1, want1);
+
+  nlohmann::json dry = Json({"rm", job.Path("chk-1"), "--dry-run"});
+  EXPECT_EQ(dry["report"]["bytes_freed"].get<uint64_t>(), freed1) << dry.dump();
+  EXPECT_EQ(SnapshotPaths().size(), 4u) << "--dry-run removed something";
+  EXPECT_TRUE(Exists(job.Path("chk-1/_metadata")));
+
+  CmdResult bad = Snapfs({"rm", job.Path("shared")});
+  EXPECT_EQ(bad.code, 1) << bad.Describe();
+  EXPECT_NE(bad.err.find("not a snapshot"), std::string::npos) << bad.err;
+
+  nlohmann::json rm = Json({"rm", job.Path("chk-1")});
+  EXPECT_EQ(rm["report"]["snapshots"].get<int>(), 1);
+  EXPECT_FALSE(Exists(job.Path("chk-1")));
+  for (const auto& r : only1) EXPECT_FALSE(Exists(r)) << r << " only chk-1 used it";
+  for (const auto& r : later) EXPECT_TRUE(Exists(r)) << r << " is still needed";
+  nlohmann::json gc = Json({"gc", mnt(), "--dry-run"});
+  EXPECT_EQ(gc["dead_bytes"].get<uint64_t>(), freed1) << "GC must find exactly what rm freed";
+
+  nlohmann::json prune = Json({"prune", job.Dir(), "--keep-last", "1"});
+  EXPECT_EQ(prune["kept"].size(), 1u) << prune.dump();
+  EXPECT_EQ(prune["removed"].size(), 2u);
+  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"job-p/chk-4"}));
+  const FlinkJob::Checkpoint& c4 = job.retained().back();
+  EXPECT_EQ(Restore(job.Path(c4.name), job.Path(c4.name), content_, InPlace), "");
+  std::vector<std::string> shared = ListDir(job.Path("shared"));
+  EXPECT_EQ(shared.size(), c4.refs.size()) << "only what chk-4 needs stays in shared/";
+  EXPECT_TRUE(Hidden().empty());
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after rm and prune");
+}
+
+TEST_F(MountSnapshot, OrphansOfAFailedCheckpointAreFoundAndDeleted) {
+  FlinkJob job(mnt(), "job-o", 99, &content_);
+  ASSERT_EQ(job.Init(), "");
+  ASSERT_EQ(job.TakeCheckpoint(2, 64 * kKiB, 0, 1), "");
+  // A checkpoint that failed half-way: files uploaded, no _metadata ever written.
+  ASSERT_EQ(::mkdir(job.Path("chk-2").c_str(), 0755), 0);
+  std::vector<std::string> junk = {job.Path("chk-2/" + Uuid(job.rng())),
+                                   job.Path("shared/" + Uuid(job.rng()))};
+  uint64_t junk_bytes = 0;
+  for (const auto& j : junk) {
+    std::string bytes = RandomBytes(20 * kKiB + junk_bytes, job.rng()());
+    ASSERT_EQ(job.Upload(j, bytes), "");
+    junk_bytes += bytes.size();
+  }
+  nlohmann::json young = Json({"orphans", job.Dir()});
+  EXPECT_EQ(young["count"].get<int>(), 0) << "files younger than an hour are never orphans";
+
+  nlohmann::json old = Json({"orphans", job.Dir(), "--older-than", "0"});
+  std::vector<std::string> found;
+  for (const auto& o : old["orphans"]) found.push_back(mnt() + "/" + o["path"].get<std::string>());
+  std::sort(found.begin(), found.end());
+  std::sort(junk.begin(), junk.end());
+  EXPECT_EQ(found, junk) << old.dump();
+  EXPECT_EQ(old["bytes"].get<uint64_t>(), junk_bytes);
+
+  CmdResult bad = Snapfs({"orphans", job.Dir(), "--older-than", "soon"});
+  EXPECT_EQ(bad.code, 2) << bad.Describe();
+
+  Json({"orphans", job.Dir(), "--older-than", "0", "--delete"});
+  for (const auto& j : junk) EXPECT_FALSE(Exists(j)) << j;
+  const FlinkJob::Checkpoint& c1 = job.retained().front();
+  EXPECT_EQ(Restore(job.Path(c1.name), job.Path(c1.name), content_, InPlace), "");
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after orphans --delete");
+}
+
+TEST_F(MountSnapshot, ExportIsSelfContainedAndRewritesReferences) {
+  FlinkJob a(mnt(), "job-a", 101, &content_);
+  ASSERT_EQ(a.Init(), "");
+  ASSERT_EQ(a.TakeCheckpoint(2, 96 * kKiB, 0, 1), "");
+  FlinkJob job(mnt(), "job-x", 102, &content_);
+  ASSERT_EQ(job.Init(), "");
+  ASSERT_EQ(job.TakeCheckpoint(2, 96 * kKiB, 0, 2), "");
+  ASSERT_EQ(job.TakeCheckpoint(1, 96 * kKiB, 1, 1, a.retained().front().refs), "");
+  const FlinkJob::Checkpoint cp = job.retained().back();
+  std::string orig = job.Path(cp.name);
+
+  // Plain export: the view's layout, outside the mount.
+  std::string e1 = tmp() + "/export-plain";
+  Json({"export", orig, e1});
+  ResolveFn plain = [&](const std::string& p) -> std::pair<std::string, std::string> {
+    if (p.starts_with(job.Dir() + "/")) return {e1 + "/" + p.substr(job.Dir().size() + 1), p};
+    return {e1 + "/_other_jobs/" + Rel(p), p};
+  };
+  size_t n = 0;
+  EXPECT_EQ(Restore(e1, orig, content_, plain, &n), "");
+  EXPECT_EQ(n, cp.refs.size() + cp.priv.size());
+
+  // With the job folder's prefix rewritten to the copy's location: restorable where it is.
+  std::string e2 = tmp() + "/export-rewritten";
+  nlohmann::json r = Json({"export", orig, e2, "--rewrite-prefix",
+                           "file:" + job.Dir() + "/=file:" + e2 + "/"});
+  EXPECT_TRUE(r["verified"].get<bool>()) << r.dump();
+  std::string md = ReadFile(e2 + "/_metadata");
+  std::vector<MetadataRef> refs;
+  ASSERT_TRUE(ParseMetadata(md, &refs)) << "the rewritten _metadata must still parse";
+  size_t moved = 0;
+  for (const auto& ref : refs) {
+    if (ref.shared && ref.path.starts_with(e2 + "/")) moved++;
+  }
+  EXPECT_EQ(moved, job.state().size()) << "every own shared reference points into the copy";
+  ResolveFn rewritten = [&](const std::string& p) -> std::pair<std::string, std::string> {
+    if (p.starts_with(e2 + "/")) return {p, job.Dir() + "/" + p.substr(e2.size() + 1)};
+    return {e2 + "/_other_jobs/" + Rel(p), p};  // other jobs' files keep their references
+  };
+  EXPECT_EQ(Restore(e2, orig, content_, rewritten), "");
+
+  // A destination that is not empty is refused, and left as it was.
+  CmdResult busy = Snapfs({"export", orig, e1});
+  EXPECT_EQ(busy.code, 1) << busy.Describe();
+  EXPECT_EQ(Restore(e1, orig, content_, plain), "");
+
+  // The same from the unmounted store.
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  std::string e3 = tmp() + "/export-unmounted";
+  CmdResult un = Snapfs({"export", store() + "/job-x/" + cp.name, e3});
+  ASSERT_EQ(un.code, 0) << un.Describe();
+  ResolveFn plain3 = [&](const std::string& p) -> std::pair<std::string, std::string> {
+    if (p.starts_with(job.Dir() + "/")) return {e3 + "/" + p.substr(job.Dir().size() + 1), p};
+    return {e3 + "/_other_jobs/" + Rel(p), p};
+  };
+  EXPECT_EQ(Restore(e3, orig, content_, plain3), "");
+  ExpectFsckClean("after exports");
+}
+
 }  // namespace
 }  // namespace snapfs::mounttest
