@@ -106,7 +106,7 @@ Status Filesystem::PurgeOrphansAtOpen() {
       // A snapshot still needs it: it lives on, reachable through the views.
       (void)t.b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
     } else {
-      RETURN_IF_ERROR(PurgeInode(&t.b, ino));
+      RETURN_IF_ERROR(PurgeInode(&t, ino));
     }
     RETURN_IF_ERROR(meta_.Write(&t.b));
   }
@@ -205,20 +205,21 @@ Status Filesystem::DropLink(Txn* t, Inode* ino, int64_t now) {
       return Status::OK();
     }
   }
-  t->Purged(ino->ino);
-  return PurgeInode(&t->b, ino->ino);
+  return PurgeInode(t, ino->ino);
 }
 
-Status Filesystem::PurgeInode(rocksdb::WriteBatch* b, uint64_t ino) {
+Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
+  t->Purged(ino);
+  rocksdb::WriteBatch* b = &t->b;
   std::string prefix = keys::Ino(ino);
-  auto it = meta_.NewIterator(Cf::kExtents);
+  auto* it = t->It(Cf::kExtents);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
     meta_.AddRef(b, e.id, -1);
     (void)b->Delete(meta_.cf(Cf::kExtents), it->key());
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
-  auto xi = meta_.NewIterator(Cf::kXattrs);
+  auto* xi = t->It(Cf::kXattrs);
   for (xi->Seek(prefix); xi->Valid() && xi->key().starts_with(prefix); xi->Next()) {
     (void)b->Delete(meta_.cf(Cf::kXattrs), xi->key());
   }
@@ -239,7 +240,7 @@ void Filesystem::MaybePurgeUnused(uint64_t ino) {
   if (!pinned.ok()) return;
   if (*pinned) {
     (void)t.b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
-  } else if (!PurgeInode(&t.b, ino).ok()) {
+  } else if (!PurgeInode(&t, ino).ok()) {
     return;
   }
   (void)meta_.Write(&t.b);

@@ -104,6 +104,7 @@ struct ViewFile {
   std::string path;  // inside the view, e.g. "_metadata", "shared/3f2a..."
   uint64_t ino = 0;
   uint64_t size = 0;
+  uint32_t nlink = 0;
 };
 
 struct PinInfo {
@@ -294,7 +295,7 @@ class Filesystem {
   // Drops one link; purges the inode's data if it was the last link and nothing uses it
   // (no open handle, no kernel reference, no snapshot pin).
   Status DropLink(Txn* t, Inode* ino, int64_t now);                        // ns_mu_
-  Status PurgeInode(rocksdb::WriteBatch* b, uint64_t ino);                 // ns_mu_
+  Status PurgeInode(Txn* t, uint64_t ino);                                 // ns_mu_
   bool InUse(uint64_t ino);
   Result<Attr> MakeNode(uint64_t parent, std::string_view name, Inode node);
   Status LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name);

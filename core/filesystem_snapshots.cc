@@ -40,7 +40,7 @@ Result<bool> Filesystem::IsPinned(Txn* t, uint64_t ino) {
   auto np = t->new_pins.lower_bound({ino, 0});
   if (np != t->new_pins.end() && np->first == ino) return true;
   std::string prefix = keys::Ino(ino);
-  auto it = meta_.NewIterator(Cf::kPinned);
+  auto* it = t->It(Cf::kPinned);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     uint64_t snap = GetBE64(it->key().data() + 8);
     if (!t->gone_pins.count({ino, snap})) return true;
@@ -71,7 +71,7 @@ Result<bool> Filesystem::IsHiddenInode(uint64_t ino) {
 
 Result<bool> Filesystem::DirHasEntries(Txn* t, uint64_t dir) {
   std::string prefix = keys::Ino(dir);
-  auto it = meta_.NewIterator(Cf::kDentries);
+  auto* it = t->It(Cf::kDentries);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (!t->gone_dentries.count(it->key().ToString())) return true;
   }
@@ -105,7 +105,7 @@ Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
   for (int depth = 0; dir != kRootIno && depth < 4096; depth++) {
     std::vector<std::pair<uint64_t, std::string>> entries;
     std::string prefix = keys::Ino(dir);
-    auto it = meta_.NewIterator(Cf::kHidden);
+    auto* it = t->It(Cf::kHidden);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       if (t->gone_hidden.count(it->key().ToString())) continue;
       entries.emplace_back(GetBE64(it->key().data() + 8),
@@ -200,7 +200,7 @@ Status Filesystem::ReleaseUnpinned(Txn* t, uint64_t ino) {
   // Its hidden entries go now; then the inode itself unless something still uses it.
   std::vector<std::pair<uint64_t, std::string>> entries;
   std::string prefix = keys::Ino(ino);
-  auto it = meta_.NewIterator(Cf::kHidden);
+  auto* it = t->It(Cf::kHidden);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (t->gone_hidden.count(it->key().ToString())) continue;
     entries.emplace_back(GetBE64(it->key().data() + 8),
@@ -216,7 +216,7 @@ Status Filesystem::ReleaseUnpinned(Txn* t, uint64_t ino) {
       t->collapse.insert(ino);
     } else {
       t->Purged(ino);
-      RETURN_IF_ERROR(PurgeInode(&t->b, ino));
+      RETURN_IF_ERROR(PurgeInode(t, ino));
     }
   }
   return Status::OK();
@@ -238,7 +238,7 @@ Status Filesystem::CollapseHiddenDirs(Txn* t) {
     // An empty folder that only stayed for hidden entries: it goes too.
     std::vector<std::pair<uint64_t, std::string>> entries;
     std::string prefix = keys::Ino(d);
-    auto it = meta_.NewIterator(Cf::kHidden);
+    auto* it = t->It(Cf::kHidden);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       if (t->gone_hidden.count(it->key().ToString())) continue;
       entries.emplace_back(GetBE64(it->key().data() + 8),
@@ -248,7 +248,7 @@ Status Filesystem::CollapseHiddenDirs(Txn* t) {
     for (auto& [parent, name] : entries) RETURN_IF_ERROR(DropHiddenEntry(t, parent, name, d));
     if (entries.empty() && (*node)->nlink == 0 && !InUse(d)) {
       t->Purged(d);
-      RETURN_IF_ERROR(PurgeInode(&t->b, d));
+      RETURN_IF_ERROR(PurgeInode(t, d));
     }
   }
   return Status::OK();
@@ -437,7 +437,7 @@ Result<bool> Filesystem::RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_vi
   std::vector<std::pair<std::string, Entry>> children;
   {
     std::string prefix = keys::Ino(e.child);
-    auto it = meta_.NewIterator(Cf::kDentries);
+    auto* it = t->It(Cf::kDentries);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       if (t->gone_dentries.count(it->key().ToString())) continue;
       auto v = it->value();

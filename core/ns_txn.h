@@ -55,6 +55,16 @@ class Filesystem::Txn {
   bool snapshots_changed = false;
   std::vector<std::pair<uint64_t, std::string>> touched;  // entries removed or hidden
 
+  // One iterator per key space for the whole transaction: creating a RocksDB iterator
+  // costs more than a seek, and a removal of 10,000 files seeks ~6 times per file. They
+  // see the database as of their creation, which is what the transaction builds on (the
+  // sets above cover its own changes).
+  rocksdb::Iterator* It(Cf c) {
+    auto& slot = its_[static_cast<int>(c)];
+    if (!slot) slot = fs_->meta_.NewIterator(c);
+    return slot.get();
+  }
+
   Status Commit(bool sync = false) {
     for (auto& [ino, n] : nodes_) fs_->PutInode(&b, n);
     Status s = fs_->meta_.Write(&b, sync);
@@ -66,6 +76,7 @@ class Filesystem::Txn {
   Filesystem* fs_;
   std::map<uint64_t, Inode> nodes_;
   std::set<uint64_t> purged_;
+  std::unique_ptr<rocksdb::Iterator> its_[static_cast<int>(Cf::kCount)];
 };
 
 }  // namespace snapfs

@@ -128,7 +128,7 @@ Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
     if (!paths.insert(path).second || !inos.insert(ino).second) continue;
     auto node = LoadInode(ino);
     if (!node.ok()) continue;
-    out.push_back(ViewFile{path, ino, node->size});
+    out.push_back(ViewFile{path, ino, node->size, node->nlink});
   }
   std::sort(out.begin(), out.end(), [](const ViewFile& a, const ViewFile& b) { return a.path < b.path; });
   return out;
@@ -139,34 +139,22 @@ Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& 
   SnapshotUsage u;
   std::unordered_set<uint64_t> view;   // every file the snapshots show
   std::unordered_set<uint64_t> freed;  // files whose data goes with them
+  auto pit = meta_.NewIterator(Cf::kPinned);
   for (uint64_t dir : dirs) {
+    // Every file of a view is the marker, a referenced file or one of the folder's own:
+    // all go with the snapshots unless another snapshot pins them or another name links them.
     ASSIGN_OR_RETURN(auto files, SnapshotFiles(dir));
-    ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
-    std::unordered_set<uint64_t> pinned;
-    for (auto& [ino, v] : pins) pinned.insert(ino);
-    std::vector<std::pair<std::string, uint64_t>> own;
-    RETURN_IF_ERROR(OwnFiles(dir, "", &own));
-    std::unordered_set<uint64_t> owned;
-    for (auto& [p, ino] : own) owned.insert(ino);
     for (const auto& f : files) {
       if (!view.insert(f.ino).second) continue;
       u.files++;
       u.logical += f.size;
-      // Goes if only these snapshots pin it and it is theirs (own folder, or referenced).
       bool other_pin = false;
       std::string prefix = keys::Ino(f.ino);
-      auto it = meta_.NewIterator(Cf::kPinned);
-      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-        if (!set.count(GetBE64(it->key().data() + 8))) other_pin = true;
+      for (pit->Seek(prefix); pit->Valid() && pit->key().starts_with(prefix); pit->Next()) {
+        if (!set.count(GetBE64(pit->key().data() + 8))) other_pin = true;
       }
-      RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
-      auto node = LoadInode(f.ino);
-      if (!node.ok()) continue;
-      if (!other_pin && node->nlink <= 1 &&
-          (owned.count(f.ino) || pinned.count(f.ino) || f.ino == files.front().ino ||
-           f.path == files.front().path)) {
-        freed.insert(f.ino);
-      }
+      RETURN_IF_ERROR(FromRocks(pit->status(), "scan pins"));
+      if (!other_pin && f.nlink <= 1) freed.insert(f.ino);
     }
   }
   std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> freed_counts;
