@@ -4,11 +4,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include "core/filesystem.h"
+#include "core/gc.h"
 #include "core/store.h"
 #include "fuse/control.h"
 #include "fuse/fuse_ops.h"
@@ -112,12 +117,37 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   });
   ready(Status::OK());
 
+  // Space freed by deletes and snapshot removals comes back without anyone asking.
+  std::mutex gc_mu;
+  std::condition_variable gc_cv;
+  bool stopping = false;
+  std::thread gc_thread;
+  if (opts.gc_interval_s > 0) {
+    gc_thread = std::thread([&, st = store->get()] {
+      std::unique_lock l(gc_mu);
+      while (!gc_cv.wait_for(l, std::chrono::seconds(opts.gc_interval_s), [&] { return stopping; })) {
+        l.unlock();
+        auto r = RunGc(*st);
+        if (!r.ok()) fprintf(stderr, "snapfs: automatic gc: %s\n", r.status().ToString().c_str());
+        l.lock();
+      }
+    });
+  }
+
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, opts.threads);
   fuse_loop_cfg_set_idle_threads(cfg, std::min(opts.threads, 10u));
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
 
+  if (gc_thread.joinable()) {
+    {
+      std::lock_guard l(gc_mu);
+      stopping = true;
+    }
+    gc_cv.notify_all();
+    gc_thread.join();
+  }
   (*fs)->SetEntryInvalidator(nullptr);
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

@@ -22,6 +22,8 @@ struct MountOptions {
   bool debug = false;                     // libfuse request tracing on stderr
   bool writeback = true;
   double timeout = 60.0;
+  // GC runs by itself this often while mounted (0: only when asked, `snapfs gc`).
+  unsigned gc_interval_s = 600;
   // Answers control-socket requests (the CLI while mounted); none if empty.
   std::function<std::string(Store&, Filesystem&, const std::string&)> control;
 };

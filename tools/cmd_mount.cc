@@ -43,7 +43,7 @@ int CmdMount(const Args& args) {
   po::options_description opts("options");
   std::string store, mountpoint;
   std::vector<std::string> fuse_opts;
-  unsigned threads = 16;
+  unsigned threads = 16, gc_interval = 600;
   opts.add_options()("store", po::value(&store)->required(), "the store folder")(
       "mountpoint", po::value(&mountpoint)->required(), "an empty folder to mount on")(
       "foreground,f", po::bool_switch(), "stay in the foreground, log to stderr")(
@@ -51,7 +51,9 @@ int CmdMount(const Args& args) {
       "FUSE mount options, comma-separated (e.g. allow_other)")(
       "threads", po::value(&threads)->default_value(threads), "worker threads at most")(
       "debug,d", po::bool_switch(), "trace every FUSE request (implies -f)")(
-      "no-writeback", po::bool_switch(), "do not use the kernel writeback cache");
+      "no-writeback", po::bool_switch(), "do not use the kernel writeback cache")(
+      "gc-interval", po::value(&gc_interval)->default_value(gc_interval),
+      "seconds between automatic GC runs while mounted (0: never, only snapfs gc)");
   po::positional_options_description pos;
   pos.add("store", 1).add("mountpoint", 1);
   po::variables_map vm;
@@ -65,6 +67,7 @@ int CmdMount(const Args& args) {
   fuse::MountOptions mo;
   mo.store = store;
   mo.threads = threads;
+  mo.gc_interval_s = gc_interval;
   mo.debug = vm["debug"].as<bool>();
   mo.writeback = !vm["no-writeback"].as<bool>();
   mo.control = HandleControl;
