@@ -602,19 +602,21 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
     }
     s_node->ctime_ns = d_node->ctime_ns = now;
     old_dir->mtime_ns = old_dir->ctime_ns = new_dir->mtime_ns = new_dir->ctime_ns = now;
-    // Markers: what left a marker name ends its snapshot; a file arriving commits one.
+    // Markers: a file arriving on a marker name commits a snapshot; one leaving it ends
+    // its snapshot. Both new pin sets are in place before any old snapshot lets go.
     if (IsMarkerName(name)) {
-      RETURN_IF_ERROR(MarkerGone(&t, parent, name, src));
       if (auto it = marker_bytes.find(dst); it != marker_bytes.end()) {
-        RETURN_IF_ERROR(CommitSnapshot(&t, parent, dst, name, it->second));
+        RETURN_IF_ERROR(PrepareSnapshot(&t, parent, dst, name, it->second));
       }
     }
     if (IsMarkerName(new_name)) {
-      RETURN_IF_ERROR(MarkerGone(&t, new_parent, new_name, dst));
       if (auto it = marker_bytes.find(src); it != marker_bytes.end()) {
-        RETURN_IF_ERROR(CommitSnapshot(&t, new_parent, src, new_name, it->second));
+        RETURN_IF_ERROR(PrepareSnapshot(&t, new_parent, src, new_name, it->second));
       }
     }
+    if (IsMarkerName(name)) RETURN_IF_ERROR(MarkerGone(&t, parent, name, src));
+    if (IsMarkerName(new_name)) RETURN_IF_ERROR(MarkerGone(&t, new_parent, new_name, dst));
+    RETURN_IF_ERROR(FinishSnapshots(&t));
     RETURN_IF_ERROR(CollapseHiddenDirs(&t));
     return t.Commit();
   }
@@ -631,8 +633,14 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
   }
   ASSIGN_OR_RETURN(Inode * old_dir, t.Get(parent));
   ASSIGN_OR_RETURN(Inode * new_dir, t.Get(new_parent));
+  if (dst_exists && (flags & kRenameNoReplace)) return Status::AlreadyExists();
+  if (IsMarkerName(new_name)) {
+    // Resolved before the marker it replaces (if any) ends its snapshot.
+    if (auto it = marker_bytes.find(src); it != marker_bytes.end()) {
+      RETURN_IF_ERROR(PrepareSnapshot(&t, new_parent, src, new_name, it->second));
+    }
+  }
   if (dst_exists) {
-    if (flags & kRenameNoReplace) return Status::AlreadyExists();
     if (S_ISDIR(se.mode) && !S_ISDIR(de.mode)) return Status::NotDirectory();
     if (!S_ISDIR(se.mode) && S_ISDIR(de.mode)) return Status::IsDirectory();
     ASSIGN_OR_RETURN(Inode * d_node, t.Get(dst));
@@ -664,11 +672,7 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
   s_node->ctime_ns = now;
   old_dir->mtime_ns = old_dir->ctime_ns = new_dir->mtime_ns = new_dir->ctime_ns = now;
   if (IsMarkerName(name)) RETURN_IF_ERROR(MarkerGone(&t, parent, name, src));
-  if (IsMarkerName(new_name)) {
-    if (auto it = marker_bytes.find(src); it != marker_bytes.end()) {
-      RETURN_IF_ERROR(CommitSnapshot(&t, new_parent, src, new_name, it->second));
-    }
-  }
+  RETURN_IF_ERROR(FinishSnapshots(&t));
   RETURN_IF_ERROR(CollapseHiddenDirs(&t));
   return t.Commit();
 }

@@ -323,6 +323,10 @@ class Filesystem {
   // previous snapshot of the folder.
   Status CommitSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino, std::string_view marker_name,
                         std::string_view bytes);
+  // The two halves of CommitSnapshot, for a rename that commits two markers at once.
+  Status PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino, std::string_view marker_name,
+                         std::string_view bytes);
+  Status FinishSnapshots(Txn* t);
   // After a namespace change that put `ino` at (parent, name) or took it away.
   Status MarkerGone(Txn* t, uint64_t parent, std::string_view name, uint64_t ino);
   // Reads a whole file (buffered data included); no locks held by the caller.

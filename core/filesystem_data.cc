@@ -8,6 +8,7 @@
 #include "core/chunk_store.h"
 #include "core/coding.h"
 #include "core/filesystem.h"
+#include "core/ns_txn.h"
 #include "core/open_file.h"
 #include "core/snapshot_views.h"
 
@@ -133,7 +134,9 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
     }
     // A deleted file kept for snapshots is read-only, but creating a file of its name
     // (open with O_CREAT|O_TRUNC reaches us as an O_TRUNC open) replaces it.
-    if (ro && !(flags & O_TRUNC)) return Status::ReadOnly("deleted; kept read-only for snapshots");
+    if (ro && (acc == O_RDONLY || !(flags & O_TRUNC))) {
+      return Status::ReadOnly("deleted; kept read-only for snapshots");
+    }
     if (ro) RETURN_IF_ERROR(DetachForSnapshots(ino));
   }
   if (node.is_dir()) {
@@ -153,9 +156,23 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
       RETURN_IF_ERROR(TruncateLocked(f.get(), 0, NowNs()));
     }
   }
+  // Rewriting a committed marker in place (open for writing, not a new file) rescans it
+  // when it is flushed, like a marker created in place.
+  uint64_t marker_parent = 0;
+  std::string marker_name;
+  if (node.is_reg() && acc != O_RDONLY) {
+    std::string v;
+    if (meta_.Get(Cf::kDefault, MarkerIndexKey(ino), &v).ok() && v.size() == 8) {
+      auto snap = LoadSnapshot(GetBE64(v.data()));
+      if (snap.ok() && snap->marker == ino) {
+        marker_parent = snap->dir;
+        marker_name = snap->marker_name;
+      }
+    }
+  }
   std::lock_guard l(files_mu_);
   FileHandle fh = next_fh_++;
-  handles_[fh] = Handle{ino, flags, std::move(f), 0, {}};
+  handles_[fh] = Handle{ino, flags, std::move(f), marker_parent, std::move(marker_name)};
   refs_[ino]++;
   return fh;
 }

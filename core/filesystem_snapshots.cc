@@ -64,8 +64,14 @@ Result<bool> Filesystem::IsHiddenInode(uint64_t ino) {
   uint32_t hidden = 0;
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) hidden++;
   RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
-  if (hidden == 0) return false;
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  if (hidden == 0) {
+    // No name left at all (replaced or renamed over) but kept for a snapshot: its bytes
+    // are the snapshot's, whoever still holds a descriptor.
+    if (node.nlink > 0 || !node.is_reg()) return false;
+    Txn t(this);
+    return IsPinned(&t, ino);
+  }
   return node.is_dir() || hidden >= node.nlink;
 }
 
@@ -130,6 +136,7 @@ Status Filesystem::DetachForSnapshots(uint64_t ino) {
   Txn t(this);
   ASSIGN_OR_RETURN(Inode * x, t.Get(ino));
   Inode copy = *x;
+  x->btime_ns = NowNs();  // the name's file is a new file from now on
   ASSIGN_OR_RETURN(copy.ino, AllocIno(&t.b));
   copy.nlink = 0;  // reachable only through the snapshots that pin it
   t.Put(copy);
@@ -280,8 +287,20 @@ Result<std::vector<std::pair<uint64_t, std::string>>> Filesystem::PinsOf(uint64_
   return pins;
 }
 
+std::string MarkerIndexKey(uint64_t marker_ino) {
+  std::string k = "marker";
+  PutBE64(&k, marker_ino);
+  return k;
+}
+
 Status Filesystem::EndSnapshot(Txn* t, uint64_t dir) {
   if (!t->ended.insert(dir).second) return Status::OK();
+  auto snap = LoadSnapshot(dir);
+  if (snap.ok()) {
+    (void)t->b.Delete(meta_.cf(Cf::kDefault), MarkerIndexKey(snap->marker));
+  } else if (!snap.status().Is(Code::kNotFound)) {
+    return snap.status();
+  }
   (void)t->b.Delete(meta_.cf(Cf::kSnapshots), keys::Ino(dir));
   t->snapshots_changed = true;
   ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
@@ -298,7 +317,9 @@ Status Filesystem::EndSnapshot(Txn* t, uint64_t dir) {
 }
 
 Status Filesystem::MarkerGone(Txn* t, uint64_t parent, std::string_view name, uint64_t ino) {
-  if (t->ended.count(parent)) return Status::OK();
+  // A folder getting a new marker in this transaction ends its old snapshot when it is
+  // written (FinishSnapshots), after the new pins are in place.
+  if (t->ended.count(parent) || t->prepared.count(parent)) return Status::OK();
   auto snap = LoadSnapshot(parent);
   if (!snap.ok()) return snap.status().Is(Code::kNotFound) ? Status::OK() : snap.status();
   if (snap->marker != ino || snap->marker_name != name) return Status::OK();
@@ -326,14 +347,16 @@ Result<uint64_t> Filesystem::ResolvePath(std::string_view rel) {
   return ino;
 }
 
-Status Filesystem::CommitSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
-                                  std::string_view marker_name, std::string_view bytes) {
+Status Filesystem::PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
+                                   std::string_view marker_name, std::string_view bytes) {
   auto refs = ScanMarker(bytes, mount_points_);
   ASSIGN_OR_RETURN(std::string spath, PathOfLocked(dir));
   std::string job;
   if (auto slash = spath.rfind('/'); slash != std::string::npos) job = spath.substr(0, slash);
+  Txn::Prepared p;
+  p.marker = marker_ino;
+  p.marker_name = std::string(marker_name);
   // Each referenced file once: its view path inside the snapshot and the path it was named by.
-  std::map<uint64_t, std::pair<std::string, std::string>> pins;
   for (const auto& r : refs) {
     uint64_t ino = 0;
     std::string view, mount_path;
@@ -361,25 +384,40 @@ Status Filesystem::CommitSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
       }
     }
     if (ino == marker_ino) continue;
-    pins.emplace(ino, std::make_pair(view, mount_path));
+    p.pins.emplace(ino, std::make_pair(view, mount_path));
   }
-  // New pins count before the old snapshot of this folder (if any) lets go of its own,
-  // so that files both need are never released in between.
-  for (auto& [ino, v] : pins) t->new_pins.insert({ino, dir});
-  RETURN_IF_ERROR(EndSnapshot(t, dir));
-  t->ended.erase(dir);
-  SnapshotRecord rec;
-  rec.marker = marker_ino;
-  rec.marker_name = std::string(marker_name);
-  rec.completed_ns = NowNs();
-  rec.pins = pins.size();
-  (void)t->b.Put(meta_.cf(Cf::kSnapshots), keys::Ino(dir), rec.Encode());
-  for (auto& [ino, v] : pins) {
-    (void)t->b.Put(meta_.cf(Cf::kPins), keys::Pair(dir, ino), PinValue(v.first, v.second));
-    (void)t->b.Put(meta_.cf(Cf::kPinned), keys::Pair(ino, dir), "");
-  }
-  t->snapshots_changed = true;
+  // New pins count from now on, before any old snapshot (of this folder, or the one a
+  // rename replaces) lets go of its own: files both need are never released in between.
+  for (auto& [ino, v] : p.pins) t->new_pins.insert({ino, dir});
+  t->prepared[dir] = std::move(p);
   return Status::OK();
+}
+
+Status Filesystem::FinishSnapshots(Txn* t) {
+  for (auto& [dir, p] : t->prepared) {
+    RETURN_IF_ERROR(EndSnapshot(t, dir));  // the folder's previous snapshot, if any
+    t->ended.erase(dir);
+    SnapshotRecord rec;
+    rec.marker = p.marker;
+    rec.marker_name = p.marker_name;
+    rec.completed_ns = NowNs();
+    rec.pins = p.pins.size();
+    (void)t->b.Put(meta_.cf(Cf::kSnapshots), keys::Ino(dir), rec.Encode());
+    (void)t->b.Put(meta_.cf(Cf::kDefault), MarkerIndexKey(p.marker), keys::Ino(dir));
+    for (auto& [ino, v] : p.pins) {
+      (void)t->b.Put(meta_.cf(Cf::kPins), keys::Pair(dir, ino), PinValue(v.first, v.second));
+      (void)t->b.Put(meta_.cf(Cf::kPinned), keys::Pair(ino, dir), "");
+    }
+    t->snapshots_changed = true;
+  }
+  t->prepared.clear();
+  return Status::OK();
+}
+
+Status Filesystem::CommitSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
+                                  std::string_view marker_name, std::string_view bytes) {
+  RETURN_IF_ERROR(PrepareSnapshot(t, dir, marker_ino, marker_name, bytes));
+  return FinishSnapshots(t);
 }
 
 Result<std::string> Filesystem::ReadMarkerBytes(uint64_t ino) {
@@ -482,14 +520,25 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
   report.bytes_freed = usage.exclusive;
   std::unique_lock l(ns_mu_);
   Txn t(this);
-  std::vector<std::pair<uint64_t, std::string>> outside;  // referenced files: (ino, path)
+  // Referenced files: (ino, where to look for their name). The job folder may have moved
+  // since the marker named them: its view path under the job folder's current path comes
+  // first, then the path the marker named.
+  std::vector<std::pair<uint64_t, std::vector<std::string>>> outside;
   for (uint64_t dir : dirs) {
     ASSIGN_OR_RETURN(auto snap, LoadSnapshot(dir));
+    ASSIGN_OR_RETURN(std::string spath, PathOfLocked(dir));
+    std::string job;
+    if (auto slash = spath.rfind('/'); slash != std::string::npos) job = spath.substr(0, slash);
     ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
     for (auto& [ino, v] : pins) {
       std::string view, mount_path;
       SplitPinValue(v, &view, &mount_path);
-      outside.emplace_back(ino, mount_path);
+      std::vector<std::string> where;
+      if (!view.starts_with(std::string(kOtherJobsDir) + "/")) {
+        where.push_back(job.empty() ? view : job + "/" + view);
+      }
+      where.push_back(mount_path);
+      outside.emplace_back(ino, std::move(where));
     }
   }
   for (uint64_t dir : dirs) RETURN_IF_ERROR(EndSnapshot(&t, dir));
@@ -506,19 +555,24 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
     (void)kept;
   }
   // Referenced files outside the folders that nothing else references go too.
-  for (auto& [ino, path] : outside) {
-    if (t.IsPurged(ino) || path.empty()) continue;
+  for (auto& [ino, where] : outside) {
+    if (t.IsPurged(ino)) continue;
     ASSIGN_OR_RETURN(bool pinned, IsPinned(&t, ino));
     if (pinned) continue;
-    size_t slash = path.rfind('/');
-    std::string parent_path = slash == std::string::npos ? "" : path.substr(0, slash);
-    std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-    auto parent = ResolvePath(parent_path);
-    if (!parent.ok()) continue;  // moved since: left alone, `snapfs orphans` finds it
-    Entry e;
-    if (!LookupEntry(*parent, name, &e).ok() || e.child != ino || e.hidden) continue;
-    if (t.gone_dentries.count(keys::Dentry(*parent, name))) continue;
-    RETURN_IF_ERROR(UnlinkInTxn(&t, *parent, name, e, &report));
+    for (const auto& path : where) {
+      if (path.empty()) continue;
+      size_t slash = path.rfind('/');
+      std::string parent_path = slash == std::string::npos ? "" : path.substr(0, slash);
+      std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+      auto parent = ResolvePath(parent_path);
+      if (!parent.ok()) continue;
+      Entry e;
+      if (!LookupEntry(*parent, name, &e).ok() || e.child != ino || e.hidden) continue;
+      if (t.gone_dentries.count(keys::Dentry(*parent, name))) break;
+      RETURN_IF_ERROR(UnlinkInTxn(&t, *parent, name, e, &report));
+      break;
+    }
+    // Not found under either path (moved elsewhere): left alone; `snapfs orphans` finds it.
   }
   RETURN_IF_ERROR(CollapseHiddenDirs(&t));
   // Snapshot folders inside the removed folders ended with them.

@@ -15,6 +15,9 @@ namespace snapfs {
 
 // In a dentry's mode field: the entry is hidden (deleted, kept for snapshots).
 inline constexpr uint32_t kDentryHidden = 0x80000000u;
+// default CF: "marker" BE64 marker ino -> BE64 snapshot folder (a rewrite of a committed
+// marker through open(2) rescans it).
+std::string MarkerIndexKey(uint64_t marker_ino);
 std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden);
 std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name);
 // Pin values: "view path \0 path relative to the mount, as the marker named it".
@@ -52,6 +55,14 @@ class Filesystem::Txn {
   std::set<std::string> gone_hidden;              // hidden keys deleted
   std::set<uint64_t> collapse;                    // folders that may now hold nothing
   std::set<uint64_t> ended;                       // snapshots ended
+  // Snapshots being committed: their pins are resolved (and in new_pins) before any old
+  // snapshot lets go of its own; FinishSnapshots writes them.
+  struct Prepared {
+    uint64_t marker = 0;
+    std::string marker_name;
+    std::map<uint64_t, std::pair<std::string, std::string>> pins;  // ino -> (view, path)
+  };
+  std::map<uint64_t, Prepared> prepared;
   bool snapshots_changed = false;
   std::vector<std::pair<uint64_t, std::string>> touched;  // entries removed or hidden
 

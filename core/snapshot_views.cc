@@ -217,6 +217,7 @@ Status Filesystem::Views::ReadDir(uint64_t ino, uint64_t cookie,
 
 Result<uint64_t> Filesystem::Views::RealInode(uint64_t ino) {
   ASSIGN_OR_RETURN(auto n, Node(ino));
+  if (n.snap && !fs_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
   return n.real;
 }
 
