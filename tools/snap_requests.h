@@ -8,24 +8,24 @@
 // error messages. Every request commits buffered file data first (Filesystem::FlushAll),
 // like fsck, so sizes and times include what open files have written.
 //
-//   snap-ls       {"path"}                         -> {"snapshots":[SNAP + usage]}
-//   snap-hidden   {"path"}                         -> {"hidden":[{path,ino,kind,size,pinned_by}],
-//   "bytes"} snap-du       {"path"}                         -> {"snapshots":[SNAP + usage],
-//   "total":usage} snap-rm       {"paths":[..], "dry_run"}        -> {"snapshots":[SNAP],
-//   "report":REPORT} snap-prune    {"path", "keep_last", "dry_run"} -> {"kept":[SNAP],
-//   "removed":[SNAP], "report"} snap-why      {"path"}                         ->
-//   {"ino","is_dir","size","hidden","marker_of":SNAP|null,
-//                                                      "pinned_by":[{snapshot:SNAP,view_path}]}
-//   snap-orphans  {"path", "older_than_ns"}        ->
-//   {"orphans":[{path,ino,parent,name,size,mtime_ns}],
-//                                                      "count","bytes","now_ns"}
-//   snap-unlink   {"files":[{path,ino,parent,name}], "older_than_ns"}
-//                                                  -> {"results":[{path,deleted,reason,size}]}
-//   snap-files    {"path"}                         -> {"snapshot":SNAP, "files":[{path,ino,size}],
-//                                                      "mount_points":[..],
-//                                                      "references":[{ref,view_path|null}]}
-//                 (references: the marker's references into the mount and where each is
-//                  in the view, null if the file does not exist)
+//   snap-ls      {"path"}                         -> {"snapshots":[SNAP + usage]}
+//   snap-hidden  {"path"}                         -> {"hidden":[{path,ino,kind,size,pinned_by}],
+//                                                     "bytes"}
+//   snap-du      {"path"}                         -> {"snapshots":[SNAP + usage], "total":usage}
+//   snap-rm      {"paths":[..], "dry_run"}        -> {"snapshots":[SNAP], "report":REPORT}
+//   snap-prune   {"path", "keep_last", "dry_run"} -> {"kept":[SNAP], "removed":[SNAP], "report"}
+//   snap-why     {"path"}                         -> {"ino","is_dir","size","hidden",
+//                                                     "marker_of":SNAP|null,
+//                                                     "pinned_by":[{snapshot:SNAP,view_path}]}
+//   snap-orphans {"path", "older_than_ns"}        -> {"orphans":[{path,ino,parent,name,size,
+//                                                     mtime_ns}], "count","bytes","now_ns"}
+//   snap-unlink  {"files":[{path,ino,parent,name}], "older_than_ns"}
+//                                                 -> {"results":[{path,deleted,reason,size}]}
+//   snap-files   {"path"}                         -> {"snapshot":SNAP, "files":[{path,ino,size}],
+//                                                     "mount_points":[..],
+//                                                     "references":[{ref,view_path|null}]}
+//                (references: the marker's references into the mount and where each is in
+//                 the view, null if the file does not exist)
 // SNAP = {path, dir, job, id, marker_name, completed_ns, completed, pins};
 // usage = {files, logical, freed_if_deleted, shared};
 // REPORT = {snapshots, entries_removed, entries_hidden, bytes_freed, dry_run}.
