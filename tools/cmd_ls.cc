@@ -71,14 +71,14 @@ Result<nlohmann::json> HiddenRequest(Filesystem& fs, const nlohmann::json& req) 
 int CmdLs(const Args& args) {
   po::options_description opts("options");
   std::string path;
-  opts.add_options()("path", po::value(&path)->required(),
+  opts.add_options()("path", po::value(&path)->default_value("."),
                      "a folder inside a snapfs mount, or STORE[/folder] of an unmounted store")(
       "hidden", po::bool_switch(), "list deleted entries kept hidden for snapshots instead")(
       "json", po::bool_switch(), "print JSON (raw numbers)");
   po::positional_options_description pos;
   pos.add("path", 1);
   po::variables_map vm;
-  if (auto rc = Parse("ls", "PATH [--hidden] [--json]", args, opts, pos, &vm)) return *rc;
+  if (auto rc = Parse("ls", "[PATH] [--hidden] [--json]", args, opts, pos, &vm)) return *rc;
   bool hidden = vm["hidden"].as<bool>();
   bool json = vm["json"].as<bool>();
 
