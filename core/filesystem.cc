@@ -101,14 +101,8 @@ Status Filesystem::PurgeOrphansAtOpen() {
   std::lock_guard l(ns_mu_);
   for (uint64_t ino : orphans) {
     Txn t(this);
-    ASSIGN_OR_RETURN(bool pinned, IsPinned(&t, ino));
-    if (pinned) {
-      // A snapshot still needs it: it lives on, reachable through the views.
-      (void)t.b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
-    } else {
-      RETURN_IF_ERROR(PurgeInode(&t, ino));
-    }
-    RETURN_IF_ERROR(meta_.Write(&t.b));
+    RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
+    RETURN_IF_ERROR(t.Commit());
   }
   return Status::OK();
 }
@@ -180,32 +174,33 @@ Status Filesystem::DropLink(Txn* t, Inode* ino, int64_t now) {
     ino->nlink--;
   }
   ino->ctime_ns = now;
-  if (ino->nlink > 0) {
-    t->Put(*ino);
+  t->Put(*ino);
+  if (ino->nlink > 0) return Status::OK();
+  return PurgeIfUnused(t, ino->ino);
+}
+
+Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
+  auto node = t->Get(ino);
+  if (!node.ok()) return node.status().Is(Code::kNotFound) ? Status::OK() : node.status();
+  if ((*node)->nlink > 0) return Status::OK();
+  ASSIGN_OR_RETURN(bool pinned, IsPinned(t, ino));
+  bool keep = pinned;  // a snapshot references it: reached through /.snapshots/
+  if (!keep && (*node)->is_dir()) {
+    // Replaced while it held hidden entries: it lives detached until they go.
+    ASSIGN_OR_RETURN(keep, DirHasEntries(t, ino));
+  }
+  if (keep) {
+    // Whoever ends that (ReleaseUnpinned, CollapseHiddenDirs) asks again.
+    (void)t->b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
     return Status::OK();
   }
-  if (InUse(ino->ino)) {
-    // Open or known to the kernel: keep it until the last user lets go.
-    t->Put(*ino);
-    (void)t->b.Put(meta_.cf(Cf::kOrphans), keys::Ino(ino->ino), "");
+  if (InUse(ino)) {
+    // Open or known to the kernel: purged when the last user lets go, or at the next
+    // start after a crash.
+    (void)t->b.Put(meta_.cf(Cf::kOrphans), keys::Ino(ino), "");
     return Status::OK();
   }
-  ASSIGN_OR_RETURN(bool pinned, IsPinned(t, ino->ino));
-  if (pinned) {
-    // A snapshot references it: it stays, reachable through /.snapshots/, until the
-    // last pin goes (ReleaseUnpinned).
-    t->Put(*ino);
-    return Status::OK();
-  }
-  if (ino->is_dir()) {
-    ASSIGN_OR_RETURN(bool has, DirHasEntries(t, ino->ino));
-    if (has) {
-      // Replaced while it held hidden entries: it lives detached until they go.
-      t->Put(*ino);
-      return Status::OK();
-    }
-  }
-  return PurgeInode(t, ino->ino);
+  return PurgeInode(t, ino);
 }
 
 Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
@@ -236,14 +231,7 @@ void Filesystem::MaybePurgeUnused(uint64_t ino) {
   auto node = LoadInode(ino);
   if (!node.ok() || node->nlink > 0) return;
   Txn t(this);
-  auto pinned = IsPinned(&t, ino);
-  if (!pinned.ok()) return;
-  if (*pinned) {
-    (void)t.b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
-  } else if (!PurgeInode(&t, ino).ok()) {
-    return;
-  }
-  (void)meta_.Write(&t.b);
+  if (PurgeIfUnused(&t, ino).ok()) (void)t.Commit();
 }
 
 Attr Filesystem::ToAttr(const Inode& i) {
@@ -258,6 +246,7 @@ Attr Filesystem::ToAttr(const Inode& i) {
   a.atime_ns = i.atime_ns;
   a.mtime_ns = i.mtime_ns;
   a.ctime_ns = i.ctime_ns;
+  a.generation = std::max<uint32_t>(1, i.generation);
   uint64_t allocated = i.allocated;
   if (i.is_reg()) {
     if (auto f = FindOpenFile(i.ino)) {
@@ -296,7 +285,6 @@ Result<Attr> Filesystem::Lookup(uint64_t parent, std::string_view name) {
   }
   RETURN_IF_ERROR(s);
   ASSIGN_OR_RETURN(auto a, GetAttr(e.child));
-  if (e.hidden && S_ISDIR(a.mode)) a.generation = 2;
   a.hidden = e.hidden;
   return a;
 }
@@ -709,9 +697,16 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   {
-    std::lock_guard l(ns_mu_);
-    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
-    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
+    bool pinned;
+    {
+      std::lock_guard l(ns_mu_);
+      ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+      if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
+      Txn t(this);
+      ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
+    }
+    // A truncate must not cut the bytes a snapshot references: they get a copy first.
+    if (pinned && req.set_size && node.is_reg()) RETURN_IF_ERROR(DetachForSnapshots(ino));
   }
   std::shared_ptr<OpenFile> f;
   std::unique_lock<std::shared_mutex> fl;

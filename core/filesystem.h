@@ -49,8 +49,8 @@ struct Attr {
   uint64_t rdev = 0;
   uint64_t size = 0;
   uint64_t blocks = 0;  // 512-byte units
-  // Lookup generation: a folder reached through a hidden entry gets 2, so a kernel that
-  // saw it removed (its inode dead) takes it as a new inode rather than the dead one.
+  // Lookup generation: raised when a folder is hidden by rmdir, so a kernel that saw it
+  // removed (its inode dead) takes it as a new inode rather than the dead one.
   uint64_t generation = 1;
   // Reached through a hidden entry: the kernel must not cache the name (the entry may go
   // when a snapshot ends, which the kernel does not see).
@@ -296,6 +296,10 @@ class Filesystem {
   // (no open handle, no kernel reference, no snapshot pin).
   Status DropLink(Txn* t, Inode* ino, int64_t now);                        // ns_mu_
   Status PurgeInode(Txn* t, uint64_t ino);                                 // ns_mu_
+  // For an inode with no link left: purges it unless a snapshot pins it, it is a folder
+  // still holding (hidden) entries, or something uses it (then an orphans record keeps
+  // it for later). The one place that decides.                                // ns_mu_
+  Status PurgeIfUnused(Txn* t, uint64_t ino);
   bool InUse(uint64_t ino);
   Result<Attr> MakeNode(uint64_t parent, std::string_view name, Inode node);
   Status LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name);
@@ -312,8 +316,10 @@ class Filesystem {
   Status UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
   // Makes a hidden folder (and hidden folders above it) visible again.
   Status ResurrectDir(Txn* t, uint64_t dir);
-  // O_TRUNC open of a file kept only for snapshots: the snapshots keep a copy of its
-  // data (a new inode sharing its chunks), the name becomes a normal, empty file again.
+  // Copy-on-write for snapshots: before a pinned file is changed (opened for writing,
+  // truncated; or an O_TRUNC open of a deleted one, which replaces it), its snapshots
+  // get a copy of its data (a new inode sharing its chunks) and the file is free to
+  // change. Hidden entries of it become visible again.
   Status DetachForSnapshots(uint64_t ino);
   Status DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name, uint64_t child);
   Status ReleaseUnpinned(Txn* t, uint64_t ino);

@@ -127,17 +127,20 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
   }
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   if (node.is_reg() && (acc != O_RDONLY || (flags & O_TRUNC))) {
-    bool ro;
+    bool ro, pinned;
     {
       std::lock_guard l(ns_mu_);
       ASSIGN_OR_RETURN(ro, IsHiddenInode(ino));
+      Txn t(this);
+      ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
     }
     // A deleted file kept for snapshots is read-only, but creating a file of its name
     // (open with O_CREAT|O_TRUNC reaches us as an O_TRUNC open) replaces it.
     if (ro && (acc == O_RDONLY || !(flags & O_TRUNC))) {
       return Status::ReadOnly("deleted; kept read-only for snapshots");
     }
-    if (ro) RETURN_IF_ERROR(DetachForSnapshots(ino));
+    // Whatever is written now, the snapshots keep the bytes they referenced.
+    if (pinned && acc != O_RDONLY) RETURN_IF_ERROR(DetachForSnapshots(ino));
   }
   if (node.is_dir()) {
     if (acc != O_RDONLY) return Status::IsDirectory();

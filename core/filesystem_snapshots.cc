@@ -2,6 +2,8 @@
 // inodes a marker references), deferred delete (hidden entries) and the explicit removal
 // of snapshots. Queries live in snapshot_query.cc, the /.snapshots/ views in
 // snapshot_views.cc. The model is in DESIGN.md section 2 and docs/snapshots.md.
+#include <xxhash.h>
+
 #include <algorithm>
 
 #include "core/coding.h"
@@ -92,6 +94,10 @@ Status Filesystem::HideEntry(Txn* t, uint64_t parent, std::string_view name, con
   (void)t->b.Put(meta_.cf(Cf::kHidden), keys::Hidden(e.child, parent, name), "");
   t->snapshots_changed = true;
   t->touched.emplace_back(parent, std::string(name));
+  if (S_ISDIR(e.mode)) {
+    ASSIGN_OR_RETURN(Inode * d, t->Get(e.child));
+    d->generation = std::max<uint32_t>(1, d->generation) + 1;
+  }
   return Status::OK();
 }
 
@@ -118,7 +124,13 @@ Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
                            std::string(it->key().data() + 16, it->key().size() - 16));
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
-    if (entries.empty()) return Status::OK();
+    if (entries.empty()) {
+      // The top of the hidden chain must hang off a live folder: one replaced while it
+      // held hidden entries (nlink 0) leads nowhere, and nothing new may be made in it.
+      ASSIGN_OR_RETURN(Inode * node, t->Get(dir));
+      if (node->nlink == 0) return Status::NotFound("folder was removed");
+      return Status::OK();
+    }
     for (auto& [parent, name] : entries) {
       Entry e;
       RETURN_IF_ERROR(LookupEntry(parent, name, &e));
@@ -131,9 +143,9 @@ Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
 
 Status Filesystem::DetachForSnapshots(uint64_t ino) {
   std::lock_guard l(ns_mu_);
-  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
-  if (!ro) return Status::OK();  // raced with another open that did it
   Txn t(this);
+  ASSIGN_OR_RETURN(bool pinned, IsPinned(&t, ino));
+  if (!pinned) return Status::OK();  // raced with another open that did it
   ASSIGN_OR_RETURN(Inode * x, t.Get(ino));
   Inode copy = *x;
   x->btime_ns = NowNs();  // the name's file is a new file from now on
@@ -217,16 +229,8 @@ Status Filesystem::ReleaseUnpinned(Txn* t, uint64_t ino) {
   for (auto& [parent, name] : entries) RETURN_IF_ERROR(DropHiddenEntry(t, parent, name, ino));
   auto node = t->Get(ino);
   if (!node.ok()) return node.status().Is(Code::kNotFound) ? Status::OK() : node.status();
-  Inode* n = *node;
-  if (n->nlink == 0 && !InUse(ino)) {
-    if (n->is_dir()) {
-      t->collapse.insert(ino);
-    } else {
-      t->Purged(ino);
-      RETURN_IF_ERROR(PurgeInode(t, ino));
-    }
-  }
-  return Status::OK();
+  if ((*node)->is_dir()) t->collapse.insert(ino);
+  return PurgeIfUnused(t, ino);
 }
 
 Status Filesystem::CollapseHiddenDirs(Txn* t) {
@@ -253,10 +257,7 @@ Status Filesystem::CollapseHiddenDirs(Txn* t) {
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
     for (auto& [parent, name] : entries) RETURN_IF_ERROR(DropHiddenEntry(t, parent, name, d));
-    if (entries.empty() && (*node)->nlink == 0 && !InUse(d)) {
-      t->Purged(d);
-      RETURN_IF_ERROR(PurgeInode(t, d));
-    }
+    if (entries.empty()) RETURN_IF_ERROR(PurgeIfUnused(t, d));
   }
   return Status::OK();
 }
@@ -355,6 +356,7 @@ Status Filesystem::PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
   if (auto slash = spath.rfind('/'); slash != std::string::npos) job = spath.substr(0, slash);
   Txn::Prepared p;
   p.marker = marker_ino;
+  p.content_hash = XXH3_64bits(bytes.data(), bytes.size());
   p.marker_name = std::string(marker_name);
   // Each referenced file once: its view path inside the snapshot and the path it was named by.
   for (const auto& r : refs) {
@@ -402,6 +404,7 @@ Status Filesystem::FinishSnapshots(Txn* t) {
     rec.marker_name = p.marker_name;
     rec.completed_ns = NowNs();
     rec.pins = p.pins.size();
+    rec.content_hash = p.content_hash;
     (void)t->b.Put(meta_.cf(Cf::kSnapshots), keys::Ino(dir), rec.Encode());
     (void)t->b.Put(meta_.cf(Cf::kDefault), MarkerIndexKey(p.marker), keys::Ino(dir));
     for (auto& [ino, v] : p.pins) {
@@ -439,6 +442,14 @@ Status Filesystem::CommitMarkerAt(uint64_t parent, std::string_view name, uint64
   std::lock_guard l(ns_mu_);
   Entry e;
   if (!LookupEntry(parent, name, &e).ok() || e.child != ino || e.hidden) return Status::OK();
+  std::string v;
+  if (meta_.Get(Cf::kSnapshots, keys::Ino(parent), &v).ok()) {
+    auto rec = SnapshotRecord::Decode(v);
+    if (rec.ok() && rec->marker == ino && rec->marker_name == name &&
+        rec->content_hash == XXH3_64bits(bytes->data(), bytes->size())) {
+      return Status::OK();  // already the snapshot of exactly these bytes
+    }
+  }
   Txn t(this);
   RETURN_IF_ERROR(CommitSnapshot(&t, parent, ino, name, *bytes));
   RETURN_IF_ERROR(CollapseHiddenDirs(&t));
@@ -541,16 +552,25 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
       outside.emplace_back(ino, std::move(where));
     }
   }
-  for (uint64_t dir : dirs) RETURN_IF_ERROR(EndSnapshot(&t, dir));
+  // Every snapshot goes before any folder is walked, those nested in the removed folders
+  // too: a file they pin must not be hidden for a snapshot that is about to end.
+  std::vector<uint64_t> ending(dirs.begin(), dirs.end());
   for (uint64_t dir : dirs) {
-    ASSIGN_OR_RETURN(Inode * node, t.Get(dir));
+    ASSIGN_OR_RETURN(auto nested, ListSnapshots(dir));
+    for (const auto& n : nested) ending.push_back(n.dir);
+  }
+  for (uint64_t dir : ending) RETURN_IF_ERROR(EndSnapshot(&t, dir));
+  for (uint64_t dir : dirs) {
     if (dir == kRootIno) return Status::InvalidArgument("will not remove the mount root");
+    if (t.IsPurged(dir)) continue;  // inside another removed folder
+    ASSIGN_OR_RETURN(Inode * node, t.Get(dir));
     uint64_t parent = node->parent;
     std::string name = node->name;
     Entry e;
     if (name.empty() || !LookupEntry(parent, name, &e).ok() || e.child != dir) {
       return Status::NotFound("snapshot folder has no name (detached)");
     }
+    if (t.gone_dentries.count(keys::Dentry(parent, name))) continue;  // removed with another
     ASSIGN_OR_RETURN(bool kept, RemoveTreeInTxn(&t, parent, name, e, &report));
     (void)kept;
   }

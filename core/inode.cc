@@ -26,6 +26,7 @@ std::string Inode::Encode() const {
   PutLE64(&v, static_cast<uint64_t>(btime_ns));
   PutLE64(&v, parent);
   PutLE64(&v, next_seq);
+  PutLE32(&v, generation);
   PutLE32(&v, static_cast<uint32_t>(name.size()));
   v.append(name);
   v.append(target);
@@ -52,6 +53,7 @@ Result<Inode> Inode::Decode(uint64_t ino, std::string_view v) {
   i.parent = d.U64();
   i.next_seq = d.U64();
   if (version >= 2) {
+    i.generation = d.U32();
     uint32_t n = d.U32();
     i.name = std::string(d.Bytes(n));
   }

@@ -35,6 +35,9 @@ struct Inode {
   uint64_t parent = 0;    // directories: the parent folder (for ".." and rename loops)
   uint64_t next_seq = 0;  // directories: sequence number of the next entry (readdir cookies)
   std::string name;       // directories: the name in `parent` (paths of snapshots, hidden entries)
+  // FUSE lookup generation (0 reads as 1). Raised when a folder is hidden by rmdir: the
+  // kernel has killed its inode, and must take the hidden folder for a new one.
+  uint32_t generation = 0;
   std::string target;     // symlinks: the target
 
   bool is_dir() const { return S_ISDIR(mode); }

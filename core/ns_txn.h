@@ -59,6 +59,7 @@ class Filesystem::Txn {
   // snapshot lets go of its own; FinishSnapshots writes them.
   struct Prepared {
     uint64_t marker = 0;
+    uint64_t content_hash = 0;
     std::string marker_name;
     std::map<uint64_t, std::pair<std::string, std::string>> pins;  // ino -> (view, path)
   };

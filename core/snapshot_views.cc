@@ -18,12 +18,9 @@ std::string Join(const std::string& a, std::string_view b) {
 }  // namespace
 
 uint64_t Filesystem::Views::IdOf(const ViewNode& n) {
-  auto key = std::make_pair(n.snap, n.path);
+  auto key = std::make_tuple(n.snap, n.path, n.real);
   auto it = ids_.find(key);
-  if (it != ids_.end()) {
-    nodes_[it->second].real = n.real;
-    return it->second;
-  }
+  if (it != ids_.end()) return it->second;
   uint64_t id = next_id_++;
   ids_.emplace(key, id);
   nodes_.emplace(id, n);

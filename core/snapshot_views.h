@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/filesystem.h"
@@ -62,7 +63,10 @@ class Filesystem::Views {
   Filesystem* const fs_;
   std::mutex mu_;
   std::unordered_map<uint64_t, ViewNode> nodes_;
-  std::map<std::pair<uint64_t, std::string>, uint64_t> ids_;
+  // (snapshot, view path, real inode) -> view inode. The real inode is part of the key: a
+  // recommitted marker may show another file at the same path, and the kernel must not
+  // take it for the old one (it keeps cached pages and sizes of view files).
+  std::map<std::tuple<uint64_t, std::string, uint64_t>, uint64_t> ids_;
   uint64_t next_id_ = kViewInoBase + 1;
   std::unordered_map<uint64_t, Tree> trees_;
 };
