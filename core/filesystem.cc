@@ -35,9 +35,6 @@ std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden
   return v;
 }
 
-namespace {
-}  // namespace
-
 // dirindex value: BE64 child | LE32 mode | name
 std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name) {
   std::string v;
@@ -47,9 +44,14 @@ std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name) 
   return v;
 }
 
-namespace {
-
-}  // namespace
+Status DecodeDirIndexValue(std::string_view v, uint64_t* child, uint32_t* mode,
+                           std::string_view* name) {
+  if (v.size() < 12) return Status::Corruption("dirindex entry too short");
+  *child = GetBE64(v.data());
+  *mode = GetLE32(v.data() + 8);
+  *name = v.substr(12);
+  return Status::OK();
+}
 
 Filesystem::Filesystem(Store* store)
     : store_(store),
@@ -117,21 +119,31 @@ Result<Inode> Filesystem::LoadInode(uint64_t ino) {
   return Inode::Decode(ino, v);
 }
 
-Status Filesystem::LookupEntry(uint64_t parent, std::string_view name, uint64_t* child,
-                               uint64_t* seq, uint32_t* mode, bool* hidden) {
-  std::string v;
-  RETURN_IF_ERROR(meta_.Get(Cf::kDentries, keys::Dentry(parent, name), &v));
+Status Filesystem::DecodeEntry(std::string_view v, Entry* e) {
   if (v.size() != 20) return Status::Corruption("dentry has wrong size");
-  *child = GetBE64(v.data());
-  if (seq) *seq = GetBE64(v.data() + 8);
+  e->child = GetBE64(v.data());
+  e->seq = GetBE64(v.data() + 8);
   uint32_t m = GetLE32(v.data() + 16);
-  if (mode) *mode = m & S_IFMT;
-  if (hidden) *hidden = (m & kDentryHidden) != 0;
+  e->mode = m & S_IFMT;
+  e->hidden = (m & kDentryHidden) != 0;
   return Status::OK();
 }
 
 Status Filesystem::LookupEntry(uint64_t parent, std::string_view name, Entry* e) {
-  return LookupEntry(parent, name, &e->child, &e->seq, &e->mode, &e->hidden);
+  std::string v;
+  RETURN_IF_ERROR(meta_.Get(Cf::kDentries, keys::Dentry(parent, name), &v));
+  return DecodeEntry(v, e);
+}
+
+Status Filesystem::LookupEntry(uint64_t parent, std::string_view name, uint64_t* child,
+                               uint64_t* seq, uint32_t* mode, bool* hidden) {
+  Entry e;
+  RETURN_IF_ERROR(LookupEntry(parent, name, &e));
+  *child = e.child;
+  if (seq) *seq = e.seq;
+  if (mode) *mode = e.mode;
+  if (hidden) *hidden = e.hidden;
+  return Status::OK();
 }
 
 Result<uint64_t> Filesystem::AllocIno(rocksdb::WriteBatch* b) {
@@ -404,7 +416,7 @@ Status Filesystem::LinkLocked(uint64_t ino, uint64_t new_parent, std::string_vie
   if (node.is_dir()) return Status::Permission("hard link to a folder");
   if (node.nlink == 0) return Status::NotFound("file was removed");
   if (node.nlink >= kLinkMax) return Status::TooManyLinks();
-  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
   if (ro) return Status::ReadOnly("file was deleted; kept read-only for snapshots");
   ASSIGN_OR_RETURN(auto dir, LoadInode(new_parent));
   if (!dir.is_dir()) return Status::NotDirectory();
@@ -679,12 +691,10 @@ Status Filesystem::ReadDir(uint64_t ino, uint64_t cookie,
   auto it = meta_.NewIterator(Cf::kDirIndex);
   for (it->Seek(keys::DirIndex(ino, from)); it->Valid() && it->key().starts_with(prefix);
        it->Next()) {
-    auto v = it->value();
-    if (v.size() < 12) return Status::Corruption("dirindex entry too short");
     DirEntry e;
-    e.ino = GetBE64(v.data());
-    e.mode = GetLE32(v.data() + 8);
-    e.name.assign(v.data() + 12, v.size() - 12);
+    std::string_view name;
+    RETURN_IF_ERROR(DecodeDirIndexValue(it->value().ToStringView(), &e.ino, &e.mode, &name));
+    e.name = std::string(name);
     e.cookie = GetBE64(it->key().data() + 8) + 3;
     if (!emit(e)) return Status::OK();
   }
@@ -700,7 +710,7 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
     bool pinned;
     {
       std::lock_guard l(ns_mu_);
-      ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+      ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
       if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
       Txn t(this);
       ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
@@ -782,7 +792,7 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
   std::lock_guard l(ns_mu_);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
   if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
   std::string old;
   Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
@@ -815,7 +825,7 @@ Status Filesystem::RemoveXattr(uint64_t ino, std::string_view name) {
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
   std::lock_guard l(ns_mu_);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(ino));
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
   if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
   std::string old;
   Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &old);

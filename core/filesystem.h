@@ -224,6 +224,8 @@ class Filesystem {
   Status FlushAll();
 
   Store& store() { return *store_; }
+  // The names whose commit makes a folder a snapshot (store config `marker_names`).
+  const std::vector<std::string>& MarkerNames() const { return marker_names_; }
 
   // ---- snapshots: recognition and pins happen inside the namespace operations above;
   // these are the queries and the explicit removal (core/snapshot_*.cc) ----
@@ -288,6 +290,7 @@ class Filesystem {
   Status LookupEntry(uint64_t parent, std::string_view name, uint64_t* child, uint64_t* seq,
                      uint32_t* mode, bool* hidden = nullptr);
   Status LookupEntry(uint64_t parent, std::string_view name, Entry* e);
+  static Status DecodeEntry(std::string_view v, Entry* e);  // a dentries value
   Result<uint64_t> AllocIno(rocksdb::WriteBatch* b);                        // ns_mu_
   void PutInode(rocksdb::WriteBatch* b, const Inode& ino);                 // ns_mu_
   void AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view name, const Inode& child);
@@ -309,9 +312,10 @@ class Filesystem {
   // Snapshot internals (core/filesystem_snapshots.cc); ns_mu_ held unless noted.
   bool IsMarkerName(std::string_view name) const;
   Result<bool> IsPinned(Txn* t, uint64_t ino);
-  Result<bool> HasHiddenRecord(uint64_t ino);
   // True if the inode is reachable only through hidden entries (or not at all): read-only.
-  Result<bool> IsHiddenInode(uint64_t ino);
+  Result<bool> IsHiddenInode(const Inode& node);
+  // The hidden entries (parent, name) of an inode, as this transaction sees them.
+  Result<std::vector<std::pair<uint64_t, std::string>>> HiddenEntriesOf(Txn* t, uint64_t ino);
   Status HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
   Status UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
   // Makes a hidden folder (and hidden folders above it) visible again.
@@ -343,7 +347,6 @@ class Filesystem {
                      RemoveReport* report);
   Result<bool> RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_view name, const Entry& e,
                                RemoveReport* report);
-  Result<std::string> PathOfLocked(uint64_t dir);
   Result<SnapshotInfo> LoadSnapshot(uint64_t dir);
   Result<std::vector<std::pair<uint64_t, std::string>>> PinsOf(uint64_t dir);
   Status OwnFiles(uint64_t dir, const std::string& prefix,

@@ -130,7 +130,7 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
     bool ro, pinned;
     {
       std::lock_guard l(ns_mu_);
-      ASSIGN_OR_RETURN(ro, IsHiddenInode(ino));
+      ASSIGN_OR_RETURN(ro, IsHiddenInode(node));
       Txn t(this);
       ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
     }

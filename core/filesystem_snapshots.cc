@@ -51,30 +51,30 @@ Result<bool> Filesystem::IsPinned(Txn* t, uint64_t ino) {
   return false;
 }
 
-Result<bool> Filesystem::HasHiddenRecord(uint64_t ino) {
+Result<std::vector<std::pair<uint64_t, std::string>>> Filesystem::HiddenEntriesOf(Txn* t,
+                                                                                 uint64_t ino) {
+  std::vector<std::pair<uint64_t, std::string>> entries;  // (parent, name)
   std::string prefix = keys::Ino(ino);
-  auto it = meta_.NewIterator(Cf::kHidden);
-  it->Seek(prefix);
-  if (it->Valid() && it->key().starts_with(prefix)) return true;
+  auto* it = t->It(Cf::kHidden);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    if (t->gone_hidden.count(it->key().ToString())) continue;
+    entries.emplace_back(GetBE64(it->key().data() + 8),
+                         std::string(it->key().data() + 16, it->key().size() - 16));
+  }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
-  return false;
+  return entries;
 }
 
-Result<bool> Filesystem::IsHiddenInode(uint64_t ino) {
-  std::string prefix = keys::Ino(ino);
-  auto it = meta_.NewIterator(Cf::kHidden);
-  uint32_t hidden = 0;
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) hidden++;
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  if (hidden == 0) {
+Result<bool> Filesystem::IsHiddenInode(const Inode& node) {
+  Txn t(this);
+  ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(&t, node.ino));
+  if (entries.empty()) {
     // No name left at all (replaced or renamed over) but kept for a snapshot: its bytes
     // are the snapshot's, whoever still holds a descriptor.
     if (node.nlink > 0 || !node.is_reg()) return false;
-    Txn t(this);
-    return IsPinned(&t, ino);
+    return IsPinned(&t, node.ino);
   }
-  return node.is_dir() || hidden >= node.nlink;
+  return node.is_dir() || entries.size() >= node.nlink;
 }
 
 Result<bool> Filesystem::DirHasEntries(Txn* t, uint64_t dir) {
@@ -115,15 +115,7 @@ Status Filesystem::UnhideEntry(Txn* t, uint64_t parent, std::string_view name, c
 
 Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
   for (int depth = 0; dir != kRootIno && depth < 4096; depth++) {
-    std::vector<std::pair<uint64_t, std::string>> entries;
-    std::string prefix = keys::Ino(dir);
-    auto* it = t->It(Cf::kHidden);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      if (t->gone_hidden.count(it->key().ToString())) continue;
-      entries.emplace_back(GetBE64(it->key().data() + 8),
-                           std::string(it->key().data() + 16, it->key().size() - 16));
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+    ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(t, dir));
     if (entries.empty()) {
       // The top of the hidden chain must hang off a live folder: one replaced while it
       // held hidden entries (nlink 0) leads nowhere, and nothing new may be made in it.
@@ -176,15 +168,7 @@ Status Filesystem::DetachForSnapshots(uint64_t ino) {
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
   }
-  std::vector<std::pair<uint64_t, std::string>> entries;
-  {
-    auto it = meta_.NewIterator(Cf::kHidden);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      entries.emplace_back(GetBE64(it->key().data() + 8),
-                           std::string(it->key().data() + 16, it->key().size() - 16));
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
-  }
+  ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(&t, ino));
   for (auto& [parent, name] : entries) {
     Entry e;
     RETURN_IF_ERROR(LookupEntry(parent, name, &e));
@@ -217,15 +201,7 @@ Status Filesystem::DropHiddenEntry(Txn* t, uint64_t parent, std::string_view nam
 
 Status Filesystem::ReleaseUnpinned(Txn* t, uint64_t ino) {
   // Its hidden entries go now; then the inode itself unless something still uses it.
-  std::vector<std::pair<uint64_t, std::string>> entries;
-  std::string prefix = keys::Ino(ino);
-  auto* it = t->It(Cf::kHidden);
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    if (t->gone_hidden.count(it->key().ToString())) continue;
-    entries.emplace_back(GetBE64(it->key().data() + 8),
-                         std::string(it->key().data() + 16, it->key().size() - 16));
-  }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+  ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(t, ino));
   for (auto& [parent, name] : entries) RETURN_IF_ERROR(DropHiddenEntry(t, parent, name, ino));
   auto node = t->Get(ino);
   if (!node.ok()) return node.status().Is(Code::kNotFound) ? Status::OK() : node.status();
@@ -247,15 +223,7 @@ Status Filesystem::CollapseHiddenDirs(Txn* t) {
     ASSIGN_OR_RETURN(bool has, DirHasEntries(t, d));
     if (has) continue;
     // An empty folder that only stayed for hidden entries: it goes too.
-    std::vector<std::pair<uint64_t, std::string>> entries;
-    std::string prefix = keys::Ino(d);
-    auto* it = t->It(Cf::kHidden);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      if (t->gone_hidden.count(it->key().ToString())) continue;
-      entries.emplace_back(GetBE64(it->key().data() + 8),
-                           std::string(it->key().data() + 16, it->key().size() - 16));
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+    ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(t, d));
     for (auto& [parent, name] : entries) RETURN_IF_ERROR(DropHiddenEntry(t, parent, name, d));
     if (entries.empty()) RETURN_IF_ERROR(PurgeIfUnused(t, d));
   }
@@ -351,7 +319,7 @@ Result<uint64_t> Filesystem::ResolvePath(std::string_view rel) {
 Status Filesystem::PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
                                    std::string_view marker_name, std::string_view bytes) {
   auto refs = ScanMarker(bytes, mount_points_);
-  ASSIGN_OR_RETURN(std::string spath, PathOfLocked(dir));
+  ASSIGN_OR_RETURN(std::string spath, PathOf(dir));
   std::string job;
   if (auto slash = spath.rfind('/'); slash != std::string::npos) job = spath.substr(0, slash);
   Txn::Prepared p;
@@ -489,14 +457,8 @@ Result<bool> Filesystem::RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_vi
     auto* it = t->It(Cf::kDentries);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       if (t->gone_dentries.count(it->key().ToString())) continue;
-      auto v = it->value();
-      if (v.size() != 20) return Status::Corruption("dentry has wrong size");
       Entry c;
-      c.child = GetBE64(v.data());
-      c.seq = GetBE64(v.data() + 8);
-      uint32_t m = GetLE32(v.data() + 16);
-      c.mode = m & S_IFMT;
-      c.hidden = (m & kDentryHidden) != 0;
+      RETURN_IF_ERROR(DecodeEntry(it->value().ToStringView(), &c));
       children.emplace_back(std::string(it->key().data() + 8, it->key().size() - 8), c);
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan folder"));
@@ -537,7 +499,7 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
   std::vector<std::pair<uint64_t, std::vector<std::string>>> outside;
   for (uint64_t dir : dirs) {
     ASSIGN_OR_RETURN(auto snap, LoadSnapshot(dir));
-    ASSIGN_OR_RETURN(std::string spath, PathOfLocked(dir));
+    ASSIGN_OR_RETURN(std::string spath, PathOf(dir));
     std::string job;
     if (auto slash = spath.rfind('/'); slash != std::string::npos) job = spath.substr(0, slash);
     ASSIGN_OR_RETURN(auto pins, PinsOf(dir));

@@ -20,6 +20,8 @@ inline constexpr uint32_t kDentryHidden = 0x80000000u;
 std::string MarkerIndexKey(uint64_t marker_ino);
 std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden);
 std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name);
+Status DecodeDirIndexValue(std::string_view v, uint64_t* child, uint32_t* mode,
+                           std::string_view* name);
 // Pin values: "view path \0 path relative to the mount, as the marker named it".
 void SplitPinValue(std::string_view v, std::string* view, std::string* mount_path);
 

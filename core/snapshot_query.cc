@@ -30,7 +30,7 @@ std::vector<std::string> Filesystem::MountPoints() {
   return mount_points_;
 }
 
-Result<std::string> Filesystem::PathOfLocked(uint64_t dir) {
+Result<std::string> Filesystem::PathOf(uint64_t dir) {
   std::vector<std::string> parts;
   uint64_t ino = dir;
   for (int depth = 0; ino != kRootIno; depth++) {
@@ -64,8 +64,6 @@ Result<std::string> Filesystem::PathOfLocked(uint64_t dir) {
   return path;
 }
 
-Result<std::string> Filesystem::PathOf(uint64_t dir) { return PathOfLocked(dir); }
-
 Result<SnapshotInfo> Filesystem::GetSnapshot(uint64_t dir) {
   ASSIGN_OR_RETURN(auto info, LoadSnapshot(dir));
   ASSIGN_OR_RETURN(info.path, PathOf(dir));
@@ -96,11 +94,11 @@ Status Filesystem::OwnFiles(uint64_t dir, const std::string& prefix,
   std::string key = keys::Ino(dir);
   auto it = meta_.NewIterator(Cf::kDirIndex);
   for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-    auto v = it->value();
-    if (v.size() < 12) return Status::Corruption("dirindex entry too short");
-    uint64_t child = GetBE64(v.data());
-    uint32_t mode = GetLE32(v.data() + 8);
-    std::string path = prefix + std::string(v.data() + 12, v.size() - 12);
+    uint64_t child;
+    uint32_t mode;
+    std::string_view name;
+    RETURN_IF_ERROR(DecodeDirIndexValue(it->value().ToStringView(), &child, &mode, &name));
+    std::string path = prefix + std::string(name);
     if (S_ISDIR(mode)) {
       RETURN_IF_ERROR(OwnFiles(child, path + "/", out));
     } else if (S_ISREG(mode)) {
@@ -240,11 +238,11 @@ Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t 
     std::string key = keys::Ino(dir);
     auto it = meta_.NewIterator(Cf::kDirIndex);
     for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-      auto v = it->value();
-      if (v.size() < 12) return Status::Corruption("dirindex entry too short");
-      uint64_t child = GetBE64(v.data());
-      uint32_t mode = GetLE32(v.data() + 8);
-      std::string name(v.data() + 12, v.size() - 12);
+      uint64_t child;
+      uint32_t mode;
+      std::string_view view_name;
+      RETURN_IF_ERROR(DecodeDirIndexValue(it->value().ToStringView(), &child, &mode, &view_name));
+      std::string name(view_name);
       std::string cpath = path.empty() ? name : path + "/" + name;
       if (S_ISDIR(mode)) {
         stack.emplace_back(child, cpath);

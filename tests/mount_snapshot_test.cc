@@ -422,10 +422,7 @@ TEST_F(MountSnapshot, ExportIsSelfContainedAndRewritesReferences) {
   // Plain export: the view's layout, outside the mount.
   std::string e1 = tmp() + "/export-plain";
   Json({"export", orig, e1});
-  ResolveFn plain = [&](const std::string& p) -> std::pair<std::string, std::string> {
-    if (p.starts_with(job.Dir() + "/")) return {e1 + "/" + p.substr(job.Dir().size() + 1), p};
-    return {e1 + "/_other_jobs/" + Rel(p), p};
-  };
+  ResolveFn plain = ViewOf(job, e1);  // the copy has the view's layout
   size_t n = 0;
   EXPECT_EQ(Restore(e1, orig, content_, plain, &n), "");
   EXPECT_EQ(n, cp.refs.size() + cp.priv.size());
@@ -459,11 +456,7 @@ TEST_F(MountSnapshot, ExportIsSelfContainedAndRewritesReferences) {
   std::string e3 = tmp() + "/export-unmounted";
   CmdResult un = Snapfs({"export", store() + "/job-x/" + cp.name, e3});
   ASSERT_EQ(un.code, 0) << un.Describe();
-  ResolveFn plain3 = [&](const std::string& p) -> std::pair<std::string, std::string> {
-    if (p.starts_with(job.Dir() + "/")) return {e3 + "/" + p.substr(job.Dir().size() + 1), p};
-    return {e3 + "/_other_jobs/" + Rel(p), p};
-  };
-  EXPECT_EQ(Restore(e3, orig, content_, plain3), "");
+  EXPECT_EQ(Restore(e3, orig, content_, ViewOf(job, e3)), "");
   ExpectFsckClean("after exports");
 }
 

@@ -14,26 +14,9 @@
 namespace snapfs::cli {
 
 Result<nlohmann::json> DuRequest(Filesystem& fs, const nlohmann::json& req) {
-  ASSIGN_OR_RETURN(std::string rel, ArgString(req, "path"));
-  std::string label = ArgLabel(req, rel);
-  ASSIGN_OR_RETURN(uint64_t ino, ResolveRel(fs, rel, label));
-  ASSIGN_OR_RETURN(Attr a, fs.GetAttr(ino));
-  if (!S_ISDIR(a.mode)) return Status::NotDirectory(label);
-  ASSIGN_OR_RETURN(auto snaps, fs.ListSnapshots(ino));
-  std::sort(snaps.begin(), snaps.end(), SnapshotPathLess);
-  nlohmann::json list = nlohmann::json::array();
+  std::string rel;
   std::vector<uint64_t> dirs;
-  for (const auto& s : snaps) {
-    auto u = fs.MeasureSnapshots({s.dir});
-    if (!u.ok()) {
-      if (u.status().Is(Code::kNotFound)) continue;  // ended meanwhile
-      return u.status().WithContext("measure " + s.path);
-    }
-    nlohmann::json j = SnapshotJson(s);
-    j.update(UsageJson(*u));
-    list.push_back(std::move(j));
-    dirs.push_back(s.dir);
-  }
+  ASSIGN_OR_RETURN(nlohmann::json list, SnapshotsWithUsage(fs, req, &rel, &dirs));
   SnapshotUsage total;
   if (!dirs.empty()) {
     ASSIGN_OR_RETURN(total, fs.MeasureSnapshots(dirs));

@@ -98,17 +98,33 @@ nlohmann::json ReportJson(const RemoveReport& r, bool dry_run) {
           {"dry_run", dry_run}};
 }
 
-std::string MarkerNamesText(Filesystem& fs) {
-  std::string names = fs.store().config().marker_names, out;
-  for (size_t i = 0; i <= names.size();) {
-    size_t j = names.find(',', i);
-    if (j == std::string::npos) j = names.size();
-    std::string n = names.substr(i, j - i);
-    while (!n.empty() && n.front() == ' ') n.erase(0, 1);
-    while (!n.empty() && n.back() == ' ') n.pop_back();
-    if (!n.empty()) out += (out.empty() ? "" : " or ") + n;
-    i = j + 1;
+Result<nlohmann::json> SnapshotsWithUsage(Filesystem& fs, const nlohmann::json& req,
+                                          std::string* rel, std::vector<uint64_t>* dirs) {
+  ASSIGN_OR_RETURN(*rel, ArgString(req, "path"));
+  std::string label = ArgLabel(req, *rel);
+  ASSIGN_OR_RETURN(uint64_t ino, ResolveRel(fs, *rel, label));
+  ASSIGN_OR_RETURN(Attr a, fs.GetAttr(ino));
+  if (!S_ISDIR(a.mode)) return Status::NotDirectory(label);
+  ASSIGN_OR_RETURN(auto snaps, fs.ListSnapshots(ino));
+  std::sort(snaps.begin(), snaps.end(), SnapshotPathLess);
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& s : snaps) {
+    auto u = fs.MeasureSnapshots({s.dir});
+    if (!u.ok()) {
+      if (u.status().Is(Code::kNotFound)) continue;  // ended meanwhile
+      return u.status().WithContext("measure " + s.path);
+    }
+    nlohmann::json j = SnapshotJson(s);
+    j.update(UsageJson(*u));
+    list.push_back(std::move(j));
+    dirs->push_back(s.dir);
   }
+  return list;
+}
+
+std::string MarkerNamesText(Filesystem& fs) {
+  std::string out;
+  for (const auto& n : fs.MarkerNames()) out += (out.empty() ? "" : " or ") + n;
   return out.empty() ? "marker" : out;
 }
 
