@@ -364,6 +364,7 @@ Status Filesystem::PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
 }
 
 Status Filesystem::FinishSnapshots(Txn* t) {
+  if (!t->prepared.empty()) t->commits_snapshot = true;
   for (auto& [dir, p] : t->prepared) {
     RETURN_IF_ERROR(EndSnapshot(t, dir));  // the folder's previous snapshot, if any
     t->ended.erase(dir);

@@ -176,10 +176,14 @@ Status MetaStore::Write(rocksdb::WriteBatch* batch, bool sync) {
 Status MetaStore::WriteLocked(rocksdb::WriteBatch* batch, bool sync) {
   rocksdb::WriteOptions wo;
   wo.sync = sync;
+  if (sync) log_syncs_.fetch_add(1, std::memory_order_relaxed);
   return FromRocks(db_->Write(wo, batch), "metadata write");
 }
 
-Status MetaStore::SyncWal() { return FromRocks(db_->SyncWAL(), "metadata sync"); }
+Status MetaStore::SyncWal() {
+  log_syncs_.fetch_add(1, std::memory_order_relaxed);
+  return FromRocks(db_->SyncWAL(), "metadata sync");
+}
 
 std::unique_ptr<rocksdb::Iterator> MetaStore::NewIterator(Cf c) {
   return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), cf(c)));

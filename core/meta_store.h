@@ -24,6 +24,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include <atomic>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -109,6 +110,9 @@ class MetaStore {
   Status WriteLocked(rocksdb::WriteBatch* batch, bool sync);
   // Makes every write so far durable.
   Status SyncWal();
+  // Log syncs so far (synced writes and SyncWal calls): what a durability promise costs,
+  // for metrics and for tests that check a commit was made durable.
+  uint64_t log_syncs() const { return log_syncs_.load(std::memory_order_relaxed); }
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf c);
   // Current refcount of a chunk (merge operands resolved); 0 if absent.
   Result<int64_t> RefCount(const ChunkId& id);
@@ -121,6 +125,7 @@ class MetaStore {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::shared_mutex commit_mu_;
+  std::atomic<uint64_t> log_syncs_{0};
 };
 
 }  // namespace snapfs

@@ -67,6 +67,10 @@ class Filesystem::Txn {
   };
   std::map<uint64_t, Prepared> prepared;
   bool snapshots_changed = false;
+  // A snapshot is committed by this transaction: the commit must be durable when it
+  // returns (Flink records the checkpoint as complete in its HA store once the rename of
+  // _metadata returns, and restores from it after a power cut).
+  bool commits_snapshot = false;
   std::vector<std::pair<uint64_t, std::string>> touched;  // entries removed or hidden
 
   // One iterator per key space for the whole transaction: creating a RocksDB iterator
@@ -81,6 +85,13 @@ class Filesystem::Txn {
 
   Status Commit(bool sync = false) {
     for (auto& [ino, n] : nodes_) fs_->PutInode(&b, n);
+    if (commits_snapshot) {
+      // Pack bytes first (the marker's and any file it pins that nobody fsync'd), then
+      // the log with this batch and everything before it. Usually the writers' fsyncs
+      // have synced the pack already and this costs one log sync.
+      RETURN_IF_ERROR(fs_->chunks_.SyncAll().WithContext("make the snapshot durable"));
+      sync = true;
+    }
     Status s = fs_->meta_.Write(&b, sync);
     if (s.ok() && snapshots_changed) fs_->snapshot_gen_++;
     return s;

@@ -106,7 +106,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
   }
   if (!S_ISDIR(st.st_mode)) return Status::NotDirectory(dir + " is not a folder");
   if (::access(ConfPath(dir).c_str(), F_OK) != 0) {
-    return Status::InvalidArgument(dir + " is not a snapfs store (no snapfs.conf)");
+    return Status::NotFound(dir + " is not a snapfs store (no snapfs.conf)");
   }
   ASSIGN_OR_RETURN(auto config, StoreConfig::Load(ConfPath(dir)));
 

@@ -8,8 +8,10 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "core/filesystem.h"
@@ -20,7 +22,48 @@
 
 namespace snapfs::fuse {
 
+namespace {
+
+// The type and source of the mount at exactly `mp` (the top one), from /proc/self/mounts
+// (which escapes blanks as \040); false if `mp` is no mount point.
+bool MountAt(const std::string& mp, std::string* type, std::string* source) {
+  auto unescape = [](const std::string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); i++) {
+      if (s[i] == '\\' && i + 3 < s.size()) {
+        out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
+        i += 3;
+      } else {
+        out.push_back(s[i]);
+      }
+    }
+    return out;
+  };
+  std::ifstream f("/proc/self/mounts");
+  bool found = false;
+  for (std::string line; std::getline(f, line);) {
+    std::istringstream ls(line);
+    std::string dev, point, t;
+    ls >> dev >> point >> t;
+    if (unescape(point) == mp) {
+      found = true;
+      *type = t;
+      *source = unescape(dev);
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
 Status CheckMountpoint(const std::string& mp) {
+  // A live FUSE mount (snapfs or another) looks like an empty folder when its file
+  // system is empty; mounting over it would stack two mounts and `umount` would then
+  // remove only the top one.
+  if (std::string type, source; MountAt(mp, &type, &source) && type.starts_with("fuse")) {
+    return Status::Busy(mp + " is already a mount point (" + type + " " + source +
+                        "): unmount it first");
+  }
   struct stat st;
   if (::stat(mp.c_str(), &st) != 0) {
     if (errno == ENOTCONN) {

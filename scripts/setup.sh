@@ -11,6 +11,7 @@ PKGS=(
   nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  help2man man-db bsdextrautils
 )
 
 missing=()

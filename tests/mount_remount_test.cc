@@ -252,22 +252,23 @@ TEST_F(MountRemount, MountAndUmountErrorCases) {
   ASSERT_EQ(WriteFile(Path("still-here"), "ok"), 0);
   const std::string other = tmp() + "/other-mnt";
   ASSERT_EQ(::mkdir(other.c_str(), 0755), 0);
+  // Exit codes: 1 failure, 4 busy, 5 not found / not a store.
   auto expect_fail = [&](const std::vector<std::string>& args, const std::string& needle,
-                         const char* what) {
+                         const char* what, int code = 1) {
     CmdResult r = Snapfs(args, 60);
-    EXPECT_EQ(r.code, 1) << what << ": expected exit 1\n" << r.Describe();
+    EXPECT_EQ(r.code, code) << what << ": expected exit " << code << "\n" << r.Describe();
     EXPECT_NE(r.err.find(needle), std::string::npos)
         << what << ": stderr should say '" << needle << "'\n" << r.Describe();
     EXPECT_TRUE(r.out.empty()) << what << ": nothing on stdout expected\n" << r.Describe();
     EXPECT_FALSE(IsMounted(other)) << what << ": something got mounted on " << other;
   };
   // The store folder does not exist.
-  expect_fail({"mount", tmp() + "/no-such-store", other}, "does not exist", "store missing");
+  expect_fail({"mount", tmp() + "/no-such-store", other}, "does not exist", "store missing", 5);
   // A folder that is not a store.
   const std::string plain = tmp() + "/plain";
   ASSERT_EQ(::mkdir(plain.c_str(), 0755), 0);
   ASSERT_EQ(WriteFile(plain + "/x", "x"), 0);
-  expect_fail({"mount", plain, other}, "not a snapfs store", "not a store");
+  expect_fail({"mount", plain, other}, "not a snapfs store", "not a store", 5);
   // Mount point problems, with a second store that is not in use (the first one is
   // mounted, and "in use" is checked before the mount point).
   const std::string store2 = tmp() + "/store2";
@@ -275,13 +276,13 @@ TEST_F(MountRemount, MountAndUmountErrorCases) {
   ASSERT_EQ(init2.code, 0) << init2.Describe();
   // The mount point is missing, or not a folder.
   expect_fail({"mount", store2, tmp() + "/no-such-mnt"}, "No such file or directory",
-              "mountpoint missing");
+              "mountpoint missing", 5);
   expect_fail({"mount", store2, plain + "/x"}, "not a folder", "mountpoint is a file");
   // The mount point is not empty.
   expect_fail({"mount", store2, plain}, "not empty", "mountpoint not empty");
   // A mount point that is itself a live snapfs mount (not empty here, and busy).
   CmdResult over = Snapfs({"mount", store2, mnt()});
-  EXPECT_EQ(over.code, 1) << over.Describe();
+  EXPECT_EQ(over.code, 4) << over.Describe();
   EXPECT_FALSE(over.err.empty()) << over.Describe();
   {
     int fd = ::open((store2 + "/lock").c_str(), O_RDONLY | O_CLOEXEC);
@@ -294,19 +295,19 @@ TEST_F(MountRemount, MountAndUmountErrorCases) {
   int pid = DaemonPid();
   ASSERT_GT(pid, 0);
   expect_fail({"mount", store(), other}, "in use by pid " + std::to_string(pid),
-              "store already mounted");
+              "store already mounted", 4);
   // Mounting over the live mount point itself.
   CmdResult again = Snapfs({"mount", store(), mnt()});
   EXPECT_NE(again.code, 0) << again.Describe();
   // umount of something that is not a snapfs mount.
   CmdResult u1 = Snapfs({"umount", plain});
-  EXPECT_EQ(u1.code, 1) << u1.Describe();
+  EXPECT_EQ(u1.code, 5) << u1.Describe();
   EXPECT_NE(u1.err.find("not a snapfs mount point"), std::string::npos) << u1.Describe();
   CmdResult u2 = Snapfs({"umount", tmp() + "/no-such-dir"});
   EXPECT_NE(u2.code, 0) << u2.Describe();
   EXPECT_FALSE(u2.err.empty()) << u2.Describe();
   CmdResult u3 = Snapfs({"umount", "/"});
-  EXPECT_EQ(u3.code, 1) << u3.Describe();
+  EXPECT_EQ(u3.code, 5) << u3.Describe();
   EXPECT_NE(u3.err.find("not a snapfs mount point"), std::string::npos) << u3.Describe();
   // Bad arguments: exit 2.
   CmdResult bad = Snapfs({"mount", store()});
@@ -320,7 +321,7 @@ TEST_F(MountRemount, MountAndUmountErrorCases) {
   ASSERT_NO_FATAL_FAILURE(Unmount());
   // Unmounting twice: the second one says it is not mounted.
   CmdResult twice = Snapfs({"umount", mnt()});
-  EXPECT_EQ(twice.code, 1) << twice.Describe();
+  EXPECT_EQ(twice.code, 5) << twice.Describe();
   EXPECT_NE(twice.err.find("not a snapfs mount point"), std::string::npos) << twice.Describe();
   // The other mount point works now that the store is free.
   CmdResult m = Snapfs({"mount", store(), other});
@@ -331,6 +332,32 @@ TEST_F(MountRemount, MountAndUmountErrorCases) {
   EXPECT_FALSE(IsMounted(other));
   ASSERT_TRUE(WaitPidVanished(pid, std::chrono::seconds(15)));
   ASSERT_NO_FATAL_FAILURE(Mount());
+}
+
+// A live snapfs mount whose root is empty looks like an empty folder: a second mount on
+// it used to succeed and stack, and `umount` then removed only the top one.
+TEST_F(MountRemount, RefusesToStackOnALiveMount) {
+  ASSERT_TRUE(ListDir(mnt()).empty()) << "the fresh mount should be empty";
+  const std::string store2 = tmp() + "/store2";
+  CmdResult init2 = Snapfs({"init", store2});
+  ASSERT_EQ(init2.code, 0) << init2.Describe();
+  int pid = DaemonPid();
+  CmdResult over = Snapfs({"mount", store2, mnt()});
+  EXPECT_EQ(over.code, 4) << "busy: exit 4\n" << over.Describe();
+  EXPECT_NE(over.err.find("already a mount point"), std::string::npos) << over.Describe();
+  int mounts = 0;
+  std::ifstream f("/proc/self/mounts");
+  for (std::string line; std::getline(f, line);) {
+    std::istringstream ls(line);
+    std::string dev, mp;
+    ls >> dev >> mp;
+    if (mp == mnt()) mounts++;
+  }
+  EXPECT_EQ(mounts, 1) << "exactly one mount on " << mnt();
+  EXPECT_EQ(DaemonPid(), pid);
+  // store2 is not left locked by the refused mount.
+  CmdResult st = Snapfs({"stats", store2});
+  EXPECT_EQ(st.code, 0) << st.Describe();
 }
 
 TEST_F(MountRemount, SigtermUnmountsCleanly) {

@@ -515,6 +515,45 @@ TEST_F(SnapshotRecognition, CreateInPlaceIsSnapshotWhenClosed) {
   EXPECT_EQ(PinnedBy(s1.ino), (std::vector<std::string>{"job/chk-1", "job/chk-2"}));
 }
 
+// Flink records a checkpoint as complete in its HA store once the rename of _metadata
+// returns (or the close of a _metadata created in place): the commit must reach the
+// metadata log's disk before that, so a power cut cannot take the newest completed
+// checkpoint away. Ordinary renames and creates stay unsynced (their callers fsync).
+TEST_F(SnapshotRecognition, MarkerCommitsSyncTheLog) {
+  Job j = MakeJob("job");
+  File s1 = UploadShared(j, 12 * kKiB);
+  uint64_t chk = t.Mkdir(j.dir, "chk-1");
+  MarkerSpec m;
+  m.shared = {Uri(j, s1)};
+  std::string bytes = FlinkMetadata(m);
+  std::string tmp = "._metadata.inprogress.0f4c3b7e-1111-2222-3333-444455556666";
+  auto [a, fh] = MUST(fs().Create(chk, tmp, 0644, kExclFlags, kWho));
+  WriteAllFh(fs(), fh, bytes);
+  ASSERT_OK(fs().Release(fh));  // no fsync: the commit must make it durable itself
+
+  auto syncs = [&] { return t.store().meta().log_syncs(); };
+  uint64_t before = syncs();
+  ASSERT_OK(fs().Rename(chk, tmp, chk, "renamed-but-no-marker"));
+  EXPECT_EQ(syncs(), before) << "a plain rename syncs nothing";
+  ASSERT_OK(fs().Rename(chk, "renamed-but-no-marker", chk, "_metadata"));
+  EXPECT_GT(syncs(), before) << "the rename committing a marker must sync the log";
+  ASSERT_TRUE(fs().GetSnapshot(chk).ok());
+
+  // Created in place and closed.
+  uint64_t chk2 = t.Mkdir(j.dir, "chk-2");
+  m.checkpoint_id = 2;
+  before = syncs();
+  CommitInPlace(fs(), chk2, FlinkMetadata(m), "_metadata", /*flush=*/true);
+  EXPECT_GT(syncs(), before) << "the close committing a marker must sync the log";
+  ASSERT_TRUE(fs().GetSnapshot(chk2).ok());
+
+  // Rewritten through open: a new snapshot of the folder.
+  m.checkpoint_id = 3;
+  before = syncs();
+  CommitInPlace(fs(), chk2, FlinkMetadata(m), "_metadata", /*flush=*/true);
+  EXPECT_GT(syncs(), before) << "a rewrite of a committed marker must sync the log";
+}
+
 TEST_F(SnapshotRecognition, NoCommittedMarkerNoSnapshot) {
   Job j = MakeJob("job");
   File s1 = UploadShared(j, 8 * kKiB);

@@ -1,14 +1,18 @@
 #include "tools/cli_util.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -22,37 +26,155 @@
 
 namespace snapfs::cli {
 
+namespace {
+
+bool g_json = false;
+bool g_offline = false;
+
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The positional arguments of `pos`, in order (the last may repeat: max_total_count is
+// then "unlimited").
+std::vector<std::string> PositionalNames(const po::positional_options_description& pos) {
+  std::vector<std::string> out;
+  unsigned n = pos.max_total_count();
+  for (unsigned i = 0; i < n && i < 16; i++) {
+    const std::string& name = pos.name_for_position(i);
+    if (out.empty() || out.back() != name) out.push_back(name);
+  }
+  return out;
+}
+
+bool IsUnsignedValue(const boost::any& v) {
+  const auto& t = v.type();
+  return t == typeid(unsigned) || t == typeid(unsigned long) || t == typeid(unsigned long long) ||
+         t == typeid(unsigned short) || t == typeid(std::vector<unsigned>);
+}
+
+void PrintHelp(std::ostream& out, const std::string& verb, const std::string& synopsis,
+               const po::options_description& opts, const std::vector<std::string>& positional,
+               const std::vector<std::string>& examples) {
+  out << "usage: snapfs " << verb << " " << synopsis << "\n";
+  if (!positional.empty()) {
+    out << "\narguments:\n";
+    for (const auto& name : positional) {
+      const po::option_description* d = opts.find_nothrow(name, false);
+      std::string text = d ? d->description() : "";
+      std::string label = Upper(name);
+      out << "  " << label << std::string(label.size() < 22 ? 22 - label.size() : 1, ' ') << text
+          << "\n";
+    }
+  }
+  // Options, without the positional ones (they are not --options to the user).
+  po::options_description shown("options");
+  shown.add_options()("help,h", "show this help");
+  for (const auto& o : opts.options()) {
+    if (std::find(positional.begin(), positional.end(), o->long_name()) != positional.end()) {
+      continue;
+    }
+    shown.add(o);
+  }
+  out << "\n" << shown;
+  if (!examples.empty()) {
+    out << "\nexamples:\n";
+    for (const auto& e : examples) out << "  " << e << "\n";
+  }
+  out << "\n" << kExitCodesHelp;
+}
+
+}  // namespace
+
+const char* const kExitCodesHelp =
+    "exit codes: 0 ok, 1 failure, 2 bad arguments, 3 fsck problems, 4 store busy/locked,\n"
+    "            5 not found / not a store\n";
+
+bool JsonOutput() { return g_json; }
+bool OfflineAllowed() { return g_offline; }
+
+void PrintJson(nlohmann::json j) {
+  if (j.is_object()) j["schema"] = 1;
+  std::cout << j.dump(2) << "\n";
+}
+
 std::optional<int> Parse(const std::string& verb, const std::string& synopsis, const Args& args,
                          const po::options_description& opts,
-                         const po::positional_options_description& pos, po::variables_map* vm) {
+                         const po::positional_options_description& pos, po::variables_map* vm,
+                         const std::vector<std::string>& examples) {
+  std::vector<std::string> positional = PositionalNames(pos);
+  // Errors of a verb that can print JSON are JSON as soon as --json is among the words.
+  if (opts.find_nothrow("json", false) &&
+      std::find(args.begin(), args.end(), "--json") != args.end()) {
+    g_json = true;
+  }
+  auto usage_error = [&](const std::string& what) {
+    if (g_json) {
+      PrintJson({{"error", "usage"}, {"code", kExitUsage}, {"message", what}});
+    }
+    std::cerr << "snapfs " << verb << ": " << what << "\nusage: snapfs " << verb << " "
+              << synopsis << "\n(see 'snapfs " << verb << " --help')\n";
+    return kExitUsage;
+  };
   po::options_description all;
   all.add_options()("help,h", "show this help");
   all.add(opts);
   try {
-    po::store(po::command_line_parser(args).options(all).positional(pos).run(), *vm);
+    po::parsed_options parsed = po::command_line_parser(args).options(all).positional(pos).run();
+    po::store(parsed, *vm);
     if (vm->count("help")) {
-      std::cout << "usage: snapfs " << verb << " " << synopsis << "\n\n" << all << "\n";
+      PrintHelp(std::cout, verb, synopsis, opts, positional, examples);
       return kExitOk;
     }
+    // Boost reads "-5" into an unsigned as 4294967291.
+    for (const auto& o : parsed.options) {
+      if (o.string_key.empty() || !vm->count(o.string_key)) continue;
+      if (!IsUnsignedValue((*vm)[o.string_key].value())) continue;
+      for (const auto& v : o.value) {
+        if (!v.empty() && v[0] == '-') {
+          return usage_error("--" + o.string_key + " must be a number >= 0, got '" + v + "'");
+        }
+      }
+    }
     po::notify(*vm);
+  } catch (const po::required_option& e) {
+    std::string name = e.get_option_name();
+    if (name.starts_with("--")) name = name.substr(2);
+    if (std::find(positional.begin(), positional.end(), name) != positional.end()) {
+      return usage_error("missing argument " + Upper(name));
+    }
+    return usage_error(e.what());
+  } catch (const po::too_many_positional_options_error&) {
+    return usage_error("too many arguments");
+  } catch (const po::invalid_option_value& e) {
+    return usage_error(e.what());
   } catch (const po::error& e) {
-    std::cerr << "snapfs " << verb << ": " << e.what() << "\nusage: snapfs " << verb << " "
-              << synopsis << "\n(see 'snapfs " << verb << " --help')\n";
-    return kExitUsage;
+    std::string what = e.what();
+    // Boost names a positional argument with a bad value as "--name": say NAME.
+    for (const auto& name : positional) {
+      auto at = what.find("'--" + name + "'");
+      if (at != std::string::npos) what.replace(at, name.size() + 4, Upper(name));
+    }
+    return usage_error(what);
+  }
+  if (vm->count("json") && (*vm)["json"].value().type() == typeid(bool)) {
+    g_json = g_json || (*vm)["json"].as<bool>();
+  }
+  if (vm->count("offline") && (*vm)["offline"].value().type() == typeid(bool)) {
+    g_offline = (*vm)["offline"].as<bool>();
   }
   return std::nullopt;
 }
 
 Result<uint64_t> ParseSize(const std::string& s) {
   if (s.empty()) return Status::InvalidArgument("empty size");
-  size_t pos = 0;
   uint64_t n = 0;
-  try {
-    n = std::stoull(s, &pos);
-  } catch (...) {
-    return Status::InvalidArgument("not a size: " + s);
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);  // no sign, no blanks
+  if (p == s.data() || ec != std::errc()) {
+    return Status::InvalidArgument("not a size: '" + s + "' (use e.g. 65536, 64K, 1M, 2G)");
   }
-  std::string unit = s.substr(pos);
+  std::string unit(p, s.data() + s.size());
   uint64_t mult = 1;
   if (unit.empty() || unit == "B")
     mult = 1;
@@ -64,6 +186,7 @@ Result<uint64_t> ParseSize(const std::string& s) {
     mult = 1ull << 30;
   else
     return Status::InvalidArgument("unknown size unit in " + s + " (use K, M or G)");
+  if (n > UINT64_MAX / mult) return Status::InvalidArgument("size too large: " + s);
   return n * mult;
 }
 
@@ -83,12 +206,68 @@ std::string HumanBytes(uint64_t n) {
   return buf;
 }
 
+int ExitCodeFor(const Status& s) {
+  switch (s.code()) {
+    case Code::kOk:
+      return kExitOk;
+    case Code::kInvalidArgument:
+      return kExitUsage;
+    case Code::kBusy:
+      return kExitBusy;
+    case Code::kNotFound:
+      return kExitNotFound;
+    default:
+      return kExitFailure;
+  }
+}
+
+std::string ErrorKind(const Status& s) {
+  switch (s.code()) {
+    case Code::kOk: return "ok";
+    case Code::kNotFound: return "not_found";
+    case Code::kAlreadyExists: return "already_exists";
+    case Code::kNotEmpty: return "not_empty";
+    case Code::kIsDirectory: return "is_directory";
+    case Code::kNotDirectory: return "not_directory";
+    case Code::kInvalidArgument: return "invalid_argument";
+    case Code::kCorruption: return "corruption";
+    case Code::kNoSpace: return "no_space";
+    case Code::kBusy: return "busy";
+    case Code::kPermission:
+    case Code::kAccess: return "permission";
+    case Code::kNotSupported: return "not_supported";
+    case Code::kReadOnly: return "read_only";
+    default: return "io_error";
+  }
+}
+
 int Fail(const std::string& verb, const Status& s) {
-  // An invalid-argument message is a whole sentence about the argument already.
-  std::string text =
-      s.Is(Code::kInvalidArgument) && !s.message().empty() ? s.message() : s.ToString();
+  // These messages are whole sentences about the argument already.
+  bool sentence = s.Is(Code::kInvalidArgument) || s.Is(Code::kNotFound) || s.Is(Code::kBusy);
+  std::string text = sentence && !s.message().empty() ? s.message() : s.ToString();
+  int code = ExitCodeFor(s);
+  if (code == kExitOk) code = kExitFailure;  // a failure without a status still fails
+  if (g_json) {
+    PrintJson({{"error", ErrorKind(s)}, {"code", code}, {"message", text}});
+  }
   std::cerr << "snapfs " << verb << ": " << text << "\n";
-  return kExitFailure;
+  return code;
+}
+
+int UsageError(const std::string& verb, const std::string& message) {
+  if (g_json) PrintJson({{"error", "usage"}, {"code", kExitUsage}, {"message", message}});
+  std::cerr << "snapfs " << verb << ": " << message << "\n(see 'snapfs " << verb
+            << " --help')\n";
+  return kExitUsage;
+}
+
+std::string Rfc3339(int64_t ns) {
+  time_t secs = static_cast<time_t>(ns / 1'000'000'000);
+  struct tm tm;
+  if (!gmtime_r(&secs, &tm)) return std::to_string(ns);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 namespace {
@@ -121,20 +300,41 @@ std::string StoreOfMount(const std::string& mountpoint) {
   return found;
 }
 
+bool IsDeadMount(const std::string& mountpoint, const std::string& store) {
+  struct stat st;
+  if (::stat(mountpoint.c_str(), &st) != 0 && errno == ENOTCONN) return true;
+  int pid = 0;
+  return !store.empty() && !StoreLockHeld(store, &pid);
+}
+
 Target ResolveTarget(const std::string& arg) {
   Target t;
+  // realpath fails on a dead FUSE mount (ENOTCONN): fall back to the lexical path.
   char* abs = realpath(arg.c_str(), nullptr);
-  std::string path = abs ? abs : arg;
+  std::string path = abs ? abs : LexicalAbsolute(arg);
   free(abs);
   std::string mounted = StoreOfMount(path);
   t.store = mounted.empty() ? path : mounted;
   int pid = 0;
-  if (StoreLockHeld(t.store, &pid)) t.daemon_pid = pid > 0 ? pid : -1;
+  if (StoreLockHeld(t.store, &pid)) {
+    t.daemon_pid = pid > 0 ? pid : -1;
+  } else if (!mounted.empty()) {
+    t.dead_mount = path;
+  }
   return t;
+}
+
+Status CheckNotDead(const Target& t) {
+  if (t.dead_mount.empty() || g_offline) return Status::OK();
+  return Status::IOError("the snapfs mount at " + t.dead_mount +
+                         " is dead (its daemon is gone; the store " + t.store +
+                         " is not in use): run 'snapfs umount " + t.dead_mount +
+                         "' and mount it again, or pass --offline to open the store directly");
 }
 
 Result<nlohmann::json> AskStore(const Target& t, const std::string& request,
                                 const std::function<Result<std::string>(Store&)>& direct) {
+  RETURN_IF_ERROR(CheckNotDead(t));
   Result<std::string> text = Status::NotFound();
   if (t.daemon_pid != 0) {
     text = fuse::CallDaemon(t.store, request);
@@ -314,6 +514,34 @@ Target TargetOfStore(const std::string& store) {
 
 }  // namespace
 
+namespace {
+
+// "<snapshot path>/<view path>" (below /.snapshots/) -> the live path, relative to the
+// mount root, of what it shows: the snapshot folder itself, one of its own files, or a
+// file it references (its path when the marker was committed). "" if no snapshot holds
+// it. Only for messages: asks the store for the snapshot's files, shortest prefix first.
+std::string LivePathOfViewPath(const Target& t, const std::string& rest) {
+  if (!CheckNotDead(t).ok()) return "";
+  FsClient c(t);
+  for (size_t slash = rest.find('/');; slash = rest.find('/', slash + 1)) {
+    std::string snap = slash == std::string::npos ? rest : rest.substr(0, slash);
+    auto j = c.Ask("snap-files", {{"path", snap}, {"label", snap}});
+    if (j.ok()) {
+      if (slash == std::string::npos) return snap;  // the snapshot folder itself
+      std::string inner = rest.substr(slash + 1);
+      for (const auto& r : (*j)["references"]) {
+        if (r["view_path"].is_string() && r["view_path"].get<std::string>() == inner) {
+          return r["ref"].get<std::string>();
+        }
+      }
+      return snap + "/" + inner;  // the snapshot's own file (or a folder in its view)
+    }
+    if (slash == std::string::npos) return "";
+  }
+}
+
+}  // namespace
+
 Result<PathTarget> ResolvePathArg(const std::string& arg) {
   if (arg.empty()) return Status::InvalidArgument("empty path");
   PathTarget pt;
@@ -326,7 +554,10 @@ Result<PathTarget> ResolvePathArg(const std::string& arg) {
     auto& [mp, store, rel] = *in_mount;
     pt.target = TargetOfStore(store);
     pt.rel = rel;
-    // A mount whose daemon is gone (ENOTCONN): the store is free, open it directly.
+    // A mount whose daemon is gone (ENOTCONN): the store is free, but the user expects
+    // the daemon; only --offline opens it directly.
+    if (pt.target.daemon_pid == 0) pt.target.dead_mount = mp;
+    RETURN_IF_ERROR(CheckNotDead(pt.target));
     pt.mountpoint = pt.target.daemon_pid != 0 ? mp : "";
   } else {
     auto in_store = StoreHolding(abs);
@@ -335,7 +566,7 @@ Result<PathTarget> ResolvePathArg(const std::string& arg) {
       if (real != abs) in_store = StoreHolding(real);
     }
     if (!in_store) {
-      return Status::InvalidArgument(
+      return Status::NotFound(
           arg +
           " is neither inside a snapfs mount nor inside a store folder (no snapfs.conf "
           "in it or any folder above it)");
@@ -354,12 +585,14 @@ Result<PathTarget> ResolvePathArg(const std::string& arg) {
     }
   }
   if (pt.rel == kViewsName || pt.rel.starts_with(std::string(kViewsName) + "/")) {
-    std::string rest = pt.rel.size() > 11 ? pt.rel.substr(11) : "";
+    std::string rest = pt.rel.size() > std::strlen(kViewsName) + 1
+                           ? pt.rel.substr(std::strlen(kViewsName) + 1)
+                           : "";
+    std::string live = rest.empty() ? "" : LivePathOfViewPath(pt.target, rest);
+    std::string where = pt.mountpoint.empty() ? live : pt.mountpoint + "/" + live;
     return Status::InvalidArgument(arg + " is inside the read-only snapshot views (" + kViewsName +
-                                   "); name the snapshot's own folder" +
-                                   (rest.empty() || pt.mountpoint.empty()
-                                        ? std::string()
-                                        : " (e.g. " + pt.mountpoint + "/" + rest + ")"));
+                                   "); name the live path instead" +
+                                   (live.empty() ? std::string() : " (" + where + ")"));
   }
   return pt;
 }

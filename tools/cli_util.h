@@ -25,17 +25,50 @@ namespace po = boost::program_options;
 
 // Parses `args` for `verb`. Returns an exit code to return immediately (help printed, or
 // a usage error printed to stderr), or nullopt to go on.
+//
+// Options named in `pos` are the verb's positional arguments: --help shows them by their
+// upper-case names (STORE, MOUNTPOINT) under "arguments", never as --store options, and
+// errors name them the same way. `examples` (lines) end the help. Every unsigned option
+// refuses a negative value (Boost would wrap -5 to 4294967291). A verb with a --json
+// switch reports errors as JSON when it is given (see Fail); one with --offline may
+// open the store of a dead mount directly (see ResolveTarget).
 std::optional<int> Parse(const std::string& verb, const std::string& synopsis, const Args& args,
                          const po::options_description& opts,
-                         const po::positional_options_description& pos, po::variables_map* vm);
+                         const po::positional_options_description& pos, po::variables_map* vm,
+                         const std::vector<std::string>& examples = {});
+
+// The help text's last lines: what every exit code means.
+extern const char* const kExitCodesHelp;
+
+// True once Parse has seen --json: errors then go to stdout as JSON documents.
+bool JsonOutput();
+// True once Parse has seen --offline.
+bool OfflineAllowed();
+// The help line of --offline, the same for every verb that has it.
+inline constexpr const char* kOfflineHelp =
+    "if the mount's daemon is dead, open the store directly instead of failing";
+
+// Prints a JSON document for scripts: `j` with "schema": 1 added, indented, to stdout.
+void PrintJson(nlohmann::json j);
 
 // "64K", "1M", "1048576" -> bytes. InvalidArgument on anything else.
 Result<uint64_t> ParseSize(const std::string& s);
 // 1536 -> "1.5 KiB"
 std::string HumanBytes(uint64_t n);
 
-// Prints "snapfs VERB: message" to stderr and returns kExitFailure.
+// Reports a failure and returns its exit code (ExitCodeFor). Prints "snapfs VERB:
+// message" to stderr; with --json, {"schema":1,"error":KIND,"code":EXIT,"message":...}
+// on stdout instead (KIND: ErrorKind).
 int Fail(const std::string& verb, const Status& s);
+// A bad argument found after parsing: like Fail, with exit code 2 and a pointer to --help.
+int UsageError(const std::string& verb, const std::string& message);
+// 2 for bad arguments, 4 busy, 5 not found, 1 otherwise.
+int ExitCodeFor(const Status& s);
+// A stable word for scripts: "invalid_argument", "busy", "not_found", "corruption", ...
+std::string ErrorKind(const Status& s);
+// Nanoseconds since the epoch -> RFC 3339 UTC, "2026-12-01T19:23:09Z" (what jq's
+// fromdateiso8601 reads).
+std::string Rfc3339(int64_t ns);
 
 // The store behind a snapfs mount point (from /proc/self/mounts), or "" if none.
 std::string StoreOfMount(const std::string& mountpoint);
@@ -44,8 +77,16 @@ std::string StoreOfMount(const std::string& mountpoint);
 struct Target {
   std::string store;   // the store folder
   int daemon_pid = 0;  // > 0: a live daemon has it open; talk to it over its socket
+  // A snapfs mount whose daemon is gone (set with daemon_pid 0): asking it fails unless
+  // --offline was given, in which case the store is opened directly.
+  std::string dead_mount;
 };
 Target ResolveTarget(const std::string& arg);
+// IOError naming the dead mount and what to do, unless --offline was given.
+Status CheckNotDead(const Target& t);
+// A snapfs mount point (in /proc/self/mounts) whose daemon is gone: the store it names
+// is not locked, or the mount point answers ENOTCONN.
+bool IsDeadMount(const std::string& mountpoint, const std::string& store);
 
 // Answers `request` for the store `t` names: through its daemon's control socket when a
 // daemon has it open, else by opening the store and calling `direct`. The answer is

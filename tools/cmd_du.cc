@@ -29,6 +29,7 @@ int CmdDu(const Args& args) {
   std::string path;
   opts.add_options()("path", po::value(&path)->required(),
                      "a folder inside a snapfs mount, or STORE[/folder] of an unmounted store")(
+      "offline", po::bool_switch(), kOfflineHelp)(
       "json", po::bool_switch(), "print JSON (raw numbers)");
   po::positional_options_description pos;
   pos.add("path", 1);
@@ -43,7 +44,7 @@ int CmdDu(const Args& args) {
   std::string root = pt->mountpoint.empty() ? pt->target.store : pt->mountpoint;
   j["root"] = root;
   if (vm["json"].as<bool>()) {
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
     return kExitOk;
   }
   const auto& snaps = j["snapshots"];

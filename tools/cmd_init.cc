@@ -19,7 +19,11 @@ int CmdInit(const Args& args) {
   po::positional_options_description pos;
   pos.add("store", 1);
   po::variables_map vm;
-  if (auto rc = Parse("init", "STORE [options]", args, opts, pos, &vm)) return *rc;
+  if (auto rc = Parse("init", "STORE [options]", args, opts, pos, &vm,
+                      {"snapfs init /var/lib/snapfs",
+                       "snapfs init /var/lib/snapfs --markers _metadata,_SUCCESS"})) {
+    return *rc;
+  }
 
   InitOptions io;
   for (auto [text, field] :

@@ -59,6 +59,7 @@ int CmdLs(const Args& args) {
   opts.add_options()("path", po::value(&path)->default_value("."),
                      "a folder inside a snapfs mount, or STORE[/folder] of an unmounted store")(
       "hidden", po::bool_switch(), "list deleted entries kept hidden for snapshots instead")(
+      "offline", po::bool_switch(), kOfflineHelp)(
       "json", po::bool_switch(), "print JSON (raw numbers)");
   po::positional_options_description pos;
   pos.add("path", 1);
@@ -75,7 +76,7 @@ int CmdLs(const Args& args) {
   nlohmann::json j = std::move(answer).value();
   j["root"] = Root(*pt);
   if (json) {
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;

@@ -128,7 +128,8 @@ int CmdOrphans(const Args& args) {
                      "a folder inside a snapfs mount, or STORE[/folder] of an unmounted store")(
       "older-than", po::value(&older_text)->default_value(older_text),
       "only files unmodified for this long: 30s, 15m, 1h, 2d, or 0")(
-      "delete", po::bool_switch(), "unlink the orphans found")("json", po::bool_switch(),
+      "delete", po::bool_switch(), "unlink the orphans found")("offline", po::bool_switch(), kOfflineHelp)(
+      "json", po::bool_switch(),
                                                                "print JSON (raw numbers)");
   po::positional_options_description pos;
   pos.add("path", 1);
@@ -172,7 +173,7 @@ int CmdOrphans(const Args& args) {
            root.c_str());
   }
   if (!del) {
-    if (json) std::cout << j.dump(2) << "\n";
+    if (json) PrintJson(j);
     return kExitOk;
   }
 
@@ -221,7 +222,7 @@ int CmdOrphans(const Args& args) {
   progress.Done();
   if (json) {
     j["deleted"] = {{"results", results}, {"count", deleted}, {"bytes", deleted_bytes}};
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
   } else {
     printf("deleted %llu orphan%s, %s; %s\n", static_cast<unsigned long long>(deleted),
            deleted == 1 ? "" : "s", HumanBytes(deleted_bytes).c_str(),

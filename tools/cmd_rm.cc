@@ -65,6 +65,7 @@ int CmdRm(const Args& args) {
   opts.add_options()("snapshot", po::value(&paths)->required()->multitoken(),
                      "snapshot folders (inside a snapfs mount, or STORE/path)")(
       "dry-run,n", po::bool_switch(), "only report what would be removed")(
+      "offline", po::bool_switch(), kOfflineHelp)(
       "json", po::bool_switch(), "print JSON (raw numbers)");
   po::positional_options_description pos;
   pos.add("snapshot", -1);
@@ -95,7 +96,7 @@ int CmdRm(const Args& args) {
   if (!answer.ok()) return Fail("rm", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
     return kExitOk;
   }
   const auto& snaps = j["snapshots"];

@@ -31,7 +31,7 @@ int CmdUmount(const Args& args) {
   free(abs);
   std::string store = StoreOfMount(mp);
   if (store.empty()) {
-    return Fail("umount", Status::InvalidArgument(mp + " is not a snapfs mount point"));
+    return Fail("umount", Status::NotFound(mp + " is not a snapfs mount point"));
   }
   int daemon = 0;
   bool held = StoreLockHeld(store, &daemon);

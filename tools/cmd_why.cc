@@ -62,6 +62,7 @@ int CmdWhy(const Args& args) {
   std::string path;
   opts.add_options()("path", po::value(&path)->required(),
                      "a file inside a snapfs mount (deleted ones too), or STORE/path")(
+      "offline", po::bool_switch(), kOfflineHelp)(
       "json", po::bool_switch(), "print JSON");
   po::positional_options_description pos;
   pos.add("path", 1);
@@ -74,7 +75,7 @@ int CmdWhy(const Args& args) {
   if (!answer.ok()) return Fail("why", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
     return kExitOk;
   }
   const auto& pins = j["pinned_by"];

@@ -30,10 +30,12 @@ int CmdExport(const Args& args);
 // The daemon's control-socket dispatcher (tools/control_handlers.cc).
 std::string HandleControl(Store& store, Filesystem& fs, const std::string& request);
 
-// Exit codes (sysexits-like where one fits).
+// Exit codes, the same for every verb (README, `snapfs --help`).
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;   // the operation failed
 inline constexpr int kExitUsage = 2;     // bad arguments
 inline constexpr int kExitProblems = 3;  // fsck found problems
+inline constexpr int kExitBusy = 4;      // the store or mount point is busy (locked, mounted)
+inline constexpr int kExitNotFound = 5;  // no such store, snapshot, file or mount
 
 }  // namespace snapfs::cli

@@ -79,7 +79,7 @@ nlohmann::json SnapshotJson(const SnapshotInfo& s) {
           {"id", SnapshotId(s.path)},
           {"marker_name", s.marker_name},
           {"completed_ns", s.completed_ns},
-          {"completed", LocalTime(s.completed_ns, /*iso=*/true)},
+          {"completed", Rfc3339(s.completed_ns)},
           {"pins", s.pins}};
 }
 
@@ -199,7 +199,7 @@ Result<SnapshotInfo> ResolveSnapshot(Filesystem& fs, const std::string& rel,
   auto snap = fs.GetSnapshot(ino);
   if (!snap.ok()) {
     if (snap.status().Is(Code::kNotFound)) {
-      return Status::InvalidArgument("not a snapshot: " + label + " (no committed " +
+      return Status::NotFound("not a snapshot: " + label + " (no committed " +
                                      MarkerNamesText(fs) + ")");
     }
     return snap.status().WithContext(label);
