@@ -348,7 +348,7 @@ TEST_F(MountSnapshot, RmAndPruneFreeWhatDuSaid) {
   EXPECT_TRUE(Exists(job.Path("chk-1/_metadata")));
 
   CmdResult bad = Snapfs({"rm", job.Path("shared")});
-  EXPECT_EQ(bad.code, 1) << bad.Describe();
+  EXPECT_EQ(bad.code, 5) << "not found: not a snapshot\n" << bad.Describe();
   EXPECT_NE(bad.err.find("not a snapshot"), std::string::npos) << bad.err;
 
   nlohmann::json rm = Json({"rm", job.Path("chk-1")});
