@@ -259,9 +259,17 @@ Status RewritePack(Store& store, PackId pack, uint64_t size, GcResult* result) {
   return Status::OK();
 }
 
+// One execution at a time per process: the daemon's periodic GC and a `snapfs gc` sent
+// to it would otherwise rewrite the same pack twice.
+std::mutex& ExecuteMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 }  // namespace
 
 Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
+  std::lock_guard l(ExecuteMutex());
   GcResult r;
   ChunkStore& chunks = store.chunks();
   RETURN_IF_ERROR(CollectDead(store, plan.revived, /*revived=*/true, &r));
@@ -299,8 +307,9 @@ Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
 }
 
 Result<GcResult> RunGc(Store& store, const GcOptions& opts) {
-  static std::mutex gc_mu;
-  std::lock_guard l(gc_mu);
+  // Planned under the same lock, so that a plan never predates another run's execution.
+  static std::mutex run_mu;
+  std::lock_guard l(run_mu);
   ASSIGN_OR_RETURN(auto plan, PlanGc(store, opts));
   return ExecuteGc(store, plan);
 }

@@ -10,8 +10,9 @@
 // deleted, and a pack an uncommitted writer points into is neither read for rewriting
 // nor removed. See docs/gc.md.
 //
-// Thread-safety: one GC at a time per store (RunGc serialises on its own mutex); runs
-// concurrently with Filesystem operations. MeasureSpace may run at any time.
+// Thread-safety: one execution at a time per process (ExecuteGc serialises on a mutex;
+// RunGc also serialises its plans); runs concurrently with Filesystem operations.
+// PlanGc and MeasureSpace may run at any time.
 #pragma once
 
 #include <cstdint>

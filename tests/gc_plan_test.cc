@@ -93,7 +93,8 @@ TEST_F(GcPlanTest, EmptiestPacksFirstUntilTheTargetIsMet) {
   EXPECT_EQ(after.dead_bytes, plan.dead_bytes_after);
   EXPECT_EQ(after.pack_bytes, plan.pack_bytes_after + pack::kHeaderSize);
   EXPECT_LE(after.dead_bytes * 20, after.pack_bytes);
-  EXPECT_EQ(r.bytes_freed, plan.before.pack_bytes - after.pack_bytes);
+  // Net of the copies; the new pack's header is the only byte it does not count.
+  EXPECT_EQ(r.bytes_freed, plan.before.pack_bytes - after.pack_bytes + pack::kHeaderSize);
   ExpectContentIntact();
   t.Reopen();
   ExpectContentIntact();
