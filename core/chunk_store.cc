@@ -197,7 +197,15 @@ Status ChunkStore::Sync(const ChunkTxn& txn) {
       if (f != failed_packs_.end()) return f->second;
     }
   }
-  return SyncAll();
+  RETURN_IF_ERROR(SyncAll());
+  // A pack of ours sealed meanwhile (rotation, or GC sealing the active pack) leaves
+  // SyncAll nothing to sync; its seal's outcome is what counts.
+  std::lock_guard l(mu_);
+  for (PackId p : txn.packs) {
+    auto f = failed_packs_.find(p);
+    if (f != failed_packs_.end()) return f->second;
+  }
+  return Status::OK();
 }
 
 Status ChunkStore::SyncAll() {
@@ -227,6 +235,19 @@ Status ChunkStore::SyncAll() {
     if (f != failed_packs_.end()) return f->second;
   }
   return Status::OK();
+}
+
+Result<bool> ChunkStore::FreezeForGc(PackId pack, bool* sealed) {
+  *sealed = false;
+  std::lock_guard l(mu_);
+  if (PackHasInflightLocked(pack)) return false;
+  if (active_ && active_->id() == pack) {
+    // No uncommitted txn needs it (the committed ones synced their chunks before they
+    // committed), so a failed seal costs no writer anything; GC stops all the same.
+    RETURN_IF_ERROR(SealActiveLocked());
+    *sealed = true;
+  }
+  return true;
 }
 
 bool ChunkStore::PackHasInflightLocked(PackId pack) const {

@@ -90,9 +90,15 @@ class ChunkStore {
   // For GC: true if an uncommitted txn points into `pack` (it must not be removed).
   bool PackHasInflightLocked(PackId pack) const;
   std::mutex& gc_lock() { return mu_; }
+  // For GC, before it reads a pack to rewrite it: makes `pack` final. False (and nothing
+  // done) if an uncommitted txn points into it. Otherwise seals it if it is the active
+  // pack (`*sealed` = true; the next append starts a new pack) and returns true: from
+  // then on nothing appends to it and no index entry can come to point into it, so the
+  // indexed chunks it holds are exactly what GC must copy. Error: the seal failed.
+  Result<bool> FreezeForGc(PackId pack, bool* sealed);
   // For GC: copies a chunk's bytes into the active pack; returns the new location.
   Result<ChunkLocation> Relocate(const ChunkId& id, std::span<const uint8_t> data);
-  // The pack currently being appended to (GC leaves it alone), or 0 if none.
+  // The pack currently being appended to, or 0 if none.
   PackId active_pack() const;
   void DropFromCache(const ChunkId& id);
 

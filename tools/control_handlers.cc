@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/filesystem.h"
+#include "core/gc.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -18,7 +19,7 @@ namespace snapfs::cli {
 
 Result<std::string> StatsJson(Store& store);
 Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify);
-Result<std::string> GcJson(Store& store, Filesystem* fs, double fraction, bool dry_run);
+Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bool dry_run);
 
 namespace {
 
@@ -36,11 +37,15 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
     RETURN_IF_ERROR(fs.FlushAll());  // buffered data is committed first, as at unmount
     return FsckJson(store, &fs, opt == "--verify");
   }
-  if (verb == "gc") {
-    double fraction = 0.5;
-    std::string opt;
-    in >> fraction >> opt;
-    return GcJson(store, &fs, fraction, opt == "--dry-run");
+  if (verb == "gc") {  // "gc REWRITE_BELOW [--dry-run] [max-unused=F]" (tools/cmd_gc.cc)
+    GcOptions go;
+    bool dry = false;
+    in >> go.rewrite_below_live_fraction;
+    for (std::string w; in >> w;) {
+      if (w == "--dry-run") dry = true;
+      if (w.starts_with("max-unused=")) go.max_unused_fraction = std::stod(w.substr(11));
+    }
+    return GcJson(store, &fs, go, dry);
   }
   if (IsSnapRequest(verb)) {
     std::string args = request.size() > verb.size() ? request.substr(verb.size()) : "";
