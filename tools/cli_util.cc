@@ -31,7 +31,10 @@ namespace {
 bool g_json = false;
 bool g_offline = false;
 
+// How a positional argument is named in help and errors: its option name in capitals,
+// except "target", which is either of two things.
 std::string Upper(std::string s) {
+  if (s == "target") return "STORE|MOUNTPOINT";
   for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return s;
 }

@@ -89,10 +89,7 @@ std::string Percent(uint64_t part, uint64_t whole) {
   return Percent(whole ? static_cast<double>(part) / static_cast<double>(whole) : 0.0);
 }
 
-int BadArgument(const std::string& what) {
-  std::cerr << "snapfs gc: " << what << "\n(see 'snapfs gc --help')\n";
-  return kExitUsage;
-}
+int BadArgument(const std::string& what) { return UsageError("gc", what); }
 
 }  // namespace
 
@@ -106,12 +103,14 @@ int CmdGc(const Args& args) {
       "(5%) or a fraction (0.05); 0 rewrites every pack with any dead byte")(
       "rewrite-below", po::value(&rewrite_below)->default_value(rewrite_below),
       "also rewrite every pack whose live fraction is below this (0..1; 0: off)")(
-      "json", po::bool_switch(), "print JSON");
+      "offline", po::bool_switch(), kOfflineHelp)("json", po::bool_switch(), "print JSON");
   po::positional_options_description pos;
   pos.add("target", 1);
   po::variables_map vm;
   if (auto rc = Parse("gc", "STORE|MOUNTPOINT [--dry-run] [--max-unused 5%] [--json]", args, opts,
-                      pos, &vm)) {
+                      pos, &vm,
+                      {"snapfs gc /mnt/ckpt --dry-run", "snapfs gc /mnt/ckpt --max-unused 0",
+                       "snapfs gc /var/lib/snapfs       # an unmounted store"})) {
     return *rc;
   }
   GcOptions go;
@@ -136,7 +135,7 @@ int CmdGc(const Args& args) {
   if (!answer.ok()) return Fail("gc", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
     return kExitOk;
   }
   auto u = [&](const char* k) { return j.value(k, uint64_t{0}); };

@@ -39,18 +39,21 @@ int CmdStats(const Args& args) {
   po::options_description opts("options");
   std::string target;
   opts.add_options()("target", po::value(&target)->required(), "a store folder or a mount point")(
-      "json", po::bool_switch(), "print JSON");
+      "offline", po::bool_switch(), kOfflineHelp)("json", po::bool_switch(), "print JSON");
   po::positional_options_description pos;
   pos.add("target", 1);
   po::variables_map vm;
-  if (auto rc = Parse("stats", "STORE|MOUNTPOINT [--json]", args, opts, pos, &vm)) return *rc;
+  if (auto rc = Parse("stats", "STORE|MOUNTPOINT [--json]", args, opts, pos, &vm,
+                      {"snapfs stats /mnt/ckpt", "snapfs stats /var/lib/snapfs --json"})) {
+    return *rc;
+  }
 
   Target t = ResolveTarget(target);
   auto answer = AskStore(t, "stats", [&](Store& store) { return StatsJson(store); });
   if (!answer.ok()) return Fail("stats", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
     return kExitOk;
   }
   auto u = [&](const char* k) { return j.value(k, uint64_t{0}); };
