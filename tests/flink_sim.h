@@ -134,10 +134,10 @@ struct JavaIn {
 struct MetadataRef {
   bool shared = false;  // true: absolute (path after "file:", or another URI); false: bare
   std::string path;     // inline: the handle's name as written
-  std::string raw;      // absolute: the string as written
   uint64_t size = 0;
   bool inline_data = false;  // a named inline handle: no file, the bytes are `data`
   std::string data;
+  std::string raw;  // absolute: the string as written
 };
 
 // Parses our _metadata format; false if it is malformed.
@@ -158,7 +158,7 @@ inline bool ParseMetadata(const std::string& md, std::vector<MetadataRef>* refs,
       if (kind == kNamedInlineHandle) {
         std::string name = in.Utf();
         std::string data = in.Bytes();
-        refs->push_back({false, name, data.size(), true, data});
+        refs->push_back({false, name, data.size(), true, data, ""});
         continue;
       }
       if (kind != kSharedFileHandle) return false;
@@ -172,7 +172,7 @@ inline bool ParseMetadata(const std::string& md, std::vector<MetadataRef>* refs,
       if (kind == kNamedInlineHandle) {
         std::string name = in.Utf();
         std::string data = in.Bytes();
-        refs->push_back({false, name, data.size(), true, data});
+        refs->push_back({false, name, data.size(), true, data, ""});
         continue;
       }
       if (kind == kSharedFileHandle) {  // a private file named by its absolute path
@@ -183,7 +183,8 @@ inline bool ParseMetadata(const std::string& md, std::vector<MetadataRef>* refs,
       }
       if (kind != kRelativeFileHandle) return false;
       std::string name = in.Utf();
-      refs->push_back({false, name, in.Long()});
+      uint64_t size = in.Long();
+      refs->push_back({false, name, size, false, "", ""});
     }
     if (in.Byte() != kInlineHandle) return false;
     in.Bytes();

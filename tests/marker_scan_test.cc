@@ -940,28 +940,31 @@ TEST(MarkerScan, RelocateOverlappingCandidatesTakesTheRealString) {
   auto parsed = ReadFields(*r, TypesOf(o.fields()));
   ASSERT_TRUE(parsed.has_value());
   EXPECT_EQ((*parsed)[1].num, 1);
-  EXPECT_EQ((*parsed)[2].bytes, "/b/" + path.substr(11));
+  EXPECT_EQ((*parsed)[2].bytes, "/b/" + path.substr(10));
   EXPECT_EQ((*parsed)[3].num, 99);
 }
 
 TEST(MarkerScan, RelocateBeyond65535BytesFails) {
+  // References are at most a path long, but what they become is the caller's: a new text
+  // of 65535 bytes still fits writeUTF, one more does not.
   DataOutput o;
   o.WriteInt(0x4960672d);
-  std::string s = "file:/mnt/ckpt/job/" + std::string(65530 - 19, 'a');
-  o.WriteUTF(s);
+  o.WriteUTF("file:/mnt/ckpt/job/shared/a");
   o.WriteLong(1);
   size_t count = 0;
-  auto grow = [&](size_t by) {
-    return [&, by](const MarkerReference&, std::string_view text) {
-      return std::optional<std::string>(std::string(text) + std::string(by, 'z'));
+  auto to_size = [](size_t n) -> RelocateFn {
+    return [n](const MarkerReference&, std::string_view) {
+      return std::optional<std::string>("file:/" + std::string(n - 6, 'z'));
     };
   };
-  auto fits = RelocateMarkerReferences(o.bytes(), kMount, grow(5), &count);
+  auto fits = RelocateMarkerReferences(o.bytes(), kMount, to_size(65535), &count);
   ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_EQ(count, 1u);
   auto parsed = ReadFields(*fits, TypesOf(o.fields()));
   ASSERT_TRUE(parsed.has_value());
   EXPECT_EQ((*parsed)[1].bytes.size(), 65535u);
-  auto r = RelocateMarkerReferences(o.bytes(), kMount, grow(6), &count);
+  EXPECT_EQ((*parsed)[2].num, 1);
+  auto r = RelocateMarkerReferences(o.bytes(), kMount, to_size(65536), &count);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
   EXPECT_EQ(count, 0u);

@@ -97,15 +97,18 @@ TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
   EXPECT_EQ(human.code, 0) << human.Describe();
   EXPECT_NE(human.out.find("6 references name no file"), std::string::npos) << human.out;
 
-  // --rewrite-prefix of the shared folder: the shared-style inline names move under NEW
-  // too, and are still no failure.
+  // --rewrite-prefix of the job folder's file: URIs: the inline names move under NEW
+  // too (chk-2/<uuid>, shared/<uuid>, no such files in the copy), and are still no
+  // failure. Own files named by plain path and other jobs' files stay in the mount.
   std::string e2 = tmp() + "/rewritten";
   nlohmann::json j2 = Json({"export", orig, e2, "--rewrite-prefix",
-                            "file:" + job.Dir() + "/shared/=file:" + e2 + "/shared/"});
+                            "file:" + job.Dir() + "/=file:" + e2 + "/"});
   EXPECT_TRUE(j2.value("verified", false)) << j2.dump();
   EXPECT_EQ(j2.value("unresolved_references", 0u), 6u) << j2.dump();
-  // job.state(): the shared files of this job; plus the 2 shared-style inline names.
-  EXPECT_EQ(j2.value("rewritten", 0u), job.state().size() + 2) << j2.dump();
+  EXPECT_EQ(j2.value("rewritten", 0u), job.state().size() + 6) << j2.dump();
+  EXPECT_EQ(j2.value("references_checked", 0u), job.state().size()) << j2.dump();
+  EXPECT_EQ(j2.value("references_outside_new", 0u), cp.priv.size() + other.state().size())
+      << j2.dump();
   ResolveFn rewritten = [&](const std::string& p) -> std::pair<std::string, std::string> {
     if (p.starts_with(e2 + "/")) return {p, job.Dir() + "/" + p.substr(e2.size() + 1)};
     return {p, p};  // own files by absolute path and other jobs' files: still in the mount
