@@ -25,9 +25,9 @@ bool IsTextLike(unsigned char c) { return IsTextByte(c) || c == '\t' || c == '\n
 
 // Bytes that end a path inside a text run (JSON, properties, logs).
 bool EndsTextPath(unsigned char c) {
-  return !IsTextByte(c) || c == ' ' || c == '"' || c == '\'' || c == '<' || c == '>' ||
-         c == '|' || c == ',' || c == ';' || c == '`' || c == '\\' || c == '{' || c == '}' ||
-         c == '[' || c == ']' || c == '(' || c == ')';
+  return !IsTextByte(c) || c == ' ' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '|' ||
+         c == ',' || c == ';' || c == '`' || c == '\\' || c == '{' || c == '}' || c == '[' ||
+         c == ']' || c == '(' || c == ')';
 }
 
 // Bytes that may stand right before a path in a text run: those that end one, and the
@@ -156,7 +156,8 @@ std::vector<MarkerOccurrence> FindMarkerOccurrences(std::string_view marker,
     if (text.starts_with("/") || text.starts_with("file:")) {
       std::string rel = ResolveInMount(text, mount_points);
       if (!rel.empty()) {
-        found.push_back({s.offset + 2, s.length, true, {MarkerReference::kInMount, std::move(rel)}});
+        found.push_back(
+            {s.offset + 2, s.length, true, {MarkerReference::kInMount, std::move(rel)}});
         utf_refs.emplace_back(s.offset + 2, s.offset + 2 + s.length);
       }
     } else if (text.size() <= kMaxBareName && text.find('/') == std::string_view::npos &&
@@ -180,7 +181,8 @@ std::vector<MarkerOccurrence> FindMarkerOccurrences(std::string_view marker,
       }
       size_t start = at;
       for (std::string_view scheme : {"file://localhost", "file://", "file:"}) {
-        if (start >= scheme.size() && marker.substr(start - scheme.size(), scheme.size()) == scheme) {
+        if (start >= scheme.size() &&
+            marker.substr(start - scheme.size(), scheme.size()) == scheme) {
           start -= scheme.size();
           break;
         }
@@ -199,8 +201,9 @@ std::vector<MarkerOccurrence> FindMarkerOccurrences(std::string_view marker,
       at = marker.find(needle, end);
     }
   }
-  std::stable_sort(found.begin(), found.end(),
-                   [](const MarkerOccurrence& a, const MarkerOccurrence& b) { return a.pos < b.pos; });
+  std::stable_sort(
+      found.begin(), found.end(),
+      [](const MarkerOccurrence& a, const MarkerOccurrence& b) { return a.pos < b.pos; });
   return found;
 }
 

@@ -54,9 +54,9 @@ std::string ResolveInMount(std::string_view ref, const std::vector<std::string>&
 
 // One place in a marker where a reference is written.
 struct MarkerOccurrence {
-  size_t pos = 0;      // first byte of the reference's text
-  size_t length = 0;   // bytes of text
-  bool utf = false;    // a writeUTF string: its 2-byte length is right before `pos`
+  size_t pos = 0;     // first byte of the reference's text
+  size_t length = 0;  // bytes of text
+  bool utf = false;   // a writeUTF string: its 2-byte length is right before `pos`
   MarkerReference ref;
   std::string_view text(std::string_view marker) const { return marker.substr(pos, length); }
 };

@@ -199,9 +199,9 @@ class FlinkJob {
  public:
   struct Checkpoint {
     int id = 0;
-    std::string name;                 // chk-N
-    std::vector<std::string> priv;    // private file names in chk-N
-    std::vector<std::string> refs;    // absolute paths of the shared files it references
+    std::string name;                       // chk-N
+    std::vector<std::string> priv;          // private file names in chk-N
+    std::vector<std::string> refs;          // absolute paths of the shared files it references
     std::vector<std::string> inline_names;  // names of its named inline handles, as written
     std::string metadata;
   };
@@ -230,7 +230,8 @@ class FlinkJob {
   // The JobManager's base folders. Empty string on success, else what failed.
   std::string Init() {
     for (const char* d : {"", "/shared", "/taskowned"}) {
-      if (::mkdir((Dir() + d).c_str(), 0755) != 0) return "mkdir " + Dir() + d + ": " + ErrnoName(errno);
+      if (::mkdir((Dir() + d).c_str(), 0755) != 0)
+        return "mkdir " + Dir() + d + ": " + ErrnoName(errno);
     }
     return "";
   }
@@ -265,7 +266,8 @@ class FlinkJob {
     Checkpoint cp;
     cp.id = ++last_id_;
     cp.name = "chk-" + std::to_string(cp.id);
-    if (::mkdir(Path(cp.name).c_str(), 0755) != 0) return "mkdir " + cp.name + ": " + ErrnoName(errno);
+    if (::mkdir(Path(cp.name).c_str(), 0755) != 0)
+      return "mkdir " + cp.name + ": " + ErrnoName(errno);
     for (int i = 0; i < compacted && !state_.empty(); i++) {
       state_.erase(state_.begin() + static_cast<long>(rng_() % state_.size()));
     }
@@ -276,7 +278,8 @@ class FlinkJob {
     }
     for (int i = 0; i < priv; i++) {
       std::string name = Uuid(rng_);
-      if (auto e = Upload(Path(cp.name + "/" + name), RandomBytes(1 * kKiB + rng_() % (8 * kKiB), rng_()));
+      if (auto e = Upload(Path(cp.name + "/" + name),
+                          RandomBytes(1 * kKiB + rng_() % (8 * kKiB), rng_()));
           !e.empty()) {
         return e;
       }
@@ -366,9 +369,11 @@ class FlinkJob {
     if (race) {
       if (auto e = unlink_shared(); !e.empty()) return e;
     }
-    if (::unlink(Path(old.name + "/_metadata").c_str()) != 0) return "unlink _metadata: " + ErrnoName(errno);
+    if (::unlink(Path(old.name + "/_metadata").c_str()) != 0)
+      return "unlink _metadata: " + ErrnoName(errno);
     for (const auto& p : old.priv) {
-      if (::unlink(Path(old.name + "/" + p).c_str()) != 0) return "unlink " + p + ": " + ErrnoName(errno);
+      if (::unlink(Path(old.name + "/" + p).c_str()) != 0)
+        return "unlink " + p + ": " + ErrnoName(errno);
     }
     if (::rmdir(Path(old.name).c_str()) != 0) return "rmdir " + old.name + ": " + ErrnoName(errno);
     if (!race) {
@@ -458,7 +463,8 @@ inline std::string Restore(const std::string& read_dir, const std::string& orig_
       continue;
     }
     std::pair<std::string, std::string> at =
-        r.shared ? resolve(r.path) : std::make_pair(read_dir + "/" + r.path, orig_dir + "/" + r.path);
+        r.shared ? resolve(r.path)
+                 : std::make_pair(read_dir + "/" + r.path, orig_dir + "/" + r.path);
     auto want = content.find(at.second);
     if (want == content.end()) return "test bug: nothing was written at " + at.second;
     std::string got = ReadFile(at.first, &err);

@@ -887,9 +887,8 @@ TEST(MarkerScan, RelocateRewritesOnlyWhatTheFunctionMaps) {
 
 TEST(MarkerScan, RelocateTextRuns) {
   // JSON and properties: plain replacement of each path, nothing else changes.
-  std::string json =
-      R"({"shared":["file:/mnt/ckpt/job/shared/a","/mnt/ckpt/job/chk-3/b"],)"
-      R"("other":"hdfs://nn/mnt/ckpt/job/c"})";
+  std::string json = R"({"shared":["file:/mnt/ckpt/job/shared/a","/mnt/ckpt/job/chk-3/b"],)"
+                     R"("other":"hdfs://nn/mnt/ckpt/job/c"})";
   size_t count = 0;
   auto r = RelocateMarkerReferences(json, kMount, ToRoot("/backup/chk-3"), &count);
   ASSERT_TRUE(r.ok());

@@ -101,8 +101,8 @@ TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
   // too (chk-2/<uuid>, shared/<uuid>, no such files in the copy), and are still no
   // failure. Own files named by plain path and other jobs' files stay in the mount.
   std::string e2 = tmp() + "/rewritten";
-  nlohmann::json j2 = Json({"export", orig, e2, "--rewrite-prefix",
-                            "file:" + job.Dir() + "/=file:" + e2 + "/"});
+  nlohmann::json j2 =
+      Json({"export", orig, e2, "--rewrite-prefix", "file:" + job.Dir() + "/=file:" + e2 + "/"});
   EXPECT_TRUE(j2.value("verified", false)) << j2.dump();
   EXPECT_EQ(j2.value("unresolved_references", 0u), 6u) << j2.dump();
   EXPECT_EQ(j2.value("rewritten", 0u), job.state().size() + 6) << j2.dump();

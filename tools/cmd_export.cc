@@ -307,9 +307,9 @@ int CmdExport(const Args& args) {
   if (Status s = PrepareDest(dest, &created); !s.ok()) return Fail("export", s);
   std::vector<Exported> written;
   std::set<std::string> dirs;  // created under DEST, to fsync
-  size_t rewritten = 0;  // references rewritten (--rewrite-prefix) or relocated
+  size_t rewritten = 0;        // references rewritten (--rewrite-prefix) or relocated
   const MarkerRefs refs = RefsFromListing(listing["references"]);
-  std::string original_marker;  // as read, when it is rewritten
+  std::string original_marker;                              // as read, when it is rewritten
   std::set<std::pair<std::string, std::string>> relocated;  // (text written, view path)
   // --relocate: a reference that resolved when the snapshot was committed goes to where
   // the copy holds its file; the others (inline state names) stay as written.
@@ -571,10 +571,11 @@ int CmdExport(const Args& args) {
       "all present in %s\n",
       static_cast<unsigned long long>(checked), checked == 1 ? "" : "s", dest.c_str());
   if (unresolved) {
-    printf("%zu reference%s name%s no file (resolved to nothing when the snapshot was "
-           "committed, such as Flink's inline state): nothing to copy or check%s\n",
-           unresolved, unresolved == 1 ? "" : "s", unresolved == 1 ? "s" : "",
-           verbose ? ":" : " (--verbose lists them)");
+    printf(
+        "%zu reference%s name%s no file (resolved to nothing when the snapshot was "
+        "committed, such as Flink's inline state): nothing to copy or check%s\n",
+        unresolved, unresolved == 1 ? "" : "s", unresolved == 1 ? "s" : "",
+        verbose ? ":" : " (--verbose lists them)");
     if (verbose) {
       for (const auto& u : refs.unresolved) printf("  %s\n", u.c_str());
     }

@@ -127,8 +127,8 @@ void CheckRewritten(std::string_view exported, std::string_view original,
   std::set<std::string> required, excused;
   for (const auto& o : FindMarkerOccurrences(original, mounts)) {
     if (o.ref.kind != MarkerReference::kInMount) continue;
-    std::string moved = ResolveInMount(ReplaceAll(o.text(original), old_prefix, new_prefix),
-                                       {new_root});
+    std::string moved =
+        ResolveInMount(ReplaceAll(o.text(original), old_prefix, new_prefix), {new_root});
     if (moved.empty()) continue;
     (refs.unresolved.count(o.ref.path) ? excused : required).insert(moved);
   }
@@ -198,7 +198,8 @@ void CheckBareNames(std::string_view exported, const std::set<std::string>& view
   for (const auto& r : ScanMarker(exported, {})) {
     if (r.kind != MarkerReference::kBareName || !view_paths.count(r.path)) continue;
     c->checked++;
-    if (!IsRegularFile(dest + "/" + r.path)) c->missing.push_back(r.path + " (not in " + dest + ")");
+    if (!IsRegularFile(dest + "/" + r.path))
+      c->missing.push_back(r.path + " (not in " + dest + ")");
   }
 }
 

@@ -52,9 +52,9 @@ std::string RelocatedText(std::string_view original, const std::string& view_pat
 
 // What the check of an exported marker found.
 struct MarkerCheck {
-  uint64_t checked = 0;               // references that must have their file in DEST
-  std::vector<std::string> missing;   // those that do not, with why: a failure
-  uint64_t stale = 0;                 // --rewrite-prefix: resolved, still into the mount
+  uint64_t checked = 0;              // references that must have their file in DEST
+  std::vector<std::string> missing;  // those that do not, with why: a failure
+  uint64_t stale = 0;                // --rewrite-prefix: resolved, still into the mount
 };
 
 // Plain export: every reference that resolved must be in DEST at its view path.
