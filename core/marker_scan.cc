@@ -1,6 +1,8 @@
 #include "core/marker_scan.h"
 
 #include <algorithm>
+#include <iterator>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -23,9 +25,9 @@ bool IsTextLike(unsigned char c) { return IsTextByte(c) || c == '\t' || c == '\n
 
 // Bytes that end a path inside a text run (JSON, properties, logs).
 bool EndsTextPath(unsigned char c) {
-  return !IsTextByte(c) || c == ' ' || c == '"' || c == '\'' || c == '<' || c == '>' ||
-         c == '|' || c == ',' || c == ';' || c == '`' || c == '\\' || c == '{' || c == '}' ||
-         c == '[' || c == ']' || c == '(' || c == ')';
+  return !IsTextByte(c) || c == ' ' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '|' ||
+         c == ',' || c == ';' || c == '`' || c == '\\' || c == '{' || c == '}' || c == '[' ||
+         c == ']' || c == '(' || c == ')';
 }
 
 // Bytes that may stand right before a path in a text run: those that end one, and the
@@ -102,12 +104,6 @@ std::string AbsolutePathOf(std::string_view ref) {
   return out;
 }
 
-// A reference and where its text starts in the marker.
-struct Found {
-  size_t pos;
-  MarkerReference ref;
-};
-
 }  // namespace
 
 std::vector<MarkerString> FindUtfStrings(std::string_view marker, size_t min_length) {
@@ -148,9 +144,9 @@ std::string ResolveInMount(std::string_view ref, const std::vector<std::string>&
   return "";
 }
 
-std::vector<MarkerReference> ScanMarker(std::string_view marker,
-                                        const std::vector<std::string>& mount_points) {
-  std::vector<Found> found;
+std::vector<MarkerOccurrence> FindMarkerOccurrences(std::string_view marker,
+                                                    const std::vector<std::string>& mount_points) {
+  std::vector<MarkerOccurrence> found;
   // Text of the writeUTF strings that are in-mount references, in offset order: a mount
   // point inside one of them is part of that reference, not a text-run reference.
   std::vector<std::pair<size_t, size_t>> utf_refs;
@@ -160,12 +156,14 @@ std::vector<MarkerReference> ScanMarker(std::string_view marker,
     if (text.starts_with("/") || text.starts_with("file:")) {
       std::string rel = ResolveInMount(text, mount_points);
       if (!rel.empty()) {
-        found.push_back({s.offset + 2, {MarkerReference::kInMount, std::move(rel)}});
+        found.push_back(
+            {s.offset + 2, s.length, true, {MarkerReference::kInMount, std::move(rel)}});
         utf_refs.emplace_back(s.offset + 2, s.offset + 2 + s.length);
       }
     } else if (text.size() <= kMaxBareName && text.find('/') == std::string_view::npos &&
                text != "." && text != "..") {
-      found.push_back({s.offset + 2, {MarkerReference::kBareName, std::string(text)}});
+      found.push_back(
+          {s.offset + 2, s.length, true, {MarkerReference::kBareName, std::string(text)}});
     }
   }
   // Text runs: an occurrence of a mount point, optionally behind a file: scheme, that
@@ -183,7 +181,8 @@ std::vector<MarkerReference> ScanMarker(std::string_view marker,
       }
       size_t start = at;
       for (std::string_view scheme : {"file://localhost", "file://", "file:"}) {
-        if (start >= scheme.size() && marker.substr(start - scheme.size(), scheme.size()) == scheme) {
+        if (start >= scheme.size() &&
+            marker.substr(start - scheme.size(), scheme.size()) == scheme) {
           start -= scheme.size();
           break;
         }
@@ -196,16 +195,24 @@ std::vector<MarkerReference> ScanMarker(std::string_view marker,
       size_t end = at + needle.size();
       while (end < marker.size() && !EndsTextPath(static_cast<unsigned char>(marker[end]))) end++;
       std::string rel = ResolveInMount(marker.substr(start, end - start), mount_points);
-      if (!rel.empty()) found.push_back({start, {MarkerReference::kInMount, std::move(rel)}});
+      if (!rel.empty()) {
+        found.push_back({start, end - start, false, {MarkerReference::kInMount, std::move(rel)}});
+      }
       at = marker.find(needle, end);
     }
   }
+  std::stable_sort(
+      found.begin(), found.end(),
+      [](const MarkerOccurrence& a, const MarkerOccurrence& b) { return a.pos < b.pos; });
+  return found;
+}
+
+std::vector<MarkerReference> ScanMarker(std::string_view marker,
+                                        const std::vector<std::string>& mount_points) {
   // Order of first appearance, each once.
-  std::stable_sort(found.begin(), found.end(),
-                   [](const Found& a, const Found& b) { return a.pos < b.pos; });
   std::vector<MarkerReference> out;
   std::set<std::pair<int, std::string>> seen;
-  for (auto& f : found) {
+  for (auto& f : FindMarkerOccurrences(marker, mount_points)) {
     if (seen.insert({static_cast<int>(f.ref.kind), f.ref.path}).second) {
       out.push_back(std::move(f.ref));
     }
@@ -275,6 +282,146 @@ Result<std::string> RewriteMarkerPrefix(std::string_view marker, std::string_vie
     pos = s.offset + 2 + s.length;
   }
   *rewritten += replace_all(marker.substr(pos), &out);
+  return out;
+}
+
+namespace {
+
+// A span of the marker to replace: [begin, end) becomes `text`, with a 2-byte writeUTF
+// length in front when `utf` (then begin is where the old length was).
+struct Splice {
+  size_t begin = 0, end = 0;
+  bool utf = false;
+  std::string text;
+};
+
+// Accepted, non-overlapping [begin, end) spans.
+class Spans {
+ public:
+  bool Free(size_t b, size_t e) const {
+    auto it = spans_.lower_bound(b);
+    if (it != spans_.end() && it->first < e) return false;
+    return it == spans_.begin() || std::prev(it)->second <= b;
+  }
+  void Add(size_t b, size_t e) { spans_.emplace(b, e); }
+
+ private:
+  std::map<size_t, size_t> spans_;
+};
+
+}  // namespace
+
+Result<std::string> RelocateMarkerReferences(std::string_view marker,
+                                             const std::vector<std::string>& mount_points,
+                                             const RelocateFn& relocate, size_t* relocated) {
+  *relocated = 0;
+  struct Edit {
+    size_t begin, end;  // the span it replaces: a writeUTF string with its length, or text
+    const MarkerOccurrence* occ;
+    std::string text;
+  };
+  std::vector<MarkerOccurrence> occs = FindMarkerOccurrences(marker, mount_points);
+  std::vector<Edit> edits;
+  for (const auto& o : occs) {
+    if (o.ref.kind != MarkerReference::kInMount) continue;
+    std::optional<std::string> to = relocate(o.ref, o.text(marker));
+    if (!to) continue;
+    edits.push_back({o.utf ? o.pos - 2 : o.pos, o.pos + o.length, &o, std::move(*to)});
+  }
+  // Overlapping candidates: the longest wins, then the leftmost. A made-up string that
+  // borrows a real one's length byte (writeInt(1), then a string of 256+ bytes) is the
+  // shorter of the two; the caller maps only references it knows, which such fragments
+  // rarely are.
+  std::vector<size_t> order(edits.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return edits[a].end - edits[a].begin > edits[b].end - edits[b].begin;
+  });
+  Spans taken, utf_taken;
+  std::vector<Splice> splices;
+  std::vector<const Edit*> text_edits;
+  for (size_t i : order) {
+    const Edit& e = edits[i];
+    if (!taken.Free(e.begin, e.end)) continue;
+    taken.Add(e.begin, e.end);
+    if (e.occ->utf) {
+      utf_taken.Add(e.begin, e.end);
+      splices.push_back({e.begin, e.end, true, e.text});
+      ++*relocated;
+    } else {
+      text_edits.push_back(&e);
+    }
+  }
+  // A text-run reference inside a plausible writeUTF string changes that string's length:
+  // the leftmost string holding it is taken (real strings start after binary fields, the
+  // made-up ones inside text), as RewriteMarkerPrefix does. None: plain text. A string
+  // that would reach into a rewritten writeUTF reference or another such string, or a
+  // plain one that would reach into such a string, is left as written.
+  std::sort(text_edits.begin(), text_edits.end(),
+            [](const Edit* a, const Edit* b) { return a->begin < b->begin; });
+  std::vector<MarkerString> strings;
+  for (const auto& str : FindUtfStrings(marker)) {
+    if (!InsideTextRun(marker, str)) strings.push_back(str);
+  }
+  // reach[i]: the furthest end of strings[0..i], to find by binary search the leftmost
+  // string that reaches past a point.
+  std::vector<size_t> reach(strings.size());
+  for (size_t i = 0; i < strings.size(); i++) {
+    size_t end = strings[i].offset + 2 + strings[i].length;
+    reach[i] = i == 0 ? end : std::max(reach[i - 1], end);
+  }
+  Spans strings_taken;
+  std::map<size_t, std::vector<const Edit*>> inside;  // index in `strings` -> its edits
+  std::vector<const Edit*> plain;
+  for (const Edit* e : text_edits) {
+    size_t i = std::lower_bound(reach.begin(), reach.end(), e->end) - reach.begin();
+    if (i == strings.size() || strings[i].offset + 2 > e->begin) {
+      plain.push_back(e);
+      continue;
+    }
+    size_t sb = strings[i].offset, se = sb + 2 + strings[i].length;
+    if (!inside.count(i)) {
+      if (!utf_taken.Free(sb, se) || !strings_taken.Free(sb, se)) continue;
+      strings_taken.Add(sb, se);
+    }
+    inside[i].push_back(e);
+  }
+  for (const Edit* e : plain) {
+    if (!strings_taken.Free(e->begin, e->end)) continue;
+    splices.push_back({e->begin, e->end, false, e->text});
+    ++*relocated;
+  }
+  for (const auto& [i, list] : inside) {
+    size_t pos = strings[i].offset + 2, end = pos + strings[i].length;
+    std::string text;
+    for (const Edit* e : list) {
+      text.append(marker.substr(pos, e->begin - pos));
+      text.append(e->text);
+      pos = e->end;
+      ++*relocated;
+    }
+    text.append(marker.substr(pos, end - pos));
+    splices.push_back({strings[i].offset, end, true, std::move(text)});
+  }
+  std::sort(splices.begin(), splices.end(),
+            [](const Splice& a, const Splice& b) { return a.begin < b.begin; });
+  std::string out;
+  out.reserve(marker.size() + 64);
+  size_t pos = 0;
+  for (const auto& sp : splices) {
+    out.append(marker.substr(pos, sp.begin - pos));
+    if (sp.utf) {
+      if (sp.text.size() > 0xffff) {
+        *relocated = 0;
+        return Status::InvalidArgument("relocated reference longer than 65535 bytes");
+      }
+      out.push_back(static_cast<char>(sp.text.size() >> 8));
+      out.push_back(static_cast<char>(sp.text.size() & 0xff));
+    }
+    out.append(sp.text);
+    pos = sp.end;
+  }
+  out.append(marker.substr(pos));
   return out;
 }
 

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,9 +52,40 @@ std::vector<MarkerString> FindUtfStrings(std::string_view marker, size_t min_len
 // it, or "" if none does. Mount points are absolute, without trailing '/'.
 std::string ResolveInMount(std::string_view ref, const std::vector<std::string>& mount_points);
 
+// One place in a marker where a reference is written.
+struct MarkerOccurrence {
+  size_t pos = 0;     // first byte of the reference's text
+  size_t length = 0;  // bytes of text
+  bool utf = false;   // a writeUTF string: its 2-byte length is right before `pos`
+  MarkerReference ref;
+  std::string_view text(std::string_view marker) const { return marker.substr(pos, length); }
+};
+
+// Every occurrence ScanMarker takes its references from (writeUTF strings that are
+// in-mount references or bare names, text-run paths into a mount point), by position;
+// repeats and overlapping candidates included.
+std::vector<MarkerOccurrence> FindMarkerOccurrences(std::string_view marker,
+                                                    const std::vector<std::string>& mount_points);
+
 // All references of a marker, each once, in order of first appearance.
 std::vector<MarkerReference> ScanMarker(std::string_view marker,
                                         const std::vector<std::string>& mount_points);
+
+// What one in-mount reference becomes: its new text, or nullopt to leave it as written.
+// `text` is the reference as written (the writeUTF string, or the path in a text run).
+using RelocateFn =
+    std::function<std::optional<std::string>(const MarkerReference& ref, std::string_view text)>;
+
+// Rewrites the in-mount references ScanMarker finds (the same occurrences) to what
+// `relocate` gives for them; bare names and everything else stay byte for byte. A
+// writeUTF reference gets a new length; a text-run reference inside a plausible writeUTF
+// string (say "dir: /mnt/ckpt/x") has that string's length fixed. Where candidates
+// overlap, the longest wins (ties: the leftmost); a text-run reference whose string
+// would overlap a rewritten one is left. `relocated` gets the number of occurrences
+// rewritten. InvalidArgument if a writeUTF string would exceed 65535 bytes.
+Result<std::string> RelocateMarkerReferences(std::string_view marker,
+                                             const std::vector<std::string>& mount_points,
+                                             const RelocateFn& relocate, size_t* relocated);
 
 // Rewrites every writeUTF string and text occurrence starting with `old_prefix` to start
 // with `new_prefix` instead, fixing writeUTF length prefixes. `rewritten` gets the count.

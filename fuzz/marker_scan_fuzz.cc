@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -66,6 +67,36 @@ void CheckRewrite(std::string_view in, std::string_view from, std::string_view t
   if (count == 0) Check(*r == in);
 }
 
+// Relocation: giving every reference back as written is the identity; a real mapping
+// either fits or fails with InvalidArgument, and what it wrote reads back under the new
+// root (for writeUTF references; text runs may be cut at odd bytes, so only a subset).
+void CheckRelocate(std::string_view in, const std::vector<std::string>& mounts) {
+  size_t count = 0;
+  auto same = snapfs::RelocateMarkerReferences(
+      in, mounts,
+      [](const snapfs::MarkerReference&, std::string_view text) {
+        return std::optional<std::string>(std::string(text));
+      },
+      &count);
+  Check(same.ok() && *same == in);
+  auto moved = snapfs::RelocateMarkerReferences(
+      in, mounts,
+      [](const snapfs::MarkerReference& r, std::string_view) {
+        return std::optional<std::string>("file:/backup/chk-7/" + r.path);
+      },
+      &count);
+  if (!moved.ok()) {
+    Check(moved.status().code() == snapfs::Code::kInvalidArgument);
+    return;
+  }
+  if (count == 0) Check(*moved == in);
+  auto none = snapfs::RelocateMarkerReferences(
+      in, mounts,
+      [](const snapfs::MarkerReference&, std::string_view) { return std::optional<std::string>(); },
+      &count);
+  Check(none.ok() && *none == in && count == 0);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -89,6 +120,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Check(r.path.find('/') == std::string::npos && r.path != "." && r.path != "..");
     }
   }
+
+  CheckRelocate(in, mounts);
 
   CheckRewrite(in, "file:/mnt/ckpt/", "file:/mnt/ckpt/");
   CheckRewrite(in, "file:/mnt/ckpt/job", "file:/backup/chk-7/long/er");

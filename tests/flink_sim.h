@@ -5,7 +5,11 @@
 //
 //   <base>/<job>/{shared,taskowned}/, chk-N/ with private files and _metadata
 //   _metadata: Java DataOutput (magic 0x4960672d, version 3), shared files as writeUTF
-//   "file:<absolute path>", private files as bare names, small state inlined
+//   "file:<absolute path>", private files as bare names, small state inlined; with
+//   set_inline_handles(), also inline state handles that keep the path-like name of a
+//   file that is never written (Flink's ByteStreamStateHandle for state under 20 KiB:
+//   "file:<job>/chk-N/<uuid>" among the private handles, "file:<job>/shared/<uuid>"
+//   among the shared ones), as Flink writes for RocksDB's MANIFEST, CURRENT, OPTIONS
 //   savepoint-<6 hex>-<12 hex>/: flat, self-contained, bare names only
 //
 // Also the other side: Restore() reads a _metadata the way a restoring job would and
@@ -33,6 +37,12 @@ inline constexpr uint32_t kMetadataMagic = 0x4960672d;
 inline constexpr uint8_t kRelativeFileHandle = 14;  // private file, bare name
 inline constexpr uint8_t kSharedFileHandle = 15;    // shared file, absolute file: URI
 inline constexpr uint8_t kInlineHandle = 16;        // byte stream state inlined (< 20 KiB)
+// Inline state with a path-like name (writeUTF name, then int length + bytes), in the
+// shared or private list; the name names no file.
+inline constexpr uint8_t kNamedInlineHandle = 17;
+// Where Restore expects the bytes of a named inline handle: content[kInlineKey + uuid],
+// uuid being the last component of its name (which rewrites keep).
+inline constexpr const char* kInlineKey = "inline:";
 
 inline std::string Uuid(std::mt19937_64& rng) {
   static const char* hex = "0123456789abcdef";
@@ -122,9 +132,12 @@ struct JavaIn {
 
 // One reference of a _metadata, as Restore parses it.
 struct MetadataRef {
-  bool shared = false;  // true: absolute path (after "file:"); false: bare name
-  std::string path;
+  bool shared = false;  // true: absolute (path after "file:", or another URI); false: bare
+  std::string path;     // inline: the handle's name as written
   uint64_t size = 0;
+  bool inline_data = false;  // a named inline handle: no file, the bytes are `data`
+  std::string data;
+  std::string raw;  // absolute: the string as written
 };
 
 // Parses our _metadata format; false if it is malformed.
@@ -141,17 +154,37 @@ inline bool ParseMetadata(const std::string& md, std::vector<MetadataRef>* refs,
     in.Long();
     uint32_t ns = in.Int();
     for (uint32_t i = 0; i < ns && !in.bad; i++) {
-      if (in.Byte() != kSharedFileHandle) return false;
+      uint8_t kind = in.Byte();
+      if (kind == kNamedInlineHandle) {
+        std::string name = in.Utf();
+        std::string data = in.Bytes();
+        refs->push_back({false, name, data.size(), true, data, ""});
+        continue;
+      }
+      if (kind != kSharedFileHandle) return false;
       std::string uri = in.Utf();
       uint64_t size = in.Long();
-      if (!uri.starts_with("file:")) return false;
-      refs->push_back({true, uri.substr(5), size});
+      refs->push_back({true, uri.starts_with("file:") ? uri.substr(5) : uri, size, false, "", uri});
     }
     uint32_t np = in.Int();
     for (uint32_t i = 0; i < np && !in.bad; i++) {
-      if (in.Byte() != kRelativeFileHandle) return false;
+      uint8_t kind = in.Byte();
+      if (kind == kNamedInlineHandle) {
+        std::string name = in.Utf();
+        std::string data = in.Bytes();
+        refs->push_back({false, name, data.size(), true, data, ""});
+        continue;
+      }
+      if (kind == kSharedFileHandle) {  // a private file named by its absolute path
+        std::string path = in.Utf();
+        uint64_t size = in.Long();
+        refs->push_back({true, path, size, false, "", path});
+        continue;
+      }
+      if (kind != kRelativeFileHandle) return false;
       std::string name = in.Utf();
-      refs->push_back({false, name, in.Long()});
+      uint64_t size = in.Long();
+      refs->push_back({false, name, size, false, "", ""});
     }
     if (in.Byte() != kInlineHandle) return false;
     in.Bytes();
@@ -166,9 +199,10 @@ class FlinkJob {
  public:
   struct Checkpoint {
     int id = 0;
-    std::string name;                 // chk-N
-    std::vector<std::string> priv;    // private file names in chk-N
-    std::vector<std::string> refs;    // absolute paths of the shared files it references
+    std::string name;                       // chk-N
+    std::vector<std::string> priv;          // private file names in chk-N
+    std::vector<std::string> refs;          // absolute paths of the shared files it references
+    std::vector<std::string> inline_names;  // names of its named inline handles, as written
     std::string metadata;
   };
 
@@ -183,11 +217,21 @@ class FlinkJob {
   std::mt19937_64& rng() { return rng_; }
   // Shared files (absolute paths) of the job's current state.
   const std::vector<std::string>& state() const { return state_; }
+  // From the next checkpoint on, `own` inline handles named like files of chk-N and
+  // `shared` named like files of shared/ (none of those files is ever written).
+  void set_inline_handles(int own, int shared) {
+    inline_own_ = own;
+    inline_shared_ = shared;
+  }
+  // From the next checkpoint on, private files are named by their absolute path (a plain
+  // "/..." path, no scheme) instead of a bare name.
+  void set_absolute_private(bool on) { absolute_private_ = on; }
 
   // The JobManager's base folders. Empty string on success, else what failed.
   std::string Init() {
     for (const char* d : {"", "/shared", "/taskowned"}) {
-      if (::mkdir((Dir() + d).c_str(), 0755) != 0) return "mkdir " + Dir() + d + ": " + ErrnoName(errno);
+      if (::mkdir((Dir() + d).c_str(), 0755) != 0)
+        return "mkdir " + Dir() + d + ": " + ErrnoName(errno);
     }
     return "";
   }
@@ -222,7 +266,8 @@ class FlinkJob {
     Checkpoint cp;
     cp.id = ++last_id_;
     cp.name = "chk-" + std::to_string(cp.id);
-    if (::mkdir(Path(cp.name).c_str(), 0755) != 0) return "mkdir " + cp.name + ": " + ErrnoName(errno);
+    if (::mkdir(Path(cp.name).c_str(), 0755) != 0)
+      return "mkdir " + cp.name + ": " + ErrnoName(errno);
     for (int i = 0; i < compacted && !state_.empty(); i++) {
       state_.erase(state_.begin() + static_cast<long>(rng_() % state_.size()));
     }
@@ -233,7 +278,8 @@ class FlinkJob {
     }
     for (int i = 0; i < priv; i++) {
       std::string name = Uuid(rng_);
-      if (auto e = Upload(Path(cp.name + "/" + name), RandomBytes(1 * kKiB + rng_() % (8 * kKiB), rng_()));
+      if (auto e = Upload(Path(cp.name + "/" + name),
+                          RandomBytes(1 * kKiB + rng_() % (8 * kKiB), rng_()));
           !e.empty()) {
         return e;
       }
@@ -248,18 +294,31 @@ class FlinkJob {
     md.Int(0);  // master states
     md.Int(1);  // one operator
     md.Long(rng_());
-    md.Int(static_cast<uint32_t>(cp.refs.size()));
+    // A named inline handle: the name of a file that is never written, and its bytes.
+    auto named_inline = [&](const std::string& folder) {
+      std::string uuid = Uuid(rng_);
+      std::string name = "file:" + Path(folder + "/" + uuid);
+      std::string data = RandomBytes(64 + rng_() % (2 * kKiB), rng_());
+      md.Byte(kNamedInlineHandle);
+      md.Utf(name);
+      md.Bytes(data);
+      (*content_)[kInlineKey + uuid] = data;
+      cp.inline_names.push_back(name);
+    };
+    md.Int(static_cast<uint32_t>(cp.refs.size() + inline_shared_));
     for (const auto& r : cp.refs) {
       md.Byte(kSharedFileHandle);
       md.Utf("file:" + r);
       md.Long((*content_)[r].size());
     }
-    md.Int(static_cast<uint32_t>(cp.priv.size()));
+    for (int i = 0; i < inline_shared_; i++) named_inline("shared");
+    md.Int(static_cast<uint32_t>(cp.priv.size() + inline_own_));
     for (const auto& p : cp.priv) {
-      md.Byte(kRelativeFileHandle);
-      md.Utf(p);
+      md.Byte(absolute_private_ ? kSharedFileHandle : kRelativeFileHandle);
+      md.Utf(absolute_private_ ? Path(cp.name + "/" + p) : p);
       md.Long((*content_)[Path(cp.name + "/" + p)].size());
     }
+    for (int i = 0; i < inline_own_; i++) named_inline(cp.name);
     md.Byte(kInlineHandle);
     md.Bytes(RandomBytes(rng_() % (4 * kKiB), rng_()));
     cp.metadata = md.b;
@@ -310,9 +369,11 @@ class FlinkJob {
     if (race) {
       if (auto e = unlink_shared(); !e.empty()) return e;
     }
-    if (::unlink(Path(old.name + "/_metadata").c_str()) != 0) return "unlink _metadata: " + ErrnoName(errno);
+    if (::unlink(Path(old.name + "/_metadata").c_str()) != 0)
+      return "unlink _metadata: " + ErrnoName(errno);
     for (const auto& p : old.priv) {
-      if (::unlink(Path(old.name + "/" + p).c_str()) != 0) return "unlink " + p + ": " + ErrnoName(errno);
+      if (::unlink(Path(old.name + "/" + p).c_str()) != 0)
+        return "unlink " + p + ": " + ErrnoName(errno);
     }
     if (::rmdir(Path(old.name).c_str()) != 0) return "rmdir " + old.name + ": " + ErrnoName(errno);
     if (!race) {
@@ -370,6 +431,8 @@ class FlinkJob {
   std::mt19937_64 rng_;
   ContentMap* content_;
   int last_id_ = 0;
+  int inline_own_ = 0, inline_shared_ = 0;
+  bool absolute_private_ = false;
   std::vector<std::string> state_;
   std::deque<Checkpoint> retained_;
   std::vector<std::string> last_dropped_;
@@ -378,7 +441,8 @@ class FlinkJob {
 // Restores a checkpoint as a job would: reads `read_dir`/_metadata and every file it
 // names, comparing each with what was written. Bare names are read from `read_dir` and
 // expected as written under `orig_dir`; an absolute path p is read from resolve(p).first
-// and expected as written at resolve(p).second. Returns "" if every file is there byte
+// and expected as written at resolve(p).second; named inline handles are not opened (as
+// Flink does not), their bytes must be as written. Returns "" if every file is there byte
 // for byte, else the first problem. `files` gets the number of files checked.
 using ResolveFn = std::function<std::pair<std::string, std::string>(const std::string&)>;
 inline std::string Restore(const std::string& read_dir, const std::string& orig_dir,
@@ -391,8 +455,16 @@ inline std::string Restore(const std::string& read_dir, const std::string& orig_
   if (!ParseMetadata(md, &refs)) return read_dir + "/_metadata: malformed";
   size_t n = 0;
   for (const auto& r : refs) {
+    if (r.inline_data) {  // no file to read: the bytes must be the ones written
+      std::string uuid = r.path.substr(r.path.rfind('/') + 1);
+      auto want = content.find(kInlineKey + uuid);
+      if (want == content.end()) return "inline handle " + r.path + ": unknown name";
+      if (r.data != want->second) return "inline handle " + r.path + ": bytes differ";
+      continue;
+    }
     std::pair<std::string, std::string> at =
-        r.shared ? resolve(r.path) : std::make_pair(read_dir + "/" + r.path, orig_dir + "/" + r.path);
+        r.shared ? resolve(r.path)
+                 : std::make_pair(read_dir + "/" + r.path, orig_dir + "/" + r.path);
     auto want = content.find(at.second);
     if (want == content.end()) return "test bug: nothing was written at " + at.second;
     std::string got = ReadFile(at.first, &err);

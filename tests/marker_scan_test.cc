@@ -802,5 +802,188 @@ TEST(MarkerScan, RewriteEmptyPrefixFails) {
   EXPECT_FALSE(r.ok());
 }
 
+// ---- Relocating references ----------------------------------------------------------
+
+// Maps every in-mount reference to `root` + "/" + its path, keeping a file: scheme.
+RelocateFn ToRoot(const std::string& root) {
+  return [root](const MarkerReference& r, std::string_view text) -> std::optional<std::string> {
+    return (text.starts_with("file:") ? "file:" : "") + root + "/" + r.path;
+  };
+}
+
+TEST(MarkerScan, RelocateKeepsTheMarkerParseableAndFixesLengths) {
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    SCOPED_TRACE(seed);
+    FlinkMarker m = MakeFlinkMarker(seed);
+    for (const std::string root : {"/b", "/backup/a/much/longer/place/for/the/copy/chk-7"}) {
+      size_t count = 0;
+      auto r = RelocateMarkerReferences(m.out.bytes(), kMounts, ToRoot(root), &count);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      // What a DataInput reader must get: every in-mount string relocated, the rest as is.
+      std::vector<Field> want = m.out.fields();
+      size_t want_count = 0;
+      for (auto& f : want) {
+        if (f.type != Field::kUtf) continue;
+        if (!f.bytes.starts_with("/") && !f.bytes.starts_with("file:")) continue;
+        std::string rel = ResolveInMount(f.bytes, kMounts);
+        if (rel.empty()) continue;
+        f.bytes = (f.bytes.starts_with("file:") ? "file:" : "") + root + "/" + rel;
+        want_count++;
+      }
+      EXPECT_EQ(count, want_count);
+      auto parsed = ReadFields(*r, TypesOf(m.out.fields()));
+      ASSERT_TRUE(parsed.has_value());
+      EXPECT_EQ(*parsed, want);
+      // Read again with the new root as the mount point: the same files, nothing left
+      // in the old mount.
+      std::vector<std::string> again = InMount(ScanMarker(*r, {root}));
+      EXPECT_EQ(again, m.in_mount);
+      EXPECT_TRUE(InMount(ScanMarker(*r, kMounts)).empty());
+      EXPECT_EQ(BareNames(ScanMarker(*r, {})), BareNames(ScanMarker(m.out.bytes(), {})));
+    }
+  }
+}
+
+TEST(MarkerScan, RelocateRewritesOnlyWhatTheFunctionMaps) {
+  DataOutput o;
+  o.WriteInt(0x4960672d);
+  o.WriteUTF("file:/mnt/ckpt/job/shared/kept-file");
+  o.WriteLong(1);
+  o.WriteUTF("file:/mnt/ckpt/job/chk-4/inline-name");  // names no file: left
+  o.WriteBlob("small state");
+  o.WriteUTF("bare-name");
+  o.WriteLong(2);
+  size_t count = 0;
+  RelocateFn only_files = [](const MarkerReference& r,
+                             std::string_view) -> std::optional<std::string> {
+    if (r.path != "job/shared/kept-file") return std::nullopt;
+    return "file:/dest/shared/kept-file";
+  };
+  auto r = RelocateMarkerReferences(o.bytes(), kMount, only_files, &count);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(count, 1u);
+  DataOutput want;
+  want.WriteInt(0x4960672d);
+  want.WriteUTF("file:/dest/shared/kept-file");
+  want.WriteLong(1);
+  want.WriteUTF("file:/mnt/ckpt/job/chk-4/inline-name");
+  want.WriteBlob("small state");
+  want.WriteUTF("bare-name");
+  want.WriteLong(2);
+  EXPECT_EQ(*r, want.bytes());
+  // The function gets the text as written; giving it back changes nothing.
+  std::vector<std::string> seen;
+  RelocateFn same = [&](const MarkerReference&, std::string_view text) {
+    seen.emplace_back(text);
+    return std::optional<std::string>(std::string(text));
+  };
+  r = RelocateMarkerReferences(o.bytes(), kMount, same, &count);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, o.bytes());
+  EXPECT_EQ(count, 2u);
+  EXPECT_EQ(seen, (std::vector<std::string>{"file:/mnt/ckpt/job/shared/kept-file",
+                                            "file:/mnt/ckpt/job/chk-4/inline-name"}));
+}
+
+TEST(MarkerScan, RelocateTextRuns) {
+  // JSON and properties: plain replacement of each path, nothing else changes.
+  std::string json = R"({"shared":["file:/mnt/ckpt/job/shared/a","/mnt/ckpt/job/chk-3/b"],)"
+                     R"("other":"hdfs://nn/mnt/ckpt/job/c"})";
+  size_t count = 0;
+  auto r = RelocateMarkerReferences(json, kMount, ToRoot("/backup/chk-3"), &count);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(count, 2u);
+  EXPECT_EQ(*r, R"({"shared":["file:/backup/chk-3/job/shared/a","/backup/chk-3/job/chk-3/b"],)"
+                R"("other":"hdfs://nn/mnt/ckpt/job/c"})");
+  std::string props = "state.dir=/mnt/ckpt/job/x\nother=/mnt/ckpt/job/y z\n";
+  r = RelocateMarkerReferences(props, kMount, ToRoot("/b"), &count);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(count, 2u);
+  EXPECT_EQ(*r, "state.dir=/b/job/x\nother=/b/job/y z\n");
+  // A path inside a writeUTF string that is no reference itself: the string's length is
+  // fixed with it, and the fields around it still read.
+  DataOutput o;
+  o.WriteInt(7);
+  o.WriteUTF("dir: /mnt/ckpt/job/x, again /mnt/ckpt/job/y");
+  o.WriteLong(8);
+  r = RelocateMarkerReferences(o.bytes(), kMount, ToRoot("/a/longer/root"), &count);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(count, 2u);
+  auto parsed = ReadFields(*r, TypesOf(o.fields()));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ((*parsed)[1].bytes, "dir: /a/longer/root/job/x, again /a/longer/root/job/y");
+  EXPECT_EQ((*parsed)[2].num, 8);
+}
+
+TEST(MarkerScan, RelocateOverlappingCandidatesTakesTheRealString) {
+  // writeInt(1), then a 303-byte path: 01 | 01 2f "/mnt/ckpt/...". The int's last byte
+  // and the length's high byte (01 01) read as a 257-byte string "//mnt/ckpt/..." (the
+  // length's low byte is '/'), which is an in-mount reference too. The longer, real one
+  // is rewritten, and the marker still reads.
+  std::string path = "/mnt/ckpt/job/shared/";
+  path += std::string(0x12f - path.size(), 'd');
+  DataOutput o;
+  o.WriteInt(0x4960672d);
+  o.WriteInt(1);
+  o.WriteUTF(path);
+  o.WriteLong(99);
+  std::vector<MarkerOccurrence> occ = FindMarkerOccurrences(o.bytes(), kMount);
+  ASSERT_EQ(occ.size(), 2u);
+  EXPECT_EQ(occ[0].length, 257u);
+  EXPECT_EQ(occ[1].length, path.size());
+  EXPECT_TRUE(occ[0].utf && occ[1].utf);
+  size_t count = 0;
+  auto r = RelocateMarkerReferences(o.bytes(), kMount, ToRoot("/b"), &count);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(count, 1u);
+  auto parsed = ReadFields(*r, TypesOf(o.fields()));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ((*parsed)[1].num, 1);
+  EXPECT_EQ((*parsed)[2].bytes, "/b/" + path.substr(10));
+  EXPECT_EQ((*parsed)[3].num, 99);
+}
+
+TEST(MarkerScan, RelocateBeyond65535BytesFails) {
+  // References are at most a path long, but what they become is the caller's: a new text
+  // of 65535 bytes still fits writeUTF, one more does not.
+  DataOutput o;
+  o.WriteInt(0x4960672d);
+  o.WriteUTF("file:/mnt/ckpt/job/shared/a");
+  o.WriteLong(1);
+  size_t count = 0;
+  auto to_size = [](size_t n) -> RelocateFn {
+    return [n](const MarkerReference&, std::string_view) {
+      return std::optional<std::string>("file:/" + std::string(n - 6, 'z'));
+    };
+  };
+  auto fits = RelocateMarkerReferences(o.bytes(), kMount, to_size(65535), &count);
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_EQ(count, 1u);
+  auto parsed = ReadFields(*fits, TypesOf(o.fields()));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ((*parsed)[1].bytes.size(), 65535u);
+  EXPECT_EQ((*parsed)[2].num, 1);
+  auto r = RelocateMarkerReferences(o.bytes(), kMount, to_size(65536), &count);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(count, 0u);
+}
+
+TEST(MarkerScan, OccurrencesAreWhatScanMarkerReports) {
+  for (uint64_t seed : {5u, 6u}) {
+    FlinkMarker m = MakeFlinkMarker(seed);
+    std::vector<MarkerReference> from_occ;
+    std::set<std::pair<int, std::string>> seen;
+    size_t last = 0;
+    for (const auto& o : FindMarkerOccurrences(m.out.bytes(), kMounts)) {
+      EXPECT_GE(o.pos, last);
+      last = o.pos;
+      ASSERT_LE(o.pos + o.length, m.out.bytes().size());
+      if (seen.insert({o.ref.kind, o.ref.path}).second) from_occ.push_back(o.ref);
+    }
+    EXPECT_EQ(from_occ, ScanMarker(m.out.bytes(), kMounts));
+  }
+}
+
 }  // namespace
 }  // namespace snapfs

@@ -1,17 +1,19 @@
-// snapfs export SNAPSHOT DEST [--rewrite-prefix OLD=NEW] [--json]: write a snapshot's
-// self-contained copy (its view: marker, own files, every file it references) into DEST,
-// which must not exist or be an empty folder. With --rewrite-prefix, absolute references
-// in the marker starting with OLD are rewritten to start with NEW (writeUTF lengths fixed).
+// snapfs export SNAPSHOT DEST [--relocate [--as URI] | --rewrite-prefix OLD=NEW]
+//                [--verbose] [--json]: write a snapshot's self-contained copy (its view:
+// marker, own files, every file it references) into DEST, which must not exist or be an
+// empty folder.
+//   --relocate: every absolute reference that resolves to a file of the copy is rewritten
+//     to where the copy holds it (DEST/<view path>, or <URI>/<view path> with --as, for a
+//     DEST that is a staging folder to be moved), writeUTF lengths fixed;
+//   --rewrite-prefix: references starting with OLD are rewritten to start with NEW.
 //
 // Reading: a mounted store is read through MOUNT/.snapshots/<snapshot>/<file> by this
 // process (the daemon only lists the files); an unmounted one in-process. Every file is
 // written, fsync'd and then verified: re-read from DEST and compared (XXH3-128, and size)
-// with the bytes read from the source; then the exported marker is scanned again and
-// every reference it makes must have its file in DEST:
-//   - with --rewrite-prefix: references under NEW (a path or file: URI) must exist in DEST
-//     at the same path relative to NEW;
-//   - without: references into the mount must exist in DEST at their view path;
-//   - bare names of the snapshot's own files must exist in DEST.
+// with the bytes read from the source; then the exported marker is scanned again and the
+// references that resolved when the snapshot was committed must have their files in DEST
+// (tools/export_verify.h). References that resolved to nothing then (Flink's inline state
+// keeps a path-like name) are counted and, with --verbose, listed; never corruption.
 // On any failure DEST is left as it is (say so) and the exit code is 1.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -28,6 +30,7 @@
 #include "core/filesystem.h"
 #include "core/marker_scan.h"
 #include "tools/cli_util.h"
+#include "tools/export_verify.h"
 #include "tools/snap_requests.h"
 
 namespace snapfs::cli {
@@ -151,24 +154,6 @@ Status PrepareDest(const std::string& dest, bool* created) {
   return Status::OK();
 }
 
-// "file:/x", "file:///x", "file://localhost/x" or "/x" -> "/x" normalised; "" if not absolute.
-std::string LocalRoot(const std::string& uri) {
-  std::string p = uri;
-  for (std::string_view scheme : {"file://localhost", "file://", "file:"}) {
-    if (p.starts_with(scheme)) {
-      p = p.substr(scheme.size());
-      break;
-    }
-  }
-  if (p.empty() || p[0] != '/') return "";
-  return LexicalAbsolute(p);
-}
-
-bool IsRegularFile(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 struct Exported {
   std::string path;  // view path
   uint64_t size = 0;
@@ -213,24 +198,54 @@ Result<nlohmann::json> FilesRequest(Filesystem& fs, const nlohmann::json& req) {
 
 int CmdExport(const Args& args) {
   po::options_description opts("options");
-  std::string snapshot, dest, rewrite;
+  std::string snapshot, dest, rewrite, as;
   opts.add_options()("snapshot", po::value(&snapshot)->required(),
                      "the snapshot folder (inside a snapfs mount, or STORE/path)")(
       "dest", po::value(&dest)->required(), "where to write the copy: absent or an empty folder")(
+      "relocate", po::bool_switch(),
+      "rewrite every absolute marker reference to a file of the copy to where the copy "
+      "holds it (under DEST, or under --as)")(
+      "as", po::value(&as),
+      "with --relocate: where DEST will be when it is used (it is a staging folder), e.g. "
+      "/backup/chk-42, file:///backup/chk-42 or hdfs:///backup/job/chk-42")(
       "rewrite-prefix", po::value(&rewrite),
       "OLD=NEW: rewrite marker references starting with OLD to start with NEW (e.g. "
-      "file:/mnt/ckpt/job/=file:/backup/chk-42/; end both with '/')")("json", po::bool_switch(),
-                                                                      "print JSON");
+      "file:/mnt/ckpt/job/=file:/backup/chk-42/; end both with '/')")(
+      "verbose,v", po::bool_switch(),
+      "list the references that name no file (inline state, resolved to nothing when the "
+      "snapshot was committed)")("json", po::bool_switch(), "print JSON");
   po::positional_options_description pos;
   pos.add("snapshot", 1).add("dest", 1);
   po::variables_map vm;
-  if (auto rc = Parse("export", "SNAPSHOT DEST [--rewrite-prefix OLD=NEW] [--json]", args, opts,
-                      pos, &vm)) {
+  if (auto rc = Parse("export",
+                      "SNAPSHOT DEST [--relocate [--as URI] | --rewrite-prefix OLD=NEW] "
+                      "[--verbose] [--json]",
+                      args, opts, pos, &vm)) {
     return *rc;
   }
   bool json = vm["json"].as<bool>();
+  bool verbose = vm["verbose"].as<bool>();
+  bool relocating = vm["relocate"].as<bool>();
   std::string old_prefix, new_prefix, new_root;
   bool rewriting = vm.count("rewrite-prefix") > 0;
+  if (relocating && rewriting) {
+    std::cerr << "snapfs export: --relocate and --rewrite-prefix exclude each other (--relocate "
+                 "already rewrites every reference to a file of the copy)\n";
+    return kExitUsage;
+  }
+  if (vm.count("as") && !relocating) {
+    std::cerr << "snapfs export: --as only goes with --relocate\n";
+    return kExitUsage;
+  }
+  RelocateTarget target;
+  if (relocating) {
+    auto t = ParseRelocateTarget(vm.count("as") ? as : LexicalAbsolute(dest));
+    if (!t.ok()) {
+      std::cerr << "snapfs export: " << t.status().message() << "\n";
+      return kExitUsage;
+    }
+    target = *t;
+  }
   if (rewriting) {
     size_t eq = rewrite.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == rewrite.size()) {
@@ -292,7 +307,20 @@ int CmdExport(const Args& args) {
   if (Status s = PrepareDest(dest, &created); !s.ok()) return Fail("export", s);
   std::vector<Exported> written;
   std::set<std::string> dirs;  // created under DEST, to fsync
-  size_t rewritten = 0;
+  size_t rewritten = 0;        // references rewritten (--rewrite-prefix) or relocated
+  const MarkerRefs refs = RefsFromListing(listing["references"]);
+  std::string original_marker;                              // as read, when it is rewritten
+  std::set<std::pair<std::string, std::string>> relocated;  // (text written, view path)
+  // --relocate: a reference that resolved when the snapshot was committed goes to where
+  // the copy holds its file; the others (inline state names) stay as written.
+  RelocateFn relocate = [&](const MarkerReference& r,
+                            std::string_view text) -> std::optional<std::string> {
+    auto it = refs.resolved.find(r.path);
+    if (it == refs.resolved.end()) return std::nullopt;
+    std::string to = RelocatedText(text, it->second, target);
+    relocated.emplace(to, it->second);
+    return to;
+  };
   auto failed = [&](const Status& s) {
     Fail("export", s);
     std::cerr << "snapfs export: " << dest << " is left in place with what was written ("
@@ -336,7 +364,7 @@ int CmdExport(const Args& args) {
     Hasher h;
     uint64_t out_size = 0;
     uint64_t in_size = 0;
-    bool is_marker = rewriting && vpath == marker_name;
+    bool is_marker = (rewriting || relocating) && vpath == marker_name;
     std::string whole;  // the marker, when it is rewritten
     auto sink = [&](const char* p, size_t n) -> Status {
       in_size += n;
@@ -392,7 +420,9 @@ int CmdExport(const Args& args) {
                            std::to_string(size) + " (did it change during the export?)");
     }
     if (st.ok() && is_marker) {
-      auto r = RewriteMarkerPrefix(whole, old_prefix, new_prefix, &rewritten);
+      auto r = rewriting ? RewriteMarkerPrefix(whole, old_prefix, new_prefix, &rewritten)
+                         : RelocateMarkerReferences(whole, mounts, relocate, &rewritten);
+      original_marker = whole;
       if (!r.ok()) {
         st = r.status().WithContext("rewrite " + vpath);
       } else {
@@ -475,65 +505,45 @@ int CmdExport(const Args& args) {
   }
   std::set<std::string> view_paths;
   for (const auto& e : written) view_paths.insert(e.path);
-  uint64_t checked = 0, stale = 0;
-  std::vector<std::string> missing;
+  MarkerCheck check;
   if (rewriting) {
-    for (const auto& r : ScanMarker(marker, {new_root})) {
-      if (r.kind != MarkerReference::kInMount) continue;
-      checked++;
-      if (!IsRegularFile(dest + "/" + r.path)) {
-        missing.push_back(new_root + "/" + r.path + " (not in " + dest + ")");
-      }
-    }
-    // References still into the store's mount: the copy does not hold them at NEW.
-    bool new_in_mount = false;
-    for (const auto& m : mounts) {
-      if (new_root == m || new_root.starts_with(m + "/")) new_in_mount = true;
-    }
-    if (!new_in_mount) {
-      for (const auto& r : ScanMarker(marker, mounts)) {
-        if (r.kind == MarkerReference::kInMount) stale++;
-      }
-    }
+    CheckRewritten(marker, original_marker, mounts, refs, old_prefix, new_prefix, new_root, dest,
+                   &check);
+  } else if (relocating) {
+    CheckRelocated(marker, mounts, refs, target, relocated, dest, &check);
   } else {
-    std::map<std::string, nlohmann::json> view_of;
-    for (const auto& r : listing["references"]) {
-      view_of[r["ref"].get<std::string>()] = r["view_path"];
-    }
-    for (const auto& r : ScanMarker(marker, mounts)) {
-      if (r.kind != MarkerReference::kInMount) continue;
-      checked++;
-      auto it = view_of.find(r.path);
-      if (it == view_of.end() || it->second.is_null()) {
-        missing.push_back(r.path +
-                          " (missing from the snapshot itself: it references a file "
-                          "that does not exist)");
-      } else if (!IsRegularFile(dest + "/" + it->second.get<std::string>())) {
-        missing.push_back(r.path + " (not in " + dest + " as " + it->second.get<std::string>() +
-                          ")");
-      }
-    }
+    CheckPlain(marker, mounts, refs, dest, &check);
   }
-  for (const auto& r : ScanMarker(marker, {})) {
-    if (r.kind != MarkerReference::kBareName || !view_paths.count(r.path)) continue;
-    checked++;
-    if (!IsRegularFile(dest + "/" + r.path)) missing.push_back(r.path + " (not in " + dest + ")");
-  }
-  if (!missing.empty()) {
-    for (const auto& m : missing) std::cerr << "snapfs export: unresolved reference: " << m << "\n";
-    return failed(Status::Corruption(std::to_string(missing.size()) + " of " +
+  CheckBareNames(marker, view_paths, dest, &check);
+  const uint64_t checked = check.checked, stale = check.stale;
+  const size_t unresolved = refs.unresolved.size();
+  if (!check.missing.empty()) {
+    for (const auto& m : check.missing) {
+      std::cerr << "snapfs export: reference without its file in the copy: " << m << "\n";
+    }
+    return failed(Status::Corruption(std::to_string(check.missing.size()) + " of " +
                                      std::to_string(checked) +
-                                     " marker references have no file in the copy"));
+                                     " marker references that resolved when the snapshot was "
+                                     "committed have no file in the copy"));
   }
 
   if (json) {
-    nlohmann::json out = {{"snapshot", snap},        {"dest", dest},
-                          {"files", written.size()}, {"bytes", done_bytes},
-                          {"verified", true},        {"references_checked", checked}};
+    nlohmann::json out = {{"snapshot", snap},
+                          {"dest", dest},
+                          {"files", written.size()},
+                          {"bytes", done_bytes},
+                          {"verified", true},
+                          {"references_checked", checked},
+                          {"unresolved_references", unresolved}};
+    if (verbose) out["unresolved"] = refs.unresolved;
     if (rewriting) {
       out["rewrite_prefix"] = {{"old", old_prefix}, {"new", new_prefix}};
       out["rewritten"] = rewritten;
       out["references_outside_new"] = stale;
+    }
+    if (relocating) {
+      out["relocate_to"] = target.Describe();
+      out["relocated"] = rewritten;
     }
     std::cout << out.dump(2) << "\n";
     return kExitOk;
@@ -552,10 +562,24 @@ int CmdExport(const Args& args) {
              mounts.empty() ? "?" : mounts.front().c_str(), new_root.c_str());
     }
   }
+  if (relocating) {
+    printf("relocated %zu reference%s in %s to %s\n", rewritten, rewritten == 1 ? "" : "s",
+           marker_name.c_str(), target.Describe().c_str());
+  }
   printf(
       "verified: every file read back matches (XXH3-128); %llu marker reference%s checked, "
       "all present in %s\n",
       static_cast<unsigned long long>(checked), checked == 1 ? "" : "s", dest.c_str());
+  if (unresolved) {
+    printf(
+        "%zu reference%s name%s no file (resolved to nothing when the snapshot was "
+        "committed, such as Flink's inline state): nothing to copy or check%s\n",
+        unresolved, unresolved == 1 ? "" : "s", unresolved == 1 ? "s" : "",
+        verbose ? ":" : " (--verbose lists them)");
+    if (verbose) {
+      for (const auto& u : refs.unresolved) printf("  %s\n", u.c_str());
+    }
+  }
   return kExitOk;
 }
 
