@@ -19,6 +19,8 @@ namespace snapfs::cli {
 Result<std::string> StatsJson(Store& store);
 Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify);
 Result<std::string> GcJson(Store& store, Filesystem* fs, double fraction, bool dry_run);
+Result<std::string> StatusJson(Store& store, Filesystem& fs);  // tools/cmd_status.cc
+Result<std::string> RecordedGc(bool dry_run, const std::function<Result<std::string>()>& run);
 
 namespace {
 
@@ -40,8 +42,10 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
     double fraction = 0.5;
     std::string opt;
     in >> fraction >> opt;
-    return GcJson(store, &fs, fraction, opt == "--dry-run");
+    bool dry = opt == "--dry-run";
+    return RecordedGc(dry, [&] { return GcJson(store, &fs, fraction, dry); });
   }
+  if (verb == "status") return StatusJson(store, fs);
   if (IsSnapRequest(verb)) {
     std::string args = request.size() > verb.size() ? request.substr(verb.size()) : "";
     auto req = args.find_first_not_of(" \t") == std::string::npos
