@@ -20,12 +20,18 @@ std::shared_ptr<spdlog::logger> g_logger;  // GUARDED_BY(g_mu) for replacement
 
 spdlog::level::level_enum ToSpd(Level l) {
   switch (l) {
-    case Level::kTrace: return spdlog::level::trace;
-    case Level::kDebug: return spdlog::level::debug;
-    case Level::kInfo: return spdlog::level::info;
-    case Level::kWarn: return spdlog::level::warn;
-    case Level::kError: return spdlog::level::err;
-    case Level::kOff: break;
+    case Level::kTrace:
+      return spdlog::level::trace;
+    case Level::kDebug:
+      return spdlog::level::debug;
+    case Level::kInfo:
+      return spdlog::level::info;
+    case Level::kWarn:
+      return spdlog::level::warn;
+    case Level::kError:
+      return spdlog::level::err;
+    case Level::kOff:
+      break;
   }
   return spdlog::level::off;
 }
@@ -88,8 +94,7 @@ void Shutdown() {
 }
 
 bool Enabled(Level level) {
-  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed) &&
-         level != Level::kOff;
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed) && level != Level::kOff;
 }
 
 void Write(Level level, std::string_view msg) {

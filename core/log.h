@@ -37,8 +37,8 @@ void Write(Level level, std::string_view msg);
 
 }  // namespace snapfs::log
 
-#define SNAPFS_LOG(level, msg)                                          \
-  do {                                                                  \
+#define SNAPFS_LOG(level, msg)                                           \
+  do {                                                                   \
     if (::snapfs::log::Enabled(level)) ::snapfs::log::Write(level, msg); \
   } while (0)
 #define SNAPFS_LOG_TRACE(msg) SNAPFS_LOG(::snapfs::log::Level::kTrace, msg)

@@ -8,9 +8,8 @@ namespace snapfs::metrics {
 
 namespace {
 
-constexpr double kLatency[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                               0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
-                               0.5,     1,      2.5,     5,      10};
+constexpr double kLatency[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                               0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10};
 
 std::string FormatValue(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
@@ -29,10 +28,14 @@ std::string FormatValue(double v) {
 std::string Escape(std::string_view s, bool quote) {
   std::string out;
   for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else if (c == '"' && quote) out += "\\\"";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '"' && quote)
+      out += "\\\"";
+    else
+      out += c;
   }
   return out;
 }
@@ -40,14 +43,13 @@ std::string Escape(std::string_view s, bool quote) {
 }  // namespace
 
 Histogram::Histogram(std::span<const double> bounds)
-    : bounds_(bounds.begin(), bounds.end()),
-      counts_(new std::atomic<uint64_t>[bounds.size() + 1]) {
+    : bounds_(bounds.begin(), bounds.end()), counts_(new std::atomic<uint64_t>[bounds.size() + 1]) {
   for (size_t i = 0; i <= bounds_.size(); i++) counts_[i].store(0);
 }
 
 void Histogram::Observe(double v) {
-  size_t i = static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) -
-                                 bounds_.begin());
+  size_t i =
+      static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin());
   counts_[i].fetch_add(1, std::memory_order_relaxed);
   sum_.fetch_add(v, std::memory_order_relaxed);
 }
@@ -137,8 +139,7 @@ Counter* Registry::GetCounter(const std::string& name, const std::string& help,
   return GetChild(name, help, Type::kCounter, labels, {})->counter.get();
 }
 
-Gauge* Registry::GetGauge(const std::string& name, const std::string& help,
-                          const Labels& labels) {
+Gauge* Registry::GetGauge(const std::string& name, const std::string& help, const Labels& labels) {
   return GetChild(name, help, Type::kGauge, labels, {})->gauge.get();
 }
 
@@ -206,16 +207,16 @@ DaemonState& State() {
 }
 
 Counter& GcRunsCounter(bool ok) {
-  static Counter* good = Global().GetCounter("snapfs_gc_runs_total", "GC runs, by result",
-                                             {{"result", "ok"}});
-  static Counter* bad = Global().GetCounter("snapfs_gc_runs_total", "GC runs, by result",
-                                            {{"result", "error"}});
+  static Counter* good =
+      Global().GetCounter("snapfs_gc_runs_total", "GC runs, by result", {{"result", "ok"}});
+  static Counter* bad =
+      Global().GetCounter("snapfs_gc_runs_total", "GC runs, by result", {{"result", "error"}});
   return ok ? *good : *bad;
 }
 
 struct GcMetrics {
-  Histogram* duration = Global().GetHistogram("snapfs_gc_duration_seconds",
-                                              "Duration of GC runs", LatencyBuckets());
+  Histogram* duration =
+      Global().GetHistogram("snapfs_gc_duration_seconds", "Duration of GC runs", LatencyBuckets());
   Counter* freed = Global().GetCounter("snapfs_gc_freed_bytes_total", "Pack bytes GC removed");
   Gauge* last = Global().GetGauge("snapfs_gc_last_run_timestamp_seconds",
                                   "When the last GC run ended (Unix time; 0: none yet)");

@@ -113,13 +113,13 @@ class Registry {
     Type type;
     std::vector<std::unique_ptr<Child>> children;
   };
-  Child* GetChild(const std::string& name, const std::string& help, Type type,
-                  const Labels& labels, std::span<const double> bounds);
+  Child* GetChild(const std::string& name, const std::string& help, Type type, const Labels& labels,
+                  std::span<const double> bounds);
 
   mutable std::mutex mu_;
-  std::map<std::string, Fam> families_;         // GUARDED_BY(mu_)
-  std::map<int, Collector> collectors_;         // GUARDED_BY(mu_)
-  int next_collector_ = 1;                      // GUARDED_BY(mu_)
+  std::map<std::string, Fam> families_;          // GUARDED_BY(mu_)
+  std::map<int, Collector> collectors_;          // GUARDED_BY(mu_)
+  int next_collector_ = 1;                       // GUARDED_BY(mu_)
   std::vector<std::unique_ptr<Child>> orphans_;  // GUARDED_BY(mu_): mistyped registrations
 };
 

@@ -72,8 +72,8 @@ Result<StoreGauges> ComputeStoreGauges(Store& store) {
     g.pack_bytes += p.size;
   }
   uint64_t overhead = g.packs * pack::kHeaderSize;
-  g.dead_bytes = g.pack_bytes > live_in_packs + overhead ? g.pack_bytes - live_in_packs - overhead
-                                                         : 0;
+  g.dead_bytes =
+      g.pack_bytes > live_in_packs + overhead ? g.pack_bytes - live_in_packs - overhead : 0;
   return g;
 }
 

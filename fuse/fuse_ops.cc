@@ -27,16 +27,45 @@ Filesystem& Fs(fuse_req_t req) { return *Ctx(req)->fs; }
 // ---- instrumentation: every request is counted and timed by operation ----
 
 enum OpId {
-  kLookup, kForget, kForgetMulti, kGetattr, kSetattr, kReadlink, kMknod, kMkdir, kUnlink,
-  kRmdir, kSymlink, kRename, kLink, kOpen, kCreate, kRead, kWrite, kFlush, kRelease, kFsync,
-  kOpendir, kReaddir, kReaddirplus, kReleasedir, kFsyncdir, kStatfs, kSetxattr, kGetxattr,
-  kListxattr, kRemovexattr, kCopyFileRange, kFallocate, kOpCount
+  kLookup,
+  kForget,
+  kForgetMulti,
+  kGetattr,
+  kSetattr,
+  kReadlink,
+  kMknod,
+  kMkdir,
+  kUnlink,
+  kRmdir,
+  kSymlink,
+  kRename,
+  kLink,
+  kOpen,
+  kCreate,
+  kRead,
+  kWrite,
+  kFlush,
+  kRelease,
+  kFsync,
+  kOpendir,
+  kReaddir,
+  kReaddirplus,
+  kReleasedir,
+  kFsyncdir,
+  kStatfs,
+  kSetxattr,
+  kGetxattr,
+  kListxattr,
+  kRemovexattr,
+  kCopyFileRange,
+  kFallocate,
+  kOpCount
 };
 constexpr const char* kOpNames[kOpCount] = {
-    "lookup",  "forget",    "forget_multi", "getattr",    "setattr",  "readlink", "mknod",
-    "mkdir",   "unlink",    "rmdir",        "symlink",    "rename",   "link",     "open",
-    "create",  "read",      "write",        "flush",      "release",  "fsync",    "opendir",
-    "readdir", "readdirplus", "releasedir", "fsyncdir",   "statfs",   "setxattr", "getxattr",
+    "lookup",    "forget",      "forget_multi",    "getattr",  "setattr", "readlink", "mknod",
+    "mkdir",     "unlink",      "rmdir",           "symlink",  "rename",  "link",     "open",
+    "create",    "read",        "write",           "flush",    "release", "fsync",    "opendir",
+    "readdir",   "readdirplus", "releasedir",      "fsyncdir", "statfs",  "setxattr", "getxattr",
     "listxattr", "removexattr", "copy_file_range", "fallocate"};
 
 struct FuseMetrics {
@@ -57,13 +86,12 @@ struct FuseMetrics {
       op[i].requests = r.GetCounter("snapfs_fuse_requests_total", "FUSE requests answered", l);
       op[i].errors = r.GetCounter("snapfs_fuse_request_errors_total",
                                   "FUSE requests answered with an error", l);
-      op[i].latency = r.GetHistogram("snapfs_fuse_request_duration_seconds",
-                                     "Time from a FUSE request to its reply",
-                                     metrics::LatencyBuckets(), l);
+      op[i].latency =
+          r.GetHistogram("snapfs_fuse_request_duration_seconds",
+                         "Time from a FUSE request to its reply", metrics::LatencyBuckets(), l);
     }
     read_bytes = r.GetCounter("snapfs_read_bytes_total", "Bytes returned by FUSE reads");
-    written_bytes =
-        r.GetCounter("snapfs_written_bytes_total", "Bytes accepted by FUSE writes");
+    written_bytes = r.GetCounter("snapfs_written_bytes_total", "Bytes accepted by FUSE writes");
     fsyncs = r.GetCounter("snapfs_fsync_total", "fsync and fdatasync calls on files");
     fsync_latency = r.GetHistogram("snapfs_fsync_duration_seconds",
                                    "Time an fsync of a file took (data and metadata durable)",
@@ -141,8 +169,8 @@ std::string WhatFile(fuse_req_t req) {
 void ReplyErr(fuse_req_t req, const Status& s) {
   int e = ToErrno(s);
   if (e == EIO) {
-    SNAPFS_LOG_ERROR(std::string(t_op >= 0 ? kOpNames[t_op] : "request") + " of " +
-                     WhatFile(req) + ": I/O error: " + s.ToString());
+    SNAPFS_LOG_ERROR(std::string(t_op >= 0 ? kOpNames[t_op] : "request") + " of " + WhatFile(req) +
+                     ": I/O error: " + s.ToString());
   }
   ReplyErrno(req, e);
 }
@@ -184,7 +212,6 @@ struct stat ToStat(const Attr& a) {
   st.st_ctim = ToTimespec(a.ctime_ns);
   return st;
 }
-
 
 // The /.snapshots/ views change with snapshots, not through requests the kernel sees:
 // it may cache them only briefly.
@@ -573,6 +600,7 @@ fuse_lowlevel_ops MakeOps() {
 }  // namespace
 
 const fuse_lowlevel_ops& Operations() {
+  (void)M();  // the request metrics are exported from the start, as zeros
   static const fuse_lowlevel_ops ops = MakeOps();
   return ops;
 }

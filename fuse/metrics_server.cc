@@ -84,8 +84,7 @@ Status MetricsServer::Start(const ListenAddress& addr, std::function<std::string
   std::string port = std::to_string(addr.port);
   int gai = ::getaddrinfo(addr.host.c_str(), port.c_str(), &hints, &res);
   if (gai != 0) {
-    return Status::InvalidArgument("metrics address " + addr.ToString() + ": " +
-                                   gai_strerror(gai));
+    return Status::InvalidArgument("metrics address " + addr.ToString() + ": " + gai_strerror(gai));
   }
   Status last = Status::IOError("metrics address " + addr.ToString() + ": no address to bind");
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
@@ -183,8 +182,7 @@ void MetricsServer::Serve(int fd) {
     SendAll(fd, Response(405, "Method Not Allowed", "text/plain", "use GET\n"));
     return;
   }
-  std::string resp =
-      Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body_());
+  std::string resp = Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body_());
   if (method == "HEAD") resp.resize(resp.find("\r\n\r\n") + 4);
   SendAll(fd, resp);
 }

@@ -45,8 +45,10 @@ Status CheckMountpoint(const std::string& mp) {
   // libfuse opens /dev/fuse itself before it hands the mount to fusermount3, so a user
   // needs access to it (Debian's default mode is 0666).
   if (::access("/dev/fuse", R_OK | W_OK) != 0) {
-    return PosixError("/dev/fuse is not accessible to this user (a non-root mount needs it "
-                      "readable and writable, usually mode 0666)", errno);
+    return PosixError(
+        "/dev/fuse is not accessible to this user (a non-root mount needs it "
+        "readable and writable, usually mode 0666)",
+        errno);
   }
   return Status::OK();
 }
@@ -70,7 +72,7 @@ class GaugeCache {
 
  private:
   std::mutex mu_;
-  StoreGauges g_;       // GUARDED_BY(mu_)
+  StoreGauges g_;        // GUARDED_BY(mu_)
   int64_t when_ns_ = 0;  // GUARDED_BY(mu_)
 };
 
@@ -238,10 +240,10 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     }
   }
   metrics::SetDaemonInfo(info);
-  SNAPFS_LOG_INFO(std::string("snapfs ") + SNAPFS_VERSION + " (" + SNAPFS_GIT_COMMIT +
-                  ") pid " + std::to_string(::getpid()) + ": store " + store_path +
-                  " mounted on " + opts.mountpoint + " (threads " + std::to_string(opts.threads) +
-                  ", gc every " + std::to_string(opts.gc_interval_s) + " s, writeback " +
+  SNAPFS_LOG_INFO(std::string("snapfs ") + SNAPFS_VERSION + " (" + SNAPFS_GIT_COMMIT + ") pid " +
+                  std::to_string(::getpid()) + ": store " + store_path + " mounted on " +
+                  opts.mountpoint + " (threads " + std::to_string(opts.threads) + ", gc every " +
+                  std::to_string(opts.gc_interval_s) + " s, writeback " +
                   (opts.writeback ? "on" : "off") + ", metrics " +
                   (opts.metrics.empty() ? "off" : opts.metrics) +
                   (opts.options_text.empty() ? "" : ", options: " + opts.options_text) + ")");
@@ -259,8 +261,10 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
       gauge_now = false;
       l.unlock();
       auto g = ComputeStoreGauges(*st);
-      if (g.ok()) gauges.Set(*g);
-      else SNAPFS_LOG_WARN("store gauges: " + g.status().ToString());
+      if (g.ok())
+        gauges.Set(*g);
+      else
+        SNAPFS_LOG_WARN("store gauges: " + g.status().ToString());
       l.lock();
     }
   });
@@ -273,13 +277,15 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   if (opts.gc_interval_s > 0) {
     gc_thread = std::thread([&, st = store->get()] {
       std::unique_lock l(gc_mu);
-      while (!gc_cv.wait_for(l, std::chrono::seconds(opts.gc_interval_s), [&] { return stopping; })) {
+      while (
+          !gc_cv.wait_for(l, std::chrono::seconds(opts.gc_interval_s), [&] { return stopping; })) {
         l.unlock();
         auto t0 = std::chrono::steady_clock::now();
         auto r = RunGc(*st);
         metrics::GcRun run;
         run.when_ns = NowNs();
-        run.duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        run.duration_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (r.ok()) {
           run.bytes_freed = r->bytes_freed;
           SNAPFS_LOG_INFO("automatic gc: freed " + Bytes(r->bytes_freed) + " (" +
@@ -322,7 +328,8 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   }
   gauge_cv.notify_all();
   gauge_thread.join();
-  SNAPFS_LOG_INFO("unmounting " + opts.mountpoint + (rc == 0 ? "" : " (session ended with an error)"));
+  SNAPFS_LOG_INFO("unmounting " + opts.mountpoint +
+                  (rc == 0 ? "" : " (session ended with an error)"));
   (*fs)->SetEntryInvalidator(nullptr);
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

@@ -100,7 +100,9 @@ Scrape Parse(const std::string& text) {
     }
     EXPECT_TRUE(s.helps.count(family)) << family << " has no HELP line";
     EXPECT_TRUE(family.starts_with("snapfs_")) << family;
-    if (s.types[family] == "counter") EXPECT_TRUE(family.ends_with("_total")) << family;
+    if (s.types[family] == "counter") {
+      EXPECT_TRUE(family.ends_with("_total")) << family;
+    }
   }
   return s;
 }
@@ -145,8 +147,8 @@ TEST_F(MountMetrics, CountersMoveWithWritesAndFsync) {
   Scrape before = ScrapeOk(port);
   for (const char* name :
        {"snapfs_fuse_requests_total", "snapfs_fuse_request_duration_seconds",
-        "snapfs_fuse_request_errors_total", "snapfs_read_bytes_total",
-        "snapfs_written_bytes_total", "snapfs_dedup_bytes_total", "snapfs_chunk_cache_hits_total",
+        "snapfs_fuse_request_errors_total", "snapfs_read_bytes_total", "snapfs_written_bytes_total",
+        "snapfs_dedup_bytes_total", "snapfs_chunk_cache_hits_total",
         "snapfs_chunk_cache_misses_total", "snapfs_fsync_total", "snapfs_fsync_duration_seconds",
         "snapfs_io_errors_total", "snapfs_chunk_hash_mismatches_total", "snapfs_gc_runs_total",
         "snapfs_gc_duration_seconds", "snapfs_gc_freed_bytes_total", "snapfs_build_info",
@@ -179,10 +181,9 @@ TEST_F(MountMetrics, CountersMoveWithWritesAndFsync) {
   // Only GET /metrics is served.
   CmdResult other = Curl("http://127.0.0.1:" + std::to_string(port) + "/other");
   EXPECT_TRUE(other.out.ends_with("\n404")) << other.Describe();
-  CmdResult post =
-      Run({"curl", "-sS", "-X", "POST", "-w", "\n%{http_code}",
-           "http://127.0.0.1:" + std::to_string(port) + "/metrics"},
-          60);
+  CmdResult post = Run({"curl", "-sS", "-X", "POST", "-w", "\n%{http_code}",
+                        "http://127.0.0.1:" + std::to_string(port) + "/metrics"},
+                       60);
   EXPECT_TRUE(post.out.ends_with("\n405")) << post.Describe();
 
   // The gauges of the store come from a periodic count; after a GC they are fresh.
@@ -233,18 +234,19 @@ TEST_F(MountMetrics, PortTakenMountStillWorks) {
   EXPECT_EQ(j["metrics"]["listening"], false);
   EXPECT_EQ(j["metrics"]["address"], "127.0.0.1:" + std::to_string(port));
   bool named = false;
-  for (const auto& r : j["reasons"]) named |= r.get<std::string>().find("metrics") != std::string::npos;
+  for (const auto& r : j["reasons"])
+    named |= r.get<std::string>().find("metrics") != std::string::npos;
   EXPECT_TRUE(named) << j.dump();
 }
 
 TEST_F(MountMetrics, BadMetricsAndLogOptionsExit2) {
-  for (std::vector<std::string> bad : std::vector<std::vector<std::string>>{
-           {"--metrics", "banana"},
-           {"--metrics", "127.0.0.1"},
-           {"--metrics", "127.0.0.1:0"},
-           {"--metrics", "127.0.0.1:99999"},
-           {"--metrics", ":9567"},
-           {"--log-level", "loud"}}) {
+  for (std::vector<std::string> bad :
+       std::vector<std::vector<std::string>>{{"--metrics", "banana"},
+                                             {"--metrics", "127.0.0.1"},
+                                             {"--metrics", "127.0.0.1:0"},
+                                             {"--metrics", "127.0.0.1:99999"},
+                                             {"--metrics", ":9567"},
+                                             {"--log-level", "loud"}}) {
     std::vector<std::string> a = {"mount", store(), mnt()};
     a.insert(a.end(), bad.begin(), bad.end());
     CmdResult r = Snapfs(a);
@@ -263,9 +265,9 @@ TEST_F(MountMetrics, LogHasStartGcAndStopLines) {
   ASSERT_EQ(um.code, 0) << um.Describe();
 
   std::string log = DaemonLog();
-  // "2026-12-01T19:23:09.123+0100 info [1234] snapfs 0.9.0 (...) pid N: store S mounted on M"
+  // "2026-12-01T19:23:09.123+01:00 info [1234] snapfs 0.9.0 (...) pid N: store S mounted on M"
   static const std::regex kStart(
-      R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4} info \[\d+\] snapfs \d+\.\d+\.\d+ .*store )" +
+      R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d info \[\d+\] snapfs \d+\.\d+\.\d+ .*store )" +
       store() + " mounted on " + mnt());
   EXPECT_TRUE(std::regex_search(log, kStart)) << log;
   static const std::regex kGc(R"( info \[\d+\] gc \(snapfs gc\): freed \d+ bytes in )");
@@ -275,8 +277,8 @@ TEST_F(MountMetrics, LogHasStartGcAndStopLines) {
 
   // --log FILE and --log-level: only warnings and worse reach that file.
   std::string other = tmp() + "/other.log";
-  CmdResult m = Snapfs({"mount", store(), mnt(), "--metrics", "off", "--log", other,
-                        "--log-level", "warn"});
+  CmdResult m =
+      Snapfs({"mount", store(), mnt(), "--metrics", "off", "--log", other, "--log-level", "warn"});
   ASSERT_EQ(m.code, 0) << m.Describe();
   CmdResult um2 = Snapfs({"umount", mnt()});
   ASSERT_EQ(um2.code, 0) << um2.Describe();
@@ -288,8 +290,7 @@ TEST_F(MountMetrics, LogHasStartGcAndStopLines) {
 TEST_F(MountMetrics, VersionCommand) {
   CmdResult v = Snapfs({"--version"});
   EXPECT_EQ(v.code, 0) << v.Describe();
-  EXPECT_TRUE(std::regex_search(v.out, std::regex(R"(^snapfs \d+\.\d+\.\d+ \(commit )")))
-      << v.out;
+  EXPECT_TRUE(std::regex_search(v.out, std::regex(R"(^snapfs \d+\.\d+\.\d+ \(commit )"))) << v.out;
   EXPECT_NE(v.out.find("libfuse 3."), std::string::npos) << v.out;
   EXPECT_NE(v.out.find("RocksDB "), std::string::npos) << v.out;
   CmdResult j = Snapfs({"version", "--json"});
@@ -304,8 +305,8 @@ TEST_F(MountMetrics, VersionCommand) {
   // The store a `snapfs init` made has the format this binary reports.
   std::ifstream conf(store() + "/snapfs.conf");
   std::string text((std::istreambuf_iterator<char>(conf)), std::istreambuf_iterator<char>());
-  EXPECT_TRUE(std::regex_search(text, std::regex("format_version = " +
-                                                 std::to_string(doc["store_format"].get<int>()))))
+  EXPECT_TRUE(std::regex_search(
+      text, std::regex("format_version = " + std::to_string(doc["store_format"].get<int>()))))
       << text;
   CmdResult bad = Snapfs({"version", "--bogus"});
   EXPECT_EQ(bad.code, 2) << bad.Describe();

@@ -32,8 +32,7 @@ class MountStatus : public MountFixture {
 
 bool IsRfc3339Utc(const nlohmann::json& v) {
   return v.is_string() &&
-         std::regex_match(v.get<std::string>(),
-                          std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"));
+         std::regex_match(v.get<std::string>(), std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"));
 }
 
 TEST_F(MountStatus, LiveMount) {
@@ -59,7 +58,8 @@ TEST_F(MountStatus, LiveMount) {
   // A snapshot, and a GC: both show up. The store folder names the same daemon.
   ASSERT_EQ(::mkdir(Path("chk-1").c_str(), 0755), 0);
   ASSERT_EQ(WriteFile(Path("chk-1/state"), RandomBytes(64 * kKiB, 1), true), 0);
-  ASSERT_EQ(WriteFile(Path("chk-1/_metadata"), "state", true), 0);
+  // A marker naming its file as Flink does (Java writeUTF: u16 length, then the bytes).
+  ASSERT_EQ(WriteFile(Path("chk-1/_metadata"), std::string("\x00\x05state", 7), true), 0);
   CmdResult gc = Snapfs({"gc", mnt()});
   ASSERT_EQ(gc.code, 0) << gc.Describe();
   auto [code2, j2] = StatusJson(store());
@@ -70,6 +70,7 @@ TEST_F(MountStatus, LiveMount) {
   ASSERT_TRUE(j2["last_gc"].is_object()) << j2.dump(2);
   EXPECT_TRUE(IsRfc3339Utc(j2["last_gc"]["time"])) << j2.dump(2);
   EXPECT_TRUE(j2["last_gc"]["error"].is_null());
+  EXPECT_NE(DaemonLog().find("snapshot recognised: /chk-1"), std::string::npos) << DaemonLog();
 
   CmdResult human = Snapfs({"status", mnt()});
   EXPECT_EQ(human.code, 0) << human.Describe();

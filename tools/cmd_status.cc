@@ -64,8 +64,8 @@ json Disk(const std::string& dir, std::vector<std::string>* reasons) {
   uint64_t size = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
   double frac = size ? static_cast<double>(free_b) / static_cast<double>(size) : 0;
   if (frac < kMinFreeFraction || free_b < kMinFreeBytes) {
-    reasons->push_back("the disk of the store is nearly full: " + HumanBytes(free_b) +
-                       " free of " + HumanBytes(size));
+    reasons->push_back("the disk of the store is nearly full: " + HumanBytes(free_b) + " free of " +
+                       HumanBytes(size));
   }
   return {{"free_bytes", free_b}, {"size_bytes", size}, {"free_fraction", frac}};
 }
@@ -77,7 +77,7 @@ void SetHealth(json* j, const std::vector<std::string>& reasons) {
 
 // What `status` prints for a mount whose daemon is gone.
 json DeadJson(const std::string& store, const std::string& mp, const std::string& why) {
-  return {{"schema", 1},     {"mounted", true},   {"store", store},
+  return {{"schema", 1},      {"mounted", true},  {"store", store},
           {"mountpoint", mp}, {"health", "dead"}, {"reasons", {why}}};
 }
 
@@ -162,8 +162,7 @@ void PrintHuman(const json& j) {
     printf("mounted      no\n");
   } else if (j.contains("pid")) {
     printf("mounted      on %s (daemon pid %d, up %s, since %s)\n", str("mountpoint").c_str(),
-           j["pid"].get<int>(),
-           HumanAge(j["uptime_seconds"].get<int64_t>() * 1000000000).c_str(),
+           j["pid"].get<int>(), HumanAge(j["uptime_seconds"].get<int64_t>() * 1000000000).c_str(),
            str("started").c_str());
   } else {
     printf("mounted      on %s\n", str("mountpoint").c_str());
@@ -183,7 +182,8 @@ void PrintHuman(const json& j) {
   if (j.contains("version")) printf("version      %s\n", str("version").c_str());
   if (j.contains("metrics")) {
     const json& m = j["metrics"];
-    if (m["address"].is_null()) printf("metrics      off\n");
+    if (m["address"].is_null())
+      printf("metrics      off\n");
     else if (m["listening"].get<bool>())
       printf("metrics      http://%s/metrics\n", m["address"].get<std::string>().c_str());
     else
@@ -260,10 +260,14 @@ Result<json> StatusOf(const std::string& arg) {
     auto text = fuse::CallDaemon(store, "status");
     if (!text.ok()) {
       std::string who = "pid " + std::to_string(pid);
-      json j = {{"schema", 1}, {"mounted", !mp.empty()}, {"store", store}, {"mountpoint", mp},
+      json j = {{"schema", 1},
+                {"mounted", !mp.empty()},
+                {"store", store},
+                {"mountpoint", mp},
                 {"health", mp.empty() ? "busy" : "dead"},
-                {"reasons", {"the store is held by " + who + ", which does not answer (" +
-                             text.status().ToString() + ")"}}};
+                {"reasons",
+                 {"the store is held by " + who + ", which does not answer (" +
+                  text.status().ToString() + ")"}}};
       return j;
     }
     auto j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
@@ -302,8 +306,10 @@ int CmdStatus(const Args& args) {
     if (as_json) std::cout << ErrorJson(j.status()).dump(2) << "\n";
     return Fail("status", j.status());
   }
-  if (as_json) std::cout << j->dump(2) << "\n";
-  else PrintHuman(*j);
+  if (as_json)
+    std::cout << j->dump(2) << "\n";
+  else
+    PrintHuman(*j);
   return (*j)["health"] == "ok" ? kExitOk : kExitFailure;
 }
 
