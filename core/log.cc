@@ -4,7 +4,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <memory>
@@ -63,6 +65,9 @@ Status Configure(const Options& opts) {
       sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("snapfs", LOG_PID, LOG_DAEMON,
                                                              /*enable_formatting=*/false);
     } else {
+      // Owner-only, like the rest of the store folder (paths in it may be private).
+      int fd = ::open(opts.dest.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      if (fd >= 0) ::close(fd);
       sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(opts.dest, opts.max_bytes,
                                                                     opts.files - 1);
     }
