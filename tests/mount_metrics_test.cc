@@ -178,6 +178,19 @@ TEST_F(MountMetrics, CountersMoveWithWritesAndFsync) {
   EXPECT_GE(delta("snapfs_dedup_bytes_total"), data.size() / 2);
   EXPECT_EQ(after.Get("snapfs_io_errors_total"), 0);
 
+  // A client that connects and never sends its request does not block the next scrape.
+  {
+    UniqueFd stuck(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    ASSERT_EQ(::connect(stuck.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::send(stuck.get(), "GET /met", 8, MSG_NOSIGNAL), 8);
+    Scrape again = ScrapeOk(port);  // curl gives up after 30 s; the server drops the other
+    EXPECT_GE(again.Get("snapfs_written_bytes_total"), after.Get("snapfs_written_bytes_total"));
+  }
+
   // Only GET /metrics is served.
   CmdResult other = Curl("http://127.0.0.1:" + std::to_string(port) + "/other");
   EXPECT_TRUE(other.out.ends_with("\n404")) << other.Describe();
