@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/coding.h"
+#include "core/metrics.h"
 #include "core/pack_format.h"
 
 namespace snapfs {
@@ -289,6 +290,7 @@ Result<std::shared_ptr<const std::string>> ChunkStore::Get(const ChunkId& id) {
     if (last.Is(Code::kNotFound)) continue;
     RETURN_IF_ERROR(last.WithContext("read chunk " + id.Short()));
     if (Hash(data->data(), data->size()) != id) {
+      metrics::HashMismatches().Inc();
       return Status::Corruption("chunk " + id.Hex() + " in pack " + std::to_string(loc.pack) +
                                 " at offset " + std::to_string(loc.offset) +
                                 ": bytes do not match their hash");

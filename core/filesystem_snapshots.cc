@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "core/coding.h"
+#include "core/log.h"
 #include "core/marker_scan.h"
 #include "core/ns_txn.h"
 #include "core/open_file.h"
@@ -266,6 +267,7 @@ Status Filesystem::EndSnapshot(Txn* t, uint64_t dir) {
   if (!t->ended.insert(dir).second) return Status::OK();
   auto snap = LoadSnapshot(dir);
   if (snap.ok()) {
+    if (auto p = PathOf(dir); p.ok()) SNAPFS_LOG_INFO("snapshot ended: /" + *p);
     (void)t->b.Delete(meta_.cf(Cf::kDefault), MarkerIndexKey(snap->marker));
   } else if (!snap.status().Is(Code::kNotFound)) {
     return snap.status();
@@ -359,6 +361,9 @@ Status Filesystem::PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
   // New pins count from now on, before any old snapshot (of this folder, or the one a
   // rename replaces) lets go of its own: files both need are never released in between.
   for (auto& [ino, v] : p.pins) t->new_pins.insert({ino, dir});
+  SNAPFS_LOG_INFO("snapshot recognised: /" + spath + " (" + std::string(marker_name) + ", " +
+                  std::to_string(refs.size()) + " references, " +
+                  std::to_string(p.pins.size()) + " files pinned)");
   t->prepared[dir] = std::move(p);
   return Status::OK();
 }

@@ -5,11 +5,16 @@
 #include <sys/xattr.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "core/log.h"
+#include "core/metrics.h"
 #include "fuse/errno_map.h"
 
 namespace snapfs::fuse {
@@ -18,6 +23,157 @@ namespace {
 
 FuseContext* Ctx(fuse_req_t req) { return static_cast<FuseContext*>(fuse_req_userdata(req)); }
 Filesystem& Fs(fuse_req_t req) { return *Ctx(req)->fs; }
+
+// ---- instrumentation: every request is counted and timed by operation ----
+
+enum OpId {
+  kLookup,
+  kForget,
+  kForgetMulti,
+  kGetattr,
+  kSetattr,
+  kReadlink,
+  kMknod,
+  kMkdir,
+  kUnlink,
+  kRmdir,
+  kSymlink,
+  kRename,
+  kLink,
+  kOpen,
+  kCreate,
+  kRead,
+  kWrite,
+  kFlush,
+  kRelease,
+  kFsync,
+  kOpendir,
+  kReaddir,
+  kReaddirplus,
+  kReleasedir,
+  kFsyncdir,
+  kStatfs,
+  kSetxattr,
+  kGetxattr,
+  kListxattr,
+  kRemovexattr,
+  kCopyFileRange,
+  kFallocate,
+  kOpCount
+};
+constexpr const char* kOpNames[kOpCount] = {
+    "lookup",    "forget",      "forget_multi",    "getattr",  "setattr", "readlink", "mknod",
+    "mkdir",     "unlink",      "rmdir",           "symlink",  "rename",  "link",     "open",
+    "create",    "read",        "write",           "flush",    "release", "fsync",    "opendir",
+    "readdir",   "readdirplus", "releasedir",      "fsyncdir", "statfs",  "setxattr", "getxattr",
+    "listxattr", "removexattr", "copy_file_range", "fallocate"};
+
+struct FuseMetrics {
+  struct PerOp {
+    metrics::Counter* requests;
+    metrics::Counter* errors;
+    metrics::Histogram* latency;
+  } op[kOpCount];
+  metrics::Counter* read_bytes;
+  metrics::Counter* written_bytes;
+  metrics::Counter* fsyncs;
+  metrics::Histogram* fsync_latency;
+
+  FuseMetrics() {
+    metrics::Registry& r = metrics::Global();
+    for (int i = 0; i < kOpCount; i++) {
+      metrics::Labels l = {{"op", kOpNames[i]}};
+      op[i].requests = r.GetCounter("snapfs_fuse_requests_total", "FUSE requests answered", l);
+      op[i].errors = r.GetCounter("snapfs_fuse_request_errors_total",
+                                  "FUSE requests answered with an error", l);
+      op[i].latency =
+          r.GetHistogram("snapfs_fuse_request_duration_seconds",
+                         "Time from a FUSE request to its reply", metrics::LatencyBuckets(), l);
+    }
+    read_bytes = r.GetCounter("snapfs_read_bytes_total", "Bytes returned by FUSE reads");
+    written_bytes = r.GetCounter("snapfs_written_bytes_total", "Bytes accepted by FUSE writes");
+    fsyncs = r.GetCounter("snapfs_fsync_total", "fsync and fdatasync calls on files");
+    fsync_latency = r.GetHistogram("snapfs_fsync_duration_seconds",
+                                   "Time an fsync of a file took (data and metadata durable)",
+                                   metrics::LatencyBuckets());
+  }
+};
+
+FuseMetrics& M() {
+  static FuseMetrics* m = new FuseMetrics;  // never destroyed: worker threads may outlive exit
+  return *m;
+}
+
+// What the request on this thread is about, for the counters and error messages.
+thread_local int t_op = -1;
+thread_local uint64_t t_ino = 0;
+thread_local const char* t_name = nullptr;
+
+template <typename... A>
+void NoteRequest(A... a) {
+  t_ino = 0;
+  t_name = nullptr;
+  if constexpr (sizeof...(A) >= 1) {
+    auto args = std::make_tuple(a...);
+    if constexpr (std::is_same_v<std::tuple_element_t<0, decltype(args)>, fuse_ino_t>) {
+      t_ino = std::get<0>(args);
+      if constexpr (sizeof...(A) >= 2) {
+        if constexpr (std::is_same_v<std::tuple_element_t<1, decltype(args)>, const char*>) {
+          t_name = std::get<1>(args);
+        }
+      }
+    }
+  }
+}
+
+template <OpId K, auto F>
+struct Instrumented;
+template <OpId K, typename... A, void (*F)(fuse_req_t, A...)>
+struct Instrumented<K, F> {
+  static void Call(fuse_req_t req, A... a) {
+    auto start = std::chrono::steady_clock::now();
+    t_op = K;
+    NoteRequest(a...);
+    F(req, a...);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    FuseMetrics& m = M();
+    m.op[K].requests->Inc();
+    m.op[K].latency->Observe(s);
+    if constexpr (K == kFsync) {
+      m.fsyncs->Inc();
+      m.fsync_latency->Observe(s);
+    }
+    t_op = -1;
+  }
+};
+
+void ReplyErrno(fuse_req_t req, int e) {
+  if (e != 0 && t_op >= 0) M().op[t_op].errors->Inc();
+  if (e == EIO) metrics::IoErrors().Inc();
+  fuse_reply_err(req, e);
+}
+
+// The file an error is about, as well as we know it without a search: the path of a
+// folder, or of a name in one; else the inode number.
+std::string WhatFile(fuse_req_t req) {
+  if (t_ino == 0) return "?";
+  auto dir = Fs(req).PathOf(t_ino);
+  if (dir.ok()) {
+    std::string p = "/" + *dir;
+    if (t_name) p += (p == "/" ? "" : "/") + std::string(t_name);
+    return p;
+  }
+  return "inode " + std::to_string(t_ino);
+}
+
+void ReplyErr(fuse_req_t req, const Status& s) {
+  int e = ToErrno(s);
+  if (e == EIO) {
+    SNAPFS_LOG_ERROR(std::string(t_op >= 0 ? kOpNames[t_op] : "request") + " of " + WhatFile(req) +
+                     ": I/O error: " + s.ToString());
+  }
+  ReplyErrno(req, e);
+}
 
 Caller WhoAsks(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
@@ -56,8 +212,6 @@ struct stat ToStat(const Attr& a) {
   st.st_ctim = ToTimespec(a.ctime_ns);
   return st;
 }
-
-void ReplyErr(fuse_req_t req, const Status& s) { fuse_reply_err(req, ToErrno(s)); }
 
 // The /.snapshots/ views change with snapshots, not through requests the kernel sees:
 // it may cache them only briefly.
@@ -186,11 +340,11 @@ void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
 }
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, ToErrno(Fs(req).Unlink(parent, name)));
+  ReplyErr(req, Fs(req).Unlink(parent, name));
 }
 
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, ToErrno(Fs(req).Rmdir(parent, name)));
+  ReplyErr(req, Fs(req).Rmdir(parent, name));
 }
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
@@ -199,7 +353,7 @@ void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* 
 
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
               const char* newname, unsigned int flags) {
-  fuse_reply_err(req, ToErrno(Fs(req).Rename(parent, name, newparent, newname, flags)));
+  ReplyErr(req, Fs(req).Rename(parent, name, newparent, newname, flags));
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
@@ -238,6 +392,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   std::unique_ptr<char[]> buf(new char[size]);  // filled by Read; no need to zero it
   auto r = Fs(req).Read(fi->fh, static_cast<uint64_t>(off), size, buf.get());
   if (!r.ok()) return ReplyErr(req, r.status());
+  M().read_bytes->Inc(*r);
   fuse_reply_buf(req, buf.get(), *r);
 }
 
@@ -245,25 +400,26 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
              fuse_file_info* fi) {
   auto r = Fs(req).Write(fi->fh, static_cast<uint64_t>(off), data, size);
   if (!r.ok()) return ReplyErr(req, r.status());
+  M().written_bytes->Inc(*r);
   fuse_reply_write(req, *r);
 }
 
 void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(Fs(req).Flush(fi->fh)));
+  ReplyErr(req, Fs(req).Flush(fi->fh));
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(Fs(req).Release(fi->fh)));
+  ReplyErr(req, Fs(req).Release(fi->fh));
 }
 
 void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
-  fuse_reply_err(req, ToErrno(Fs(req).Fsync(fi->fh, datasync != 0)));
+  ReplyErr(req, Fs(req).Fsync(fi->fh, datasync != 0));
 }
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto a = Fs(req).GetAttr(ino);
   if (!a.ok()) return ReplyErr(req, a.status());
-  if (!S_ISDIR(a->mode)) return (void)fuse_reply_err(req, ENOTDIR);
+  if (!S_ISDIR(a->mode)) return (void)ReplyErrno(req, ENOTDIR);
   fi->fh = 0;
   fi->cache_readdir = 0;
   fuse_reply_open(req, fi);
@@ -318,11 +474,11 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
   DoReaddir(req, ino, size, off, true);
 }
 
-void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { fuse_reply_err(req, 0); }
+void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { ReplyErrno(req, 0); }
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   // Namespace changes are in the metadata log; make it durable.
-  fuse_reply_err(req, ToErrno(Fs(req).store().meta().SyncWal()));
+  ReplyErr(req, Fs(req).store().meta().SyncWal());
 }
 
 void OpStatfs(fuse_req_t req, fuse_ino_t ino) {
@@ -345,14 +501,14 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
   int f = 0;
   if (flags & XATTR_CREATE) f |= kXattrCreate;
   if (flags & XATTR_REPLACE) f |= kXattrReplace;
-  fuse_reply_err(req, ToErrno(Fs(req).SetXattr(ino, name, std::string_view(value, size), f)));
+  ReplyErr(req, Fs(req).SetXattr(ino, name, std::string_view(value, size), f));
 }
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto r = Fs(req).GetXattr(ino, name);
   if (!r.ok()) return ReplyErr(req, r.status());
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());
-  if (size < r->size()) return (void)fuse_reply_err(req, ERANGE);
+  if (size < r->size()) return (void)ReplyErrno(req, ERANGE);
   fuse_reply_buf(req, r->data(), r->size());
 }
 
@@ -365,18 +521,18 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
     all.push_back('\0');
   }
   if (size == 0) return (void)fuse_reply_xattr(req, all.size());
-  if (size < all.size()) return (void)fuse_reply_err(req, ERANGE);
+  if (size < all.size()) return (void)ReplyErrno(req, ERANGE);
   fuse_reply_buf(req, all.data(), all.size());
 }
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  fuse_reply_err(req, ToErrno(Fs(req).RemoveXattr(ino, name)));
+  ReplyErr(req, Fs(req).RemoveXattr(ino, name));
 }
 
 void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
                      fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                      int flags) {
-  if (flags != 0) return (void)fuse_reply_err(req, EINVAL);
+  if (flags != 0) return (void)ReplyErrno(req, EINVAL);
   auto r = Fs(req).CloneRange(fi_in->fh, static_cast<uint64_t>(off_in), fi_out->fh,
                               static_cast<uint64_t>(off_out), len);
   if (!r.ok()) return ReplyErr(req, r.status());
@@ -387,7 +543,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
                  fuse_file_info* fi) {
   // Plain preallocation only: grow the size if needed (the space is not reserved: chunks
   // are allocated when written). Punching holes and the like are not supported.
-  if (mode != 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (mode != 0) return (void)ReplyErrno(req, EOPNOTSUPP);
   auto a = Fs(req).GetAttr(ino);
   if (!a.ok()) return ReplyErr(req, a.status());
   uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
@@ -398,7 +554,7 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t l
     auto s = Fs(req).SetAttr(ino, r);
     if (!s.ok()) return ReplyErr(req, s.status());
   }
-  fuse_reply_err(req, 0);
+  ReplyErrno(req, 0);
 }
 
 fuse_lowlevel_ops MakeOps() {
@@ -406,44 +562,45 @@ fuse_lowlevel_ops MakeOps() {
   std::memset(&o, 0, sizeof o);
   o.init = OpInit;
   o.destroy = OpDestroy;
-  o.lookup = OpLookup;
-  o.forget = OpForget;
-  o.forget_multi = OpForgetMulti;
-  o.getattr = OpGetattr;
-  o.setattr = OpSetattr;
-  o.readlink = OpReadlink;
-  o.mknod = OpMknod;
-  o.mkdir = OpMkdir;
-  o.unlink = OpUnlink;
-  o.rmdir = OpRmdir;
-  o.symlink = OpSymlink;
-  o.rename = OpRename;
-  o.link = OpLink;
-  o.open = OpOpen;
-  o.create = OpCreate;
-  o.read = OpRead;
-  o.write = OpWrite;
-  o.flush = OpFlush;
-  o.release = OpRelease;
-  o.fsync = OpFsync;
-  o.opendir = OpOpendir;
-  o.readdir = OpReaddir;
-  o.readdirplus = OpReaddirplus;
-  o.releasedir = OpReleasedir;
-  o.fsyncdir = OpFsyncdir;
-  o.statfs = OpStatfs;
-  o.setxattr = OpSetxattr;
-  o.getxattr = OpGetxattr;
-  o.listxattr = OpListxattr;
-  o.removexattr = OpRemovexattr;
-  o.copy_file_range = OpCopyFileRange;
-  o.fallocate = OpFallocate;
+  o.lookup = Instrumented<kLookup, OpLookup>::Call;
+  o.forget = Instrumented<kForget, OpForget>::Call;
+  o.forget_multi = Instrumented<kForgetMulti, OpForgetMulti>::Call;
+  o.getattr = Instrumented<kGetattr, OpGetattr>::Call;
+  o.setattr = Instrumented<kSetattr, OpSetattr>::Call;
+  o.readlink = Instrumented<kReadlink, OpReadlink>::Call;
+  o.mknod = Instrumented<kMknod, OpMknod>::Call;
+  o.mkdir = Instrumented<kMkdir, OpMkdir>::Call;
+  o.unlink = Instrumented<kUnlink, OpUnlink>::Call;
+  o.rmdir = Instrumented<kRmdir, OpRmdir>::Call;
+  o.symlink = Instrumented<kSymlink, OpSymlink>::Call;
+  o.rename = Instrumented<kRename, OpRename>::Call;
+  o.link = Instrumented<kLink, OpLink>::Call;
+  o.open = Instrumented<kOpen, OpOpen>::Call;
+  o.create = Instrumented<kCreate, OpCreate>::Call;
+  o.read = Instrumented<kRead, OpRead>::Call;
+  o.write = Instrumented<kWrite, OpWrite>::Call;
+  o.flush = Instrumented<kFlush, OpFlush>::Call;
+  o.release = Instrumented<kRelease, OpRelease>::Call;
+  o.fsync = Instrumented<kFsync, OpFsync>::Call;
+  o.opendir = Instrumented<kOpendir, OpOpendir>::Call;
+  o.readdir = Instrumented<kReaddir, OpReaddir>::Call;
+  o.readdirplus = Instrumented<kReaddirplus, OpReaddirplus>::Call;
+  o.releasedir = Instrumented<kReleasedir, OpReleasedir>::Call;
+  o.fsyncdir = Instrumented<kFsyncdir, OpFsyncdir>::Call;
+  o.statfs = Instrumented<kStatfs, OpStatfs>::Call;
+  o.setxattr = Instrumented<kSetxattr, OpSetxattr>::Call;
+  o.getxattr = Instrumented<kGetxattr, OpGetxattr>::Call;
+  o.listxattr = Instrumented<kListxattr, OpListxattr>::Call;
+  o.removexattr = Instrumented<kRemovexattr, OpRemovexattr>::Call;
+  o.copy_file_range = Instrumented<kCopyFileRange, OpCopyFileRange>::Call;
+  o.fallocate = Instrumented<kFallocate, OpFallocate>::Call;
   return o;
 }
 
 }  // namespace
 
 const fuse_lowlevel_ops& Operations() {
+  (void)M();  // the request metrics are exported from the start, as zeros
   static const fuse_lowlevel_ops ops = MakeOps();
   return ops;
 }

@@ -1,6 +1,7 @@
 #include "fuse/mount.h"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,9 +17,14 @@
 
 #include "core/filesystem.h"
 #include "core/gc.h"
+#include "core/log.h"
+#include "core/metrics.h"
 #include "core/store.h"
+#include "core/store_gauges.h"
 #include "fuse/control.h"
 #include "fuse/fuse_ops.h"
+#include "fuse/metrics_server.h"
+#include "snapfs_version.h"
 
 namespace snapfs::fuse {
 
@@ -82,19 +88,113 @@ Status CheckMountpoint(const std::string& mp) {
   // libfuse opens /dev/fuse itself before it hands the mount to fusermount3, so a user
   // needs access to it (Debian's default mode is 0666).
   if (::access("/dev/fuse", R_OK | W_OK) != 0) {
-    return PosixError("/dev/fuse is not accessible to this user (a non-root mount needs it "
-                      "readable and writable, usually mode 0666)", errno);
+    return PosixError(
+        "/dev/fuse is not accessible to this user (a non-root mount needs it "
+        "readable and writable, usually mode 0666)",
+        errno);
   }
   return Status::OK();
 }
 
+namespace {
+
+std::string Bytes(uint64_t n) { return std::to_string(n) + " bytes"; }
+
+// The last store gauges computed, and when (0: not yet). Thread-safe.
+class GaugeCache {
+ public:
+  void Set(const StoreGauges& g) {
+    std::lock_guard l(mu_);
+    g_ = g;
+    when_ns_ = NowNs();
+  }
+  std::pair<StoreGauges, int64_t> Get() {
+    std::lock_guard l(mu_);
+    return {g_, when_ns_};
+  }
+
+ private:
+  std::mutex mu_;
+  StoreGauges g_;        // GUARDED_BY(mu_)
+  int64_t when_ns_ = 0;  // GUARDED_BY(mu_)
+};
+
+// Samples computed at scrape time from what the store already counts (ChunkStoreStats),
+// the gauge cache, and the disk under the store.
+void Collect(metrics::Exposition& e, Store& store, GaugeCache& cache) {
+  using metrics::Type;
+  ChunkStoreStats cs = store.chunks().stats();
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    e.Family(name, help, Type::kCounter);
+    e.Sample(name, {}, static_cast<double>(v));
+  };
+  auto gauge = [&](const char* name, const char* help, double v) {
+    e.Family(name, help, Type::kGauge);
+    e.Sample(name, {}, v);
+  };
+  counter("snapfs_chunk_cache_hits_total", "Chunk reads served by the chunk cache", cs.cache_hits);
+  counter("snapfs_chunk_cache_misses_total", "Chunk reads that went to the pack backend",
+          cs.cache_misses);
+  counter("snapfs_chunk_puts_total", "Chunks handed to the chunk store by writers", cs.puts);
+  counter("snapfs_chunk_dedup_hits_total", "Chunks found already stored (not written again)",
+          cs.dedup_hits);
+  counter("snapfs_chunk_put_bytes_total", "Bytes of the chunks handed to the chunk store",
+          cs.bytes_put);
+  counter("snapfs_chunk_new_bytes_total", "Bytes of chunks stored for the first time",
+          cs.bytes_new);
+  counter("snapfs_dedup_bytes_total", "Bytes written that deduplicated against stored chunks",
+          cs.bytes_put >= cs.bytes_new ? cs.bytes_put - cs.bytes_new : 0);
+  auto [g, when] = cache.Get();
+  if (when != 0) {
+    gauge("snapfs_store_logical_bytes", "Sum of the sizes of all regular files",
+          static_cast<double>(g.logical_bytes));
+    gauge("snapfs_store_stored_bytes", "Sum of the sizes of all indexed chunks",
+          static_cast<double>(g.stored_bytes));
+    gauge("snapfs_store_dead_bytes", "Pack bytes holding no referenced chunk (GC reclaims them)",
+          static_cast<double>(g.dead_bytes));
+    gauge("snapfs_store_pack_bytes", "Sum of the sizes of all packs",
+          static_cast<double>(g.pack_bytes));
+    gauge("snapfs_store_packs", "Pack files", static_cast<double>(g.packs));
+    gauge("snapfs_store_chunks", "Indexed chunks", static_cast<double>(g.chunks));
+    gauge("snapfs_snapshots", "Completed snapshots", static_cast<double>(g.snapshots));
+    gauge("snapfs_pins", "Files referenced by snapshots (one per snapshot and file)",
+          static_cast<double>(g.pins));
+    gauge("snapfs_hidden_entries", "Deleted entries kept hidden for snapshots",
+          static_cast<double>(g.hidden_entries));
+    gauge("snapfs_store_gauges_timestamp_seconds",
+          "When the snapfs_store_*, snapshot, pin and hidden-entry gauges were computed",
+          static_cast<double>(when) / 1e9);
+  }
+  struct statvfs sv;
+  if (::statvfs(store.dir().c_str(), &sv) == 0) {
+    gauge("snapfs_store_disk_free_bytes", "Bytes available on the disk holding the store",
+          static_cast<double>(sv.f_bavail) * static_cast<double>(sv.f_frsize));
+    gauge("snapfs_store_disk_size_bytes", "Size of the disk holding the store",
+          static_cast<double>(sv.f_blocks) * static_cast<double>(sv.f_frsize));
+  }
+  metrics::DaemonInfo info = metrics::GetDaemonInfo();
+  gauge("snapfs_start_time_seconds", "When the daemon started (Unix time)",
+        static_cast<double>(info.start_ns) / 1e9);
+  e.Family("snapfs_build_info", "Always 1; the labels name the build", Type::kGauge);
+  e.Sample("snapfs_build_info", {{"version", SNAPFS_VERSION}, {"commit", SNAPFS_GIT_COMMIT}}, 1);
+}
+
+}  // namespace
+
 int ServeMount(const MountOptions& opts, const std::function<void(const Status&)>& ready) {
+  int64_t start_ns = NowNs();
+  if (Status ls = log::Configure(opts.log); !ls.ok()) {
+    ready(ls);
+    return 1;
+  }
+  metrics::RegisterCoreMetrics();
   char* abs_store = realpath(opts.store.c_str(), nullptr);
   std::string store_path = abs_store ? abs_store : opts.store;
   free(abs_store);
 
   auto store = Store::Open(store_path);
   if (!store.ok()) {
+    SNAPFS_LOG_ERROR("cannot open store " + store_path + ": " + store.status().ToString());
     ready(store.status());
     return 1;
   }
@@ -160,6 +260,58 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   });
   ready(Status::OK());
 
+  // Metrics: a port that is taken costs the metrics, never the mount.
+  metrics::DaemonInfo info;
+  info.start_ns = start_ns;
+  info.store = store_path;
+  info.mountpoint = opts.mountpoint;
+  GaugeCache gauges;
+  int collector = metrics::Global().AddCollector(
+      [st = store->get(), &gauges](metrics::Exposition& e) { Collect(e, *st, gauges); });
+  MetricsServer metrics_server;
+  if (!opts.metrics.empty()) {
+    auto addr = ParseListenAddress(opts.metrics);
+    Status ms = addr.ok() ? metrics_server.Start(*addr, [] { return metrics::Global().Expose(); })
+                          : addr.status();
+    info.metrics_address = addr.ok() ? addr->ToString() : opts.metrics;
+    info.metrics_listening = ms.ok();
+    if (ms.ok()) {
+      SNAPFS_LOG_INFO("metrics on http://" + info.metrics_address + "/metrics");
+    } else {
+      info.metrics_error = ms.ToString();
+      SNAPFS_LOG_WARN("no metrics: " + ms.ToString() + " (the mount works without them)");
+    }
+  }
+  metrics::SetDaemonInfo(info);
+  SNAPFS_LOG_INFO(std::string("snapfs ") + SNAPFS_VERSION + " (" + SNAPFS_GIT_COMMIT + ") pid " +
+                  std::to_string(::getpid()) + ": store " + store_path + " mounted on " +
+                  opts.mountpoint + " (threads " + std::to_string(opts.threads) + ", gc every " +
+                  std::to_string(opts.gc_interval_s) + " s, writeback " +
+                  (opts.writeback ? "on" : "off") + ", metrics " +
+                  (opts.metrics.empty() ? "off" : opts.metrics) +
+                  (opts.options_text.empty() ? "" : ", options: " + opts.options_text) + ")");
+
+  // The store gauges: computed now, every gauge_interval_s, and after each GC.
+  std::mutex gauge_mu;
+  std::condition_variable gauge_cv;
+  bool gauge_now = true, gauge_stop = false;
+  std::thread gauge_thread([&, st = store->get()] {
+    std::unique_lock l(gauge_mu);
+    while (true) {
+      gauge_cv.wait_for(l, std::chrono::seconds(std::max(1u, opts.gauge_interval_s)),
+                        [&] { return gauge_now || gauge_stop; });
+      if (gauge_stop) return;
+      gauge_now = false;
+      l.unlock();
+      auto g = ComputeStoreGauges(*st);
+      if (g.ok())
+        gauges.Set(*g);
+      else
+        SNAPFS_LOG_WARN("store gauges: " + g.status().ToString());
+      l.lock();
+    }
+  });
+
   // Space freed by deletes and snapshot removals comes back without anyone asking.
   std::mutex gc_mu;
   std::condition_variable gc_cv;
@@ -168,10 +320,32 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   if (opts.gc_interval_s > 0) {
     gc_thread = std::thread([&, st = store->get()] {
       std::unique_lock l(gc_mu);
-      while (!gc_cv.wait_for(l, std::chrono::seconds(opts.gc_interval_s), [&] { return stopping; })) {
+      while (
+          !gc_cv.wait_for(l, std::chrono::seconds(opts.gc_interval_s), [&] { return stopping; })) {
         l.unlock();
+        auto t0 = std::chrono::steady_clock::now();
         auto r = RunGc(*st);
-        if (!r.ok()) fprintf(stderr, "snapfs: automatic gc: %s\n", r.status().ToString().c_str());
+        metrics::GcRun run;
+        run.when_ns = NowNs();
+        run.duration_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (r.ok()) {
+          run.bytes_freed = r->bytes_freed;
+          SNAPFS_LOG_INFO("automatic gc: freed " + Bytes(r->bytes_freed) + " (" +
+                          std::to_string(r->chunks_deleted) + " chunks, " +
+                          std::to_string(r->packs_removed) + " packs) in " +
+                          std::to_string(run.duration_s) + " s");
+        } else {
+          run.error = r.status().ToString();
+          SNAPFS_LOG_ERROR("automatic gc failed after " + std::to_string(run.duration_s) +
+                           " s: " + run.error);
+        }
+        metrics::RecordGcRun(run);
+        {
+          std::lock_guard gl(gauge_mu);
+          gauge_now = true;
+        }
+        gauge_cv.notify_all();
         l.lock();
       }
     });
@@ -191,15 +365,27 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     gc_cv.notify_all();
     gc_thread.join();
   }
+  {
+    std::lock_guard l(gauge_mu);
+    gauge_stop = true;
+  }
+  gauge_cv.notify_all();
+  gauge_thread.join();
+  SNAPFS_LOG_INFO("unmounting " + opts.mountpoint +
+                  (rc == 0 ? "" : " (session ended with an error)"));
   (*fs)->SetEntryInvalidator(nullptr);
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   control.Stop();
+  metrics_server.Stop();
+  metrics::Global().RemoveCollector(collector);  // before the store it reads goes
   Status fl = (*fs)->FlushAll();
-  if (!fl.ok()) fprintf(stderr, "snapfs: flush at unmount: %s\n", fl.ToString().c_str());
+  if (!fl.ok()) SNAPFS_LOG_ERROR("flush at unmount: " + fl.ToString());
   fs->reset();
   store->reset();
+  SNAPFS_LOG_INFO(std::string("stopped") + (rc == 0 && fl.ok() ? "" : " with errors"));
+  log::Shutdown();
   return rc == 0 && fl.ok() ? 0 : 1;
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/log.h"
 #include "core/status.h"
 
 namespace snapfs {
@@ -24,6 +25,16 @@ struct MountOptions {
   double timeout = 60.0;
   // GC runs by itself this often while mounted (0: only when asked, `snapfs gc`).
   unsigned gc_interval_s = 600;
+  // Serves Prometheus metrics here ("ADDR:PORT"); empty: not at all. If it cannot listen
+  // (the port is taken), the mount goes on without metrics and says so (log, status).
+  std::string metrics = "127.0.0.1:9567";
+  // Where the daemon logs; configured by ServeMount before anything else.
+  log::Options log;
+  // The store gauges of /metrics (bytes, packs, snapshots) are recomputed this often, and
+  // after each automatic GC: a scan of the metadata, too slow for every scrape.
+  unsigned gauge_interval_s = 60;
+  // The mount options as the user gave them, for the start line of the log.
+  std::string options_text;
   // Answers control-socket requests (the CLI while mounted); none if empty.
   std::function<std::string(Store&, Filesystem&, const std::string&)> control;
 };

@@ -8,7 +8,7 @@ PKGS=(
   libfuse3-dev fuse3
   librocksdb-dev libxxhash-dev
   libboost-program-options-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   help2man man-db bsdextrautils

@@ -9,7 +9,9 @@
 #include <fstream>
 #include <iostream>
 
+#include "core/log.h"
 #include "core/store.h"
+#include "fuse/metrics_server.h"
 #include "fuse/mount.h"
 #include "tools/cli_util.h"
 
@@ -44,6 +46,7 @@ int CmdMount(const Args& args) {
   std::string store, mountpoint;
   std::vector<std::string> fuse_opts;
   unsigned threads = 16, gc_interval = 600;
+  std::string metrics = "127.0.0.1:9567", log_level = "info", log_dest;
   opts.add_options()("store", po::value(&store)->required(), "the store folder")(
       "mountpoint", po::value(&mountpoint)->required(), "an empty folder to mount on")(
       "foreground,f", po::bool_switch(), "stay in the foreground, log to stderr")(
@@ -53,7 +56,14 @@ int CmdMount(const Args& args) {
       "debug,d", po::bool_switch(), "trace every FUSE request (implies -f)")(
       "no-writeback", po::bool_switch(), "do not use the kernel writeback cache")(
       "gc-interval", po::value(&gc_interval)->default_value(gc_interval),
-      "seconds between automatic GC runs while mounted (0: never, only snapfs gc)");
+      "seconds between automatic GC runs while mounted (0: never, only snapfs gc)")(
+      "metrics", po::value(&metrics)->default_value(metrics),
+      "serve Prometheus metrics on http://ADDR:PORT/metrics, or 'off'")(
+      "log-level", po::value(&log_level)->default_value(log_level),
+      "trace, debug, info, warn or error")(
+      "log", po::value(&log_dest),
+      "FILE, syslog or stderr (default: STORE/daemon.log, rotated at 10 MiB, 3 kept; "
+      "stderr with -f)");
   po::positional_options_description pos;
   pos.add("store", 1).add("mountpoint", 1);
   po::variables_map vm;
@@ -64,7 +74,22 @@ int CmdMount(const Args& args) {
   if (threads == 0 || threads > 1024) {
     return Fail("mount", Status::InvalidArgument("--threads must be between 1 and 1024"));
   }
+  auto usage = [](const Status& s) {
+    std::cerr << "snapfs mount: " << s.message() << "\n";
+    return kExitUsage;
+  };
   fuse::MountOptions mo;
+  if (metrics != "off") {
+    auto a = fuse::ParseListenAddress(metrics);
+    if (!a.ok()) return usage(a.status());
+    mo.metrics = metrics;
+  } else {
+    mo.metrics.clear();
+  }
+  auto level = log::ParseLevel(log_level);
+  if (!level.ok()) return usage(level.status());
+  mo.log.level = *level;
+  for (const auto& a : args) mo.options_text += (mo.options_text.empty() ? "" : " ") + a;
   mo.store = store;
   mo.threads = threads;
   mo.gc_interval_s = gc_interval;
@@ -105,6 +130,17 @@ int CmdMount(const Args& args) {
   if (!mp.ok()) return Fail("mount", mp);
 
   bool foreground = vm["foreground"].as<bool>() || mo.debug;
+  if (log_dest.empty()) {
+    char* abs_store = realpath(store.c_str(), nullptr);
+    log_dest = foreground ? "stderr" : std::string(abs_store ? abs_store : store) + "/daemon.log";
+    free(abs_store);
+  } else if (log_dest != "stderr" && log_dest != "syslog" && log_dest[0] != '/') {
+    // The daemon changes to / once it runs: keep a relative log path where it was meant.
+    char* cwd = getcwd(nullptr, 0);
+    if (cwd) log_dest = std::string(cwd) + "/" + log_dest;
+    free(cwd);
+  }
+  mo.log.dest = log_dest;
   if (foreground) {
     int rc = fuse::ServeMount(mo, [&](const Status& s) {
       if (!s.ok()) {
@@ -130,9 +166,10 @@ int CmdMount(const Args& args) {
       WriteAll(ready_fd, s.ok() ? std::string("OK\n") : s.ToString() + "\n");
       ::close(ready_fd);
       if (s.ok()) {
-        // Detach from the terminal; keep a log in the store folder.
+        // Detach from the terminal. The log has its own file (--log); what libraries
+        // print to stderr lands in STORE/daemon.stderr.
         int null = ::open("/dev/null", O_RDWR);
-        int log = ::open((store + "/daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int log = ::open((store + "/daemon.stderr").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (null >= 0) {
           ::dup2(null, 0);
           ::dup2(null, 1);

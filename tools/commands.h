@@ -26,6 +26,8 @@ int CmdPrune(const Args& args);
 int CmdWhy(const Args& args);
 int CmdOrphans(const Args& args);
 int CmdExport(const Args& args);
+int CmdStatus(const Args& args);
+int CmdVersion(const Args& args);
 
 // The daemon's control-socket dispatcher (tools/control_handlers.cc).
 std::string HandleControl(Store& store, Filesystem& fs, const std::string& request);

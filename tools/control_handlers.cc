@@ -20,6 +20,8 @@ namespace snapfs::cli {
 Result<std::string> StatsJson(Store& store);
 Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify);
 Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bool dry_run);
+Result<std::string> StatusJson(Store& store, Filesystem& fs);  // tools/cmd_status.cc
+Result<std::string> RecordedGc(bool dry_run, const std::function<Result<std::string>()>& run);
 
 namespace {
 
@@ -45,8 +47,9 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
       if (w == "--dry-run") dry = true;
       if (w.starts_with("max-unused=")) go.max_unused_fraction = std::stod(w.substr(11));
     }
-    return GcJson(store, &fs, go, dry);
+    return RecordedGc(dry, [&] { return GcJson(store, &fs, go, dry); });
   }
+  if (verb == "status") return StatusJson(store, fs);
   if (IsSnapRequest(verb)) {
     std::string args = request.size() > verb.size() ? request.substr(verb.size()) : "";
     auto req = args.find_first_not_of(" \t") == std::string::npos

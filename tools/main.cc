@@ -17,6 +17,7 @@ const Verb kVerbs[] = {
     {"init", snapfs::cli::CmdInit, "create a store"},
     {"mount", snapfs::cli::CmdMount, "mount a store (daemonises; -f stays in the foreground)"},
     {"umount", snapfs::cli::CmdUmount, "unmount, and wait until the daemon has flushed"},
+    {"status", snapfs::cli::CmdStatus, "mounted or not, daemon health, last GC, metrics address"},
     {"ls", snapfs::cli::CmdLs,
      "snapshots with their bytes (--hidden: deleted files kept for them)"},
     {"du", snapfs::cli::CmdDu, "what deleting each snapshot, or all of them, would free"},
@@ -28,6 +29,7 @@ const Verb kVerbs[] = {
     {"stats", snapfs::cli::CmdStats, "logical and stored bytes, dedup ratio, chunks, packs"},
     {"fsck", snapfs::cli::CmdFsck, "recompute refcounts, check every chunk, snapshot and pin"},
     {"gc", snapfs::cli::CmdGc, "reclaim the space of unreferenced chunks now"},
+    {"version", snapfs::cli::CmdVersion, "program, store format, libfuse and RocksDB versions"},
 };
 
 void Usage(FILE* out) {
@@ -44,6 +46,7 @@ int main(int argc, char** argv) {
     return snapfs::cli::kExitUsage;
   }
   std::string verb = argv[1];
+  if (verb == "--version" || verb == "-V") return snapfs::cli::CmdVersion({});
   if (verb == "-h" || verb == "--help" || verb == "help") {
     Usage(stdout);
     return 0;

@@ -1,0 +1,316 @@
+// snapfs status MOUNT|STORE [--json]: is it mounted, is the daemon alive and healthy.
+//
+// Health: "ok"; "degraded" with reasons (I/O errors seen, hash mismatches, the disk of
+// the store nearly full, the last GC failed, metrics not listening); "dead" (a mount
+// whose daemon is gone). Exit 0 ok, 1 degraded or dead, 2 bad arguments. An unmounted
+// store that opens fine is "not mounted" and exits 0 (nothing is wrong with it).
+//
+// A live daemon answers the `status` control request itself (StatusJson, run in the
+// daemon); this file also decides "dead" on the CLI side, where the daemon cannot.
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <ctime>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "core/filesystem.h"
+#include "core/inode.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/store.h"
+#include "core/store_gauges.h"
+#include "fuse/control.h"
+#include "snapfs_version.h"
+#include "tools/cli_util.h"
+
+namespace snapfs::cli {
+
+namespace {
+
+using nlohmann::json;
+
+// The disk under the store counts as nearly full below either of these.
+constexpr double kMinFreeFraction = 0.05;
+constexpr uint64_t kMinFreeBytes = 1ull << 30;
+
+// Nanoseconds since the epoch -> "2026-12-01T19:23:09Z".
+std::string Rfc3339(int64_t ns) {
+  time_t t = static_cast<time_t>(ns / 1000000000);
+  tm u;
+  gmtime_r(&t, &u);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &u);
+  return buf;
+}
+
+json Counts(Store& store, std::vector<std::string>* reasons) {
+  auto c = CountSnapshots(store);
+  if (!c.ok()) {
+    reasons->push_back("cannot count snapshots: " + c.status().ToString());
+    return json::object();
+  }
+  return {{"snapshots", c->snapshots}, {"pins", c->pins}, {"hidden_entries", c->hidden_entries}};
+}
+
+json Disk(const std::string& dir, std::vector<std::string>* reasons) {
+  struct statvfs sv;
+  if (::statvfs(dir.c_str(), &sv) != 0) return nullptr;
+  uint64_t free_b = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+  uint64_t size = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
+  double frac = size ? static_cast<double>(free_b) / static_cast<double>(size) : 0;
+  if (frac < kMinFreeFraction || free_b < kMinFreeBytes) {
+    reasons->push_back("the disk of the store is nearly full: " + HumanBytes(free_b) + " free of " +
+                       HumanBytes(size));
+  }
+  return {{"free_bytes", free_b}, {"size_bytes", size}, {"free_fraction", frac}};
+}
+
+void SetHealth(json* j, const std::vector<std::string>& reasons) {
+  (*j)["health"] = reasons.empty() ? "ok" : "degraded";
+  (*j)["reasons"] = reasons;
+}
+
+// What `status` prints for a mount whose daemon is gone.
+json DeadJson(const std::string& store, const std::string& mp, const std::string& why) {
+  return {{"schema", 1},      {"mounted", true},  {"store", store},
+          {"mountpoint", mp}, {"health", "dead"}, {"reasons", {why}}};
+}
+
+}  // namespace
+
+// Runs in the daemon: the answer to the `status` control request.
+Result<std::string> StatusJson(Store& store, Filesystem& fs) {
+  metrics::DaemonInfo info = metrics::GetDaemonInfo();
+  std::vector<std::string> reasons;
+  int64_t now = NowNs();
+  json j = {{"schema", 1},
+            {"mounted", true},
+            {"store", store.dir()},
+            {"mountpoint", info.mountpoint},
+            {"pid", static_cast<int>(::getpid())},
+            {"version", SNAPFS_VERSION},
+            {"started", Rfc3339(info.start_ns)},
+            {"uptime_seconds", (now - info.start_ns) / 1000000000}};
+  uint64_t io = metrics::IoErrors().value(), bad = metrics::HashMismatches().value();
+  if (io) reasons.push_back(std::to_string(io) + " I/O error(s) answered since start");
+  if (bad) reasons.push_back(std::to_string(bad) + " chunk(s) read with a hash mismatch");
+  j["io_errors"] = io;
+  j["hash_mismatches"] = bad;
+  j["disk"] = Disk(store.dir(), &reasons);
+  if (auto gc = metrics::LastGcRun()) {
+    j["last_gc"] = {{"time", Rfc3339(gc->when_ns)},
+                    {"duration_seconds", gc->duration_s},
+                    {"freed_bytes", gc->bytes_freed},
+                    {"error", gc->error.empty() ? json(nullptr) : json(gc->error)}};
+    if (!gc->error.empty()) reasons.push_back("the last GC failed: " + gc->error);
+  } else {
+    j["last_gc"] = nullptr;
+  }
+  j["gc_failures"] = metrics::GcFailures();
+  if (info.metrics_address.empty()) {
+    j["metrics"] = {{"address", nullptr}, {"listening", false}, {"error", nullptr}};
+  } else {
+    j["metrics"] = {{"address", info.metrics_address},
+                    {"listening", info.metrics_listening},
+                    {"error", info.metrics_listening ? json(nullptr) : json(info.metrics_error)}};
+    if (!info.metrics_listening) {
+      reasons.push_back("metrics not listening on " + info.metrics_address + ": " +
+                        info.metrics_error);
+    }
+  }
+  j.update(Counts(store, &reasons));
+  SetHealth(&j, reasons);
+  return j.dump(2) + "\n";
+}
+
+// Runs in the daemon: a `gc` control request, counted and logged as a GC run.
+Result<std::string> RecordedGc(bool dry_run, const std::function<Result<std::string>()>& run) {
+  auto t0 = std::chrono::steady_clock::now();
+  Result<std::string> r = run();
+  if (dry_run) return r;
+  metrics::GcRun g;
+  g.when_ns = NowNs();
+  g.duration_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (r.ok()) {
+    auto j = json::parse(*r, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("bytes_freed") && j["bytes_freed"].is_number()) {
+      g.bytes_freed = j["bytes_freed"].get<uint64_t>();
+    }
+    SNAPFS_LOG_INFO("gc (snapfs gc): freed " + std::to_string(g.bytes_freed) + " bytes in " +
+                    std::to_string(g.duration_s) + " s");
+  } else {
+    g.error = r.status().ToString();
+    SNAPFS_LOG_ERROR("gc (snapfs gc) failed: " + g.error);
+  }
+  metrics::RecordGcRun(g);
+  return r;
+}
+
+namespace {
+
+void PrintHuman(const json& j) {
+  auto str = [&](const char* k) {
+    return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string();
+  };
+  printf("store        %s\n", str("store").c_str());
+  if (!j.value("mounted", false)) {
+    printf("mounted      no\n");
+  } else if (j.contains("pid")) {
+    printf("mounted      on %s (daemon pid %d, up %s, since %s)\n", str("mountpoint").c_str(),
+           j["pid"].get<int>(), HumanAge(j["uptime_seconds"].get<int64_t>() * 1000000000).c_str(),
+           str("started").c_str());
+  } else {
+    printf("mounted      on %s\n", str("mountpoint").c_str());
+  }
+  std::string health = str("health");
+  printf("health       %s\n", health.c_str());
+  for (const auto& r : j["reasons"]) printf("             - %s\n", r.get<std::string>().c_str());
+  if (j.contains("warnings")) {
+    for (const auto& w : j["warnings"]) {
+      printf("warning      %s\n", w.get<std::string>().c_str());
+    }
+  }
+  if (health == "dead") {
+    printf("             run 'snapfs umount %s', then mount again\n", str("mountpoint").c_str());
+    return;
+  }
+  if (j.contains("version")) printf("version      %s\n", str("version").c_str());
+  if (j.contains("metrics")) {
+    const json& m = j["metrics"];
+    if (m["address"].is_null())
+      printf("metrics      off\n");
+    else if (m["listening"].get<bool>())
+      printf("metrics      http://%s/metrics\n", m["address"].get<std::string>().c_str());
+    else
+      printf("metrics      NOT listening on %s\n", m["address"].get<std::string>().c_str());
+  }
+  if (j.contains("last_gc")) {
+    const json& g = j["last_gc"];
+    if (g.is_null()) {
+      printf("last gc      none since the daemon started\n");
+    } else if (!g["error"].is_null()) {
+      printf("last gc      %s, FAILED: %s\n", g["time"].get<std::string>().c_str(),
+             g["error"].get<std::string>().c_str());
+    } else {
+      printf("last gc      %s, freed %s in %.1f s\n", g["time"].get<std::string>().c_str(),
+             HumanBytes(g["freed_bytes"].get<uint64_t>()).c_str(),
+             g["duration_seconds"].get<double>());
+    }
+  }
+  if (j.contains("snapshots")) {
+    printf("snapshots    %llu (%llu pins, %llu hidden entries)\n",
+           static_cast<unsigned long long>(j["snapshots"].get<uint64_t>()),
+           static_cast<unsigned long long>(j["pins"].get<uint64_t>()),
+           static_cast<unsigned long long>(j["hidden_entries"].get<uint64_t>()));
+  }
+  if (j.contains("io_errors")) {
+    printf("io errors    %llu (%llu hash mismatches)\n",
+           static_cast<unsigned long long>(j["io_errors"].get<uint64_t>()),
+           static_cast<unsigned long long>(j["hash_mismatches"].get<uint64_t>()));
+  }
+  if (j.contains("disk") && j["disk"].is_object()) {
+    printf("disk         %s free of %s (%.0f%%)\n",
+           HumanBytes(j["disk"]["free_bytes"].get<uint64_t>()).c_str(),
+           HumanBytes(j["disk"]["size_bytes"].get<uint64_t>()).c_str(),
+           100 * j["disk"]["free_fraction"].get<double>());
+  }
+}
+
+// The answer for `arg`, and whether it is healthy.
+Result<json> StatusOf(const std::string& arg) {
+  std::string abs = LexicalAbsolute(arg);
+  std::string store, mp;
+  for (const auto& [m, s] : SnapfsMounts()) {
+    if (m == abs) {
+      mp = m;
+      store = s;
+    }
+  }
+  if (store.empty()) {
+    char* real = realpath(abs.c_str(), nullptr);
+    std::string r = real ? real : abs;
+    free(real);
+    if (::access((r + "/snapfs.conf").c_str(), F_OK) != 0) {
+      struct stat st;
+      if (::stat(abs.c_str(), &st) != 0 && errno == ENOENT) {
+        return Status::NotFound(arg + ": no such file or folder");
+      }
+      return Status::InvalidArgument(arg + " is neither a snapfs mount point nor a store");
+    }
+    store = r;
+    for (const auto& [m, s] : SnapfsMounts()) {
+      if (s == store) mp = m;
+    }
+  }
+  int pid = 0;
+  bool held = StoreLockHeld(store, &pid);
+  if (!mp.empty()) {
+    struct stat st;
+    if (::stat(mp.c_str(), &st) != 0 && errno == ENOTCONN) {
+      return DeadJson(store, mp, "the daemon is gone (the mount point answers ENOTCONN)");
+    }
+    if (!held) return DeadJson(store, mp, "no daemon holds the store (it has exited)");
+  }
+  if (held) {
+    auto text = fuse::CallDaemon(store, "status");
+    if (!text.ok()) {
+      std::string who = "pid " + std::to_string(pid);
+      json j = {{"schema", 1},
+                {"mounted", !mp.empty()},
+                {"store", store},
+                {"mountpoint", mp},
+                {"health", mp.empty() ? "busy" : "dead"},
+                {"reasons",
+                 {"the store is held by " + who + ", which does not answer (" +
+                  text.status().ToString() + ")"}}};
+      return j;
+    }
+    auto j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) return Status::IOError("bad answer from the daemon");
+    if (j.is_object() && j.contains("error")) return StatusFromJson(j);
+    return j;
+  }
+  // Not mounted: healthy if it opens.
+  auto st = Store::Open(store);
+  if (!st.ok()) return st.status();
+  std::vector<std::string> reasons;
+  json j = {{"schema", 1}, {"mounted", false}, {"store", store}, {"mountpoint", nullptr}};
+  j["disk"] = Disk(store, &reasons);
+  j.update(Counts(**st, &reasons));
+  // Nothing runs, so only the disk can be a concern: a warning, not a failure.
+  j["health"] = "ok";
+  j["reasons"] = json::array();
+  j["warnings"] = reasons;
+  return j;
+}
+
+}  // namespace
+
+int CmdStatus(const Args& args) {
+  po::options_description opts("options");
+  std::string target;
+  opts.add_options()("target", po::value(&target)->required(), "a mount point or a store folder")(
+      "json", po::bool_switch(), "print JSON (\"schema\": 1)");
+  po::positional_options_description pos;
+  pos.add("target", 1);
+  po::variables_map vm;
+  if (auto rc = Parse("status", "MOUNTPOINT|STORE [--json]", args, opts, pos, &vm)) return *rc;
+  bool as_json = vm["json"].as<bool>();
+  auto j = StatusOf(target);
+  if (!j.ok()) {
+    if (as_json) std::cout << ErrorJson(j.status()).dump(2) << "\n";
+    return Fail("status", j.status());
+  }
+  if (as_json)
+    std::cout << j->dump(2) << "\n";
+  else
+    PrintHuman(*j);
+  return (*j)["health"] == "ok" ? kExitOk : kExitFailure;
+}
+
+}  // namespace snapfs::cli
