@@ -448,7 +448,7 @@ TEST_F(MountSnapshot, ExportIsSelfContainedAndRewritesReferences) {
 
   // A destination that is not empty is refused, and left as it was.
   CmdResult busy = Snapfs({"export", orig, e1});
-  EXPECT_EQ(busy.code, 1) << busy.Describe();
+  EXPECT_EQ(busy.code, 2) << busy.Describe();
   EXPECT_EQ(Restore(e1, orig, content_, plain), "");
 
   // The same from the unmounted store.

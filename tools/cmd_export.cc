@@ -213,14 +213,18 @@ int CmdExport(const Args& args) {
       "file:/mnt/ckpt/job/=file:/backup/chk-42/; end both with '/')")(
       "verbose,v", po::bool_switch(),
       "list the references that name no file (inline state, resolved to nothing when the "
-      "snapshot was committed)")("json", po::bool_switch(), "print JSON");
+      "snapshot was committed)")("offline", po::bool_switch(), kOfflineHelp)(
+      "json", po::bool_switch(), "print JSON");
   po::positional_options_description pos;
   pos.add("snapshot", 1).add("dest", 1);
   po::variables_map vm;
   if (auto rc = Parse("export",
                       "SNAPSHOT DEST [--relocate [--as URI] | --rewrite-prefix OLD=NEW] "
                       "[--verbose] [--json]",
-                      args, opts, pos, &vm)) {
+                      args, opts, pos, &vm,
+                      {"snapfs export /mnt/ckpt/job/chk-42 /backup/chk-42 --relocate",
+                       "snapfs export /mnt/ckpt/job/chk-42 /staging/chk-42 --relocate "
+                       "--as hdfs:///backup/job/chk-42"})) {
     return *rc;
   }
   bool json = vm["json"].as<bool>();
@@ -229,37 +233,34 @@ int CmdExport(const Args& args) {
   std::string old_prefix, new_prefix, new_root;
   bool rewriting = vm.count("rewrite-prefix") > 0;
   if (relocating && rewriting) {
-    std::cerr << "snapfs export: --relocate and --rewrite-prefix exclude each other (--relocate "
-                 "already rewrites every reference to a file of the copy)\n";
-    return kExitUsage;
+    return UsageError("export",
+                      "--relocate and --rewrite-prefix exclude each other (--relocate "
+                      "already rewrites every reference to a file of the copy)");
   }
   if (vm.count("as") && !relocating) {
-    std::cerr << "snapfs export: --as only goes with --relocate\n";
-    return kExitUsage;
+    return UsageError("export", "--as only goes with --relocate");
   }
   RelocateTarget target;
   if (relocating) {
     auto t = ParseRelocateTarget(vm.count("as") ? as : LexicalAbsolute(dest));
     if (!t.ok()) {
-      std::cerr << "snapfs export: " << t.status().message() << "\n";
-      return kExitUsage;
+      return UsageError("export", t.status().message());
     }
     target = *t;
   }
   if (rewriting) {
     size_t eq = rewrite.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == rewrite.size()) {
-      std::cerr << "snapfs export: --rewrite-prefix takes OLD=NEW, both non-empty\n";
-      return kExitUsage;
+      return UsageError("export", "--rewrite-prefix takes OLD=NEW, both non-empty");
     }
     old_prefix = rewrite.substr(0, eq);
     new_prefix = rewrite.substr(eq + 1);
     new_root = LocalRoot(new_prefix);
     if (new_root.empty() || new_root == "/") {
-      std::cerr << "snapfs export: --rewrite-prefix: NEW must be an absolute path or a file: URI "
-                   "naming a folder other than / (it is where the copy will be found), got '"
-                << new_prefix << "'\n";
-      return kExitUsage;
+      return UsageError("export",
+                        "--rewrite-prefix: NEW must be an absolute path or a file: URI naming a "
+                        "folder other than / (it is where the copy will be found), got '" +
+                            new_prefix + "'");
     }
   }
 
@@ -545,7 +546,7 @@ int CmdExport(const Args& args) {
       out["relocate_to"] = target.Describe();
       out["relocated"] = rewritten;
     }
-    std::cout << out.dump(2) << "\n";
+    PrintJson(out);
     return kExitOk;
   }
   printf("exported %s to %s: %zu file%s, %s\n", snap_path.c_str(), dest.c_str(), written.size(),

@@ -67,17 +67,17 @@ int CmdMount(const Args& args) {
   po::positional_options_description pos;
   pos.add("store", 1).add("mountpoint", 1);
   po::variables_map vm;
-  if (auto rc =
-          Parse("mount", "STORE MOUNTPOINT [-f] [-o opts] [--threads N]", args, opts, pos, &vm)) {
+  if (auto rc = Parse("mount", "STORE MOUNTPOINT [options]", args, opts, pos, &vm,
+                      {"snapfs mount /var/lib/snapfs /mnt/ckpt",
+                       "snapfs mount /var/lib/snapfs /mnt/ckpt -o allow_other --metrics off",
+                       "snapfs mount -f /var/lib/snapfs /mnt/ckpt --log-level debug  # systemd",
+                       "mount -t fuse.snapfs /var/lib/snapfs /mnt/ckpt -o allow_other"})) {
     return *rc;
   }
   if (threads == 0 || threads > 1024) {
     return Fail("mount", Status::InvalidArgument("--threads must be between 1 and 1024"));
   }
-  auto usage = [](const Status& s) {
-    std::cerr << "snapfs mount: " << s.message() << "\n";
-    return kExitUsage;
-  };
+  auto usage = [](const Status& s) { return UsageError("mount", s.message()); };
   fuse::MountOptions mo;
   if (metrics != "off") {
     auto a = fuse::ParseListenAddress(metrics);

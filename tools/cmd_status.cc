@@ -240,7 +240,7 @@ Result<json> StatusOf(const std::string& arg) {
       if (::stat(abs.c_str(), &st) != 0 && errno == ENOENT) {
         return Status::NotFound(arg + ": no such file or folder");
       }
-      return Status::InvalidArgument(arg + " is neither a snapfs mount point nor a store");
+      return Status::NotFound(arg + " is neither a snapfs mount point nor a store");
     }
     store = r;
     for (const auto& [m, s] : SnapfsMounts()) {
@@ -299,15 +299,17 @@ int CmdStatus(const Args& args) {
   po::positional_options_description pos;
   pos.add("target", 1);
   po::variables_map vm;
-  if (auto rc = Parse("status", "MOUNTPOINT|STORE [--json]", args, opts, pos, &vm)) return *rc;
+  if (auto rc = Parse("status", "MOUNTPOINT|STORE [--json]", args, opts, pos, &vm,
+                      {"snapfs status /mnt/ckpt", "snapfs status /mnt/ckpt --json | jq .health"})) {
+    return *rc;
+  }
   bool as_json = vm["json"].as<bool>();
   auto j = StatusOf(target);
   if (!j.ok()) {
-    if (as_json) std::cout << ErrorJson(j.status()).dump(2) << "\n";
-    return Fail("status", j.status());
+    return Fail("status", j.status());  // JSON on stdout with --json
   }
   if (as_json)
-    std::cout << j->dump(2) << "\n";
+    PrintJson(*j);
   else
     PrintHuman(*j);
   return (*j)["health"] == "ok" ? kExitOk : kExitFailure;

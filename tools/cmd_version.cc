@@ -29,7 +29,7 @@ int CmdVersion(const Args& args) {
                         {"store_format", StoreConfig::kFormatVersion},
                         {"libfuse", fuse},
                         {"rocksdb", rocks}};
-    std::cout << j.dump(2) << "\n";
+    PrintJson(j);
     return kExitOk;
   }
   printf("snapfs %s (commit %s)\n", SNAPFS_VERSION, SNAPFS_GIT_COMMIT);
