@@ -25,16 +25,16 @@ class MountFsck : public MountFixture {
   // this process (a hidden entry resolves too).
   std::vector<ChunkAt> ChunksOf(const std::string& rel) {
     std::vector<ChunkAt> out;
-    auto store = Store::Open(store());
-    EXPECT_TRUE(store.ok()) << store.status().ToString();
-    if (!store.ok()) return out;
-    auto fs = Filesystem::Open(store->get());
+    auto st = Store::Open(store());
+    EXPECT_TRUE(st.ok()) << st.status().ToString();
+    if (!st.ok()) return out;
+    auto fs = Filesystem::Open(st->get());
     EXPECT_TRUE(fs.ok()) << fs.status().ToString();
     if (!fs.ok()) return out;
     auto ino = (*fs)->ResolvePath(rel);
     EXPECT_TRUE(ino.ok()) << rel << ": " << ino.status().ToString();
     if (!ino.ok()) return out;
-    MetaStore& meta = (*store)->meta();
+    MetaStore& meta = (*st)->meta();
     std::string prefix = keys::Ino(*ino);
     auto it = meta.NewIterator(Cf::kExtents);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {

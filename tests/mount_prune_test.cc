@@ -40,11 +40,11 @@ class MountPrune : public MountFixture {
   // Sets the completion time of snapshots of the unmounted store (path -> ns ago): the
   // engine's record, rewritten in this process, so the test never waits for a clock.
   void Backdate(const std::map<std::string, int64_t>& ago) {
-    auto store = Store::Open(store());
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    auto fs = Filesystem::Open(store->get());
+    auto st = Store::Open(store());
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    auto fs = Filesystem::Open(st->get());
     ASSERT_TRUE(fs.ok()) << fs.status().ToString();
-    MetaStore& meta = (*store)->meta();
+    MetaStore& meta = (*st)->meta();
     int64_t now = NowNs();
     for (const auto& [path, ns] : ago) {
       auto dir = (*fs)->ResolvePath(path);

@@ -101,6 +101,18 @@ Result<nlohmann::json> DamagedJson(Filesystem& fs, const std::vector<DamagedChun
 
 }  // namespace
 
+// Snapshots, pins and hidden entries checked against the markers (Filesystem::
+// CheckSnapshots), with the daemon's namespace or, unmounted, one opened here (also used
+// by gc).
+Result<std::vector<std::string>> SnapshotProblems(Store& store, Filesystem* fs) {
+  std::unique_ptr<Filesystem> own;
+  if (!fs) {
+    ASSIGN_OR_RETURN(own, Filesystem::Open(&store));
+    fs = own.get();
+  }
+  return fs->CheckSnapshots();
+}
+
 // `fs`: the daemon's namespace, or null for an unmounted store (then one is opened here,
 // after the chunk scan, so that the scan sees the store as it was left). `subset`: as
 // given to --subset ("" = all).
@@ -120,8 +132,7 @@ Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify,
     ASSIGN_OR_RETURN(own, Filesystem::Open(&store));
     fs = own.get();
   }
-  // Snapshots, pins and hidden entries checked against the markers.
-  ASSIGN_OR_RETURN(auto snap_problems, fs->CheckSnapshots());
+  ASSIGN_OR_RETURN(auto snap_problems, SnapshotProblems(store, fs));
   ASSIGN_OR_RETURN(nlohmann::json damaged, DamagedJson(*fs, r->damaged));
   std::vector<std::string> problems = r->problems;
   problems.insert(problems.end(), snap_problems.begin(), snap_problems.end());
