@@ -149,7 +149,8 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   }
   if (opts.verify_data) r.verify_fraction = fraction;
   uint64_t seed = opts.seed;
-  if (seed == 0) seed = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+  if (seed == 0)
+    seed = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
   auto chosen = [&](const ChunkId& id) {
     if (!opts.verify_data || fraction <= 0) return false;
     if (fraction >= 1) return true;
@@ -193,19 +194,21 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         continue;
       }
       auto ps = pack_size.find(loc->pack);
-      std::string where = " (pack " + std::to_string(loc->pack) + ", offset " +
-                          std::to_string(loc->offset) + ")";
+      std::string where =
+          " (pack " + std::to_string(loc->pack) + ", offset " + std::to_string(loc->offset) + ")";
       if (ps == pack_size.end()) {
         damage(id, *loc, "missing pack", "chunk " + id.Hex() + " is in missing pack" + where);
         continue;
       }
       if (loc->offset < pack::kRecordHeaderSize || loc->offset + loc->length > ps->second) {
-        damage(id, *loc, "outside its pack", "chunk " + id.Hex() + " lies outside its pack" + where);
+        damage(id, *loc, "outside its pack",
+               "chunk " + id.Hex() + " lies outside its pack" + where);
         continue;
       }
       buf.resize(pack::kRecordHeaderSize);
-      Status s = store.backend().Read(loc->pack, loc->offset - pack::kRecordHeaderSize,
-                                      pack::kRecordHeaderSize, reinterpret_cast<uint8_t*>(buf.data()));
+      Status s =
+          store.backend().Read(loc->pack, loc->offset - pack::kRecordHeaderSize,
+                               pack::kRecordHeaderSize, reinterpret_cast<uint8_t*>(buf.data()));
       pack::RecordHeader h;
       if (!s.ok() || !pack::ParseRecordHeader(buf, &h) || h.id != id || h.length != loc->length) {
         damage(id, *loc, "record header mismatch",
@@ -275,7 +278,8 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
     auto it = meta.NewIterator(Cf::kRefs);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       ChunkId id = ChunkId::FromBytes(it->key().data());
-      int64_t stored = it->value().size() == 8 ? static_cast<int64_t>(GetLE64(it->value().data())) : -1;
+      int64_t stored =
+          it->value().size() == 8 ? static_cast<int64_t>(GetLE64(it->value().data())) : -1;
       auto c = counted.find(id);
       int64_t expect = c == counted.end() ? 0 : c->second;
       if (stored != expect) {

@@ -38,8 +38,8 @@ struct DamagedChunk {
   uint64_t pack = 0;    // 0 if inline or unknown (not in the index)
   uint64_t offset = 0;  // of the bytes in the pack
   uint32_t length = 0;
-  std::string problem;      // "hash mismatch", "unreadable: ...", "missing pack", ...
-  std::string description;  // the line also in FsckReport::problems
+  std::string problem;           // "hash mismatch", "unreadable: ...", "missing pack", ...
+  std::string description;       // the line also in FsckReport::problems
   std::vector<uint64_t> inodes;  // whose extents point at it, ascending, each once
 };
 
@@ -50,7 +50,7 @@ struct FsckReport {
   uint64_t garbage_chunks = 0;  // indexed chunks with refcount 0 (GC will reclaim)
   // What verify_data re-hashed (inline chunks included).
   uint64_t verified_chunks = 0, verified_bytes = 0;
-  double verify_fraction = 0;  // the fraction asked for (after verify_bytes -> fraction)
+  double verify_fraction = 0;         // the fraction asked for (after verify_bytes -> fraction)
   std::vector<std::string> problems;  // every problem, damaged chunks included (capped)
   std::vector<DamagedChunk> damaged;  // capped like problems
   bool ok() const { return problems.empty(); }

@@ -240,8 +240,7 @@ Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<ui
     bool hidden = true;  // a folder we cannot place is detached: reached only by snapshots
     auto n = LoadInode(dir);
     Entry e;
-    if (n.ok() && !n->name.empty() && LookupEntry(n->parent, n->name, &e).ok() &&
-        e.child == dir) {
+    if (n.ok() && !n->name.empty() && LookupEntry(n->parent, n->name, &e).ok() && e.child == dir) {
       dir_hidden[dir] = true;  // a loop in a broken tree ends here
       hidden = e.hidden || under_hidden(n->parent);
     }

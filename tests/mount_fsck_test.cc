@@ -56,8 +56,8 @@ class MountFsck : public MountFixture {
   void Corrupt(const ChunkAt& c) {
     ASSERT_FALSE(c.loc.is_inline()) << "an inline chunk has no pack bytes to corrupt";
     char name[64];
-    std::snprintf(name, sizeof name, "/packs/%02" PRIx64 "/%016" PRIx64 ".pack",
-                  c.loc.pack % 256, c.loc.pack);
+    std::snprintf(name, sizeof name, "/packs/%02" PRIx64 "/%016" PRIx64 ".pack", c.loc.pack % 256,
+                  c.loc.pack);
     std::string path = store() + name;
     UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
     ASSERT_TRUE(fd.ok()) << path << ": " << ErrnoName(errno);
@@ -126,8 +126,7 @@ TEST_F(MountFsck, VerifyNamesTheFilesAndSnapshotsOfEachDamagedChunk) {
   ASSERT_GE(chunks_c.size(), 1u);
   ASSERT_GE(chunks_d.size(), 2u);
   ASSERT_EQ(ChunksOf("loose/twin").at(1).hex, chunks_d[1].hex) << "the twin must share chunks";
-  const ChunkAt bad_a = chunks_a[chunks_a.size() / 2], bad_c = chunks_c.back(),
-                bad_d = chunks_d[1];
+  const ChunkAt bad_a = chunks_a[chunks_a.size() / 2], bad_c = chunks_c.back(), bad_d = chunks_d[1];
 
   int code = -1;
   FsckJson({store(), "--verify"}, &code);
@@ -163,7 +162,8 @@ TEST_F(MountFsck, VerifyNamesTheFilesAndSnapshotsOfEachDamagedChunk) {
   CmdResult h = Snapfs({"fsck", store(), "--verify"});
   EXPECT_EQ(h.code, 3) << h.Describe();
   size_t problem_lines = 0;
-  for (size_t p = h.out.find("PROBLEM:"); p != std::string::npos; p = h.out.find("PROBLEM:", p + 1)) {
+  for (size_t p = h.out.find("PROBLEM:"); p != std::string::npos;
+       p = h.out.find("PROBLEM:", p + 1)) {
     problem_lines++;
   }
   EXPECT_EQ(problem_lines, 3u) << h.out;

@@ -181,8 +181,7 @@ TEST_F(MountPrune, SeveralJobFoldersThroughAGlobInOneTransaction) {
             (std::vector<std::string>{"job-a/chk-4", "job-b/chk-2", savepoint}));
   for (FlinkJob* j : {&a, &b}) {
     const auto& last = j->retained().back();
-    EXPECT_EQ(Restore(j->Path(last.name), j->Path(last.name), content_, InPlace), "")
-        << j->job();
+    EXPECT_EQ(Restore(j->Path(last.name), j->Path(last.name), content_, InPlace), "") << j->job();
   }
   ASSERT_NO_FATAL_FAILURE(Unmount());
   CmdResult fsck = Snapfs({"fsck", store()});
@@ -225,13 +224,12 @@ TEST_F(MountPrune, BadRulesAreRefusedWithExit2) {
   FlinkJob job(mnt(), "job-e", 51, &content_);
   ASSERT_EQ(job.Init(), "");
   ASSERT_EQ(job.TakeCheckpoint(1, 16 * kKiB, 0, 1), "");
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"prune", job.Dir()},
-        {"prune", job.Dir(), "--keep-last", "0"},
-        {"prune", job.Dir(), "--keep-last", "-1"},
-        {"prune", job.Dir(), "--keep-within", "banana"},
-        {"prune", job.Dir(), "--keep-within", "-2d"},
-        {"prune", job.Dir(), "--keep-within", "5"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"prune", job.Dir()},
+                                               {"prune", job.Dir(), "--keep-last", "0"},
+                                               {"prune", job.Dir(), "--keep-last", "-1"},
+                                               {"prune", job.Dir(), "--keep-within", "banana"},
+                                               {"prune", job.Dir(), "--keep-within", "-2d"},
+                                               {"prune", job.Dir(), "--keep-within", "5"}}) {
     CmdResult r = Snapfs(args);
     EXPECT_EQ(r.code, 2) << ShellJoin(args) << ":\n" << r.Describe();
     EXPECT_FALSE(r.err.empty());

@@ -116,8 +116,7 @@ Result<std::vector<std::string>> SnapshotProblems(Store& store, Filesystem* fs) 
 // `fs`: the daemon's namespace, or null for an unmounted store (then one is opened here,
 // after the chunk scan, so that the scan sees the store as it was left). `subset`: as
 // given to --subset ("" = all).
-Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify,
-                             const std::string& subset) {
+Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify, const std::string& subset) {
   FsckOptions fo;
   fo.verify_data = verify;
   if (verify && !subset.empty()) {
@@ -174,12 +173,11 @@ void PrintHuman(const nlohmann::json& j) {
     }
     verified += ")";
   }
-  printf("checked %llu inodes, %llu entries, %llu extents, %llu chunks in %llu packs%s\n",
-         static_cast<unsigned long long>(u("inodes")),
-         static_cast<unsigned long long>(u("dentries")),
-         static_cast<unsigned long long>(u("extents")),
-         static_cast<unsigned long long>(u("chunks")), static_cast<unsigned long long>(u("packs")),
-         verified.c_str());
+  printf(
+      "checked %llu inodes, %llu entries, %llu extents, %llu chunks in %llu packs%s\n",
+      static_cast<unsigned long long>(u("inodes")), static_cast<unsigned long long>(u("dentries")),
+      static_cast<unsigned long long>(u("extents")), static_cast<unsigned long long>(u("chunks")),
+      static_cast<unsigned long long>(u("packs")), verified.c_str());
   // Damaged chunks get their own block below; the other problems one line each.
   std::set<std::string> chunk_lines;
   for (const auto& d : j["damaged_chunks"]) chunk_lines.insert(d["description"].get<std::string>());
@@ -250,8 +248,8 @@ int CmdFsck(const Args& args) {
   Target t = ResolveTarget(target);
   std::string request = verify ? "fsck --verify" : "fsck";
   if (!subset.empty()) request += " " + subset;
-  auto answer = AskStore(t, request,
-                         [&](Store& store) { return FsckJson(store, nullptr, verify, subset); });
+  auto answer =
+      AskStore(t, request, [&](Store& store) { return FsckJson(store, nullptr, verify, subset); });
   if (!answer.ok()) return Fail("fsck", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {

@@ -53,8 +53,9 @@ Result<nlohmann::json> PruneRequest(Filesystem& fs, const nlohmann::json& req) {
     for (size_t i = 0; i < p->size(); i++) {
       if (!(*p)[i].is_string()) return Status::InvalidArgument("\"paths\" must hold strings");
       rels.push_back((*p)[i].get<std::string>());
-      labels.push_back(i < ls.size() && ls[i].is_string() ? ls[i].get<std::string>()
-                                                          : (rels.back().empty() ? "/" : rels.back()));
+      labels.push_back(i < ls.size() && ls[i].is_string()
+                           ? ls[i].get<std::string>()
+                           : (rels.back().empty() ? "/" : rels.back()));
     }
   } else {
     ASSIGN_OR_RETURN(std::string rel, ArgString(req, "path"));
@@ -86,7 +87,7 @@ Result<nlohmann::json> PruneRequest(Filesystem& fs, const nlohmann::json& req) {
     ASSIGN_OR_RETURN(Attr a, fs.GetAttr(ino));
     if (!S_ISDIR(a.mode)) return Status::NotDirectory(label + " is not a folder");
     if (!seen.insert(ino).second) continue;  // named twice
-    std::string job;  // the folder's canonical path ("" for the root)
+    std::string job;                         // the folder's canonical path ("" for the root)
     if (ino != kRootIno) {
       ASSIGN_OR_RETURN(job, fs.PathOf(ino));
     }
@@ -120,8 +121,9 @@ Result<nlohmann::json> PruneRequest(Filesystem& fs, const nlohmann::json& req) {
     if (!snaps.empty() && kept.empty() && !force && strict) {
       return Status::InvalidArgument(
           "the rules keep none of the " + std::to_string(snaps.size()) + " snapshot(s) in " +
-          label + ", leaving it nothing to restore from; add --force if that is what you want "
-                  "(or try --dry-run)");
+          label +
+          ", leaving it nothing to restore from; add --force if that is what you want "
+          "(or try --dry-run)");
     }
     jobs.push_back({{"path", job},
                     {"label", label},
@@ -170,8 +172,8 @@ void PrintJob(const nlohmann::json& job, bool dry) {
   }
   const auto& kept = job["kept"];
   const auto& removed = job["removed"];
-  printf("%s: keeping %zu, %s %zu\n", label.c_str(), kept.size(),
-         dry ? "would remove" : "removed", removed.size());
+  printf("%s: keeping %zu, %s %zu\n", label.c_str(), kept.size(), dry ? "would remove" : "removed",
+         removed.size());
   auto row = [](const char* what, const nlohmann::json& s, const std::string& why) {
     printf("  %-7s %-40s completed %s%s\n", what, s["path"].get<std::string>().c_str(),
            LocalTime(s["completed_ns"].get<int64_t>()).c_str(), why.c_str());
@@ -179,8 +181,8 @@ void PrintJob(const nlohmann::json& job, bool dry) {
   for (const auto& s : kept) {
     std::string why;
     for (const auto& w : s["kept_by"]) {
-      why += (why.empty() ? "  (" : ", ") +
-             std::string(w == "last" ? "--keep-last" : "--keep-within");
+      why +=
+          (why.empty() ? "  (" : ", ") + std::string(w == "last" ? "--keep-last" : "--keep-within");
     }
     row("keep", s, why.empty() ? "" : why + ")");
   }
@@ -196,12 +198,12 @@ int CmdPrune(const Args& args) {
   long long keep = -1;
   opts.add_options()("jobdir", po::value(&paths)->required()->multitoken(),
                      "job folders holding the snapshot folders (chk-N, savepoint-...); a glob "
-                     "like MOUNT/* names several")(
-      "keep-last", po::value(&keep), "keep the newest N snapshots of each job")(
+                     "like MOUNT/* names several")("keep-last", po::value(&keep),
+                                                   "keep the newest N snapshots of each job")(
       "keep-within", po::value(&within),
       "keep the snapshots completed within DURATION of now (30m, 12h, 7d); with "
       "--keep-last, keep what either keeps")("dry-run,n", po::bool_switch(),
-                                              "only report what would be removed")(
+                                             "only report what would be removed")(
       "force", po::bool_switch(), "allow rules that keep no snapshot of a job (--keep-last 0)")(
       "json", po::bool_switch(), "print JSON (raw numbers)");
   po::positional_options_description pos;
@@ -249,9 +251,8 @@ int CmdPrune(const Args& args) {
   for (const auto& p : paths) {
     auto pt = ResolvePathArg(p);
     if (!pt.ok()) return Fail("prune", pt.status());
-    auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) {
-      return x.first.target.store == pt->target.store;
-    });
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](const Group& x) { return x.first.target.store == pt->target.store; });
     if (g == groups.end()) {
       groups.push_back(Group{*pt});
       g = groups.end() - 1;
@@ -300,7 +301,8 @@ int CmdPrune(const Args& args) {
     progress.Done();
     if (!answer.ok()) {
       Status s = answer.status();
-      if (i > 0) s = s.WithContext("store " + g.first.target.store + " (earlier stores were pruned)");
+      if (i > 0)
+        s = s.WithContext("store " + g.first.target.store + " (earlier stores were pruned)");
       return Fail("prune", s);
     }
     nlohmann::json& a = *answer;
@@ -328,7 +330,8 @@ int CmdPrune(const Args& args) {
   }
   printf("%s %zu snapshot%s in total\n", dry ? "would remove" : "removed", n, n == 1 ? "" : "s");
   for (size_t i = 0; i < out["stores"].size(); i++) {
-    if (out["stores"].size() > 1) printf("store %s:\n", out["stores"][i]["store"].get<std::string>().c_str());
+    if (out["stores"].size() > 1)
+      printf("store %s:\n", out["stores"][i]["store"].get<std::string>().c_str());
     if (out["stores"][i]["report"]["snapshots"].get<uint64_t>() > 0) {
       PrintRemoveReport(out["stores"][i]["report"], gc_targets[i]);
     }
