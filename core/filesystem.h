@@ -120,6 +120,18 @@ struct HiddenEntry {
   std::vector<std::string> pinned_by;  // snapshot paths
 };
 
+// Where a file is (fsck names the users of a damaged chunk with it).
+struct FileName {
+  std::string path;     // relative to the mount root
+  bool hidden = false;  // reached only through a hidden entry: kept for snapshots
+};
+struct InodeLocation {
+  uint64_t ino = 0;
+  std::vector<FileName> names;          // every name (hard links), hidden ones too
+  std::vector<std::string> snapshots;   // folder paths of the snapshots whose views hold it
+  std::vector<std::string> view_paths;  // "<snapshot>/<path in its view>", same order
+};
+
 struct OrphanFile {
   std::string path;
   uint64_t parent = 0;
@@ -247,6 +259,9 @@ class Filesystem {
   Result<std::vector<ViewFile>> SnapshotFiles(uint64_t dir);
   Result<std::vector<PinInfo>> WhyPinned(uint64_t ino);
   Result<std::vector<HiddenEntry>> ListHidden();
+  // Names and snapshots of each of `inos` (in that order): one scan of the entries, then
+  // every snapshot's view. Meant for a few inodes (fsck's damaged files), not the store.
+  Result<std::vector<InodeLocation>> LocateInodes(const std::vector<uint64_t>& inos);
   // Regular files under `under` that no snapshot references, outside snapshot folders,
   // unmodified for `older_than_ns`.
   Result<std::vector<OrphanFile>> FindOrphans(uint64_t under, int64_t older_than_ns);

@@ -1,6 +1,8 @@
 #include "core/fsck.h"
 
+#include <algorithm>
 #include <map>
+#include <random>
 #include <unordered_map>
 
 #include "core/coding.h"
@@ -10,6 +12,8 @@
 namespace snapfs {
 
 namespace {
+
+constexpr size_t kMaxProblems = 1000;
 
 struct InodeFacts {
   uint32_t nlink = 0;
@@ -25,7 +29,23 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   MetaStore& meta = store.meta();
   FsckReport r;
   auto problem = [&](std::string s) {
-    if (r.problems.size() < 1000) r.problems.push_back(std::move(s));
+    if (r.problems.size() < kMaxProblems) r.problems.push_back(std::move(s));
+  };
+  // Damaged chunks by id -> their place in r.damaged.
+  std::unordered_map<ChunkId, size_t, ChunkIdHash> damaged_at;
+  auto damage = [&](const ChunkId& id, const ChunkLocation& loc, std::string what,
+                    std::string description) {
+    problem(description);
+    if (r.damaged.size() >= kMaxProblems || damaged_at.count(id)) return;
+    damaged_at[id] = r.damaged.size();
+    DamagedChunk d;
+    d.id = id;
+    d.pack = loc.pack;
+    d.offset = loc.is_inline() ? 0 : loc.offset;
+    d.length = loc.length;
+    d.problem = std::move(what);
+    d.description = std::move(description);
+    r.damaged.push_back(std::move(d));
   };
 
   // Namespace.
@@ -110,62 +130,37 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
     }
   }
 
-  // Extents -> refcounts.
-  std::unordered_map<ChunkId, int64_t, ChunkIdHash> counted;
-  {
-    auto it = meta.NewIterator(Cf::kExtents);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      r.extents++;
-      uint64_t ino = GetBE64(it->key().data()), off = GetBE64(it->key().data() + 8);
-      auto e = ExtentValue::Decode(it->value().ToStringView());
-      if (!e.ok()) {
-        problem("extent of inode " + std::to_string(ino) + ": " + e.status().ToString());
-        continue;
-      }
-      counted[e->id]++;
-      if (!inodes.count(ino)) {
-        problem("extent at " + std::to_string(off) + " of missing inode " + std::to_string(ino));
-      }
-      std::string v;
-      Status s = meta.Get(Cf::kChunks, keys::Chunk(e->id), &v);
-      if (!s.ok()) {
-        problem("inode " + std::to_string(ino) + " offset " + std::to_string(off) +
-                " references chunk " + e->id.Hex() + " missing from the index");
-        continue;
-      }
-      auto loc = ChunkLocation::Decode(v);
-      if (loc.ok() && loc->length != e->length) {
-        problem("inode " + std::to_string(ino) + " offset " + std::to_string(off) +
-                ": extent length differs from chunk " + e->id.Short());
-      }
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan extents"));
-  }
-  {
-    auto it = meta.NewIterator(Cf::kRefs);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      ChunkId id = ChunkId::FromBytes(it->key().data());
-      int64_t stored = it->value().size() == 8 ? static_cast<int64_t>(GetLE64(it->value().data())) : -1;
-      auto c = counted.find(id);
-      int64_t expect = c == counted.end() ? 0 : c->second;
-      if (stored != expect) {
-        problem("chunk " + id.Hex() + " has refcount " + std::to_string(stored) + ", but " +
-                std::to_string(expect) + " extents point at it");
-      }
-      if (c != counted.end()) counted.erase(c);
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan refcounts"));
-    for (const auto& [id, n] : counted) {
-      problem("chunk " + id.Hex() + " has no refcount, but " + std::to_string(n) +
-              " extents point at it");
-    }
-  }
-
-  // Index -> packs.
+  // Index -> packs, first: the damaged chunks are known before the one pass over the
+  // extents that finds who uses them.
   ASSIGN_OR_RETURN(auto packs, store.backend().List());
   std::map<PackId, uint64_t> pack_size;
   for (const auto& p : packs) pack_size[p.id] = p.size;
   r.packs = packs.size();
+  double fraction = std::clamp(opts.verify_fraction, 0.0, 1.0);
+  if (opts.verify_data && opts.verify_bytes > 0) {
+    uint64_t total = 0;
+    auto it = meta.NewIterator(Cf::kChunks);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto loc = ChunkLocation::Decode(it->value().ToStringView());
+      if (loc.ok()) total += loc->length;
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan chunk index"));
+    fraction = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(opts.verify_bytes) / total);
+  }
+  if (opts.verify_data) r.verify_fraction = fraction;
+  uint64_t seed = opts.seed;
+  if (seed == 0)
+    seed = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+  auto chosen = [&](const ChunkId& id) {
+    if (!opts.verify_data || fraction <= 0) return false;
+    if (fraction >= 1) return true;
+    // Ids are uniform hashes already; mixing in the seed makes each run's choice fresh.
+    uint64_t x = GetBE64(id.AsSlice().data()) ^ seed;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return static_cast<double>(x) < fraction * 18446744073709551616.0;
+  };
   {
     auto it = meta.NewIterator(Cf::kChunks);
     std::string buf;
@@ -188,40 +183,121 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         }
       }
       if (loc->is_inline()) {
-        if (opts.verify_data && store.chunks().Hash(loc->inline_data.data(), loc->length) != id) {
-          problem("inline chunk " + id.Hex() + ": bytes do not match their hash");
+        if (chosen(id)) {
+          r.verified_chunks++;
+          r.verified_bytes += loc->length;
+          if (store.chunks().Hash(loc->inline_data.data(), loc->length) != id) {
+            damage(id, *loc, "hash mismatch",
+                   "inline chunk " + id.Hex() + ": bytes do not match their hash");
+          }
         }
         continue;
       }
       auto ps = pack_size.find(loc->pack);
-      std::string where = " (pack " + std::to_string(loc->pack) + ", offset " +
-                          std::to_string(loc->offset) + ")";
+      std::string where =
+          " (pack " + std::to_string(loc->pack) + ", offset " + std::to_string(loc->offset) + ")";
       if (ps == pack_size.end()) {
-        problem("chunk " + id.Hex() + " is in missing pack" + where);
+        damage(id, *loc, "missing pack", "chunk " + id.Hex() + " is in missing pack" + where);
         continue;
       }
       if (loc->offset < pack::kRecordHeaderSize || loc->offset + loc->length > ps->second) {
-        problem("chunk " + id.Hex() + " lies outside its pack" + where);
+        damage(id, *loc, "outside its pack",
+               "chunk " + id.Hex() + " lies outside its pack" + where);
         continue;
       }
       buf.resize(pack::kRecordHeaderSize);
-      Status s = store.backend().Read(loc->pack, loc->offset - pack::kRecordHeaderSize,
-                                      pack::kRecordHeaderSize, reinterpret_cast<uint8_t*>(buf.data()));
+      Status s =
+          store.backend().Read(loc->pack, loc->offset - pack::kRecordHeaderSize,
+                               pack::kRecordHeaderSize, reinterpret_cast<uint8_t*>(buf.data()));
       pack::RecordHeader h;
       if (!s.ok() || !pack::ParseRecordHeader(buf, &h) || h.id != id || h.length != loc->length) {
-        problem("chunk " + id.Hex() + ": pack record header does not match the index" + where);
+        damage(id, *loc, "record header mismatch",
+               "chunk " + id.Hex() + ": pack record header does not match the index" + where);
         continue;
       }
-      if (opts.verify_data) {
+      if (chosen(id)) {
+        r.verified_chunks++;
+        r.verified_bytes += loc->length;
         Status rs = store.chunks().ReadAt(*loc, &buf);
         if (!rs.ok()) {
-          problem("chunk " + id.Hex() + ": " + rs.ToString() + where);
+          damage(id, *loc, "unreadable: " + rs.ToString(),
+                 "chunk " + id.Hex() + ": " + rs.ToString() + where);
         } else if (store.chunks().Hash(buf.data(), buf.size()) != id) {
-          problem("chunk " + id.Hex() + ": bytes do not match their hash" + where);
+          damage(id, *loc, "hash mismatch",
+                 "chunk " + id.Hex() + ": bytes do not match their hash" + where);
         }
       }
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan chunk index"));
+  }
+  // Extents -> refcounts.
+  std::unordered_map<ChunkId, int64_t, ChunkIdHash> counted;
+  {
+    auto it = meta.NewIterator(Cf::kExtents);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      r.extents++;
+      uint64_t ino = GetBE64(it->key().data()), off = GetBE64(it->key().data() + 8);
+      auto e = ExtentValue::Decode(it->value().ToStringView());
+      if (!e.ok()) {
+        problem("extent of inode " + std::to_string(ino) + ": " + e.status().ToString());
+        continue;
+      }
+      counted[e->id]++;
+      if (!damaged_at.empty()) {
+        auto d = damaged_at.find(e->id);
+        if (d != damaged_at.end()) r.damaged[d->second].inodes.push_back(ino);
+      }
+      if (!inodes.count(ino)) {
+        problem("extent at " + std::to_string(off) + " of missing inode " + std::to_string(ino));
+      }
+      std::string v;
+      Status s = meta.Get(Cf::kChunks, keys::Chunk(e->id), &v);
+      if (!s.ok()) {
+        std::string what = "inode " + std::to_string(ino) + " offset " + std::to_string(off) +
+                           " references chunk " + e->id.Hex() + " missing from the index";
+        ChunkLocation none;
+        none.length = e->length;
+        if (damaged_at.count(e->id)) {  // its inode was added above
+          problem(what);
+          continue;
+        }
+        damage(e->id, none, "missing from the index", what);
+        auto d = damaged_at.find(e->id);
+        if (d != damaged_at.end()) r.damaged[d->second].inodes.push_back(ino);
+        continue;
+      }
+      auto loc = ChunkLocation::Decode(v);
+      if (loc.ok() && loc->length != e->length) {
+        problem("inode " + std::to_string(ino) + " offset " + std::to_string(off) +
+                ": extent length differs from chunk " + e->id.Short());
+      }
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan extents"));
+  }
+  {
+    auto it = meta.NewIterator(Cf::kRefs);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      ChunkId id = ChunkId::FromBytes(it->key().data());
+      int64_t stored =
+          it->value().size() == 8 ? static_cast<int64_t>(GetLE64(it->value().data())) : -1;
+      auto c = counted.find(id);
+      int64_t expect = c == counted.end() ? 0 : c->second;
+      if (stored != expect) {
+        problem("chunk " + id.Hex() + " has refcount " + std::to_string(stored) + ", but " +
+                std::to_string(expect) + " extents point at it");
+      }
+      if (c != counted.end()) counted.erase(c);
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan refcounts"));
+    for (const auto& [id, n] : counted) {
+      problem("chunk " + id.Hex() + " has no refcount, but " + std::to_string(n) +
+              " extents point at it");
+    }
+  }
+
+  for (auto& d : r.damaged) {
+    std::sort(d.inodes.begin(), d.inodes.end());
+    d.inodes.erase(std::unique(d.inodes.begin(), d.inodes.end()), d.inodes.end());
   }
   return r;
 }

@@ -2,6 +2,7 @@
 // consistency check of snapshots, pins and hidden entries. Read-only: these run without
 // ns_mu_ and see the committed state.
 #include <algorithm>
+#include <functional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -222,6 +223,59 @@ Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
   std::sort(out.begin(), out.end(), [](const HiddenEntry& a, const HiddenEntry& b) { return a.path < b.path; });
+  return out;
+}
+
+Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<uint64_t>& inos) {
+  std::unordered_map<uint64_t, size_t> at;
+  std::vector<InodeLocation> out;
+  for (uint64_t ino : inos) {
+    if (at.emplace(ino, out.size()).second) out.push_back(InodeLocation{ino, {}, {}, {}});
+  }
+  // Hidden folders above a name make it hidden too; folders are asked once each.
+  std::unordered_map<uint64_t, bool> dir_hidden{{kRootIno, false}};
+  std::function<bool(uint64_t)> under_hidden = [&](uint64_t dir) -> bool {
+    auto c = dir_hidden.find(dir);
+    if (c != dir_hidden.end()) return c->second;
+    bool hidden = true;  // a folder we cannot place is detached: reached only by snapshots
+    auto n = LoadInode(dir);
+    Entry e;
+    if (n.ok() && !n->name.empty() && LookupEntry(n->parent, n->name, &e).ok() && e.child == dir) {
+      dir_hidden[dir] = true;  // a loop in a broken tree ends here
+      hidden = e.hidden || under_hidden(n->parent);
+    }
+    dir_hidden[dir] = hidden;
+    return hidden;
+  };
+  auto it = meta_.NewIterator(Cf::kDentries);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    Entry e;
+    if (!DecodeEntry(it->value().ToStringView(), &e).ok()) continue;
+    auto a = at.find(e.child);
+    if (a == at.end()) continue;
+    uint64_t parent = GetBE64(it->key().data());
+    std::string name(it->key().data() + 8, it->key().size() - 8);
+    auto ppath = PathOf(parent);
+    std::string pp = ppath.ok() ? *ppath : "?";
+    out[a->second].names.push_back(
+        FileName{pp.empty() ? name : pp + "/" + name, e.hidden || under_hidden(parent)});
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan entries"));
+  ASSIGN_OR_RETURN(auto snaps, ListSnapshots());
+  for (const auto& s : snaps) {
+    auto files = SnapshotFiles(s.dir);
+    if (!files.ok()) continue;  // ended meanwhile
+    for (const auto& f : *files) {
+      auto a = at.find(f.ino);
+      if (a == at.end()) continue;
+      out[a->second].snapshots.push_back(s.path);
+      out[a->second].view_paths.push_back(s.path.empty() ? f.path : s.path + "/" + f.path);
+    }
+  }
+  for (auto& l : out) {
+    std::sort(l.names.begin(), l.names.end(),
+              [](const FileName& a, const FileName& b) { return a.path < b.path; });
+  }
   return out;
 }
 

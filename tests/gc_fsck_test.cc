@@ -621,6 +621,83 @@ TEST_F(GcFsckTest, CorruptPackByteIsDetectedAndNeverRead) {
   EXPECT_FALSE(after.ok()) << "corruption hidden by GC";
 }
 
+// Damaged chunks come back with the inodes that use them, found in the one pass over the
+// extents: a removed pack, an index entry gone; and --subset re-hashes a random part.
+TEST_F(GcFsckTest, DamagedChunksNameTheirInodes) {
+  uint64_t f = t.WriteFile(kRootIno, "f", RandomBytes(256 * kKiB, 900));
+  t.Reopen();  // seals f's pack: g goes to another one
+  uint64_t g = t.WriteFile(kRootIno, "g", RandomBytes(256 * kKiB, 901));
+  // Enough chunks (~64) that a random half is neither none nor all.
+  uint64_t h = t.WriteFile(kRootIno, "h", RandomBytes(4 * kMiB, 902));
+  t.Reopen();
+  std::set<PackId> f_packs;
+  std::vector<ChunkId> g_chunks;
+  {
+    auto it = t.store().meta().NewIterator(Cf::kExtents);  // gone before Reopen
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      uint64_t ino = GetBE64(it->key().data());
+      ExtentValue e = MUST(ExtentValue::Decode(it->value().ToStringView()));
+      std::string v;
+      ASSERT_OK(t.store().meta().Get(Cf::kChunks, keys::Chunk(e.id), &v));
+      ChunkLocation loc = MUST(ChunkLocation::Decode(v));
+      if (ino == f) f_packs.insert(loc.pack);
+      if (ino == g) g_chunks.push_back(e.id);
+    }
+  }
+  ASSERT_EQ(f_packs.size(), 1u);
+  ASSERT_GE(g_chunks.size(), 2u);
+  FsckReport clean = t.Check(true);
+  ASSERT_FSCK_OK(clean);
+  ASSERT_TRUE(clean.damaged.empty());
+
+  ASSERT_EQ(::unlink(PackPath(t.dir(), *f_packs.begin()).c_str()), 0);
+  ASSERT_TRUE(t.store()
+                  .meta()
+                  .db()
+                  ->Delete(rocksdb::WriteOptions(), t.store().meta().cf(Cf::kChunks),
+                           keys::Chunk(g_chunks[0]))
+                  .ok());
+  t.Reopen();
+  FsckReport r = t.Check(false);
+  EXPECT_FALSE(r.ok());
+  size_t missing_pack = 0, missing_index = 0;
+  for (const auto& d : r.damaged) {
+    if (d.problem == "missing pack") {
+      missing_pack++;
+      EXPECT_EQ(d.inodes, std::vector<uint64_t>{f}) << d.id.Hex();
+      EXPECT_EQ(d.pack, *f_packs.begin());
+    } else if (d.problem == "missing from the index") {
+      missing_index++;
+      EXPECT_EQ(d.id, g_chunks[0]);
+      EXPECT_EQ(d.inodes, std::vector<uint64_t>{g});
+    } else {
+      ADD_FAILURE() << "unexpected damage: " << d.description;
+    }
+    EXPECT_NE(std::find(r.problems.begin(), r.problems.end(), d.description), r.problems.end())
+        << "every damaged chunk is also a problem line";
+  }
+  EXPECT_GE(missing_pack, 1u);
+  EXPECT_EQ(missing_index, 1u);
+  for (const auto& d : r.damaged) EXPECT_EQ(std::count(d.inodes.begin(), d.inodes.end(), h), 0);
+
+  // --subset: 0 re-hashes nothing, 1 everything readable, 0.5 a part that one seed fixes.
+  auto verify = [&](double fraction, uint64_t seed) {
+    FsckOptions o;
+    o.verify_data = true;
+    o.verify_fraction = fraction;
+    o.seed = seed;
+    return MUST(Fsck(t.store(), o));
+  };
+  EXPECT_EQ(verify(0, 0).verified_chunks, 0u);
+  FsckReport all = verify(1, 0);
+  EXPECT_GT(all.verified_chunks, 2u);
+  FsckReport half = verify(0.5, 42);
+  EXPECT_GT(half.verified_chunks, 0u);
+  EXPECT_LT(half.verified_chunks, all.verified_chunks);
+  EXPECT_EQ(verify(0.5, 42).verified_chunks, half.verified_chunks) << "one seed, one choice";
+  EXPECT_EQ(half.verify_fraction, 0.5);
+}
+
 TEST_F(GcFsckTest, SameBytesTwiceAreStoredOnce) {
   const std::string data = RandomBytes(8 * kMiB, 800);
   const uint64_t new0 = t.store().chunks().stats().bytes_new;

@@ -1,7 +1,7 @@
 // What the daemon answers on its control socket: the CLI verbs that work on a mounted
 // store run here, against the daemon's own Store and Filesystem.
 //
-// Requests are one line. The older verbs take words ("stats", "fsck [--verify]",
+// Requests are one line. The older verbs take words ("stats", "fsck [--verify [SUBSET]]",
 // "gc FRACTION [--dry-run]"); the snapshot verbs take a JSON object after the verb word,
 // since paths can hold spaces: `snap-ls {"path":"job"}` (tools/snap_requests.h lists
 // them). Failures are answered as {"error": text, "code": n, "message": text}.
@@ -18,7 +18,8 @@
 namespace snapfs::cli {
 
 Result<std::string> StatsJson(Store& store);
-Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify);
+Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify,
+                             const std::string& subset);
 Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bool dry_run);
 Result<std::string> StatusJson(Store& store, Filesystem& fs);  // tools/cmd_status.cc
 Result<std::string> RecordedGc(bool dry_run, const std::function<Result<std::string>()>& run);
@@ -34,10 +35,10 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
     return StatsJson(store);
   }
   if (verb == "fsck") {
-    std::string opt;
-    in >> opt;
+    std::string opt, subset;  // "fsck [--verify [SUBSET]]", SUBSET as for --subset
+    in >> opt >> subset;
     RETURN_IF_ERROR(fs.FlushAll());  // buffered data is committed first, as at unmount
-    return FsckJson(store, &fs, opt == "--verify");
+    return FsckJson(store, &fs, opt == "--verify", subset);
   }
   if (verb == "gc") {  // "gc REWRITE_BELOW [--dry-run] [max-unused=F]" (tools/cmd_gc.cc)
     GcOptions go;

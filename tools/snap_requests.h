@@ -13,7 +13,13 @@
 //                                                     "bytes"}
 //   snap-du      {"path"}                         -> {"snapshots":[SNAP + usage], "total":usage}
 //   snap-rm      {"paths":[..], "dry_run"}        -> {"snapshots":[SNAP], "report":REPORT}
-//   snap-prune   {"path", "keep_last", "dry_run"} -> {"kept":[SNAP], "removed":[SNAP], "report"}
+//   snap-prune   {"paths":[..] (or "path"), "keep_last", "keep_within_ns", "now_ns", "dry_run",
+//                 "force", "check"}   (keep_last and/or keep_within_ns; now_ns defaults to
+//                 the daemon's clock; check: a dry run refusing what a real run would)
+//                                     -> {"jobs":[{path,label,snapshots,skipped,markers,
+//                                         kept:[SNAP+kept_by],removed:[SNAP]}],
+//                                         "kept":[..all jobs'], "removed":[..], "report",
+//                                         "keep_last", "keep_within_ns", "now_ns"}
 //   snap-why     {"path"}                         -> {"ino","is_dir","size","hidden",
 //                                                     "marker_of":SNAP|null,
 //                                                     "pinned_by":[{snapshot:SNAP,view_path}]}
