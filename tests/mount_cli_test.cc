@@ -53,7 +53,7 @@ TEST_F(MountCli, HelpNamesArgumentsNotOptions) {
 
   // Every verb has --help, exit 0, with a usage line.
   for (const char* verb : {"init", "mount", "umount", "ls", "du", "rm", "prune", "why", "orphans",
-                           "export", "stats", "fsck", "gc"}) {
+                           "export", "stats", "fsck", "gc", "status", "version"}) {
     CmdResult r = Snapfs({verb, "--help"});
     EXPECT_TRUE(Exits(r, 0)) << verb;
     EXPECT_NE(r.out.find(std::string("usage: snapfs ") + verb), std::string::npos) << r.out;

@@ -140,8 +140,7 @@ int CmdOrphans(const Args& args) {
   }
   auto older = ParseDuration(older_text);
   if (!older.ok()) {
-    std::cerr << "snapfs orphans: --older-than: " << older.status().message() << "\n";
-    return kExitUsage;
+    return UsageError("orphans", "--older-than: " + older.status().message());
   }
   bool del = vm["delete"].as<bool>();
   bool json = vm["json"].as<bool>();

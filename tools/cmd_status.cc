@@ -38,16 +38,6 @@ using nlohmann::json;
 constexpr double kMinFreeFraction = 0.05;
 constexpr uint64_t kMinFreeBytes = 1ull << 30;
 
-// Nanoseconds since the epoch -> "2026-12-01T19:23:09Z".
-std::string Rfc3339(int64_t ns) {
-  time_t t = static_cast<time_t>(ns / 1000000000);
-  tm u;
-  gmtime_r(&t, &u);
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &u);
-  return buf;
-}
-
 json Counts(Store& store, std::vector<std::string>* reasons) {
   auto c = CountSnapshots(store);
   if (!c.ok()) {

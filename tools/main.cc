@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "tools/cli_util.h"
 #include "tools/commands.h"
 
 namespace {
@@ -22,7 +23,7 @@ const Verb kVerbs[] = {
      "snapshots with their bytes (--hidden: deleted files kept for them)"},
     {"du", snapfs::cli::CmdDu, "what deleting each snapshot, or all of them, would free"},
     {"rm", snapfs::cli::CmdRm, "drop snapshots and every file only they need"},
-    {"prune", snapfs::cli::CmdPrune, "drop all but the newest N snapshots of a job"},
+    {"prune", snapfs::cli::CmdPrune, "keep the newest N (or recent) snapshots of jobs, drop the rest"},
     {"why", snapfs::cli::CmdWhy, "the snapshots that keep a file"},
     {"orphans", snapfs::cli::CmdOrphans, "files no snapshot references (--delete removes them)"},
     {"export", snapfs::cli::CmdExport, "write a snapshot's self-contained copy anywhere"},
@@ -35,7 +36,8 @@ const Verb kVerbs[] = {
 void Usage(FILE* out) {
   fprintf(out, "usage: snapfs <command> [options]\n\ncommands:\n");
   for (const auto& v : kVerbs) fprintf(out, "  %-8s %s\n", v.name, v.summary);
-  fprintf(out, "\n'snapfs <command> --help' describes a command.\n");
+  fprintf(out, "\n'snapfs <command> --help' describes a command; 'snapfs --version' the build.\n");
+  fprintf(out, "\n%s", snapfs::cli::kExitCodesHelp);
 }
 
 }  // namespace
