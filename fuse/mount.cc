@@ -23,6 +23,7 @@
 #include "core/store_gauges.h"
 #include "fuse/control.h"
 #include "fuse/fuse_ops.h"
+#include "fuse/mount_table.h"
 #include "fuse/metrics_server.h"
 #include "snapfs_version.h"
 
@@ -30,32 +31,15 @@ namespace snapfs::fuse {
 
 namespace {
 
-// The type and source of the mount at exactly `mp` (the top one), from /proc/self/mounts
-// (which escapes blanks as \040); false if `mp` is no mount point.
+// The type and source of the mount at exactly `mp` (the top one); false if `mp` is no
+// mount point.
 bool MountAt(const std::string& mp, std::string* type, std::string* source) {
-  auto unescape = [](const std::string& s) {
-    std::string out;
-    for (size_t i = 0; i < s.size(); i++) {
-      if (s[i] == '\\' && i + 3 < s.size()) {
-        out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
-        i += 3;
-      } else {
-        out.push_back(s[i]);
-      }
-    }
-    return out;
-  };
-  std::ifstream f("/proc/self/mounts");
   bool found = false;
-  for (std::string line; std::getline(f, line);) {
-    std::istringstream ls(line);
-    std::string dev, point, t;
-    ls >> dev >> point >> t;
-    if (unescape(point) == mp) {
-      found = true;
-      *type = t;
-      *source = unescape(dev);
-    }
+  for (const auto& m : ReadMountTable()) {
+    if (m.point != mp) continue;
+    found = true;
+    *type = m.type;
+    *source = m.source;
   }
   return found;
 }

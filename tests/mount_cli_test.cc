@@ -4,8 +4,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cctype>
+
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,18 @@
 
 namespace snapfs::mounttest {
 namespace {
+
+// "2026-12-01T19:23:09Z" (std::regex would do, but GCC 12 warns inside it under ASan).
+bool IsRfc3339Utc(const std::string& s) {
+  const std::string shape = "dddd-dd-ddTdd:dd:ddZ";
+  if (s.size() != shape.size()) return false;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (shape[i] == 'd' ? !std::isdigit(static_cast<unsigned char>(s[i])) : s[i] != shape[i]) {
+      return false;
+    }
+  }
+  return true;
+}
 
 class MountCli : public MountFixture {
  protected:
@@ -141,7 +154,7 @@ TEST_F(MountCli, ExitCodesAndJsonErrors) {
   nlohmann::json l = ParseJson(lj.out);
   ASSERT_EQ(l["snapshots"].size(), 1u) << lj.out;
   std::string when = l["snapshots"][0].value("completed", "");
-  EXPECT_TRUE(std::regex_match(when, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"))) << when;
+  EXPECT_TRUE(IsRfc3339Utc(when)) << when;
 }
 
 // stats/fsck/gc (and the snapshot verbs) on a mount whose daemon was killed used to open
@@ -149,14 +162,7 @@ TEST_F(MountCli, ExitCodesAndJsonErrors) {
 TEST_F(MountCli, DeadMountIsReportedUnlessOffline) {
   ASSERT_EQ(WriteFile(Path("f"), "data", true), 0);
   int pid = DaemonPid();
-  ASSERT_GT(pid, 0);
-  ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  while (!ProcessGone(pid) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(ProcessGone(pid));
-  ASSERT_TRUE(IsMounted(mnt(), true)) << "the dead mount should still be listed";
+  ASSERT_NO_FATAL_FAILURE(KillDaemonLeaveDeadMount());
   ASSERT_TRUE(WaitPidVanished(pid, std::chrono::seconds(20)));
 
   for (std::vector<std::string> args : std::vector<std::vector<std::string>>{

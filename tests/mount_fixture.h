@@ -526,19 +526,26 @@ class MountFixture : public ::testing::Test {
     return free_now;
   }
 
-  // kill -9 of the daemon, then clears the dead mount with fusermount3 -u -z and waits
-  // until the pid is gone for good.
-  void KillDaemon9() {
+  // kill -9 of the daemon, waiting until it is gone (its store flock goes with it); the
+  // mount stays listed, dead (ENOTCONN), as after an OOM kill.
+  void KillDaemonLeaveDeadMount() {
     int pid = DaemonPid();
     ASSERT_GT(pid, 0) << "no daemon pid in " << store_ << "/lock";
     EXPECT_EQ(pid, daemon_pid_) << "store/lock names another pid than the daemon we mounted";
     ASSERT_EQ(::kill(pid, SIGKILL), 0) << "kill -9 " << pid << ": " << ErrnoName(errno);
-    // Wait for the process to die (its store flock goes with it).
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
     while (!ProcessGone(pid) && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ASSERT_TRUE(ProcessGone(pid)) << "daemon " << pid << " survived SIGKILL";
+    ASSERT_TRUE(IsMounted(mnt_, true)) << "the dead mount should still be listed";
+  }
+
+  // kill -9 of the daemon, then clears the dead mount with fusermount3 -u -z and waits
+  // until the pid is gone for good.
+  void KillDaemon9() {
+    int pid = DaemonPid();
+    ASSERT_NO_FATAL_FAILURE(KillDaemonLeaveDeadMount());
     CmdResult r = Run({"fusermount3", "-u", "-z", mnt_}, 30);
     EXPECT_EQ(r.code, 0) << "fusermount3 -u -z of the dead mount:\n" << r.Describe();
     ASSERT_FALSE(IsMounted(mnt_)) << "dead mount still listed after fusermount3 -u -z";

@@ -95,14 +95,7 @@ TEST_F(MountStatus, MetricsAddressShown) {
 
 TEST_F(MountStatus, DeadMount) {
   int pid = DaemonPid();
-  ASSERT_GT(pid, 0);
-  ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  while (!ProcessGone(pid) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(ProcessGone(pid));
-  ASSERT_TRUE(IsMounted(mnt(), true)) << "the dead mount should still be listed";
+  ASSERT_NO_FATAL_FAILURE(KillDaemonLeaveDeadMount());
 
   for (const std::string& arg : {mnt(), store()}) {
     auto [code, j] = StatusJson(arg);

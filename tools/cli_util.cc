@@ -22,6 +22,7 @@
 #include "core/filesystem.h"
 #include "core/store.h"
 #include "fuse/control.h"
+#include "fuse/mount_table.h"
 #include "tools/snap_requests.h"
 
 namespace snapfs::cli {
@@ -273,31 +274,11 @@ std::string Rfc3339(int64_t ns) {
   return buf;
 }
 
-namespace {
-// /proc/mounts escapes spaces and such as \040.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); i++) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-}  // namespace
-
 std::string StoreOfMount(const std::string& mountpoint) {
-  std::ifstream f("/proc/self/mounts");
-  std::string line, found;
-  while (std::getline(f, line)) {
-    std::istringstream ls(line);
-    std::string dev, mp, type;
-    ls >> dev >> mp >> type;
-    if (Unescape(mp) == mountpoint && type == "fuse.snapfs" && dev.starts_with("snapfs:")) {
-      found = Unescape(dev.substr(7));  // the last mount on top wins
+  std::string found;
+  for (const auto& m : fuse::ReadMountTable()) {
+    if (m.point == mountpoint && m.type == "fuse.snapfs" && m.source.starts_with("snapfs:")) {
+      found = m.source.substr(7);  // the last mount on top wins
     }
   }
   return found;
@@ -438,16 +419,10 @@ std::string LexicalAbsolute(const std::string& path) {
 
 std::vector<std::pair<std::string, std::string>> SnapfsMounts() {
   std::vector<std::pair<std::string, std::string>> out;
-  std::ifstream f("/proc/self/mounts");
-  std::string line;
-  while (std::getline(f, line)) {
-    std::istringstream ls(line);
-    std::string dev, mp, type;
-    ls >> dev >> mp >> type;
-    if (type != "fuse.snapfs" || !dev.starts_with("snapfs:")) continue;
-    std::string m = Unescape(mp), store = Unescape(dev.substr(7));
-    std::erase_if(out, [&](const auto& e) { return e.first == m; });  // the top one wins
-    out.emplace_back(m, store);
+  for (const auto& m : fuse::ReadMountTable()) {
+    if (m.type != "fuse.snapfs" || !m.source.starts_with("snapfs:")) continue;
+    std::erase_if(out, [&](const auto& e) { return e.first == m.point; });  // the top one wins
+    out.emplace_back(m.point, m.source.substr(7));
   }
   return out;
 }
