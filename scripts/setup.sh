@@ -11,7 +11,7 @@ PKGS=(
   nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  help2man man-db bsdextrautils
+  help2man man-db bsdextrautils curl
 )
 
 missing=()
