@@ -31,7 +31,7 @@
 //                                                     "mount_points":[..],
 //                                                     "references":[{ref,view_path|null}]}
 //                (references: the marker's references into the mount and where each is in
-//                 the view, null if the file does not exist)
+//                 the view, null if it resolved to no file when the snapshot was committed)
 // SNAP = {path, dir, job, id, marker_name, completed_ns, completed, pins};
 // usage = {files, logical, freed_if_deleted, shared};
 // REPORT = {snapshots, entries_removed, entries_hidden, bytes_freed, dry_run}.
