@@ -8,6 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
+# ccache keys on paths relative to the checkout, so a fresh clone anywhere (CI's) reuses
+# the objects an earlier build of the same sources made.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
+
 BUILD=${BUILD_DIR:-build}
 FLAGS=()
 TARGETS=()
