@@ -8,9 +8,6 @@
 
 namespace snapfs {
 
-namespace {
-const char kNextPackKey[] = "next_pack";
-}
 
 ChunkStore::ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& config,
                        size_t cache_bytes)
@@ -22,7 +19,7 @@ ChunkStore::ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& con
       cache_capacity_(cache_bytes) {}
 
 ChunkStore::~ChunkStore() {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   (void)SealActiveLocked();
 }
 
@@ -30,7 +27,7 @@ Status ChunkStore::SealActiveLocked() {
   if (!active_) return Status::OK();
   Status s;
   {
-    std::lock_guard sl(sync_mu_);  // never while a Sync of this writer runs
+    MutexLock sl(&sync_mu_);  // never while a Sync of this writer runs
     s = active_->Seal();
     active_id_.store(0);
   }
@@ -44,24 +41,37 @@ Status ChunkStore::Open() {
   uint64_t next = 1;
   if (!packs.empty()) next = packs.back().id + 1;
   std::string v;
-  Status s = meta_->Get(Cf::kDefault, kNextPackKey, &v);
+  Status s = meta_->Get(Cf::kDefault, keys::kNextPack, &v);
   if (s.ok() && v.size() == 8) next = std::max(next, GetLE64(v.data()));
   else if (!s.Is(Code::kNotFound)) RETURN_IF_ERROR(s);
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   next_pack_ = next;
   return Status::OK();
 }
 
 Status ChunkStore::RotateLocked() {
   RETURN_IF_ERROR(SealActiveLocked());
-  PackId id = next_pack_++;
-  // Persist the counter first so a pack id is never reused, even after GC removed the
-  // pack with the highest id and the store was reopened.
-  rocksdb::WriteBatch b;
-  std::string v;
-  PutLE64(&v, next_pack_);
-  (void)b.Put(meta_->cf(Cf::kDefault), kNextPackKey, v);
-  RETURN_IF_ERROR(meta_->Write(&b));
+  // The id comes from a counter in the metadata, taken in a transaction: it is never
+  // reused (even after GC removed the pack with the highest id and the store reopened),
+  // and two processes writing one store never take the same id.
+  PackId id = 0;
+  const uint64_t floor = next_pack_;  // past every pack the backend listed at Open
+  RETURN_IF_ERROR(kv::RunTxn(meta_->engine(), [&](kv::Txn& t) -> Status {
+    std::string v;
+    Status s = t.Get(Cf::kDefault, keys::kNextPack, &v);
+    uint64_t next = floor;
+    if (s.ok() && v.size() == 8) {
+      next = std::max(next, GetLE64(v.data()));
+    } else if (!s.Is(Code::kNotFound)) {
+      return s;
+    }
+    id = next;
+    std::string nv;
+    PutLE64(&nv, next + 1);
+    t.Put(Cf::kDefault, keys::kNextPack, nv);
+    return Status::OK();
+  }).WithContext("allocate a pack id"));
+  next_pack_ = id + 1;
   ASSIGN_OR_RETURN(auto w, backend_->Create(id));
   std::string h = pack::Header();
   auto r = w->Append(std::span(reinterpret_cast<const uint8_t*>(h.data()), h.size()));
@@ -104,30 +114,29 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
   ChunkId id = Hash(data.data(), data.size());
   bool check_bytes = false;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     stats_.puts++;
     stats_.bytes_put += data.size();
     auto it = inflight_.find(id);
-    if (it != inflight_.end()) {
+    if (it != inflight_.end() && it->second.has_location) {
       it->second.holds++;
       txn->held.push_back(id);
       stats_.dedup_hits++;
-      if (it->second.has_location) {
-        // Another uncommitted txn appended it; index it in ours too (same value), so the
-        // entry exists whichever txn commits.
-        (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id),
-                             it->second.loc.Encode());
-        if (!it->second.loc.is_inline()) {
-          txn->wrote_pack = true;
-          txn->packs.push_back(it->second.loc.pack);
-        }
+      // Another uncommitted txn appended it; index it in ours too (same value), so the
+      // entry exists whichever txn commits.
+      txn->kv->Put(Cf::kChunks, keys::Chunk(id), it->second.loc.Encode());
+      if (!it->second.loc.is_inline()) {
+        txn->wrote_pack = true;
+        txn->packs.push_back(it->second.loc.pack);
       }
       check_bytes = verify_dedup_;
     } else {
+      // Read in the writer's transaction, also when another txn of ours holds the chunk:
+      // this read is what makes a concurrent GC deletion of the entry conflict.
       std::string v;
-      Status s = meta_->Get(Cf::kChunks, keys::Chunk(id), &v);
+      Status s = txn->kv->Get(Cf::kChunks, keys::Chunk(id), &v);
       if (s.ok()) {
-        inflight_[id].holds = 1;
+        inflight_[id].holds++;
         txn->held.push_back(id);
         stats_.dedup_hits++;
         check_bytes = verify_dedup_;
@@ -143,9 +152,9 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
           txn->wrote_pack = true;
           if (txn->packs.empty() || txn->packs.back() != loc.pack) txn->packs.push_back(loc.pack);
         }
-        (void)txn->batch.Put(meta_->cf(Cf::kChunks), keys::Chunk(id), loc.Encode());
+        txn->kv->Put(Cf::kChunks, keys::Chunk(id), loc.Encode());
         Inflight& f = inflight_[id];
-        f.holds = 1;
+        f.holds++;
         f.has_location = true;
         f.loc = std::move(loc);
         txn->held.push_back(id);
@@ -160,7 +169,7 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
     std::string v;
     Status s;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       auto it = inflight_.find(id);
       if (it != inflight_.end() && it->second.has_location) {
         s = ReadAt(it->second.loc, &stored);
@@ -182,7 +191,7 @@ Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
 }
 
 void ChunkStore::Release(ChunkTxn* txn) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   for (const auto& id : txn->held) {
     auto it = inflight_.find(id);
     if (it != inflight_.end() && --it->second.holds <= 0) inflight_.erase(it);
@@ -192,7 +201,7 @@ void ChunkStore::Release(ChunkTxn* txn) {
 
 Status ChunkStore::Sync(const ChunkTxn& txn) {
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     for (PackId p : txn.packs) {
       auto f = failed_packs_.find(p);
       if (f != failed_packs_.end()) return f->second;
@@ -201,7 +210,7 @@ Status ChunkStore::Sync(const ChunkTxn& txn) {
   RETURN_IF_ERROR(SyncAll());
   // A pack of ours sealed meanwhile (rotation, or GC sealing the active pack) leaves
   // SyncAll nothing to sync; its seal's outcome is what counts.
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   for (PackId p : txn.packs) {
     auto f = failed_packs_.find(p);
     if (f != failed_packs_.end()) return f->second;
@@ -213,14 +222,14 @@ Status ChunkStore::SyncAll() {
   std::shared_ptr<PackWriter> w;
   uint64_t end = 0;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (!active_) return Status::OK();  // rotated packs were sealed (synced)
     w = active_;
     end = w->size();
   }
   bool rotated;
   {
-    std::lock_guard s(sync_mu_);
+    MutexLock s(&sync_mu_);
     // A rotation seals under sync_mu_ and clears active_id_ there, so either the writer
     // is still open while we sync it, or its seal has synced it already.
     rotated = active_id_.load() != w->id();
@@ -231,7 +240,7 @@ Status ChunkStore::SyncAll() {
     }
   }
   if (rotated) {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto f = failed_packs_.find(w->id());
     if (f != failed_packs_.end()) return f->second;
   }
@@ -240,7 +249,7 @@ Status ChunkStore::SyncAll() {
 
 Result<bool> ChunkStore::FreezeForGc(PackId pack, bool* sealed) {
   *sealed = false;
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   if (PackHasInflightLocked(pack)) return false;
   if (active_ && active_->id() == pack) {
     // No uncommitted txn needs it (the committed ones synced their chunks before they
@@ -303,42 +312,42 @@ Result<std::shared_ptr<const std::string>> ChunkStore::Get(const ChunkId& id) {
 }
 
 Result<ChunkLocation> ChunkStore::Relocate(const ChunkId& id, std::span<const uint8_t> data) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return AppendLocked(id, data);
 }
 
 PackId ChunkStore::active_pack() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return active_ ? active_->id() : 0;
 }
 
 ChunkStoreStats ChunkStore::stats() const {
   ChunkStoreStats s;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     s = stats_;
   }
-  std::lock_guard c(cache_mu_);
-  s.cache_hits = stats_.cache_hits;
-  s.cache_misses = stats_.cache_misses;
+  MutexLock c(&cache_mu_);
+  s.cache_hits = cache_hits_;
+  s.cache_misses = cache_misses_;
   return s;
 }
 
 std::shared_ptr<const std::string> ChunkStore::CacheLookup(const ChunkId& id) {
-  std::lock_guard l(cache_mu_);
+  MutexLock l(&cache_mu_);
   auto it = cache_.find(id);
   if (it == cache_.end()) {
-    stats_.cache_misses++;
+    cache_misses_++;
     return nullptr;
   }
-  stats_.cache_hits++;
+  cache_hits_++;
   lru_.splice(lru_.begin(), lru_, it->second.pos);
   return it->second.data;
 }
 
 void ChunkStore::CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data) {
   if (data->size() > cache_capacity_) return;
-  std::lock_guard l(cache_mu_);
+  MutexLock l(&cache_mu_);
   if (cache_.count(id)) return;
   lru_.push_front(id);
   cache_used_ += data->size();
@@ -352,7 +361,7 @@ void ChunkStore::CacheInsert(const ChunkId& id, std::shared_ptr<const std::strin
 }
 
 void ChunkStore::DropFromCache(const ChunkId& id) {
-  std::lock_guard l(cache_mu_);
+  MutexLock l(&cache_mu_);
   auto it = cache_.find(id);
   if (it == cache_.end()) return;
   cache_used_ -= it->second.data->size();

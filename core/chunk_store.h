@@ -2,21 +2,23 @@
 //
 // Writers call Put() for each chunk of new file data; Put either finds the chunk already
 // stored (dedup) or appends it to the active pack, and records the index entry in the
-// writer's ChunkTxn batch. The writer commits that batch together with its extents and
-// refcount changes, then calls Release(). Until Release, the txn holds every chunk id it
-// Put: GC never deletes a held chunk, which is how a write that dedups against a chunk
-// whose count just reached zero stays safe (see docs/gc.md).
+// writer's transaction (ChunkTxn::kv). The writer commits that transaction together with
+// its extents and refcount changes, then calls Release().
 //
-// Thread-safety: all methods are thread-safe. Lock order: ChunkStore::mu_ is a leaf lock
-// except that it may be taken while holding Filesystem locks.
+// A dedup hit reads the chunk's index entry inside the writer's transaction, and GC
+// deletes an entry only in a transaction that read its refcount: so a write that dedups
+// against a chunk whose count just reached zero and GC's deletion of that chunk conflict
+// in the metadata engine, and one of them runs again (docs/gc.md). The holds a txn keeps
+// until Release only spare GC transactions that would lose that race in this process.
+//
+// Thread-safety: all methods are thread-safe (checked: core/thread_annotations.h). Lock
+// order: Filesystem locks, then mu_, then sync_mu_; cache_mu_ is a leaf. mu_ may be held
+// across a metadata transaction (pack id allocation), never across a backend read.
 #pragma once
-
-#include <rocksdb/write_batch.h>
 
 #include <atomic>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -24,7 +26,9 @@
 
 #include "backends/backend.h"
 #include "core/chunk_id.h"
+#include "core/meta/kv.h"
 #include "core/meta_store.h"
+#include "core/mutex.h"
 #include "core/store_config.h"
 
 namespace snapfs {
@@ -34,12 +38,14 @@ class ChunkStore;
 // What a writer accumulates between Put() and commit. Its holds are released when it is
 // destroyed (or by ChunkStore::Release), so no error path can leak them.
 struct ChunkTxn {
-  ChunkTxn() = default;
+  explicit ChunkTxn(kv::Engine& engine) : kv(engine.Begin()) {}
   ChunkTxn(const ChunkTxn&) = delete;
   ChunkTxn& operator=(const ChunkTxn&) = delete;
   ~ChunkTxn();
   ChunkStore* store = nullptr;  // set by the first Put
-  rocksdb::WriteBatch batch;
+  // The writer's transaction: index entries of new chunks, and (added by the caller)
+  // extents, refcounts and the inode.
+  std::unique_ptr<kv::Txn> kv;
   std::vector<ChunkId> held;  // released by ChunkStore::Release
   bool wrote_pack = false;    // pack bytes must be synced before the batch commits
   std::vector<PackId> packs;  // packs holding uncommitted chunks the batch points at
@@ -86,10 +92,10 @@ class ChunkStore {
   Status ReadAt(const ChunkLocation& loc, std::string* out);
 
   // For GC: true if a txn holds `id` right now. Caller holds gc_lock().
-  bool IsHeldLocked(const ChunkId& id) const { return inflight_.count(id) != 0; }
+  bool IsHeldLocked(const ChunkId& id) const REQUIRES(mu_) { return inflight_.count(id) != 0; }
   // For GC: true if an uncommitted txn points into `pack` (it must not be removed).
-  bool PackHasInflightLocked(PackId pack) const;
-  std::mutex& gc_lock() { return mu_; }
+  bool PackHasInflightLocked(PackId pack) const REQUIRES(mu_);
+  Mutex& gc_lock() RETURN_CAPABILITY(mu_) { return mu_; }
   // For GC, before it reads a pack to rewrite it: makes `pack` final. False (and nothing
   // done) if an uncommitted txn points into it. Otherwise seals it if it is the active
   // pack (`*sealed` = true; the next append starts a new pack) and returns true: from
@@ -112,12 +118,14 @@ class ChunkStore {
     ChunkLocation loc;
   };
 
-  Result<ChunkLocation> AppendLocked(const ChunkId& id, std::span<const uint8_t> data);
-  Status RotateLocked();
+  Result<ChunkLocation> AppendLocked(const ChunkId& id, std::span<const uint8_t> data)
+      REQUIRES(mu_);
+  Status RotateLocked() REQUIRES(mu_);
   // Seals the active pack (syncing it) and records a failure for the txns that need it.
-  Status SealActiveLocked();
-  std::shared_ptr<const std::string> CacheLookup(const ChunkId& id);
-  void CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data);
+  Status SealActiveLocked() REQUIRES(mu_) EXCLUDES(sync_mu_);
+  std::shared_ptr<const std::string> CacheLookup(const ChunkId& id) EXCLUDES(cache_mu_);
+  void CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data)
+      EXCLUDES(cache_mu_);
 
   Backend* const backend_;
   MetaStore* const meta_;
@@ -125,32 +133,35 @@ class ChunkStore {
   const bool verify_dedup_;
   const uint32_t inline_max_;
 
-  mutable std::mutex mu_;
-  std::unordered_map<ChunkId, Inflight, ChunkIdHash> inflight_;  // GUARDED_BY(mu_)
-  std::shared_ptr<PackWriter> active_;                           // GUARDED_BY(mu_)
-  PackId next_pack_ = 1;                                         // GUARDED_BY(mu_)
-  std::string scratch_;                                          // GUARDED_BY(mu_)
-  ChunkStoreStats stats_;                                        // GUARDED_BY(mu_)
+  mutable Mutex mu_ ACQUIRED_BEFORE(sync_mu_);
+  std::unordered_map<ChunkId, Inflight, ChunkIdHash> inflight_ GUARDED_BY(mu_);
+  std::shared_ptr<PackWriter> active_ GUARDED_BY(mu_);
+  PackId next_pack_ GUARDED_BY(mu_) = 1;
+  std::string scratch_ GUARDED_BY(mu_);
+  ChunkStoreStats stats_ GUARDED_BY(mu_);
 
   // Serialises PackWriter::Sync and Seal of the active pack. Lock order: mu_ before
   // sync_mu_ (rotation seals under both); Sync takes sync_mu_ alone.
-  std::mutex sync_mu_;
+  Mutex sync_mu_;
   std::atomic<PackId> active_id_{0};  // id of active_; cleared under sync_mu_ on seal
-  PackId synced_pack_ = 0;   // GUARDED_BY(sync_mu_)
-  uint64_t synced_size_ = 0; // GUARDED_BY(sync_mu_)
-  // Packs whose final seal failed: their bytes may not be durable. GUARDED_BY(mu_)
-  std::unordered_map<PackId, Status> failed_packs_;
+  PackId synced_pack_ GUARDED_BY(sync_mu_) = 0;
+  uint64_t synced_size_ GUARDED_BY(sync_mu_) = 0;
+  // Packs whose final seal failed: their bytes may not be durable.
+  std::unordered_map<PackId, Status> failed_packs_ GUARDED_BY(mu_);
 
   // LRU cache of verified chunk bytes.
-  mutable std::mutex cache_mu_;
-  size_t cache_capacity_;
-  size_t cache_used_ = 0;
-  std::list<ChunkId> lru_;  // front = most recent
+  mutable Mutex cache_mu_;
+  const size_t cache_capacity_;
+  size_t cache_used_ GUARDED_BY(cache_mu_) = 0;
+  std::list<ChunkId> lru_ GUARDED_BY(cache_mu_);  // front = most recent
   struct CacheEntry {
     std::shared_ptr<const std::string> data;
     std::list<ChunkId>::iterator pos;
   };
-  std::unordered_map<ChunkId, CacheEntry, ChunkIdHash> cache_;
+  std::unordered_map<ChunkId, CacheEntry, ChunkIdHash> cache_ GUARDED_BY(cache_mu_);
+  // Counted under cache_mu_, not mu_ (stats_ is mu_'s): a cache lookup never takes mu_.
+  uint64_t cache_hits_ GUARDED_BY(cache_mu_) = 0;
+  uint64_t cache_misses_ GUARDED_BY(cache_mu_) = 0;
 };
 
 }  // namespace snapfs

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 
 #include "core/coding.h"
+#include "core/fs/extent_map.h"
 #include "core/ns_txn.h"
 #include "core/open_file.h"
 #include "core/snapshot_views.h"
@@ -25,33 +26,6 @@ Status CheckName(std::string_view name) {
 }
 
 }  // namespace
-
-// dentries value: BE64 child | BE64 seq | LE32 mode (type bits, | kDentryHidden)
-std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden) {
-  std::string v;
-  PutBE64(&v, child);
-  PutBE64(&v, seq);
-  PutLE32(&v, (mode & S_IFMT) | (hidden ? kDentryHidden : 0));
-  return v;
-}
-
-// dirindex value: BE64 child | LE32 mode | name
-std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name) {
-  std::string v;
-  PutBE64(&v, child);
-  PutLE32(&v, mode & S_IFMT);
-  v.append(name);
-  return v;
-}
-
-Status DecodeDirIndexValue(std::string_view v, uint64_t* child, uint32_t* mode,
-                           std::string_view* name) {
-  if (v.size() < 12) return Status::Corruption("dirindex entry too short");
-  *child = GetBE64(v.data());
-  *mode = GetLE32(v.data() + 8);
-  *name = v.substr(12);
-  return Status::OK();
-}
 
 Filesystem::Filesystem(Store* store)
     : store_(store),
@@ -75,20 +49,23 @@ Filesystem::~Filesystem() { (void)FlushAll(); }
 
 Result<std::unique_ptr<Filesystem>> Filesystem::Open(Store* store) {
   std::unique_ptr<Filesystem> fs(new Filesystem(store));
-  std::string v;
-  RETURN_IF_ERROR(fs->meta_.Get(Cf::kDefault, kNextInoKey, &v).WithContext("next inode"));
-  if (v.size() != 8) return Status::Corruption("next inode counter has wrong size");
-  fs->next_ino_ = GetLE64(v.data());
-  Status ms = fs->meta_.Get(Cf::kDefault, kMountPointsKey, &v);
-  if (ms.ok()) {
-    for (size_t i = 0; i < v.size();) {
-      size_t j = v.find('\n', i);
-      if (j == std::string::npos) j = v.size();
-      if (j > i) fs->mount_points_.push_back(v.substr(i, j - i));
-      i = j + 1;
+  {
+    MutexLock l(&fs->ns_mu_);  // nobody else has it yet; the analysis wants it held
+    std::string v;
+    RETURN_IF_ERROR(fs->meta_.Get(Cf::kDefault, kNextInoKey, &v).WithContext("next inode"));
+    if (v.size() != 8) return Status::Corruption("next inode counter has wrong size");
+    fs->next_ino_ = GetLE64(v.data());
+    Status ms = fs->meta_.Get(Cf::kDefault, kMountPointsKey, &v);
+    if (ms.ok()) {
+      for (size_t i = 0; i < v.size();) {
+        size_t j = v.find('\n', i);
+        if (j == std::string::npos) j = v.size();
+        if (j > i) fs->mount_points_.push_back(v.substr(i, j - i));
+        i = j + 1;
+      }
+    } else if (!ms.Is(Code::kNotFound)) {
+      return ms;
     }
-  } else if (!ms.Is(Code::kNotFound)) {
-    return ms;
   }
   RETURN_IF_ERROR(fs->PurgeOrphansAtOpen());
   return fs;
@@ -100,7 +77,7 @@ Status Filesystem::PurgeOrphansAtOpen() {
   auto it = meta_.NewIterator(Cf::kOrphans);
   for (it->SeekToFirst(); it->Valid(); it->Next()) orphans.push_back(GetBE64(it->key().data()));
   RETURN_IF_ERROR(FromRocks(it->status(), "scan orphans"));
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   for (uint64_t ino : orphans) {
     Txn t(this);
     RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
@@ -120,12 +97,11 @@ Result<Inode> Filesystem::LoadInode(uint64_t ino) {
 }
 
 Status Filesystem::DecodeEntry(std::string_view v, Entry* e) {
-  if (v.size() != 20) return Status::Corruption("dentry has wrong size");
-  e->child = GetBE64(v.data());
-  e->seq = GetBE64(v.data() + 8);
-  uint32_t m = GetLE32(v.data() + 16);
-  e->mode = m & S_IFMT;
-  e->hidden = (m & kDentryHidden) != 0;
+  ASSIGN_OR_RETURN(auto d, DentryValue::Decode(v));
+  e->child = d.child;
+  e->seq = d.seq;
+  e->mode = d.mode;
+  e->hidden = d.hidden;
   return Status::OK();
 }
 
@@ -162,9 +138,9 @@ void Filesystem::AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view n
                           const Inode& child) {
   uint64_t seq = dir->next_seq++;
   (void)b->Put(meta_.cf(Cf::kDentries), keys::Dentry(dir->ino, name),
-               DentryValue(child.ino, seq, child.mode, false));
+               DentryValue{child.ino, seq, child.mode, false}.Encode());
   (void)b->Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(dir->ino, seq),
-               DirIndexValue(child.ino, child.mode, name));
+               DirIndexValue::Encode(child.ino, child.mode, name));
 }
 
 void Filesystem::RemoveEntry(rocksdb::WriteBatch* b, uint64_t parent, std::string_view name,
@@ -174,7 +150,7 @@ void Filesystem::RemoveEntry(rocksdb::WriteBatch* b, uint64_t parent, std::strin
 }
 
 bool Filesystem::InUse(uint64_t ino) {
-  std::lock_guard l(files_mu_);
+  MutexLock l(&files_mu_);
   auto it = refs_.find(ino);
   return it != refs_.end() && it->second > 0;
 }
@@ -222,8 +198,7 @@ Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
   auto* it = t->It(Cf::kExtents);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
-    meta_.AddRef(b, e.id, -1);
-    (void)b->Delete(meta_.cf(Cf::kExtents), it->key());
+    extent_map::Remove(meta_, b, ino, GetBE64(it->key().data() + 8), e);
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
   auto* xi = t->It(Cf::kXattrs);
@@ -238,7 +213,7 @@ Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
 
 void Filesystem::MaybePurgeUnused(uint64_t ino) {
   if (ino >= kViewInoBase) return;
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   if (InUse(ino)) return;
   auto node = LoadInode(ino);
   if (!node.ok() || node->nlink > 0) return;
@@ -313,7 +288,7 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
   RETURN_IF_ERROR(CheckName(name));
   if (parent >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (parent == kRootIno && name == kViewsName) return Status::AlreadyExists();
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   Txn t(this);
   ASSIGN_OR_RETURN(auto dir, LoadInode(parent));
   if (!dir.is_dir()) return Status::NotDirectory();
@@ -410,7 +385,7 @@ Status Filesystem::LinkLocked(uint64_t ino, uint64_t new_parent, std::string_vie
     return Status::ReadOnly("snapshot views are read-only");
   }
   if (new_parent == kRootIno && new_name == kViewsName) return Status::AlreadyExists();
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   Txn t(this);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   if (node.is_dir()) return Status::Permission("hard link to a folder");
@@ -451,7 +426,7 @@ Status Filesystem::Unlink(uint64_t parent, std::string_view name) {
   if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
     return Status::ReadOnly("snapshot views are read-only");
   }
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   Entry e;
   Status s = LookupEntry(parent, name, &e);
   if (s.Is(Code::kNotFound)) {
@@ -476,7 +451,7 @@ Status Filesystem::Rmdir(uint64_t parent, std::string_view name) {
   if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
     return Status::ReadOnly("snapshot views are read-only");
   }
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   Entry e;
   RETURN_IF_ERROR(LookupEntry(parent, name, &e));
   if (!S_ISDIR(e.mode)) return Status::NotDirectory();
@@ -530,7 +505,7 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
   if (IsMarkerName(new_name)) preread(parent, name);
   if (exchange && IsMarkerName(name)) preread(new_parent, new_name);
 
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   Txn t(this);
   Entry se, de;
   RETURN_IF_ERROR(LookupEntry(parent, name, &se));
@@ -579,13 +554,13 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
     rocksdb::WriteBatch& b = t.b;
     // Both names stay; their targets swap (sequence numbers stay with the names).
     (void)b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
-                DentryValue(dst, se.seq, de.mode, false));
+                DentryValue{dst, se.seq, de.mode, false}.Encode());
     (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, se.seq),
-                DirIndexValue(dst, de.mode, name));
+                DirIndexValue::Encode(dst, de.mode, name));
     (void)b.Put(meta_.cf(Cf::kDentries), keys::Dentry(new_parent, new_name),
-                DentryValue(src, de.seq, se.mode, false));
+                DentryValue{src, de.seq, se.mode, false}.Encode());
     (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(new_parent, de.seq),
-                DirIndexValue(src, se.mode, new_name));
+                DirIndexValue::Encode(src, se.mode, new_name));
     if (s_node->is_dir()) s_node->name = std::string(new_name);
     if (d_node->is_dir()) d_node->name = std::string(name);
     if (new_parent != parent) {
@@ -692,9 +667,10 @@ Status Filesystem::ReadDir(uint64_t ino, uint64_t cookie,
   for (it->Seek(keys::DirIndex(ino, from)); it->Valid() && it->key().starts_with(prefix);
        it->Next()) {
     DirEntry e;
-    std::string_view name;
-    RETURN_IF_ERROR(DecodeDirIndexValue(it->value().ToStringView(), &e.ino, &e.mode, &name));
-    e.name = std::string(name);
+    ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+    e.ino = di.child;
+    e.mode = di.mode;
+    e.name = std::string(di.name);
     e.cookie = GetBE64(it->key().data() + 8) + 3;
     if (!emit(e)) return Status::OK();
   }
@@ -709,7 +685,7 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   {
     bool pinned;
     {
-      std::lock_guard l(ns_mu_);
+      MutexLock l(&ns_mu_);
       ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
       if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
       Txn t(this);
@@ -740,7 +716,7 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   bool other = req.set_mode || req.set_uid || req.set_gid || req.set_atime || req.set_mtime ||
                req.set_ctime;
   if (other) {
-    std::lock_guard l(ns_mu_);
+    MutexLock l(&ns_mu_);
     ASSIGN_OR_RETURN(node, LoadInode(ino));
     if (req.set_mode) node.mode = (node.mode & S_IFMT) | (req.mode & 07777);
     if (req.set_uid) node.uid = req.uid;
@@ -790,7 +766,7 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
   if ((flags & kXattrCreate) && (flags & kXattrReplace)) return Status::InvalidArgument();
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
   if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
@@ -823,7 +799,7 @@ Status Filesystem::RemoveXattr(uint64_t ino, std::string_view name) {
   RETURN_IF_ERROR(CheckXattrName(name));
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
   if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
@@ -844,7 +820,7 @@ Result<FsStats> Filesystem::StatFs() {
   s.blocks = space.total_bytes / s.block_size;
   s.blocks_free = s.blocks_avail = space.free_bytes / s.block_size;
   s.files = 1ull << 32;
-  std::lock_guard l(ns_mu_);  // next_ino_ is guarded by it
+  MutexLock l(&ns_mu_);  // next_ino_ is guarded by it
   s.files_free = s.files - std::min<uint64_t>(s.files - 1, next_ino_);
   return s;
 }
@@ -852,14 +828,14 @@ Result<FsStats> Filesystem::StatFs() {
 // ---- references ----
 
 void Filesystem::Ref(uint64_t ino, uint64_t n) {
-  std::lock_guard l(files_mu_);
+  MutexLock l(&files_mu_);
   refs_[ino] += n;
 }
 
 void Filesystem::Unref(uint64_t ino, uint64_t n) {
   bool last = false;
   {
-    std::lock_guard l(files_mu_);
+    MutexLock l(&files_mu_);
     auto it = refs_.find(ino);
     if (it == refs_.end()) return;
     it->second = it->second > n ? it->second - n : 0;

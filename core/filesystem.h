@@ -27,13 +27,13 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "core/inode.h"
+#include "core/mutex.h"
 #include "core/store.h"
 
 namespace snapfs {
@@ -298,7 +298,7 @@ class Filesystem {
   class Views;
 
   explicit Filesystem(Store* store);
-  Status PurgeOrphansAtOpen();
+  Status PurgeOrphansAtOpen() EXCLUDES(ns_mu_);
 
   // Metadata helpers (ns_mu_ held where noted).
   Result<Inode> LoadInode(uint64_t ino);
@@ -306,72 +306,75 @@ class Filesystem {
                      uint32_t* mode, bool* hidden = nullptr);
   Status LookupEntry(uint64_t parent, std::string_view name, Entry* e);
   static Status DecodeEntry(std::string_view v, Entry* e);  // a dentries value
-  Result<uint64_t> AllocIno(rocksdb::WriteBatch* b);                        // ns_mu_
-  void PutInode(rocksdb::WriteBatch* b, const Inode& ino);                 // ns_mu_
+  Result<uint64_t> AllocIno(rocksdb::WriteBatch* b) REQUIRES(ns_mu_);
+  void PutInode(rocksdb::WriteBatch* b, const Inode& ino);
   void AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view name, const Inode& child);
   void RemoveEntry(rocksdb::WriteBatch* b, uint64_t parent, std::string_view name, uint64_t seq);
   // Drops one link; purges the inode's data if it was the last link and nothing uses it
   // (no open handle, no kernel reference, no snapshot pin).
-  Status DropLink(Txn* t, Inode* ino, int64_t now);                        // ns_mu_
-  Status PurgeInode(Txn* t, uint64_t ino);                                 // ns_mu_
+  Status DropLink(Txn* t, Inode* ino, int64_t now) REQUIRES(ns_mu_);
+  Status PurgeInode(Txn* t, uint64_t ino) REQUIRES(ns_mu_);
   // For an inode with no link left: purges it unless a snapshot pins it, it is a folder
   // still holding (hidden) entries, or something uses it (then an orphans record keeps
   // it for later). The one place that decides.                                // ns_mu_
-  Status PurgeIfUnused(Txn* t, uint64_t ino);
+  Status PurgeIfUnused(Txn* t, uint64_t ino) REQUIRES(ns_mu_);
   bool InUse(uint64_t ino);
   Result<Attr> MakeNode(uint64_t parent, std::string_view name, Inode node);
-  Status LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name);
+  Status LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name)
+      EXCLUDES(ns_mu_);  // takes ns_mu_ itself
   Attr ToAttr(const Inode& i);
   void MaybePurgeUnused(uint64_t ino);
 
   // Snapshot internals (core/filesystem_snapshots.cc); ns_mu_ held unless noted.
   bool IsMarkerName(std::string_view name) const;
-  Result<bool> IsPinned(Txn* t, uint64_t ino);
+  Result<bool> IsPinned(Txn* t, uint64_t ino);  // reads only
   // True if the inode is reachable only through hidden entries (or not at all): read-only.
   Result<bool> IsHiddenInode(const Inode& node);
   // The hidden entries (parent, name) of an inode, as this transaction sees them.
   Result<std::vector<std::pair<uint64_t, std::string>>> HiddenEntriesOf(Txn* t, uint64_t ino);
-  Status HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
-  Status UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e);
+  Status HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) REQUIRES(ns_mu_);
+  Status UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) REQUIRES(ns_mu_);
   // Makes a hidden folder (and hidden folders above it) visible again.
-  Status ResurrectDir(Txn* t, uint64_t dir);
+  Status ResurrectDir(Txn* t, uint64_t dir) REQUIRES(ns_mu_);
   // Copy-on-write for snapshots: before a pinned file is changed (opened for writing,
   // truncated; or an O_TRUNC open of a deleted one, which replaces it), its snapshots
   // get a copy of its data (a new inode sharing its chunks) and the file is free to
   // change. Hidden entries of it become visible again.
-  Status DetachForSnapshots(uint64_t ino);
-  Status DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name, uint64_t child);
-  Status ReleaseUnpinned(Txn* t, uint64_t ino);
-  Status CollapseHiddenDirs(Txn* t);
-  Status EndSnapshot(Txn* t, uint64_t dir);
+  Status DetachForSnapshots(uint64_t ino) EXCLUDES(ns_mu_);
+  Status DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name, uint64_t child) REQUIRES(ns_mu_);
+  Status ReleaseUnpinned(Txn* t, uint64_t ino) REQUIRES(ns_mu_);
+  Status CollapseHiddenDirs(Txn* t) REQUIRES(ns_mu_);
+  Status EndSnapshot(Txn* t, uint64_t dir) REQUIRES(ns_mu_);
   // Records `dir` as a snapshot whose marker `marker_ino` holds `bytes`, replacing a
   // previous snapshot of the folder.
   Status CommitSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino, std::string_view marker_name,
-                        std::string_view bytes);
+                        std::string_view bytes) REQUIRES(ns_mu_);
   // The two halves of CommitSnapshot, for a rename that commits two markers at once.
   Status PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino, std::string_view marker_name,
-                         std::string_view bytes);
-  Status FinishSnapshots(Txn* t);
+                         std::string_view bytes) REQUIRES(ns_mu_);
+  Status FinishSnapshots(Txn* t) REQUIRES(ns_mu_);
   // After a namespace change that put `ino` at (parent, name) or took it away.
-  Status MarkerGone(Txn* t, uint64_t parent, std::string_view name, uint64_t ino);
+  Status MarkerGone(Txn* t, uint64_t parent, std::string_view name, uint64_t ino) REQUIRES(ns_mu_);
   // Reads a whole file (buffered data included); no locks held by the caller.
   Result<std::string> ReadMarkerBytes(uint64_t ino);
-  Status CommitMarkerAt(uint64_t parent, std::string_view name, uint64_t ino);  // no locks
-  Result<bool> DirHasEntries(Txn* t, uint64_t dir);
+  Status CommitMarkerAt(uint64_t parent, std::string_view name, uint64_t ino) EXCLUDES(ns_mu_);
+  Result<bool> DirHasEntries(Txn* t, uint64_t dir) REQUIRES(ns_mu_);
   Status UnlinkInTxn(Txn* t, uint64_t parent, std::string_view name, const Entry& e,
-                     RemoveReport* report);
+                     RemoveReport* report) REQUIRES(ns_mu_);
   Result<bool> RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_view name, const Entry& e,
-                               RemoveReport* report);
+                               RemoveReport* report) REQUIRES(ns_mu_);
   Result<SnapshotInfo> LoadSnapshot(uint64_t dir);
   Result<std::vector<std::pair<uint64_t, std::string>>> PinsOf(uint64_t dir);
   Status OwnFiles(uint64_t dir, const std::string& prefix,
                   std::vector<std::pair<std::string, uint64_t>>* out);
 
   // Data helpers (in filesystem_data.cc); OpenFile::mu held.
-  Status FlushLocked(OpenFile* f, bool all, bool sync);
+  Status FlushLocked(OpenFile* f, bool all, bool sync);  // retries FlushOnce on conflict
+  Status FlushOnce(OpenFile* f, bool all, bool sync);
   Status ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, size_t* got);
   Status ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf);
-  Status TruncateLocked(OpenFile* f, uint64_t size, int64_t now);
+  Status TruncateLocked(OpenFile* f, uint64_t size, int64_t now);  // retries TruncateOnce
+  Status TruncateOnce(OpenFile* f, uint64_t size, int64_t now);
   Status CommitData(uint64_t ino, class ChunkTxn* txn, bool sync,
                     const std::function<void(Inode*)>& update);
   Result<Handle> GetHandle(FileHandle fh);
@@ -383,20 +386,23 @@ class Filesystem {
   ChunkStore& chunks_;
   const Chunker chunker_;
 
-  std::mutex ns_mu_;  // serialises metadata read-modify-write and inode allocation
-  uint64_t next_ino_ = 0;  // GUARDED_BY(ns_mu_)
-  std::vector<std::string> mount_points_;  // GUARDED_BY(ns_mu_)
+  // Serialises this process's namespace changes (WriteBatch read-modify-write) and
+  // inode allocation.
+  Mutex ns_mu_;
+  uint64_t next_ino_ GUARDED_BY(ns_mu_) = 0;
+  std::vector<std::string> mount_points_ GUARDED_BY(ns_mu_);
   std::vector<std::string> marker_names_;
   std::atomic<uint64_t> snapshot_gen_{0};  // bumped on every snapshot change (view caches)
   std::unique_ptr<Views> views_;
-  std::mutex invalidator_mu_;
-  std::function<void(uint64_t, std::string_view)> invalidator_;
+  Mutex invalidator_mu_;
+  std::function<void(uint64_t, std::string_view)> invalidator_ GUARDED_BY(invalidator_mu_);
 
-  std::mutex files_mu_;  // guards the three maps below; never held while taking others
-  std::unordered_map<uint64_t, std::weak_ptr<OpenFile>> open_files_;
-  std::unordered_map<FileHandle, Handle> handles_;
-  std::unordered_map<uint64_t, uint64_t> refs_;  // kernel refs + open handles per inode
-  FileHandle next_fh_ = 1;
+  Mutex files_mu_;  // a leaf: never held while taking another lock
+  std::unordered_map<uint64_t, std::weak_ptr<OpenFile>> open_files_ GUARDED_BY(files_mu_);
+  std::unordered_map<FileHandle, Handle> handles_ GUARDED_BY(files_mu_);
+  // Kernel refs + open handles per inode.
+  std::unordered_map<uint64_t, uint64_t> refs_ GUARDED_BY(files_mu_);
+  FileHandle next_fh_ GUARDED_BY(files_mu_) = 1;
 };
 
 }  // namespace snapfs

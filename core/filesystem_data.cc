@@ -7,6 +7,8 @@
 
 #include "core/chunk_store.h"
 #include "core/coding.h"
+#include "core/fs/extent_map.h"
+#include "core/meta/kv.h"
 #include "core/filesystem.h"
 #include "core/ns_txn.h"
 #include "core/open_file.h"
@@ -88,19 +90,19 @@ Status Filesystem::OpenFile::EnsureLoaded(MetaStore& meta) {
 // ---- handles ----
 
 std::shared_ptr<Filesystem::OpenFile> Filesystem::FindOpenFile(uint64_t ino) {
-  std::lock_guard l(files_mu_);
+  MutexLock l(&files_mu_);
   auto it = open_files_.find(ino);
   if (it == open_files_.end()) return nullptr;
   return it->second.lock();
 }
 
 std::shared_ptr<Filesystem::OpenFile> Filesystem::OpenFileFor(uint64_t ino) {
-  std::lock_guard l(files_mu_);
+  MutexLock l(&files_mu_);
   auto& w = open_files_[ino];
   if (auto f = w.lock()) return f;
   auto f = std::shared_ptr<OpenFile>(new OpenFile(ino), [this](OpenFile* p) {
     {
-      std::lock_guard l(files_mu_);
+      MutexLock l(&files_mu_);
       auto it = open_files_.find(p->ino);
       if (it != open_files_.end() && it->second.expired()) open_files_.erase(it);
     }
@@ -111,7 +113,7 @@ std::shared_ptr<Filesystem::OpenFile> Filesystem::OpenFileFor(uint64_t ino) {
 }
 
 Result<Filesystem::Handle> Filesystem::GetHandle(FileHandle fh) {
-  std::lock_guard l(files_mu_);
+  MutexLock l(&files_mu_);
   auto it = handles_.find(fh);
   if (it == handles_.end()) return Status::BadHandle();
   return it->second;
@@ -129,7 +131,7 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
   if (node.is_reg() && (acc != O_RDONLY || (flags & O_TRUNC))) {
     bool ro, pinned;
     {
-      std::lock_guard l(ns_mu_);
+      MutexLock l(&ns_mu_);
       ASSIGN_OR_RETURN(ro, IsHiddenInode(node));
       Txn t(this);
       ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
@@ -165,7 +167,7 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
   std::string marker_name;
   if (node.is_reg() && acc != O_RDONLY) {
     std::string v;
-    if (meta_.Get(Cf::kDefault, MarkerIndexKey(ino), &v).ok() && v.size() == 8) {
+    if (meta_.Get(Cf::kDefault, keys::MarkerIndex(ino), &v).ok() && v.size() == 8) {
       auto snap = LoadSnapshot(GetBE64(v.data()));
       if (snap.ok() && snap->marker == ino) {
         marker_parent = snap->dir;
@@ -173,7 +175,7 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
       }
     }
   }
-  std::lock_guard l(files_mu_);
+  MutexLock l(&files_mu_);
   FileHandle fh = next_fh_++;
   handles_[fh] = Handle{ino, flags, std::move(f), marker_parent, std::move(marker_name)};
   refs_[ino]++;
@@ -187,7 +189,7 @@ Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::str
   // its writer flushes it.
   auto mark = [&](FileHandle fh) {
     if (!IsMarkerName(name) || (flags & O_ACCMODE) == O_RDONLY) return;
-    std::lock_guard l(files_mu_);
+    MutexLock l(&files_mu_);
     auto it = handles_.find(fh);
     if (it == handles_.end()) return;
     it->second.marker_parent = parent;
@@ -212,7 +214,7 @@ Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::str
 Status Filesystem::Release(FileHandle fh) {
   Handle h;
   {
-    std::lock_guard l(files_mu_);
+    MutexLock l(&files_mu_);
     auto it = handles_.find(fh);
     if (it == handles_.end()) return Status::BadHandle();
     h = std::move(it->second);
@@ -250,7 +252,7 @@ Status Filesystem::Fsync(FileHandle fh, bool datasync) {
 Status Filesystem::FlushAll() {
   std::vector<std::shared_ptr<OpenFile>> files;
   {
-    std::lock_guard l(files_mu_);
+    MutexLock l(&files_mu_);
     for (auto& [ino, w] : open_files_)
       if (auto f = w.lock()) files.push_back(f);
   }
@@ -359,15 +361,19 @@ Status Filesystem::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
   } release{chunks_, txn};
   // Pack bytes become durable before the metadata that points at them.
   if (txn->wrote_pack) RETURN_IF_ERROR(chunks_.Sync(*txn));
-  {
-    std::lock_guard l(ns_mu_);
-    ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-    update(&node);
-    PutInode(&txn->batch, node);
-    RETURN_IF_ERROR(meta_.Write(&txn->batch));
-  }
-  if (sync) RETURN_IF_ERROR(meta_.SyncWal());
-  return Status::OK();
+  // ns_mu_ keeps this process's namespace changes (still plain WriteBatches) from
+  // racing the inode update needlessly; correctness against everyone else is the
+  // transaction's: the inode and every chunk entry it read are conflict-checked.
+  MutexLock l(&ns_mu_);
+  std::string v;
+  Status s = txn->kv->Get(Cf::kInodes, keys::Ino(ino), &v);
+  if (s.Is(Code::kNotFound)) return Status::NotFound();
+  RETURN_IF_ERROR(s);
+  ASSIGN_OR_RETURN(auto node, Inode::Decode(ino, v));
+  update(&node);
+  txn->kv->Put(Cf::kInodes, keys::Ino(ino), node.Encode());
+  if (sync) meta_.CountLogSync();
+  return txn->kv->Commit(sync);
 }
 
 // Re-chunks the buffered regions of `f` and commits them. With `all` false (a threshold
@@ -375,14 +381,20 @@ Status Filesystem::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
 // islands that start after a gap, so that cut points never depend on when (or in which
 // order, with the kernel's writeback cache) data arrived.
 Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
+  // A data commit conflicts when another transaction changed what it read (GC deleted a
+  // chunk it deduplicated against, ...). A failed attempt put everything back into the
+  // buffer, so the flush simply runs again.
+  return kv::RetryOnConflict([&] { return FlushOnce(f, all, sync); });
+}
+
+Status Filesystem::FlushOnce(OpenFile* f, bool all, bool sync) {
   if (!f->loaded || (f->dirty.empty() && !f->attr_dirty)) {
     if (sync) RETURN_IF_ERROR(meta_.SyncWal());
     return Status::OK();
   }
-  ChunkTxn txn;
+  ChunkTxn txn(meta_.engine());
   int64_t allocated_delta = 0;
   auto it = meta_.NewIterator(Cf::kExtents);
-  auto cf_ext = meta_.cf(Cf::kExtents);
   // Everything taken out of the buffer stays here until the commit succeeded: `keep` is
   // the next buffer; `taken` is what was chunked (restored as buffered data on failure).
   std::map<uint64_t, std::string> keep;
@@ -452,8 +464,7 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
         uint64_t off = GetBE64(it->key().data() + 8);
         if (off >= e) break;
         ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
-        meta_.AddRef(&txn.batch, v.id, -1);
-        (void)txn.batch.Delete(cf_ext, it->key());
+        extent_map::Remove(*txn.kv, f->ino, off, v);
         allocated_delta -= v.length;
         old_end = off + v.length;
       }
@@ -474,9 +485,7 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
           stable = false;
         }
         ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(p + pos, cut), &txn));
-        (void)txn.batch.Put(cf_ext, keys::Extent(f->ino, s + pos),
-                            ExtentValue{id, static_cast<uint32_t>(cut), stable}.Encode());
-        meta_.AddRef(&txn.batch, id, +1);
+        extent_map::Put(*txn.kv, f->ino, s + pos, ExtentValue{id, static_cast<uint32_t>(cut), stable});
         allocated_delta += cut;
         pos += cut;
       }
@@ -532,8 +541,12 @@ Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
 
 // Sets the size of a file with an empty buffer (FlushLocked(all) ran). f->mu held.
 Status Filesystem::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {
+  return kv::RetryOnConflict([&] { return TruncateOnce(f, size, now); });
+}
+
+Status Filesystem::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
   RETURN_IF_ERROR(f->EnsureLoaded(meta_));
-  ChunkTxn txn;
+  ChunkTxn txn(meta_.engine());
   int64_t allocated_delta = 0;
   if (size < f->committed_size) {
     auto it = meta_.NewIterator(Cf::kExtents);
@@ -546,18 +559,15 @@ Status Filesystem::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {
       ASSIGN_OR_RETURN(
           auto id,
           chunks_.Put(std::span(reinterpret_cast<const uint8_t*>(data->data()), keep), &txn));
-      (void)txn.batch.Put(meta_.cf(Cf::kExtents), keys::Extent(f->ino, x.offset),
-                          ExtentValue{id, static_cast<uint32_t>(keep)}.Encode());
-      meta_.AddRef(&txn.batch, id, +1);
-      meta_.AddRef(&txn.batch, x.v.id, -1);
+      extent_map::Remove(*txn.kv, f->ino, x.offset, x.v);
+      extent_map::Put(*txn.kv, f->ino, x.offset, ExtentValue{id, static_cast<uint32_t>(keep)});
       allocated_delta += static_cast<int64_t>(keep) - x.v.length;
       from = x.end();
     }
     for (it->Seek(keys::Extent(f->ino, from)); it->Valid() && GetBE64(it->key().data()) == f->ino;
          it->Next()) {
       ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
-      meta_.AddRef(&txn.batch, v.id, -1);
-      (void)txn.batch.Delete(meta_.cf(Cf::kExtents), it->key());
+      extent_map::Remove(*txn.kv, f->ino, GetBE64(it->key().data() + 8), v);
       allocated_delta -= v.length;
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
@@ -611,24 +621,29 @@ Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, Fil
   bool share = fd != fs && fd->committed_size <= dst_off;
   uint64_t copied_head_end = src_off, shared_end = src_off;
   if (share) {
-    ChunkTxn txn;
-    int64_t allocated_delta = 0;
-    auto it = meta_.NewIterator(Cf::kExtents);
-    uint64_t first_full = UINT64_MAX, last_full_end = 0;
-    for (it->Seek(keys::Extent(fs->ino, src_off));
-         it->Valid() && GetBE64(it->key().data()) == fs->ino; it->Next()) {
-      uint64_t off = GetBE64(it->key().data() + 8);
-      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
-      if (off + v.length > src_off + n) break;
-      if (first_full == UINT64_MAX) first_full = off;
-      last_full_end = off + v.length;
-      (void)txn.batch.Put(meta_.cf(Cf::kExtents), keys::Extent(fd->ino, dst_off + (off - src_off)),
-                          v.Encode());
-      meta_.AddRef(&txn.batch, v.id, +1);
-      allocated_delta += v.length;
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
-    if (first_full != UINT64_MAX) {
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      ChunkTxn txn(meta_.engine());
+      int64_t allocated_delta = 0;
+      auto it = meta_.NewIterator(Cf::kExtents);
+      uint64_t first_full = UINT64_MAX, last_full_end = 0;
+      for (it->Seek(keys::Extent(fs->ino, src_off));
+           it->Valid() && GetBE64(it->key().data()) == fs->ino; it->Next()) {
+        uint64_t off = GetBE64(it->key().data() + 8);
+        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+        if (off + v.length > src_off + n) break;
+        // Read the chunk's entry in the transaction: GC deleting it before we commit (the
+        // source's last reference gone meanwhile) then conflicts.
+        std::string loc;
+        Status cs = txn.kv->Get(Cf::kChunks, keys::Chunk(v.id), &loc);
+        if (cs.Is(Code::kNotFound)) return Status::Conflict("shared chunk collected meanwhile");
+        RETURN_IF_ERROR(cs);
+        if (first_full == UINT64_MAX) first_full = off;
+        last_full_end = off + v.length;
+        extent_map::Put(*txn.kv, fd->ino, dst_off + (off - src_off), v);
+        allocated_delta += v.length;
+      }
+      RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+      if (first_full == UINT64_MAX) return Status::OK();
       uint64_t new_size = std::max<uint64_t>(fd->size, dst_off + (last_full_end - src_off));
       int64_t now = NowNs();
       RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, [&](Inode* node) {
@@ -641,7 +656,8 @@ Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, Fil
       fd->mtime_ns = now;
       copied_head_end = first_full;
       shared_end = last_full_end;
-    }
+      return Status::OK();
+    }));
   }
   // Everything not shared is copied through the buffer (and dedups on flush).
   auto copy = [&](uint64_t from, uint64_t to) -> Status {

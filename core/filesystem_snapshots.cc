@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "core/coding.h"
+#include "core/fs/extent_map.h"
 #include "core/log.h"
 #include "core/marker_scan.h"
 #include "core/ns_txn.h"
@@ -21,19 +22,8 @@ namespace {
 constexpr uint64_t kMaxMarkerScan = 64ull << 20;
 
 // Pin value: view path, NUL, the path relative to the mount the marker named.
-std::string PinValue(std::string_view view, std::string_view mount_path) {
-  std::string v(view);
-  v.push_back('\0');
-  v.append(mount_path);
-  return v;
-}
 }  // namespace
 
-void SplitPinValue(std::string_view v, std::string* view, std::string* mount_path) {
-  size_t z = v.find('\0');
-  *view = std::string(v.substr(0, z));
-  *mount_path = z == std::string_view::npos ? "" : std::string(v.substr(z + 1));
-}
 
 bool Filesystem::IsMarkerName(std::string_view name) const {
   return std::find(marker_names_.begin(), marker_names_.end(), name) != marker_names_.end();
@@ -91,7 +81,7 @@ Result<bool> Filesystem::DirHasEntries(Txn* t, uint64_t dir) {
 Status Filesystem::HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) {
   (void)t->b.Delete(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, e.seq));
   (void)t->b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
-                 DentryValue(e.child, e.seq, e.mode, true));
+                 DentryValue{e.child, e.seq, e.mode, true}.Encode());
   (void)t->b.Put(meta_.cf(Cf::kHidden), keys::Hidden(e.child, parent, name), "");
   t->snapshots_changed = true;
   t->touched.emplace_back(parent, std::string(name));
@@ -104,9 +94,9 @@ Status Filesystem::HideEntry(Txn* t, uint64_t parent, std::string_view name, con
 
 Status Filesystem::UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) {
   (void)t->b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, e.seq),
-                 DirIndexValue(e.child, e.mode, name));
+                 DirIndexValue::Encode(e.child, e.mode, name));
   (void)t->b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
-                 DentryValue(e.child, e.seq, e.mode, false));
+                 DentryValue{e.child, e.seq, e.mode, false}.Encode());
   std::string hk = keys::Hidden(e.child, parent, name);
   (void)t->b.Delete(meta_.cf(Cf::kHidden), hk);
   t->gone_hidden.insert(hk);
@@ -135,7 +125,7 @@ Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
 }
 
 Status Filesystem::DetachForSnapshots(uint64_t ino) {
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   Txn t(this);
   ASSIGN_OR_RETURN(bool pinned, IsPinned(&t, ino));
   if (!pinned) return Status::OK();  // raced with another open that did it
@@ -150,9 +140,7 @@ Status Filesystem::DetachForSnapshots(uint64_t ino) {
     auto it = meta_.NewIterator(Cf::kExtents);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
-      (void)t.b.Put(meta_.cf(Cf::kExtents), keys::Extent(copy.ino, GetBE64(it->key().data() + 8)),
-                    it->value());
-      meta_.AddRef(&t.b, e.id, +1);
+      extent_map::Put(meta_, &t.b, copy.ino, GetBE64(it->key().data() + 8), e);
     }
     RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
   }
@@ -257,18 +245,13 @@ Result<std::vector<std::pair<uint64_t, std::string>>> Filesystem::PinsOf(uint64_
   return pins;
 }
 
-std::string MarkerIndexKey(uint64_t marker_ino) {
-  std::string k = "marker";
-  PutBE64(&k, marker_ino);
-  return k;
-}
 
 Status Filesystem::EndSnapshot(Txn* t, uint64_t dir) {
   if (!t->ended.insert(dir).second) return Status::OK();
   auto snap = LoadSnapshot(dir);
   if (snap.ok()) {
     if (auto p = PathOf(dir); p.ok()) SNAPFS_LOG_INFO("snapshot ended: /" + *p);
-    (void)t->b.Delete(meta_.cf(Cf::kDefault), MarkerIndexKey(snap->marker));
+    (void)t->b.Delete(meta_.cf(Cf::kDefault), keys::MarkerIndex(snap->marker));
   } else if (!snap.status().Is(Code::kNotFound)) {
     return snap.status();
   }
@@ -380,9 +363,9 @@ Status Filesystem::FinishSnapshots(Txn* t) {
     rec.pins = p.pins.size();
     rec.content_hash = p.content_hash;
     (void)t->b.Put(meta_.cf(Cf::kSnapshots), keys::Ino(dir), rec.Encode());
-    (void)t->b.Put(meta_.cf(Cf::kDefault), MarkerIndexKey(p.marker), keys::Ino(dir));
+    (void)t->b.Put(meta_.cf(Cf::kDefault), keys::MarkerIndex(p.marker), keys::Ino(dir));
     for (auto& [ino, v] : p.pins) {
-      (void)t->b.Put(meta_.cf(Cf::kPins), keys::Pair(dir, ino), PinValue(v.first, v.second));
+      (void)t->b.Put(meta_.cf(Cf::kPins), keys::Pair(dir, ino), PinValue{v.first, v.second}.Encode());
       (void)t->b.Put(meta_.cf(Cf::kPinned), keys::Pair(ino, dir), "");
     }
     t->snapshots_changed = true;
@@ -413,7 +396,7 @@ Status Filesystem::CommitMarkerAt(uint64_t parent, std::string_view name, uint64
   auto bytes = ReadMarkerBytes(ino);
   // An unreadable marker must not fail the writer's close: it just makes no snapshot.
   if (!bytes.ok()) return Status::OK();
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   Entry e;
   if (!LookupEntry(parent, name, &e).ok() || e.child != ino || e.hidden) return Status::OK();
   std::string v;
@@ -497,7 +480,7 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
   RemoveReport report;
   ASSIGN_OR_RETURN(auto usage, MeasureSnapshots(dirs));
   report.bytes_freed = usage.exclusive;
-  std::unique_lock l(ns_mu_);
+  ReleasableMutexLock l(&ns_mu_);
   Txn t(this);
   // Referenced files: (ino, where to look for their name). The job folder may have moved
   // since the marker named them: its view path under the job folder's current path comes
@@ -511,7 +494,9 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
     ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
     for (auto& [ino, v] : pins) {
       std::string view, mount_path;
-      SplitPinValue(v, &view, &mount_path);
+      PinValue pv = PinValue::Decode(v);
+      view = pv.view_path;
+      mount_path = pv.mount_path;
       std::vector<std::string> where;
       if (!view.starts_with(std::string(kOtherJobsDir) + "/")) {
         where.push_back(job.empty() ? view : job + "/" + view);
@@ -567,18 +552,18 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
   report.snapshots = t.ended.size();
   if (dry_run) return report;
   RETURN_IF_ERROR(t.Commit());
-  l.unlock();
+  l.Release();
   for (auto& [parent, name] : t.touched) InvalidateEntry(parent, name);
   return report;
 }
 
 void Filesystem::SetEntryInvalidator(std::function<void(uint64_t, std::string_view)> f) {
-  std::lock_guard l(invalidator_mu_);
+  MutexLock l(&invalidator_mu_);
   invalidator_ = std::move(f);
 }
 
 void Filesystem::InvalidateEntry(uint64_t parent, std::string_view name) {
-  std::lock_guard l(invalidator_mu_);
+  MutexLock l(&invalidator_mu_);
   if (invalidator_) invalidator_(parent, name);
 }
 

@@ -7,6 +7,8 @@
 
 #include "core/coding.h"
 #include "core/inode.h"
+#include "core/meta/kv.h"
+#include "core/meta/schema.h"
 #include "core/pack_format.h"
 
 namespace snapfs {
@@ -14,6 +16,17 @@ namespace snapfs {
 namespace {
 
 constexpr size_t kMaxProblems = 1000;
+
+// A damaged key, for a problem line.
+std::string KeyHex(std::string_view k) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : k.substr(0, 40)) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return k.size() > 40 ? out + "..." : out;
+}
 
 struct InodeFacts {
   uint32_t nlink = 0;
@@ -53,7 +66,12 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   {
     auto it = meta.NewIterator(Cf::kInodes);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      uint64_t ino = GetBE64(it->key().data());
+      auto k = keys::DecodeIno(it->key().ToStringView());
+      if (!k.ok()) {
+        problem("inode key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        continue;
+      }
+      const uint64_t ino = *k;
       auto node = Inode::Decode(ino, it->value().ToStringView());
       if (!node.ok()) {
         problem(node.status().ToString());
@@ -71,14 +89,19 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
     auto it = meta.NewIterator(Cf::kDentries);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       r.dentries++;
-      uint64_t parent = GetBE64(it->key().data());
-      std::string name(it->key().data() + 8, it->key().size() - 8);
-      auto v = it->value();
-      if (v.size() != 20) {
-        problem("dentry " + std::to_string(parent) + "/" + name + " has wrong size");
+      auto k = keys::DecodeDentry(it->key().ToStringView());
+      if (!k.ok()) {
+        problem("dentry key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
         continue;
       }
-      uint64_t child = GetBE64(v.data()), seq = GetBE64(v.data() + 8);
+      const uint64_t parent = k->id;
+      const std::string name(k->name);
+      auto d = DentryValue::Decode(it->value().ToStringView());
+      if (!d.ok()) {
+        problem("dentry " + std::to_string(parent) + "/" + name + ": " + d.status().message());
+        continue;
+      }
+      const uint64_t child = d->child, seq = d->seq;
       auto c = inodes.find(child);
       if (c == inodes.end()) {
         problem("entry " + name + " in folder " + std::to_string(parent) +
@@ -94,10 +117,11 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         }
       }
       entries_in[parent]++;
-      if (GetLE32(v.data() + 16) & 0x80000000u) continue;  // hidden: not listed by design
+      if (d->hidden) continue;  // hidden: not listed by design
       std::string iv;
       Status s = meta.Get(Cf::kDirIndex, keys::DirIndex(parent, seq), &iv);
-      if (!s.ok() || iv.size() < 12 || iv.substr(12) != name || GetBE64(iv.data()) != child) {
+      auto di = s.ok() ? DirIndexValue::Decode(iv) : Result<DirIndexValue>(s);
+      if (!di.ok() || di->name != name || di->child != child) {
         problem("entry " + name + " in folder " + std::to_string(parent) +
                 " has no matching listing record");
       }
@@ -107,7 +131,14 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   std::unordered_map<uint64_t, bool> orphan;
   {
     auto it = meta.NewIterator(Cf::kOrphans);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) orphan[GetBE64(it->key().data())] = true;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto k = keys::DecodeIno(it->key().ToStringView());
+      if (k.ok()) {
+        orphan[*k] = true;
+      } else {
+        problem("orphan key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+      }
+    }
   }
   for (const auto& [ino, f] : inodes) {
     uint64_t expect = f.is_dir ? 2 + f.subdirs : f.links;
@@ -166,7 +197,12 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
     std::string buf;
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       r.chunks++;
-      ChunkId id = ChunkId::FromBytes(it->key().data());
+      auto k = keys::DecodeChunk(it->key().ToStringView());
+      if (!k.ok()) {
+        problem("chunk index key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        continue;
+      }
+      const ChunkId id = *k;
       auto loc = ChunkLocation::Decode(it->value().ToStringView());
       if (!loc.ok()) {
         problem("index entry of " + id.Hex() + ": " + loc.status().ToString());
@@ -236,7 +272,12 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
     auto it = meta.NewIterator(Cf::kExtents);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       r.extents++;
-      uint64_t ino = GetBE64(it->key().data()), off = GetBE64(it->key().data() + 8);
+      auto k = keys::DecodePair(it->key().ToStringView());
+      if (!k.ok()) {
+        problem("extent key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        continue;
+      }
+      const uint64_t ino = k->a, off = k->b;
       auto e = ExtentValue::Decode(it->value().ToStringView());
       if (!e.ok()) {
         problem("extent of inode " + std::to_string(ino) + ": " + e.status().ToString());
@@ -277,9 +318,14 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   {
     auto it = meta.NewIterator(Cf::kRefs);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      ChunkId id = ChunkId::FromBytes(it->key().data());
-      int64_t stored =
-          it->value().size() == 8 ? static_cast<int64_t>(GetLE64(it->value().data())) : -1;
+      auto k = keys::DecodeChunk(it->key().ToStringView());
+      if (!k.ok()) {
+        problem("refcount key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        continue;
+      }
+      const ChunkId id = *k;
+      auto count = kv::DecodeCounter(it->value().ToStringView());
+      int64_t stored = count.ok() ? *count : -1;
       auto c = counted.find(id);
       int64_t expect = c == counted.end() ? 0 : c->second;
       if (stored != expect) {

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "core/coding.h"
+#include "core/meta/kv.h"
 #include "core/pack_format.h"
 
 namespace snapfs {
@@ -152,36 +153,48 @@ Result<GcPlan> PlanGc(Store& store, const GcOptions& opts) {
 
 namespace {
 
-// Drops chunks whose count is zero and no writer holds; forgets revived candidates.
+// Drops chunks whose count is zero; forgets revived candidates. Each batch is one
+// transaction that reads every count (and index entry) it decides on: a writer that
+// dedups against one of these chunks, or adds a reference to it, before the batch commits
+// makes the batch conflict, and it runs again on the new state (docs/gc.md). The holds of
+// this process's writers are skipped only to save such retries.
 Status CollectDead(Store& store, const std::vector<ChunkId>& ids, bool revived, GcResult* result) {
-  MetaStore& meta = store.meta();
   ChunkStore& chunks = store.chunks();
   for (size_t i = 0; i < ids.size(); i += kBatchChunks) {
-    std::lock_guard cl(chunks.gc_lock());
-    std::unique_lock ml(meta.commit_lock());
-    rocksdb::WriteBatch b;
-    for (size_t j = i; j < std::min(ids.size(), i + kBatchChunks); j++) {
-      const ChunkId& id = ids[j];
-      if (chunks.IsHeldLocked(id)) continue;  // a writer is about to reference it
-      ASSIGN_OR_RETURN(int64_t count, meta.RefCount(id));
-      if (count > 0) {
-        (void)b.Delete(meta.cf(Cf::kGarbage), keys::Chunk(id));
-        continue;
-      }
-      if (revived) {
+    size_t end = std::min(ids.size(), i + kBatchChunks);
+    std::vector<ChunkId> deleted;
+    RETURN_IF_ERROR(kv::RunTxn(store.meta().engine(), [&](kv::Txn& t) -> Status {
+      deleted.clear();
+      for (size_t j = i; j < end; j++) {
+        const ChunkId& id = ids[j];
+        const std::string key = keys::Chunk(id);
+        {
+          MutexLock cl(&chunks.gc_lock());
+          if (chunks.IsHeldLocked(id)) continue;  // a writer is about to reference it
+        }
+        ASSIGN_OR_RETURN(int64_t count, t.GetCounter(Cf::kRefs, key));
+        if (count > 0) {
+          t.Delete(Cf::kGarbage, key);
+          continue;
+        }
         std::string v;
-        if (meta.Get(Cf::kChunks, keys::Chunk(id), &v).ok()) continue;  // dead again: next run
-        (void)b.Delete(meta.cf(Cf::kGarbage), keys::Chunk(id));
-        (void)b.Delete(meta.cf(Cf::kRefs), keys::Chunk(id));
-        continue;
+        Status s = t.Get(Cf::kChunks, key, &v);
+        if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+        if (revived) {
+          if (s.ok()) continue;  // dead again: next run
+          t.Delete(Cf::kGarbage, key);
+          t.Delete(Cf::kRefs, key);
+          continue;
+        }
+        t.Delete(Cf::kChunks, key);
+        t.Delete(Cf::kRefs, key);
+        t.Delete(Cf::kGarbage, key);
+        if (s.ok()) deleted.push_back(id);
       }
-      (void)b.Delete(meta.cf(Cf::kChunks), keys::Chunk(id));
-      (void)b.Delete(meta.cf(Cf::kRefs), keys::Chunk(id));
-      (void)b.Delete(meta.cf(Cf::kGarbage), keys::Chunk(id));
-      chunks.DropFromCache(id);
-      result->chunks_deleted++;
-    }
-    RETURN_IF_ERROR(meta.WriteLocked(&b, /*sync=*/false));
+      return Status::OK();
+    }));
+    for (const auto& id : deleted) chunks.DropFromCache(id);
+    result->chunks_deleted += deleted.size();
   }
   return Status::OK();
 }
@@ -230,20 +243,27 @@ Status RewritePack(Store& store, PackId pack, uint64_t size, GcResult* result) {
   result->bytes_copied += copied;
   // The copies are durable before the index points at them.
   RETURN_IF_ERROR(chunks.SyncAll());
+  // Repoint the index, in one transaction that reads each entry it changes: an entry
+  // changed meanwhile (deleted by another GC, rewritten) is left alone. Durable before
+  // the old pack goes: a crash must never leave the index pointing at it.
+  RETURN_IF_ERROR(kv::RunTxn(
+      meta.engine(),
+      [&](kv::Txn& t) -> Status {
+        for (const auto& m : moves) {
+          std::string v;
+          Status s = t.Get(Cf::kChunks, keys::Chunk(m.id), &v);
+          if (s.Is(Code::kNotFound)) continue;
+          RETURN_IF_ERROR(s);
+          ASSIGN_OR_RETURN(auto now, ChunkLocation::Decode(v));
+          if (now.pack != m.from.pack || now.offset != m.from.offset) continue;
+          t.Put(Cf::kChunks, keys::Chunk(m.id), m.to.Encode());
+        }
+        return Status::OK();
+      },
+      kv::RunOptions{.sync = true}));
+  meta.CountLogSync();
   {
-    std::lock_guard cl(chunks.gc_lock());
-    std::unique_lock ml(meta.commit_lock());
-    rocksdb::WriteBatch b;
-    for (const auto& m : moves) {
-      std::string v;
-      Status s = meta.Get(Cf::kChunks, keys::Chunk(m.id), &v);
-      if (!s.ok()) continue;
-      ASSIGN_OR_RETURN(auto now, ChunkLocation::Decode(v));
-      if (now.pack != m.from.pack || now.offset != m.from.offset) continue;
-      (void)b.Put(meta.cf(Cf::kChunks), keys::Chunk(m.id), m.to.Encode());
-    }
-    // Durable before the old pack goes: a crash must never leave the index pointing at it.
-    RETURN_IF_ERROR(meta.WriteLocked(&b, /*sync=*/true));
+    MutexLock cl(&chunks.gc_lock());
     // FreezeForGc found no uncommitted txn pointing into the pack and none can start to
     // (nothing appends to it any more); checked again here, under the locks the removal
     // needs anyway, so that the rule stays local: never remove a pack a writer needs.

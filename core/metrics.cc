@@ -108,7 +108,7 @@ void Exposition::Histogram(std::string_view name, const Labels& labels,
 
 Registry::Child* Registry::GetChild(const std::string& name, const std::string& help, Type type,
                                     const Labels& labels, std::span<const double> bounds) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto [it, fresh] = families_.try_emplace(name);
   Fam& f = it->second;
   if (fresh) {
@@ -149,20 +149,20 @@ Histogram* Registry::GetHistogram(const std::string& name, const std::string& he
 }
 
 int Registry::AddCollector(Collector c) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   int id = next_collector_++;
   collectors_[id] = std::move(c);
   return id;
 }
 
 void Registry::RemoveCollector(int id) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   collectors_.erase(id);
 }
 
 std::string Registry::Expose() const {
   Exposition e;
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   for (const auto& [name, f] : families_) {
     e.Family(name, f.help, f.type);
     for (const auto& c : f.children) {

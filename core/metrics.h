@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/mutex.h"
+
 namespace snapfs::metrics {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
@@ -116,11 +118,11 @@ class Registry {
   Child* GetChild(const std::string& name, const std::string& help, Type type, const Labels& labels,
                   std::span<const double> bounds);
 
-  mutable std::mutex mu_;
-  std::map<std::string, Fam> families_;          // GUARDED_BY(mu_)
-  std::map<int, Collector> collectors_;          // GUARDED_BY(mu_)
-  int next_collector_ = 1;                       // GUARDED_BY(mu_)
-  std::vector<std::unique_ptr<Child>> orphans_;  // GUARDED_BY(mu_): mistyped registrations
+  mutable Mutex mu_;
+  std::map<std::string, Fam> families_ GUARDED_BY(mu_);
+  std::map<int, Collector> collectors_ GUARDED_BY(mu_);
+  int next_collector_ GUARDED_BY(mu_) = 1;
+  std::vector<std::unique_ptr<Child>> orphans_ GUARDED_BY(mu_);  // mistyped registrations
 };
 
 // The process's registry: what the daemon serves on /metrics.

@@ -13,18 +13,6 @@
 
 namespace snapfs {
 
-// In a dentry's mode field: the entry is hidden (deleted, kept for snapshots).
-inline constexpr uint32_t kDentryHidden = 0x80000000u;
-// default CF: "marker" BE64 marker ino -> BE64 snapshot folder (a rewrite of a committed
-// marker through open(2) rescans it).
-std::string MarkerIndexKey(uint64_t marker_ino);
-std::string DentryValue(uint64_t child, uint64_t seq, uint32_t mode, bool hidden);
-std::string DirIndexValue(uint64_t child, uint32_t mode, std::string_view name);
-Status DecodeDirIndexValue(std::string_view v, uint64_t* child, uint32_t* mode,
-                           std::string_view* name);
-// Pin values: "view path \0 path relative to the mount, as the marker named it".
-void SplitPinValue(std::string_view v, std::string* view, std::string* mount_path);
-
 class Filesystem::Txn {
  public:
   explicit Txn(Filesystem* fs) : fs_(fs) {}

@@ -13,7 +13,7 @@
 namespace snapfs {
 
 Status Filesystem::RecordMountPoint(const std::string& abs_path) {
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   if (std::find(mount_points_.begin(), mount_points_.end(), abs_path) != mount_points_.end()) {
     return Status::OK();
   }
@@ -27,7 +27,7 @@ Status Filesystem::RecordMountPoint(const std::string& abs_path) {
 }
 
 std::vector<std::string> Filesystem::MountPoints() {
-  std::lock_guard l(ns_mu_);
+  MutexLock l(&ns_mu_);
   return mount_points_;
 }
 
@@ -47,8 +47,10 @@ Result<std::string> Filesystem::PathOf(uint64_t dir) {
       std::string prefix = keys::Ino(n.parent);
       auto it = meta_.NewIterator(Cf::kDentries);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-        if (it->value().size() == 20 && GetBE64(it->value().data()) == ino) {
-          name.assign(it->key().data() + 8, it->key().size() - 8);
+        auto d = DentryValue::Decode(it->value().ToStringView());
+        if (d.ok() && d->child == ino) {
+          ASSIGN_OR_RETURN(auto k, keys::DecodeDentry(it->key().ToStringView()));
+          name.assign(k.name);
           break;
         }
       }
@@ -95,11 +97,10 @@ Status Filesystem::OwnFiles(uint64_t dir, const std::string& prefix,
   std::string key = keys::Ino(dir);
   auto it = meta_.NewIterator(Cf::kDirIndex);
   for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-    uint64_t child;
-    uint32_t mode;
-    std::string_view name;
-    RETURN_IF_ERROR(DecodeDirIndexValue(it->value().ToStringView(), &child, &mode, &name));
-    std::string path = prefix + std::string(name);
+    ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+    const uint64_t child = di.child;
+    const uint32_t mode = di.mode;
+    std::string path = prefix + std::string(di.name);
     if (S_ISDIR(mode)) {
       RETURN_IF_ERROR(OwnFiles(child, path + "/", out));
     } else if (S_ISREG(mode)) {
@@ -115,9 +116,7 @@ Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
   files.emplace_back(snap.marker_name, snap.marker);
   ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
   for (auto& [ino, v] : pins) {
-    std::string view, mount_path;
-    SplitPinValue(v, &view, &mount_path);
-    files.emplace_back(view, ino);
+    files.emplace_back(PinValue::Decode(v).view_path, ino);
   }
   RETURN_IF_ERROR(OwnFiles(dir, "", &files));
   std::vector<ViewFile> out;
@@ -193,8 +192,8 @@ Result<std::vector<PinInfo>> Filesystem::WhyPinned(uint64_t ino) {
     if (!snap.ok()) continue;
     PinInfo p;
     p.snapshot = std::move(*snap);
-    std::string v, mount_path;
-    if (meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) SplitPinValue(v, &p.view_path, &mount_path);
+    std::string v;
+    if (meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) p.view_path = PinValue::Decode(v).view_path;
     out.push_back(std::move(p));
   }
   RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
@@ -292,11 +291,10 @@ Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t 
     std::string key = keys::Ino(dir);
     auto it = meta_.NewIterator(Cf::kDirIndex);
     for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-      uint64_t child;
-      uint32_t mode;
-      std::string_view view_name;
-      RETURN_IF_ERROR(DecodeDirIndexValue(it->value().ToStringView(), &child, &mode, &view_name));
-      std::string name(view_name);
+      ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+      const uint64_t child = di.child;
+      const uint32_t mode = di.mode;
+      std::string name(di.name);
       std::string cpath = path.empty() ? name : path + "/" + name;
       if (S_ISDIR(mode)) {
         stack.emplace_back(child, cpath);

@@ -29,7 +29,7 @@ uint64_t Filesystem::Views::IdOf(const ViewNode& n) {
 
 Result<Filesystem::ViewNode> Filesystem::Views::Node(uint64_t ino) {
   if (ino == kViewInoBase) return ViewNode{};
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   auto it = nodes_.find(ino);
   if (it == nodes_.end()) return Status::NotFound("stale snapshot view node");
   return it->second;
@@ -91,7 +91,7 @@ Result<std::vector<Filesystem::Views::Child>> Filesystem::Views::Children(const 
     }
     return out;
   }
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   ASSIGN_OR_RETURN(const Tree* t, TreeOf(n.snap));
   if (!t->dirs.count(n.path)) return Status::NotFound("gone from the snapshot view");
   std::string prefix = n.path.empty() ? "" : n.path + "/";
@@ -163,7 +163,7 @@ Result<Attr> Filesystem::Views::Lookup(uint64_t parent, std::string_view name) {
     }
     uint64_t id;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       id = IdOf(up);
     }
     return AttrOf(id, up, true);
@@ -173,7 +173,7 @@ Result<Attr> Filesystem::Views::Lookup(uint64_t parent, std::string_view name) {
     if (c.name != name) continue;
     uint64_t id;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       id = IdOf(c.node);
     }
     return AttrOf(id, c.node, c.is_dir);
@@ -204,7 +204,7 @@ Status Filesystem::Views::ReadDir(uint64_t ino, uint64_t cookie,
     auto& c = children[i];
     uint64_t id;
     {
-      std::lock_guard l(mu_);
+      MutexLock l(&mu_);
       id = IdOf(c.node);
     }
     if (!emit(DirEntry{c.name, id, c.is_dir ? uint32_t{S_IFDIR} : uint32_t{S_IFREG}, i + 3})) break;

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "core/filesystem.h"
+#include "core/mutex.h"
 
 namespace snapfs {
 
@@ -53,22 +54,22 @@ class Filesystem::Views {
   };
 
   Result<ViewNode> Node(uint64_t ino);
-  uint64_t IdOf(const ViewNode& n);  // mu_ held
+  uint64_t IdOf(const ViewNode& n) REQUIRES(mu_);
   Result<std::vector<Child>> Children(const ViewNode& n);
   Result<std::map<std::string, uint64_t>> SnapshotPaths();  // path -> folder inode
-  Result<const Tree*> TreeOf(uint64_t snap);                 // mu_ held
+  Result<const Tree*> TreeOf(uint64_t snap) REQUIRES(mu_);
   Result<Attr> AttrOf(uint64_t ino, const ViewNode& n, bool is_dir);
   Result<std::string> FileXattr(uint64_t ino, std::string_view key);
 
   Filesystem* const fs_;
-  std::mutex mu_;
-  std::unordered_map<uint64_t, ViewNode> nodes_;
+  Mutex mu_;
+  std::unordered_map<uint64_t, ViewNode> nodes_ GUARDED_BY(mu_);
   // (snapshot, view path, real inode) -> view inode. The real inode is part of the key: a
   // recommitted marker may show another file at the same path, and the kernel must not
   // take it for the old one (it keeps cached pages and sizes of view files).
-  std::map<std::tuple<uint64_t, std::string, uint64_t>, uint64_t> ids_;
-  uint64_t next_id_ = kViewInoBase + 1;
-  std::unordered_map<uint64_t, Tree> trees_;
+  std::map<std::tuple<uint64_t, std::string, uint64_t>, uint64_t> ids_ GUARDED_BY(mu_);
+  uint64_t next_id_ GUARDED_BY(mu_) = kViewInoBase + 1;
+  std::unordered_map<uint64_t, Tree> trees_ GUARDED_BY(mu_);
 };
 
 }  // namespace snapfs

@@ -31,6 +31,7 @@ const char* CodeName(Code c) {
     case Code::kBadHandle: return "bad handle";
     case Code::kLoop: return "too many levels of symbolic links";
     case Code::kReadOnly: return "read-only";
+    case Code::kConflict: return "transaction conflict";
   }
   return "unknown";
 }

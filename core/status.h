@@ -37,6 +37,9 @@ enum class Code {
   kBadHandle,        // EBADF
   kLoop,             // ELOOP
   kReadOnly,         // EROFS
+  // A transaction lost a race with another one (core/meta/kv.h): retry the whole
+  // transaction. Never leaves the core: kv::RunTxn retries, then reports kBusy.
+  kConflict,         // EAGAIN if it ever escaped
 };
 
 class [[nodiscard]] Status {
@@ -67,6 +70,7 @@ class [[nodiscard]] Status {
   static Status BadHandle(std::string_view m = {}) { return Status(Code::kBadHandle, m); }
   static Status Loop(std::string_view m = {}) { return Status(Code::kLoop, m); }
   static Status ReadOnly(std::string_view m = {}) { return Status(Code::kReadOnly, m); }
+  static Status Conflict(std::string_view m = {}) { return Status(Code::kConflict, m); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

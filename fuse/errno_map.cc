@@ -52,6 +52,8 @@ int ToErrno(const Status& s) {
       return ELOOP;
     case Code::kReadOnly:
       return EROFS;
+    case Code::kConflict:
+      return EAGAIN;
   }
   return EIO;
 }

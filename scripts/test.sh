@@ -28,7 +28,9 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$BUILD"
 ctest --output-on-failure -j "$(nproc)" --timeout 900 "${CTEST_ARGS[@]}"
-# The marker-scan fuzzer (scripts/fuzz.sh has its own sanitizers): normal runs only.
+# The marker-scan fuzzer (scripts/fuzz.sh has its own sanitizers) and clang's
+# thread-safety analysis of the annotations: normal runs only.
 if [[ " ${BUILD_ARGS[*]} " != *" --sanitize "* ]]; then
   bash "$ROOT/scripts/fuzz.sh"
+  (cd "$ROOT" && bash scripts/thread_safety.sh "$BUILD")
 fi

@@ -217,6 +217,7 @@ int ExitCodeFor(const Status& s) {
     case Code::kInvalidArgument:
       return kExitUsage;
     case Code::kBusy:
+    case Code::kConflict:
       return kExitBusy;
     case Code::kNotFound:
       return kExitNotFound;
@@ -236,7 +237,8 @@ std::string ErrorKind(const Status& s) {
     case Code::kInvalidArgument: return "invalid_argument";
     case Code::kCorruption: return "corruption";
     case Code::kNoSpace: return "no_space";
-    case Code::kBusy: return "busy";
+    case Code::kBusy:
+    case Code::kConflict: return "busy";
     case Code::kPermission:
     case Code::kAccess: return "permission";
     case Code::kNotSupported: return "not_supported";
@@ -385,6 +387,8 @@ Status StatusFromJson(const nlohmann::json& j) {
       return Status::Loop(m);
     case Code::kReadOnly:
       return Status::ReadOnly(m);
+    case Code::kConflict:
+      return Status::Conflict(m);
     default:
       return Status::IOError(m);
   }

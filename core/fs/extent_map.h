@@ -1,0 +1,33 @@
+// ExtentMap: a file's extents (offset -> chunk) and the chunk refcounts they imply, as
+// one piece: every extent added or dropped changes its chunk's refcount in the same
+// transaction, and nothing else in snapfs changes a refcount. That is what keeps the
+// invariant fsck checks (a chunk's count = the extents naming it) true by construction.
+//
+// A count that drops may reach zero: the chunk is then noted in the garbage key space,
+// where GC looks (it confirms by reading the count in its own transaction).
+//
+// Thread-safety: stateless; the transaction passed in is the caller's.
+#pragma once
+
+#include <rocksdb/write_batch.h>
+
+#include <cstdint>
+
+#include "core/meta/kv.h"
+#include "core/meta_store.h"
+
+namespace snapfs::extent_map {
+
+// Adds (or replaces: the caller drops the old one first) the extent at (ino, offset).
+void Put(kv::Txn& t, uint64_t ino, uint64_t offset, const ExtentValue& v);
+// Drops the extent at (ino, offset), whose value is `v`.
+void Remove(kv::Txn& t, uint64_t ino, uint64_t offset, const ExtentValue& v);
+
+// The same for the namespace's WriteBatch path (purging an inode, copying a pinned
+// file's extents for a snapshot), until the namespace runs on kv transactions too.
+void Put(MetaStore& meta, rocksdb::WriteBatch* b, uint64_t ino, uint64_t offset,
+         const ExtentValue& v);
+void Remove(MetaStore& meta, rocksdb::WriteBatch* b, uint64_t ino, uint64_t offset,
+            const ExtentValue& v);
+
+}  // namespace snapfs::extent_map

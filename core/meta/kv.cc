@@ -1,0 +1,68 @@
+#include "core/meta/kv.h"
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "core/coding.h"
+
+namespace snapfs::kv {
+
+Status Txn::Scan(Cf space, std::string_view begin, std::string_view end, size_t limit,
+                 std::vector<KeyValue>* out) {
+  auto it = NewIterator(space);
+  for (it->Seek(begin); it->Valid() && out->size() < limit; it->Next()) {
+    if (!end.empty() && it->key() >= end) break;
+    out->push_back(KeyValue{std::string(it->key()), std::string(it->value())});
+  }
+  return it->status();
+}
+
+Result<int64_t> Txn::GetCounter(Cf space, std::string_view key) {
+  std::string v;
+  Status s = Get(space, key, &v);
+  if (s.Is(Code::kNotFound)) return int64_t{0};
+  RETURN_IF_ERROR(s);
+  return DecodeCounter(v);
+}
+
+std::string EncodeCounter(int64_t v) {
+  std::string s;
+  PutLE64(&s, static_cast<uint64_t>(v));
+  return s;
+}
+
+Result<int64_t> DecodeCounter(std::string_view v) {
+  if (v.size() != 8) return Status::Corruption("counter has " + std::to_string(v.size()) + " bytes");
+  return static_cast<int64_t>(GetLE64(v.data()));
+}
+
+Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  Status last;
+  for (int i = 0; i < max_attempts; i++) {
+    if (i > 0) {
+      // Two transactions that keep colliding must not retry in lockstep: sleep a random
+      // while, growing with the attempts (at most ~10 ms).
+      int cap_us = std::min(10000, 50 << std::min(i, 8));
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % cap_us));
+    }
+    Status s = attempt();
+    if (!s.Is(Code::kConflict)) return s;
+    last = s;
+  }
+  return Status::Busy("transaction kept conflicting after " + std::to_string(max_attempts) +
+                      " attempts: " + last.message());
+}
+
+Status RunTxn(Engine& engine, const std::function<Status(Txn&)>& body, RunOptions opts) {
+  return RetryOnConflict(
+      [&]() -> Status {
+        auto txn = engine.Begin();
+        RETURN_IF_ERROR(body(*txn));
+        return txn->Commit(opts.sync);
+      },
+      opts.max_attempts);
+}
+
+}  // namespace snapfs::kv

@@ -1,0 +1,125 @@
+// The metadata engine interface: an ordered, transactional key-value store in the style
+// of JuiceFS's tkv and FoundationDB. Namespace, data commits, snapshots and GC say every
+// change they make as one transaction; the engine, not a mutex of ours, decides between
+// two transactions that race (in one daemon or in two). docs/architecture.md has the
+// picture; docs/metadata-schema.md what the keys hold.
+//
+// Semantics (every engine; the conformance suite tests/kv_conformance_test.cc checks it):
+// - Keys are byte strings ordered by memcmp within a key space (core/meta/spaces.h).
+// - A transaction reads one snapshot of the store taken at Begin(), plus its own writes
+//   (read-your-own-writes, for Get and iterators alike).
+// - Commit() applies every write of the transaction atomically, or none. It fails with
+//   Code::kConflict when another transaction committed, after this one's Begin(), a
+//   write to a key this one read with Get() or wrote with Put()/Delete(): snapshot
+//   isolation plus conflict-checked reads (no lost update, no write skew on keys that
+//   were read). The caller then retries the whole transaction (RunTxn does).
+// - Iterators are NOT conflict-checked (no phantom protection): a transaction that
+//   decides on the absence of keys in a range must also Get() a key that every writer
+//   of that range writes (a folder's inode for its entries, a chunk's index entry for
+//   its refcount...). The schema is laid out so such a guard key always exists.
+// - Add() is an atomic counter increment that never makes its own transaction conflict
+//   (two writers adding to one refcount both commit); a transaction that read the key
+//   with Get() does conflict with it. Values of counter keys are LE64 (two's complement).
+// - Commit(sync=true) is durable when it returns (survives power loss), and makes every
+//   earlier commit durable too; sync=false commits survive a kill of the process.
+//
+// Cost (what each call is in round trips to a remote engine; the RocksDB and memory
+// engines are in-process and make none): Begin 0 (a SQL engine may defer its BEGIN to
+// the first statement), Get 1, Seek 1 (then one per page of Next), Put/Delete/Add 0
+// (buffered), Commit 1.
+//
+// Thread-safety: an Engine is safe for concurrent use; a Txn or Iterator is used by one
+// thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/meta/spaces.h"
+#include "core/status.h"
+
+namespace snapfs::kv {
+
+// A cursor over one key space, bounded by it. Sees the snapshot it was made from and,
+// when made by a Txn, that transaction's writes.
+class Iterator {
+ public:
+  virtual ~Iterator() = default;
+  // Positions at the first key >= `key`.
+  virtual void Seek(std::string_view key) = 0;
+  virtual bool Valid() const = 0;
+  virtual void Next() = 0;
+  // Valid() only. The views stay good until the next Seek/Next.
+  virtual std::string_view key() const = 0;
+  virtual std::string_view value() const = 0;
+  // Not OK if the iteration stopped on an error (Valid() is then false).
+  virtual Status status() const = 0;
+};
+
+struct KeyValue {
+  std::string key, value;
+};
+
+class Txn {
+ public:
+  virtual ~Txn() = default;
+  // NotFound if absent. Conflict-checked at Commit.
+  virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
+  virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
+  virtual void Put(Cf space, std::string_view key, std::string_view value) = 0;
+  virtual void Delete(Cf space, std::string_view key) = 0;
+  virtual void Add(Cf space, std::string_view key, int64_t delta) = 0;
+  // Applies everything or nothing; Conflict: retry. The Txn is done either way.
+  virtual Status Commit(bool sync = false) = 0;
+  // Writes buffered so far (tests, and callers that skip empty commits).
+  virtual size_t pending_writes() const = 0;
+
+  // Up to `limit` pairs with begin <= key < end (end "" = to the end of the space).
+  Status Scan(Cf space, std::string_view begin, std::string_view end, size_t limit,
+              std::vector<KeyValue>* out);
+  // The counter at `key` (0 if absent), as this transaction sees it.
+  Result<int64_t> GetCounter(Cf space, std::string_view key);
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::unique_ptr<Txn> Begin() = 0;
+  // Reads of the latest committed state, outside any transaction (never conflict).
+  virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
+  virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
+  // Makes every commit so far durable.
+  virtual Status Sync() = 0;
+  // "rocksdb:/var/lib/snapfs/meta", "memory".
+  virtual std::string Describe() const = 0;
+};
+
+struct RunOptions {
+  int max_attempts = 64;  // then Busy: something is starving this transaction
+  bool sync = false;      // Commit(sync)
+};
+
+// Runs `attempt` again (after a short randomized backoff) while it returns Conflict, at
+// most `max_attempts` times; then Busy. For callers whose transaction is built by more
+// than one function (the data path), so that RunTxn's shape does not fit.
+Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts = 64);
+
+// Runs `body` in a new transaction and commits it, retrying the whole of it (with a
+// short randomized backoff) while the commit conflicts. `body` must have no effect
+// outside the transaction that a retry would repeat wrongly. A body that returns an
+// error aborts (nothing is written) and RunTxn returns that error.
+Status RunTxn(Engine& engine, const std::function<Status(Txn&)>& body, RunOptions opts = {});
+
+// Encoding of counter values (Add), for engines and for code reading counters raw.
+std::string EncodeCounter(int64_t v);
+Result<int64_t> DecodeCounter(std::string_view v);
+
+// An engine that keeps everything in memory (tests; the model the others must match).
+std::unique_ptr<Engine> NewMemoryEngine();
+
+}  // namespace snapfs::kv

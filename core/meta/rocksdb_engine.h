@@ -1,0 +1,55 @@
+// The RocksDB engine: the embedded default. One column family per key space, opened as
+// an OptimisticTransactionDB: a transaction buffers its writes in a WriteBatchWithIndex
+// (read-your-own-writes), and Commit checks, under RocksDB's own locks, that no key it
+// read (GetForUpdate) or wrote was written by anyone after its snapshot; Add is a merge
+// (int64 add operator) that is not tracked, so concurrent adds never conflict.
+//
+// Writes made outside transactions (the WriteBatch path the namespace still uses, see
+// docs/architecture.md) take part in that check too: they raise the sequence number of
+// the keys they write, which is what Commit compares.
+//
+// Thread-safety: safe for concurrent use (RocksDB is).
+#pragma once
+
+#include <rocksdb/db.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/meta/kv.h"
+
+namespace rocksdb {
+class OptimisticTransactionDB;
+}
+
+namespace snapfs::kv {
+
+// Converts a RocksDB status to ours (Busy and TryAgain from a commit are conflicts).
+Status FromRocks(const rocksdb::Status& s, std::string_view context);
+
+class RocksEngine : public Engine {
+ public:
+  // Opens (or, with `create`, creates: error if it exists) the database in `dir`.
+  static Result<std::unique_ptr<RocksEngine>> Open(const std::string& dir, bool create);
+  ~RocksEngine() override;
+
+  std::unique_ptr<Txn> Begin() override;
+  Status Get(Cf space, std::string_view key, std::string* value) override;
+  std::unique_ptr<Iterator> NewIterator(Cf space) override;
+  Status Sync() override;
+  std::string Describe() const override { return "rocksdb:" + dir_; }
+
+  // The non-transactional path (WriteBatch writes, raw iterators), for code that has not
+  // moved to transactions yet.
+  rocksdb::DB* db();
+  rocksdb::ColumnFamilyHandle* cf(Cf c) { return handles_[static_cast<size_t>(c)]; }
+
+ private:
+  RocksEngine() = default;
+  std::string dir_;
+  rocksdb::OptimisticTransactionDB* txn_db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+}  // namespace snapfs::kv

@@ -1,0 +1,184 @@
+#include "core/meta/schema.h"
+
+#include <sys/stat.h>
+
+#include "core/coding.h"
+
+namespace snapfs {
+
+namespace keys {
+
+std::string Ino(uint64_t ino) { return EncodeBE64(ino); }
+
+std::string Dentry(uint64_t parent, std::string_view name) {
+  std::string k;
+  k.reserve(8 + name.size());
+  PutBE64(&k, parent);
+  k.append(name);
+  return k;
+}
+
+std::string DirIndex(uint64_t parent, uint64_t seq) {
+  std::string k;
+  PutBE64(&k, parent);
+  PutBE64(&k, seq);
+  return k;
+}
+
+std::string Extent(uint64_t ino, uint64_t offset) { return DirIndex(ino, offset); }
+std::string Xattr(uint64_t ino, std::string_view name) { return Dentry(ino, name); }
+std::string Pair(uint64_t a, uint64_t b) { return DirIndex(a, b); }
+
+std::string Hidden(uint64_t ino, uint64_t parent, std::string_view name) {
+  std::string k = DirIndex(ino, parent);
+  k.append(name);
+  return k;
+}
+
+std::string MarkerIndex(uint64_t marker_ino) {
+  std::string k = "marker";
+  PutBE64(&k, marker_ino);
+  return k;
+}
+
+Result<uint64_t> DecodeIno(std::string_view key) {
+  if (key.size() != 8) return Status::Corruption("inode key has " + std::to_string(key.size()) + " bytes");
+  return GetBE64(key.data());
+}
+
+Result<NameKey> DecodeDentry(std::string_view key) {
+  if (key.size() < 8) return Status::Corruption("name key too short");
+  return NameKey{GetBE64(key.data()), key.substr(8)};
+}
+
+Result<PairKey> DecodePair(std::string_view key) {
+  if (key.size() != 16) return Status::Corruption("pair key has " + std::to_string(key.size()) + " bytes");
+  return PairKey{GetBE64(key.data()), GetBE64(key.data() + 8)};
+}
+
+Result<HiddenKey> DecodeHidden(std::string_view key) {
+  if (key.size() < 16) return Status::Corruption("hidden key too short");
+  return HiddenKey{GetBE64(key.data()), GetBE64(key.data() + 8), key.substr(16)};
+}
+
+Result<ChunkId> DecodeChunk(std::string_view key) {
+  if (key.size() != ChunkId::kSize) return Status::Corruption("chunk key has wrong size");
+  return ChunkId::FromBytes(key.data());
+}
+
+}  // namespace keys
+
+std::string DentryValue::Encode() const {
+  std::string v;
+  PutBE64(&v, child);
+  PutBE64(&v, seq);
+  PutLE32(&v, (mode & S_IFMT) | (hidden ? kDentryHidden : 0));
+  return v;
+}
+
+Result<DentryValue> DentryValue::Decode(std::string_view v) {
+  if (v.size() != 20) return Status::Corruption("dentry has wrong size");
+  DentryValue d;
+  d.child = GetBE64(v.data());
+  d.seq = GetBE64(v.data() + 8);
+  uint32_t m = GetLE32(v.data() + 16);
+  d.mode = m & S_IFMT;
+  d.hidden = (m & kDentryHidden) != 0;
+  return d;
+}
+
+std::string DirIndexValue::Encode(uint64_t child, uint32_t mode, std::string_view name) {
+  std::string v;
+  PutBE64(&v, child);
+  PutLE32(&v, mode & S_IFMT);
+  v.append(name);
+  return v;
+}
+
+Result<DirIndexValue> DirIndexValue::Decode(std::string_view v) {
+  if (v.size() < 12) return Status::Corruption("dirindex entry too short");
+  DirIndexValue d;
+  d.child = GetBE64(v.data());
+  d.mode = GetLE32(v.data() + 8);
+  d.name = v.substr(12);
+  return d;
+}
+
+std::string ExtentValue::Encode() const {
+  std::string v(id.AsSlice());
+  PutLE32(&v, length);
+  v.push_back(stable ? 1 : 0);
+  return v;
+}
+
+Result<ExtentValue> ExtentValue::Decode(std::string_view v) {
+  if (v.size() != ChunkId::kSize + 5) return Status::Corruption("extent has wrong size");
+  ExtentValue e;
+  e.id = ChunkId::FromBytes(v.data());
+  e.length = GetLE32(v.data() + ChunkId::kSize);
+  e.stable = v[ChunkId::kSize + 4] & 1;
+  return e;
+}
+
+std::string ChunkLocation::Encode() const {
+  std::string v;
+  PutLE64(&v, pack);
+  PutLE64(&v, offset);
+  PutLE32(&v, length);
+  if (is_inline()) v.append(inline_data);
+  return v;
+}
+
+Result<ChunkLocation> ChunkLocation::Decode(std::string_view v) {
+  if (v.size() < 20) return Status::Corruption("chunk index entry too short");
+  ChunkLocation l;
+  l.pack = GetLE64(v.data());
+  l.offset = GetLE64(v.data() + 8);
+  l.length = GetLE32(v.data() + 16);
+  if (l.is_inline()) {
+    if (v.size() != 20 + l.length) return Status::Corruption("inline chunk has wrong size");
+    l.inline_data.assign(v.data() + 20, l.length);
+  } else if (v.size() != 20) {
+    return Status::Corruption("chunk index entry has wrong size");
+  }
+  return l;
+}
+
+std::string PinValue::Encode() const {
+  std::string v(view_path);
+  v.push_back('\0');
+  v.append(mount_path);
+  return v;
+}
+
+PinValue PinValue::Decode(std::string_view v) {
+  size_t z = v.find('\0');
+  PinValue p;
+  p.view_path = std::string(v.substr(0, z));
+  if (z != std::string_view::npos) p.mount_path = std::string(v.substr(z + 1));
+  return p;
+}
+
+std::string EncodeBE64(uint64_t v) {
+  std::string s;
+  PutBE64(&s, v);
+  return s;
+}
+
+Result<uint64_t> DecodeBE64(std::string_view v) {
+  if (v.size() != 8) return Status::Corruption("value has " + std::to_string(v.size()) + " bytes, not 8");
+  return GetBE64(v.data());
+}
+
+std::string EncodeLE64(uint64_t v) {
+  std::string s;
+  PutLE64(&s, v);
+  return s;
+}
+
+Result<uint64_t> DecodeLE64(std::string_view v) {
+  if (v.size() != 8) return Status::Corruption("value has " + std::to_string(v.size()) + " bytes, not 8");
+  return GetLE64(v.data());
+}
+
+}  // namespace snapfs

@@ -1,0 +1,126 @@
+// The metadata schema: every key and value snapfs stores, each with its encode/decode
+// pair, and nothing else. Whoever reads or writes metadata (namespace, data path,
+// snapshots, GC, fsck, stats) goes through these; nobody slices bytes by hand. The
+// layouts are documented in docs/metadata-schema.md: keep the two in sync.
+//
+//   inodes    BE64 ino                  -> Inode (core/inode.h)
+//   dentries  BE64 parent | name        -> BE64 child | BE64 seq | LE32 mode (| hidden bit)
+//   dirindex  BE64 parent | BE64 seq    -> BE64 child | LE32 mode | name  (readdir order, cookies)
+//   extents   BE64 ino | BE64 offset    -> chunk id (16) | LE32 length | U8 flags (1 = stable cut)
+//   xattrs    BE64 ino | name           -> value
+//   chunks    chunk id (16)             -> LE64 pack | LE64 offset | LE32 length [| bytes]
+//                                          (pack 0: a small chunk, its bytes inline)
+//   refs      chunk id (16)             -> LE64 count (a kv counter)
+//   garbage   chunk id (16)             -> ""   (count may have reached zero: GC looks)
+//   orphans   BE64 ino                  -> ""   (nlink 0, still open; purge when closed)
+//   snapshots BE64 folder ino           -> SnapshotRecord (core/snapshot_record.h)
+//   pins      BE64 folder | BE64 ino    -> view path \0 mount path of the pinned file
+//   pinned    BE64 ino | BE64 folder    -> ""   (reverse of pins)
+//   hidden    BE64 ino | BE64 parent | name -> ""  (entries kept hidden for snapshots)
+//   default   "next_ino", "next_pack"   -> LE64
+//             "marker" BE64 marker ino  -> BE64 snapshot folder
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/chunk_id.h"
+#include "core/status.h"
+
+namespace snapfs {
+
+// ---- keys -------------------------------------------------------------------------
+
+namespace keys {
+std::string Ino(uint64_t ino);                               // inodes, orphans, snapshots
+std::string Dentry(uint64_t parent, std::string_view name);  // dentries
+std::string DirIndex(uint64_t parent, uint64_t seq);         // dirindex
+std::string Extent(uint64_t ino, uint64_t offset);           // extents
+std::string Xattr(uint64_t ino, std::string_view name);      // xattrs
+std::string Pair(uint64_t a, uint64_t b);                    // pins, pinned
+std::string Hidden(uint64_t ino, uint64_t parent, std::string_view name);
+inline std::string Chunk(const ChunkId& id) { return std::string(id.AsSlice()); }
+std::string MarkerIndex(uint64_t marker_ino);  // default space
+inline constexpr const char kNextIno[] = "next_ino";
+inline constexpr const char kNextPack[] = "next_pack";
+
+// Decoders. Each checks the length (Corruption otherwise) so that fsck can report a
+// damaged key instead of reading past it.
+Result<uint64_t> DecodeIno(std::string_view key);
+struct NameKey {
+  uint64_t id = 0;
+  std::string_view name;  // a view into the key
+};
+Result<NameKey> DecodeDentry(std::string_view key);  // also xattrs
+struct PairKey {
+  uint64_t a = 0, b = 0;
+};
+Result<PairKey> DecodePair(std::string_view key);  // also dirindex, extents
+struct HiddenKey {
+  uint64_t ino = 0, parent = 0;
+  std::string_view name;
+};
+Result<HiddenKey> DecodeHidden(std::string_view key);
+Result<ChunkId> DecodeChunk(std::string_view key);  // chunks, refs, garbage
+}  // namespace keys
+
+// ---- values -----------------------------------------------------------------------
+
+// In a dentry's mode field: the entry is hidden (deleted, kept for snapshots).
+inline constexpr uint32_t kDentryHidden = 0x80000000u;
+
+struct DentryValue {
+  uint64_t child = 0, seq = 0;
+  uint32_t mode = 0;  // type bits (S_IFMT)
+  bool hidden = false;
+  std::string Encode() const;
+  static Result<DentryValue> Decode(std::string_view v);
+};
+
+struct DirIndexValue {
+  uint64_t child = 0;
+  uint32_t mode = 0;      // type bits
+  std::string_view name;  // a view into the decoded value
+  static std::string Encode(uint64_t child, uint32_t mode, std::string_view name);
+  static Result<DirIndexValue> Decode(std::string_view v);
+};
+
+struct ExtentValue {
+  ChunkId id;
+  uint32_t length = 0;
+  // The chunk ends at a cut the chunker chose from the content (not at the end of the
+  // data it was given): appending after it needs no re-chunking of this chunk.
+  bool stable = false;
+  std::string Encode() const;
+  static Result<ExtentValue> Decode(std::string_view v);
+};
+
+struct ChunkLocation {
+  uint64_t pack = 0;    // 0: a small chunk kept inline in its index entry (no pack)
+  uint64_t offset = 0;  // of the chunk's bytes (after its record header)
+  uint32_t length = 0;
+  std::string inline_data;  // the bytes, when pack == 0
+  bool is_inline() const { return pack == 0; }
+
+  std::string Encode() const;
+  static Result<ChunkLocation> Decode(std::string_view v);
+};
+
+// A pin: where the pinned file appears in the snapshot's view, and the path (relative to
+// the mount) the marker named it by.
+struct PinValue {
+  std::string view_path, mount_path;
+  std::string Encode() const;
+  static PinValue Decode(std::string_view v);  // a value without the separator: view only
+};
+
+// BE64 values (the marker index's snapshot folder) and LE64 counters.
+std::string EncodeBE64(uint64_t v);
+Result<uint64_t> DecodeBE64(std::string_view v);
+std::string EncodeLE64(uint64_t v);
+Result<uint64_t> DecodeLE64(std::string_view v);
+
+}  // namespace snapfs

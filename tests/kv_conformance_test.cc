@@ -1,0 +1,435 @@
+// KvEngineConformance: what core/meta/kv.h promises, held against every engine. A new
+// engine joins by adding a factory to kEngines; nothing here may depend on which engine
+// runs.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/meta/kv.h"
+#include "core/meta/rocksdb_engine.h"
+#include "tests/test_util.h"
+
+namespace snapfs::kv {
+namespace {
+
+struct EngineFactory {
+  const char* name;
+  std::function<std::unique_ptr<Engine>(const std::string& dir)> make;
+};
+
+const EngineFactory kEngines[] = {
+    {"memory", [](const std::string&) { return NewMemoryEngine(); }},
+    {"rocksdb",
+     [](const std::string& dir) -> std::unique_ptr<Engine> {
+       auto e = RocksEngine::Open(dir + "/db", true);
+       if (!e.ok()) throw std::runtime_error(e.status().ToString());
+       return std::move(e).value();
+     }},
+};
+
+class KvEngineConformance : public ::testing::TestWithParam<EngineFactory> {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/snapfs-kv-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    engine_ = GetParam().make(dir_);
+  }
+  void TearDown() override {
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Commit(const std::function<void(Txn&)>& f) {
+    auto t = engine_->Begin();
+    f(*t);
+    ASSERT_OK(t->Commit());
+  }
+  std::string Read(Cf c, const std::string& k) {
+    std::string v;
+    Status s = engine_->Get(c, k, &v);
+    if (s.Is(Code::kNotFound)) return "<absent>";
+    EXPECT_OK(s);
+    return v;
+  }
+  std::vector<std::string> Keys(Iterator* it, const std::string& from = "") {
+    std::vector<std::string> out;
+    for (it->Seek(from); it->Valid(); it->Next()) out.emplace_back(it->key());
+    EXPECT_OK(it->status());
+    return out;
+  }
+
+  std::string dir_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_P(KvEngineConformance, KeysAreOrderedByBytesWithinEachSpace) {
+  std::vector<std::string> keys = {std::string("\x00", 1), std::string("\x00\x01", 2), "a", "ab",
+                                   "b",  std::string("\x7f"), std::string("\x80"),
+                                   std::string("\xff\xff", 2)};
+  std::vector<std::string> shuffled = keys;
+  std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(7));
+  Commit([&](Txn& t) {
+    for (const auto& k : shuffled) t.Put(Cf::kInodes, k, "v" + k);
+    t.Put(Cf::kDentries, "only-in-dentries", "x");
+  });
+  auto it = engine_->NewIterator(Cf::kInodes);
+  EXPECT_EQ(Keys(it.get()), keys);
+  auto d = engine_->NewIterator(Cf::kDentries);
+  EXPECT_EQ(Keys(d.get()), std::vector<std::string>{"only-in-dentries"});
+  EXPECT_EQ(Read(Cf::kInodes, "ab"), "vab");
+  EXPECT_EQ(Read(Cf::kDentries, "ab"), "<absent>");
+}
+
+TEST_P(KvEngineConformance, ScanHonoursRangeAndLimit) {
+  Commit([&](Txn& t) {
+    for (int i = 0; i < 100; i++) {
+      char k[8];
+      snprintf(k, sizeof k, "k%03d", i);
+      t.Put(Cf::kExtents, k, std::to_string(i));
+    }
+  });
+  auto t = engine_->Begin();
+  std::vector<KeyValue> out;
+  ASSERT_OK(t->Scan(Cf::kExtents, "k010", "k020", 100, &out));
+  ASSERT_EQ(out.size(), 10u);
+  EXPECT_EQ(out.front().key, "k010");
+  EXPECT_EQ(out.back().key, "k019");
+  EXPECT_EQ(out.back().value, "19");
+  out.clear();
+  ASSERT_OK(t->Scan(Cf::kExtents, "k095", "", 3, &out));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[2].key, "k097");
+  out.clear();
+  ASSERT_OK(t->Scan(Cf::kExtents, "k5", "k6", 100, &out));
+  EXPECT_TRUE(out.empty());
+  auto it = t->NewIterator(Cf::kExtents);
+  it->Seek("k0105");
+  ASSERT_TRUE(it->Valid());
+  EXPECT_EQ(it->key(), "k011") << "Seek lands on the first key >= the target";
+  it->Seek("zzz");
+  EXPECT_FALSE(it->Valid());
+  EXPECT_OK(it->status());
+}
+
+TEST_P(KvEngineConformance, TransactionReadsItsOwnWritesAndOthersDoNot) {
+  Commit([&](Txn& t) {
+    t.Put(Cf::kInodes, "a", "1");
+    t.Put(Cf::kInodes, "c", "3");
+  });
+  auto t = engine_->Begin();
+  t->Put(Cf::kInodes, "b", "2");
+  t->Delete(Cf::kInodes, "c");
+  t->Put(Cf::kInodes, "a", "1'");
+  std::string v;
+  ASSERT_OK(t->Get(Cf::kInodes, "b", &v));
+  EXPECT_EQ(v, "2");
+  ASSERT_OK(t->Get(Cf::kInodes, "a", &v));
+  EXPECT_EQ(v, "1'");
+  EXPECT_TRUE(t->Get(Cf::kInodes, "c", &v).Is(Code::kNotFound));
+  {
+    auto it = t->NewIterator(Cf::kInodes);
+    EXPECT_EQ(Keys(it.get()), (std::vector<std::string>{"a", "b"}));
+    it->Seek("a");
+    ASSERT_TRUE(it->Valid());
+    EXPECT_EQ(it->value(), "1'");
+  }
+  // Nobody else sees any of it before the commit.
+  EXPECT_EQ(Read(Cf::kInodes, "b"), "<absent>");
+  EXPECT_EQ(Read(Cf::kInodes, "c"), "3");
+  auto other = engine_->Begin();
+  EXPECT_TRUE(other->Get(Cf::kInodes, "b", &v).Is(Code::kNotFound));
+  EXPECT_EQ(t->pending_writes(), 3u);
+  ASSERT_OK(t->Commit());
+  EXPECT_EQ(Read(Cf::kInodes, "a"), "1'");
+  EXPECT_EQ(Read(Cf::kInodes, "b"), "2");
+  EXPECT_EQ(Read(Cf::kInodes, "c"), "<absent>");
+}
+
+TEST_P(KvEngineConformance, TransactionSeesTheSnapshotOfItsBegin) {
+  Commit([&](Txn& t) { t.Put(Cf::kInodes, "x", "old"); });
+  auto reader = engine_->Begin();
+  Commit([&](Txn& t) {
+    t.Put(Cf::kInodes, "x", "new");
+    t.Put(Cf::kInodes, "y", "born");
+  });
+  std::string v;
+  ASSERT_OK(reader->Get(Cf::kInodes, "x", &v));
+  EXPECT_EQ(v, "old");
+  EXPECT_TRUE(reader->Get(Cf::kInodes, "y", &v).Is(Code::kNotFound));
+  auto it = reader->NewIterator(Cf::kInodes);
+  EXPECT_EQ(Keys(it.get()), std::vector<std::string>{"x"});
+  EXPECT_EQ(Read(Cf::kInodes, "x"), "new");
+}
+
+TEST_P(KvEngineConformance, ReadThenWriteOfOneKeyConflicts) {
+  Commit([&](Txn& t) { t.Put(Cf::kRefs, "n", "0"); });
+  auto a = engine_->Begin();
+  auto b = engine_->Begin();
+  std::string v;
+  ASSERT_OK(a->Get(Cf::kRefs, "n", &v));
+  ASSERT_OK(b->Get(Cf::kRefs, "n", &v));
+  a->Put(Cf::kRefs, "n", "a");
+  b->Put(Cf::kRefs, "n", "b");
+  ASSERT_OK(a->Commit());
+  Status s = b->Commit();
+  EXPECT_TRUE(s.Is(Code::kConflict)) << s.ToString();
+  EXPECT_EQ(Read(Cf::kRefs, "n"), "a") << "the losing transaction wrote nothing";
+}
+
+TEST_P(KvEngineConformance, BlindWritesOfOneKeyConflict) {
+  auto a = engine_->Begin();
+  auto b = engine_->Begin();
+  a->Put(Cf::kChunks, "k", "a");
+  b->Delete(Cf::kChunks, "k");
+  b->Put(Cf::kChunks, "other", "b");
+  ASSERT_OK(a->Commit());
+  EXPECT_TRUE(b->Commit().Is(Code::kConflict));
+  EXPECT_EQ(Read(Cf::kChunks, "other"), "<absent>") << "all or nothing";
+}
+
+TEST_P(KvEngineConformance, AReadKeyChangedByAnotherConflictsEvenIfNotWritten) {
+  // Write skew is prevented on keys that were read: GC reads a refcount and deletes the
+  // chunk's index entry; a writer raises the refcount. One of them must lose.
+  Commit([&](Txn& t) { t.Put(Cf::kChunks, "c", "loc"); });
+  auto gc = engine_->Begin();
+  auto writer = engine_->Begin();
+  ASSERT_EQ(*gc->GetCounter(Cf::kRefs, "c"), 0);
+  std::string v;
+  ASSERT_OK(writer->Get(Cf::kChunks, "c", &v));
+  writer->Add(Cf::kRefs, "c", 1);
+  gc->Delete(Cf::kChunks, "c");
+  ASSERT_OK(writer->Commit());
+  EXPECT_TRUE(gc->Commit().Is(Code::kConflict));
+  EXPECT_EQ(Read(Cf::kChunks, "c"), "loc");
+}
+
+TEST_P(KvEngineConformance, AWriterThatReadAKeyDeletedMeanwhileConflicts) {
+  Commit([&](Txn& t) { t.Put(Cf::kChunks, "c", "loc"); });
+  auto writer = engine_->Begin();
+  std::string v;
+  ASSERT_OK(writer->Get(Cf::kChunks, "c", &v));
+  writer->Add(Cf::kRefs, "c", 1);
+  Commit([&](Txn& t) { t.Delete(Cf::kChunks, "c"); });
+  EXPECT_TRUE(writer->Commit().Is(Code::kConflict));
+  EXPECT_EQ(Read(Cf::kRefs, "c"), "<absent>");
+}
+
+TEST_P(KvEngineConformance, DisjointTransactionsBothCommit) {
+  auto a = engine_->Begin();
+  auto b = engine_->Begin();
+  std::string v;
+  (void)a->Get(Cf::kInodes, "a", &v);
+  (void)b->Get(Cf::kInodes, "b", &v);
+  a->Put(Cf::kInodes, "a", "1");
+  b->Put(Cf::kInodes, "b", "2");
+  ASSERT_OK(a->Commit());
+  ASSERT_OK(b->Commit());
+  EXPECT_EQ(Read(Cf::kInodes, "a"), "1");
+  EXPECT_EQ(Read(Cf::kInodes, "b"), "2");
+}
+
+TEST_P(KvEngineConformance, ConcurrentAddsNeverConflictAndSum) {
+  auto a = engine_->Begin();
+  auto b = engine_->Begin();
+  a->Add(Cf::kRefs, "r", 5);
+  b->Add(Cf::kRefs, "r", -2);
+  b->Add(Cf::kRefs, "r", 10);
+  ASSERT_OK(a->Commit());
+  ASSERT_OK(b->Commit());
+  auto t = engine_->Begin();
+  EXPECT_EQ(*t->GetCounter(Cf::kRefs, "r"), 13);
+  EXPECT_EQ(*DecodeCounter(Read(Cf::kRefs, "r")), 13);
+}
+
+TEST_P(KvEngineConformance, AddIsVisibleToItsOwnTransaction) {
+  Commit([&](Txn& t) { t.Add(Cf::kRefs, "r", 2); });
+  auto t = engine_->Begin();
+  t->Add(Cf::kRefs, "r", 3);
+  EXPECT_EQ(*t->GetCounter(Cf::kRefs, "r"), 5);
+  t->Add(Cf::kRefs, "fresh", -1);
+  EXPECT_EQ(*t->GetCounter(Cf::kRefs, "fresh"), -1);
+  auto it = t->NewIterator(Cf::kRefs);
+  it->Seek("");
+  ASSERT_TRUE(it->Valid()) << it->status().ToString();
+  EXPECT_EQ(it->key(), "fresh");
+  EXPECT_EQ(*DecodeCounter(it->value()), -1);
+  it->Next();
+  ASSERT_TRUE(it->Valid());
+  EXPECT_EQ(it->key(), "r");
+  EXPECT_EQ(*DecodeCounter(it->value()), 5);
+  it.reset();
+  // Put then Add, Delete then Add.
+  t->Put(Cf::kDefault, "p", EncodeCounter(100));
+  t->Add(Cf::kDefault, "p", 1);
+  EXPECT_EQ(*t->GetCounter(Cf::kDefault, "p"), 101);
+  t->Delete(Cf::kRefs, "r");
+  t->Add(Cf::kRefs, "r", 7);
+  EXPECT_EQ(*t->GetCounter(Cf::kRefs, "r"), 7);
+  ASSERT_OK(t->Commit());
+  EXPECT_EQ(*DecodeCounter(Read(Cf::kDefault, "p")), 101);
+  EXPECT_EQ(*DecodeCounter(Read(Cf::kRefs, "r")), 7);
+}
+
+TEST_P(KvEngineConformance, LargeValuesAndManyKeys) {
+  std::string big(3 << 20, '\0');
+  std::mt19937_64 rng(1);
+  for (auto& c : big) c = static_cast<char>(rng());
+  Commit([&](Txn& t) { t.Put(Cf::kXattrs, "big", big); });
+  EXPECT_EQ(Read(Cf::kXattrs, "big"), big);
+  const int n = 20000;
+  for (int batch = 0; batch < n; batch += 5000) {
+    Commit([&](Txn& t) {
+      for (int i = batch; i < batch + 5000; i++) {
+        std::string k(8, '\0');
+        for (int j = 0; j < 8; j++) k[7 - j] = static_cast<char>((i >> (8 * j)) & 0xff);
+        t.Put(Cf::kDirIndex, k, std::to_string(i));
+      }
+    });
+  }
+  auto it = engine_->NewIterator(Cf::kDirIndex);
+  int count = 0;
+  for (it->Seek(""); it->Valid(); it->Next()) {
+    ASSERT_EQ(it->value(), std::to_string(count));
+    count++;
+  }
+  EXPECT_OK(it->status());
+  EXPECT_EQ(count, n);
+}
+
+TEST_P(KvEngineConformance, RunTxnRetriesSoNoUpdateIsLost) {
+  // Read-modify-write of a plain value from two threads: every increment must land.
+  const int per_thread = 150;
+  auto bump = [&] {
+    for (int i = 0; i < per_thread; i++) {
+      ASSERT_OK(RunTxn(*engine_, [](Txn& t) -> Status {
+        std::string v;
+        Status s = t.Get(Cf::kDefault, "n", &v);
+        int n = s.ok() ? std::stoi(v) : 0;
+        if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+        t.Put(Cf::kDefault, "n", std::to_string(n + 1));
+        return Status::OK();
+      }));
+    }
+  };
+  std::thread a(bump), b(bump);
+  a.join();
+  b.join();
+  EXPECT_EQ(Read(Cf::kDefault, "n"), std::to_string(2 * per_thread));
+}
+
+TEST_P(KvEngineConformance, RunTxnReturnsTheBodysErrorAndWritesNothing) {
+  Status s = RunTxn(*engine_, [](Txn& t) -> Status {
+    t.Put(Cf::kInodes, "never", "x");
+    return Status::NoSpace("body failed");
+  });
+  EXPECT_TRUE(s.Is(Code::kNoSpace));
+  EXPECT_EQ(Read(Cf::kInodes, "never"), "<absent>");
+}
+
+TEST_P(KvEngineConformance, AnAbandonedTransactionWritesNothing) {
+  {
+    auto t = engine_->Begin();
+    t->Put(Cf::kInodes, "dropped", "x");
+  }
+  EXPECT_EQ(Read(Cf::kInodes, "dropped"), "<absent>");
+  auto t = engine_->Begin();
+  ASSERT_OK(t->Commit());
+  EXPECT_FALSE(t->Commit().ok()) << "a transaction commits once";
+}
+
+TEST_P(KvEngineConformance, DeletedKeyCanBeWrittenAgain) {
+  Commit([&](Txn& t) { t.Put(Cf::kOrphans, "k", "1"); });
+  Commit([&](Txn& t) { t.Delete(Cf::kOrphans, "k"); });
+  auto it = engine_->NewIterator(Cf::kOrphans);
+  EXPECT_TRUE(Keys(it.get()).empty());
+  Commit([&](Txn& t) { t.Put(Cf::kOrphans, "k", "2"); });
+  EXPECT_EQ(Read(Cf::kOrphans, "k"), "2");
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, KvEngineConformance, ::testing::ValuesIn(kEngines),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// The RocksDB engine keeps what it committed across a reopen, with a store made before
+// the engine interface (refs merged under the same operator name) still readable.
+TEST(RocksEngine, CommitsSurviveReopen) {
+  char tmpl[] = "/tmp/snapfs-kv-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = std::string(tmpl) + "/db";
+  {
+    auto e = RocksEngine::Open(dir, true);
+    ASSERT_OK(e.status());
+    auto t = (*e)->Begin();
+    t->Put(Cf::kInodes, "a", "1");
+    t->Add(Cf::kRefs, "r", 4);
+    ASSERT_OK(t->Commit(/*sync=*/true));
+  }
+  {
+    EXPECT_FALSE(RocksEngine::Open(dir, true).ok()) << "create refuses an existing store";
+    auto e = RocksEngine::Open(dir, false);
+    ASSERT_OK(e.status());
+    std::string v;
+    ASSERT_OK((*e)->Get(Cf::kInodes, "a", &v));
+    EXPECT_EQ(v, "1");
+    ASSERT_OK((*e)->Get(Cf::kRefs, "r", &v));
+    EXPECT_EQ(*DecodeCounter(v), 4);
+  }
+  std::filesystem::remove_all(tmpl);
+}
+
+// Stores made before the engine interface were opened as a plain rocksdb::DB with the
+// merge operator on `refs` only. Such a database opens as an OptimisticTransactionDB
+// unchanged (no format change), its counters read and keep adding up.
+TEST(RocksEngine, OpensADatabaseWrittenWithoutTransactions) {
+  char tmpl[] = "/tmp/snapfs-kv-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = std::string(tmpl) + "/db";
+  {
+    // As the previous MetaStore::Open did.
+    rocksdb::Options opts;
+    opts.create_if_missing = true;
+    opts.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+    for (const char* name : kCfNames) {
+      rocksdb::ColumnFamilyOptions co(opts);
+      cfs.emplace_back(name, co);
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(opts), dir, cfs, &handles, &raw).ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[static_cast<size_t>(Cf::kRefs)], "r",
+                         EncodeCounter(3))
+                    .ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), handles[static_cast<size_t>(Cf::kInodes)], "i", "x")
+                    .ok());
+    for (auto* h : handles) ASSERT_TRUE(raw->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(raw->Close().ok());
+    delete raw;
+  }
+  {
+    auto e = RocksEngine::Open(dir, false);
+    ASSERT_OK(e.status());
+    auto t = (*e)->Begin();
+    EXPECT_EQ(*t->GetCounter(Cf::kRefs, "r"), 3);
+    t->Add(Cf::kRefs, "r", 2);
+    ASSERT_OK(t->Commit());
+    std::string v;
+    ASSERT_OK((*e)->Get(Cf::kRefs, "r", &v));
+    EXPECT_EQ(*DecodeCounter(v), 5);
+    ASSERT_OK((*e)->Get(Cf::kInodes, "i", &v));
+    EXPECT_EQ(v, "x");
+  }
+  std::filesystem::remove_all(tmpl);
+}
+
+}  // namespace
+}  // namespace snapfs::kv
