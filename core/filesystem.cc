@@ -711,7 +711,8 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
     if (node.is_dir()) return Status::IsDirectory();
     if (!node.is_reg()) return Status::InvalidArgument("truncate of a special file");
     if (req.size > kMaxFileSize) return Status::FileTooBig();
-    RETURN_IF_ERROR(TruncateLocked(f.get(), req.size, now));
+    RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+    if (!req.grow_only || req.size > f->size) RETURN_IF_ERROR(TruncateLocked(f.get(), req.size, now));
   }
   bool other = req.set_mode || req.set_uid || req.set_gid || req.set_atime || req.set_mtime ||
                req.set_ctime;

@@ -68,6 +68,9 @@ struct SetAttrRequest {
   bool set_atime = false, set_mtime = false;
   bool atime_now = false, mtime_now = false;  // with set_*: use the current time
   bool set_ctime = false;
+  // With set_size: only grow (fallocate). Decided under the file's lock, so a write
+  // that raced past `size` meanwhile is never cut back.
+  bool grow_only = false;
   uint32_t mode = 0, uid = 0, gid = 0;
   uint64_t size = 0;
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;

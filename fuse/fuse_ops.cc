@@ -541,19 +541,16 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_
 
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                  fuse_file_info* fi) {
-  // Plain preallocation only: grow the size if needed (the space is not reserved: chunks
-  // are allocated when written). Punching holes and the like are not supported.
+  // Plain preallocation only (the space is not reserved: chunks are allocated when
+  // written); punching holes and the like are not supported.
   if (mode != 0) return (void)ReplyErrno(req, EOPNOTSUPP);
-  auto a = Fs(req).GetAttr(ino);
-  if (!a.ok()) return ReplyErr(req, a.status());
-  uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
-  if (end > a->size) {
-    SetAttrRequest r;
-    r.set_size = true;
-    r.size = end;
-    auto s = Fs(req).SetAttr(ino, r);
-    if (!s.ok()) return ReplyErr(req, s.status());
-  }
+  if (offset < 0 || length <= 0) return (void)ReplyErrno(req, EINVAL);
+  SetAttrRequest r;
+  r.set_size = true;
+  r.grow_only = true;
+  r.size = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
+  auto s = Fs(req).SetAttr(ino, r);
+  if (!s.ok()) return ReplyErr(req, s.status());
   ReplyErrno(req, 0);
 }
 

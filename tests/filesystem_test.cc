@@ -214,6 +214,18 @@ TEST_F(FilesystemTest, TruncateGrowShrinkAndZero) {
   EXPECT_CODE(fs().SetAttr(f, {.set_size = true, .size = kMaxFileSize + 1}), Code::kFileTooBig);
 }
 
+TEST_F(FilesystemTest, GrowOnlySizeChangeNeverShrinks) {
+  auto fh = t.CreateFile(kRootIno, "g");
+  t.WriteAll(fh, 0, std::string(1000, 'x'));
+  uint64_t ino = MUST(fs().Lookup(kRootIno, "g")).ino;
+  auto a = MUST(fs().SetAttr(ino, {.set_size = true, .grow_only = true, .size = 10}));
+  EXPECT_EQ(a.size, 1000u) << "grow_only must not cut buffered data";
+  a = MUST(fs().SetAttr(ino, {.set_size = true, .grow_only = true, .size = 3000}));
+  EXPECT_EQ(a.size, 3000u);
+  EXPECT_EQ(t.ReadAt(fh, 0, 4000), std::string(1000, 'x') + std::string(2000, '\0'));
+  ASSERT_OK(fs().Release(fh));
+}
+
 TEST_F(FilesystemTest, TruncateOpenFileWithBufferedWrites) {
   auto [a, fh] = t.New("f");
   const std::string data = RandomBytes(50 * kKiB, 2);

@@ -36,6 +36,8 @@ const EngineFactory kEngines[] = {
      }},
 };
 
+void PrintTo(const EngineFactory& f, std::ostream* os) { *os << f.name; }
+
 class KvEngineConformance : public ::testing::TestWithParam<EngineFactory> {
  protected:
   void SetUp() override {

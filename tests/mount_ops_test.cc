@@ -208,6 +208,33 @@ TEST_F(MountOps, TruncateGrowAndShrink) {
   EXPECT_TRUE(errno == EINVAL || errno == EBADF) << ErrnoName(errno);
 }
 
+// fallocate(2) mode 0 grows a file and never shrinks it; other modes are refused.
+TEST_F(MountOps, FallocateGrowsButNeverShrinks) {
+  const std::string f = Path("prealloc");
+  const std::string data = RandomBytes(100 * kKiB, 3);
+  ASSERT_EQ(WriteFile(f, data), 0);
+  {
+    UniqueFd fd(::open(f.c_str(), O_RDWR | O_CLOEXEC));
+    ASSERT_TRUE(fd.ok());
+    // Inside the file: nothing changes (the size is not cut to offset + length).
+    ASSERT_SYS(::fallocate(fd.get(), 0, 0, 10 * kKiB));
+    EXPECT_EQ(Stat(f).st_size, static_cast<off_t>(data.size()));
+    EXPECT_EQ(ReadFd(fd.get()), data);
+    // Past the end: the file grows, with zeros.
+    ASSERT_SYS(::fallocate(fd.get(), 0, 90 * kKiB, 60 * kKiB));
+    EXPECT_EQ(Stat(f).st_size, static_cast<off_t>(150 * kKiB));
+    std::string got = ReadFd(fd.get());
+    ASSERT_EQ(got.size(), 150 * kKiB);
+    EXPECT_EQ(got.substr(0, data.size()), data);
+    EXPECT_EQ(got.substr(data.size()), std::string(50 * kKiB, '\0'));
+    EXPECT_ERRNO(::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, 4096),
+                 EOPNOTSUPP);
+    EXPECT_EQ(Stat(f).st_size, static_cast<off_t>(150 * kKiB)) << "a refused fallocate changed nothing";
+  }
+  ASSERT_NO_FATAL_FAILURE(Remount());
+  EXPECT_EQ(ReadFile(f).size(), 150 * kKiB);
+}
+
 TEST_F(MountOps, MkdirRmdirAndErrors) {
   const std::string d = Path("d");
   struct stat root0 = Stat(mnt());
