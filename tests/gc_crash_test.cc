@@ -15,18 +15,10 @@
 #include "core/filesystem.h"
 #include "core/fsck.h"
 #include "core/store.h"
+#include "tests/util/random.h"
 
 namespace snapfs {
 namespace {
-
-std::string Random(size_t n, std::mt19937_64& rng) {
-  std::string b(n, '\0');
-  for (size_t k = 0; k + 8 <= n; k += 8) {
-    uint64_t x = rng();
-    std::memcpy(&b[k], &x, 8);
-  }
-  return b;
-}
 
 class GcCrashTest : public ::testing::Test {
  protected:
@@ -112,7 +104,7 @@ TEST_F(GcCrashTest, KilledAtRandomPointsLosesNothing) {
     WithFs([&](Store&, Filesystem& fs) {
       for (int i = 0; i < 6; i++) {
         Write(fs, "r" + std::to_string(round) + "-" + std::to_string(i),
-              Random(256 * 1024 + rng() % (768 * 1024), rng));
+              test::RandomBytes(rng, 256 * 1024 + rng() % (768 * 1024)));
       }
       if (round % 3 == 0 && !files_.empty()) {
         Write(fs, "dup" + std::to_string(round), files_.begin()->second);
