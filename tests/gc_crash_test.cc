@@ -16,6 +16,7 @@
 #include "core/fsck.h"
 #include "core/store.h"
 #include "tests/util/random.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs {
 namespace {
@@ -23,16 +24,13 @@ namespace {
 class GcCrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/snapfs-gccrash-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     store_dir_ = dir_ + "/store";
     copy_dir_ = dir_ + "/copy";
     InitOptions io;
     io.chunker = {1024, 4096, 16384, 2};  // many small chunks: GC has work to cut into
     ASSERT_TRUE(Store::Init(store_dir_, io).ok());
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // Opens the store, applies `fn`, closes it (sealing its pack).
   void WithFs(const std::function<void(Store&, Filesystem&)>& fn) {
@@ -91,6 +89,7 @@ class GcCrashTest : public ::testing::Test {
     }
   }
 
+  test::TempDir tmp_{"snapfs-gccrash"};
   std::string dir_, store_dir_, copy_dir_;
   std::map<std::string, std::string> files_;
   int killed_ = 0;  // rounds in which the kill landed before gc finished

@@ -22,6 +22,7 @@
 #include "core/store.h"
 #include "tests/util/random.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs {
 namespace {
@@ -68,15 +69,12 @@ class BlockingBackend final : public BackendWrapper {
 class GcRaceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/snapfs-gcrace-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     ASSERT_TRUE(Store::Init(dir_ + "/store", InitOptions{}).ok());
   }
   void TearDown() override {
     fs_.reset();
     store_.reset();
-    std::filesystem::remove_all(dir_);
   }
   void Open(std::unique_ptr<Backend> b) {
     OpenOptions oo;
@@ -105,6 +103,7 @@ class GcRaceTest : public ::testing::Test {
     auto rep = MUST(Fsck(*store_, FsckOptions{.verify_data = true}));
     EXPECT_TRUE(rep.ok()) << rep.problems.front();
   }
+  test::TempDir tmp_{"snapfs-gcrace"};
   std::string dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Filesystem> fs_;

@@ -382,29 +382,23 @@ class SnapshotTest : public ::testing::Test {
 class CustomMarkerStore {
  public:
   explicit CustomMarkerStore(const std::string& marker_names) {
-    char tmpl[] = "/tmp/snapfs-snaptest-XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    if (d == nullptr) throw std::runtime_error("mkdtemp failed");
-    tmp_ = d;
     InitOptions io;
     io.chunker = test::SmallChunks();
     io.marker_names = marker_names;
-    MUST(Store::Init(tmp_ + "/store", io));
-    store_ = MUST(Store::Open(tmp_ + "/store"));
+    MUST(Store::Init(tmp_.path() + "/store", io));
+    store_ = MUST(Store::Open(tmp_.path() + "/store"));
     fs_ = MUST(Filesystem::Open(store_.get()));
     MUST(fs_->RecordMountPoint(kMount));
   }
   ~CustomMarkerStore() {
     fs_.reset();
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(tmp_, ec);
   }
   Filesystem& fs() { return *fs_; }
   Store& store() { return *store_; }
 
  private:
-  std::string tmp_;
+  test::TempDir tmp_{"snapfs-snaptest"};
   std::unique_ptr<Store> store_;
   std::unique_ptr<Filesystem> fs_;
 };

@@ -30,6 +30,7 @@
 #include "core/store.h"
 #include "tests/util/random.h"
 #include "tests/util/status_matchers.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs::test {
 
@@ -67,11 +68,7 @@ struct TestFsOptions {
 class TestFs {
  public:
   explicit TestFs(TestFsOptions opts = {}) : opts_(opts) {
-    char tmpl[] = "/tmp/snapfs-test-XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    if (d == nullptr) throw std::runtime_error("mkdtemp failed");
-    tmp_ = d;
-    dir_ = tmp_ + "/store";
+    dir_ = tmp_.path() + "/store";
     InitOptions io;
     if (opts_.small_chunks) io.chunker = SmallChunks();
     io.verify_dedup = opts_.verify_dedup;
@@ -79,11 +76,7 @@ class TestFs {
     if (opts_.memory_backend) mem_ = std::shared_ptr<Backend>(NewMemoryBackend());
     Open();
   }
-  ~TestFs() {
-    Close();
-    std::error_code ec;
-    std::filesystem::remove_all(tmp_, ec);
-  }
+  ~TestFs() { Close(); }  // then tmp_ goes, with the store
   TestFs(const TestFs&) = delete;
   TestFs& operator=(const TestFs&) = delete;
 
@@ -227,7 +220,8 @@ class TestFs {
 
  private:
   TestFsOptions opts_;
-  std::string tmp_, dir_;
+  TempDir tmp_{"snapfs-test"};
+  std::string dir_;
   std::shared_ptr<Backend> mem_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Filesystem> fs_;
