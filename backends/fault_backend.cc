@@ -43,29 +43,26 @@ struct FaultInjectionBackend::State {
 namespace {
 
 // Thread-safety: not thread-safe (PackWriter's contract).
-class FaultPackWriter final : public PackWriter {
+class FaultPackWriter final : public PackWriterWrapper {
  public:
   using State = FaultInjectionBackend::State;
 
   FaultPackWriter(std::shared_ptr<State> state, std::unique_ptr<PackWriter> inner, uint64_t epoch)
-      : state_(std::move(state)), inner_(std::move(inner)), epoch_(epoch) {}
-
-  PackId id() const override { return inner_->id(); }
-  uint64_t size() const override { return inner_->size(); }
+      : PackWriterWrapper(std::move(inner)), state_(std::move(state)), epoch_(epoch) {}
 
   Result<uint64_t> Append(std::span<const uint8_t> data) override {
     std::shared_lock crash(state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
     if (!state_->TakeBudget(data.size())) return Status::NoSpace("injected: device full");
-    return inner_->Append(data);
+    return PackWriterWrapper::Append(data);
   }
 
   Status Sync() override {
     std::shared_lock crash(state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
     if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
-    RETURN_IF_ERROR(inner_->Sync());
-    state_->MarkSynced(id(), inner_->size());
+    RETURN_IF_ERROR(PackWriterWrapper::Sync());
+    state_->MarkSynced(id(), size());
     return Status::OK();
   }
 
@@ -74,8 +71,8 @@ class FaultPackWriter final : public PackWriter {
     std::shared_lock crash(state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
     if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
-    RETURN_IF_ERROR(inner_->Seal());
-    state_->MarkSynced(id(), inner_->size());
+    RETURN_IF_ERROR(PackWriterWrapper::Seal());
+    state_->MarkSynced(id(), size());
     sealed_ = true;
     return Status::OK();
   }
@@ -89,7 +86,6 @@ class FaultPackWriter final : public PackWriter {
   }
 
   const std::shared_ptr<State> state_;
-  const std::unique_ptr<PackWriter> inner_;
   const uint64_t epoch_;
   bool sealed_ = false;
 };
@@ -97,7 +93,7 @@ class FaultPackWriter final : public PackWriter {
 }  // namespace
 
 FaultInjectionBackend::FaultInjectionBackend(std::unique_ptr<Backend> target)
-    : target_(std::move(target)), state_(std::make_shared<State>()) {}
+    : BackendWrapper(std::move(target)), state_(std::make_shared<State>()) {}
 
 FaultInjectionBackend::~FaultInjectionBackend() = default;
 
@@ -114,22 +110,22 @@ Status FaultInjectionBackend::DropUnsynced() {
     std::lock_guard lock(state_->mu);
     synced = state_->synced;
   }
-  ASSIGN_OR_RETURN(std::vector<PackInfo> packs, target_->List());
+  ASSIGN_OR_RETURN(std::vector<PackInfo> packs, target()->List());
   std::map<PackId, uint64_t> survivors;
   for (const PackInfo& pack : packs) {
     auto it = synced.find(pack.id);
     if (it == synced.end()) continue;  // not ours: durable
     const uint64_t durable = it->second;
     if (durable == State::kNeverSynced) {
-      RETURN_IF_ERROR(target_->Remove(pack.id));
+      RETURN_IF_ERROR(target()->Remove(pack.id));
       continue;
     }
     survivors[pack.id] = durable;
     if (pack.size <= durable) continue;
     std::vector<uint8_t> keep(durable);
-    RETURN_IF_ERROR(target_->Read(pack.id, 0, keep.size(), keep.data()));
-    RETURN_IF_ERROR(target_->Remove(pack.id));
-    ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> writer, target_->Create(pack.id));
+    RETURN_IF_ERROR(target()->Read(pack.id, 0, keep.size(), keep.data()));
+    RETURN_IF_ERROR(target()->Remove(pack.id));
+    ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> writer, target()->Create(pack.id));
     RETURN_IF_ERROR(writer->Append(keep).status());
     RETURN_IF_ERROR(writer->Seal());
   }
@@ -140,7 +136,7 @@ Status FaultInjectionBackend::DropUnsynced() {
 
 Result<std::unique_ptr<PackWriter>> FaultInjectionBackend::Create(PackId id) {
   std::shared_lock crash(state_->crash_mu);
-  ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> inner, target_->Create(id));
+  ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> inner, target()->Create(id));
   {
     std::lock_guard lock(state_->mu);
     state_->synced[id] = State::kNeverSynced;
@@ -152,14 +148,14 @@ Result<std::unique_ptr<PackWriter>> FaultInjectionBackend::Create(PackId id) {
 Status FaultInjectionBackend::Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const {
   std::shared_lock crash(state_->crash_mu);
   if (state_->fail_reads.load()) return Status::IOError("injected: read failed");
-  RETURN_IF_ERROR(target_->Read(id, offset, len, out));
+  RETURN_IF_ERROR(target()->Read(id, offset, len, out));
   if (state_->corrupt_reads.load() && len > 0) out[len / 2] ^= 0xff;
   return Status::OK();
 }
 
 Status FaultInjectionBackend::Remove(PackId id) {
   std::shared_lock crash(state_->crash_mu);
-  RETURN_IF_ERROR(target_->Remove(id));
+  RETURN_IF_ERROR(target()->Remove(id));
   std::lock_guard lock(state_->mu);
   state_->synced.erase(id);
   return Status::OK();
@@ -167,11 +163,11 @@ Status FaultInjectionBackend::Remove(PackId id) {
 
 Result<std::vector<PackInfo>> FaultInjectionBackend::List() const {
   std::shared_lock crash(state_->crash_mu);
-  return target_->List();
+  return target()->List();
 }
 
-Result<SpaceInfo> FaultInjectionBackend::Space() const { return target_->Space(); }
-
-std::string FaultInjectionBackend::Describe() const { return "fault(" + target_->Describe() + ")"; }
+std::string FaultInjectionBackend::Describe() const {
+  return "fault(" + target()->Describe() + ")";
+}
 
 }  // namespace snapfs

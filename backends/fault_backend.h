@@ -1,6 +1,7 @@
 // FaultInjectionBackend: a Backend decorator for tests that injects faults into the backend
 // it wraps (leveldb's EnvWrapper and fault_injection_test). With no fault set it forwards
-// every call unchanged, so it passes the backend conformance suite like any backend.
+// every call unchanged (BackendWrapper forwards what it does not override, Prefetch
+// included), so it passes the backend conformance suite like any backend.
 //
 // Simulated power loss (DropUnsynced) works over ANY wrapped backend, with no test-only hook
 // in the real ones: the wrapper remembers, for each pack created through it, its size at the
@@ -21,18 +22,16 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/backend_wrapper.h"
 
 namespace snapfs {
 
-class FaultInjectionBackend final : public Backend {
+class FaultInjectionBackend final : public BackendWrapper {
  public:
   static constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
   explicit FaultInjectionBackend(std::unique_ptr<Backend> target);
   ~FaultInjectionBackend() override;
-
-  // The wrapped backend, to set up or inspect state behind the wrapper's back.
-  Backend* target() const { return target_.get(); }
 
   // Allows `bytes` more bytes to be appended, in total over all packs, counted from this
   // call. An Append that does not fit then fails with NoSpace ("injected: device full") and
@@ -52,13 +51,11 @@ class FaultInjectionBackend final : public Backend {
   Status Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const override;
   Status Remove(PackId id) override;
   Result<std::vector<PackInfo>> List() const override;
-  Result<SpaceInfo> Space() const override;
   std::string Describe() const override;
 
   struct State;  // the knobs and synced sizes, shared with the writers
 
  private:
-  const std::unique_ptr<Backend> target_;
   const std::shared_ptr<State> state_;
 };
 

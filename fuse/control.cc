@@ -1,40 +1,12 @@
 #include "fuse/control.h"
 
-#include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 namespace snapfs::fuse {
-
-namespace {
-
-Status MakeAddr(const std::string& path, sockaddr_un* a) {
-  std::memset(a, 0, sizeof *a);
-  a->sun_family = AF_UNIX;
-  if (path.size() >= sizeof a->sun_path) {
-    return Status::NameTooLong("control socket path too long: " + path);
-  }
-  std::memcpy(a->sun_path, path.c_str(), path.size() + 1);
-  return Status::OK();
-}
-
-bool WriteAll(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
-
-}  // namespace
 
 std::string ControlSocketPath(const std::string& store_dir) { return store_dir + "/control.sock"; }
 
@@ -42,49 +14,27 @@ ControlServer::~ControlServer() { Stop(); }
 
 Status ControlServer::Start(const std::string& store_dir, ControlHandler handler) {
   handler_ = std::move(handler);
-  path_ = ControlSocketPath(store_dir);
-  sockaddr_un a;
-  RETURN_IF_ERROR(MakeAddr(path_, &a));
-  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) return PosixError("control socket", errno);
-  ::unlink(path_.c_str());     // stale from a killed daemon: we hold the store lock
-  mode_t old = ::umask(0077);  // owner-only from the start
-  int rc = ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::umask(old);
-  if (rc != 0 || ::listen(fd_, 16) != 0) {
-    Status s = PosixError("bind " + path_, errno);
-    ::close(fd_);
-    fd_ = -1;
-    return s;
-  }
+  // A socket file left by a killed daemon is replaced: we hold the store lock.
+  RETURN_IF_ERROR(listener_.ListenUnix(ControlSocketPath(store_dir)));
   thread_ = std::thread([this] { Loop(); });
   return Status::OK();
 }
 
 void ControlServer::Stop() {
-  if (fd_ < 0) return;
-  stop_ = true;
-  ::shutdown(fd_, SHUT_RDWR);
+  if (!listener_.listening()) return;
+  listener_.Stop();
   if (thread_.joinable()) thread_.join();
-  ::close(fd_);
-  fd_ = -1;
-  ::unlink(path_.c_str());
+  listener_.Close();
 }
 
 void ControlServer::Loop() {
-  while (!stop_) {
-    pollfd p{fd_, POLLIN, 0};
-    int r = ::poll(&p, 1, 500);
-    if (r <= 0) continue;
-    int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
+  for (int c; (c = listener_.Accept()) >= 0; ::close(c)) {
     // Only the store's owner (or root) may drive the daemon.
     ucred cred;
     socklen_t len = sizeof cred;
     if (::getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
         (cred.uid != ::geteuid() && cred.uid != 0)) {
-      WriteAll(c, "{\"error\":\"permission denied\"}\n");
-      ::close(c);
+      SendAll(c, "{\"error\":\"permission denied\"}\n");
       continue;
     }
     std::string req;
@@ -97,14 +47,13 @@ void ControlServer::Loop() {
       req.append(buf, static_cast<size_t>(n));
     }
     if (auto nl = req.find('\n'); nl != std::string::npos) req.resize(nl);
-    WriteAll(c, handler_(req));
-    ::close(c);
+    SendAll(c, handler_(req));
   }
 }
 
 Result<std::string> CallDaemon(const std::string& store_dir, const std::string& request) {
   sockaddr_un a;
-  RETURN_IF_ERROR(MakeAddr(ControlSocketPath(store_dir), &a));
+  RETURN_IF_ERROR(MakeUnixAddress(ControlSocketPath(store_dir), &a));
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return PosixError("socket", errno);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
@@ -116,7 +65,7 @@ Result<std::string> CallDaemon(const std::string& store_dir, const std::string& 
     return PosixError("connect to the daemon of " + store_dir, e);
   }
   std::string out;
-  if (!WriteAll(fd, request + "\n")) {
+  if (!SendAll(fd, request + "\n")) {
     ::close(fd);
     return Status::IOError("the daemon closed the control connection");
   }

@@ -2,15 +2,16 @@
 // connection. The CLI uses it for a store that a daemon has open (and locked).
 //   request:  one line, a verb and its arguments (e.g. "stats")
 //   response: the handler's text (JSON), then EOF
-// Thread-safety: one accept thread; handlers run on it, one at a time.
+// Thread-safety: Start and Stop from one thread; one accept thread, handlers run on it,
+// one at a time.
 #pragma once
 
-#include <atomic>
 #include <functional>
 #include <string>
 #include <thread>
 
 #include "core/status.h"
+#include "fuse/listener.h"
 
 namespace snapfs::fuse {
 
@@ -25,11 +26,9 @@ class ControlServer {
 
  private:
   void Loop();
-  std::string path_;
-  int fd_ = -1;
+  Listener listener_;
   ControlHandler handler_;
   std::thread thread_;
-  std::atomic<bool> stop_{false};
 };
 
 // Client side: sends `request` to the daemon serving `store_dir`, returns its answer.

@@ -1,30 +1,14 @@
 #include "fuse/metrics_server.h"
 
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 
 namespace snapfs::fuse {
 
 namespace {
-
-bool SendAll(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 std::string Response(int code, const char* reason, const std::string& type,
                      const std::string& body) {
@@ -34,11 +18,6 @@ std::string Response(int code, const char* reason, const std::string& type,
 }
 
 }  // namespace
-
-std::string ListenAddress::ToString() const {
-  bool v6 = host.find(':') != std::string::npos;
-  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
-}
 
 Result<ListenAddress> ParseListenAddress(const std::string& s) {
   auto bad = [&](const std::string& why) {
@@ -75,71 +54,20 @@ MetricsServer::~MetricsServer() { Stop(); }
 
 Status MetricsServer::Start(const ListenAddress& addr, std::function<std::string()> body) {
   body_ = std::move(body);
-  addrinfo hints;
-  std::memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(addr.port);
-  int gai = ::getaddrinfo(addr.host.c_str(), port.c_str(), &hints, &res);
-  if (gai != 0) {
-    return Status::InvalidArgument("metrics address " + addr.ToString() + ": " + gai_strerror(gai));
-  }
-  Status last = Status::IOError("metrics address " + addr.ToString() + ": no address to bind");
-  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      last = PosixError("metrics socket", errno);
-      continue;
-    }
-    int one = 1;
-    (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, 16) != 0) {
-      last = PosixError("metrics: cannot listen on " + addr.ToString(), errno);
-      ::close(fd);
-      continue;
-    }
-    fd_ = fd;
-    break;
-  }
-  ::freeaddrinfo(res);
-  if (fd_ < 0) return last;
-  if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) {
-    Status s = PosixError("metrics pipe", errno);
-    ::close(fd_);
-    fd_ = -1;
-    return s;
-  }
+  RETURN_IF_ERROR(listener_.ListenTcp(addr, "metrics"));
   thread_ = std::thread([this] { Loop(); });
   return Status::OK();
 }
 
 void MetricsServer::Stop() {
-  if (fd_ < 0) return;
-  char c = 0;
-  if (::write(stop_pipe_[1], &c, 1) < 0) {
-  }
+  if (!listener_.listening()) return;
+  listener_.Stop();
   if (thread_.joinable()) thread_.join();
-  ::close(fd_);
-  ::close(stop_pipe_[0]);
-  ::close(stop_pipe_[1]);
-  fd_ = -1;
-  stop_pipe_[0] = stop_pipe_[1] = -1;
+  listener_.Close();
 }
 
 void MetricsServer::Loop() {
-  while (true) {
-    pollfd p[2] = {{fd_, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
-    int r = ::poll(p, 2, -1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 || p[1].revents) return;
-    if (!(p[0].revents & POLLIN)) continue;
-    int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    Serve(c);
-    ::close(c);
-  }
+  for (int c; (c = listener_.Accept()) >= 0; ::close(c)) Serve(c);
 }
 
 void MetricsServer::Serve(int fd) {
@@ -153,10 +81,7 @@ void MetricsServer::Serve(int fd) {
                     deadline - std::chrono::steady_clock::now())
                     .count();
     if (left <= 0 || req.size() > 16 * 1024) return;
-    pollfd p[2] = {{fd, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
-    int r = ::poll(p, 2, static_cast<int>(left));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0 || p[1].revents) return;
+    if (!listener_.WaitReadable(fd, static_cast<int>(left))) return;
     char buf[2048];
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;

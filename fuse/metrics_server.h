@@ -9,21 +9,15 @@
 // own thread.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <thread>
 
 #include "core/status.h"
+#include "fuse/listener.h"
 
 namespace snapfs::fuse {
-
-struct ListenAddress {
-  std::string host;  // an IPv4 or IPv6 literal, or a name (resolved at Start)
-  uint16_t port = 0;
-  std::string ToString() const;
-};
 
 // "127.0.0.1:9567", "[::1]:9567", "localhost:9567" -> host and port. InvalidArgument on
 // anything else (no port, a port that is not a number in 1..65535).
@@ -40,8 +34,7 @@ class MetricsServer {
  private:
   void Loop();
   void Serve(int fd);
-  int fd_ = -1;
-  int stop_pipe_[2] = {-1, -1};
+  Listener listener_;
   std::function<std::string()> body_;
   std::thread thread_;
 };

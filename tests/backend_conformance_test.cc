@@ -19,6 +19,7 @@
 
 #include "backends/backend.h"
 #include "backends/fault_backend.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs {
 namespace {
@@ -51,23 +52,7 @@ Status StatusOf(const Result<T>& r) {
   ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString(); \
   lhs = std::move(tmp).value()
 
-// A fresh folder under /tmp, removed with everything in it when the object dies.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/snapfs-backend-test-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 // The byte at `pos` of pack `id` in these tests: differs between packs and positions.
 uint8_t PatternByte(PackId id, uint64_t pos) {

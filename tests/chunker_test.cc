@@ -13,25 +13,13 @@
 #include <vector>
 
 #include "core/chunk_id.h"
+#include "tests/util/random.h"
 
 namespace snapfs {
 namespace {
 
 constexpr uint64_t kSeed = 0x5eed;
-constexpr size_t kMiB = 1024 * 1024;
-
-// std::mt19937_64 is fully specified by the standard, so this is the same everywhere.
-std::vector<uint8_t> RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<uint8_t> v(n);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t x = rng();
-    std::memcpy(&v[i], &x, 8);
-  }
-  for (; i < n; i++) v[i] = static_cast<uint8_t>(rng());
-  return v;
-}
+using test::kMiB;
 
 std::vector<ChunkId> ChunkIds(const std::vector<uint8_t>& buf, const std::vector<size_t>& cuts) {
   std::vector<ChunkId> ids;
@@ -84,14 +72,14 @@ TEST(ChunkerTest, EmptyAndTinyInputs) {
   EXPECT_TRUE(c.Split(nullptr, 0).empty());
   EXPECT_EQ(c.NextCut(nullptr, 0, true), 0u);
   EXPECT_EQ(c.NextCut(nullptr, 0, false), 0u);
-  auto buf = RandomBytes(c.params().min_size, 1);
+  auto buf = test::RandomByteVector(c.params().min_size, 1);
   EXPECT_EQ(c.Split(buf.data(), 1), std::vector<size_t>{1});
   EXPECT_EQ(c.Split(buf.data(), buf.size()), std::vector<size_t>{buf.size()});
   EXPECT_EQ(c.NextCut(buf.data(), buf.size(), false), 0u);
 }
 
 TEST(ChunkerTest, Deterministic) {
-  auto buf = RandomBytes(8 * kMiB, 2);
+  auto buf = test::RandomByteVector(8 * kMiB, 2);
   Chunker a(ChunkerParams{});
   Chunker b(ChunkerParams{});
   auto cuts = a.Split(buf.data(), buf.size());
@@ -103,7 +91,7 @@ TEST(ChunkerTest, Deterministic) {
 // Pins the cut points for a fixed input: stored data depends on the gear table, the masks
 // and the cut rule never changing. If this fails, you changed the on-disk format.
 TEST(ChunkerTest, GoldenCuts) {
-  auto buf = RandomBytes(1 * kMiB, 42);
+  auto buf = test::RandomByteVector(1 * kMiB, 42);
   Chunker c(ChunkerParams{});
   EXPECT_EQ(c.Split(buf.data(), buf.size()),
             (std::vector<size_t>{67425, 80335, 89388, 72326, 103273, 20086, 72280, 67094, 67176,
@@ -128,7 +116,7 @@ void CheckBounds(const Chunker& c, const std::vector<uint8_t>& buf) {
 }
 
 TEST(ChunkerTest, ChunksWithinBounds) {
-  auto random = RandomBytes(4 * kMiB + 123, 3);
+  auto random = test::RandomByteVector(4 * kMiB + 123, 3);
   std::vector<uint8_t> zeros(4 * kMiB + 7, 0);
   // Low-entropy data: a short repeating pattern.
   std::vector<uint8_t> text(4 * kMiB);
@@ -148,7 +136,7 @@ TEST(ChunkerTest, ChunksWithinBounds) {
 TEST(ChunkerTest, NextCutNeedsMoreBytes) {
   Chunker c(ChunkerParams{});
   const auto& p = c.params();
-  auto buf = RandomBytes(2 * kMiB, 4);
+  auto buf = test::RandomByteVector(2 * kMiB, 4);
   auto cuts = c.Split(buf.data(), buf.size());
   // Find a content-defined chunk (shorter than max) to probe around.
   size_t pos = 0, len = 0;
@@ -213,7 +201,7 @@ std::vector<size_t> StreamCuts(const Chunker& c, const std::vector<uint8_t>& src
 }
 
 TEST(ChunkerTest, StreamingMatchesSplit) {
-  auto buf = RandomBytes(8 * kMiB + 4321, 5);
+  auto buf = test::RandomByteVector(8 * kMiB + 4321, 5);
   for (const auto& params : {ChunkerParams{}, Params(256, 1024, 4096, 1)}) {
     Chunker c(params);
     auto whole = c.Split(buf.data(), buf.size());
@@ -225,7 +213,7 @@ TEST(ChunkerTest, StreamingMatchesSplit) {
 
 TEST(ChunkerTest, ShiftResistance) {
   Chunker c(ChunkerParams{});
-  auto a = RandomBytes(8 * kMiB, 6);
+  auto a = test::RandomByteVector(8 * kMiB, 6);
   auto b = a;
   b.insert(b.begin() + 1000, 0xab);
   auto ids_a = ChunkIds(a, c.Split(a.data(), a.size()));
@@ -240,7 +228,7 @@ TEST(ChunkerTest, ShiftResistance) {
 
 double CheckAverage(const ChunkerParams& params, size_t n) {
   Chunker c(params);
-  auto buf = RandomBytes(n, 7);
+  auto buf = test::RandomByteVector(n, 7);
   auto cuts = c.Split(buf.data(), buf.size());
   const double avg = static_cast<double>(n) / static_cast<double>(cuts.size());
   std::cout << "avg chunk size for " << params.min_size << "/" << params.avg_size << "/"
@@ -261,7 +249,7 @@ TEST(ChunkerTest, AverageChunkSize) {
 
 TEST(ChunkerTest, DedupNearIdenticalFiles) {
   Chunker c(ChunkerParams{});
-  auto a = RandomBytes(16 * kMiB, 8);
+  auto a = test::RandomByteVector(16 * kMiB, 8);
   auto b = a;
   std::mt19937_64 rng(9);
   // A few scattered small edits: overwrites, one insertion and one deletion.

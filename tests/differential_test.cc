@@ -25,7 +25,7 @@
 #include "core/filesystem.h"
 #include "core/fsck.h"
 #include "core/gc.h"
-#include "tests/test_util.h"
+#include "tests/util/test_fs.h"
 
 namespace snapfs {
 namespace {

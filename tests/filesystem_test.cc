@@ -18,7 +18,7 @@
 #include <tuple>
 #include <vector>
 
-#include "tests/test_util.h"
+#include "tests/util/test_fs.h"
 
 namespace snapfs {
 namespace {

@@ -15,32 +15,22 @@
 #include "core/filesystem.h"
 #include "core/fsck.h"
 #include "core/store.h"
+#include "tests/util/random.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs {
 namespace {
 
-std::string Random(size_t n, std::mt19937_64& rng) {
-  std::string b(n, '\0');
-  for (size_t k = 0; k + 8 <= n; k += 8) {
-    uint64_t x = rng();
-    std::memcpy(&b[k], &x, 8);
-  }
-  return b;
-}
-
 class GcCrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/snapfs-gccrash-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     store_dir_ = dir_ + "/store";
     copy_dir_ = dir_ + "/copy";
     InitOptions io;
     io.chunker = {1024, 4096, 16384, 2};  // many small chunks: GC has work to cut into
     ASSERT_TRUE(Store::Init(store_dir_, io).ok());
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // Opens the store, applies `fn`, closes it (sealing its pack).
   void WithFs(const std::function<void(Store&, Filesystem&)>& fn) {
@@ -99,6 +89,7 @@ class GcCrashTest : public ::testing::Test {
     }
   }
 
+  test::TempDir tmp_{"snapfs-gccrash"};
   std::string dir_, store_dir_, copy_dir_;
   std::map<std::string, std::string> files_;
   int killed_ = 0;  // rounds in which the kill landed before gc finished
@@ -112,7 +103,7 @@ TEST_F(GcCrashTest, KilledAtRandomPointsLosesNothing) {
     WithFs([&](Store&, Filesystem& fs) {
       for (int i = 0; i < 6; i++) {
         Write(fs, "r" + std::to_string(round) + "-" + std::to_string(i),
-              Random(256 * 1024 + rng() % (768 * 1024), rng));
+              test::RandomBytes(rng, 256 * 1024 + rng() % (768 * 1024)));
       }
       if (round % 3 == 0 && !files_.empty()) {
         Write(fs, "dup" + std::to_string(round), files_.begin()->second);

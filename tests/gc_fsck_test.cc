@@ -33,7 +33,7 @@
 #include "core/gc.h"
 #include "core/inode.h"
 #include "core/meta_store.h"
-#include "tests/test_util.h"
+#include "tests/util/test_fs.h"
 
 namespace snapfs {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "core/gc.h"
 #include "core/pack_format.h"
-#include "tests/test_util.h"
+#include "tests/util/test_fs.h"
 
 namespace snapfs {
 namespace {

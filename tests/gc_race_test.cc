@@ -14,39 +14,23 @@
 #include <thread>
 
 #include "backends/backend.h"
+#include "backends/backend_wrapper.h"
 #include "backends/fault_backend.h"
 #include "core/filesystem.h"
 #include "core/fsck.h"
 #include "core/gc.h"
 #include "core/store.h"
+#include "tests/util/random.h"
+#include "tests/util/status_matchers.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs {
 namespace {
 
-std::string Random(size_t n, uint64_t seed) {
-  std::string b(n, '\0');
-  uint64_t s = seed * 7919 + 1;
-  for (size_t k = 0; k + 8 <= n; k += 8) {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    std::memcpy(&b[k], &z, 8);
-  }
-  return b;
-}
-
-template <typename T>
-T Must(Result<T> r) {
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  if (!r.ok()) throw std::runtime_error(r.status().ToString());
-  return std::move(r).value();
-}
-
 // Pauses the first Read issued by a chosen thread until released.
-class BlockingBackend : public Backend {
+class BlockingBackend final : public BackendWrapper {
  public:
-  explicit BlockingBackend(std::unique_ptr<Backend> t) : t_(std::move(t)) {}
+  using BackendWrapper::BackendWrapper;
   void Arm(std::thread::id who) {
     std::lock_guard l(mu_);
     who_ = who;
@@ -61,7 +45,6 @@ class BlockingBackend : public Backend {
     release_ = true;
     cv_.notify_all();
   }
-  Result<std::unique_ptr<PackWriter>> Create(PackId id) override { return t_->Create(id); }
   Status Read(PackId id, uint64_t off, size_t len, uint8_t* out) const override {
     {
       std::unique_lock l(mu_);
@@ -72,15 +55,11 @@ class BlockingBackend : public Backend {
         cv_.wait(l, [&] { return release_; });
       }
     }
-    return t_->Read(id, off, len, out);
+    return BackendWrapper::Read(id, off, len, out);
   }
-  Status Remove(PackId id) override { return t_->Remove(id); }
-  Result<std::vector<PackInfo>> List() const override { return t_->List(); }
-  Result<SpaceInfo> Space() const override { return t_->Space(); }
   std::string Describe() const override { return "blocking"; }
 
  private:
-  std::unique_ptr<Backend> t_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   mutable bool armed_ = false, blocked_ = false, release_ = false;
@@ -90,33 +69,30 @@ class BlockingBackend : public Backend {
 class GcRaceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/snapfs-gcrace-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     ASSERT_TRUE(Store::Init(dir_ + "/store", InitOptions{}).ok());
   }
   void TearDown() override {
     fs_.reset();
     store_.reset();
-    std::filesystem::remove_all(dir_);
   }
   void Open(std::unique_ptr<Backend> b) {
     OpenOptions oo;
     oo.backend = std::move(b);
-    store_ = Must(Store::Open(dir_ + "/store", std::move(oo)));
-    fs_ = Must(Filesystem::Open(store_.get()));
+    store_ = MUST(Store::Open(dir_ + "/store", std::move(oo)));
+    fs_ = MUST(Filesystem::Open(store_.get()));
   }
   void WriteFile(const char* name, const std::string& data) {
-    auto [a, fh] = Must(fs_->Create(kRootIno, name, 0644, O_RDWR | O_CREAT | O_TRUNC, {}));
+    auto [a, fh] = MUST(fs_->Create(kRootIno, name, 0644, O_RDWR | O_CREAT | O_TRUNC, {}));
     for (size_t o = 0; o < data.size(); o += 1 << 20) {
-      Must(fs_->Write(fh, o, data.data() + o, std::min<size_t>(1 << 20, data.size() - o)));
+      MUST(fs_->Write(fh, o, data.data() + o, std::min<size_t>(1 << 20, data.size() - o)));
     }
     ASSERT_TRUE(fs_->Fsync(fh, false).ok());
     ASSERT_TRUE(fs_->Release(fh).ok());
   }
   std::string ReadFile(const char* name) {
-    auto a = Must(fs_->Lookup(kRootIno, name));
-    auto fh = Must(fs_->Open(a.ino, O_RDONLY));
+    auto a = MUST(fs_->Lookup(kRootIno, name));
+    auto fh = MUST(fs_->Open(a.ino, O_RDONLY));
     std::string b(a.size, '\0');
     auto r = fs_->Read(fh, 0, a.size, b.data());
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -124,9 +100,10 @@ class GcRaceTest : public ::testing::Test {
     return b;
   }
   void ExpectFsckClean() {
-    auto rep = Must(Fsck(*store_, FsckOptions{.verify_data = true}));
+    auto rep = MUST(Fsck(*store_, FsckOptions{.verify_data = true}));
     EXPECT_TRUE(rep.ok()) << rep.problems.front();
   }
+  test::TempDir tmp_{"snapfs-gcrace"};
   std::string dir_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Filesystem> fs_;
@@ -135,26 +112,26 @@ class GcRaceTest : public ::testing::Test {
 // A flush appends chunks to a pack that then rotates out, and pauses before its commit;
 // the pack is mostly dead, so GC rewrites it. It must not remove it under the writer.
 TEST_F(GcRaceTest, PackWithUncommittedChunksIsNotRemoved) {
-  auto local = Must(OpenLocalBackend(dir_ + "/store/packs"));
+  auto local = MUST(OpenLocalBackend(dir_ + "/store/packs"));
   auto* bb = new BlockingBackend(std::move(local));
   Open(std::unique_ptr<Backend>(bb));
-  WriteFile("A", Random((63 << 20) + (512 << 10), 3));  // pack 1 nearly full
-  auto [b, fh] = Must(fs_->Create(kRootIno, "B", 0644, O_RDWR | O_CREAT, {}));
-  const std::string tail = Random(300 << 10, 4);
-  Must(fs_->Write(fh, 10 << 20, tail.data(), tail.size()));
+  WriteFile("A", test::RandomBytes((63 << 20) + (512 << 10), 3));  // pack 1 nearly full
+  auto [b, fh] = MUST(fs_->Create(kRootIno, "B", 0644, O_RDWR | O_CREAT, {}));
+  const std::string tail = test::RandomBytes(300 << 10, 4);
+  MUST(fs_->Write(fh, 10 << 20, tail.data(), tail.size()));
   ASSERT_TRUE(fs_->Fsync(fh, false).ok());  // a committed chunk of B, in pack 1
-  const std::string d = Random(2 << 20, 5);
+  const std::string d = test::RandomBytes(2 << 20, 5);
   Status writer_status;
   std::thread w([&] {
     bb->Arm(std::this_thread::get_id());
-    Must(fs_->Write(fh, 0, d.data(), d.size()));  // new chunks fill pack 1, rotate to 2
+    MUST(fs_->Write(fh, 0, d.data(), d.size()));  // new chunks fill pack 1, rotate to 2
     char x = 'x';
-    Must(fs_->Write(fh, (10 << 20) + 100, &x, 1));  // re-reads a committed chunk: blocks
+    MUST(fs_->Write(fh, (10 << 20) + 100, &x, 1));  // re-reads a committed chunk: blocks
     writer_status = fs_->Fsync(fh, false);
   });
   bb->WaitBlocked();
   ASSERT_TRUE(fs_->Unlink(kRootIno, "A").ok());
-  Must(RunGc(*store_));
+  MUST(RunGc(*store_));
   bb->Release();
   w.join();
   EXPECT_TRUE(writer_status.ok()) << writer_status.ToString();
@@ -164,25 +141,25 @@ TEST_F(GcRaceTest, PackWithUncommittedChunksIsNotRemoved) {
   EXPECT_TRUE(ReadFile("B") == want) << "B lost data to a concurrent GC";
   ExpectFsckClean();
   // Once the writer committed, a later GC may reclaim the dead pack.
-  Must(RunGc(*store_));
+  MUST(RunGc(*store_));
   EXPECT_TRUE(ReadFile("B") == want);
   ExpectFsckClean();
 }
 
 // A flush fails (device full); GC runs; the retried fsync must commit readable data.
 TEST_F(GcRaceTest, FailedFlushThenGcThenRetry) {
-  auto* fb = new FaultInjectionBackend(Must(OpenLocalBackend(dir_ + "/store/packs")));
+  auto* fb = new FaultInjectionBackend(MUST(OpenLocalBackend(dir_ + "/store/packs")));
   Open(std::unique_ptr<Backend>(fb));
-  WriteFile("A", Random(4 << 20, 1));
-  const std::string d = Random(1 << 20, 2);
-  auto [b, fh] = Must(fs_->Create(kRootIno, "B", 0644, O_RDWR | O_CREAT, {}));
-  Must(fs_->Write(fh, 0, d.data(), d.size()));
+  WriteFile("A", test::RandomBytes(4 << 20, 1));
+  const std::string d = test::RandomBytes(1 << 20, 2);
+  auto [b, fh] = MUST(fs_->Create(kRootIno, "B", 0644, O_RDWR | O_CREAT, {}));
+  MUST(fs_->Write(fh, 0, d.data(), d.size()));
   fb->FailAppendsAfter(300 << 10);
   Status s = fs_->Fsync(fh, false);
   EXPECT_EQ(s.code(), Code::kNoSpace) << s.ToString();
   fb->FailAppendsAfter(FaultInjectionBackend::kNoLimit);
   ASSERT_TRUE(fs_->Unlink(kRootIno, "A").ok());
-  Must(RunGc(*store_));
+  MUST(RunGc(*store_));
   s = fs_->Fsync(fh, false);
   EXPECT_TRUE(s.ok()) << s.ToString();
   ASSERT_TRUE(fs_->Release(fh).ok());
@@ -194,29 +171,29 @@ TEST_F(GcRaceTest, FailedFlushThenGcThenRetry) {
 // to that pack without committing them: GC must leave the pack alone (not seal it, not
 // remove it). Once the writer committed, the next GC seals the pack and rewrites it.
 TEST_F(GcRaceTest, ActivePackWithUncommittedChunksIsLeftThenRewritten) {
-  auto local = Must(OpenLocalBackend(dir_ + "/store/packs"));
+  auto local = MUST(OpenLocalBackend(dir_ + "/store/packs"));
   auto* bb = new BlockingBackend(std::move(local));
   Open(std::unique_ptr<Backend>(bb));
-  WriteFile("A", Random(6 << 20, 13));  // dead soon
-  auto [b, fh] = Must(fs_->Create(kRootIno, "B", 0644, O_RDWR | O_CREAT, {}));
-  const std::string tail = Random(300 << 10, 14);
-  Must(fs_->Write(fh, 4 << 20, tail.data(), tail.size()));
+  WriteFile("A", test::RandomBytes(6 << 20, 13));  // dead soon
+  auto [b, fh] = MUST(fs_->Create(kRootIno, "B", 0644, O_RDWR | O_CREAT, {}));
+  const std::string tail = test::RandomBytes(300 << 10, 14);
+  MUST(fs_->Write(fh, 4 << 20, tail.data(), tail.size()));
   ASSERT_TRUE(fs_->Fsync(fh, false).ok());  // a committed chunk of B
   const PackId active = store_->chunks().active_pack();
   ASSERT_NE(active, 0u);
-  const std::string d = Random(2 << 20, 15);
+  const std::string d = test::RandomBytes(2 << 20, 15);
   Status writer_status;
   std::thread w([&] {
     bb->Arm(std::this_thread::get_id());
-    Must(fs_->Write(fh, 0, d.data(), d.size()));  // new chunks, appended to the active pack
+    MUST(fs_->Write(fh, 0, d.data(), d.size()));  // new chunks, appended to the active pack
     char x = 'x';
-    Must(fs_->Write(fh, (4 << 20) + 100, &x, 1));  // re-reads a committed chunk: blocks
+    MUST(fs_->Write(fh, (4 << 20) + 100, &x, 1));  // re-reads a committed chunk: blocks
     writer_status = fs_->Fsync(fh, false);
   });
   bb->WaitBlocked();
   ASSERT_EQ(store_->chunks().active_pack(), active) << "the writer's chunks must be in it";
   ASSERT_TRUE(fs_->Unlink(kRootIno, "A").ok());
-  GcResult r1 = Must(RunGc(*store_));
+  GcResult r1 = MUST(RunGc(*store_));
   EXPECT_FALSE(r1.sealed_active) << "sealed under an uncommitted writer";
   EXPECT_EQ(r1.packs_busy, 1u);
   EXPECT_EQ(r1.packs_removed, 0u);
@@ -228,16 +205,16 @@ TEST_F(GcRaceTest, ActivePackWithUncommittedChunksIsLeftThenRewritten) {
   std::string want = d + std::string((4 << 20) - d.size(), '\0') + tail;
   want[(4 << 20) + 100] = 'x';
   EXPECT_TRUE(ReadFile("B") == want);
-  GcResult r2 = Must(RunGc(*store_));
+  GcResult r2 = MUST(RunGc(*store_));
   EXPECT_TRUE(r2.sealed_active);
   EXPECT_EQ(r2.packs_removed, 1u);
-  for (const auto& p : Must(store_->backend().List())) EXPECT_NE(p.id, active);
+  for (const auto& p : MUST(store_->backend().List())) EXPECT_NE(p.id, active);
   EXPECT_GT(r2.bytes_freed, 5u << 20) << "A's 6 MiB should be freed";
   EXPECT_TRUE(ReadFile("B") == want) << "B lost data to the rewrite of the active pack";
   ExpectFsckClean();
   fs_.reset();
   store_.reset();
-  Open(Must(OpenLocalBackend(dir_ + "/store/packs")));
+  Open(MUST(OpenLocalBackend(dir_ + "/store/packs")));
   EXPECT_TRUE(ReadFile("B") == want) << "B lost data after reopening";
   ExpectFsckClean();
 }
@@ -246,7 +223,7 @@ TEST_F(GcRaceTest, ActivePackWithUncommittedChunksIsLeftThenRewritten) {
 // with a target of 0 (every pack with a dead byte is rewritten, the active one
 // included). Nothing committed may be lost, whatever the interleaving.
 TEST_F(GcRaceTest, GcSealingTheActivePackUnderAWriterLosesNothing) {
-  Open(Must(OpenLocalBackend(dir_ + "/store/packs")));
+  Open(MUST(OpenLocalBackend(dir_ + "/store/packs")));
   std::map<std::string, std::string> files;
   std::mutex files_mu;
   std::atomic<bool> done{false};
@@ -255,7 +232,7 @@ TEST_F(GcRaceTest, GcSealingTheActivePackUnderAWriterLosesNothing) {
     try {
       for (int i = 0; i < 40; i++) {
         std::string name = "w" + std::to_string(i % 12);  // overwrites make garbage
-        std::string data = Random((96 << 10) + (i % 5) * (40 << 10), 1000 + i);
+        std::string data = test::RandomBytes((96 << 10) + (i % 5) * (40 << 10), 1000 + i);
         WriteFile(name.c_str(), data);
         std::lock_guard l(files_mu);
         files[name] = data;
@@ -276,24 +253,24 @@ TEST_F(GcRaceTest, GcSealingTheActivePackUnderAWriterLosesNothing) {
   o.max_unused_fraction = 0;
   int runs = 0, sealed = 0;
   while (!done) {
-    GcResult r = Must(RunGc(*store_, o));
+    GcResult r = MUST(RunGc(*store_, o));
     runs++;
     sealed += r.sealed_active;
   }
   w.join();
   ASSERT_EQ(writer_error, "");
-  GcResult last = Must(RunGc(*store_, o));
+  GcResult last = MUST(RunGc(*store_, o));
   sealed += last.sealed_active;
   std::cout << "[ gc runs  ] " << runs + 1 << ", " << sealed << " sealed the active pack\n";
   for (const auto& [name, data] : files) {
     EXPECT_TRUE(ReadFile(name.c_str()) == data) << name << " lost to a concurrent GC";
   }
   ExpectFsckClean();
-  auto space = Must(MeasureSpace(*store_));
+  auto space = MUST(MeasureSpace(*store_));
   EXPECT_EQ(space.dead_bytes, 0u) << "a target of 0 leaves no dead byte on a quiet store";
   fs_.reset();
   store_.reset();
-  Open(Must(OpenLocalBackend(dir_ + "/store/packs")));
+  Open(MUST(OpenLocalBackend(dir_ + "/store/packs")));
   for (const auto& [name, data] : files) EXPECT_TRUE(ReadFile(name.c_str()) == data) << name;
   ExpectFsckClean();
 }

@@ -10,7 +10,8 @@
 #include <sstream>
 #include <string>
 
-#include "tests/mount_fixture.h"
+#include "tests/util/mount_fixture.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -23,9 +24,8 @@ std::string Slurp(const std::string& path) {
 }
 
 TEST(Install, StagedInstallHasEverythingAndItWorks) {
-  char tmpl[] = "/tmp/snapfs-install-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string stage = tmpl;
+  test::TempDir stage_dir("snapfs-install");  // removed also when an ASSERT returns early
+  const std::string stage = stage_dir.path();
   const std::string build = std::filesystem::path(SNAPFS_BINARY).parent_path().string();
   CmdResult r = RunCmd({"env", "DESTDIR=" + stage, "bash",
                         std::string(SNAPFS_SOURCE_DIR) + "/scripts/install.sh", "--build-dir",
@@ -73,8 +73,6 @@ TEST(Install, StagedInstallHasEverythingAndItWorks) {
   // The unit runs the installed binary in the foreground.
   std::string unit = Slurp(stage + "/etc/systemd/system/snapfs-mount@.service");
   EXPECT_NE(unit.find("ExecStart=/usr/local/bin/snapfs mount -f"), std::string::npos) << unit;
-
-  std::filesystem::remove_all(stage, ec);
 }
 
 }  // namespace

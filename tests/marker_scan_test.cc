@@ -16,6 +16,9 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/util/java_data.h"
+#include "tests/util/random.h"
+
 namespace snapfs {
 namespace {
 
@@ -34,48 +37,32 @@ struct Field {
   bool operator==(const Field&) const = default;
 };
 
-// java.io.DataOutputStream, for the calls Flink's metadata serializer makes. Records the
-// fields so that tests can compare a re-parse with what was written.
+// java.io.DataOutputStream (tests/util/java_data.h) that also records the fields, so that
+// tests can compare a re-parse with what was written.
 class DataOutput {
  public:
   void WriteInt(int32_t v) {
-    PutBE(static_cast<uint32_t>(v), 4);
+    out_.WriteInt(v);
     fields_.push_back({Field::kInt, v, {}});
   }
   void WriteLong(int64_t v) {
-    PutBE(static_cast<uint64_t>(v), 8);
+    out_.WriteLong(v);
     fields_.push_back({Field::kLong, v, {}});
   }
-  // writeUTF: u16 length, then modified UTF-8 (UTF-8 with NUL as C0 80; the tests use
-  // no characters outside the BMP).
   void WriteUTF(std::string_view s) {
-    std::string enc;
-    for (char c : s) {
-      if (c == '\0') {
-        enc += "\xc0\x80";
-      } else {
-        enc.push_back(c);
-      }
-    }
-    if (enc.size() > 0xffff) throw std::length_error("writeUTF: string too long");
-    PutBE(enc.size(), 2);
-    buf_ += enc;
+    out_.WriteUTF(s);
     fields_.push_back({Field::kUtf, 0, std::string(s)});
   }
   // Inline state (Flink's ByteStreamStateHandle): int length, then the raw bytes.
   void WriteBlob(std::string_view b) {
-    PutBE(b.size(), 4);
-    buf_ += b;
+    out_.WriteSizedBytes(b);
     fields_.push_back({Field::kBlob, 0, std::string(b)});
   }
-  const std::string& bytes() const { return buf_; }
+  const std::string& bytes() const { return out_.bytes(); }
   const std::vector<Field>& fields() const { return fields_; }
 
  private:
-  void PutBE(uint64_t v, int n) {
-    for (int i = n - 1; i >= 0; i--) buf_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  }
-  std::string buf_;
+  test::JavaDataOutput out_;
   std::vector<Field> fields_;
 };
 
@@ -83,50 +70,26 @@ class DataOutput {
 // modified UTF-8 or trailing bytes.
 std::optional<std::vector<Field>> ReadFields(std::string_view in,
                                              const std::vector<Field::Type>& types) {
-  size_t pos = 0;
-  auto get_be = [&](int n, uint64_t* v) {
-    if (in.size() - pos < static_cast<size_t>(n)) return false;
-    *v = 0;
-    for (int i = 0; i < n; i++) *v = (*v << 8) | static_cast<unsigned char>(in[pos++]);
-    return true;
-  };
+  test::JavaDataInput r(in);
   std::vector<Field> out;
   for (Field::Type t : types) {
-    uint64_t v = 0;
     switch (t) {
       case Field::kInt:
-        if (!get_be(4, &v)) return std::nullopt;
-        out.push_back({t, static_cast<int32_t>(static_cast<uint32_t>(v)), {}});
+        out.push_back({t, static_cast<int32_t>(r.ReadInt()), {}});
         break;
       case Field::kLong:
-        if (!get_be(8, &v)) return std::nullopt;
-        out.push_back({t, static_cast<int64_t>(v), {}});
+        out.push_back({t, static_cast<int64_t>(r.ReadLong()), {}});
         break;
-      case Field::kUtf: {
-        if (!get_be(2, &v) || in.size() - pos < v) return std::nullopt;
-        std::string_view enc = in.substr(pos, v);
-        pos += v;
-        std::string s;
-        for (size_t i = 0; i < enc.size(); i++) {
-          if (enc[i] == '\0') return std::nullopt;  // never in modified UTF-8
-          if (enc[i] == '\xc0' && i + 1 < enc.size() && enc[i + 1] == '\x80') {
-            s.push_back('\0');
-            i++;
-          } else {
-            s.push_back(enc[i]);
-          }
-        }
-        out.push_back({t, 0, std::move(s)});
+      case Field::kUtf:
+        out.push_back({t, 0, r.ReadUTF()});
         break;
-      }
       case Field::kBlob:
-        if (!get_be(4, &v) || in.size() - pos < v) return std::nullopt;
-        out.push_back({t, 0, std::string(in.substr(pos, v))});
-        pos += v;
+        out.push_back({t, 0, r.ReadSizedBytes()});
         break;
     }
+    if (!r.ok()) return std::nullopt;
   }
-  if (pos != in.size()) return std::nullopt;
+  if (!r.AtEnd()) return std::nullopt;
   return out;
 }
 
@@ -137,22 +100,6 @@ std::vector<Field::Type> TypesOf(const std::vector<Field>& fields) {
 }
 
 // ---- A Flink-like `_metadata` -----------------------------------------------------------
-
-std::string Uuid(std::mt19937_64& rng) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; i++) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
-    s.push_back(kHex[rng() % 16]);
-  }
-  return s;
-}
-
-std::string RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
 
 struct FlinkMarker {
   DataOutput out;
@@ -178,7 +125,7 @@ FlinkMarker MakeFlinkMarker(uint64_t seed, size_t max_inline = 20 * 1024) {
   o.WriteLong(7);          // checkpoint id
   o.WriteInt(0);           // master states
   std::vector<std::string> shared;
-  for (int i = 0; i < 6; i++) shared.push_back(Uuid(rng));
+  for (int i = 0; i < 6; i++) shared.push_back(test::RandomUuid(rng));
   const int operators = 3;
   o.WriteInt(operators);
   for (int op = 0; op < operators; op++) {
@@ -190,10 +137,10 @@ FlinkMarker MakeFlinkMarker(uint64_t seed, size_t max_inline = 20 * 1024) {
     for (int st = 0; st < 2; st++) {
       o.WriteInt(st);
       o.WriteUTF("org.apache.flink.runtime.state.IncrementalRemoteKeyedStateHandle");
-      o.WriteUTF("backend-" + Uuid(rng));  // backend identifier: not a file
-      o.WriteLong(42);                     // checkpoint id
+      o.WriteUTF("backend-" + test::RandomUuid(rng));  // backend identifier: not a file
+      o.WriteLong(42);                                 // checkpoint id
       // Meta state handle: a file of the snapshot folder, by absolute URI.
-      std::string meta = Uuid(rng);
+      std::string meta = test::RandomUuid(rng);
       o.WriteUTF("file:/mnt/ckpt/job/chk-7/" + meta);
       o.WriteLong(static_cast<int64_t>(rng() % 100000));
       in_mount("job/chk-7/" + meta);
@@ -207,27 +154,27 @@ FlinkMarker MakeFlinkMarker(uint64_t seed, size_t max_inline = 20 * 1024) {
       }
       // Private files: bare names in the snapshot folder.
       o.WriteInt(1);
-      std::string priv = Uuid(rng);
+      std::string priv = test::RandomUuid(rng);
       o.WriteUTF(priv);
       o.WriteLong(static_cast<int64_t>(rng() % 100000));
       m.bare.push_back(priv);
       // Inline state: raw bytes.
-      o.WriteBlob(RandomBytes(rng, rng() % (max_inline + 1)));
+      o.WriteBlob(test::RandomBytes(rng, rng() % (max_inline + 1)));
     }
   }
   // A file under the mount point the store had before it moved.
-  std::string old = Uuid(rng);
+  std::string old = test::RandomUuid(rng);
   o.WriteUTF("file:///mnt/old/job/shared/" + old);
   o.WriteLong(1);
   in_mount("job/shared/" + old);
   // References the scan must not take.
-  o.WriteUTF("hdfs://namenode/mnt/ckpt/job/shared/" + Uuid(rng));
+  o.WriteUTF("hdfs://namenode/mnt/ckpt/job/shared/" + test::RandomUuid(rng));
   o.WriteLong(2);
-  o.WriteUTF("file:/mnt/ckptX/job/shared/" + Uuid(rng));
+  o.WriteUTF("file:/mnt/ckptX/job/shared/" + test::RandomUuid(rng));
   o.WriteLong(3);
   o.WriteUTF("file:/mnt/ckpt/../etc/passwd");
   o.WriteLong(4);
-  o.WriteUTF("file://otherhost/mnt/ckpt/job/shared/" + Uuid(rng));
+  o.WriteUTF("file://otherhost/mnt/ckpt/job/shared/" + test::RandomUuid(rng));
   o.WriteLong(5);
   return m;
 }
@@ -510,7 +457,7 @@ TEST(MarkerScan, RandomBytesNeverCrash) {
     std::string data;
     switch (iter % 3) {
       case 0:
-        data = RandomBytes(rng, rng() % 4096);
+        data = test::RandomBytes(rng, rng() % 4096);
         break;
       case 1: {  // random printable text sprinkled with mount points and schemes
         static const std::string_view kBits[] = {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/mount_fixture.h"
+#include "tests/util/mount_fixture.h"
 
 namespace snapfs::mounttest {
 namespace {

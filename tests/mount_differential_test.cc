@@ -15,7 +15,7 @@
 #include <mutex>
 #include <set>
 
-#include "tests/mount_fixture.h"
+#include "tests/util/mount_fixture.h"
 
 namespace snapfs::mounttest {
 namespace {

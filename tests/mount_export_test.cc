@@ -3,23 +3,14 @@
 // file:MNT/<job>/shared/<uuid>) for files that never exist, next to shared files, private
 // files named by absolute path and files of another job. Each export (plain,
 // --rewrite-prefix, --relocate, --relocate --as) must verify, and the copy must restore
-// byte for byte the way a job would read it (tests/flink_sim.h Restore).
-#include "tests/flink_sim.h"
+// byte for byte the way a job would read it (tests/util/flink_sim.h Restore).
+#include "tests/util/flink_sim.h"
 
 namespace snapfs::mounttest {
 namespace {
 
 class MountExport : public MountFixture {
  protected:
-  // `snapfs VERB ARGS... --json`, parsed; a failure unless it exits 0.
-  nlohmann::json Json(std::vector<std::string> args) {
-    args.push_back("--json");
-    CmdResult r = Snapfs(args);
-    EXPECT_EQ(r.code, 0) << ShellJoin(args) << ":\n" << r.Describe();
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << ShellJoin(args) << " printed no JSON:\n" << r.out;
-    return j;
-  }
   std::string Rel(const std::string& abs) const { return abs.substr(mnt().size() + 1); }
 
   // The view path of an absolute path a checkpoint of `job` references (the views' rule).
@@ -84,7 +75,7 @@ TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
   ASSERT_EQ(human.code, 0) << human.Describe();
   EXPECT_NE(human.out.find("6 references name no file"), std::string::npos) << human.out;
   std::string e1 = tmp() + "/plain";
-  nlohmann::json j1 = Json({"export", orig, e1, "--verbose"});
+  nlohmann::json j1 = SnapfsJson({"export", orig, e1, "--verbose"});
   EXPECT_TRUE(j1.value("verified", false)) << j1.dump();
   EXPECT_EQ(j1.value("unresolved_references", 0u), 6u) << j1.dump();
   std::set<std::string> unresolved;
@@ -101,8 +92,8 @@ TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
   // too (chk-2/<uuid>, shared/<uuid>, no such files in the copy), and are still no
   // failure. Own files named by plain path and other jobs' files stay in the mount.
   std::string e2 = tmp() + "/rewritten";
-  nlohmann::json j2 =
-      Json({"export", orig, e2, "--rewrite-prefix", "file:" + job.Dir() + "/=file:" + e2 + "/"});
+  nlohmann::json j2 = SnapfsJson(
+      {"export", orig, e2, "--rewrite-prefix", "file:" + job.Dir() + "/=file:" + e2 + "/"});
   EXPECT_TRUE(j2.value("verified", false)) << j2.dump();
   EXPECT_EQ(j2.value("unresolved_references", 0u), 6u) << j2.dump();
   EXPECT_EQ(j2.value("rewritten", 0u), job.state().size() + 6) << j2.dump();
@@ -118,7 +109,7 @@ TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
   // --relocate: every reference to a file goes to where the copy holds it (own files by
   // absolute path too), in its own form; inline names stay as written.
   std::string e3 = tmp() + "/relocated";
-  nlohmann::json j3 = Json({"export", orig, e3, "--relocate"});
+  nlohmann::json j3 = SnapfsJson({"export", orig, e3, "--relocate"});
   EXPECT_TRUE(j3.value("verified", false)) << j3.dump();
   EXPECT_EQ(j3.value("relocated", 0u), files) << j3.dump();
   EXPECT_EQ(j3.value("unresolved_references", 0u), 6u) << j3.dump();
@@ -142,7 +133,8 @@ TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
 
   // --relocate --as: DEST is a staging folder, moved afterwards.
   std::string staging = tmp() + "/staging", final_dir = tmp() + "/backup-chk";
-  nlohmann::json j4 = Json({"export", orig, staging, "--relocate", "--as", "file://" + final_dir});
+  nlohmann::json j4 =
+      SnapfsJson({"export", orig, staging, "--relocate", "--as", "file://" + final_dir});
   EXPECT_TRUE(j4.value("verified", false)) << j4.dump();
   EXPECT_EQ(j4.value("relocated", 0u), files) << j4.dump();
   ASSERT_EQ(::rename(staging.c_str(), final_dir.c_str()), 0) << ErrnoName(errno);
@@ -152,7 +144,7 @@ TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
   // --as another filesystem's URI: URI + "/" + view path.
   std::string e5 = tmp() + "/to-hdfs";
   const std::string hdfs = "hdfs:///backup/job-x/" + cp.name;
-  nlohmann::json j5 = Json({"export", orig, e5, "--relocate", "--as", hdfs + "/"});
+  nlohmann::json j5 = SnapfsJson({"export", orig, e5, "--relocate", "--as", hdfs + "/"});
   EXPECT_EQ(j5.value("relocate_to", ""), hdfs) << j5.dump();
   EXPECT_EQ(Restore(e5, orig, content_, RelocatedCopy(job, cp.name, hdfs, e5)), "");
 

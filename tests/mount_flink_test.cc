@@ -24,7 +24,7 @@
 #include <mutex>
 #include <set>
 
-#include "tests/flink_sim.h"
+#include "tests/util/flink_sim.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -95,20 +95,7 @@ TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
   // Uploads one file the way Flink's FsCheckpointStreamFactory does.
   auto upload = [&](const std::string& path, const std::string& bytes, uint64_t wseed) {
     std::mt19937_64 wr(wseed);
-    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd < 0) return report("open " + path + ": " + ErrnoName(errno));
-    size_t off = 0;
-    while (off < bytes.size()) {
-      size_t n = std::min<size_t>(bytes.size() - off, 4 * kKiB + wr() % (60 * kKiB + 1));
-      int e = WriteAllFd(fd, std::string_view(bytes).substr(off, n));
-      if (e != 0) {
-        ::close(fd);
-        return report("write " + path + ": " + ErrnoName(e));
-      }
-      off += n;
-    }
-    if (::fsync(fd) != 0) report("fsync " + path + ": " + ErrnoName(errno));
-    if (::close(fd) != 0) report("close " + path + ": " + ErrnoName(errno));
+    if (auto e = UploadLikeFlink(path, bytes, wr); !e.empty()) report(e);
   };
 
   for (int n = 1; n <= kCheckpoints; n++) {
@@ -146,14 +133,14 @@ TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
           bytes = RandomBytes(static_cast<size_t>(std::exp(l)), rng());
           pool.push_back(bytes);
         }
-        std::string uuid = Uuid(rng);
+        std::string uuid = RandomUuid(rng);
         ts.shared.push_back(uuid);
         plan[t].push_back({"shared/" + uuid, bytes, rng()});
       }
       // Private (exclusive) state: a couple of small files in chk-N.
       int priv = 1 + static_cast<int>(rng() % 2);
       for (int i = 0; i < priv; i++) {
-        std::string name = Uuid(rng);
+        std::string name = RandomUuid(rng);
         cp.priv.push_back(name);
         plan[t].push_back(
             {cp.dir + "/" + name, RandomBytes(1 * kKiB + rng() % (15 * kKiB), rng()), rng()});
@@ -176,37 +163,37 @@ TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
     ASSERT_TRUE(errors.empty()) << "checkpoint " << n << ": " << errors.front();
 
     // The JobManager finalises: _metadata naming every file the checkpoint needs.
-    JavaOut md;
-    md.Int(kMetadataMagic);
-    md.Int(3);
-    md.Long(static_cast<uint64_t>(n));
-    md.Int(0);  // master states
-    md.Int(static_cast<uint32_t>(kTasks));
+    JavaDataOutput md;
+    md.WriteInt(kMetadataMagic);
+    md.WriteInt(3);
+    md.WriteLong(static_cast<uint64_t>(n));
+    md.WriteInt(0);  // master states
+    md.WriteInt(static_cast<uint32_t>(kTasks));
     size_t priv_i = 0;
     for (int t = 0; t < kTasks; t++) {
-      md.Long(rng());  // operator id
-      md.Int(static_cast<uint32_t>(tasks[t].shared.size()));
+      md.WriteLong(rng());  // operator id
+      md.WriteInt(static_cast<uint32_t>(tasks[t].shared.size()));
       for (const auto& u : tasks[t].shared) {
-        md.Byte(kSharedFileHandle);
-        md.Utf("file:" + J("shared/" + u));
-        md.Long(content["shared/" + u].size());
+        md.WriteByte(kSharedFileHandle);
+        md.WriteUTF("file:" + J("shared/" + u));
+        md.WriteLong(content["shared/" + u].size());
       }
       // This task's private files (planned in task order).
       size_t np = 0;
       for (const auto& u : plan[t]) np += u.rel.starts_with(cp.dir + "/") ? 1 : 0;
-      md.Int(static_cast<uint32_t>(np));
+      md.WriteInt(static_cast<uint32_t>(np));
       for (size_t i = 0; i < np; i++, priv_i++) {
-        md.Byte(kRelativeFileHandle);
-        md.Utf(cp.priv[priv_i]);
-        md.Long(content[cp.dir + "/" + cp.priv[priv_i]].size());
+        md.WriteByte(kRelativeFileHandle);
+        md.WriteUTF(cp.priv[priv_i]);
+        md.WriteLong(content[cp.dir + "/" + cp.priv[priv_i]].size());
       }
-      md.Byte(kInlineHandle);
-      md.Bytes(RandomBytes(rng() % (4 * kKiB), rng()));  // small state inlined
+      md.WriteByte(kInlineHandle);
+      md.WriteSizedBytes(RandomBytes(rng() % (4 * kKiB), rng()));  // small state inlined
     }
-    cp.metadata = md.b;
+    cp.metadata = md.bytes();
     account(cp.metadata);
     {
-      std::string tmp_name = cp.dir + "/._metadata.inprogress." + Uuid(rng);
+      std::string tmp_name = cp.dir + "/._metadata.inprogress." + RandomUuid(rng);
       UniqueFd fd(::open(J(tmp_name).c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644));
       ASSERT_TRUE(fd.ok()) << tmp_name << ": " << ErrnoName(errno);
       // Written through a buffered stream: a few writes.
@@ -312,21 +299,21 @@ TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
     SCOPED_TRACE(cp.dir);
     std::string md = ReadFile(J(cp.dir + "/_metadata"));
     ASSERT_EQ(md, cp.metadata) << "_metadata differs";
-    JavaIn in{md};
-    ASSERT_EQ(in.Int(), kMetadataMagic);
-    in.Int();
-    ASSERT_EQ(in.Long(), static_cast<uint64_t>(cp.id));
-    in.Int();
-    uint32_t ops = in.Int();
+    JavaDataInput in(md);
+    ASSERT_EQ(in.ReadInt(), kMetadataMagic);
+    in.ReadInt();
+    ASSERT_EQ(in.ReadLong(), static_cast<uint64_t>(cp.id));
+    in.ReadInt();
+    uint32_t ops = in.ReadInt();
     std::set<std::string> shared_seen;
     size_t priv_seen = 0, missing = 0, wrong = 0;
-    for (uint32_t o = 0; o < ops && !in.bad; o++) {
-      in.Long();
-      uint32_t ns = in.Int();
-      for (uint32_t i = 0; i < ns && !in.bad; i++) {
-        EXPECT_EQ(in.Byte(), kSharedFileHandle);
-        std::string uri = in.Utf();
-        uint64_t size = in.Long();
+    for (uint32_t o = 0; o < ops && in.ok(); o++) {
+      in.ReadLong();
+      uint32_t ns = in.ReadInt();
+      for (uint32_t i = 0; i < ns && in.ok(); i++) {
+        EXPECT_EQ(in.ReadByte(), kSharedFileHandle);
+        std::string uri = in.ReadUTF();
+        uint64_t size = in.ReadLong();
         ASSERT_TRUE(uri.starts_with("file:" + jobdir + "/shared/")) << uri;
         std::string path = uri.substr(5);
         int err = 0;
@@ -345,11 +332,11 @@ TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
         }
         shared_seen.insert(rel.substr(7));
       }
-      uint32_t np = in.Int();
-      for (uint32_t i = 0; i < np && !in.bad; i++) {
-        EXPECT_EQ(in.Byte(), kRelativeFileHandle);
-        std::string name = in.Utf();
-        uint64_t size = in.Long();
+      uint32_t np = in.ReadInt();
+      for (uint32_t i = 0; i < np && in.ok(); i++) {
+        EXPECT_EQ(in.ReadByte(), kRelativeFileHandle);
+        std::string name = in.ReadUTF();
+        uint64_t size = in.ReadLong();
         int err = 0;
         std::string bytes = ReadFile(J(cp.dir + "/" + name), &err);
         EXPECT_EQ(err, 0) << cp.dir << "/" << name << ": " << ErrnoName(err);
@@ -357,11 +344,11 @@ TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
         EXPECT_TRUE(bytes == content[cp.dir + "/" + name]) << cp.dir << "/" << name;
         priv_seen++;
       }
-      EXPECT_EQ(in.Byte(), kInlineHandle);
-      in.Bytes();
+      EXPECT_EQ(in.ReadByte(), kInlineHandle);
+      in.ReadSizedBytes();
     }
-    EXPECT_FALSE(in.bad) << "truncated _metadata";
-    EXPECT_EQ(in.pos, md.size()) << "trailing bytes in _metadata";
+    EXPECT_TRUE(in.ok()) << "truncated _metadata";
+    EXPECT_EQ(in.pos(), md.size()) << "trailing bytes in _metadata";
     EXPECT_EQ(missing, 0u);
     EXPECT_EQ(wrong, 0u);
     EXPECT_EQ(priv_seen, cp.priv.size());

@@ -9,7 +9,7 @@
 #include "core/filesystem.h"
 #include "core/meta_store.h"
 #include "core/store.h"
-#include "tests/flink_sim.h"
+#include "tests/util/flink_sim.h"
 
 namespace snapfs::mounttest {
 namespace {

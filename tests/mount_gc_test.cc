@@ -2,22 +2,13 @@
 // says how much it frees, and a default `snapfs gc` then gives that space back, also
 // when it all sits in the pack the daemon is appending to (a small store has one);
 // `snapfs stats` keeps dead bytes apart from live ones.
-#include "tests/flink_sim.h"
+#include "tests/util/flink_sim.h"
 
 namespace snapfs::mounttest {
 namespace {
 
 class MountGc : public MountFixture {
  protected:
-  // `snapfs VERB ARGS... --json`, parsed; a failure unless it exits 0.
-  nlohmann::json Json(std::vector<std::string> args) {
-    args.push_back("--json");
-    CmdResult r = Snapfs(args);
-    EXPECT_EQ(r.code, 0) << ShellJoin(args) << ":\n" << r.Describe();
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    EXPECT_TRUE(j.is_object()) << ShellJoin(args) << " printed no JSON object:\n" << r.out;
-    return j.is_object() ? j : nlohmann::json::object();
-  }
   static uint64_t U(const nlohmann::json& j, const char* key) { return StatU64(j, key); }
 
   // Every file the job wrote that should still be there reads back byte for byte.
@@ -42,7 +33,7 @@ TEST_F(MountGc, DefaultGcReclaimsWhatRmFreedFromTheActivePack) {
   // Four checkpoints of distinct data; each compacts the previous state away, so every
   // checkpoint alone holds its two shared files. About 6 MiB: all in one (active) pack.
   for (int i = 0; i < 4; i++) ASSERT_EQ(job.TakeCheckpoint(2, 768 * kKiB, i ? 2 : 0, 1), "");
-  nlohmann::json s0 = Json({"stats", mnt()});
+  nlohmann::json s0 = SnapfsJsonObject({"stats", mnt()});
   ASSERT_EQ(U(s0, "packs"), 1u) << "the test needs everything in the active pack: " << s0.dump();
   EXPECT_EQ(U(s0, "dead_bytes"), 0u) << s0.dump();
 
@@ -51,12 +42,12 @@ TEST_F(MountGc, DefaultGcReclaimsWhatRmFreedFromTheActivePack) {
   for (const auto& r : c1.refs) gone.insert(r);
   for (const auto& p : c1.priv) gone.insert(job.Path(c1.name + "/" + p));
   gone.insert(job.Path(c1.name + "/_metadata"));
-  nlohmann::json rm = Json({"rm", job.Path(c1.name)});
+  nlohmann::json rm = SnapfsJsonObject({"rm", job.Path(c1.name)});
   const uint64_t freed = rm["report"]["bytes_freed"].get<uint64_t>();
   ASSERT_GT(freed, 1 * kMiB) << rm.dump();
 
   // stats: the freed bytes are dead, not stored; dedup is computed on what is live.
-  nlohmann::json s1 = Json({"stats", mnt()});
+  nlohmann::json s1 = SnapfsJsonObject({"stats", mnt()});
   const uint64_t pack0 = U(s1, "pack_bytes");
   EXPECT_EQ(U(s1, "live_bytes"), U(s1, "stored_bytes")) << s1.dump();
   EXPECT_GE(U(s1, "dead_bytes") + 64 * kKiB, freed)
@@ -70,13 +61,14 @@ TEST_F(MountGc, DefaultGcReclaimsWhatRmFreedFromTheActivePack) {
   ASSERT_EQ(dry.code, 0) << dry.Describe();
   EXPECT_NE(dry.out.find("would rewrite 1 packs, the active one included"), std::string::npos)
       << dry.out;
-  EXPECT_EQ(U(Json({"stats", mnt()}), "pack_bytes"), pack0) << "--dry-run changed the packs";
+  EXPECT_EQ(U(SnapfsJsonObject({"stats", mnt()}), "pack_bytes"), pack0)
+      << "--dry-run changed the packs";
 
   // A default gc: no options.
-  nlohmann::json gc = Json({"gc", mnt()});
+  nlohmann::json gc = SnapfsJsonObject({"gc", mnt()});
   EXPECT_GE(U(gc, "packs_removed"), 1u) << gc.dump();
   EXPECT_TRUE(gc["sealed_active_pack"].get<bool>()) << gc.dump();
-  nlohmann::json s2 = Json({"stats", mnt()});
+  nlohmann::json s2 = SnapfsJsonObject({"stats", mnt()});
   const uint64_t pack1 = U(s2, "pack_bytes");
   ASSERT_LT(pack1, pack0) << "gc freed nothing: " << gc.dump();
   // Pack bytes dropped by what rm said (less what lived inline in the metadata log:
@@ -96,7 +88,7 @@ TEST_F(MountGc, DefaultGcReclaimsWhatRmFreedFromTheActivePack) {
   for (const auto& g : gone) EXPECT_FALSE(Exists(g)) << g;
   // Writes after the seal go to a new pack and survive the next gc too.
   ASSERT_EQ(job.TakeCheckpoint(2, 256 * kKiB, 2, 1), "");
-  nlohmann::json gc2 = Json({"gc", mnt()});
+  nlohmann::json gc2 = SnapfsJsonObject({"gc", mnt()});
   EXPECT_EQ(U(gc2, "bytes_freed"), 0u) << "nothing was dead: " << gc2.dump();
   ASSERT_NO_FATAL_FAILURE(Remount());
   ExpectContentIntact(job, gone);
@@ -124,13 +116,13 @@ TEST_F(MountGc, MaxUnusedIsValidatedAndHonoured) {
     ASSERT_EQ(WriteFile(Path("f" + std::to_string(i)), data.back(), true), 0);
   }
   ASSERT_EQ(::unlink(Path("f1").c_str()), 0);
-  nlohmann::json lax = Json({"gc", mnt(), "--max-unused", "100%"});
+  nlohmann::json lax = SnapfsJsonObject({"gc", mnt(), "--max-unused", "100%"});
   EXPECT_EQ(U(lax, "packs_to_rewrite"), 0u) << lax.dump();
   EXPECT_GE(U(lax, "dead_pack_bytes_after"), kMiB) << lax.dump();
-  nlohmann::json strict = Json({"gc", mnt(), "--max-unused", "0.05", "--dry-run"});
+  nlohmann::json strict = SnapfsJsonObject({"gc", mnt(), "--max-unused", "0.05", "--dry-run"});
   EXPECT_EQ(U(strict, "packs_to_rewrite"), 1u) << strict.dump();
   EXPECT_DOUBLE_EQ(strict["max_unused"].get<double>(), 0.05);
-  nlohmann::json pct = Json({"gc", mnt(), "--max-unused", "5%"});
+  nlohmann::json pct = SnapfsJsonObject({"gc", mnt(), "--max-unused", "5%"});
   EXPECT_EQ(U(pct, "packs_removed"), 1u) << pct.dump();
   EXPECT_LE(U(pct, "dead_pack_bytes_after") * 20, U(pct, "pack_bytes_after")) << pct.dump();
   EXPECT_TRUE(ReadFile(Path("f0")) == data[0]);

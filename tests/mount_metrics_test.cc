@@ -10,7 +10,7 @@
 #include <regex>
 #include <set>
 
-#include "tests/mount_fixture.h"
+#include "tests/util/mount_fixture.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -112,16 +112,6 @@ Scrape Parse(const std::string& text) {
 
 class MountMetrics : public MountFixture {
  protected:
-  // Unmounts the fixture's mount and mounts again with `extra` options.
-  void RemountWith(const std::vector<std::string>& extra) {
-    ASSERT_NO_FATAL_FAILURE(Unmount());
-    std::vector<std::string> a = {"mount", store(), mnt()};
-    a.insert(a.end(), extra.begin(), extra.end());
-    CmdResult r = Snapfs(a, 60);
-    ASSERT_EQ(r.code, 0) << r.Describe() << DaemonLog();
-    ASSERT_TRUE(IsMounted(mnt(), true));
-  }
-
   static CmdResult Curl(const std::string& url) {
     return Run({"curl", "-sS", "--max-time", "30", "-w", "\n%{http_code}", url}, 60);
   }
@@ -263,9 +253,7 @@ TEST_F(MountMetrics, BadMetricsAndLogOptionsExit2) {
                                              {"--metrics", "127.0.0.1:99999"},
                                              {"--metrics", ":9567"},
                                              {"--log-level", "loud"}}) {
-    std::vector<std::string> a = {"mount", store(), mnt()};
-    a.insert(a.end(), bad.begin(), bad.end());
-    CmdResult r = Snapfs(a);
+    CmdResult r = TryMount(bad);
     EXPECT_EQ(r.code, 2) << ShellJoin(bad) << "\n" << r.Describe();
     EXPECT_FALSE(r.err.empty()) << ShellJoin(bad);
   }

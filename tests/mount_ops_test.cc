@@ -14,7 +14,7 @@
 #include <algorithm>
 #include <set>
 
-#include "tests/mount_fixture.h"
+#include "tests/util/mount_fixture.h"
 
 namespace snapfs::mounttest {
 namespace {

@@ -7,7 +7,7 @@
 #include "core/meta_store.h"
 #include "core/snapshot_record.h"
 #include "core/store.h"
-#include "tests/flink_sim.h"
+#include "tests/util/flink_sim.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -16,16 +16,8 @@ constexpr int64_t kDayNs = 86400LL * 1000 * 1000 * 1000;
 
 class MountPrune : public MountFixture {
  protected:
-  nlohmann::json Json(std::vector<std::string> args, int want = 0) {
-    args.push_back("--json");
-    CmdResult r = Snapfs(args);
-    EXPECT_EQ(r.code, want) << ShellJoin(args) << ":\n" << r.Describe();
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    EXPECT_TRUE(j.is_object()) << ShellJoin(args) << " printed no JSON:\n" << r.out;
-    return j.is_object() ? j : nlohmann::json::object();
-  }
   std::vector<std::string> SnapshotPaths(const std::string& where) {
-    nlohmann::json j = Json({"ls", where});
+    nlohmann::json j = SnapfsJsonObject({"ls", where});
     std::vector<std::string> out;
     for (const auto& s : j["snapshots"]) out.push_back(s["path"].get<std::string>());
     std::sort(out.begin(), out.end());
@@ -68,7 +60,7 @@ TEST_F(MountPrune, KeepWithinKeepsRecentSnapshotsAndUnitesWithKeepLast) {
   ASSERT_EQ(job.Init(), "");
   for (int i = 0; i < 4; i++) ASSERT_EQ(job.TakeCheckpoint(1, 64 * kKiB, i ? 1 : 0, 1), "");
   // Fresh snapshots are certainly younger than a day: --keep-within 1d keeps them all.
-  nlohmann::json fresh = Json({"prune", job.Dir(), "--keep-within", "1d"});
+  nlohmann::json fresh = SnapfsJsonObject({"prune", job.Dir(), "--keep-within", "1d"});
   EXPECT_EQ(fresh["removed"].size(), 0u) << fresh.dump(2);
   EXPECT_EQ(fresh["kept"].size(), 4u);
 
@@ -78,7 +70,8 @@ TEST_F(MountPrune, KeepWithinKeepsRecentSnapshotsAndUnitesWithKeepLast) {
                                     {"job-w/chk-3", 1 * kDayNs}}));  // chk-4: just now
   ASSERT_NO_FATAL_FAILURE(Mount());
 
-  nlohmann::json within = Json({"prune", job.Dir(), "--keep-within", "2d", "--dry-run"});
+  nlohmann::json within =
+      SnapfsJsonObject({"prune", job.Dir(), "--keep-within", "2d", "--dry-run"});
   EXPECT_EQ(Paths(within["kept"]), (std::vector<std::string>{"job-w/chk-3", "job-w/chk-4"}))
       << within.dump(2);
   EXPECT_EQ(Paths(within["removed"]), (std::vector<std::string>{"job-w/chk-1", "job-w/chk-2"}));
@@ -88,8 +81,8 @@ TEST_F(MountPrune, KeepWithinKeepsRecentSnapshotsAndUnitesWithKeepLast) {
   EXPECT_EQ(SnapshotPaths(mnt()).size(), 4u) << "--dry-run removed something";
 
   // Both rules: what either keeps stays (newest 3 = chk-2..4; within 2d = chk-3, chk-4).
-  nlohmann::json both =
-      Json({"prune", job.Dir(), "--keep-within", "2d", "--keep-last", "3", "--dry-run"});
+  nlohmann::json both = SnapfsJsonObject(
+      {"prune", job.Dir(), "--keep-within", "2d", "--keep-last", "3", "--dry-run"});
   EXPECT_EQ(Paths(both["removed"]), (std::vector<std::string>{"job-w/chk-1"})) << both.dump(2);
   ASSERT_EQ(both["jobs"].size(), 1u);
   std::map<std::string, nlohmann::json> kept_by;
@@ -103,7 +96,7 @@ TEST_F(MountPrune, KeepWithinKeepsRecentSnapshotsAndUnitesWithKeepLast) {
       << human.out;
   EXPECT_NE(human.out.find("(--keep-last, --keep-within)"), std::string::npos) << human.out;
 
-  nlohmann::json real = Json({"prune", job.Dir(), "--keep-within", "7d"});
+  nlohmann::json real = SnapfsJsonObject({"prune", job.Dir(), "--keep-within", "7d"});
   EXPECT_EQ(Paths(real["removed"]), (std::vector<std::string>{"job-w/chk-1"})) << real.dump(2);
   EXPECT_EQ(real["report"]["snapshots"].get<int>(), 1);
   EXPECT_EQ(SnapshotPaths(mnt()),
@@ -121,9 +114,10 @@ TEST_F(MountPrune, KeepWithinKeepsRecentSnapshotsAndUnitesWithKeepLast) {
   EXPECT_NE(refused.code, 0) << refused.Describe();
   EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
   EXPECT_EQ(SnapshotPaths(mnt()).size(), 3u);
-  nlohmann::json dry_all = Json({"prune", job.Dir(), "--keep-within", "1d", "--dry-run"});
+  nlohmann::json dry_all =
+      SnapfsJsonObject({"prune", job.Dir(), "--keep-within", "1d", "--dry-run"});
   EXPECT_EQ(dry_all["removed"].size(), 3u) << "a dry run shows it without --force";
-  nlohmann::json forced = Json({"prune", job.Dir(), "--keep-within", "1d", "--force"});
+  nlohmann::json forced = SnapfsJsonObject({"prune", job.Dir(), "--keep-within", "1d", "--force"});
   EXPECT_EQ(forced["removed"].size(), 3u) << forced.dump(2);
   EXPECT_TRUE(SnapshotPaths(mnt()).empty());
   ASSERT_NO_FATAL_FAILURE(Unmount());
@@ -207,7 +201,7 @@ TEST_F(MountPrune, JobFoldersInTwoStores) {
   EXPECT_NE(bad.err.find("nope"), std::string::npos) << bad.err;
   EXPECT_EQ(SnapshotPaths(mnt()).size(), 3u) << "the first store was pruned anyway";
 
-  nlohmann::json j = Json({"prune", a.Dir(), x.Dir(), "--keep-last", "2"});
+  nlohmann::json j = SnapfsJsonObject({"prune", a.Dir(), x.Dir(), "--keep-last", "2"});
   ASSERT_EQ(j["stores"].size(), 2u) << j.dump(2);
   ASSERT_EQ(j["jobs"].size(), 2u);
   EXPECT_EQ(j["jobs"][0]["store"], store());
@@ -236,9 +230,10 @@ TEST_F(MountPrune, BadRulesAreRefusedWithExit2) {
   }
   EXPECT_EQ(SnapshotPaths(mnt()).size(), 1u);
   // --keep-last 0 may be looked at, and --keep-within decides beside it.
-  nlohmann::json dry = Json({"prune", job.Dir(), "--keep-last", "0", "--dry-run"});
+  nlohmann::json dry = SnapfsJsonObject({"prune", job.Dir(), "--keep-last", "0", "--dry-run"});
   EXPECT_EQ(dry["removed"].size(), 1u);
-  nlohmann::json with = Json({"prune", job.Dir(), "--keep-last", "0", "--keep-within", "1d"});
+  nlohmann::json with =
+      SnapfsJsonObject({"prune", job.Dir(), "--keep-last", "0", "--keep-within", "1d"});
   EXPECT_EQ(with["removed"].size(), 0u) << with.dump(2);
   EXPECT_EQ(SnapshotPaths(mnt()).size(), 1u);
 }

@@ -13,7 +13,7 @@
 #include <atomic>
 #include <set>
 
-#include "tests/mount_fixture.h"
+#include "tests/util/mount_fixture.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -346,12 +346,8 @@ TEST_F(MountRemount, RefusesToStackOnALiveMount) {
   EXPECT_EQ(over.code, 4) << "busy: exit 4\n" << over.Describe();
   EXPECT_NE(over.err.find("already a mount point"), std::string::npos) << over.Describe();
   int mounts = 0;
-  std::ifstream f("/proc/self/mounts");
-  for (std::string line; std::getline(f, line);) {
-    std::istringstream ls(line);
-    std::string dev, mp;
-    ls >> dev >> mp;
-    if (mp == mnt()) mounts++;
+  for (const auto& m : fuse::ReadMountTable()) {
+    if (m.point == mnt()) mounts++;
   }
   EXPECT_EQ(mounts, 1) << "exactly one mount on " << mnt();
   EXPECT_EQ(DaemonPid(), pid);
@@ -540,6 +536,21 @@ TEST_F(MountRemount, ZombieDaemonDoesNotBlockMount) {
     ASSERT_NO_FATAL_FAILURE(Mount());  // works once the zombie is gone
   }
   EXPECT_EQ(ReadFile(Path("kept")), "kept");
+}
+
+// A remount with other options (the fixture's RemountWith) leaves the fixture tracking the
+// daemon that now serves the mount, so a kill -9 through the fixture hits that daemon and
+// TearDown waits for it (the tests' own copies of RemountWith left the pid at 0).
+TEST_F(MountRemount, RemountWithOptionsTracksTheNewDaemon) {
+  const int first = daemon_pid();
+  ASSERT_GT(first, 0);
+  ASSERT_NO_FATAL_FAILURE(RemountWith({"--metrics", "off"}));
+  EXPECT_GT(daemon_pid(), 0) << "no daemon tracked after RemountWith";
+  EXPECT_EQ(daemon_pid(), DaemonPid()) << "the tracked pid is not the one in store/lock";
+  EXPECT_NE(daemon_pid(), first) << "a remount starts a new daemon";
+  // KillDaemon9 checks that store/lock names the daemon the fixture tracks.
+  ASSERT_NO_FATAL_FAILURE(KillDaemon9());
+  ASSERT_NO_FATAL_FAILURE(Mount());  // for TearDown
 }
 
 }  // namespace

@@ -1,29 +1,20 @@
 // Snapshots through the mount, the way Flink and a platform engineer meet them: a
-// Flink-like writer (tests/flink_sim.h) takes incremental checkpoints, subsumes old ones
+// Flink-like writer (tests/util/flink_sim.h) takes incremental checkpoints, subsumes old ones
 // (also in the order of Flink's delete race), restores from a CLAIM'd job, takes
 // savepoints; the tests check recognition, pins, deferred delete, /.snapshots/ views,
 // virtual xattrs, and that nothing leaks (fsck, GC), also across remount and kill -9.
 #include <sys/xattr.h>
 
-#include "tests/flink_sim.h"
+#include "tests/util/flink_sim.h"
 
 namespace snapfs::mounttest {
 namespace {
 
 class MountSnapshot : public MountFixture {
  protected:
-  // `snapfs VERB ARGS... --json`, parsed; fatal failure unless it exits 0.
-  nlohmann::json Json(std::vector<std::string> args) {
-    args.push_back("--json");
-    CmdResult r = Snapfs(args);
-    EXPECT_EQ(r.code, 0) << ShellJoin(args) << ":\n" << r.Describe();
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << ShellJoin(args) << " printed no JSON:\n" << r.out;
-    return j;
-  }
   // Snapshot paths (relative to the mount) the daemon knows, from `snapfs ls`.
   std::vector<std::string> SnapshotPaths() {
-    nlohmann::json j = Json({"ls", mnt()});
+    nlohmann::json j = SnapfsJson({"ls", mnt()});
     std::vector<std::string> out;
     const nlohmann::json& arr = j.is_array() ? j : j["snapshots"];
     for (const auto& s : arr) out.push_back(s["path"].get<std::string>());
@@ -43,7 +34,7 @@ class MountSnapshot : public MountFixture {
   }
   // Live hidden entries, from `snapfs ls --hidden`.
   std::vector<std::string> Hidden() {
-    nlohmann::json j = Json({"ls", "--hidden", mnt()});
+    nlohmann::json j = SnapfsJson({"ls", "--hidden", mnt()});
     std::vector<std::string> out;
     const nlohmann::json& arr = j.is_array() ? j : j["hidden"];
     for (const auto& h : arr) out.push_back(h["path"].get<std::string>());
@@ -54,7 +45,8 @@ class MountSnapshot : public MountFixture {
   // Where a checkpoint's referenced file appears in its view.
   ResolveFn ViewOf(const FlinkJob& job, const std::string& view_dir) {
     return [this, &job, view_dir](const std::string& p) -> std::pair<std::string, std::string> {
-      if (p.starts_with(job.Dir() + "/")) return {view_dir + "/" + p.substr(job.Dir().size() + 1), p};
+      if (p.starts_with(job.Dir() + "/"))
+        return {view_dir + "/" + p.substr(job.Dir().size() + 1), p};
       return {view_dir + "/_other_jobs/" + Rel(p), p};
     };
   }
@@ -117,12 +109,13 @@ TEST_F(MountSnapshot, CheckpointsAreRecognisedPinnedAndBrowsable) {
   const std::string& both = job.retained().back().refs.front();
   std::string pinned_by = Xattr(both, "user.snapfs.pinned_by");
   EXPECT_NE(pinned_by.find("job-a/chk-3"), std::string::npos) << pinned_by;
-  nlohmann::json why = Json({"why", both});
+  nlohmann::json why = SnapfsJson({"why", both});
   EXPECT_NE(why.dump().find("job-a/chk-3"), std::string::npos) << why.dump();
   // Not listed by listxattr (cp -a must not copy them), not settable.
   char names[4096];
   ssize_t ln = ::listxattr(both.c_str(), names, sizeof names);
-  EXPECT_EQ(std::string(names, ln > 0 ? static_cast<size_t>(ln) : 0).find("snapfs"), std::string::npos);
+  EXPECT_EQ(std::string(names, ln > 0 ? static_cast<size_t>(ln) : 0).find("snapfs"),
+            std::string::npos);
   errno = 0;
   EXPECT_EQ(::setxattr(both.c_str(), "user.snapfs.pinned_by", "x", 1, 0), -1);
   EXPECT_EQ(errno, EPERM);
@@ -161,7 +154,8 @@ TEST_F(MountSnapshot, SharedFilesDeletedBeforeTheirMetadataAreFreedWithoutLeak) 
   ASSERT_EQ(WriteFile(drop[0], "new content"), 0);
   EXPECT_EQ(ReadFile(drop[0]), "new content");
   std::string view = Path(".snapshots/job-r/" + old.name);
-  EXPECT_EQ(ReadFile(view + "/shared/" + drop[0].substr(drop[0].rfind('/') + 1)), content_[drop[0]]);
+  EXPECT_EQ(ReadFile(view + "/shared/" + drop[0].substr(drop[0].rfind('/') + 1)),
+            content_[drop[0]]);
   ASSERT_EQ(::unlink(drop[0].c_str()), 0);
 
   // Now the rest of discard(): the hidden files go with the marker.
@@ -296,7 +290,8 @@ TEST_F(MountSnapshot, MovingAJobKeepsItsSnapshotsWhole) {
   ASSERT_EQ(job.TakeCheckpoint(1, 64 * kKiB, 0, 1), "");
   ASSERT_EQ(::mkdir(Path("archive").c_str(), 0755), 0);
   ASSERT_EQ(::rename(job.Dir().c_str(), Path("archive/job-m").c_str()), 0) << ErrnoName(errno);
-  EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"archive/job-m/chk-1", "archive/job-m/chk-2"}));
+  EXPECT_EQ(SnapshotPaths(),
+            (std::vector<std::string>{"archive/job-m/chk-1", "archive/job-m/chk-2"}));
   // The markers still name the old paths; the views are complete all the same.
   for (const auto& cp : job.retained()) {
     std::string view = Path(".snapshots/archive/job-m/" + cp.name);
@@ -321,7 +316,7 @@ TEST_F(MountSnapshot, RmAndPruneFreeWhatDuSaid) {
   // Nothing is garbage before the removal, so GC's count afterwards is the removal's.
   ASSERT_EQ(Snapfs({"gc", mnt()}).code, 0);
 
-  nlohmann::json du = Json({"du", job.Dir()});
+  nlohmann::json du = SnapfsJson({"du", job.Dir()});
   ASSERT_EQ(du["snapshots"].size(), 4u) << du.dump();
   uint64_t freed1 = du["snapshots"][0]["freed_if_deleted"].get<uint64_t>();
   EXPECT_EQ(du["snapshots"][0]["path"], "job-p/chk-1");
@@ -342,7 +337,7 @@ TEST_F(MountSnapshot, RmAndPruneFreeWhatDuSaid) {
   }
   EXPECT_EQ(freed1, want1);
 
-  nlohmann::json dry = Json({"rm", job.Path("chk-1"), "--dry-run"});
+  nlohmann::json dry = SnapfsJson({"rm", job.Path("chk-1"), "--dry-run"});
   EXPECT_EQ(dry["report"]["bytes_freed"].get<uint64_t>(), freed1) << dry.dump();
   EXPECT_EQ(SnapshotPaths().size(), 4u) << "--dry-run removed something";
   EXPECT_TRUE(Exists(job.Path("chk-1/_metadata")));
@@ -351,15 +346,15 @@ TEST_F(MountSnapshot, RmAndPruneFreeWhatDuSaid) {
   EXPECT_EQ(bad.code, 5) << "not found: not a snapshot\n" << bad.Describe();
   EXPECT_NE(bad.err.find("not a snapshot"), std::string::npos) << bad.err;
 
-  nlohmann::json rm = Json({"rm", job.Path("chk-1")});
+  nlohmann::json rm = SnapfsJson({"rm", job.Path("chk-1")});
   EXPECT_EQ(rm["report"]["snapshots"].get<int>(), 1);
   EXPECT_FALSE(Exists(job.Path("chk-1")));
   for (const auto& r : only1) EXPECT_FALSE(Exists(r)) << r << " only chk-1 used it";
   for (const auto& r : later) EXPECT_TRUE(Exists(r)) << r << " is still needed";
-  nlohmann::json gc = Json({"gc", mnt(), "--dry-run"});
+  nlohmann::json gc = SnapfsJson({"gc", mnt(), "--dry-run"});
   EXPECT_EQ(gc["dead_bytes"].get<uint64_t>(), freed1) << "GC must find exactly what rm freed";
 
-  nlohmann::json prune = Json({"prune", job.Dir(), "--keep-last", "1"});
+  nlohmann::json prune = SnapfsJson({"prune", job.Dir(), "--keep-last", "1"});
   EXPECT_EQ(prune["kept"].size(), 1u) << prune.dump();
   EXPECT_EQ(prune["removed"].size(), 2u);
   EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"job-p/chk-4"}));
@@ -378,18 +373,18 @@ TEST_F(MountSnapshot, OrphansOfAFailedCheckpointAreFoundAndDeleted) {
   ASSERT_EQ(job.TakeCheckpoint(2, 64 * kKiB, 0, 1), "");
   // A checkpoint that failed half-way: files uploaded, no _metadata ever written.
   ASSERT_EQ(::mkdir(job.Path("chk-2").c_str(), 0755), 0);
-  std::vector<std::string> junk = {job.Path("chk-2/" + Uuid(job.rng())),
-                                   job.Path("shared/" + Uuid(job.rng()))};
+  std::vector<std::string> junk = {job.Path("chk-2/" + RandomUuid(job.rng())),
+                                   job.Path("shared/" + RandomUuid(job.rng()))};
   uint64_t junk_bytes = 0;
   for (const auto& j : junk) {
     std::string bytes = RandomBytes(20 * kKiB + junk_bytes, job.rng()());
     ASSERT_EQ(job.Upload(j, bytes), "");
     junk_bytes += bytes.size();
   }
-  nlohmann::json young = Json({"orphans", job.Dir()});
+  nlohmann::json young = SnapfsJson({"orphans", job.Dir()});
   EXPECT_EQ(young["count"].get<int>(), 0) << "files younger than an hour are never orphans";
 
-  nlohmann::json old = Json({"orphans", job.Dir(), "--older-than", "0"});
+  nlohmann::json old = SnapfsJson({"orphans", job.Dir(), "--older-than", "0"});
   std::vector<std::string> found;
   for (const auto& o : old["orphans"]) found.push_back(mnt() + "/" + o["path"].get<std::string>());
   std::sort(found.begin(), found.end());
@@ -400,7 +395,7 @@ TEST_F(MountSnapshot, OrphansOfAFailedCheckpointAreFoundAndDeleted) {
   CmdResult bad = Snapfs({"orphans", job.Dir(), "--older-than", "soon"});
   EXPECT_EQ(bad.code, 2) << bad.Describe();
 
-  Json({"orphans", job.Dir(), "--older-than", "0", "--delete"});
+  SnapfsJson({"orphans", job.Dir(), "--older-than", "0", "--delete"});
   for (const auto& j : junk) EXPECT_FALSE(Exists(j)) << j;
   const FlinkJob::Checkpoint& c1 = job.retained().front();
   EXPECT_EQ(Restore(job.Path(c1.name), job.Path(c1.name), content_, InPlace), "");
@@ -421,7 +416,7 @@ TEST_F(MountSnapshot, ExportIsSelfContainedAndRewritesReferences) {
 
   // Plain export: the view's layout, outside the mount.
   std::string e1 = tmp() + "/export-plain";
-  Json({"export", orig, e1});
+  SnapfsJson({"export", orig, e1});
   ResolveFn plain = ViewOf(job, e1);  // the copy has the view's layout
   size_t n = 0;
   EXPECT_EQ(Restore(e1, orig, content_, plain, &n), "");
@@ -429,8 +424,8 @@ TEST_F(MountSnapshot, ExportIsSelfContainedAndRewritesReferences) {
 
   // With the job folder's prefix rewritten to the copy's location: restorable where it is.
   std::string e2 = tmp() + "/export-rewritten";
-  nlohmann::json r = Json({"export", orig, e2, "--rewrite-prefix",
-                           "file:" + job.Dir() + "/=file:" + e2 + "/"});
+  nlohmann::json r = SnapfsJson(
+      {"export", orig, e2, "--rewrite-prefix", "file:" + job.Dir() + "/=file:" + e2 + "/"});
   EXPECT_TRUE(r["verified"].get<bool>()) << r.dump();
   std::string md = ReadFile(e2 + "/_metadata");
   std::vector<MetadataRef> refs;

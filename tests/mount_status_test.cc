@@ -7,22 +7,13 @@
 
 #include <regex>
 
-#include "tests/mount_fixture.h"
+#include "tests/util/mount_fixture.h"
 
 namespace snapfs::mounttest {
 namespace {
 
 class MountStatus : public MountFixture {
  protected:
-  void RemountWith(const std::vector<std::string>& extra) {
-    ASSERT_NO_FATAL_FAILURE(Unmount());
-    std::vector<std::string> a = {"mount", store(), mnt()};
-    a.insert(a.end(), extra.begin(), extra.end());
-    CmdResult r = Snapfs(a, 60);
-    ASSERT_EQ(r.code, 0) << r.Describe() << DaemonLog();
-    ASSERT_TRUE(IsMounted(mnt(), true));
-  }
-
   // `snapfs status ARG --json`: the exit code and the document.
   std::pair<int, nlohmann::json> StatusJson(const std::string& arg) {
     CmdResult r = Snapfs({"status", arg, "--json"});

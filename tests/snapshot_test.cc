@@ -39,50 +39,23 @@
 #include "core/fsck.h"
 #include "core/gc.h"
 #include "core/store.h"
-#include "tests/test_util.h"
+#include "tests/util/java_data.h"
+#include "tests/util/test_fs.h"
 
 namespace snapfs {
 namespace {
 
+using test::JavaDataOutput;
 using test::kKiB;
 using test::RandomBytes;
+using test::RandomUuid;
 
 constexpr const char* kMount = "/mnt/ckpt";
 constexpr int kUploadFlags = O_WRONLY | O_CREAT | O_TRUNC;  // Flink's state files
 constexpr int kExclFlags = O_WRONLY | O_CREAT | O_EXCL;     // Flink's in-progress marker
 const Caller kWho{1000, 1000};
 
-// ---- Java DataOutput and a Flink-shaped `_metadata` ----------------------------------
-
-// java.io.DataOutputStream for the calls Flink's MetadataV3Serializer makes.
-class JavaDataOutput {
- public:
-  void WriteByte(uint8_t v) { buf_.push_back(static_cast<char>(v)); }
-  void WriteInt(int32_t v) { PutBE(static_cast<uint32_t>(v), 4); }
-  void WriteLong(int64_t v) { PutBE(static_cast<uint64_t>(v), 8); }
-  // writeUTF: unsigned 16-bit big-endian length, then modified UTF-8 (NUL as C0 80).
-  void WriteUTF(std::string_view s) {
-    std::string enc;
-    for (char c : s) {
-      if (c == '\0') {
-        enc += "\xc0\x80";
-      } else {
-        enc.push_back(c);
-      }
-    }
-    if (enc.size() > 0xffff) throw std::length_error("writeUTF: string too long");
-    PutBE(enc.size(), 2);
-    buf_ += enc;
-  }
-  void Write(std::string_view raw) { buf_ += raw; }
-  const std::string& bytes() const { return buf_; }
-
- private:
-  void PutBE(uint64_t v, int n) {
-    for (int i = n - 1; i >= 0; i--) buf_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  }
-  std::string buf_;
-};
+// ---- A Flink-shaped `_metadata` (tests/util/java_data.h) ------------------------------
 
 // What a checkpoint's `_metadata` names.
 struct MarkerSpec {
@@ -146,16 +119,6 @@ std::string FlinkMetadata(const MarkerSpec& m) {
   return o.bytes();
 }
 
-std::string Uuid(std::mt19937_64& rng) {
-  static const char* kHex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; i++) {
-    if (i == 8 || i == 12 || i == 16 || i == 20) s.push_back('-');
-    s.push_back(kHex[rng() % 16]);
-  }
-  return s;
-}
-
 // ---- Filesystem calls as FUSE makes them ---------------------------------------------
 
 void WriteAllFh(Filesystem& fs, FileHandle fh, std::string_view data) {
@@ -183,7 +146,7 @@ uint64_t CommitByRename(Filesystem& fs, uint64_t dir, std::string_view bytes,
                         std::string_view marker = "_metadata", unsigned flags = 0) {
   static uint64_t counter = 0;
   std::mt19937_64 rng(++counter);
-  std::string tmp = "._metadata.inprogress." + Uuid(rng);
+  std::string tmp = "._metadata.inprogress." + RandomUuid(rng);
   auto [a, fh] = MUST(fs.Create(dir, tmp, 0644, kExclFlags, kWho));
   WriteAllFh(fs, fh, bytes);
   MUST(fs.Fsync(fh, false));
@@ -318,7 +281,7 @@ class SnapshotTest : public ::testing::Test {
   Filesystem& fs() { return t.fs(); }
   ::testing::AssertionResult Consistent() { return ConsistentStore(fs(), t.store()); }
 
-  std::string NewUuid() { return Uuid(rng_); }
+  std::string NewUuid() { return RandomUuid(rng_); }
 
   Job MakeJob(const std::string& id, uint64_t parent = kRootIno) {
     Job j;
@@ -419,29 +382,23 @@ class SnapshotTest : public ::testing::Test {
 class CustomMarkerStore {
  public:
   explicit CustomMarkerStore(const std::string& marker_names) {
-    char tmpl[] = "/tmp/snapfs-snaptest-XXXXXX";
-    char* d = ::mkdtemp(tmpl);
-    if (d == nullptr) throw std::runtime_error("mkdtemp failed");
-    tmp_ = d;
     InitOptions io;
     io.chunker = test::SmallChunks();
     io.marker_names = marker_names;
-    MUST(Store::Init(tmp_ + "/store", io));
-    store_ = MUST(Store::Open(tmp_ + "/store"));
+    MUST(Store::Init(tmp_.path() + "/store", io));
+    store_ = MUST(Store::Open(tmp_.path() + "/store"));
     fs_ = MUST(Filesystem::Open(store_.get()));
     MUST(fs_->RecordMountPoint(kMount));
   }
   ~CustomMarkerStore() {
     fs_.reset();
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(tmp_, ec);
   }
   Filesystem& fs() { return *fs_; }
   Store& store() { return *store_; }
 
  private:
-  std::string tmp_;
+  test::TempDir tmp_{"snapfs-snaptest"};
   std::unique_ptr<Store> store_;
   std::unique_ptr<Filesystem> fs_;
 };
