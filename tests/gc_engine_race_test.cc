@@ -18,7 +18,8 @@
 #include "core/fs/extent_map.h"
 #include "core/gc.h"
 #include "core/meta/kv.h"
-#include "tests/test_util.h"
+#include "tests/util/random.h"
+#include "tests/util/test_fs.h"
 
 namespace snapfs {
 namespace {

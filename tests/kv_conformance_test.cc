@@ -2,7 +2,6 @@
 // engine joins by adding a factory to kEngines; nothing here may depend on which engine
 // runs.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,7 +15,8 @@
 
 #include "core/meta/kv.h"
 #include "core/meta/rocksdb_engine.h"
-#include "tests/test_util.h"
+#include "tests/util/status_matchers.h"
+#include "tests/util/temp_dir.h"
 
 namespace snapfs::kv {
 namespace {
@@ -40,16 +40,8 @@ void PrintTo(const EngineFactory& f, std::ostream* os) { *os << f.name; }
 
 class KvEngineConformance : public ::testing::TestWithParam<EngineFactory> {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/snapfs-kv-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    engine_ = GetParam().make(dir_);
-  }
-  void TearDown() override {
-    engine_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  void SetUp() override { engine_ = GetParam().make(tmp_.path()); }
+  void TearDown() override { engine_.reset(); }
 
   void Commit(const std::function<void(Txn&)>& f) {
     auto t = engine_->Begin();
@@ -70,7 +62,7 @@ class KvEngineConformance : public ::testing::TestWithParam<EngineFactory> {
     return out;
   }
 
-  std::string dir_;
+  test::TempDir tmp_{"snapfs-kv"};
   std::unique_ptr<Engine> engine_;
 };
 
@@ -364,9 +356,8 @@ INSTANTIATE_TEST_SUITE_P(Engines, KvEngineConformance, ::testing::ValuesIn(kEngi
 // The RocksDB engine keeps what it committed across a reopen, with a store made before
 // the engine interface (refs merged under the same operator name) still readable.
 TEST(RocksEngine, CommitsSurviveReopen) {
-  char tmpl[] = "/tmp/snapfs-kv-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  std::string dir = std::string(tmpl) + "/db";
+  test::TempDir tmp("snapfs-kv");
+  std::string dir = tmp.path() + "/db";
   {
     auto e = RocksEngine::Open(dir, true);
     ASSERT_OK(e.status());
@@ -385,16 +376,14 @@ TEST(RocksEngine, CommitsSurviveReopen) {
     ASSERT_OK((*e)->Get(Cf::kRefs, "r", &v));
     EXPECT_EQ(*DecodeCounter(v), 4);
   }
-  std::filesystem::remove_all(tmpl);
 }
 
 // Stores made before the engine interface were opened as a plain rocksdb::DB with the
 // merge operator on `refs` only. Such a database opens as an OptimisticTransactionDB
 // unchanged (no format change), its counters read and keep adding up.
 TEST(RocksEngine, OpensADatabaseWrittenWithoutTransactions) {
-  char tmpl[] = "/tmp/snapfs-kv-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  std::string dir = std::string(tmpl) + "/db";
+  test::TempDir tmp("snapfs-kv");
+  std::string dir = tmp.path() + "/db";
   {
     // As the previous MetaStore::Open did.
     rocksdb::Options opts;
@@ -430,7 +419,6 @@ TEST(RocksEngine, OpensADatabaseWrittenWithoutTransactions) {
     ASSERT_OK((*e)->Get(Cf::kInodes, "i", &v));
     EXPECT_EQ(v, "x");
   }
-  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace
