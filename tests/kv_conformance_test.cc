@@ -285,7 +285,8 @@ TEST_P(KvEngineConformance, LargeValuesAndManyKeys) {
     Commit([&](Txn& t) {
       for (int i = batch; i < batch + 5000; i++) {
         std::string k(8, '\0');
-        for (int j = 0; j < 8; j++) k[7 - j] = static_cast<char>((i >> (8 * j)) & 0xff);
+        const uint64_t u = static_cast<uint64_t>(i);
+        for (int j = 0; j < 8; j++) k[7 - j] = static_cast<char>((u >> (8 * j)) & 0xff);
         t.Put(Cf::kDirIndex, k, std::to_string(i));
       }
     });
