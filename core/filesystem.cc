@@ -52,9 +52,6 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(Store* store) {
   {
     MutexLock l(&fs->ns_mu_);  // nobody else has it yet; the analysis wants it held
     std::string v;
-    RETURN_IF_ERROR(fs->meta_.Get(Cf::kDefault, kNextInoKey, &v).WithContext("next inode"));
-    if (v.size() != 8) return Status::Corruption("next inode counter has wrong size");
-    fs->next_ino_ = GetLE64(v.data());
     Status ms = fs->meta_.Get(Cf::kDefault, kMountPointsKey, &v);
     if (ms.ok()) {
       for (size_t i = 0; i < v.size();) {
@@ -77,11 +74,13 @@ Status Filesystem::PurgeOrphansAtOpen() {
   auto it = meta_.NewIterator(Cf::kOrphans);
   for (it->SeekToFirst(); it->Valid(); it->Next()) orphans.push_back(GetBE64(it->key().data()));
   RETURN_IF_ERROR(FromRocks(it->status(), "scan orphans"));
-  MutexLock l(&ns_mu_);
   for (uint64_t ino : orphans) {
-    Txn t(this);
-    RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
-    RETURN_IF_ERROR(t.Commit());
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      MutexLock l(&ns_mu_);
+      Txn t(this);
+      RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
+      return t.Commit();
+    }));
   }
   return Status::OK();
 }
@@ -122,31 +121,40 @@ Status Filesystem::LookupEntry(uint64_t parent, std::string_view name, uint64_t*
   return Status::OK();
 }
 
-Result<uint64_t> Filesystem::AllocIno(rocksdb::WriteBatch* b) {
-  uint64_t ino = next_ino_++;
-  std::string v;
-  PutLE64(&v, next_ino_);
-  (void)b->Put(meta_.cf(Cf::kDefault), kNextInoKey, v);
-  return ino;
+Result<uint64_t> Filesystem::AllocIno() {
+  MutexLock l(&ino_mu_);
+  if (next_ino_ == ino_limit_) {
+    // A range of numbers is reserved in its own small transaction, so that creates do
+    // not all read and write one counter (every create would conflict with every other,
+    // in this daemon and in any other on the store). Numbers reserved and not used when
+    // the process ends are skipped, never reused.
+    uint64_t start = 0;
+    RETURN_IF_ERROR(kv::RunTxn(meta_.engine(), [&](kv::Txn& t) -> Status {
+      ASSIGN_OR_RETURN(int64_t next, t.GetCounter(Cf::kDefault, keys::kNextIno));
+      if (next < static_cast<int64_t>(kRootIno) + 1) {
+        return Status::Corruption("next inode counter is " + std::to_string(next));
+      }
+      start = static_cast<uint64_t>(next);
+      t.Put(Cf::kDefault, keys::kNextIno, kv::EncodeCounter(next + kInoBatch));
+      return Status::OK();
+    }).WithContext("reserve inode numbers"));
+    next_ino_ = start;
+    ino_limit_ = start + kInoBatch;
+  }
+  return next_ino_++;
 }
 
-void Filesystem::PutInode(rocksdb::WriteBatch* b, const Inode& ino) {
-  (void)b->Put(meta_.cf(Cf::kInodes), keys::Ino(ino.ino), ino.Encode());
-}
-
-void Filesystem::AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view name,
-                          const Inode& child) {
+void Filesystem::AddEntry(kv::Txn& t, Inode* dir, std::string_view name, const Inode& child) {
   uint64_t seq = dir->next_seq++;
-  (void)b->Put(meta_.cf(Cf::kDentries), keys::Dentry(dir->ino, name),
-               DentryValue{child.ino, seq, child.mode, false}.Encode());
-  (void)b->Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(dir->ino, seq),
-               DirIndexValue::Encode(child.ino, child.mode, name));
+  t.Put(Cf::kDentries, keys::Dentry(dir->ino, name),
+        DentryValue{child.ino, seq, child.mode, false}.Encode());
+  t.Put(Cf::kDirIndex, keys::DirIndex(dir->ino, seq),
+        DirIndexValue::Encode(child.ino, child.mode, name));
 }
 
-void Filesystem::RemoveEntry(rocksdb::WriteBatch* b, uint64_t parent, std::string_view name,
-                             uint64_t seq) {
-  (void)b->Delete(meta_.cf(Cf::kDentries), keys::Dentry(parent, name));
-  (void)b->Delete(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, seq));
+void Filesystem::RemoveEntry(kv::Txn& t, uint64_t parent, std::string_view name, uint64_t seq) {
+  t.Delete(Cf::kDentries, keys::Dentry(parent, name));
+  t.Delete(Cf::kDirIndex, keys::DirIndex(parent, seq));
 }
 
 bool Filesystem::InUse(uint64_t ino) {
@@ -179,13 +187,13 @@ Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
   }
   if (keep) {
     // Whoever ends that (ReleaseUnpinned, CollapseHiddenDirs) asks again.
-    (void)t->b.Delete(meta_.cf(Cf::kOrphans), keys::Ino(ino));
+    (void)t->kv().Delete(Cf::kOrphans, keys::Ino(ino));
     return Status::OK();
   }
   if (InUse(ino)) {
     // Open or known to the kernel: purged when the last user lets go, or at the next
     // start after a crash.
-    (void)t->b.Put(meta_.cf(Cf::kOrphans), keys::Ino(ino), "");
+    (void)t->kv().Put(Cf::kOrphans, keys::Ino(ino), "");
     return Status::OK();
   }
   return PurgeInode(t, ino);
@@ -193,32 +201,40 @@ Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
 
 Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
   t->Purged(ino);
-  rocksdb::WriteBatch* b = &t->b;
+  kv::Txn& kv = t->kv();
   std::string prefix = keys::Ino(ino);
+  // Collected first: the iterators must not be on a key the transaction writes.
+  std::vector<std::pair<uint64_t, ExtentValue>> extents;
   auto* it = t->It(Cf::kExtents);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
-    extent_map::Remove(meta_, b, ino, GetBE64(it->key().data() + 8), e);
+    ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
+    extents.emplace_back(GetBE64(it->key().data() + 8), e);
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+  RETURN_IF_ERROR(it->status().WithContext("scan extents"));
+  for (const auto& [off, e] : extents) extent_map::Remove(kv, ino, off, e);
+  std::vector<std::string> xattrs;
   auto* xi = t->It(Cf::kXattrs);
   for (xi->Seek(prefix); xi->Valid() && xi->key().starts_with(prefix); xi->Next()) {
-    (void)b->Delete(meta_.cf(Cf::kXattrs), xi->key());
+    xattrs.emplace_back(xi->key());
   }
-  RETURN_IF_ERROR(FromRocks(xi->status(), "scan xattrs"));
-  (void)b->Delete(meta_.cf(Cf::kInodes), prefix);
-  (void)b->Delete(meta_.cf(Cf::kOrphans), prefix);
+  RETURN_IF_ERROR(xi->status().WithContext("scan xattrs"));
+  for (const auto& k : xattrs) kv.Delete(Cf::kXattrs, k);
+  kv.Delete(Cf::kInodes, prefix);
+  kv.Delete(Cf::kOrphans, prefix);
   return Status::OK();
 }
 
 void Filesystem::MaybePurgeUnused(uint64_t ino) {
   if (ino >= kViewInoBase) return;
-  MutexLock l(&ns_mu_);
-  if (InUse(ino)) return;
-  auto node = LoadInode(ino);
-  if (!node.ok() || node->nlink > 0) return;
-  Txn t(this);
-  if (PurgeIfUnused(&t, ino).ok()) (void)t.Commit();
+  (void)kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    if (InUse(ino)) return Status::OK();
+    Txn t(this);
+    auto node = t.Get(ino);
+    if (!node.ok() || (*node)->nlink > 0) return Status::OK();
+    RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
+    return t.Commit();
+  });
 }
 
 Attr Filesystem::ToAttr(const Inode& i) {
@@ -288,15 +304,26 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
   RETURN_IF_ERROR(CheckName(name));
   if (parent >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (parent == kRootIno && name == kViewsName) return Status::AlreadyExists();
-  MutexLock l(&ns_mu_);
-  Txn t(this);
-  ASSIGN_OR_RETURN(auto dir, LoadInode(parent));
+  const Inode proto = node;
+  RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+    node = proto;
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    return MakeNodeInTxn(&t, parent, name, &node);
+  }));
+  return ToAttr(node);
+}
+
+Status Filesystem::MakeNodeInTxn(Txn* tp, uint64_t parent, std::string_view name, Inode* np) {
+  Txn& t = *tp;
+  Inode& node = *np;
+  ASSIGN_OR_RETURN(auto dir, t.Load(parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");
   // A deleted folder kept for snapshots comes back when something is created in it.
   RETURN_IF_ERROR(ResurrectDir(&t, parent));
   Entry old;
-  Status s = LookupEntry(parent, name, &old);
+  Status s = t.Lookup(parent, name, &old);
   if (s.ok() && !old.hidden) return Status::AlreadyExists();
   if (!s.ok() && !s.Is(Code::kNotFound)) return s;
   if (s.ok()) {
@@ -307,8 +334,7 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
     ASSIGN_OR_RETURN(Inode * d, t.Get(parent));
     dir = *d;
   }
-  rocksdb::WriteBatch& b = t.b;
-  ASSIGN_OR_RETURN(node.ino, AllocIno(&b));
+  ASSIGN_OR_RETURN(node.ino, AllocIno());
   if (dir.mode & S_ISGID) {
     // BSD group semantics in a setgid folder, as Linux filesystems do.
     node.gid = dir.gid;
@@ -320,13 +346,12 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
     if (dir.nlink >= kLinkMax) return Status::TooManyLinks();
     dir.nlink++;
   }
-  AddEntry(&b, &dir, name, node);
+  AddEntry(t.kv(), &dir, name, node);
   dir.mtime_ns = dir.ctime_ns = node.ctime_ns;
   t.Put(dir);
   t.Put(node);
   RETURN_IF_ERROR(CollapseHiddenDirs(&t));
-  RETURN_IF_ERROR(t.Commit());
-  return ToAttr(node);
+  return t.Commit();
 }
 
 namespace {
@@ -385,20 +410,28 @@ Status Filesystem::LinkLocked(uint64_t ino, uint64_t new_parent, std::string_vie
     return Status::ReadOnly("snapshot views are read-only");
   }
   if (new_parent == kRootIno && new_name == kViewsName) return Status::AlreadyExists();
-  MutexLock l(&ns_mu_);
-  Txn t(this);
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    return LinkInTxn(&t, ino, new_parent, new_name);
+  });
+}
+
+Status Filesystem::LinkInTxn(Txn* tp, uint64_t ino, uint64_t new_parent,
+                             std::string_view new_name) {
+  Txn& t = *tp;
+  ASSIGN_OR_RETURN(auto node, t.Load(ino));
   if (node.is_dir()) return Status::Permission("hard link to a folder");
   if (node.nlink == 0) return Status::NotFound("file was removed");
   if (node.nlink >= kLinkMax) return Status::TooManyLinks();
-  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
+  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, node));
   if (ro) return Status::ReadOnly("file was deleted; kept read-only for snapshots");
-  ASSIGN_OR_RETURN(auto dir, LoadInode(new_parent));
+  ASSIGN_OR_RETURN(auto dir, t.Load(new_parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");
   RETURN_IF_ERROR(ResurrectDir(&t, new_parent));
   Entry old;
-  Status s = LookupEntry(new_parent, new_name, &old);
+  Status s = t.Lookup(new_parent, new_name, &old);
   if (s.ok() && !old.hidden) return Status::AlreadyExists();
   if (!s.ok() && !s.Is(Code::kNotFound)) return s;
   if (s.ok()) RETURN_IF_ERROR(DropHiddenEntry(&t, new_parent, new_name, old.child));
@@ -411,7 +444,7 @@ Status Filesystem::LinkLocked(uint64_t ino, uint64_t new_parent, std::string_vie
   int64_t now = NowNs();
   node.nlink++;
   node.ctime_ns = now;
-  AddEntry(&t.b, &dir, new_name, node);
+  AddEntry(t.kv(), &dir, new_name, node);
   dir.mtime_ns = dir.ctime_ns = now;
   t.Put(dir);
   t.Put(node);
@@ -426,22 +459,24 @@ Status Filesystem::Unlink(uint64_t parent, std::string_view name) {
   if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
     return Status::ReadOnly("snapshot views are read-only");
   }
-  MutexLock l(&ns_mu_);
-  Entry e;
-  Status s = LookupEntry(parent, name, &e);
-  if (s.Is(Code::kNotFound)) {
-    auto p = LoadInode(parent);
-    if (p.ok() && !p->is_dir()) return Status::NotDirectory();
-  }
-  RETURN_IF_ERROR(s);
-  if (S_ISDIR(e.mode)) return Status::IsDirectory();
-  if (e.hidden) return Status::NotFound("already deleted (kept hidden for snapshots)");
-  Txn t(this);
-  ASSIGN_OR_RETURN(Inode * dir, t.Get(parent));
-  dir->mtime_ns = dir->ctime_ns = NowNs();
-  RETURN_IF_ERROR(UnlinkInTxn(&t, parent, name, e, nullptr));
-  RETURN_IF_ERROR(CollapseHiddenDirs(&t));
-  return t.Commit();
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    Entry e;
+    Status s = t.Lookup(parent, name, &e);
+    if (s.Is(Code::kNotFound)) {
+      auto p = t.Get(parent);
+      if (p.ok() && !(*p)->is_dir()) return Status::NotDirectory();
+    }
+    RETURN_IF_ERROR(s);
+    if (S_ISDIR(e.mode)) return Status::IsDirectory();
+    if (e.hidden) return Status::NotFound("already deleted (kept hidden for snapshots)");
+    ASSIGN_OR_RETURN(Inode * dir, t.Get(parent));
+    dir->mtime_ns = dir->ctime_ns = NowNs();
+    RETURN_IF_ERROR(UnlinkInTxn(&t, parent, name, e, nullptr));
+    RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+    return t.Commit();
+  });
 }
 
 Status Filesystem::Rmdir(uint64_t parent, std::string_view name) {
@@ -451,16 +486,30 @@ Status Filesystem::Rmdir(uint64_t parent, std::string_view name) {
   if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
     return Status::ReadOnly("snapshot views are read-only");
   }
-  MutexLock l(&ns_mu_);
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    return RmdirInTxn(&t, parent, name);
+  });
+}
+
+Status Filesystem::RmdirInTxn(Txn* tp, uint64_t parent, std::string_view name) {
+  Txn& t = *tp;
   Entry e;
-  RETURN_IF_ERROR(LookupEntry(parent, name, &e));
+  RETURN_IF_ERROR(t.Lookup(parent, name, &e));
   if (!S_ISDIR(e.mode)) return Status::NotDirectory();
   if (e.hidden) return Status::NotFound("already deleted (kept hidden for snapshots)");
+  // The folder's inode is the guard of its entries (every create or removal in it writes
+  // the inode): reading it makes a racing create in it conflict with this removal.
+  ASSIGN_OR_RETURN(Inode * child, t.Get(e.child));
+  (void)child;
   std::string prefix = keys::Ino(e.child);
-  auto it = meta_.NewIterator(Cf::kDirIndex);
-  it->Seek(prefix);
-  if (it->Valid() && it->key().starts_with(prefix)) return Status::NotEmpty();
-  Txn t(this);
+  {
+    auto* it = t.It(Cf::kDirIndex);
+    it->Seek(prefix);
+    if (it->Valid() && it->key().starts_with(prefix)) return Status::NotEmpty();
+    RETURN_IF_ERROR(it->status().WithContext("scan folder"));
+  }
   ASSIGN_OR_RETURN(Inode * dir, t.Get(parent));
   dir->mtime_ns = dir->ctime_ns = NowNs();
   ASSIGN_OR_RETURN(bool has_hidden, DirHasEntries(&t, e.child));
@@ -468,7 +517,7 @@ Status Filesystem::Rmdir(uint64_t parent, std::string_view name) {
     // Only hidden entries left: the folder goes from listings but stays resolvable.
     RETURN_IF_ERROR(HideEntry(&t, parent, name, e));
   } else {
-    RemoveEntry(&t.b, parent, name, e.seq);
+    RemoveEntry(t.kv(), parent, name, e.seq);
     dir->nlink--;
     ASSIGN_OR_RETURN(Inode * node, t.Get(e.child));
     RETURN_IF_ERROR(DropLink(&t, node, dir->mtime_ns));
@@ -492,7 +541,6 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
     return Status::ReadOnly("snapshot views are read-only");
   }
   const bool exchange = flags & kRenameExchange;
-
   // A file landing on a marker name commits a snapshot: read it before taking ns_mu_
   // (reading takes the file's own lock, which comes first in the lock order).
   std::map<uint64_t, std::string> marker_bytes;
@@ -505,12 +553,22 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
   if (IsMarkerName(new_name)) preread(parent, name);
   if (exchange && IsMarkerName(name)) preread(new_parent, new_name);
 
-  MutexLock l(&ns_mu_);
-  Txn t(this);
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    return RenameInTxn(&t, parent, name, new_parent, new_name, flags, marker_bytes);
+  });
+}
+
+Status Filesystem::RenameInTxn(Txn* tp, uint64_t parent, std::string_view name,
+                               uint64_t new_parent, std::string_view new_name, unsigned flags,
+                               const std::map<uint64_t, std::string>& marker_bytes) {
+  Txn& t = *tp;
+  const bool exchange = flags & kRenameExchange;
   Entry se, de;
-  RETURN_IF_ERROR(LookupEntry(parent, name, &se));
+  RETURN_IF_ERROR(t.Lookup(parent, name, &se));
   if (se.hidden) return Status::ReadOnly("deleted entry kept read-only for snapshots");
-  Status ds = LookupEntry(new_parent, new_name, &de);
+  Status ds = t.Lookup(new_parent, new_name, &de);
   if (!ds.ok() && !ds.Is(Code::kNotFound)) return ds;
   bool dst_exists = ds.ok();
   const uint64_t src = se.child;
@@ -519,17 +577,19 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
     return Status::ReadOnly("deleted entry kept read-only for snapshots");
   }
 
-  ASSIGN_OR_RETURN(auto new_dir_check, LoadInode(new_parent));
+  ASSIGN_OR_RETURN(auto new_dir_check, t.Load(new_parent));
   if (!new_dir_check.is_dir()) return Status::NotDirectory();
   if (new_dir_check.nlink == 0) return Status::NotFound("target folder was removed");
   RETURN_IF_ERROR(ResurrectDir(&t, new_parent));
 
-  // Is `ancestor` equal to `ino` or one of its ancestors?
+  // Is `ancestor` equal to `ino` or one of its ancestors? Read in the transaction: a
+  // concurrent move of any folder on the way (it writes that folder's inode) conflicts,
+  // so two crossing moves cannot make a loop together.
   auto is_within = [&](uint64_t ino, uint64_t ancestor) -> Result<bool> {
     for (int depth = 0; depth < 4096; depth++) {
       if (ino == ancestor) return true;
       if (ino == kRootIno) return false;
-      ASSIGN_OR_RETURN(auto n, LoadInode(ino));
+      ASSIGN_OR_RETURN(auto n, t.Load(ino));
       ino = n.parent;
     }
     return Status::Loop("folder tree too deep");
@@ -551,15 +611,15 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
     ASSIGN_OR_RETURN(Inode * new_dir, t.Get(new_parent));
     ASSIGN_OR_RETURN(Inode * s_node, t.Get(src));
     ASSIGN_OR_RETURN(Inode * d_node, t.Get(dst));
-    rocksdb::WriteBatch& b = t.b;
+    kv::Txn& b = t.kv();
     // Both names stay; their targets swap (sequence numbers stay with the names).
-    (void)b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
+    (void)b.Put(Cf::kDentries, keys::Dentry(parent, name),
                 DentryValue{dst, se.seq, de.mode, false}.Encode());
-    (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, se.seq),
+    (void)b.Put(Cf::kDirIndex, keys::DirIndex(parent, se.seq),
                 DirIndexValue::Encode(dst, de.mode, name));
-    (void)b.Put(meta_.cf(Cf::kDentries), keys::Dentry(new_parent, new_name),
+    (void)b.Put(Cf::kDentries, keys::Dentry(new_parent, new_name),
                 DentryValue{src, de.seq, se.mode, false}.Encode());
-    (void)b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(new_parent, de.seq),
+    (void)b.Put(Cf::kDirIndex, keys::DirIndex(new_parent, de.seq),
                 DirIndexValue::Encode(src, se.mode, new_name));
     if (s_node->is_dir()) s_node->name = std::string(new_name);
     if (d_node->is_dir()) d_node->name = std::string(name);
@@ -624,7 +684,7 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
       if (has) return Status::NotEmpty();
       new_dir->nlink--;
     }
-    RemoveEntry(&t.b, new_parent, new_name, de.seq);
+    RemoveEntry(t.kv(), new_parent, new_name, de.seq);
     t.gone_dentries.insert(keys::Dentry(new_parent, new_name));
     if (IsMarkerName(new_name)) RETURN_IF_ERROR(MarkerGone(&t, new_parent, new_name, dst));
     // A pinned file replaced here lives on (DropLink keeps it), reached through
@@ -632,9 +692,9 @@ Status Filesystem::Rename(uint64_t parent, std::string_view name, uint64_t new_p
     RETURN_IF_ERROR(DropLink(&t, d_node, now));
   }
   ASSIGN_OR_RETURN(Inode * s_node, t.Get(src));
-  RemoveEntry(&t.b, parent, name, se.seq);
+  RemoveEntry(t.kv(), parent, name, se.seq);
   t.gone_dentries.insert(keys::Dentry(parent, name));
-  AddEntry(&t.b, new_dir, new_name, *s_node);
+  AddEntry(t.kv(), new_dir, new_name, *s_node);
   t.gone_dentries.erase(keys::Dentry(new_parent, new_name));
   if (s_node->is_dir()) {
     s_node->name = std::string(new_name);
@@ -686,9 +746,9 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
     bool pinned;
     {
       MutexLock l(&ns_mu_);
-      ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
+      Txn t(this);  // reads only
+      ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, node));
       if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
-      Txn t(this);
       ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
     }
     // A truncate must not cut the bytes a snapshot references: they get a copy first.
@@ -717,19 +777,22 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   bool other = req.set_mode || req.set_uid || req.set_gid || req.set_atime || req.set_mtime ||
                req.set_ctime;
   if (other) {
-    MutexLock l(&ns_mu_);
-    ASSIGN_OR_RETURN(node, LoadInode(ino));
-    if (req.set_mode) node.mode = (node.mode & S_IFMT) | (req.mode & 07777);
-    if (req.set_uid) node.uid = req.uid;
-    if (req.set_gid) node.gid = req.gid;
-    if (req.set_atime) node.atime_ns = req.atime_now ? now : req.atime_ns;
-    if (req.set_mtime) node.mtime_ns = req.mtime_now ? now : req.mtime_ns;
-    node.ctime_ns = req.set_ctime ? req.ctime_ns : now;
-    // The buffer's pending mtime must not overwrite an explicit one at the next flush.
-    if (f && f->loaded && req.set_mtime) f->mtime_ns = node.mtime_ns;
-    rocksdb::WriteBatch b;
-    PutInode(&b, node);
-    RETURN_IF_ERROR(meta_.Write(&b));
+    // Read and written in one transaction: a data commit of the same inode (size,
+    // mtime) in between makes it conflict and run again, so neither change is lost.
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      MutexLock l(&ns_mu_);
+      Txn t(this);
+      ASSIGN_OR_RETURN(Inode * n, t.Get(ino));
+      if (req.set_mode) n->mode = (n->mode & S_IFMT) | (req.mode & 07777);
+      if (req.set_uid) n->uid = req.uid;
+      if (req.set_gid) n->gid = req.gid;
+      if (req.set_atime) n->atime_ns = req.atime_now ? now : req.atime_ns;
+      if (req.set_mtime) n->mtime_ns = req.mtime_now ? now : req.mtime_ns;
+      n->ctime_ns = req.set_ctime ? req.ctime_ns : now;
+      // The buffer's pending mtime must not overwrite an explicit one at the next flush.
+      if (f && f->loaded && req.set_mtime) f->mtime_ns = n->mtime_ns;
+      return t.Commit();
+    }));
   }
   if (fl.owns_lock()) fl.unlock();
   return GetAttr(ino);
@@ -767,20 +830,21 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
   if ((flags & kXattrCreate) && (flags & kXattrReplace)) return Status::InvalidArgument();
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
-  MutexLock l(&ns_mu_);
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
-  if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
-  std::string old;
-  Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
-  if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-  if ((flags & kXattrCreate) && s.ok()) return Status::AlreadyExists();
-  if ((flags & kXattrReplace) && !s.ok()) return Status::NoData();
-  rocksdb::WriteBatch b;
-  (void)b.Put(meta_.cf(Cf::kXattrs), keys::Xattr(ino, name), rocksdb::Slice(value.data(), value.size()));
-  node.ctime_ns = NowNs();
-  PutInode(&b, node);
-  return meta_.Write(&b);
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    ASSIGN_OR_RETURN(Inode * node, t.Get(ino));
+    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, *node));
+    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
+    std::string old;
+    Status s = t.kv().Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
+    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+    if ((flags & kXattrCreate) && s.ok()) return Status::AlreadyExists();
+    if ((flags & kXattrReplace) && !s.ok()) return Status::NoData();
+    t.kv().Put(Cf::kXattrs, keys::Xattr(ino, name), value);
+    node->ctime_ns = NowNs();
+    return t.Commit();
+  });
 }
 
 Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
@@ -800,19 +864,20 @@ Status Filesystem::RemoveXattr(uint64_t ino, std::string_view name) {
   RETURN_IF_ERROR(CheckXattrName(name));
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
-  MutexLock l(&ns_mu_);
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  ASSIGN_OR_RETURN(bool ro, IsHiddenInode(node));
-  if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
-  std::string old;
-  Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
-  if (s.Is(Code::kNotFound)) return Status::NoData();
-  RETURN_IF_ERROR(s);
-  rocksdb::WriteBatch b;
-  (void)b.Delete(meta_.cf(Cf::kXattrs), keys::Xattr(ino, name));
-  node.ctime_ns = NowNs();
-  PutInode(&b, node);
-  return meta_.Write(&b);
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    ASSIGN_OR_RETURN(Inode * node, t.Get(ino));
+    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, *node));
+    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
+    std::string old;
+    Status s = t.kv().Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
+    if (s.Is(Code::kNotFound)) return Status::NoData();
+    RETURN_IF_ERROR(s);
+    t.kv().Delete(Cf::kXattrs, keys::Xattr(ino, name));
+    node->ctime_ns = NowNs();
+    return t.Commit();
+  });
 }
 
 Result<FsStats> Filesystem::StatFs() {
@@ -821,8 +886,12 @@ Result<FsStats> Filesystem::StatFs() {
   s.blocks = space.total_bytes / s.block_size;
   s.blocks_free = s.blocks_avail = space.free_bytes / s.block_size;
   s.files = 1ull << 32;
-  MutexLock l(&ns_mu_);  // next_ino_ is guarded by it
-  s.files_free = s.files - std::min<uint64_t>(s.files - 1, next_ino_);
+  std::string v;
+  uint64_t used = kRootIno + 1;
+  if (meta_.Get(Cf::kDefault, keys::kNextIno, &v).ok()) {
+    if (auto n = kv::DecodeCounter(v); n.ok() && *n > 0) used = static_cast<uint64_t>(*n);
+  }
+  s.files_free = s.files - std::min<uint64_t>(s.files - 1, used);
   return s;
 }
 

@@ -309,10 +309,10 @@ class Filesystem {
                      uint32_t* mode, bool* hidden = nullptr);
   Status LookupEntry(uint64_t parent, std::string_view name, Entry* e);
   static Status DecodeEntry(std::string_view v, Entry* e);  // a dentries value
-  Result<uint64_t> AllocIno(rocksdb::WriteBatch* b) REQUIRES(ns_mu_);
-  void PutInode(rocksdb::WriteBatch* b, const Inode& ino);
-  void AddEntry(rocksdb::WriteBatch* b, Inode* dir, std::string_view name, const Inode& child);
-  void RemoveEntry(rocksdb::WriteBatch* b, uint64_t parent, std::string_view name, uint64_t seq);
+  // A new inode number, unique in the store (whatever process asks).
+  Result<uint64_t> AllocIno() EXCLUDES(ino_mu_);
+  void AddEntry(kv::Txn& t, Inode* dir, std::string_view name, const Inode& child);
+  void RemoveEntry(kv::Txn& t, uint64_t parent, std::string_view name, uint64_t seq);
   // Drops one link; purges the inode's data if it was the last link and nothing uses it
   // (no open handle, no kernel reference, no snapshot pin).
   Status DropLink(Txn* t, Inode* ino, int64_t now) REQUIRES(ns_mu_);
@@ -323,6 +323,16 @@ class Filesystem {
   Status PurgeIfUnused(Txn* t, uint64_t ino) REQUIRES(ns_mu_);
   bool InUse(uint64_t ino);
   Result<Attr> MakeNode(uint64_t parent, std::string_view name, Inode node);
+  // The bodies of the namespace operations: one attempt, in `t` (the public operation
+  // commits it and runs the attempt again on Conflict).
+  Status MakeNodeInTxn(Txn* t, uint64_t parent, std::string_view name, Inode* node)
+      REQUIRES(ns_mu_);
+  Status LinkInTxn(Txn* t, uint64_t ino, uint64_t new_parent, std::string_view new_name)
+      REQUIRES(ns_mu_);
+  Status RmdirInTxn(Txn* t, uint64_t parent, std::string_view name) REQUIRES(ns_mu_);
+  Status RenameInTxn(Txn* t, uint64_t parent, std::string_view name, uint64_t new_parent,
+                     std::string_view new_name, unsigned flags,
+                     const std::map<uint64_t, std::string>& marker_bytes) REQUIRES(ns_mu_);
   Status LinkLocked(uint64_t ino, uint64_t new_parent, std::string_view new_name)
       EXCLUDES(ns_mu_);  // takes ns_mu_ itself
   Attr ToAttr(const Inode& i);
@@ -332,7 +342,7 @@ class Filesystem {
   bool IsMarkerName(std::string_view name) const;
   Result<bool> IsPinned(Txn* t, uint64_t ino);  // reads only
   // True if the inode is reachable only through hidden entries (or not at all): read-only.
-  Result<bool> IsHiddenInode(const Inode& node);
+  Result<bool> IsHiddenInode(Txn* t, const Inode& node);
   // The hidden entries (parent, name) of an inode, as this transaction sees them.
   Result<std::vector<std::pair<uint64_t, std::string>>> HiddenEntriesOf(Txn* t, uint64_t ino);
   Status HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) REQUIRES(ns_mu_);
@@ -344,6 +354,9 @@ class Filesystem {
   // get a copy of its data (a new inode sharing its chunks) and the file is free to
   // change. Hidden entries of it become visible again.
   Status DetachForSnapshots(uint64_t ino) EXCLUDES(ns_mu_);
+  Status DetachInTxn(Txn* t, uint64_t ino) REQUIRES(ns_mu_);
+  Status RemoveSnapshotsInTxn(Txn* t, const std::vector<uint64_t>& dirs, RemoveReport* report)
+      REQUIRES(ns_mu_);
   Status DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name, uint64_t child) REQUIRES(ns_mu_);
   Status ReleaseUnpinned(Txn* t, uint64_t ino) REQUIRES(ns_mu_);
   Status CollapseHiddenDirs(Txn* t) REQUIRES(ns_mu_);
@@ -366,8 +379,9 @@ class Filesystem {
                      RemoveReport* report) REQUIRES(ns_mu_);
   Result<bool> RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_view name, const Entry& e,
                                RemoveReport* report) REQUIRES(ns_mu_);
-  Result<SnapshotInfo> LoadSnapshot(uint64_t dir);
-  Result<std::vector<std::pair<uint64_t, std::string>>> PinsOf(uint64_t dir);
+  // With `t`, as that transaction sees it (conflict-checked); otherwise committed state.
+  Result<SnapshotInfo> LoadSnapshot(uint64_t dir, Txn* t = nullptr);
+  Result<std::vector<std::pair<uint64_t, std::string>>> PinsOf(uint64_t dir, Txn* t = nullptr);
   Status OwnFiles(uint64_t dir, const std::string& prefix,
                   std::vector<std::pair<std::string, uint64_t>>* out);
 
@@ -389,10 +403,15 @@ class Filesystem {
   ChunkStore& chunks_;
   const Chunker chunker_;
 
-  // Serialises this process's namespace changes (WriteBatch read-modify-write) and
-  // inode allocation.
+  // Serialises this process's namespace transactions: not for correctness (the engine
+  // decides between racing transactions, in this process or another), but so that our
+  // own threads do not make each other conflict and retry.
   Mutex ns_mu_;
-  uint64_t next_ino_ GUARDED_BY(ns_mu_) = 0;
+  // Inode numbers reserved from the store's counter, kInoBatch at a time.
+  static constexpr uint64_t kInoBatch = 1024;
+  Mutex ino_mu_;  // a leaf
+  uint64_t next_ino_ GUARDED_BY(ino_mu_) = 0;
+  uint64_t ino_limit_ GUARDED_BY(ino_mu_) = 0;
   std::vector<std::string> mount_points_ GUARDED_BY(ns_mu_);
   std::vector<std::string> marker_names_;
   std::atomic<uint64_t> snapshot_gen_{0};  // bumped on every snapshot change (view caches)

@@ -132,8 +132,8 @@ Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
     bool ro, pinned;
     {
       MutexLock l(&ns_mu_);
-      ASSIGN_OR_RETURN(ro, IsHiddenInode(node));
-      Txn t(this);
+      Txn t(this);  // reads only
+      ASSIGN_OR_RETURN(ro, IsHiddenInode(&t, node));
       ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
     }
     // A deleted file kept for snapshots is read-only, but creating a file of its name
@@ -361,9 +361,9 @@ Status Filesystem::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
   } release{chunks_, txn};
   // Pack bytes become durable before the metadata that points at them.
   if (txn->wrote_pack) RETURN_IF_ERROR(chunks_.Sync(*txn));
-  // ns_mu_ keeps this process's namespace changes (still plain WriteBatches) from
-  // racing the inode update needlessly; correctness against everyone else is the
-  // transaction's: the inode and every chunk entry it read are conflict-checked.
+  // ns_mu_ keeps this process's namespace transactions from conflicting with the inode
+  // update needlessly; correctness is the transaction's: the inode and every chunk
+  // entry it read are conflict-checked.
   MutexLock l(&ns_mu_);
   std::string v;
   Status s = txn->kv->Get(Cf::kInodes, keys::Ino(ino), &v);

@@ -38,7 +38,7 @@ Result<bool> Filesystem::IsPinned(Txn* t, uint64_t ino) {
     uint64_t snap = GetBE64(it->key().data() + 8);
     if (!t->gone_pins.count({ino, snap})) return true;
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+  RETURN_IF_ERROR(it->status().WithContext("scan pins"));
   return false;
 }
 
@@ -48,22 +48,21 @@ Result<std::vector<std::pair<uint64_t, std::string>>> Filesystem::HiddenEntriesO
   std::string prefix = keys::Ino(ino);
   auto* it = t->It(Cf::kHidden);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    if (t->gone_hidden.count(it->key().ToString())) continue;
+    if (t->gone_hidden.count(std::string(it->key()))) continue;
     entries.emplace_back(GetBE64(it->key().data() + 8),
                          std::string(it->key().data() + 16, it->key().size() - 16));
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+  RETURN_IF_ERROR(it->status().WithContext("scan hidden"));
   return entries;
 }
 
-Result<bool> Filesystem::IsHiddenInode(const Inode& node) {
-  Txn t(this);
-  ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(&t, node.ino));
+Result<bool> Filesystem::IsHiddenInode(Txn* t, const Inode& node) {
+  ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(t, node.ino));
   if (entries.empty()) {
     // No name left at all (replaced or renamed over) but kept for a snapshot: its bytes
     // are the snapshot's, whoever still holds a descriptor.
     if (node.nlink > 0 || !node.is_reg()) return false;
-    return IsPinned(&t, node.ino);
+    return IsPinned(t, node.ino);
   }
   return node.is_dir() || entries.size() >= node.nlink;
 }
@@ -72,17 +71,17 @@ Result<bool> Filesystem::DirHasEntries(Txn* t, uint64_t dir) {
   std::string prefix = keys::Ino(dir);
   auto* it = t->It(Cf::kDentries);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    if (!t->gone_dentries.count(it->key().ToString())) return true;
+    if (!t->gone_dentries.count(std::string(it->key()))) return true;
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan folder"));
+  RETURN_IF_ERROR(it->status().WithContext("scan folder"));
   return false;
 }
 
 Status Filesystem::HideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) {
-  (void)t->b.Delete(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, e.seq));
-  (void)t->b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
+  (void)t->kv().Delete(Cf::kDirIndex, keys::DirIndex(parent, e.seq));
+  (void)t->kv().Put(Cf::kDentries, keys::Dentry(parent, name),
                  DentryValue{e.child, e.seq, e.mode, true}.Encode());
-  (void)t->b.Put(meta_.cf(Cf::kHidden), keys::Hidden(e.child, parent, name), "");
+  (void)t->kv().Put(Cf::kHidden, keys::Hidden(e.child, parent, name), "");
   t->snapshots_changed = true;
   t->touched.emplace_back(parent, std::string(name));
   if (S_ISDIR(e.mode)) {
@@ -93,12 +92,12 @@ Status Filesystem::HideEntry(Txn* t, uint64_t parent, std::string_view name, con
 }
 
 Status Filesystem::UnhideEntry(Txn* t, uint64_t parent, std::string_view name, const Entry& e) {
-  (void)t->b.Put(meta_.cf(Cf::kDirIndex), keys::DirIndex(parent, e.seq),
+  (void)t->kv().Put(Cf::kDirIndex, keys::DirIndex(parent, e.seq),
                  DirIndexValue::Encode(e.child, e.mode, name));
-  (void)t->b.Put(meta_.cf(Cf::kDentries), keys::Dentry(parent, name),
+  (void)t->kv().Put(Cf::kDentries, keys::Dentry(parent, name),
                  DentryValue{e.child, e.seq, e.mode, false}.Encode());
   std::string hk = keys::Hidden(e.child, parent, name);
-  (void)t->b.Delete(meta_.cf(Cf::kHidden), hk);
+  (void)t->kv().Delete(Cf::kHidden, hk);
   t->gone_hidden.insert(hk);
   t->snapshots_changed = true;
   return Status::OK();
@@ -116,7 +115,7 @@ Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
     }
     for (auto& [parent, name] : entries) {
       Entry e;
-      RETURN_IF_ERROR(LookupEntry(parent, name, &e));
+      RETURN_IF_ERROR(t->Lookup(parent, name, &e));
       RETURN_IF_ERROR(UnhideEntry(t, parent, name, e));
     }
     dir = entries.front().first;
@@ -125,42 +124,56 @@ Status Filesystem::ResurrectDir(Txn* t, uint64_t dir) {
 }
 
 Status Filesystem::DetachForSnapshots(uint64_t ino) {
-  MutexLock l(&ns_mu_);
-  Txn t(this);
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    return DetachInTxn(&t, ino);
+  });
+}
+
+Status Filesystem::DetachInTxn(Txn* tp, uint64_t ino) {
+  Txn& t = *tp;
   ASSIGN_OR_RETURN(bool pinned, IsPinned(&t, ino));
   if (!pinned) return Status::OK();  // raced with another open that did it
   ASSIGN_OR_RETURN(Inode * x, t.Get(ino));
   Inode copy = *x;
   x->btime_ns = NowNs();  // the name's file is a new file from now on
-  ASSIGN_OR_RETURN(copy.ino, AllocIno(&t.b));
+  ASSIGN_OR_RETURN(copy.ino, AllocIno());
   copy.nlink = 0;  // reachable only through the snapshots that pin it
   t.Put(copy);
   std::string prefix = keys::Ino(ino);
+  // Each scan is collected before the transaction writes (iterators must not be on a key
+  // being written).
   {
-    auto it = meta_.NewIterator(Cf::kExtents);
+    std::vector<std::pair<uint64_t, ExtentValue>> extents;
+    auto* it = t.It(Cf::kExtents);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
-      extent_map::Put(meta_, &t.b, copy.ino, GetBE64(it->key().data() + 8), e);
+      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
+      extents.emplace_back(GetBE64(it->key().data() + 8), e);
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+    RETURN_IF_ERROR(it->status().WithContext("scan extents"));
+    for (const auto& [off, e] : extents) extent_map::Put(t.kv(), copy.ino, off, e);
   }
   {
-    auto it = meta_.NewIterator(Cf::kPinned);
+    std::vector<uint64_t> snaps;
+    auto* it = t.It(Cf::kPinned);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      uint64_t snap = GetBE64(it->key().data() + 8);
-      std::string v;
-      RETURN_IF_ERROR(meta_.Get(Cf::kPins, keys::Pair(snap, ino), &v));
-      (void)t.b.Delete(meta_.cf(Cf::kPins), keys::Pair(snap, ino));
-      (void)t.b.Delete(meta_.cf(Cf::kPinned), keys::Pair(ino, snap));
-      (void)t.b.Put(meta_.cf(Cf::kPins), keys::Pair(snap, copy.ino), v);
-      (void)t.b.Put(meta_.cf(Cf::kPinned), keys::Pair(copy.ino, snap), "");
+      snaps.push_back(GetBE64(it->key().data() + 8));
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+    RETURN_IF_ERROR(it->status().WithContext("scan pins"));
+    for (uint64_t snap : snaps) {
+      std::string v;
+      RETURN_IF_ERROR(t.kv().Get(Cf::kPins, keys::Pair(snap, ino), &v));
+      t.kv().Delete(Cf::kPins, keys::Pair(snap, ino));
+      t.kv().Delete(Cf::kPinned, keys::Pair(ino, snap));
+      t.kv().Put(Cf::kPins, keys::Pair(snap, copy.ino), v);
+      t.kv().Put(Cf::kPinned, keys::Pair(copy.ino, snap), "");
+    }
   }
   ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(&t, ino));
   for (auto& [parent, name] : entries) {
     Entry e;
-    RETURN_IF_ERROR(LookupEntry(parent, name, &e));
+    RETURN_IF_ERROR(t.Lookup(parent, name, &e));
     RETURN_IF_ERROR(UnhideEntry(&t, parent, name, e));
     RETURN_IF_ERROR(ResurrectDir(&t, parent));
   }
@@ -171,11 +184,11 @@ Status Filesystem::DetachForSnapshots(uint64_t ino) {
 Status Filesystem::DropHiddenEntry(Txn* t, uint64_t parent, std::string_view name,
                                    uint64_t child) {
   std::string dk = keys::Dentry(parent, name);
-  (void)t->b.Delete(meta_.cf(Cf::kDentries), dk);
+  (void)t->kv().Delete(Cf::kDentries, dk);
   t->gone_dentries.insert(dk);
   t->touched.emplace_back(parent, std::string(name));
   std::string hk = keys::Hidden(child, parent, name);
-  (void)t->b.Delete(meta_.cf(Cf::kHidden), hk);
+  (void)t->kv().Delete(Cf::kHidden, hk);
   t->gone_hidden.insert(hk);
   t->snapshots_changed = true;
   ASSIGN_OR_RETURN(Inode * p, t->Get(parent));
@@ -219,9 +232,10 @@ Status Filesystem::CollapseHiddenDirs(Txn* t) {
   return Status::OK();
 }
 
-Result<SnapshotInfo> Filesystem::LoadSnapshot(uint64_t dir) {
+Result<SnapshotInfo> Filesystem::LoadSnapshot(uint64_t dir, Txn* t) {
   std::string v;
-  Status s = meta_.Get(Cf::kSnapshots, keys::Ino(dir), &v);
+  Status s = t ? t->kv().Get(Cf::kSnapshots, keys::Ino(dir), &v)
+               : meta_.Get(Cf::kSnapshots, keys::Ino(dir), &v);
   if (s.Is(Code::kNotFound)) return Status::NotFound("not a snapshot (no committed marker)");
   RETURN_IF_ERROR(s);
   ASSIGN_OR_RETURN(auto r, SnapshotRecord::Decode(v));
@@ -234,33 +248,34 @@ Result<SnapshotInfo> Filesystem::LoadSnapshot(uint64_t dir) {
   return info;
 }
 
-Result<std::vector<std::pair<uint64_t, std::string>>> Filesystem::PinsOf(uint64_t dir) {
+Result<std::vector<std::pair<uint64_t, std::string>>> Filesystem::PinsOf(uint64_t dir, Txn* t) {
   std::vector<std::pair<uint64_t, std::string>> pins;
   std::string prefix = keys::Ino(dir);
-  auto it = meta_.NewIterator(Cf::kPins);
+  std::unique_ptr<kv::Iterator> own;
+  kv::Iterator* it = t ? t->It(Cf::kPins) : (own = meta_.engine().NewIterator(Cf::kPins)).get();
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    pins.emplace_back(GetBE64(it->key().data() + 8), it->value().ToString());
+    pins.emplace_back(GetBE64(it->key().data() + 8), std::string(it->value()));
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+  RETURN_IF_ERROR(it->status().WithContext("scan pins"));
   return pins;
 }
 
 
 Status Filesystem::EndSnapshot(Txn* t, uint64_t dir) {
   if (!t->ended.insert(dir).second) return Status::OK();
-  auto snap = LoadSnapshot(dir);
+  auto snap = LoadSnapshot(dir, t);
   if (snap.ok()) {
     if (auto p = PathOf(dir); p.ok()) SNAPFS_LOG_INFO("snapshot ended: /" + *p);
-    (void)t->b.Delete(meta_.cf(Cf::kDefault), keys::MarkerIndex(snap->marker));
+    (void)t->kv().Delete(Cf::kDefault, keys::MarkerIndex(snap->marker));
   } else if (!snap.status().Is(Code::kNotFound)) {
     return snap.status();
   }
-  (void)t->b.Delete(meta_.cf(Cf::kSnapshots), keys::Ino(dir));
+  (void)t->kv().Delete(Cf::kSnapshots, keys::Ino(dir));
   t->snapshots_changed = true;
-  ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
+  ASSIGN_OR_RETURN(auto pins, PinsOf(dir, t));
   for (auto& [ino, view] : pins) {
-    (void)t->b.Delete(meta_.cf(Cf::kPins), keys::Pair(dir, ino));
-    (void)t->b.Delete(meta_.cf(Cf::kPinned), keys::Pair(ino, dir));
+    (void)t->kv().Delete(Cf::kPins, keys::Pair(dir, ino));
+    (void)t->kv().Delete(Cf::kPinned, keys::Pair(ino, dir));
     t->gone_pins.insert({ino, dir});
   }
   for (auto& [ino, view] : pins) {
@@ -274,7 +289,7 @@ Status Filesystem::MarkerGone(Txn* t, uint64_t parent, std::string_view name, ui
   // A folder getting a new marker in this transaction ends its old snapshot when it is
   // written (FinishSnapshots), after the new pins are in place.
   if (t->ended.count(parent) || t->prepared.count(parent)) return Status::OK();
-  auto snap = LoadSnapshot(parent);
+  auto snap = LoadSnapshot(parent, t);
   if (!snap.ok()) return snap.status().Is(Code::kNotFound) ? Status::OK() : snap.status();
   if (snap->marker != ino || snap->marker_name != name) return Status::OK();
   return EndSnapshot(t, parent);
@@ -317,14 +332,14 @@ Status Filesystem::PrepareSnapshot(Txn* t, uint64_t dir, uint64_t marker_ino,
     std::string view, mount_path;
     if (r.kind == MarkerReference::kBareName) {
       Entry e;
-      if (!LookupEntry(dir, r.path, &e).ok() || !S_ISREG(e.mode)) continue;
+      if (!t->Lookup(dir, r.path, &e).ok() || !S_ISREG(e.mode)) continue;
       ino = e.child;
       view = r.path;
       mount_path = spath.empty() ? r.path : spath + "/" + r.path;
     } else {
       auto found = ResolvePath(r.path);
       if (!found.ok()) continue;  // a dangling reference pins nothing
-      auto node = LoadInode(*found);
+      auto node = t->Load(*found);
       if (!node.ok() || !node->is_reg()) continue;
       ino = *found;
       mount_path = r.path;
@@ -362,11 +377,11 @@ Status Filesystem::FinishSnapshots(Txn* t) {
     rec.completed_ns = NowNs();
     rec.pins = p.pins.size();
     rec.content_hash = p.content_hash;
-    (void)t->b.Put(meta_.cf(Cf::kSnapshots), keys::Ino(dir), rec.Encode());
-    (void)t->b.Put(meta_.cf(Cf::kDefault), keys::MarkerIndex(p.marker), keys::Ino(dir));
+    (void)t->kv().Put(Cf::kSnapshots, keys::Ino(dir), rec.Encode());
+    (void)t->kv().Put(Cf::kDefault, keys::MarkerIndex(p.marker), keys::Ino(dir));
     for (auto& [ino, v] : p.pins) {
-      (void)t->b.Put(meta_.cf(Cf::kPins), keys::Pair(dir, ino), PinValue{v.first, v.second}.Encode());
-      (void)t->b.Put(meta_.cf(Cf::kPinned), keys::Pair(ino, dir), "");
+      (void)t->kv().Put(Cf::kPins, keys::Pair(dir, ino), PinValue{v.first, v.second}.Encode());
+      (void)t->kv().Put(Cf::kPinned, keys::Pair(ino, dir), "");
     }
     t->snapshots_changed = true;
   }
@@ -396,21 +411,23 @@ Status Filesystem::CommitMarkerAt(uint64_t parent, std::string_view name, uint64
   auto bytes = ReadMarkerBytes(ino);
   // An unreadable marker must not fail the writer's close: it just makes no snapshot.
   if (!bytes.ok()) return Status::OK();
-  MutexLock l(&ns_mu_);
-  Entry e;
-  if (!LookupEntry(parent, name, &e).ok() || e.child != ino || e.hidden) return Status::OK();
-  std::string v;
-  if (meta_.Get(Cf::kSnapshots, keys::Ino(parent), &v).ok()) {
-    auto rec = SnapshotRecord::Decode(v);
-    if (rec.ok() && rec->marker == ino && rec->marker_name == name &&
-        rec->content_hash == XXH3_64bits(bytes->data(), bytes->size())) {
-      return Status::OK();  // already the snapshot of exactly these bytes
+  return kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    Entry e;
+    if (!t.Lookup(parent, name, &e).ok() || e.child != ino || e.hidden) return Status::OK();
+    std::string v;
+    if (t.kv().Get(Cf::kSnapshots, keys::Ino(parent), &v).ok()) {
+      auto rec = SnapshotRecord::Decode(v);
+      if (rec.ok() && rec->marker == ino && rec->marker_name == name &&
+          rec->content_hash == XXH3_64bits(bytes->data(), bytes->size())) {
+        return Status::OK();  // already the snapshot of exactly these bytes
+      }
     }
-  }
-  Txn t(this);
-  RETURN_IF_ERROR(CommitSnapshot(&t, parent, ino, name, *bytes));
-  RETURN_IF_ERROR(CollapseHiddenDirs(&t));
-  return t.Commit();
+    RETURN_IF_ERROR(CommitSnapshot(&t, parent, ino, name, *bytes));
+    RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+    return t.Commit();
+  });
 }
 
 Status Filesystem::UnlinkInTxn(Txn* t, uint64_t parent, std::string_view name, const Entry& e,
@@ -421,7 +438,7 @@ Status Filesystem::UnlinkInTxn(Txn* t, uint64_t parent, std::string_view name, c
     RETURN_IF_ERROR(HideEntry(t, parent, name, e));
     if (report) report->files_hidden++;
   } else {
-    RemoveEntry(&t->b, parent, name, e.seq);
+    RemoveEntry(t->kv(), parent, name, e.seq);
     t->gone_dentries.insert(keys::Dentry(parent, name));
     t->touched.emplace_back(parent, std::string(name));
     ASSIGN_OR_RETURN(Inode * node, t->Get(e.child));
@@ -445,12 +462,12 @@ Result<bool> Filesystem::RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_vi
     std::string prefix = keys::Ino(e.child);
     auto* it = t->It(Cf::kDentries);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      if (t->gone_dentries.count(it->key().ToString())) continue;
+      if (t->gone_dentries.count(std::string(it->key()))) continue;
       Entry c;
-      RETURN_IF_ERROR(DecodeEntry(it->value().ToStringView(), &c));
+      RETURN_IF_ERROR(DecodeEntry(it->value(), &c));
       children.emplace_back(std::string(it->key().data() + 8, it->key().size() - 8), c);
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan folder"));
+    RETURN_IF_ERROR(it->status().WithContext("scan folder"));
   }
   bool kept = false;
   for (auto& [n, c] : children) {
@@ -465,7 +482,7 @@ Result<bool> Filesystem::RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_vi
     RETURN_IF_ERROR(DropHiddenEntry(t, parent, name, e.child));
     return false;
   }
-  RemoveEntry(&t->b, parent, name, e.seq);
+  RemoveEntry(t->kv(), parent, name, e.seq);
   t->gone_dentries.insert(keys::Dentry(parent, name));
   t->touched.emplace_back(parent, std::string(name));
   ASSIGN_OR_RETURN(Inode * p, t->Get(parent));
@@ -477,21 +494,38 @@ Result<bool> Filesystem::RemoveTreeInTxn(Txn* t, uint64_t parent, std::string_vi
 }
 
 Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run) {
-  RemoveReport report;
   ASSIGN_OR_RETURN(auto usage, MeasureSnapshots(dirs));
-  report.bytes_freed = usage.exclusive;
-  ReleasableMutexLock l(&ns_mu_);
-  Txn t(this);
+  RemoveReport report;
+  std::vector<std::pair<uint64_t, std::string>> touched;
+  RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+    report = RemoveReport{};
+    report.bytes_freed = usage.exclusive;
+    MutexLock l(&ns_mu_);
+    Txn t(this);
+    RETURN_IF_ERROR(RemoveSnapshotsInTxn(&t, dirs, &report));
+    if (dry_run) return Status::OK();
+    RETURN_IF_ERROR(t.Commit());
+    touched = std::move(t.touched);
+    return Status::OK();
+  }));
+  for (auto& [parent, name] : touched) InvalidateEntry(parent, name);
+  return report;
+}
+
+Status Filesystem::RemoveSnapshotsInTxn(Txn* tp, const std::vector<uint64_t>& dirs,
+                                        RemoveReport* out) {
+  Txn& t = *tp;
+  RemoveReport& report = *out;
   // Referenced files: (ino, where to look for their name). The job folder may have moved
   // since the marker named them: its view path under the job folder's current path comes
   // first, then the path the marker named.
   std::vector<std::pair<uint64_t, std::vector<std::string>>> outside;
   for (uint64_t dir : dirs) {
-    ASSIGN_OR_RETURN(auto snap, LoadSnapshot(dir));
+    ASSIGN_OR_RETURN(auto snap, LoadSnapshot(dir, &t));
     ASSIGN_OR_RETURN(std::string spath, PathOf(dir));
     std::string job;
     if (auto slash = spath.rfind('/'); slash != std::string::npos) job = spath.substr(0, slash);
-    ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
+    ASSIGN_OR_RETURN(auto pins, PinsOf(dir, &t));
     for (auto& [ino, v] : pins) {
       std::string view, mount_path;
       PinValue pv = PinValue::Decode(v);
@@ -520,7 +554,7 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
     uint64_t parent = node->parent;
     std::string name = node->name;
     Entry e;
-    if (name.empty() || !LookupEntry(parent, name, &e).ok() || e.child != dir) {
+    if (name.empty() || !t.Lookup(parent, name, &e).ok() || e.child != dir) {
       return Status::NotFound("snapshot folder has no name (detached)");
     }
     if (t.gone_dentries.count(keys::Dentry(parent, name))) continue;  // removed with another
@@ -540,7 +574,7 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
       auto parent = ResolvePath(parent_path);
       if (!parent.ok()) continue;
       Entry e;
-      if (!LookupEntry(*parent, name, &e).ok() || e.child != ino || e.hidden) continue;
+      if (!t.Lookup(*parent, name, &e).ok() || e.child != ino || e.hidden) continue;
       if (t.gone_dentries.count(keys::Dentry(*parent, name))) break;
       RETURN_IF_ERROR(UnlinkInTxn(&t, *parent, name, e, &report));
       break;
@@ -550,11 +584,7 @@ Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& di
   RETURN_IF_ERROR(CollapseHiddenDirs(&t));
   // Snapshot folders inside the removed folders ended with them.
   report.snapshots = t.ended.size();
-  if (dry_run) return report;
-  RETURN_IF_ERROR(t.Commit());
-  l.Release();
-  for (auto& [parent, name] : t.touched) InvalidateEntry(parent, name);
-  return report;
+  return Status::OK();
 }
 
 void Filesystem::SetEntryInvalidator(std::function<void(uint64_t, std::string_view)> f) {

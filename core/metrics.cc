@@ -187,6 +187,13 @@ Counter& HashMismatches() {
   return *c;
 }
 
+Counter& TxnConflicts() {
+  static Counter* c = Global().GetCounter(
+      "snapfs_txn_conflicts_total",
+      "Metadata transactions that conflicted with another and ran again");
+  return *c;
+}
+
 Counter& IoErrors() {
   static Counter* c =
       Global().GetCounter("snapfs_io_errors_total", "FUSE requests answered with EIO");
@@ -231,6 +238,7 @@ GcMetrics& Gc() {
 
 void RegisterCoreMetrics() {
   (void)HashMismatches();
+  (void)TxnConflicts();
   (void)IoErrors();
   (void)GcRunsCounter(true);
   (void)GcRunsCounter(false);

@@ -135,6 +135,9 @@ void RegisterCoreMetrics();
 
 // A chunk whose bytes do not match its hash was read.
 Counter& HashMismatches();
+// A metadata transaction conflicted with another (of this daemon or any other on the
+// store) and ran again (kv::RetryOnConflict).
+Counter& TxnConflicts();
 
 // ---- daemon facts (snapfs status) ----
 

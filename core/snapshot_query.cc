@@ -21,9 +21,28 @@ Status Filesystem::RecordMountPoint(const std::string& abs_path) {
   mount_points_.insert(mount_points_.begin(), abs_path);
   std::string v;
   for (const auto& m : mount_points_) v += m + "\n";
-  rocksdb::WriteBatch b;
-  (void)b.Put(meta_.cf(Cf::kDefault), kMountPointsKey, v);
-  return meta_.Write(&b, /*sync=*/true);
+  const std::vector<std::string> mine = mount_points_;
+  // Mount points only accumulate: a racing writer's list is merged on retry.
+  return kv::RunTxn(
+      meta_.engine(),
+      [&](kv::Txn& t) -> Status {
+        std::string old;
+        Status s = t.Get(Cf::kDefault, kMountPointsKey, &old);
+        if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+        std::string merged = v;
+        for (size_t i = 0; i < old.size();) {
+          size_t j = old.find('\n', i);
+          if (j == std::string::npos) j = old.size();
+          std::string m = old.substr(i, j - i);
+          if (!m.empty() && std::find(mine.begin(), mine.end(), m) == mine.end()) {
+            merged += m + "\n";
+          }
+          i = j + 1;
+        }
+        t.Put(Cf::kDefault, kMountPointsKey, merged);
+        return Status::OK();
+      },
+      kv::RunOptions{.sync = true});
 }
 
 std::vector<std::string> Filesystem::MountPoints() {

@@ -8,11 +8,6 @@ void AddRef(kv::Txn& t, const ChunkId& id, int64_t delta) {
   if (delta < 0) t.Put(Cf::kGarbage, keys::Chunk(id), "");
 }
 
-void AddRef(MetaStore& meta, rocksdb::WriteBatch* b, const ChunkId& id, int64_t delta) {
-  (void)b->Merge(meta.cf(Cf::kRefs), keys::Chunk(id), kv::EncodeCounter(delta));
-  if (delta < 0) (void)b->Put(meta.cf(Cf::kGarbage), keys::Chunk(id), "");
-}
-
 }  // namespace
 
 void Put(kv::Txn& t, uint64_t ino, uint64_t offset, const ExtentValue& v) {
@@ -25,16 +20,5 @@ void Remove(kv::Txn& t, uint64_t ino, uint64_t offset, const ExtentValue& v) {
   AddRef(t, v.id, -1);
 }
 
-void Put(MetaStore& meta, rocksdb::WriteBatch* b, uint64_t ino, uint64_t offset,
-         const ExtentValue& v) {
-  (void)b->Put(meta.cf(Cf::kExtents), keys::Extent(ino, offset), v.Encode());
-  AddRef(meta, b, v.id, +1);
-}
-
-void Remove(MetaStore& meta, rocksdb::WriteBatch* b, uint64_t ino, uint64_t offset,
-            const ExtentValue& v) {
-  (void)b->Delete(meta.cf(Cf::kExtents), keys::Extent(ino, offset));
-  AddRef(meta, b, v.id, -1);
-}
 
 }  // namespace snapfs::extent_map

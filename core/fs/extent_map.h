@@ -9,8 +9,6 @@
 // Thread-safety: stateless; the transaction passed in is the caller's.
 #pragma once
 
-#include <rocksdb/write_batch.h>
-
 #include <cstdint>
 
 #include "core/meta/kv.h"
@@ -22,12 +20,5 @@ namespace snapfs::extent_map {
 void Put(kv::Txn& t, uint64_t ino, uint64_t offset, const ExtentValue& v);
 // Drops the extent at (ino, offset), whose value is `v`.
 void Remove(kv::Txn& t, uint64_t ino, uint64_t offset, const ExtentValue& v);
-
-// The same for the namespace's WriteBatch path (purging an inode, copying a pinned
-// file's extents for a snapshot), until the namespace runs on kv transactions too.
-void Put(MetaStore& meta, rocksdb::WriteBatch* b, uint64_t ino, uint64_t offset,
-         const ExtentValue& v);
-void Remove(MetaStore& meta, rocksdb::WriteBatch* b, uint64_t ino, uint64_t offset,
-            const ExtentValue& v);
 
 }  // namespace snapfs::extent_map

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "core/coding.h"
+#include "core/metrics.h"
 
 namespace snapfs::kv {
 
@@ -49,6 +50,7 @@ Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts)
     }
     Status s = attempt();
     if (!s.Is(Code::kConflict)) return s;
+    metrics::TxnConflicts().Inc();
     last = s;
   }
   return Status::Busy("transaction kept conflicting after " + std::to_string(max_attempts) +
