@@ -6,8 +6,8 @@
 #include <random>
 #include <vector>
 
-#include "core/chunk_id.h"
-#include "core/chunker.h"
+#include "base/chunk_id.h"
+#include "core/chunks/chunker.h"
 
 namespace snapfs {
 namespace {

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "core/store.h"
 
 namespace snapfs {

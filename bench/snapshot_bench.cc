@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "core/store.h"
 
 namespace snapfs {

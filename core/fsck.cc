@@ -5,11 +5,11 @@
 #include <random>
 #include <unordered_map>
 
-#include "core/coding.h"
-#include "core/inode.h"
+#include "base/coding.h"
+#include "core/fs/inode.h"
 #include "core/meta/kv.h"
 #include "core/meta/schema.h"
-#include "core/pack_format.h"
+#include "core/chunks/pack_format.h"
 
 namespace snapfs {
 

@@ -9,8 +9,8 @@
 #include <cerrno>
 #include <random>
 
-#include "core/coding.h"
-#include "core/inode.h"
+#include "base/coding.h"
+#include "core/fs/inode.h"
 
 namespace snapfs {
 

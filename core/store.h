@@ -2,7 +2,7 @@
 //
 //   STORE/snapfs.conf   config (core/store_config.h), written once by init
 //   STORE/lock          flock'ed by the one process that has the store open; holds its pid
-//   STORE/meta/         RocksDB: all metadata (core/meta_store.h)
+//   STORE/meta/         RocksDB: all metadata (core/meta/meta_store.h)
 //   STORE/packs/        chunk packs (local backend)
 //
 // Thread-safety: after Open, the accessors are safe to call from any thread; the objects
@@ -13,8 +13,8 @@
 #include <string>
 
 #include "backends/backend.h"
-#include "core/chunk_store.h"
-#include "core/meta_store.h"
+#include "core/chunks/chunk_store.h"
+#include "core/meta/meta_store.h"
 #include "core/store_config.h"
 
 namespace snapfs {

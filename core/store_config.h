@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "core/chunker.h"
-#include "core/status.h"
+#include "core/chunks/chunker.h"
+#include "base/status.h"
 
 namespace snapfs {
 

@@ -2,9 +2,9 @@
 
 #include <unordered_set>
 
-#include "core/coding.h"
-#include "core/inode.h"
-#include "core/pack_format.h"
+#include "base/coding.h"
+#include "core/fs/inode.h"
+#include "core/chunks/pack_format.h"
 
 namespace snapfs {
 

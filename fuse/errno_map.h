@@ -1,7 +1,7 @@
 // Status -> errno: the one place where core codes become POSIX error numbers.
 #pragma once
 
-#include "core/status.h"
+#include "base/status.h"
 
 namespace snapfs::fuse {
 

@@ -13,8 +13,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "core/log.h"
-#include "core/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "fuse/errno_map.h"
 
 namespace snapfs::fuse {

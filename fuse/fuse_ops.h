@@ -5,7 +5,7 @@
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 
 namespace snapfs::fuse {
 

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/marker_scan.h"
+#include "core/snap/marker_scan.h"
 
 namespace {
 

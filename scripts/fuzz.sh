@@ -41,12 +41,12 @@ fi
 mkdir -p "$BUILD/corpus"
 BIN="$BUILD/marker_scan_fuzz"
 echo "fuzz: building $BIN with $("$CXX" --version | head -n 1)" >&2
-# marker_scan.cc needs only the inline parts of core/status.h; status.cc is linked so
+# marker_scan.cc needs only the inline parts of base/status.h; status.cc is linked so
 # that Status::ToString and friends are there should the code start using them.
 "$CXX" -std=c++20 -O1 -g -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -Wall -Wextra -Werror -Wno-unused-parameter -I. \
-  fuzz/marker_scan_fuzz.cc core/marker_scan.cc core/status.cc -o "$BIN"
+  fuzz/marker_scan_fuzz.cc core/snap/marker_scan.cc base/status.cc -o "$BIN"
 
 # ---- Seeds: markers written like Java's DataOutputStream, and text markers ----------
 # Byte-exact output: no locale-dependent lengths.

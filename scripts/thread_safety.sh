@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the thread-safety annotations (core/thread_annotations.h) with clang's
+# Checks the thread-safety annotations (base/thread_annotations.h) with clang's
 # -Wthread-safety over every source file of the core, the backends and the FUSE layer
 # (where the mutexes are; tools/ has none). Syntax only: no objects are made, so it
 # takes a couple of minutes, not a build. scripts/test.sh runs it after the build.
@@ -18,7 +18,7 @@ if [[ -z "$CXX" ]]; then
 fi
 FUSE_CFLAGS=$(pkg-config --cflags fuse3 2>/dev/null || true)
 BUILD=${1:-build}
-files=$(ls core/*.cc core/*/*.cc backends/*.cc fuse/*.cc)
+files=$(ls base/*.cc core/*.cc core/*/*.cc backends/*.cc fuse/*.cc daemon/*.cc)
 echo "thread-safety: $(echo "$files" | wc -w) files with $("$CXX" --version | head -n 1)" >&2
 # shellcheck disable=SC2086
 printf '%s\n' $files | xargs -P "$(nproc)" -n 4 \

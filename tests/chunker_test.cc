@@ -1,4 +1,4 @@
-#include "core/chunker.h"
+#include "core/chunks/chunker.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include "core/chunk_id.h"
+#include "base/chunk_id.h"
 #include "tests/util/random.h"
 
 namespace snapfs {

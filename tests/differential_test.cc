@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "core/fsck.h"
-#include "core/gc.h"
+#include "core/chunks/gc.h"
 #include "tests/util/test_fs.h"
 
 namespace snapfs {

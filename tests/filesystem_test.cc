@@ -1,7 +1,7 @@
 // POSIX semantics of the engine's Filesystem API, without FUSE: every namespace and data
 // operation, its error codes (Linux's choices where POSIX allows several), and that
 // everything survives a reopen of the store.
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

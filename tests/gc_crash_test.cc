@@ -12,7 +12,7 @@
 #include <map>
 #include <random>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "core/fsck.h"
 #include "core/store.h"
 #include "tests/util/random.h"

@@ -14,9 +14,9 @@
 #include <map>
 #include <thread>
 
-#include "core/coding.h"
+#include "base/coding.h"
 #include "core/fs/extent_map.h"
-#include "core/gc.h"
+#include "core/chunks/gc.h"
 #include "core/meta/kv.h"
 #include "tests/util/random.h"
 #include "tests/util/test_fs.h"

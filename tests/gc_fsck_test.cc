@@ -27,12 +27,12 @@
 #include <thread>
 #include <vector>
 
-#include "core/coding.h"
-#include "core/filesystem.h"
+#include "base/coding.h"
+#include "core/fs/filesystem.h"
 #include "core/fsck.h"
-#include "core/gc.h"
-#include "core/inode.h"
-#include "core/meta_store.h"
+#include "core/chunks/gc.h"
+#include "core/fs/inode.h"
+#include "core/meta/meta_store.h"
 #include "tests/util/test_fs.h"
 
 namespace snapfs {

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/gc.h"
-#include "core/pack_format.h"
+#include "core/chunks/gc.h"
+#include "core/chunks/pack_format.h"
 #include "tests/util/test_fs.h"
 
 namespace snapfs {

@@ -2,7 +2,7 @@
 // a small Java DataOutput emulation (big-endian ints and longs, writeUTF strings) laid out
 // like Flink's `_metadata`, and read back by a matching DataInput reader.
 
-#include "core/marker_scan.h"
+#include "core/snap/marker_scan.h"
 
 #include <gtest/gtest.h>
 

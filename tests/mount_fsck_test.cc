@@ -5,9 +5,9 @@
 // (DESIGN.md invariant 6).
 #include <cinttypes>
 
-#include "core/coding.h"
-#include "core/filesystem.h"
-#include "core/meta_store.h"
+#include "base/coding.h"
+#include "core/fs/filesystem.h"
+#include "core/meta/meta_store.h"
 #include "core/store.h"
 #include "tests/util/flink_sim.h"
 

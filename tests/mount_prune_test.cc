@@ -2,10 +2,10 @@
 // of both, with completion times set in the store, not waited for), several job folders
 // at once through a shell glob (one transaction per store, folders without snapshots
 // skipped), job folders in two stores, dry runs, and the refusals.
-#include "core/coding.h"
-#include "core/filesystem.h"
-#include "core/meta_store.h"
-#include "core/snapshot_record.h"
+#include "base/coding.h"
+#include "core/fs/filesystem.h"
+#include "core/meta/meta_store.h"
+#include "core/snap/snapshot_record.h"
 #include "core/store.h"
 #include "tests/util/flink_sim.h"
 

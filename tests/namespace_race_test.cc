@@ -17,7 +17,7 @@
 #include <set>
 #include <thread>
 
-#include "core/metrics.h"
+#include "base/metrics.h"
 #include "tests/util/test_fs.h"
 
 namespace snapfs {

@@ -34,10 +34,10 @@
 #include <string_view>
 #include <vector>
 
-#include "core/chunker.h"
-#include "core/filesystem.h"
+#include "core/chunks/chunker.h"
+#include "core/fs/filesystem.h"
 #include "core/fsck.h"
-#include "core/gc.h"
+#include "core/chunks/gc.h"
 #include "core/store.h"
 #include "tests/util/java_data.h"
 #include "tests/util/test_fs.h"

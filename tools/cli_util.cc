@@ -19,10 +19,10 @@
 #include <sstream>
 #include <tuple>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "core/store.h"
-#include "fuse/control.h"
-#include "fuse/mount_table.h"
+#include "daemon/control.h"
+#include "daemon/mount_table.h"
 #include "tools/snap_requests.h"
 
 namespace snapfs::cli {

@@ -27,8 +27,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "core/filesystem.h"
-#include "core/marker_scan.h"
+#include "core/fs/filesystem.h"
+#include "core/snap/marker_scan.h"
 #include "tools/cli_util.h"
 #include "tools/export_verify.h"
 #include "tools/snap_requests.h"

@@ -8,7 +8,7 @@
 #include <set>
 #include <unordered_map>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "core/fsck.h"
 #include "core/store.h"
 #include "tools/cli_util.h"

@@ -5,8 +5,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "core/filesystem.h"
-#include "core/gc.h"
+#include "core/fs/filesystem.h"
+#include "core/chunks/gc.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 

@@ -7,7 +7,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "tools/cli_util.h"
 #include "tools/snap_requests.h"
 

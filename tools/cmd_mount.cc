@@ -9,10 +9,10 @@
 #include <fstream>
 #include <iostream>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "core/store.h"
-#include "fuse/metrics_server.h"
-#include "fuse/mount.h"
+#include "daemon/metrics_server.h"
+#include "daemon/mount.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {

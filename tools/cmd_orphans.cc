@@ -8,8 +8,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "core/filesystem.h"
-#include "core/inode.h"
+#include "core/fs/filesystem.h"
+#include "core/fs/inode.h"
 #include "tools/cli_util.h"
 #include "tools/snap_requests.h"
 

@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "tools/cli_util.h"
 #include "tools/snap_requests.h"
 

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/fsck.h"
-#include "core/gc.h"
+#include "core/chunks/gc.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 

@@ -18,13 +18,13 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "core/filesystem.h"
-#include "core/inode.h"
-#include "core/log.h"
-#include "core/metrics.h"
+#include "core/fs/filesystem.h"
+#include "core/fs/inode.h"
+#include "base/log.h"
+#include "base/metrics.h"
 #include "core/store.h"
 #include "core/store_gauges.h"
-#include "fuse/control.h"
+#include "daemon/control.h"
 #include "snapfs_version.h"
 #include "tools/cli_util.h"
 

@@ -8,8 +8,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "core/filesystem.h"
-#include "core/gc.h"
+#include "core/fs/filesystem.h"
+#include "core/chunks/gc.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"

@@ -4,7 +4,7 @@
 
 #include <cctype>
 
-#include "core/marker_scan.h"
+#include "core/snap/marker_scan.h"
 #include "tools/cli_util.h"
 
 namespace snapfs::cli {

@@ -41,8 +41,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/filesystem.h"
-#include "core/status.h"
+#include "core/fs/filesystem.h"
+#include "base/status.h"
 
 namespace snapfs::cli {
 

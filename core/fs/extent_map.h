@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "core/meta/kv.h"
-#include "core/meta_store.h"
+#include "core/meta/meta_store.h"
 
 namespace snapfs::extent_map {
 

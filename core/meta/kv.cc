@@ -4,8 +4,8 @@
 #include <random>
 #include <thread>
 
-#include "core/coding.h"
-#include "core/metrics.h"
+#include "base/coding.h"
+#include "base/metrics.h"
 
 namespace snapfs::kv {
 

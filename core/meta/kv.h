@@ -41,7 +41,7 @@
 #include <vector>
 
 #include "core/meta/spaces.h"
-#include "core/status.h"
+#include "base/status.h"
 
 namespace snapfs::kv {
 

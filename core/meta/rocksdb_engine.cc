@@ -6,7 +6,7 @@
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
 
-#include "core/coding.h"
+#include "base/coding.h"
 
 namespace snapfs::kv {
 namespace {

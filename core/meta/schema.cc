@@ -2,7 +2,7 @@
 
 #include <sys/stat.h>
 
-#include "core/coding.h"
+#include "base/coding.h"
 
 namespace snapfs {
 

@@ -3,7 +3,7 @@
 // snapshots, GC, fsck, stats) goes through these; nobody slices bytes by hand. The
 // layouts are documented in docs/metadata-schema.md: keep the two in sync.
 //
-//   inodes    BE64 ino                  -> Inode (core/inode.h)
+//   inodes    BE64 ino                  -> Inode (core/fs/inode.h)
 //   dentries  BE64 parent | name        -> BE64 child | BE64 seq | LE32 mode (| hidden bit)
 //   dirindex  BE64 parent | BE64 seq    -> BE64 child | LE32 mode | name  (readdir order, cookies)
 //   extents   BE64 ino | BE64 offset    -> chunk id (16) | LE32 length | U8 flags (1 = stable cut)
@@ -13,7 +13,7 @@
 //   refs      chunk id (16)             -> LE64 count (a kv counter)
 //   garbage   chunk id (16)             -> ""   (count may have reached zero: GC looks)
 //   orphans   BE64 ino                  -> ""   (nlink 0, still open; purge when closed)
-//   snapshots BE64 folder ino           -> SnapshotRecord (core/snapshot_record.h)
+//   snapshots BE64 folder ino           -> SnapshotRecord (core/snap/snapshot_record.h)
 //   pins      BE64 folder | BE64 ino    -> view path \0 mount path of the pinned file
 //   pinned    BE64 ino | BE64 folder    -> ""   (reverse of pins)
 //   hidden    BE64 ino | BE64 parent | name -> ""  (entries kept hidden for snapshots)
@@ -27,8 +27,8 @@
 #include <string>
 #include <string_view>
 
-#include "core/chunk_id.h"
-#include "core/status.h"
+#include "base/chunk_id.h"
+#include "base/status.h"
 
 namespace snapfs {
 

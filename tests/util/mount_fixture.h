@@ -46,7 +46,7 @@
 #include <utility>
 #include <vector>
 
-#include "fuse/mount_table.h"
+#include "daemon/mount_table.h"
 #include "tests/util/random.h"
 
 #ifndef SNAPFS_BINARY

@@ -11,7 +11,7 @@
 #include <string>
 #include <utility>
 
-#include "core/status.h"
+#include "base/status.h"
 
 namespace snapfs::test {
 

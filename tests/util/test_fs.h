@@ -24,9 +24,9 @@
 
 #include "backends/backend.h"
 #include "backends/backend_wrapper.h"
-#include "core/filesystem.h"
+#include "core/fs/filesystem.h"
 #include "core/fsck.h"
-#include "core/gc.h"
+#include "core/chunks/gc.h"
 #include "core/store.h"
 #include "tests/util/random.h"
 #include "tests/util/status_matchers.h"

@@ -1,0 +1,372 @@
+#include "core/chunks/chunk_store.h"
+
+#include <cstring>
+
+#include "base/coding.h"
+#include "base/metrics.h"
+#include "core/chunks/pack_format.h"
+
+namespace snapfs {
+
+
+ChunkStore::ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& config,
+                       size_t cache_bytes)
+    : backend_(backend),
+      meta_(meta),
+      seed_(config.hash_seed),
+      verify_dedup_(config.verify_dedup),
+      inline_max_(std::min(kInlineMax, config.chunker.min_size)),
+      cache_capacity_(cache_bytes) {}
+
+ChunkStore::~ChunkStore() {
+  MutexLock l(&mu_);
+  (void)SealActiveLocked();
+}
+
+Status ChunkStore::SealActiveLocked() {
+  if (!active_) return Status::OK();
+  Status s;
+  {
+    MutexLock sl(&sync_mu_);  // never while a Sync of this writer runs
+    s = active_->Seal();
+    active_id_.store(0);
+  }
+  if (!s.ok()) failed_packs_[active_->id()] = s.WithContext("pack " + std::to_string(active_->id()));
+  active_.reset();
+  return s;
+}
+
+Status ChunkStore::Open() {
+  ASSIGN_OR_RETURN(auto packs, backend_->List());
+  uint64_t next = 1;
+  if (!packs.empty()) next = packs.back().id + 1;
+  std::string v;
+  Status s = meta_->Get(Cf::kDefault, keys::kNextPack, &v);
+  if (s.ok() && v.size() == 8) next = std::max(next, GetLE64(v.data()));
+  else if (!s.Is(Code::kNotFound)) RETURN_IF_ERROR(s);
+  MutexLock l(&mu_);
+  next_pack_ = next;
+  return Status::OK();
+}
+
+Status ChunkStore::RotateLocked() {
+  RETURN_IF_ERROR(SealActiveLocked());
+  // The id comes from a counter in the metadata, taken in a transaction: it is never
+  // reused (even after GC removed the pack with the highest id and the store reopened),
+  // and two processes writing one store never take the same id.
+  PackId id = 0;
+  const uint64_t floor = next_pack_;  // past every pack the backend listed at Open
+  RETURN_IF_ERROR(kv::RunTxn(meta_->engine(), [&](kv::Txn& t) -> Status {
+    std::string v;
+    Status s = t.Get(Cf::kDefault, keys::kNextPack, &v);
+    uint64_t next = floor;
+    if (s.ok() && v.size() == 8) {
+      next = std::max(next, GetLE64(v.data()));
+    } else if (!s.Is(Code::kNotFound)) {
+      return s;
+    }
+    id = next;
+    std::string nv;
+    PutLE64(&nv, next + 1);
+    t.Put(Cf::kDefault, keys::kNextPack, nv);
+    return Status::OK();
+  }).WithContext("allocate a pack id"));
+  next_pack_ = id + 1;
+  ASSIGN_OR_RETURN(auto w, backend_->Create(id));
+  std::string h = pack::Header();
+  auto r = w->Append(std::span(reinterpret_cast<const uint8_t*>(h.data()), h.size()));
+  if (!r.ok()) {
+    (void)w->Seal();
+    return r.status();
+  }
+  active_ = std::move(w);
+  active_id_.store(id);
+  return Status::OK();
+}
+
+Result<ChunkLocation> ChunkStore::AppendLocked(const ChunkId& id,
+                                               std::span<const uint8_t> data) {
+  if (!active_ || active_->size() >= kPackTargetSize) RETURN_IF_ERROR(RotateLocked());
+  scratch_.clear();
+  pack::AppendRecordHeader(&scratch_, id, static_cast<uint32_t>(data.size()));
+  scratch_.append(reinterpret_cast<const char*>(data.data()), data.size());
+  auto r = active_->Append(
+      std::span(reinterpret_cast<const uint8_t*>(scratch_.data()), scratch_.size()));
+  if (!r.ok()) {
+    // The tail of this pack is now undefined: never append to it again. What earlier
+    // appends put in it is durable only if the seal works (else their txns fail).
+    (void)SealActiveLocked();
+    return r.status().WithContext("append chunk to pack");
+  }
+  ChunkLocation loc;
+  loc.pack = active_->id();
+  loc.offset = *r + pack::kRecordHeaderSize;
+  loc.length = static_cast<uint32_t>(data.size());
+  return loc;
+}
+
+ChunkTxn::~ChunkTxn() {
+  if (store && !held.empty()) store->Release(this);
+}
+
+Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
+  txn->store = this;
+  ChunkId id = Hash(data.data(), data.size());
+  bool check_bytes = false;
+  {
+    MutexLock l(&mu_);
+    stats_.puts++;
+    stats_.bytes_put += data.size();
+    auto it = inflight_.find(id);
+    if (it != inflight_.end() && it->second.has_location) {
+      it->second.holds++;
+      txn->held.push_back(id);
+      stats_.dedup_hits++;
+      // Another uncommitted txn appended it; index it in ours too (same value), so the
+      // entry exists whichever txn commits.
+      txn->kv->Put(Cf::kChunks, keys::Chunk(id), it->second.loc.Encode());
+      if (!it->second.loc.is_inline()) {
+        txn->wrote_pack = true;
+        txn->packs.push_back(it->second.loc.pack);
+      }
+      check_bytes = verify_dedup_;
+    } else {
+      // Read in the writer's transaction, also when another txn of ours holds the chunk:
+      // this read is what makes a concurrent GC deletion of the entry conflict.
+      std::string v;
+      Status s = txn->kv->Get(Cf::kChunks, keys::Chunk(id), &v);
+      if (s.ok()) {
+        inflight_[id].holds++;
+        txn->held.push_back(id);
+        stats_.dedup_hits++;
+        check_bytes = verify_dedup_;
+      } else if (!s.Is(Code::kNotFound)) {
+        return s;
+      } else {
+        ChunkLocation loc;
+        if (data.size() <= inline_max_) {
+          loc.length = static_cast<uint32_t>(data.size());
+          loc.inline_data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+        } else {
+          ASSIGN_OR_RETURN(loc, AppendLocked(id, data));
+          txn->wrote_pack = true;
+          if (txn->packs.empty() || txn->packs.back() != loc.pack) txn->packs.push_back(loc.pack);
+        }
+        txn->kv->Put(Cf::kChunks, keys::Chunk(id), loc.Encode());
+        Inflight& f = inflight_[id];
+        f.holds++;
+        f.has_location = true;
+        f.loc = std::move(loc);
+        txn->held.push_back(id);
+        stats_.bytes_new += data.size();
+      }
+    }
+  }
+  if (check_bytes) {
+    // Trust model: without the seed, colliding chunks cannot be crafted; with
+    // verify_dedup even a writer who knows the seed cannot alias someone else's bytes.
+    std::string stored;
+    std::string v;
+    Status s;
+    {
+      MutexLock l(&mu_);
+      auto it = inflight_.find(id);
+      if (it != inflight_.end() && it->second.has_location) {
+        s = ReadAt(it->second.loc, &stored);
+      } else {
+        s = meta_->Get(Cf::kChunks, keys::Chunk(id), &v);
+      }
+    }
+    if (s.ok() && !v.empty()) {
+      ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
+      s = ReadAt(loc, &stored);
+    }
+    RETURN_IF_ERROR(s);
+    if (stored.size() != data.size() || std::memcmp(stored.data(), data.data(), data.size())) {
+      return Status::IOError("hash collision on chunk " + id.Hex() +
+                             ": refusing to alias different bytes (verify_dedup)");
+    }
+  }
+  return id;
+}
+
+void ChunkStore::Release(ChunkTxn* txn) {
+  MutexLock l(&mu_);
+  for (const auto& id : txn->held) {
+    auto it = inflight_.find(id);
+    if (it != inflight_.end() && --it->second.holds <= 0) inflight_.erase(it);
+  }
+  txn->held.clear();
+}
+
+Status ChunkStore::Sync(const ChunkTxn& txn) {
+  {
+    MutexLock l(&mu_);
+    for (PackId p : txn.packs) {
+      auto f = failed_packs_.find(p);
+      if (f != failed_packs_.end()) return f->second;
+    }
+  }
+  RETURN_IF_ERROR(SyncAll());
+  // A pack of ours sealed meanwhile (rotation, or GC sealing the active pack) leaves
+  // SyncAll nothing to sync; its seal's outcome is what counts.
+  MutexLock l(&mu_);
+  for (PackId p : txn.packs) {
+    auto f = failed_packs_.find(p);
+    if (f != failed_packs_.end()) return f->second;
+  }
+  return Status::OK();
+}
+
+Status ChunkStore::SyncAll() {
+  std::shared_ptr<PackWriter> w;
+  uint64_t end = 0;
+  {
+    MutexLock l(&mu_);
+    if (!active_) return Status::OK();  // rotated packs were sealed (synced)
+    w = active_;
+    end = w->size();
+  }
+  bool rotated;
+  {
+    MutexLock s(&sync_mu_);
+    // A rotation seals under sync_mu_ and clears active_id_ there, so either the writer
+    // is still open while we sync it, or its seal has synced it already.
+    rotated = active_id_.load() != w->id();
+    if (!rotated && !(synced_pack_ == w->id() && synced_size_ >= end)) {
+      RETURN_IF_ERROR(w->Sync().WithContext("sync pack"));
+      synced_pack_ = w->id();
+      synced_size_ = end;
+    }
+  }
+  if (rotated) {
+    MutexLock l(&mu_);
+    auto f = failed_packs_.find(w->id());
+    if (f != failed_packs_.end()) return f->second;
+  }
+  return Status::OK();
+}
+
+Result<bool> ChunkStore::FreezeForGc(PackId pack, bool* sealed) {
+  *sealed = false;
+  MutexLock l(&mu_);
+  if (PackHasInflightLocked(pack)) return false;
+  if (active_ && active_->id() == pack) {
+    // No uncommitted txn needs it (the committed ones synced their chunks before they
+    // committed), so a failed seal costs no writer anything; GC stops all the same.
+    RETURN_IF_ERROR(SealActiveLocked());
+    *sealed = true;
+  }
+  return true;
+}
+
+bool ChunkStore::PackHasInflightLocked(PackId pack) const {
+  for (const auto& [id, f] : inflight_) {
+    if (f.has_location && !f.loc.is_inline() && f.loc.pack == pack) return true;
+  }
+  return false;
+}
+
+Status ChunkStore::ReadAt(const ChunkLocation& loc, std::string* out) {
+  if (loc.is_inline()) {
+    *out = loc.inline_data;
+    return Status::OK();
+  }
+  out->resize(loc.length);
+  return backend_->Read(loc.pack, loc.offset, loc.length, reinterpret_cast<uint8_t*>(out->data()));
+}
+
+Result<std::shared_ptr<const std::string>> ChunkStore::Get(const ChunkId& id) {
+  if (auto hit = CacheLookup(id)) return hit;
+  Status last;
+  // A GC may move the chunk and remove its old pack between our index lookup and our
+  // read; a second lookup then finds the new location.
+  for (int attempt = 0; attempt < 2; attempt++) {
+    std::string v;
+    RETURN_IF_ERROR(meta_->Get(Cf::kChunks, keys::Chunk(id), &v)
+                        .WithContext("chunk " + id.Short() + " not in index"));
+    ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
+    auto data = std::make_shared<std::string>();
+    // Chunks of a file written in one go lie one after another in their pack: a miss is
+    // likely followed by reads of the next ones.
+    // Hinted once per MiB of pack crossed, not per chunk: each hint costs a page-cache walk.
+    constexpr uint64_t kStep = 1 << 20;
+    uint64_t end = loc.offset + loc.length;
+    if (!loc.is_inline() && loc.offset / kStep != end / kStep) {
+      backend_->Prefetch(loc.pack, end / kStep * kStep + kStep, kPrefetchBytes);
+    }
+    last = ReadAt(loc, data.get());
+    if (last.Is(Code::kNotFound)) continue;
+    RETURN_IF_ERROR(last.WithContext("read chunk " + id.Short()));
+    if (Hash(data->data(), data->size()) != id) {
+      metrics::HashMismatches().Inc();
+      return Status::Corruption("chunk " + id.Hex() + " in pack " + std::to_string(loc.pack) +
+                                " at offset " + std::to_string(loc.offset) +
+                                ": bytes do not match their hash");
+    }
+    CacheInsert(id, data);
+    return std::shared_ptr<const std::string>(std::move(data));
+  }
+  // The index points into a pack that is gone: that is corruption, not a missing file.
+  return Status::Corruption("read chunk " + id.Short() + ": " + last.ToString());
+}
+
+Result<ChunkLocation> ChunkStore::Relocate(const ChunkId& id, std::span<const uint8_t> data) {
+  MutexLock l(&mu_);
+  return AppendLocked(id, data);
+}
+
+PackId ChunkStore::active_pack() const {
+  MutexLock l(&mu_);
+  return active_ ? active_->id() : 0;
+}
+
+ChunkStoreStats ChunkStore::stats() const {
+  ChunkStoreStats s;
+  {
+    MutexLock l(&mu_);
+    s = stats_;
+  }
+  MutexLock c(&cache_mu_);
+  s.cache_hits = cache_hits_;
+  s.cache_misses = cache_misses_;
+  return s;
+}
+
+std::shared_ptr<const std::string> ChunkStore::CacheLookup(const ChunkId& id) {
+  MutexLock l(&cache_mu_);
+  auto it = cache_.find(id);
+  if (it == cache_.end()) {
+    cache_misses_++;
+    return nullptr;
+  }
+  cache_hits_++;
+  lru_.splice(lru_.begin(), lru_, it->second.pos);
+  return it->second.data;
+}
+
+void ChunkStore::CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data) {
+  if (data->size() > cache_capacity_) return;
+  MutexLock l(&cache_mu_);
+  if (cache_.count(id)) return;
+  lru_.push_front(id);
+  cache_used_ += data->size();
+  cache_[id] = CacheEntry{std::move(data), lru_.begin()};
+  while (cache_used_ > cache_capacity_ && !lru_.empty()) {
+    auto victim = cache_.find(lru_.back());
+    cache_used_ -= victim->second.data->size();
+    cache_.erase(victim);
+    lru_.pop_back();
+  }
+}
+
+void ChunkStore::DropFromCache(const ChunkId& id) {
+  MutexLock l(&cache_mu_);
+  auto it = cache_.find(id);
+  if (it == cache_.end()) return;
+  cache_used_ -= it->second.data->size();
+  lru_.erase(it->second.pos);
+  cache_.erase(it);
+}
+
+}  // namespace snapfs

@@ -1,0 +1,337 @@
+#include "core/chunks/gc.h"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <unordered_set>
+
+#include "base/coding.h"
+#include "core/meta/kv.h"
+#include "core/chunks/pack_format.h"
+
+namespace snapfs {
+
+namespace {
+constexpr size_t kBatchChunks = 1024;
+
+uint64_t HeaderOf(uint64_t pack_size) { return std::min<uint64_t>(pack_size, pack::kHeaderSize); }
+
+// One read-only pass over the garbage candidates and the chunk index, shared by PlanGc
+// and MeasureSpace so that `gc --dry-run` and `stats` count the same bytes.
+struct Scan {
+  std::vector<ChunkId> dead, revived;
+  uint64_t dead_bytes = 0;          // data bytes of the dead chunks
+  std::map<PackId, uint64_t> live;  // per pack: live chunks with their record headers
+  uint64_t live_bytes = 0;          // live chunks' data, packed and inline
+  std::vector<PackInfo> packs;
+  PackId active = 0;
+};
+
+Result<Scan> ScanStore(Store& store) {
+  MetaStore& meta = store.meta();
+  Scan scan;
+  std::unordered_set<ChunkId, ChunkIdHash> dead;
+  auto it = meta.NewIterator(Cf::kGarbage);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().size() != ChunkId::kSize) continue;
+    ChunkId id = ChunkId::FromBytes(it->key().data());
+    ASSIGN_OR_RETURN(int64_t count, meta.RefCount(id));
+    std::string v;
+    Status s = meta.Get(Cf::kChunks, keys::Chunk(id), &v);
+    if (count > 0 || s.Is(Code::kNotFound)) {
+      scan.revived.push_back(id);
+      continue;
+    }
+    RETURN_IF_ERROR(s);
+    ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
+    scan.dead.push_back(id);
+    scan.dead_bytes += loc.length;
+    dead.insert(id);
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan garbage"));
+
+  // Live bytes per pack, from the index (dead chunks excluded).
+  auto ci = meta.NewIterator(Cf::kChunks);
+  for (ci->SeekToFirst(); ci->Valid(); ci->Next()) {
+    ChunkId id = ChunkId::FromBytes(ci->key().data());
+    if (dead.count(id)) continue;
+    ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(ci->value().ToStringView()));
+    scan.live_bytes += loc.length;
+    if (!loc.is_inline()) scan.live[loc.pack] += loc.length + pack::kRecordHeaderSize;
+  }
+  RETURN_IF_ERROR(FromRocks(ci->status(), "scan chunk index"));
+
+  scan.active = store.chunks().active_pack();
+  ASSIGN_OR_RETURN(scan.packs, store.backend().List());
+  return scan;
+}
+
+std::vector<PackUsage> UsageOf(const Scan& scan) {
+  std::vector<PackUsage> out;
+  for (const auto& p : scan.packs) {
+    auto l = scan.live.find(p.id);
+    out.push_back(PackUsage{p.id, p.size, l == scan.live.end() ? 0 : l->second});
+  }
+  return out;
+}
+
+SpaceUsage Totals(const Scan& scan, const std::vector<PackUsage>& packs) {
+  SpaceUsage u;
+  u.packs = packs.size();
+  u.live_bytes = scan.live_bytes;
+  u.unreferenced_chunks = scan.dead.size();
+  u.unreferenced_bytes = scan.dead_bytes;
+  for (const auto& p : packs) {
+    u.pack_bytes += p.size;
+    u.live_pack_bytes += std::min(p.live_bytes, p.size);
+    u.dead_bytes += p.dead_bytes();
+  }
+  return u;
+}
+
+}  // namespace
+
+uint64_t PackUsage::dead_bytes() const {
+  uint64_t used = HeaderOf(size) + live_bytes;
+  return size > used ? size - used : 0;
+}
+
+Result<SpaceUsage> MeasureSpace(Store& store) {
+  ASSIGN_OR_RETURN(Scan scan, ScanStore(store));
+  return Totals(scan, UsageOf(scan));
+}
+
+Result<GcPlan> PlanGc(Store& store, const GcOptions& opts) {
+  ASSIGN_OR_RETURN(Scan scan, ScanStore(store));
+  GcPlan plan;
+  std::vector<PackUsage> packs = UsageOf(scan);
+  plan.before = Totals(scan, packs);
+  plan.dead_chunks = std::move(scan.dead);
+  plan.dead_bytes = scan.dead_bytes;
+  plan.revived = std::move(scan.revived);
+  plan.active_pack = scan.active;
+
+  // What is left if every chosen pack goes: its live bytes are written again (into the
+  // active pack), the rest of it is freed.
+  uint64_t left = plan.before.pack_bytes;
+  uint64_t dead_left = plan.before.dead_bytes;
+  auto take = [&](const PackUsage& p) {
+    uint64_t live = std::min(p.live_bytes, p.size);
+    plan.rewrite.push_back(p);
+    plan.bytes_to_copy += live;
+    plan.bytes_to_free += p.size - live;
+    left -= p.size - live;
+    dead_left -= p.dead_bytes();
+  };
+  // Emptiest first: most bytes freed per byte copied.
+  auto live_fraction = [](const PackUsage& p) {
+    return p.size ? static_cast<double>(p.live_bytes) / static_cast<double>(p.size) : 0.0;
+  };
+  std::stable_sort(packs.begin(), packs.end(), [&](const PackUsage& a, const PackUsage& b) {
+    return live_fraction(a) < live_fraction(b);
+  });
+  std::vector<PackUsage> rest;
+  for (const auto& p : packs) {
+    // Packs with no live chunk always go (nothing to copy), and so do those below the
+    // explicit live fraction.
+    if (p.live_bytes == 0 || live_fraction(p) < opts.rewrite_below_live_fraction) {
+      take(p);
+    } else if (p.dead_bytes() > 0) {
+      rest.push_back(p);
+    }
+  }
+  for (const auto& p : rest) {
+    if (static_cast<double>(dead_left) <= opts.max_unused_fraction * static_cast<double>(left)) {
+      break;
+    }
+    take(p);
+  }
+  plan.pack_bytes_after = left;
+  plan.dead_bytes_after = dead_left;
+  return plan;
+}
+
+namespace {
+
+// Drops chunks whose count is zero; forgets revived candidates. Each batch is one
+// transaction that reads every count (and index entry) it decides on: a writer that
+// dedups against one of these chunks, or adds a reference to it, before the batch commits
+// makes the batch conflict, and it runs again on the new state (docs/gc.md). The holds of
+// this process's writers are skipped only to save such retries.
+Status CollectDead(Store& store, const std::vector<ChunkId>& ids, bool revived, GcResult* result) {
+  ChunkStore& chunks = store.chunks();
+  for (size_t i = 0; i < ids.size(); i += kBatchChunks) {
+    size_t end = std::min(ids.size(), i + kBatchChunks);
+    std::vector<ChunkId> deleted;
+    RETURN_IF_ERROR(kv::RunTxn(store.meta().engine(), [&](kv::Txn& t) -> Status {
+      deleted.clear();
+      for (size_t j = i; j < end; j++) {
+        const ChunkId& id = ids[j];
+        const std::string key = keys::Chunk(id);
+        {
+          MutexLock cl(&chunks.gc_lock());
+          if (chunks.IsHeldLocked(id)) continue;  // a writer is about to reference it
+        }
+        ASSIGN_OR_RETURN(int64_t count, t.GetCounter(Cf::kRefs, key));
+        if (count > 0) {
+          t.Delete(Cf::kGarbage, key);
+          continue;
+        }
+        std::string v;
+        Status s = t.Get(Cf::kChunks, key, &v);
+        if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+        if (revived) {
+          if (s.ok()) continue;  // dead again: next run
+          t.Delete(Cf::kGarbage, key);
+          t.Delete(Cf::kRefs, key);
+          continue;
+        }
+        t.Delete(Cf::kChunks, key);
+        t.Delete(Cf::kRefs, key);
+        t.Delete(Cf::kGarbage, key);
+        if (s.ok()) deleted.push_back(id);
+      }
+      return Status::OK();
+    }));
+    for (const auto& id : deleted) chunks.DropFromCache(id);
+    result->chunks_deleted += deleted.size();
+  }
+  return Status::OK();
+}
+
+// Copies the indexed chunks of one frozen pack (no uncommitted txn points into it, and
+// nothing appends to it: ChunkStore::FreezeForGc) of `size` bytes to the active pack,
+// repoints the index, and removes the pack.
+Status RewritePack(Store& store, PackId pack, uint64_t size, GcResult* result) {
+  MetaStore& meta = store.meta();
+  ChunkStore& chunks = store.chunks();
+  std::string data(size, '\0');
+  Status rs = store.backend().Read(pack, 0, size, reinterpret_cast<uint8_t*>(data.data()));
+  if (rs.Is(Code::kNotFound)) return Status::OK();  // an earlier run of this plan removed it
+  RETURN_IF_ERROR(rs.WithContext("gc read pack " + std::to_string(pack)));
+  struct Move {
+    ChunkId id;
+    ChunkLocation from, to;
+  };
+  std::vector<Move> moves;
+  uint64_t copied = 0;
+  size_t pos = pack::IsHeader(data) ? pack::kHeaderSize : data.size();
+  while (pos + pack::kRecordHeaderSize <= data.size()) {
+    pack::RecordHeader h;
+    if (!pack::ParseRecordHeader(std::string_view(data).substr(pos), &h)) break;  // torn tail
+    uint64_t off = pos + pack::kRecordHeaderSize;
+    if (off + h.length > data.size()) break;
+    std::string v;
+    Status s = meta.Get(Cf::kChunks, keys::Chunk(h.id), &v);
+    if (s.ok()) {
+      ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
+      if (loc.pack == pack && loc.offset == off) {
+        std::span bytes(reinterpret_cast<const uint8_t*>(data.data() + off), h.length);
+        if (chunks.Hash(bytes.data(), bytes.size()) != h.id) {
+          return Status::Corruption("gc: chunk " + h.id.Hex() + " in pack " + std::to_string(pack) +
+                                    " is corrupt; run snapfs fsck");
+        }
+        ASSIGN_OR_RETURN(auto to, chunks.Relocate(h.id, bytes));
+        moves.push_back(Move{h.id, loc, to});
+        copied += h.length + pack::kRecordHeaderSize;
+      }
+    } else if (!s.Is(Code::kNotFound)) {
+      return s;
+    }
+    pos = off + h.length;
+  }
+  result->bytes_copied += copied;
+  // The copies are durable before the index points at them.
+  RETURN_IF_ERROR(chunks.SyncAll());
+  // Repoint the index, in one transaction that reads each entry it changes: an entry
+  // changed meanwhile (deleted by another GC, rewritten) is left alone. Durable before
+  // the old pack goes: a crash must never leave the index pointing at it.
+  RETURN_IF_ERROR(kv::RunTxn(
+      meta.engine(),
+      [&](kv::Txn& t) -> Status {
+        for (const auto& m : moves) {
+          std::string v;
+          Status s = t.Get(Cf::kChunks, keys::Chunk(m.id), &v);
+          if (s.Is(Code::kNotFound)) continue;
+          RETURN_IF_ERROR(s);
+          ASSIGN_OR_RETURN(auto now, ChunkLocation::Decode(v));
+          if (now.pack != m.from.pack || now.offset != m.from.offset) continue;
+          t.Put(Cf::kChunks, keys::Chunk(m.id), m.to.Encode());
+        }
+        return Status::OK();
+      },
+      kv::RunOptions{.sync = true}));
+  meta.CountLogSync();
+  {
+    MutexLock cl(&chunks.gc_lock());
+    // FreezeForGc found no uncommitted txn pointing into the pack and none can start to
+    // (nothing appends to it any more); checked again here, under the locks the removal
+    // needs anyway, so that the rule stays local: never remove a pack a writer needs.
+    if (chunks.PackHasInflightLocked(pack)) {
+      result->packs_busy++;
+      return Status::OK();
+    }
+    // Removed under the locks: no writer can pick up a location in it meanwhile.
+    RETURN_IF_ERROR(store.backend().Remove(pack).WithContext("gc remove pack"));
+  }
+  result->packs_removed++;
+  result->bytes_freed += size;
+  return Status::OK();
+}
+
+// One execution at a time per process: the daemon's periodic GC and a `snapfs gc` sent
+// to it would otherwise rewrite the same pack twice.
+std::mutex& ExecuteMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+}  // namespace
+
+Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
+  std::lock_guard l(ExecuteMutex());
+  GcResult r;
+  ChunkStore& chunks = store.chunks();
+  RETURN_IF_ERROR(CollectDead(store, plan.revived, /*revived=*/true, &r));
+  RETURN_IF_ERROR(CollectDead(store, plan.dead_chunks, /*revived=*/false, &r));
+  // Dead-chunk deletions reach the log before any pack they pointed into is removed.
+  RETURN_IF_ERROR(store.meta().SyncWal());
+  // Freeze every chosen pack first (seal the active one if chosen), before anything is
+  // copied: copies then go to a new pack, never into one about to be rewritten, and the
+  // sizes listed afterwards are final. A pack that was active when planned may have
+  // grown since, and so may one that rotated out meanwhile: its listed size now covers
+  // every chunk committed into it.
+  std::vector<PackId> frozen;
+  for (const auto& p : plan.rewrite) {
+    bool sealed = false;
+    ASSIGN_OR_RETURN(bool ok, chunks.FreezeForGc(p.id, &sealed));
+    if (!ok) {  // a writer has not committed what it put there: a later GC
+      r.packs_busy++;
+      continue;
+    }
+    r.sealed_active |= sealed;
+    frozen.push_back(p.id);
+  }
+  if (!frozen.empty()) {
+    ASSIGN_OR_RETURN(auto now, store.backend().List());
+    std::map<PackId, uint64_t> size;
+    for (const auto& q : now) size[q.id] = q.size;
+    for (PackId id : frozen) {
+      auto it = size.find(id);
+      if (it == size.end()) continue;  // an earlier run of this plan removed it
+      RETURN_IF_ERROR(RewritePack(store, id, it->second, &r));
+    }
+  }
+  r.bytes_freed = r.bytes_freed > r.bytes_copied ? r.bytes_freed - r.bytes_copied : 0;
+  return r;
+}
+
+Result<GcResult> RunGc(Store& store, const GcOptions& opts) {
+  // Planned under the same lock, so that a plan never predates another run's execution.
+  static std::mutex run_mu;
+  std::lock_guard l(run_mu);
+  ASSIGN_OR_RETURN(auto plan, PlanGc(store, opts));
+  return ExecuteGc(store, plan);
+}
+
+}  // namespace snapfs

@@ -1,0 +1,82 @@
+// Garbage collection, plan-then-execute (restic's prune):
+//   PlanGc    reads: which chunks have a zero refcount, how full each pack is, and which
+//             packs to rewrite so that at most `max_unused_fraction` of pack bytes stay dead.
+//   ExecuteGc drops dead chunks from the index, copies the live chunks of the chosen packs
+//             into the active pack, repoints the index, then removes the old packs. The
+//             pack being appended to is sealed first when the plan chose it.
+// Safe if killed at any point: the index always points at intact bytes (old packs are
+// removed only after the index change that stops pointing at them is durable). Safe
+// against concurrent writers: a chunk a writer holds (ChunkStore in-flight set) is never
+// deleted, and a pack an uncommitted writer points into is neither read for rewriting
+// nor removed. See docs/gc.md.
+//
+// Thread-safety: one execution at a time per process (ExecuteGc serialises on a mutex;
+// RunGc also serialises its plans); runs concurrently with Filesystem operations.
+// PlanGc and MeasureSpace may run at any time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "base/chunk_id.h"
+#include "core/store.h"
+
+namespace snapfs {
+
+struct GcOptions {
+  // The target: after GC, dead pack bytes are at most this fraction of the pack bytes
+  // left (restic prune's --max-unused). 0 rewrites every pack holding any dead byte.
+  double max_unused_fraction = 0.05;
+  // An extra, explicit rule: also rewrite every pack whose live bytes are below this
+  // fraction of its size. 0 (the default) turns it off.
+  double rewrite_below_live_fraction = 0;
+};
+
+struct PackUsage {
+  PackId id = 0;
+  uint64_t size = 0;
+  uint64_t live_bytes = 0;  // live chunks and their record headers
+  // Bytes that hold no live chunk (the pack header is overhead, not dead).
+  uint64_t dead_bytes() const;
+};
+
+// Where the store's bytes are: what stats reports and what GC aims at.
+struct SpaceUsage {
+  uint64_t packs = 0;
+  uint64_t pack_bytes = 0;           // sum of pack sizes, as the backend sees them
+  uint64_t live_bytes = 0;           // referenced chunks' data, in packs and inline
+  uint64_t live_pack_bytes = 0;      // pack bytes holding live chunks (with record headers)
+  uint64_t dead_bytes = 0;           // pack bytes holding no live chunk
+  uint64_t unreferenced_chunks = 0;  // refcount 0, still indexed: the next GC drops them
+  uint64_t unreferenced_bytes = 0;   // their data bytes (packed or inline)
+};
+
+struct GcPlan {
+  std::vector<ChunkId> dead_chunks;  // refcount 0: drop from the index
+  uint64_t dead_bytes = 0;           // their data bytes
+  std::vector<ChunkId> revived;      // garbage candidates whose count is > 0 again
+  std::vector<PackUsage> rewrite;    // packs to copy and remove, emptiest first
+  uint64_t bytes_to_copy = 0;
+  uint64_t bytes_to_free = 0;     // pack bytes removed by executing the plan, net
+  PackId active_pack = 0;         // being appended to when planned (0: none)
+  SpaceUsage before;              // as planned on
+  uint64_t pack_bytes_after = 0;  // expected, if every rewrite happens
+  uint64_t dead_bytes_after = 0;
+};
+
+struct GcResult {
+  uint64_t chunks_deleted = 0;
+  uint64_t packs_removed = 0;
+  uint64_t packs_busy = 0;  // skipped: an uncommitted writer points into them (next GC)
+  bool sealed_active = false;
+  uint64_t bytes_copied = 0;  // chunk data and record headers written again
+  uint64_t bytes_freed = 0;   // pack bytes removed, net of the copies
+};
+
+Result<SpaceUsage> MeasureSpace(Store& store);
+Result<GcPlan> PlanGc(Store& store, const GcOptions& opts = {});
+Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan);
+// Plan and execute, serialised per process.
+Result<GcResult> RunGc(Store& store, const GcOptions& opts = {});
+
+}  // namespace snapfs

@@ -1,0 +1,699 @@
+// Filesystem: file data. Writes are buffered per inode (OpenFile) and committed as
+// chunks; only the region a write touches is re-chunked (docs/write-path.md).
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/chunks/chunk_store.h"
+#include "base/coding.h"
+#include "core/fs/extent_map.h"
+#include "core/meta/kv.h"
+#include "core/fs/filesystem.h"
+#include "core/fs/ns_txn.h"
+#include "core/fs/open_file.h"
+#include "core/snap/snapshot_views.h"
+
+namespace snapfs {
+
+namespace {
+
+struct Extent {
+  uint64_t offset = 0;
+  ExtentValue v;
+  uint64_t end() const { return offset + v.length; }
+};
+
+// The extent with the greatest offset <= `off`, if any.
+bool ExtentAtOrBefore(MetaStore& meta, rocksdb::Iterator* it, uint64_t ino, uint64_t off,
+                      Extent* out) {
+  it->SeekForPrev(keys::Extent(ino, off));
+  if (!it->Valid() || GetBE64(it->key().data()) != ino) return false;
+  auto v = ExtentValue::Decode(it->value().ToStringView());
+  if (!v.ok()) return false;
+  out->offset = GetBE64(it->key().data() + 8);
+  out->v = *v;
+  return true;
+}
+
+}  // namespace
+
+void Filesystem::OpenFile::AddDirty(uint64_t off, const char* data, size_t n) {
+  if (n == 0) return;
+  uint64_t end = off + n;
+  auto it = dirty.upper_bound(off);
+  if (it != dirty.begin()) {
+    auto p = std::prev(it);
+    if (p->first + p->second.size() >= off) it = p;
+  }
+  if (it == dirty.end() || it->first > end) {
+    dirty.emplace(off, std::string(data, n));
+    dirty_bytes += n;
+    return;
+  }
+  // Merge every range overlapping or touching [off, end) into one. When the first range
+  // starts at or before `off` (sequential appends), its string grows in place.
+  auto first = it, last = it;
+  uint64_t ns = std::min(off, first->first), ne = end;
+  for (; last != dirty.end() && last->first <= end; ++last) {
+    ne = std::max<uint64_t>(ne, last->first + last->second.size());
+    dirty_bytes -= last->second.size();
+  }
+  std::string merged;
+  if (first->first == ns) {
+    merged = std::move(first->second);
+  } else {
+    merged.assign(first->first - ns, '\0');
+    merged += first->second;
+  }
+  merged.resize(ne - ns);
+  for (auto j = std::next(first); j != last; ++j) {
+    std::memcpy(merged.data() + (j->first - ns), j->second.data(), j->second.size());
+  }
+  std::memcpy(merged.data() + (off - ns), data, n);
+  dirty.erase(first, last);
+  dirty_bytes += merged.size();
+  dirty.emplace(ns, std::move(merged));
+}
+
+Status Filesystem::OpenFile::EnsureLoaded(MetaStore& meta) {
+  if (loaded) return Status::OK();
+  std::string v;
+  RETURN_IF_ERROR(meta.Get(Cf::kInodes, keys::Ino(ino), &v));
+  ASSIGN_OR_RETURN(auto node, Inode::Decode(ino, v));
+  size = committed_size = node.size;
+  mtime_ns = node.mtime_ns;
+  loaded = true;
+  return Status::OK();
+}
+
+// ---- handles ----
+
+std::shared_ptr<Filesystem::OpenFile> Filesystem::FindOpenFile(uint64_t ino) {
+  MutexLock l(&files_mu_);
+  auto it = open_files_.find(ino);
+  if (it == open_files_.end()) return nullptr;
+  return it->second.lock();
+}
+
+std::shared_ptr<Filesystem::OpenFile> Filesystem::OpenFileFor(uint64_t ino) {
+  MutexLock l(&files_mu_);
+  auto& w = open_files_[ino];
+  if (auto f = w.lock()) return f;
+  auto f = std::shared_ptr<OpenFile>(new OpenFile(ino), [this](OpenFile* p) {
+    {
+      MutexLock l(&files_mu_);
+      auto it = open_files_.find(p->ino);
+      if (it != open_files_.end() && it->second.expired()) open_files_.erase(it);
+    }
+    delete p;
+  });
+  w = f;
+  return f;
+}
+
+Result<Filesystem::Handle> Filesystem::GetHandle(FileHandle fh) {
+  MutexLock l(&files_mu_);
+  auto it = handles_.find(fh);
+  if (it == handles_.end()) return Status::BadHandle();
+  return it->second;
+}
+
+Result<FileHandle> Filesystem::Open(uint64_t ino, int flags) {
+  int acc = flags & O_ACCMODE;
+  if (ino >= kViewInoBase) {
+    if (acc != O_RDONLY || (flags & O_TRUNC)) return Status::ReadOnly("snapshot views are read-only");
+    ASSIGN_OR_RETURN(uint64_t real, views_->RealInode(ino));
+    if (real == 0) return Status::IsDirectory();  // a folder of the view: nothing to open
+    ino = real;
+  }
+  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
+  if (node.is_reg() && (acc != O_RDONLY || (flags & O_TRUNC))) {
+    bool ro, pinned;
+    {
+      MutexLock l(&ns_mu_);
+      Txn t(this);  // reads only
+      ASSIGN_OR_RETURN(ro, IsHiddenInode(&t, node));
+      ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
+    }
+    // A deleted file kept for snapshots is read-only, but creating a file of its name
+    // (open with O_CREAT|O_TRUNC reaches us as an O_TRUNC open) replaces it.
+    if (ro && (acc == O_RDONLY || !(flags & O_TRUNC))) {
+      return Status::ReadOnly("deleted; kept read-only for snapshots");
+    }
+    // Whatever is written now, the snapshots keep the bytes they referenced.
+    if (pinned && acc != O_RDONLY) RETURN_IF_ERROR(DetachForSnapshots(ino));
+  }
+  if (node.is_dir()) {
+    if (acc != O_RDONLY) return Status::IsDirectory();
+  } else if (!node.is_reg()) {
+    return Status::NotSupported("open of a special file");
+  }
+  auto f = OpenFileFor(ino);
+  {
+    std::lock_guard l(f->mu);
+    if (node.is_reg()) RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  }
+  if ((flags & O_TRUNC) && acc != O_RDONLY && node.is_reg()) {
+    std::lock_guard l(f->mu);
+    if (f->size != 0 || !f->dirty.empty()) {
+      RETURN_IF_ERROR(FlushLocked(f.get(), true, false));
+      RETURN_IF_ERROR(TruncateLocked(f.get(), 0, NowNs()));
+    }
+  }
+  // Rewriting a committed marker in place (open for writing, not a new file) rescans it
+  // when it is flushed, like a marker created in place.
+  uint64_t marker_parent = 0;
+  std::string marker_name;
+  if (node.is_reg() && acc != O_RDONLY) {
+    std::string v;
+    if (meta_.Get(Cf::kDefault, keys::MarkerIndex(ino), &v).ok() && v.size() == 8) {
+      auto snap = LoadSnapshot(GetBE64(v.data()));
+      if (snap.ok() && snap->marker == ino) {
+        marker_parent = snap->dir;
+        marker_name = snap->marker_name;
+      }
+    }
+  }
+  MutexLock l(&files_mu_);
+  FileHandle fh = next_fh_++;
+  handles_[fh] = Handle{ino, flags, std::move(f), marker_parent, std::move(marker_name)};
+  refs_[ino]++;
+  return fh;
+}
+
+Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::string_view name,
+                                                       uint32_t mode, int flags,
+                                                       const Caller& who) {
+  // A marker created in place (how Flink commits on object stores) makes a snapshot when
+  // its writer flushes it.
+  auto mark = [&](FileHandle fh) {
+    if (!IsMarkerName(name) || (flags & O_ACCMODE) == O_RDONLY) return;
+    MutexLock l(&files_mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return;
+    it->second.marker_parent = parent;
+    it->second.marker_name = std::string(name);
+  };
+  auto made = Mknod(parent, name, S_IFREG | (mode & 07777), 0, who);
+  if (made.ok()) {
+    ASSIGN_OR_RETURN(auto fh, Open(made->ino, flags & ~O_TRUNC));
+    mark(fh);
+    return std::make_pair(*made, fh);
+  }
+  // open(O_CREAT) without O_EXCL of a name that appeared meanwhile opens it.
+  if (!made.status().Is(Code::kAlreadyExists) || (flags & O_EXCL)) return made.status();
+  ASSIGN_OR_RETURN(auto attr, Lookup(parent, name));
+  if (S_ISDIR(attr.mode)) return Status::IsDirectory();
+  ASSIGN_OR_RETURN(auto fh, Open(attr.ino, flags));
+  mark(fh);
+  ASSIGN_OR_RETURN(attr, GetAttr(attr.ino));
+  return std::make_pair(attr, fh);
+}
+
+Status Filesystem::Release(FileHandle fh) {
+  Handle h;
+  {
+    MutexLock l(&files_mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return Status::BadHandle();
+    h = std::move(it->second);
+    handles_.erase(it);
+  }
+  Status s;
+  {
+    std::lock_guard l(h.file->mu);
+    s = FlushLocked(h.file.get(), true, false);
+  }
+  if (s.ok() && h.marker_parent) s = CommitMarkerAt(h.marker_parent, h.marker_name, h.ino);
+  h.file.reset();
+  Unref(h.ino);
+  return s;
+}
+
+Status Filesystem::Flush(FileHandle fh) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  {
+    std::lock_guard l(h.file->mu);
+    RETURN_IF_ERROR(FlushLocked(h.file.get(), true, false));
+  }
+  // close(2) sends a flush and waits for it; the release comes later. Recognising the
+  // snapshot here means it exists when close returns.
+  if (h.marker_parent) RETURN_IF_ERROR(CommitMarkerAt(h.marker_parent, h.marker_name, h.ino));
+  return Status::OK();
+}
+
+Status Filesystem::Fsync(FileHandle fh, bool datasync) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  std::lock_guard l(h.file->mu);
+  return FlushLocked(h.file.get(), true, true);
+}
+
+Status Filesystem::FlushAll() {
+  std::vector<std::shared_ptr<OpenFile>> files;
+  {
+    MutexLock l(&files_mu_);
+    for (auto& [ino, w] : open_files_)
+      if (auto f = w.lock()) files.push_back(f);
+  }
+  Status first;
+  for (auto& f : files) {
+    std::lock_guard l(f->mu);
+    Status s = FlushLocked(f.get(), true, false);
+    if (first.ok() && !s.ok()) first = s;
+  }
+  Status s = meta_.SyncWal();
+  return first.ok() ? s : first;
+}
+
+// ---- reading ----
+
+Status Filesystem::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf) {
+  std::memset(buf, 0, n);  // holes read as zeros
+  uint64_t end = offset + n;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  Extent e;
+  if (ExtentAtOrBefore(meta_, it.get(), ino, offset, &e) && e.end() > offset) {
+    // start at the extent covering `offset`
+  } else {
+    it->Seek(keys::Extent(ino, offset));
+  }
+  for (; it->Valid() && GetBE64(it->key().data()) == ino; it->Next()) {
+    e.offset = GetBE64(it->key().data() + 8);
+    if (e.offset >= end) break;
+    ASSIGN_OR_RETURN(e.v, ExtentValue::Decode(it->value().ToStringView()));
+    if (e.end() <= offset) continue;
+    ASSIGN_OR_RETURN(auto data, chunks_.Get(e.v.id));
+    if (data->size() != e.v.length) return Status::Corruption("extent length mismatch");
+    uint64_t from = std::max(offset, e.offset), to = std::min(end, e.end());
+    std::memcpy(buf + (from - offset), data->data() + (from - e.offset), to - from);
+  }
+  return FromRocks(it->status(), "read extents");
+}
+
+Status Filesystem::ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, size_t* got) {
+  if (!f->loaded) return Status::BadHandle("file state not loaded");
+  *got = 0;
+  if (offset >= f->size) return Status::OK();
+  n = static_cast<size_t>(std::min<uint64_t>(n, f->size - offset));
+  uint64_t end = offset + n;
+  // Committed data exists only below committed_size (a truncate may have grown the file).
+  if (offset < f->committed_size) {
+    size_t cn = static_cast<size_t>(std::min<uint64_t>(end, f->committed_size) - offset);
+    RETURN_IF_ERROR(ReadCommitted(f->ino, offset, cn, buf));
+    if (cn < n) std::memset(buf + cn, 0, n - cn);
+  } else {
+    std::memset(buf, 0, n);
+  }
+  auto it = f->dirty.upper_bound(offset);
+  if (it != f->dirty.begin()) --it;
+  for (; it != f->dirty.end() && it->first < end; ++it) {
+    uint64_t rs = it->first, re = rs + it->second.size();
+    uint64_t from = std::max(offset, rs), to = std::min(end, re);
+    if (from < to) std::memcpy(buf + (from - offset), it->second.data() + (from - rs), to - from);
+  }
+  *got = n;
+  return Status::OK();
+}
+
+Result<size_t> Filesystem::Read(FileHandle fh, uint64_t offset, size_t n, char* buf) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  if ((h.flags & O_ACCMODE) == O_WRONLY) return Status::BadHandle("not open for reading");
+  std::shared_lock l(h.file->mu);  // Open loaded the file: reads change nothing
+  size_t got = 0;
+  RETURN_IF_ERROR(ReadLocked(h.file.get(), offset, n, buf, &got));
+  return got;
+}
+
+// ---- writing ----
+
+Result<size_t> Filesystem::Write(FileHandle fh, uint64_t offset, const char* data, size_t n) {
+  ASSIGN_OR_RETURN(auto h, GetHandle(fh));
+  if ((h.flags & O_ACCMODE) == O_RDONLY) return Status::BadHandle("not open for writing");
+  if (n == 0) return size_t{0};  // POSIX: no other effect, even past EOF
+  OpenFile* f = h.file.get();
+  std::lock_guard l(f->mu);
+  RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  if (h.flags & O_APPEND) offset = f->size;
+  if (offset + n > kMaxFileSize || offset + n < offset) return Status::FileTooBig();
+  f->AddDirty(offset, data, n);
+  f->size = std::max<uint64_t>(f->size, offset + n);
+  f->mtime_ns = NowNs();
+  f->attr_dirty = true;
+  if (f->dirty_bytes >= f->flush_at) {
+    RETURN_IF_ERROR(FlushLocked(f, /*all=*/false, /*sync=*/false));
+    // Held-back tails and islands waiting for a gap to fill normally resolve within the
+    // kernel's window of in-flight writes; if they don't (a sparse writer), commit all
+    // rather than keep buffering: this bounds a file's buffer at 4x the threshold.
+    if (f->dirty_bytes >= 4 * kFlushThreshold) {
+      RETURN_IF_ERROR(FlushLocked(f, /*all=*/true, /*sync=*/false));
+    }
+  }
+  return n;
+}
+
+Status Filesystem::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
+                              const std::function<void(Inode*)>& update) {
+  struct ReleaseOnExit {
+    ChunkStore& c;
+    ChunkTxn* t;
+    ~ReleaseOnExit() { c.Release(t); }
+  } release{chunks_, txn};
+  // Pack bytes become durable before the metadata that points at them.
+  if (txn->wrote_pack) RETURN_IF_ERROR(chunks_.Sync(*txn));
+  // ns_mu_ keeps this process's namespace transactions from conflicting with the inode
+  // update needlessly; correctness is the transaction's: the inode and every chunk
+  // entry it read are conflict-checked.
+  MutexLock l(&ns_mu_);
+  std::string v;
+  Status s = txn->kv->Get(Cf::kInodes, keys::Ino(ino), &v);
+  if (s.Is(Code::kNotFound)) return Status::NotFound();
+  RETURN_IF_ERROR(s);
+  ASSIGN_OR_RETURN(auto node, Inode::Decode(ino, v));
+  update(&node);
+  txn->kv->Put(Cf::kInodes, keys::Ino(ino), node.Encode());
+  if (sync) meta_.CountLogSync();
+  return txn->kv->Commit(sync);
+}
+
+// Re-chunks the buffered regions of `f` and commits them. With `all` false (a threshold
+// flush), bytes after a region's last content-defined cut stay buffered, and so do
+// islands that start after a gap, so that cut points never depend on when (or in which
+// order, with the kernel's writeback cache) data arrived.
+Status Filesystem::FlushLocked(OpenFile* f, bool all, bool sync) {
+  // A data commit conflicts when another transaction changed what it read (GC deleted a
+  // chunk it deduplicated against, ...). A failed attempt put everything back into the
+  // buffer, so the flush simply runs again.
+  return kv::RetryOnConflict([&] { return FlushOnce(f, all, sync); });
+}
+
+Status Filesystem::FlushOnce(OpenFile* f, bool all, bool sync) {
+  if (!f->loaded || (f->dirty.empty() && !f->attr_dirty)) {
+    if (sync) RETURN_IF_ERROR(meta_.SyncWal());
+    return Status::OK();
+  }
+  ChunkTxn txn(meta_.engine());
+  int64_t allocated_delta = 0;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  // Everything taken out of the buffer stays here until the commit succeeded: `keep` is
+  // the next buffer; `taken` is what was chunked (restored as buffered data on failure).
+  std::map<uint64_t, std::string> keep;
+  std::vector<std::pair<uint64_t, std::string>> taken;
+
+  Status st = [&]() -> Status {
+    auto d = f->dirty.begin();
+    while (d != f->dirty.end()) {
+      // Expand the dirty range to the chunks it touches, and to the chunk it continues if
+      // that one was cut by EOF rather than by content.
+      uint64_t s = d->first, e = d->first + d->second.size();
+      Extent x;
+      bool anchored = s == 0;  // starts where a content-defined cut can be
+      if (ExtentAtOrBefore(meta_, it.get(), f->ino, s, &x) && x.end() >= s) {
+        anchored = true;
+        if (x.end() > s || !x.v.stable) s = x.offset;
+      }
+      auto end_of = [&](uint64_t end) {
+        Extent y;
+        if (ExtentAtOrBefore(meta_, it.get(), f->ino, end - 1, &y) && y.end() > end) return y.end();
+        return end;
+      };
+      e = end_of(e);
+      auto last = std::next(d);
+      while (last != f->dirty.end() && last->first <= e) {
+        uint64_t le = last->first + last->second.size();
+        if (le > e) e = end_of(le);
+        ++last;
+      }
+      if (!all && !anchored) {
+        // An island after a gap: chunking it now would start at an arbitrary offset and
+        // defeat dedup. It waits for the gap to fill, or for a full flush.
+        for (auto j = d; j != last; ++j) keep.emplace(j->first, std::move(j->second));
+        d = last;
+        continue;
+      }
+      // Region bytes: committed data overlaid with the buffered writes. The common case of
+      // streamed writes is one buffered range and nothing else: taken without a copy.
+      std::string region;
+      if (s == d->first && e == d->first + d->second.size()) {
+        region = std::move(d->second);
+      } else {
+        region.reserve(e - s);
+        uint64_t at = s;
+        auto fill_committed = [&](uint64_t to) -> Status {
+          if (to <= at) return Status::OK();
+          size_t old = region.size();
+          region.resize(old + (to - at));  // zeros for holes and beyond the committed end
+          uint64_t cend = std::min<uint64_t>(to, f->committed_size);
+          if (at < cend) RETURN_IF_ERROR(ReadCommitted(f->ino, at, cend - at, region.data() + old));
+          at = to;
+          return Status::OK();
+        };
+        for (auto j = d; j != last; ++j) {
+          RETURN_IF_ERROR(fill_committed(j->first));
+          region.append(j->second);
+          at = j->first + j->second.size();
+        }
+        RETURN_IF_ERROR(fill_committed(e));
+      }
+      taken.emplace_back(s, std::move(region));
+      const std::string& bytes = taken.back().second;
+      // Old extents inside the region go.
+      uint64_t old_end = s;  // end of the last committed extent in the region
+      for (it->Seek(keys::Extent(f->ino, s)); it->Valid() && GetBE64(it->key().data()) == f->ino;
+           it->Next()) {
+        uint64_t off = GetBE64(it->key().data() + 8);
+        if (off >= e) break;
+        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+        extent_map::Remove(*txn.kv, f->ino, off, v);
+        allocated_delta -= v.length;
+        old_end = off + v.length;
+      }
+      RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+      // New chunks. Held-back bytes may only be bytes that replace no committed extent:
+      // committed bytes never leave the store before their replacement is committed.
+      const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
+      const uint32_t max_chunk = chunker_.params().max_size;
+      size_t pos = 0, n = bytes.size();
+      while (pos < n) {
+        // A cut is stable when the chunker chose it from the content (or hit max_size); a
+        // cut forced by the end of the data is not, and is re-chunked when data follows.
+        size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/all);
+        bool stable = !all || cut < n - pos || cut == max_chunk;
+        if (cut == 0) {
+          if (s + pos >= old_end) break;
+          cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
+          stable = false;
+        }
+        ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(p + pos, cut), &txn));
+        extent_map::Put(*txn.kv, f->ino, s + pos, ExtentValue{id, static_cast<uint32_t>(cut), stable});
+        allocated_delta += cut;
+        pos += cut;
+      }
+      if (pos < n) keep.emplace(s + pos, bytes.substr(pos));
+      d = last;
+    }
+    return Status::OK();
+  }();
+
+  // A buffered range at the end of the file is not part of the committed size: after a
+  // crash the file ends where its committed data does.
+  uint64_t new_committed = f->size;
+  if (!keep.empty()) {
+    auto tail = std::prev(keep.end());
+    if (tail->first + tail->second.size() == f->size) {
+      // Never below what was committed before (e.g. a size grown by truncate).
+      new_committed = std::max<uint64_t>(tail->first, f->committed_size);
+    }
+  }
+  int64_t mtime = f->mtime_ns;
+  if (st.ok())
+    st = CommitData(f->ino, &txn, sync, [&](Inode* node) {
+      node->size = new_committed;
+      node->allocated =
+          static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+      if (f->attr_dirty) {
+        node->mtime_ns = mtime;
+        node->ctime_ns = std::max(node->ctime_ns, mtime);  // ctime never goes back
+      }
+    });
+  if (!st.ok()) {
+    // Nothing was committed: everything goes back into the buffer (the chunked regions
+    // as buffered data; where they hold committed bytes those are rewritten unchanged).
+    for (auto& [off, bytes] : f->dirty) {
+      if (!bytes.empty()) keep.emplace(off, std::move(bytes));  // not reached by the loop
+    }
+    for (auto& [off, bytes] : taken) {
+      auto k = keep.lower_bound(off);
+      if (k != keep.end() && k->first < off + bytes.size()) keep.erase(k);  // its tail
+      keep.emplace(off, std::move(bytes));
+    }
+  } else {
+    f->committed_size = new_committed;
+  }
+  f->dirty = std::move(keep);
+  f->dirty_bytes = 0;
+  for (auto& [o, bytes] : f->dirty) f->dirty_bytes += bytes.size();
+  f->attr_dirty = !f->dirty.empty() || !st.ok();
+  // The next threshold flush waits until this much more has been written.
+  f->flush_at = f->dirty_bytes + kFlushThreshold;
+  return st;
+}
+
+// Sets the size of a file with an empty buffer (FlushLocked(all) ran). f->mu held.
+Status Filesystem::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {
+  return kv::RetryOnConflict([&] { return TruncateOnce(f, size, now); });
+}
+
+Status Filesystem::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
+  RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  ChunkTxn txn(meta_.engine());
+  int64_t allocated_delta = 0;
+  if (size < f->committed_size) {
+    auto it = meta_.NewIterator(Cf::kExtents);
+    Extent x;
+    uint64_t from = size;
+    if (ExtentAtOrBefore(meta_, it.get(), f->ino, size, &x) && x.offset < size && x.end() > size) {
+      // The chunk cut by the new end is replaced by its prefix.
+      ASSIGN_OR_RETURN(auto data, chunks_.Get(x.v.id));
+      size_t keep = static_cast<size_t>(size - x.offset);
+      ASSIGN_OR_RETURN(
+          auto id,
+          chunks_.Put(std::span(reinterpret_cast<const uint8_t*>(data->data()), keep), &txn));
+      extent_map::Remove(*txn.kv, f->ino, x.offset, x.v);
+      extent_map::Put(*txn.kv, f->ino, x.offset, ExtentValue{id, static_cast<uint32_t>(keep)});
+      allocated_delta += static_cast<int64_t>(keep) - x.v.length;
+      from = x.end();
+    }
+    for (it->Seek(keys::Extent(f->ino, from)); it->Valid() && GetBE64(it->key().data()) == f->ino;
+         it->Next()) {
+      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+      extent_map::Remove(*txn.kv, f->ino, GetBE64(it->key().data() + 8), v);
+      allocated_delta -= v.length;
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+  }
+  RETURN_IF_ERROR(CommitData(f->ino, &txn, false, [&](Inode* node) {
+    node->size = size;
+    node->allocated =
+        static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+    node->mtime_ns = node->ctime_ns = now;
+  }));
+  f->size = f->committed_size = size;
+  f->mtime_ns = now;
+  f->attr_dirty = false;
+  return Status::OK();
+}
+
+// ---- clone ----
+
+Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, FileHandle dst_fh,
+                                        uint64_t dst_off, uint64_t n) {
+  ASSIGN_OR_RETURN(auto src, GetHandle(src_fh));
+  ASSIGN_OR_RETURN(auto dst, GetHandle(dst_fh));
+  if ((src.flags & O_ACCMODE) == O_WRONLY) return Status::BadHandle("source not readable");
+  if ((dst.flags & O_ACCMODE) == O_RDONLY) return Status::BadHandle("target not writable");
+  if (dst.flags & O_APPEND) return Status::BadHandle("target opened with O_APPEND");
+  OpenFile* fs = src.file.get();
+  OpenFile* fd = dst.file.get();
+  if (dst_off + n > kMaxFileSize || dst_off + n < dst_off) return Status::FileTooBig();
+
+  std::unique_lock<std::shared_mutex> l1, l2;
+  if (fs == fd) {
+    l1 = std::unique_lock(fs->mu);
+  } else if (fs->ino < fd->ino) {
+    l1 = std::unique_lock(fs->mu);
+    l2 = std::unique_lock(fd->mu);
+  } else {
+    l1 = std::unique_lock(fd->mu);
+    l2 = std::unique_lock(fs->mu);
+  }
+  RETURN_IF_ERROR(fs->EnsureLoaded(meta_));
+  RETURN_IF_ERROR(fd->EnsureLoaded(meta_));
+  if (src_off >= fs->size) return uint64_t{0};
+  n = std::min<uint64_t>(n, fs->size - src_off);
+  if (n == 0) return uint64_t{0};
+  RETURN_IF_ERROR(FlushLocked(fs, true, false));
+  if (fd != fs) RETURN_IF_ERROR(FlushLocked(fd, true, false));
+
+  // Fast path: the target has no data at or after dst_off (cp --reflink into a new or
+  // shorter file): whole source chunks are shared by adding extents; only the partial
+  // chunks at the edges are copied.
+  bool share = fd != fs && fd->committed_size <= dst_off;
+  uint64_t copied_head_end = src_off, shared_end = src_off;
+  if (share) {
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      ChunkTxn txn(meta_.engine());
+      int64_t allocated_delta = 0;
+      auto it = meta_.NewIterator(Cf::kExtents);
+      uint64_t first_full = UINT64_MAX, last_full_end = 0;
+      for (it->Seek(keys::Extent(fs->ino, src_off));
+           it->Valid() && GetBE64(it->key().data()) == fs->ino; it->Next()) {
+        uint64_t off = GetBE64(it->key().data() + 8);
+        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+        if (off + v.length > src_off + n) break;
+        // Read the chunk's entry in the transaction: GC deleting it before we commit (the
+        // source's last reference gone meanwhile) then conflicts.
+        std::string loc;
+        Status cs = txn.kv->Get(Cf::kChunks, keys::Chunk(v.id), &loc);
+        if (cs.Is(Code::kNotFound)) return Status::Conflict("shared chunk collected meanwhile");
+        RETURN_IF_ERROR(cs);
+        if (first_full == UINT64_MAX) first_full = off;
+        last_full_end = off + v.length;
+        extent_map::Put(*txn.kv, fd->ino, dst_off + (off - src_off), v);
+        allocated_delta += v.length;
+      }
+      RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+      if (first_full == UINT64_MAX) return Status::OK();
+      uint64_t new_size = std::max<uint64_t>(fd->size, dst_off + (last_full_end - src_off));
+      int64_t now = NowNs();
+      RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, [&](Inode* node) {
+        node->size = new_size;
+        node->allocated =
+            static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+        node->mtime_ns = node->ctime_ns = now;
+      }));
+      fd->size = fd->committed_size = new_size;
+      fd->mtime_ns = now;
+      copied_head_end = first_full;
+      shared_end = last_full_end;
+      return Status::OK();
+    }));
+  }
+  // Everything not shared is copied through the buffer (and dedups on flush).
+  auto copy = [&](uint64_t from, uint64_t to) -> Status {
+    std::string buf;
+    for (uint64_t o = from; o < to;) {
+      size_t step = static_cast<size_t>(std::min<uint64_t>(to - o, 4 << 20));
+      buf.resize(step);
+      size_t got = 0;
+      RETURN_IF_ERROR(ReadLocked(fs, o, step, buf.data(), &got));
+      if (got < step) std::memset(buf.data() + got, 0, step - got);
+      fd->AddDirty(dst_off + (o - src_off), buf.data(), step);
+      fd->size = std::max<uint64_t>(fd->size, dst_off + (o - src_off) + step);
+      fd->mtime_ns = NowNs();
+      fd->attr_dirty = true;
+      if (fd->dirty_bytes >= kFlushThreshold) RETURN_IF_ERROR(FlushLocked(fd, true, false));
+      o += step;
+    }
+    return Status::OK();
+  };
+  if (shared_end > src_off) {
+    RETURN_IF_ERROR(copy(src_off, copied_head_end));
+    RETURN_IF_ERROR(copy(shared_end, src_off + n));
+  } else if (fs == fd) {
+    // Overlapping ranges in one file: read everything first, then write.
+    std::string all(n, '\0');
+    size_t got = 0;
+    RETURN_IF_ERROR(ReadLocked(fs, src_off, n, all.data(), &got));
+    fd->AddDirty(dst_off, all.data(), n);
+    fd->size = std::max<uint64_t>(fd->size, dst_off + n);
+    fd->mtime_ns = NowNs();
+    fd->attr_dirty = true;
+  } else {
+    RETURN_IF_ERROR(copy(src_off, src_off + n));
+  }
+  RETURN_IF_ERROR(FlushLocked(fd, true, false));
+  return n;
+}
+
+}  // namespace snapfs

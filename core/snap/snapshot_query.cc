@@ -1,0 +1,437 @@
+// Filesystem: what the snapshot CLI asks (ls, du, why, ls --hidden, orphans) and the
+// consistency check of snapshots, pins and hidden entries. Read-only: these run without
+// ns_mu_ and see the committed state.
+#include <algorithm>
+#include <functional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "base/coding.h"
+#include "core/snap/marker_scan.h"
+#include "core/fs/ns_txn.h"
+
+namespace snapfs {
+
+Status Filesystem::RecordMountPoint(const std::string& abs_path) {
+  MutexLock l(&ns_mu_);
+  if (std::find(mount_points_.begin(), mount_points_.end(), abs_path) != mount_points_.end()) {
+    return Status::OK();
+  }
+  // The newest first: it decides the paths shown for references under several of them.
+  mount_points_.insert(mount_points_.begin(), abs_path);
+  std::string v;
+  for (const auto& m : mount_points_) v += m + "\n";
+  const std::vector<std::string> mine = mount_points_;
+  // Mount points only accumulate: a racing writer's list is merged on retry.
+  return kv::RunTxn(
+      meta_.engine(),
+      [&](kv::Txn& t) -> Status {
+        std::string old;
+        Status s = t.Get(Cf::kDefault, kMountPointsKey, &old);
+        if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+        std::string merged = v;
+        for (size_t i = 0; i < old.size();) {
+          size_t j = old.find('\n', i);
+          if (j == std::string::npos) j = old.size();
+          std::string m = old.substr(i, j - i);
+          if (!m.empty() && std::find(mine.begin(), mine.end(), m) == mine.end()) {
+            merged += m + "\n";
+          }
+          i = j + 1;
+        }
+        t.Put(Cf::kDefault, kMountPointsKey, merged);
+        return Status::OK();
+      },
+      kv::RunOptions{.sync = true});
+}
+
+std::vector<std::string> Filesystem::MountPoints() {
+  MutexLock l(&ns_mu_);
+  return mount_points_;
+}
+
+Result<std::string> Filesystem::PathOf(uint64_t dir) {
+  std::vector<std::string> parts;
+  uint64_t ino = dir;
+  for (int depth = 0; ino != kRootIno; depth++) {
+    if (depth > 4096) return Status::Loop("folder tree too deep");
+    ASSIGN_OR_RETURN(auto n, LoadInode(ino));
+    if (!n.is_dir()) return Status::NotDirectory();
+    std::string name = n.name;
+    uint64_t child = 0;
+    if (name.empty() || !LookupEntry(n.parent, name, &child, nullptr, nullptr).ok() ||
+        child != ino) {
+      // A folder from before names were kept, or one that was replaced: look for it.
+      name.clear();
+      std::string prefix = keys::Ino(n.parent);
+      auto it = meta_.NewIterator(Cf::kDentries);
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        auto d = DentryValue::Decode(it->value().ToStringView());
+        if (d.ok() && d->child == ino) {
+          ASSIGN_OR_RETURN(auto k, keys::DecodeDentry(it->key().ToStringView()));
+          name.assign(k.name);
+          break;
+        }
+      }
+      if (name.empty()) name = "?";  // detached: replaced while it held hidden entries
+    }
+    parts.push_back(name);
+    ino = n.parent;
+  }
+  std::string path;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+    if (!path.empty()) path.push_back('/');
+    path += *it;
+  }
+  return path;
+}
+
+Result<SnapshotInfo> Filesystem::GetSnapshot(uint64_t dir) {
+  ASSIGN_OR_RETURN(auto info, LoadSnapshot(dir));
+  ASSIGN_OR_RETURN(info.path, PathOf(dir));
+  return info;
+}
+
+Result<std::vector<SnapshotInfo>> Filesystem::ListSnapshots(uint64_t under) {
+  std::string prefix;
+  if (under != kRootIno) {
+    ASSIGN_OR_RETURN(prefix, PathOf(under));
+  }
+  std::vector<SnapshotInfo> out;
+  auto it = meta_.NewIterator(Cf::kSnapshots);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    auto info = GetSnapshot(GetBE64(it->key().data()));
+    if (!info.ok()) continue;  // its folder went meanwhile
+    if (!prefix.empty() && info->path != prefix && !info->path.starts_with(prefix + "/")) continue;
+    out.push_back(std::move(*info));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan snapshots"));
+  std::sort(out.begin(), out.end(),
+            [](const SnapshotInfo& a, const SnapshotInfo& b) { return a.path < b.path; });
+  return out;
+}
+
+Status Filesystem::OwnFiles(uint64_t dir, const std::string& prefix,
+                            std::vector<std::pair<std::string, uint64_t>>* out) {
+  std::string key = keys::Ino(dir);
+  auto it = meta_.NewIterator(Cf::kDirIndex);
+  for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
+    ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+    const uint64_t child = di.child;
+    const uint32_t mode = di.mode;
+    std::string path = prefix + std::string(di.name);
+    if (S_ISDIR(mode)) {
+      RETURN_IF_ERROR(OwnFiles(child, path + "/", out));
+    } else if (S_ISREG(mode)) {
+      out->emplace_back(std::move(path), child);
+    }
+  }
+  return FromRocks(it->status(), "scan snapshot folder");
+}
+
+Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
+  ASSIGN_OR_RETURN(auto snap, LoadSnapshot(dir));
+  std::vector<std::pair<std::string, uint64_t>> files;
+  files.emplace_back(snap.marker_name, snap.marker);
+  ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
+  for (auto& [ino, v] : pins) {
+    files.emplace_back(PinValue::Decode(v).view_path, ino);
+  }
+  RETURN_IF_ERROR(OwnFiles(dir, "", &files));
+  std::vector<ViewFile> out;
+  std::unordered_set<std::string> paths;
+  std::unordered_set<uint64_t> inos;
+  for (auto& [path, ino] : files) {
+    if (!paths.insert(path).second || !inos.insert(ino).second) continue;
+    auto node = LoadInode(ino);
+    if (!node.ok()) continue;
+    out.push_back(ViewFile{path, ino, node->size, node->nlink});
+  }
+  std::sort(out.begin(), out.end(), [](const ViewFile& a, const ViewFile& b) { return a.path < b.path; });
+  return out;
+}
+
+Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& dirs) {
+  std::unordered_set<uint64_t> set(dirs.begin(), dirs.end());
+  SnapshotUsage u;
+  std::unordered_set<uint64_t> view;   // every file the snapshots show
+  std::unordered_set<uint64_t> freed;  // files whose data goes with them
+  auto pit = meta_.NewIterator(Cf::kPinned);
+  for (uint64_t dir : dirs) {
+    // Every file of a view is the marker, a referenced file or one of the folder's own:
+    // all go with the snapshots unless another snapshot pins them or another name links them.
+    ASSIGN_OR_RETURN(auto files, SnapshotFiles(dir));
+    for (const auto& f : files) {
+      if (!view.insert(f.ino).second) continue;
+      u.files++;
+      u.logical += f.size;
+      bool other_pin = false;
+      std::string prefix = keys::Ino(f.ino);
+      for (pit->Seek(prefix); pit->Valid() && pit->key().starts_with(prefix); pit->Next()) {
+        if (!set.count(GetBE64(pit->key().data() + 8))) other_pin = true;
+      }
+      RETURN_IF_ERROR(FromRocks(pit->status(), "scan pins"));
+      if (!other_pin && f.nlink <= 1) freed.insert(f.ino);
+    }
+  }
+  std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> freed_counts;
+  std::unordered_map<ChunkId, uint32_t, ChunkIdHash> distinct;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  for (uint64_t ino : view) {
+    std::string prefix = keys::Ino(ino);
+    bool is_freed = freed.count(ino) > 0;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
+      distinct.emplace(e.id, e.length);
+      if (is_freed) {
+        auto& c = freed_counts[e.id];
+        c.first++;
+        c.second = e.length;
+      }
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+  }
+  uint64_t total = 0;
+  for (auto& [id, len] : distinct) total += len;
+  for (auto& [id, c] : freed_counts) {
+    ASSIGN_OR_RETURN(int64_t refs, meta_.RefCount(id));
+    if (refs <= c.first) u.exclusive += c.second;
+  }
+  u.shared = total > u.exclusive ? total - u.exclusive : 0;
+  return u;
+}
+
+Result<std::vector<PinInfo>> Filesystem::WhyPinned(uint64_t ino) {
+  std::vector<PinInfo> out;
+  std::string prefix = keys::Ino(ino);
+  auto it = meta_.NewIterator(Cf::kPinned);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    uint64_t dir = GetBE64(it->key().data() + 8);
+    auto snap = GetSnapshot(dir);
+    if (!snap.ok()) continue;
+    PinInfo p;
+    p.snapshot = std::move(*snap);
+    std::string v;
+    if (meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) p.view_path = PinValue::Decode(v).view_path;
+    out.push_back(std::move(p));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+  return out;
+}
+
+Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
+  std::vector<HiddenEntry> out;
+  auto it = meta_.NewIterator(Cf::kHidden);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    HiddenEntry h;
+    h.ino = GetBE64(it->key().data());
+    uint64_t parent = GetBE64(it->key().data() + 8);
+    std::string name(it->key().data() + 16, it->key().size() - 16);
+    auto ppath = PathOf(parent);
+    std::string pp = ppath.ok() ? *ppath : "?";
+    h.path = pp.empty() ? name : pp + "/" + name;
+    auto node = LoadInode(h.ino);
+    if (node.ok()) {
+      h.is_dir = node->is_dir();
+      h.size = node->is_reg() ? node->size : 0;
+    }
+    ASSIGN_OR_RETURN(auto why, WhyPinned(h.ino));
+    for (auto& p : why) h.pinned_by.push_back(p.snapshot.path);
+    out.push_back(std::move(h));
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+  std::sort(out.begin(), out.end(), [](const HiddenEntry& a, const HiddenEntry& b) { return a.path < b.path; });
+  return out;
+}
+
+Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<uint64_t>& inos) {
+  std::unordered_map<uint64_t, size_t> at;
+  std::vector<InodeLocation> out;
+  for (uint64_t ino : inos) {
+    if (at.emplace(ino, out.size()).second) out.push_back(InodeLocation{ino, {}, {}, {}});
+  }
+  // Hidden folders above a name make it hidden too; folders are asked once each.
+  std::unordered_map<uint64_t, bool> dir_hidden{{kRootIno, false}};
+  std::function<bool(uint64_t)> under_hidden = [&](uint64_t dir) -> bool {
+    auto c = dir_hidden.find(dir);
+    if (c != dir_hidden.end()) return c->second;
+    bool hidden = true;  // a folder we cannot place is detached: reached only by snapshots
+    auto n = LoadInode(dir);
+    Entry e;
+    if (n.ok() && !n->name.empty() && LookupEntry(n->parent, n->name, &e).ok() && e.child == dir) {
+      dir_hidden[dir] = true;  // a loop in a broken tree ends here
+      hidden = e.hidden || under_hidden(n->parent);
+    }
+    dir_hidden[dir] = hidden;
+    return hidden;
+  };
+  auto it = meta_.NewIterator(Cf::kDentries);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    Entry e;
+    if (!DecodeEntry(it->value().ToStringView(), &e).ok()) continue;
+    auto a = at.find(e.child);
+    if (a == at.end()) continue;
+    uint64_t parent = GetBE64(it->key().data());
+    std::string name(it->key().data() + 8, it->key().size() - 8);
+    auto ppath = PathOf(parent);
+    std::string pp = ppath.ok() ? *ppath : "?";
+    out[a->second].names.push_back(
+        FileName{pp.empty() ? name : pp + "/" + name, e.hidden || under_hidden(parent)});
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan entries"));
+  ASSIGN_OR_RETURN(auto snaps, ListSnapshots());
+  for (const auto& s : snaps) {
+    auto files = SnapshotFiles(s.dir);
+    if (!files.ok()) continue;  // ended meanwhile
+    for (const auto& f : *files) {
+      auto a = at.find(f.ino);
+      if (a == at.end()) continue;
+      out[a->second].snapshots.push_back(s.path);
+      out[a->second].view_paths.push_back(s.path.empty() ? f.path : s.path + "/" + f.path);
+    }
+  }
+  for (auto& l : out) {
+    std::sort(l.names.begin(), l.names.end(),
+              [](const FileName& a, const FileName& b) { return a.path < b.path; });
+  }
+  return out;
+}
+
+Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t older_than_ns) {
+  std::vector<OrphanFile> out;
+  int64_t cutoff = NowNs() - older_than_ns;
+  ASSIGN_OR_RETURN(std::string base, PathOf(under));
+  std::vector<std::pair<uint64_t, std::string>> stack{{under, base}};
+  while (!stack.empty()) {
+    auto [dir, path] = stack.back();
+    stack.pop_back();
+    // Everything in a snapshot folder belongs to that snapshot.
+    if (LoadSnapshot(dir).ok()) continue;
+    std::string key = keys::Ino(dir);
+    auto it = meta_.NewIterator(Cf::kDirIndex);
+    for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
+      ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+      const uint64_t child = di.child;
+      const uint32_t mode = di.mode;
+      std::string name(di.name);
+      std::string cpath = path.empty() ? name : path + "/" + name;
+      if (S_ISDIR(mode)) {
+        stack.emplace_back(child, cpath);
+        continue;
+      }
+      if (!S_ISREG(mode)) continue;
+      auto node = LoadInode(child);
+      if (!node.ok() || node->mtime_ns > cutoff) continue;
+      std::string pk = keys::Ino(child);
+      auto pit = meta_.NewIterator(Cf::kPinned);
+      pit->Seek(pk);
+      if (pit->Valid() && pit->key().starts_with(pk)) continue;
+      out.push_back(OrphanFile{cpath, dir, name, child, node->size, node->mtime_ns});
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "scan folder"));
+  }
+  std::sort(out.begin(), out.end(), [](const OrphanFile& a, const OrphanFile& b) { return a.path < b.path; });
+  return out;
+}
+
+Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
+  std::vector<std::string> problems;
+  auto problem = [&](std::string s) { problems.push_back(std::move(s)); };
+  std::vector<std::string> mounts = MountPoints();
+  // Snapshots: marker in place; pins match their reverse records; the marker still names
+  // every pinned file it could name when the snapshot completed.
+  auto it = meta_.NewIterator(Cf::kSnapshots);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    uint64_t dir = GetBE64(it->key().data());
+    auto snap = LoadSnapshot(dir);
+    if (!snap.ok()) {
+      problem("snapshot of folder " + std::to_string(dir) + ": " + snap.status().ToString());
+      continue;
+    }
+    auto path = PathOf(dir);
+    std::string name = path.ok() ? *path : "folder " + std::to_string(dir);
+    uint64_t child = 0;
+    if (!LookupEntry(dir, snap->marker_name, &child, nullptr, nullptr).ok() ||
+        child != snap->marker) {
+      problem("snapshot " + name + ": marker " + snap->marker_name + " is gone but the snapshot was not ended");
+      continue;
+    }
+    ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
+    if (pins.size() != snap->pins) {
+      problem("snapshot " + name + ": records " + std::to_string(snap->pins) + " pins, has " +
+              std::to_string(pins.size()));
+    }
+    std::unordered_set<uint64_t> pinned;
+    for (auto& [ino, v] : pins) {
+      pinned.insert(ino);
+      std::string rv;
+      if (!meta_.Get(Cf::kPinned, keys::Pair(ino, dir), &rv).ok()) {
+        problem("snapshot " + name + ": pin of inode " + std::to_string(ino) + " has no reverse record");
+      }
+      if (!LoadInode(ino).ok()) {
+        problem("snapshot " + name + ": pinned inode " + std::to_string(ino) + " is gone (data lost)");
+      }
+    }
+    auto bytes = ReadMarkerBytes(snap->marker);
+    if (!bytes.ok()) {
+      problem("snapshot " + name + ": marker unreadable: " + bytes.status().ToString());
+      continue;
+    }
+    for (const auto& r : ScanMarker(*bytes, mounts)) {
+      Result<uint64_t> ino = Status::NotFound();
+      if (r.kind == MarkerReference::kBareName) {
+        uint64_t c = 0;
+        uint32_t mode = 0;
+        if (LookupEntry(dir, r.path, &c, nullptr, &mode).ok() && S_ISREG(mode)) ino = c;
+      } else {
+        ino = ResolvePath(r.path);
+      }
+      if (!ino.ok() || *ino == snap->marker || pinned.count(*ino)) continue;
+      auto node = LoadInode(*ino);
+      // Named, older than the snapshot, yet not pinned: deleting it would break it.
+      if (node.ok() && node->is_reg() && node->btime_ns < snap->completed_ns) {
+        problem("snapshot " + name + ": references " + r.path + " but does not pin it");
+      }
+    }
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "scan snapshots"));
+  // Reverse pins point back; hidden entries are real hidden dentries that something needs.
+  auto pi = meta_.NewIterator(Cf::kPinned);
+  for (pi->SeekToFirst(); pi->Valid(); pi->Next()) {
+    uint64_t ino = GetBE64(pi->key().data()), dir = GetBE64(pi->key().data() + 8);
+    std::string v;
+    if (!meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) {
+      problem("inode " + std::to_string(ino) + " is pinned by folder " + std::to_string(dir) +
+              " which does not pin it");
+    }
+  }
+  auto hi = meta_.NewIterator(Cf::kHidden);
+  for (hi->SeekToFirst(); hi->Valid(); hi->Next()) {
+    uint64_t ino = GetBE64(hi->key().data()), parent = GetBE64(hi->key().data() + 8);
+    std::string name(hi->key().data() + 16, hi->key().size() - 16);
+    uint64_t child = 0;
+    bool hidden = false;
+    if (!LookupEntry(parent, name, &child, nullptr, nullptr, &hidden).ok() || child != ino ||
+        !hidden) {
+      problem("hidden record " + std::to_string(parent) + "/" + name + " has no hidden entry");
+      continue;
+    }
+    auto node = LoadInode(ino);
+    if (!node.ok()) continue;
+    std::string pk = keys::Ino(ino);
+    bool needed = false;
+    if (node->is_dir()) {
+      auto dit = meta_.NewIterator(Cf::kDentries);
+      dit->Seek(pk);
+      needed = dit->Valid() && dit->key().starts_with(pk);
+    } else {
+      auto pit = meta_.NewIterator(Cf::kPinned);
+      pit->Seek(pk);
+      needed = pit->Valid() && pit->key().starts_with(pk);
+    }
+    if (!needed) problem("hidden entry " + std::to_string(parent) + "/" + name + " is kept for nothing (leak)");
+  }
+  return problems;
+}
+
+}  // namespace snapfs

@@ -1,0 +1,376 @@
+#include "daemon/mount.h"
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "core/fs/filesystem.h"
+#include "core/chunks/gc.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "core/store.h"
+#include "core/store_gauges.h"
+#include "daemon/control.h"
+#include "fuse/fuse_ops.h"
+#include "daemon/mount_table.h"
+#include "daemon/metrics_server.h"
+#include "snapfs_version.h"
+
+namespace snapfs::fuse {
+
+namespace {
+
+// The type and source of the mount at exactly `mp` (the top one); false if `mp` is no
+// mount point.
+bool MountAt(const std::string& mp, std::string* type, std::string* source) {
+  bool found = false;
+  for (const auto& m : ReadMountTable()) {
+    if (m.point != mp) continue;
+    found = true;
+    *type = m.type;
+    *source = m.source;
+  }
+  return found;
+}
+
+}  // namespace
+
+Status CheckMountpoint(const std::string& mp) {
+  // A live FUSE mount (snapfs or another) looks like an empty folder when its file
+  // system is empty; mounting over it would stack two mounts and `umount` would then
+  // remove only the top one.
+  if (std::string type, source; MountAt(mp, &type, &source) && type.starts_with("fuse")) {
+    return Status::Busy(mp + " is already a mount point (" + type + " " + source +
+                        "): unmount it first");
+  }
+  struct stat st;
+  if (::stat(mp.c_str(), &st) != 0) {
+    if (errno == ENOTCONN) {
+      return Status::Busy(mp + " is a dead mount (daemon gone): run 'snapfs umount " + mp + "'");
+    }
+    return PosixError("mount point " + mp, errno);
+  }
+  if (!S_ISDIR(st.st_mode)) return Status::NotDirectory("mount point " + mp + " is not a folder");
+  auto empty_or = DirIsEmpty(mp);
+  if (!empty_or.ok()) return empty_or.status().WithContext("mount point");
+  bool empty = *empty_or;
+  if (!empty) return Status::NotEmpty("mount point " + mp + " is not empty");
+  if (::access("/dev/fuse", F_OK) != 0) {
+    return PosixError("/dev/fuse (is the fuse kernel module loaded?)", errno);
+  }
+  // libfuse opens /dev/fuse itself before it hands the mount to fusermount3, so a user
+  // needs access to it (Debian's default mode is 0666).
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    return PosixError(
+        "/dev/fuse is not accessible to this user (a non-root mount needs it "
+        "readable and writable, usually mode 0666)",
+        errno);
+  }
+  return Status::OK();
+}
+
+namespace {
+
+std::string Bytes(uint64_t n) { return std::to_string(n) + " bytes"; }
+
+// The last store gauges computed, and when (0: not yet). Thread-safe.
+class GaugeCache {
+ public:
+  void Set(const StoreGauges& g) {
+    std::lock_guard l(mu_);
+    g_ = g;
+    when_ns_ = NowNs();
+  }
+  std::pair<StoreGauges, int64_t> Get() {
+    std::lock_guard l(mu_);
+    return {g_, when_ns_};
+  }
+
+ private:
+  std::mutex mu_;
+  StoreGauges g_;        // GUARDED_BY(mu_)
+  int64_t when_ns_ = 0;  // GUARDED_BY(mu_)
+};
+
+// Samples computed at scrape time from what the store already counts (ChunkStoreStats),
+// the gauge cache, and the disk under the store.
+void Collect(metrics::Exposition& e, Store& store, GaugeCache& cache) {
+  using metrics::Type;
+  ChunkStoreStats cs = store.chunks().stats();
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    e.Family(name, help, Type::kCounter);
+    e.Sample(name, {}, static_cast<double>(v));
+  };
+  auto gauge = [&](const char* name, const char* help, double v) {
+    e.Family(name, help, Type::kGauge);
+    e.Sample(name, {}, v);
+  };
+  counter("snapfs_chunk_cache_hits_total", "Chunk reads served by the chunk cache", cs.cache_hits);
+  counter("snapfs_chunk_cache_misses_total", "Chunk reads that went to the pack backend",
+          cs.cache_misses);
+  counter("snapfs_chunk_puts_total", "Chunks handed to the chunk store by writers", cs.puts);
+  counter("snapfs_chunk_dedup_hits_total", "Chunks found already stored (not written again)",
+          cs.dedup_hits);
+  counter("snapfs_chunk_put_bytes_total", "Bytes of the chunks handed to the chunk store",
+          cs.bytes_put);
+  counter("snapfs_chunk_new_bytes_total", "Bytes of chunks stored for the first time",
+          cs.bytes_new);
+  counter("snapfs_dedup_bytes_total", "Bytes written that deduplicated against stored chunks",
+          cs.bytes_put >= cs.bytes_new ? cs.bytes_put - cs.bytes_new : 0);
+  auto [g, when] = cache.Get();
+  if (when != 0) {
+    gauge("snapfs_store_logical_bytes", "Sum of the sizes of all regular files",
+          static_cast<double>(g.logical_bytes));
+    gauge("snapfs_store_stored_bytes", "Sum of the sizes of all indexed chunks",
+          static_cast<double>(g.stored_bytes));
+    gauge("snapfs_store_dead_bytes", "Pack bytes holding no referenced chunk (GC reclaims them)",
+          static_cast<double>(g.dead_bytes));
+    gauge("snapfs_store_pack_bytes", "Sum of the sizes of all packs",
+          static_cast<double>(g.pack_bytes));
+    gauge("snapfs_store_packs", "Pack files", static_cast<double>(g.packs));
+    gauge("snapfs_store_chunks", "Indexed chunks", static_cast<double>(g.chunks));
+    gauge("snapfs_snapshots", "Completed snapshots", static_cast<double>(g.snapshots));
+    gauge("snapfs_pins", "Files referenced by snapshots (one per snapshot and file)",
+          static_cast<double>(g.pins));
+    gauge("snapfs_hidden_entries", "Deleted entries kept hidden for snapshots",
+          static_cast<double>(g.hidden_entries));
+    gauge("snapfs_store_gauges_timestamp_seconds",
+          "When the snapfs_store_*, snapshot, pin and hidden-entry gauges were computed",
+          static_cast<double>(when) / 1e9);
+  }
+  struct statvfs sv;
+  if (::statvfs(store.dir().c_str(), &sv) == 0) {
+    gauge("snapfs_store_disk_free_bytes", "Bytes available on the disk holding the store",
+          static_cast<double>(sv.f_bavail) * static_cast<double>(sv.f_frsize));
+    gauge("snapfs_store_disk_size_bytes", "Size of the disk holding the store",
+          static_cast<double>(sv.f_blocks) * static_cast<double>(sv.f_frsize));
+  }
+  metrics::DaemonInfo info = metrics::GetDaemonInfo();
+  gauge("snapfs_start_time_seconds", "When the daemon started (Unix time)",
+        static_cast<double>(info.start_ns) / 1e9);
+  e.Family("snapfs_build_info", "Always 1; the labels name the build", Type::kGauge);
+  e.Sample("snapfs_build_info", {{"version", SNAPFS_VERSION}, {"commit", SNAPFS_GIT_COMMIT}}, 1);
+}
+
+}  // namespace
+
+int ServeMount(const MountOptions& opts, const std::function<void(const Status&)>& ready) {
+  int64_t start_ns = NowNs();
+  if (Status ls = log::Configure(opts.log); !ls.ok()) {
+    ready(ls);
+    return 1;
+  }
+  metrics::RegisterCoreMetrics();
+  char* abs_store = realpath(opts.store.c_str(), nullptr);
+  std::string store_path = abs_store ? abs_store : opts.store;
+  free(abs_store);
+
+  auto store = Store::Open(store_path);
+  if (!store.ok()) {
+    SNAPFS_LOG_ERROR("cannot open store " + store_path + ": " + store.status().ToString());
+    ready(store.status());
+    return 1;
+  }
+  auto fs = Filesystem::Open(store->get());
+  if (!fs.ok()) {
+    ready(fs.status());
+    return 1;
+  }
+  // References in markers name files by absolute path: remember every place the store
+  // was mounted so they resolve after the mount moves.
+  if (char* abs_mp = realpath(opts.mountpoint.c_str(), nullptr)) {
+    Status ms = (*fs)->RecordMountPoint(abs_mp);
+    free(abs_mp);
+    if (!ms.ok()) {
+      ready(ms);
+      return 1;
+    }
+  }
+  ControlServer control;
+  if (opts.control) {
+    Store* st = store->get();
+    Filesystem* f = fs->get();
+    Status cs = control.Start(
+        store_path, [&opts, st, f](const std::string& req) { return opts.control(*st, *f, req); });
+    if (!cs.ok()) {
+      ready(cs);
+      return 1;
+    }
+  }
+  FuseContext ctx;
+  ctx.fs = fs->get();
+  ctx.timeout = opts.timeout;
+  ctx.writeback = opts.writeback;
+
+  std::string o = "default_permissions,fsname=snapfs:" + store_path + ",subtype=snapfs";
+  for (const auto& x : opts.fuse_options) o += "," + x;
+  std::vector<std::string> argv_s = {"snapfs", "-o", o};
+  if (opts.debug) argv_s.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  fuse_session* se = fuse_session_new(&args, &Operations(), sizeof(fuse_lowlevel_ops), &ctx);
+  if (!se) {
+    ready(Status::InvalidArgument("FUSE rejected the mount options: " + o));
+    return 1;
+  }
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    ready(Status::IOError("cannot install signal handlers"));
+    return 1;
+  }
+  if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    ready(Status::IOError("mounting " + opts.mountpoint + " failed (see the message above)"));
+    return 1;
+  }
+  // Changes the daemon makes for the CLI (snapfs rm, ...) reach the kernel's caches.
+  (*fs)->SetEntryInvalidator([se](uint64_t parent, std::string_view name) {
+    std::string n(name);
+    (void)fuse_lowlevel_notify_inval_entry(se, parent, n.c_str(), n.size());
+  });
+  ready(Status::OK());
+
+  // Metrics: a port that is taken costs the metrics, never the mount.
+  metrics::DaemonInfo info;
+  info.start_ns = start_ns;
+  info.store = store_path;
+  info.mountpoint = opts.mountpoint;
+  GaugeCache gauges;
+  int collector = metrics::Global().AddCollector(
+      [st = store->get(), &gauges](metrics::Exposition& e) { Collect(e, *st, gauges); });
+  MetricsServer metrics_server;
+  if (!opts.metrics.empty()) {
+    auto addr = ParseListenAddress(opts.metrics);
+    Status ms = addr.ok() ? metrics_server.Start(*addr, [] { return metrics::Global().Expose(); })
+                          : addr.status();
+    info.metrics_address = addr.ok() ? addr->ToString() : opts.metrics;
+    info.metrics_listening = ms.ok();
+    if (ms.ok()) {
+      SNAPFS_LOG_INFO("metrics on http://" + info.metrics_address + "/metrics");
+    } else {
+      info.metrics_error = ms.ToString();
+      SNAPFS_LOG_WARN("no metrics: " + ms.ToString() + " (the mount works without them)");
+    }
+  }
+  metrics::SetDaemonInfo(info);
+  SNAPFS_LOG_INFO(std::string("snapfs ") + SNAPFS_VERSION + " (" + SNAPFS_GIT_COMMIT + ") pid " +
+                  std::to_string(::getpid()) + ": store " + store_path + " mounted on " +
+                  opts.mountpoint + " (threads " + std::to_string(opts.threads) + ", gc every " +
+                  std::to_string(opts.gc_interval_s) + " s, writeback " +
+                  (opts.writeback ? "on" : "off") + ", metrics " +
+                  (opts.metrics.empty() ? "off" : opts.metrics) +
+                  (opts.options_text.empty() ? "" : ", options: " + opts.options_text) + ")");
+
+  // The store gauges: computed now, every gauge_interval_s, and after each GC.
+  std::mutex gauge_mu;
+  std::condition_variable gauge_cv;
+  bool gauge_now = true, gauge_stop = false;
+  std::thread gauge_thread([&, st = store->get()] {
+    std::unique_lock l(gauge_mu);
+    while (true) {
+      gauge_cv.wait_for(l, std::chrono::seconds(std::max(1u, opts.gauge_interval_s)),
+                        [&] { return gauge_now || gauge_stop; });
+      if (gauge_stop) return;
+      gauge_now = false;
+      l.unlock();
+      auto g = ComputeStoreGauges(*st);
+      if (g.ok())
+        gauges.Set(*g);
+      else
+        SNAPFS_LOG_WARN("store gauges: " + g.status().ToString());
+      l.lock();
+    }
+  });
+
+  // Space freed by deletes and snapshot removals comes back without anyone asking.
+  std::mutex gc_mu;
+  std::condition_variable gc_cv;
+  bool stopping = false;
+  std::thread gc_thread;
+  if (opts.gc_interval_s > 0) {
+    gc_thread = std::thread([&, st = store->get()] {
+      std::unique_lock l(gc_mu);
+      while (
+          !gc_cv.wait_for(l, std::chrono::seconds(opts.gc_interval_s), [&] { return stopping; })) {
+        l.unlock();
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = RunGc(*st);
+        metrics::GcRun run;
+        run.when_ns = NowNs();
+        run.duration_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (r.ok()) {
+          run.bytes_freed = r->bytes_freed;
+          SNAPFS_LOG_INFO("automatic gc: freed " + Bytes(r->bytes_freed) + " (" +
+                          std::to_string(r->chunks_deleted) + " chunks, " +
+                          std::to_string(r->packs_removed) + " packs) in " +
+                          std::to_string(run.duration_s) + " s");
+        } else {
+          run.error = r.status().ToString();
+          SNAPFS_LOG_ERROR("automatic gc failed after " + std::to_string(run.duration_s) +
+                           " s: " + run.error);
+        }
+        metrics::RecordGcRun(run);
+        {
+          std::lock_guard gl(gauge_mu);
+          gauge_now = true;
+        }
+        gauge_cv.notify_all();
+        l.lock();
+      }
+    });
+  }
+
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, opts.threads);
+  fuse_loop_cfg_set_idle_threads(cfg, std::min(opts.threads, 10u));
+  int rc = fuse_session_loop_mt(se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+
+  if (gc_thread.joinable()) {
+    {
+      std::lock_guard l(gc_mu);
+      stopping = true;
+    }
+    gc_cv.notify_all();
+    gc_thread.join();
+  }
+  {
+    std::lock_guard l(gauge_mu);
+    gauge_stop = true;
+  }
+  gauge_cv.notify_all();
+  gauge_thread.join();
+  SNAPFS_LOG_INFO("unmounting " + opts.mountpoint +
+                  (rc == 0 ? "" : " (session ended with an error)"));
+  (*fs)->SetEntryInvalidator(nullptr);
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  control.Stop();
+  metrics_server.Stop();
+  metrics::Global().RemoveCollector(collector);  // before the store it reads goes
+  Status fl = (*fs)->FlushAll();
+  if (!fl.ok()) SNAPFS_LOG_ERROR("flush at unmount: " + fl.ToString());
+  fs->reset();
+  store->reset();
+  SNAPFS_LOG_INFO(std::string("stopped") + (rc == 0 && fl.ok() ? "" : " with errors"));
+  log::Shutdown();
+  return rc == 0 && fl.ok() ? 0 : 1;
+}
+
+}  // namespace snapfs::fuse
