@@ -65,14 +65,14 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   std::unordered_map<uint64_t, InodeFacts> inodes;
   {
     auto it = meta.NewIterator(Cf::kInodes);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto k = keys::DecodeIno(it->key().ToStringView());
+    for (it->Seek(""); it->Valid(); it->Next()) {
+      auto k = keys::DecodeIno(it->key());
       if (!k.ok()) {
-        problem("inode key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        problem("inode key " + KeyHex(it->key()) + ": " + k.status().message());
         continue;
       }
       const uint64_t ino = *k;
-      auto node = Inode::Decode(ino, it->value().ToStringView());
+      auto node = Inode::Decode(ino, it->value());
       if (!node.ok()) {
         problem(node.status().ToString());
         continue;
@@ -81,22 +81,22 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       if (node->is_reg()) r.logical_bytes += node->size;
       inodes[ino] = InodeFacts{node->nlink, node->is_dir(), node->parent, 0, 0};
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan inodes"));
+    RETURN_IF_ERROR(it->status().WithContext("fsck scan inodes"));
   }
   if (!inodes.count(kRootIno)) problem("root folder (inode 1) is missing");
   std::unordered_map<uint64_t, uint64_t> entries_in;  // dentries per folder, hidden too
   {
     auto it = meta.NewIterator(Cf::kDentries);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    for (it->Seek(""); it->Valid(); it->Next()) {
       r.dentries++;
-      auto k = keys::DecodeDentry(it->key().ToStringView());
+      auto k = keys::DecodeDentry(it->key());
       if (!k.ok()) {
-        problem("dentry key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        problem("dentry key " + KeyHex(it->key()) + ": " + k.status().message());
         continue;
       }
       const uint64_t parent = k->id;
       const std::string name(k->name);
-      auto d = DentryValue::Decode(it->value().ToStringView());
+      auto d = DentryValue::Decode(it->value());
       if (!d.ok()) {
         problem("dentry " + std::to_string(parent) + "/" + name + ": " + d.status().message());
         continue;
@@ -126,17 +126,17 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
                 " has no matching listing record");
       }
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan dentries"));
+    RETURN_IF_ERROR(it->status().WithContext("fsck scan dentries"));
   }
   std::unordered_map<uint64_t, bool> orphan;
   {
     auto it = meta.NewIterator(Cf::kOrphans);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto k = keys::DecodeIno(it->key().ToStringView());
+    for (it->Seek(""); it->Valid(); it->Next()) {
+      auto k = keys::DecodeIno(it->key());
       if (k.ok()) {
         orphan[*k] = true;
       } else {
-        problem("orphan key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        problem("orphan key " + KeyHex(it->key()) + ": " + k.status().message());
       }
     }
   }
@@ -171,11 +171,11 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   if (opts.verify_data && opts.verify_bytes > 0) {
     uint64_t total = 0;
     auto it = meta.NewIterator(Cf::kChunks);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto loc = ChunkLocation::Decode(it->value().ToStringView());
+    for (it->Seek(""); it->Valid(); it->Next()) {
+      auto loc = ChunkLocation::Decode(it->value());
       if (loc.ok()) total += loc->length;
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan chunk index"));
+    RETURN_IF_ERROR(it->status().WithContext("fsck scan chunk index"));
     fraction = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(opts.verify_bytes) / total);
   }
   if (opts.verify_data) r.verify_fraction = fraction;
@@ -195,15 +195,15 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   {
     auto it = meta.NewIterator(Cf::kChunks);
     std::string buf;
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    for (it->Seek(""); it->Valid(); it->Next()) {
       r.chunks++;
-      auto k = keys::DecodeChunk(it->key().ToStringView());
+      auto k = keys::DecodeChunk(it->key());
       if (!k.ok()) {
-        problem("chunk index key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        problem("chunk index key " + KeyHex(it->key()) + ": " + k.status().message());
         continue;
       }
       const ChunkId id = *k;
-      auto loc = ChunkLocation::Decode(it->value().ToStringView());
+      auto loc = ChunkLocation::Decode(it->value());
       if (!loc.ok()) {
         problem("index entry of " + id.Hex() + ": " + loc.status().ToString());
         continue;
@@ -264,21 +264,21 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         }
       }
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan chunk index"));
+    RETURN_IF_ERROR(it->status().WithContext("fsck scan chunk index"));
   }
   // Extents -> refcounts.
   std::unordered_map<ChunkId, int64_t, ChunkIdHash> counted;
   {
     auto it = meta.NewIterator(Cf::kExtents);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    for (it->Seek(""); it->Valid(); it->Next()) {
       r.extents++;
-      auto k = keys::DecodePair(it->key().ToStringView());
+      auto k = keys::DecodePair(it->key());
       if (!k.ok()) {
-        problem("extent key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        problem("extent key " + KeyHex(it->key()) + ": " + k.status().message());
         continue;
       }
       const uint64_t ino = k->a, off = k->b;
-      auto e = ExtentValue::Decode(it->value().ToStringView());
+      auto e = ExtentValue::Decode(it->value());
       if (!e.ok()) {
         problem("extent of inode " + std::to_string(ino) + ": " + e.status().ToString());
         continue;
@@ -313,18 +313,18 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
                 ": extent length differs from chunk " + e->id.Short());
       }
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan extents"));
+    RETURN_IF_ERROR(it->status().WithContext("fsck scan extents"));
   }
   {
     auto it = meta.NewIterator(Cf::kRefs);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto k = keys::DecodeChunk(it->key().ToStringView());
+    for (it->Seek(""); it->Valid(); it->Next()) {
+      auto k = keys::DecodeChunk(it->key());
       if (!k.ok()) {
-        problem("refcount key " + KeyHex(it->key().ToStringView()) + ": " + k.status().message());
+        problem("refcount key " + KeyHex(it->key()) + ": " + k.status().message());
         continue;
       }
       const ChunkId id = *k;
-      auto count = kv::DecodeCounter(it->value().ToStringView());
+      auto count = kv::DecodeCounter(it->value());
       int64_t stored = count.ok() ? *count : -1;
       auto c = counted.find(id);
       int64_t expect = c == counted.end() ? 0 : c->second;
@@ -334,7 +334,7 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       }
       if (c != counted.end()) counted.erase(c);
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "fsck scan refcounts"));
+    RETURN_IF_ERROR(it->status().WithContext("fsck scan refcounts"));
     for (const auto& [id, n] : counted) {
       problem("chunk " + id.Hex() + " has no refcount, but " + std::to_string(n) +
               " extents point at it");

@@ -82,14 +82,7 @@ Status Store::Init(const std::string& dir, const InitOptions& opts) {
 
   {
     ASSIGN_OR_RETURN(auto meta, MetaStore::Open(dir + "/meta", /*create=*/true));
-    // The root folder, owned by whoever created the store.
-    Inode root = Inode::NewDir(kRootIno, 0755, getuid(), getgid(), kRootIno, NowNs());
-    rocksdb::WriteBatch b;
-    (void)b.Put(meta->cf(Cf::kInodes), keys::Ino(kRootIno), root.Encode());
-    std::string v;
-    PutLE64(&v, kRootIno + 1);
-    (void)b.Put(meta->cf(Cf::kDefault), kNextInoKey, v);
-    RETURN_IF_ERROR(meta->Write(&b, /*sync=*/true));
+    RETURN_IF_ERROR(InitMetadata(meta->engine()));
   }
   if (::mkdir((dir + "/packs").c_str(), 0700) != 0 && errno != EEXIST) {
     return PosixError("create packs folder", errno);
@@ -134,11 +127,32 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
   } else {
     ASSIGN_OR_RETURN(s->backend_, OpenLocalBackend(dir + "/packs"));
   }
-  ASSIGN_OR_RETURN(s->meta_, MetaStore::Open(dir + "/meta", /*create=*/false));
+  if (opts.engine) {
+    s->meta_ = std::make_unique<MetaStore>(std::move(opts.engine));
+  } else {
+    ASSIGN_OR_RETURN(s->meta_, MetaStore::Open(dir + "/meta", /*create=*/false));
+  }
   s->chunks_ = std::make_unique<ChunkStore>(s->backend_.get(), s->meta_.get(), s->config_,
                                             opts.chunk_cache_bytes);
   RETURN_IF_ERROR(s->chunks_->Open());
   return s;
+}
+
+Status Store::InitMetadata(kv::Engine& engine) {
+  // The root folder, owned by whoever created the store.
+  Inode root = Inode::NewDir(kRootIno, 0755, getuid(), getgid(), kRootIno, NowNs());
+  return kv::RunTxn(
+      engine,
+      [&](kv::Txn& t) -> Status {
+        std::string v;
+        if (t.Get(Cf::kInodes, keys::Ino(kRootIno), &v).ok()) {
+          return Status::AlreadyExists("metadata already holds a store");
+        }
+        t.Put(Cf::kInodes, keys::Ino(kRootIno), root.Encode());
+        t.Put(Cf::kDefault, keys::kNextIno, kv::EncodeCounter(kRootIno + 1));
+        return Status::OK();
+      },
+      kv::RunOptions{.sync = true});
 }
 
 Store::~Store() {

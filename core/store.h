@@ -28,6 +28,9 @@ struct InitOptions {
 struct OpenOptions {
   // Replaces the store's local pack folder (tests use memory or fault-injecting backends).
   std::unique_ptr<Backend> backend;
+  // Replaces the store's RocksDB metadata (STORE/meta) with another engine holding the
+  // store's metadata (tests: a memory engine set up by InitMetadata).
+  std::unique_ptr<kv::Engine> engine;
   size_t chunk_cache_bytes = 64ull << 20;
 };
 
@@ -35,6 +38,9 @@ class Store {
  public:
   // Creates a store in `dir` (created if missing; must be empty otherwise).
   static Status Init(const std::string& dir, const InitOptions& opts);
+  // Writes what a new store's metadata starts with (the root folder, the inode counter)
+  // into an empty engine. Init does it for the store's own RocksDB.
+  static Status InitMetadata(kv::Engine& engine);
   // Opens a store exclusively. Errors: NotFound (no such folder), InvalidArgument (not a
   // store), NotSupported (unknown format version), Busy ("store in use by pid N").
   static Result<std::unique_ptr<Store>> Open(const std::string& dir, OpenOptions opts = {});

@@ -13,8 +13,8 @@ namespace {
 Result<uint64_t> CountKeys(MetaStore& meta, Cf cf) {
   uint64_t n = 0;
   auto it = meta.NewIterator(cf);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) n++;
-  RETURN_IF_ERROR(FromRocks(it->status(), "count keys"));
+  for (it->Seek(""); it->Valid(); it->Next()) n++;
+  RETURN_IF_ERROR(it->status().WithContext("count keys"));
   return n;
 }
 
@@ -33,29 +33,29 @@ Result<StoreGauges> ComputeStoreGauges(Store& store) {
   MetaStore& meta = store.meta();
   {
     auto it = meta.NewIterator(Cf::kInodes);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto node = Inode::Decode(GetBE64(it->key().data()), it->value().ToStringView());
+    for (it->Seek(""); it->Valid(); it->Next()) {
+      auto node = Inode::Decode(GetBE64(it->key().data()), it->value());
       if (node.ok() && node->is_reg()) g.logical_bytes += node->size;
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan inodes"));
+    RETURN_IF_ERROR(it->status().WithContext("scan inodes"));
   }
   // Chunks with a zero count are garbage candidates: their bytes count as dead.
   std::unordered_set<ChunkId, ChunkIdHash> garbage;
   {
     auto it = meta.NewIterator(Cf::kGarbage);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    for (it->Seek(""); it->Valid(); it->Next()) {
       if (it->key().size() != ChunkId::kSize) continue;
       ChunkId id = ChunkId::FromBytes(it->key().data());
       ASSIGN_OR_RETURN(int64_t count, meta.RefCount(id));
       if (count <= 0) garbage.insert(id);
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan garbage"));
+    RETURN_IF_ERROR(it->status().WithContext("scan garbage"));
   }
   uint64_t live_in_packs = 0;
   {
     auto it = meta.NewIterator(Cf::kChunks);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto loc = ChunkLocation::Decode(it->value().ToStringView());
+    for (it->Seek(""); it->Valid(); it->Next()) {
+      auto loc = ChunkLocation::Decode(it->value());
       if (!loc.ok()) continue;
       g.chunks++;
       g.stored_bytes += loc->length;
@@ -64,7 +64,7 @@ Result<StoreGauges> ComputeStoreGauges(Store& store) {
         live_in_packs += loc->length + pack::kRecordHeaderSize;
       }
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan chunk index"));
+    RETURN_IF_ERROR(it->status().WithContext("scan chunk index"));
   }
   ASSIGN_OR_RETURN(auto packs, store.backend().List());
   for (const auto& p : packs) {

@@ -504,12 +504,22 @@ TEST(DifferentialTest, MemoryBackendVerifyDedupRandomOps) {
   Finish(t, {&diff});
 }
 
+// The same workload with the metadata in the memory engine: nothing in the namespace,
+// data path or snapshots may depend on which engine holds the metadata.
+TEST(DifferentialTest, MemoryEngineRandomOps) {
+  const uint64_t seed = SeedFor(4);
+  std::cout << "[ seed     ] SNAPFS_DIFF_SEED=" << seed - 4 << " (+4)" << std::endl;
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  test::TestFs t(test::TestFsOptions{.memory_backend = true, .memory_engine = true});
+  Differential diff(t, seed);
+  diff.Run(/*steps=*/1500, /*reopen_every=*/500);
+  Finish(t, {&diff});
+}
+
 // Several threads, each with its own model over its own folder, plus GC and a reader, all
 // on one Filesystem: the engine's thread-safety claims under the same checks.
-TEST(DifferentialTest, ConcurrentThreadsWithGc) {
-  const uint64_t seed = SeedFor(2);
-  std::cout << "[ seed     ] SNAPFS_DIFF_SEED=" << seed - 2 << " (+2)" << std::endl;
-  test::TestFs t;
+void RunConcurrentThreadsWithGc(uint64_t seed, const test::TestFsOptions& opts) {
+  test::TestFs t(opts);
   constexpr int kThreads = 4;
   std::vector<std::unique_ptr<Differential>> diffs;
   for (int i = 0; i < kThreads; i++) {
@@ -542,6 +552,18 @@ TEST(DifferentialTest, ConcurrentThreadsWithGc) {
   std::vector<Differential*> all;
   for (auto& d : diffs) all.push_back(d.get());
   Finish(t, all);
+}
+
+TEST(DifferentialTest, ConcurrentThreadsWithGc) {
+  const uint64_t seed = SeedFor(2);
+  std::cout << "[ seed     ] SNAPFS_DIFF_SEED=" << seed - 2 << " (+2)" << std::endl;
+  RunConcurrentThreadsWithGc(seed, {});
+}
+
+TEST(DifferentialTest, MemoryEngineConcurrentThreadsWithGc) {
+  const uint64_t seed = SeedFor(5);
+  std::cout << "[ seed     ] SNAPFS_DIFF_SEED=" << seed - 5 << " (+5)" << std::endl;
+  RunConcurrentThreadsWithGc(seed, {.memory_backend = true, .memory_engine = true});
 }
 
 // Two files with the same bytes X; threads clone ranges between them in both directions

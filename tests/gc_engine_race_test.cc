@@ -38,7 +38,7 @@ std::vector<Piece> ExtentsOf(MetaStore& meta, uint64_t ino) {
   auto it = meta.NewIterator(Cf::kExtents);
   std::string prefix = keys::Ino(ino);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    auto v = MUST(ExtentValue::Decode(it->value().ToStringView()));
+    auto v = MUST(ExtentValue::Decode(it->value()));
     out.push_back(Piece{GetBE64(it->key().data() + 8), v.length, v.id});
   }
   return out;

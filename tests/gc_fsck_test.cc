@@ -46,9 +46,9 @@ using test::RandomBytes;
 std::vector<std::pair<ChunkId, ChunkLocation>> IndexEntries(Store& store) {
   std::vector<std::pair<ChunkId, ChunkLocation>> out;
   auto it = store.meta().NewIterator(Cf::kChunks);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(""); it->Valid(); it->Next()) {
     out.emplace_back(ChunkId::FromBytes(it->key().data()),
-                     MUST(ChunkLocation::Decode(it->value().ToStringView())));
+                     MUST(ChunkLocation::Decode(it->value())));
   }
   return out;
 }
@@ -60,13 +60,16 @@ std::string PackPath(const std::string& store_dir, PackId id) {
   return store_dir + buf;
 }
 
+// Writes behind the Filesystem's back, as damage would.
+Status Raw(Store& store, const std::function<void(kv::Txn&)>& write) {
+  return kv::RunTxn(store.meta().engine(), [&](kv::Txn& t) {
+    write(t);
+    return Status::OK();
+  });
+}
+
 void MergeRef(Store& store, const ChunkId& id, int64_t delta) {
-  std::string v;
-  PutLE64(&v, static_cast<uint64_t>(delta));
-  ASSERT_TRUE(store.meta()
-                  .db()
-                  ->Merge(rocksdb::WriteOptions(), store.meta().cf(Cf::kRefs), keys::Chunk(id), v)
-                  .ok());
+  ASSERT_TRUE(Raw(store, [&](kv::Txn& t) { t.Add(Cf::kRefs, keys::Chunk(id), delta); }).ok());
 }
 
 class GcFsckTest : public ::testing::Test {
@@ -534,12 +537,9 @@ TEST_F(GcFsckTest, FsckDetectsMissingIndexEntryAndReadFails) {
   uint64_t f = t.WriteFile(kRootIno, "f", data);
   auto index = IndexEntries(t.store());
   ASSERT_GE(index.size(), 2u);
-  ASSERT_TRUE(t.store()
-                  .meta()
-                  .db()
-                  ->Delete(rocksdb::WriteOptions(), t.store().meta().cf(Cf::kChunks),
-                           keys::Chunk(index[1].first))
-                  .ok());
+  ASSERT_TRUE(Raw(t.store(), [&](kv::Txn& x) {
+                x.Delete(Cf::kChunks, keys::Chunk(index[1].first));
+              }).ok());
   EXPECT_FALSE(t.Check().ok());
   t.Reopen();
   FileHandle fh = MUST(fs().Open(f, O_RDONLY));
@@ -566,12 +566,8 @@ TEST_F(GcFsckTest, FsckDetectsWrongLinkCount) {
   ASSERT_OK(t.store().meta().Get(Cf::kInodes, keys::Ino(f), &v));
   Inode node = MUST(Inode::Decode(f, v));
   node.nlink = 2;
-  ASSERT_TRUE(t.store()
-                  .meta()
-                  .db()
-                  ->Put(rocksdb::WriteOptions(), t.store().meta().cf(Cf::kInodes), keys::Ino(f),
-                        node.Encode())
-                  .ok());
+  ASSERT_TRUE(
+      Raw(t.store(), [&](kv::Txn& x) { x.Put(Cf::kInodes, keys::Ino(f), node.Encode()); }).ok());
   EXPECT_FALSE(t.Check().ok()) << "nlink 2 with one entry not detected";
 }
 
@@ -634,9 +630,9 @@ TEST_F(GcFsckTest, DamagedChunksNameTheirInodes) {
   std::vector<ChunkId> g_chunks;
   {
     auto it = t.store().meta().NewIterator(Cf::kExtents);  // gone before Reopen
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    for (it->Seek(""); it->Valid(); it->Next()) {
       uint64_t ino = GetBE64(it->key().data());
-      ExtentValue e = MUST(ExtentValue::Decode(it->value().ToStringView()));
+      ExtentValue e = MUST(ExtentValue::Decode(it->value()));
       std::string v;
       ASSERT_OK(t.store().meta().Get(Cf::kChunks, keys::Chunk(e.id), &v));
       ChunkLocation loc = MUST(ChunkLocation::Decode(v));
@@ -651,12 +647,9 @@ TEST_F(GcFsckTest, DamagedChunksNameTheirInodes) {
   ASSERT_TRUE(clean.damaged.empty());
 
   ASSERT_EQ(::unlink(PackPath(t.dir(), *f_packs.begin()).c_str()), 0);
-  ASSERT_TRUE(t.store()
-                  .meta()
-                  .db()
-                  ->Delete(rocksdb::WriteOptions(), t.store().meta().cf(Cf::kChunks),
-                           keys::Chunk(g_chunks[0]))
-                  .ok());
+  ASSERT_TRUE(Raw(t.store(), [&](kv::Txn& x) {
+                x.Delete(Cf::kChunks, keys::Chunk(g_chunks[0]));
+              }).ok());
   t.Reopen();
   FsckReport r = t.Check(false);
   EXPECT_FALSE(r.ok());

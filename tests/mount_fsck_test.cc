@@ -38,7 +38,7 @@ class MountFsck : public MountFixture {
     std::string prefix = keys::Ino(*ino);
     auto it = meta.NewIterator(Cf::kExtents);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      auto e = ExtentValue::Decode(it->value().ToStringView());
+      auto e = ExtentValue::Decode(it->value());
       EXPECT_TRUE(e.ok());
       if (!e.ok()) continue;
       std::string v;

@@ -46,10 +46,10 @@ class MountPrune : public MountFixture {
       auto rec = SnapshotRecord::Decode(v);
       ASSERT_TRUE(rec.ok());
       rec->completed_ns = now - ns;
-      ASSERT_TRUE(meta.db()
-                      ->Put(rocksdb::WriteOptions(), meta.cf(Cf::kSnapshots), keys::Ino(*dir),
-                            rec->Encode())
-                      .ok());
+      ASSERT_TRUE(kv::RunTxn(meta.engine(), [&](kv::Txn& t) {
+                    t.Put(Cf::kSnapshots, keys::Ino(*dir), rec->Encode());
+                    return Status::OK();
+                  }).ok());
     }
   }
   ContentMap content_;

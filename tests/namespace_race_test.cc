@@ -39,8 +39,11 @@ void Together(const std::function<void()>& a, const std::function<void()>& b) {
   t2.join();
 }
 
-class NamespaceRace : public ::testing::Test {
+// Every metadata engine: the RocksDB engine (embedded default) and the memory engine
+// (the model the others are held against).
+class NamespaceRace : public ::testing::TestWithParam<bool> {
  protected:
+  NamespaceRace() : t_(test::TestFsOptions{.memory_engine = GetParam()}) {}
   void SetUp() override { other_ = MUST(Filesystem::Open(&t_.store())); }
   void TearDown() override { other_.reset(); }
 
@@ -53,7 +56,7 @@ class NamespaceRace : public ::testing::Test {
   std::unique_ptr<Filesystem> other_;  // the "second daemon"
 };
 
-TEST_F(NamespaceRace, OneNameIsCreatedOnceWhateverFilesystemAsks) {
+TEST_P(NamespaceRace, OneNameIsCreatedOnceWhateverFilesystemAsks) {
   Caller who;
   uint64_t dir = t_.Mkdir(kRootIno, "d");
   constexpr int kRounds = 200;
@@ -83,7 +86,7 @@ TEST_F(NamespaceRace, OneNameIsCreatedOnceWhateverFilesystemAsks) {
   ExpectFsckClean();
 }
 
-TEST_F(NamespaceRace, InodeNumbersAreUniqueAcrossFilesystems) {
+TEST_P(NamespaceRace, InodeNumbersAreUniqueAcrossFilesystems) {
   Caller who;
   uint64_t d1 = t_.Mkdir(kRootIno, "one");
   uint64_t d2 = t_.Mkdir(kRootIno, "two");
@@ -110,7 +113,7 @@ TEST_F(NamespaceRace, InodeNumbersAreUniqueAcrossFilesystems) {
   ExpectFsckClean();
 }
 
-TEST_F(NamespaceRace, CrossingFolderMovesNeverMakeALoop) {
+TEST_P(NamespaceRace, CrossingFolderMovesNeverMakeALoop) {
   for (int i = 0; i < 100; i++) {
     uint64_t a = t_.Mkdir(kRootIno, "a");
     uint64_t b = t_.Mkdir(kRootIno, "b");
@@ -135,7 +138,7 @@ TEST_F(NamespaceRace, CrossingFolderMovesNeverMakeALoop) {
   ExpectFsckClean();
 }
 
-TEST_F(NamespaceRace, RandomChangesFromTwoFilesystemsLeaveAConsistentStore) {
+TEST_P(NamespaceRace, RandomChangesFromTwoFilesystemsLeaveAConsistentStore) {
   Caller who;
   uint64_t d[2] = {t_.Mkdir(kRootIno, "x"), t_.Mkdir(kRootIno, "y")};
   std::atomic<uint64_t> ok_ops{0}, failed_ops{0};
@@ -198,6 +201,11 @@ TEST_F(NamespaceRace, RandomChangesFromTwoFilesystemsLeaveAConsistentStore) {
   }
   ExpectFsckClean();
 }
+
+INSTANTIATE_TEST_SUITE_P(Engines, NamespaceRace, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return i.param ? "memory" : "rocksdb";
+                         });
 
 }  // namespace
 }  // namespace snapfs

@@ -32,7 +32,7 @@ Result<Scan> ScanStore(Store& store) {
   Scan scan;
   std::unordered_set<ChunkId, ChunkIdHash> dead;
   auto it = meta.NewIterator(Cf::kGarbage);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(""); it->Valid(); it->Next()) {
     if (it->key().size() != ChunkId::kSize) continue;
     ChunkId id = ChunkId::FromBytes(it->key().data());
     ASSIGN_OR_RETURN(int64_t count, meta.RefCount(id));
@@ -48,18 +48,18 @@ Result<Scan> ScanStore(Store& store) {
     scan.dead_bytes += loc.length;
     dead.insert(id);
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan garbage"));
+  RETURN_IF_ERROR(it->status().WithContext("scan garbage"));
 
   // Live bytes per pack, from the index (dead chunks excluded).
   auto ci = meta.NewIterator(Cf::kChunks);
-  for (ci->SeekToFirst(); ci->Valid(); ci->Next()) {
+  for (ci->Seek(""); ci->Valid(); ci->Next()) {
     ChunkId id = ChunkId::FromBytes(ci->key().data());
     if (dead.count(id)) continue;
-    ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(ci->value().ToStringView()));
+    ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(ci->value()));
     scan.live_bytes += loc.length;
     if (!loc.is_inline()) scan.live[loc.pack] += loc.length + pack::kRecordHeaderSize;
   }
-  RETURN_IF_ERROR(FromRocks(ci->status(), "scan chunk index"));
+  RETURN_IF_ERROR(ci->status().WithContext("scan chunk index"));
 
   scan.active = store.chunks().active_pack();
   ASSIGN_OR_RETURN(scan.packs, store.backend().List());

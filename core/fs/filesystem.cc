@@ -72,8 +72,8 @@ Status Filesystem::PurgeOrphansAtOpen() {
   // Inodes unlinked while open when the last process died: nobody can reach them now.
   std::vector<uint64_t> orphans;
   auto it = meta_.NewIterator(Cf::kOrphans);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) orphans.push_back(GetBE64(it->key().data()));
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan orphans"));
+  for (it->Seek(""); it->Valid(); it->Next()) orphans.push_back(GetBE64(it->key().data()));
+  RETURN_IF_ERROR(it->status().WithContext("scan orphans"));
   for (uint64_t ino : orphans) {
     RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
       MutexLock l(&ns_mu_);
@@ -727,14 +727,14 @@ Status Filesystem::ReadDir(uint64_t ino, uint64_t cookie,
   for (it->Seek(keys::DirIndex(ino, from)); it->Valid() && it->key().starts_with(prefix);
        it->Next()) {
     DirEntry e;
-    ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+    ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value()));
     e.ino = di.child;
     e.mode = di.mode;
     e.name = std::string(di.name);
     e.cookie = GetBE64(it->key().data() + 8) + 3;
     if (!emit(e)) return Status::OK();
   }
-  return FromRocks(it->status(), "readdir");
+  return it->status().WithContext("readdir");
 }
 
 // ---- attributes ----
@@ -856,7 +856,7 @@ Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     names.emplace_back(it->key().data() + 8, it->key().size() - 8);
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "list xattrs"));
+  RETURN_IF_ERROR(it->status().WithContext("list xattrs"));
   return names;
 }
 

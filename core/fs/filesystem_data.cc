@@ -24,16 +24,26 @@ struct Extent {
   uint64_t end() const { return offset + v.length; }
 };
 
-// The extent with the greatest offset <= `off`, if any.
-bool ExtentAtOrBefore(MetaStore& meta, rocksdb::Iterator* it, uint64_t ino, uint64_t off,
-                      Extent* out) {
-  it->SeekForPrev(keys::Extent(ino, off));
-  if (!it->Valid() || GetBE64(it->key().data()) != ino) return false;
-  auto v = ExtentValue::Decode(it->value().ToStringView());
-  if (!v.ok()) return false;
-  out->offset = GetBE64(it->key().data() + 8);
-  out->v = *v;
-  return true;
+// The extent covering `off` (offset <= off < end), if any; `it` is left on it. An extent
+// is one chunk, at most the store's max chunk size long, so the one covering `off`
+// starts after off - max_len: a forward scan of that window finds it (the metadata
+// engine interface has forward iterators only).
+bool ExtentCovering(kv::Iterator* it, uint64_t ino, uint64_t off, uint32_t max_len,
+                    Extent* out) {
+  uint64_t from = off >= max_len ? off - max_len + 1 : 0;
+  for (it->Seek(keys::Extent(ino, from)); it->Valid() && GetBE64(it->key().data()) == ino;
+       it->Next()) {
+    uint64_t at = GetBE64(it->key().data() + 8);
+    if (at > off) return false;
+    auto v = ExtentValue::Decode(it->value());
+    if (!v.ok()) return false;
+    if (at + v->length > off) {
+      out->offset = at;
+      out->v = *v;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -273,7 +283,7 @@ Status Filesystem::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* 
   uint64_t end = offset + n;
   auto it = meta_.NewIterator(Cf::kExtents);
   Extent e;
-  if (ExtentAtOrBefore(meta_, it.get(), ino, offset, &e) && e.end() > offset) {
+  if (ExtentCovering(it.get(), ino, offset, chunker_.params().max_size, &e)) {
     // start at the extent covering `offset`
   } else {
     it->Seek(keys::Extent(ino, offset));
@@ -281,14 +291,14 @@ Status Filesystem::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* 
   for (; it->Valid() && GetBE64(it->key().data()) == ino; it->Next()) {
     e.offset = GetBE64(it->key().data() + 8);
     if (e.offset >= end) break;
-    ASSIGN_OR_RETURN(e.v, ExtentValue::Decode(it->value().ToStringView()));
+    ASSIGN_OR_RETURN(e.v, ExtentValue::Decode(it->value()));
     if (e.end() <= offset) continue;
     ASSIGN_OR_RETURN(auto data, chunks_.Get(e.v.id));
     if (data->size() != e.v.length) return Status::Corruption("extent length mismatch");
     uint64_t from = std::max(offset, e.offset), to = std::min(end, e.end());
     std::memcpy(buf + (from - offset), data->data() + (from - e.offset), to - from);
   }
-  return FromRocks(it->status(), "read extents");
+  return it->status().WithContext("read extents");
 }
 
 Status Filesystem::ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, size_t* got) {
@@ -408,13 +418,19 @@ Status Filesystem::FlushOnce(OpenFile* f, bool all, bool sync) {
       uint64_t s = d->first, e = d->first + d->second.size();
       Extent x;
       bool anchored = s == 0;  // starts where a content-defined cut can be
-      if (ExtentAtOrBefore(meta_, it.get(), f->ino, s, &x) && x.end() >= s) {
+      // The extent covering s, else the one ending exactly at s.
+      const uint32_t max_len = chunker_.params().max_size;
+      if (ExtentCovering(it.get(), f->ino, s, max_len, &x) ||
+          (s > 0 && ExtentCovering(it.get(), f->ino, s - 1, max_len, &x))) {
         anchored = true;
         if (x.end() > s || !x.v.stable) s = x.offset;
       }
       auto end_of = [&](uint64_t end) {
         Extent y;
-        if (ExtentAtOrBefore(meta_, it.get(), f->ino, end - 1, &y) && y.end() > end) return y.end();
+        if (ExtentCovering(it.get(), f->ino, end - 1, chunker_.params().max_size, &y) &&
+            y.end() > end) {
+          return y.end();
+        }
         return end;
       };
       e = end_of(e);
@@ -463,12 +479,12 @@ Status Filesystem::FlushOnce(OpenFile* f, bool all, bool sync) {
            it->Next()) {
         uint64_t off = GetBE64(it->key().data() + 8);
         if (off >= e) break;
-        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
         extent_map::Remove(*txn.kv, f->ino, off, v);
         allocated_delta -= v.length;
         old_end = off + v.length;
       }
-      RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+      RETURN_IF_ERROR(it->status().WithContext("scan extents"));
       // New chunks. Held-back bytes may only be bytes that replace no committed extent:
       // committed bytes never leave the store before their replacement is committed.
       const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
@@ -552,7 +568,8 @@ Status Filesystem::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
     auto it = meta_.NewIterator(Cf::kExtents);
     Extent x;
     uint64_t from = size;
-    if (ExtentAtOrBefore(meta_, it.get(), f->ino, size, &x) && x.offset < size && x.end() > size) {
+    if (ExtentCovering(it.get(), f->ino, size, chunker_.params().max_size, &x) &&
+        x.offset < size) {
       // The chunk cut by the new end is replaced by its prefix.
       ASSIGN_OR_RETURN(auto data, chunks_.Get(x.v.id));
       size_t keep = static_cast<size_t>(size - x.offset);
@@ -566,11 +583,11 @@ Status Filesystem::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
     }
     for (it->Seek(keys::Extent(f->ino, from)); it->Valid() && GetBE64(it->key().data()) == f->ino;
          it->Next()) {
-      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
       extent_map::Remove(*txn.kv, f->ino, GetBE64(it->key().data() + 8), v);
       allocated_delta -= v.length;
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+    RETURN_IF_ERROR(it->status().WithContext("scan extents"));
   }
   RETURN_IF_ERROR(CommitData(f->ino, &txn, false, [&](Inode* node) {
     node->size = size;
@@ -629,7 +646,7 @@ Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, Fil
       for (it->Seek(keys::Extent(fs->ino, src_off));
            it->Valid() && GetBE64(it->key().data()) == fs->ino; it->Next()) {
         uint64_t off = GetBE64(it->key().data() + 8);
-        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value().ToStringView()));
+        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
         if (off + v.length > src_off + n) break;
         // Read the chunk's entry in the transaction: GC deleting it before we commit (the
         // source's last reference gone meanwhile) then conflicts.
@@ -642,7 +659,7 @@ Result<uint64_t> Filesystem::CloneRange(FileHandle src_fh, uint64_t src_off, Fil
         extent_map::Put(*txn.kv, fd->ino, dst_off + (off - src_off), v);
         allocated_delta += v.length;
       }
-      RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+      RETURN_IF_ERROR(it->status().WithContext("scan extents"));
       if (first_full == UINT64_MAX) return Status::OK();
       uint64_t new_size = std::max<uint64_t>(fd->size, dst_off + (last_full_end - src_off));
       int64_t now = NowNs();

@@ -66,9 +66,9 @@ Result<std::string> Filesystem::PathOf(uint64_t dir) {
       std::string prefix = keys::Ino(n.parent);
       auto it = meta_.NewIterator(Cf::kDentries);
       for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-        auto d = DentryValue::Decode(it->value().ToStringView());
+        auto d = DentryValue::Decode(it->value());
         if (d.ok() && d->child == ino) {
-          ASSIGN_OR_RETURN(auto k, keys::DecodeDentry(it->key().ToStringView()));
+          ASSIGN_OR_RETURN(auto k, keys::DecodeDentry(it->key()));
           name.assign(k.name);
           break;
         }
@@ -99,13 +99,13 @@ Result<std::vector<SnapshotInfo>> Filesystem::ListSnapshots(uint64_t under) {
   }
   std::vector<SnapshotInfo> out;
   auto it = meta_.NewIterator(Cf::kSnapshots);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(""); it->Valid(); it->Next()) {
     auto info = GetSnapshot(GetBE64(it->key().data()));
     if (!info.ok()) continue;  // its folder went meanwhile
     if (!prefix.empty() && info->path != prefix && !info->path.starts_with(prefix + "/")) continue;
     out.push_back(std::move(*info));
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan snapshots"));
+  RETURN_IF_ERROR(it->status().WithContext("scan snapshots"));
   std::sort(out.begin(), out.end(),
             [](const SnapshotInfo& a, const SnapshotInfo& b) { return a.path < b.path; });
   return out;
@@ -116,7 +116,7 @@ Status Filesystem::OwnFiles(uint64_t dir, const std::string& prefix,
   std::string key = keys::Ino(dir);
   auto it = meta_.NewIterator(Cf::kDirIndex);
   for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-    ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+    ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value()));
     const uint64_t child = di.child;
     const uint32_t mode = di.mode;
     std::string path = prefix + std::string(di.name);
@@ -126,7 +126,7 @@ Status Filesystem::OwnFiles(uint64_t dir, const std::string& prefix,
       out->emplace_back(std::move(path), child);
     }
   }
-  return FromRocks(it->status(), "scan snapshot folder");
+  return it->status().WithContext("scan snapshot folder");
 }
 
 Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
@@ -170,7 +170,7 @@ Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& 
       for (pit->Seek(prefix); pit->Valid() && pit->key().starts_with(prefix); pit->Next()) {
         if (!set.count(GetBE64(pit->key().data() + 8))) other_pin = true;
       }
-      RETURN_IF_ERROR(FromRocks(pit->status(), "scan pins"));
+      RETURN_IF_ERROR(pit->status().WithContext("scan pins"));
       if (!other_pin && f.nlink <= 1) freed.insert(f.ino);
     }
   }
@@ -181,7 +181,7 @@ Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& 
     std::string prefix = keys::Ino(ino);
     bool is_freed = freed.count(ino) > 0;
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
+      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
       distinct.emplace(e.id, e.length);
       if (is_freed) {
         auto& c = freed_counts[e.id];
@@ -189,7 +189,7 @@ Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& 
         c.second = e.length;
       }
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+    RETURN_IF_ERROR(it->status().WithContext("scan extents"));
   }
   uint64_t total = 0;
   for (auto& [id, len] : distinct) total += len;
@@ -215,14 +215,14 @@ Result<std::vector<PinInfo>> Filesystem::WhyPinned(uint64_t ino) {
     if (meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) p.view_path = PinValue::Decode(v).view_path;
     out.push_back(std::move(p));
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan pins"));
+  RETURN_IF_ERROR(it->status().WithContext("scan pins"));
   return out;
 }
 
 Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
   std::vector<HiddenEntry> out;
   auto it = meta_.NewIterator(Cf::kHidden);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(""); it->Valid(); it->Next()) {
     HiddenEntry h;
     h.ino = GetBE64(it->key().data());
     uint64_t parent = GetBE64(it->key().data() + 8);
@@ -239,7 +239,7 @@ Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
     for (auto& p : why) h.pinned_by.push_back(p.snapshot.path);
     out.push_back(std::move(h));
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan hidden"));
+  RETURN_IF_ERROR(it->status().WithContext("scan hidden"));
   std::sort(out.begin(), out.end(), [](const HiddenEntry& a, const HiddenEntry& b) { return a.path < b.path; });
   return out;
 }
@@ -266,9 +266,9 @@ Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<ui
     return hidden;
   };
   auto it = meta_.NewIterator(Cf::kDentries);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(""); it->Valid(); it->Next()) {
     Entry e;
-    if (!DecodeEntry(it->value().ToStringView(), &e).ok()) continue;
+    if (!DecodeEntry(it->value(), &e).ok()) continue;
     auto a = at.find(e.child);
     if (a == at.end()) continue;
     uint64_t parent = GetBE64(it->key().data());
@@ -278,7 +278,7 @@ Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<ui
     out[a->second].names.push_back(
         FileName{pp.empty() ? name : pp + "/" + name, e.hidden || under_hidden(parent)});
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan entries"));
+  RETURN_IF_ERROR(it->status().WithContext("scan entries"));
   ASSIGN_OR_RETURN(auto snaps, ListSnapshots());
   for (const auto& s : snaps) {
     auto files = SnapshotFiles(s.dir);
@@ -310,7 +310,7 @@ Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t 
     std::string key = keys::Ino(dir);
     auto it = meta_.NewIterator(Cf::kDirIndex);
     for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-      ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value().ToStringView()));
+      ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value()));
       const uint64_t child = di.child;
       const uint32_t mode = di.mode;
       std::string name(di.name);
@@ -328,7 +328,7 @@ Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t 
       if (pit->Valid() && pit->key().starts_with(pk)) continue;
       out.push_back(OrphanFile{cpath, dir, name, child, node->size, node->mtime_ns});
     }
-    RETURN_IF_ERROR(FromRocks(it->status(), "scan folder"));
+    RETURN_IF_ERROR(it->status().WithContext("scan folder"));
   }
   std::sort(out.begin(), out.end(), [](const OrphanFile& a, const OrphanFile& b) { return a.path < b.path; });
   return out;
@@ -341,7 +341,7 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
   // Snapshots: marker in place; pins match their reverse records; the marker still names
   // every pinned file it could name when the snapshot completed.
   auto it = meta_.NewIterator(Cf::kSnapshots);
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(""); it->Valid(); it->Next()) {
     uint64_t dir = GetBE64(it->key().data());
     auto snap = LoadSnapshot(dir);
     if (!snap.ok()) {
@@ -394,10 +394,10 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
       }
     }
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan snapshots"));
+  RETURN_IF_ERROR(it->status().WithContext("scan snapshots"));
   // Reverse pins point back; hidden entries are real hidden dentries that something needs.
   auto pi = meta_.NewIterator(Cf::kPinned);
-  for (pi->SeekToFirst(); pi->Valid(); pi->Next()) {
+  for (pi->Seek(""); pi->Valid(); pi->Next()) {
     uint64_t ino = GetBE64(pi->key().data()), dir = GetBE64(pi->key().data() + 8);
     std::string v;
     if (!meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) {
@@ -406,7 +406,7 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
     }
   }
   auto hi = meta_.NewIterator(Cf::kHidden);
-  for (hi->SeekToFirst(); hi->Valid(); hi->Next()) {
+  for (hi->Seek(""); hi->Valid(); hi->Next()) {
     uint64_t ino = GetBE64(hi->key().data()), parent = GetBE64(hi->key().data() + 8);
     std::string name(hi->key().data() + 16, hi->key().size() - 16);
     uint64_t child = 0;

@@ -246,13 +246,13 @@ Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view 
   std::string prefix = keys::Ino(ino);
   auto it = fs_->meta_.NewIterator(Cf::kExtents);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value().ToStringView()));
+    ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
     auto& u = uses[e.id];
     u.first++;
     u.second = e.length;
     chunks++;
   }
-  RETURN_IF_ERROR(FromRocks(it->status(), "scan extents"));
+  RETURN_IF_ERROR(it->status().WithContext("scan extents"));
   if (key == "chunks") return std::to_string(chunks);
   uint64_t alone = 0;
   for (auto& [id, u] : uses) {

@@ -27,6 +27,7 @@
 #include "core/fs/filesystem.h"
 #include "core/fsck.h"
 #include "core/chunks/gc.h"
+#include "core/meta/engine_wrapper.h"
 #include "core/store.h"
 #include "tests/util/random.h"
 #include "tests/util/status_matchers.h"
@@ -60,6 +61,8 @@ struct TestFsOptions {
   // Packs in memory instead of STORE/packs. TestFs keeps the memory backend alive across
   // Reopen (a plain OpenOptions{.backend = NewMemoryBackend()} would lose them).
   bool memory_backend = false;
+  // Metadata in the memory engine instead of STORE/meta's RocksDB (kept across Reopen).
+  bool memory_engine = false;
   bool small_chunks = true;
   bool verify_dedup = false;
 };
@@ -74,6 +77,10 @@ class TestFs {
     io.verify_dedup = opts_.verify_dedup;
     MUST(Store::Init(dir_, io));
     if (opts_.memory_backend) mem_ = std::shared_ptr<Backend>(NewMemoryBackend());
+    if (opts_.memory_engine) {
+      engine_ = std::shared_ptr<kv::Engine>(kv::NewMemoryEngine());
+      MUST(Store::InitMetadata(*engine_));
+    }
     Open();
   }
   ~TestFs() { Close(); }  // then tmp_ goes, with the store
@@ -84,6 +91,7 @@ class TestFs {
   void Open() {
     OpenOptions oo;
     if (mem_) oo.backend = std::make_unique<SharedBackend>(mem_);
+    if (engine_) oo.engine = std::make_unique<kv::EngineWrapper>(engine_);
     store_ = MUST(Store::Open(dir_, std::move(oo)));
     fs_ = MUST(Filesystem::Open(store_.get()));
   }
@@ -223,6 +231,7 @@ class TestFs {
   TempDir tmp_{"snapfs-test"};
   std::string dir_;
   std::shared_ptr<Backend> mem_;
+  std::shared_ptr<kv::Engine> engine_;  // memory_engine: outlives each Store
   std::unique_ptr<Store> store_;
   std::unique_ptr<Filesystem> fs_;
   Caller who_{1234, 5678};
