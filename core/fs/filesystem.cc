@@ -830,6 +830,16 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
   if ((flags & kXattrCreate) && (flags & kXattrReplace)) return Status::InvalidArgument();
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
+  return ChangeXattr(ino, name, [&](kv::Txn& t, bool had) -> Status {
+    if ((flags & kXattrCreate) && had) return Status::AlreadyExists();
+    if ((flags & kXattrReplace) && !had) return Status::NoData();
+    t.Put(Cf::kXattrs, keys::Xattr(ino, name), value);
+    return Status::OK();
+  });
+}
+
+Status Filesystem::ChangeXattr(uint64_t ino, std::string_view name,
+                               const std::function<Status(kv::Txn&, bool had)>& change) {
   return kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&ns_mu_);
     Txn t(this);
@@ -839,9 +849,7 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
     std::string old;
     Status s = t.kv().Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
     if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-    if ((flags & kXattrCreate) && s.ok()) return Status::AlreadyExists();
-    if ((flags & kXattrReplace) && !s.ok()) return Status::NoData();
-    t.kv().Put(Cf::kXattrs, keys::Xattr(ino, name), value);
+    RETURN_IF_ERROR(change(t.kv(), s.ok()));
     node->ctime_ns = NowNs();
     return t.Commit();
   });
@@ -864,19 +872,10 @@ Status Filesystem::RemoveXattr(uint64_t ino, std::string_view name) {
   RETURN_IF_ERROR(CheckXattrName(name));
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
-  return kv::RetryOnConflict([&]() -> Status {
-    MutexLock l(&ns_mu_);
-    Txn t(this);
-    ASSIGN_OR_RETURN(Inode * node, t.Get(ino));
-    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, *node));
-    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
-    std::string old;
-    Status s = t.kv().Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
-    if (s.Is(Code::kNotFound)) return Status::NoData();
-    RETURN_IF_ERROR(s);
-    t.kv().Delete(Cf::kXattrs, keys::Xattr(ino, name));
-    node->ctime_ns = NowNs();
-    return t.Commit();
+  return ChangeXattr(ino, name, [&](kv::Txn& t, bool had) -> Status {
+    if (!had) return Status::NoData();
+    t.Delete(Cf::kXattrs, keys::Xattr(ino, name));
+    return Status::OK();
   });
 }
 

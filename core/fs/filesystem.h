@@ -323,6 +323,11 @@ class Filesystem {
   Status PurgeIfUnused(Txn* t, uint64_t ino) REQUIRES(ns_mu_);
   bool InUse(uint64_t ino);
   Result<Attr> MakeNode(uint64_t parent, std::string_view name, Inode node);
+  // One xattr change: `change` decides from whether the attribute exists and writes it;
+  // the inode's ctime follows. Refused on a file kept read-only for snapshots.
+  Status ChangeXattr(uint64_t ino, std::string_view name,
+                     const std::function<Status(kv::Txn&, bool had)>& change)
+      EXCLUDES(ns_mu_);
   // The bodies of the namespace operations: one attempt, in `t` (the public operation
   // commits it and runs the attempt again on Conflict).
   Status MakeNodeInTxn(Txn* t, uint64_t parent, std::string_view name, Inode* node)
