@@ -191,6 +191,53 @@ TEST_P(KvEngineConformance, BlindWritesOfOneKeyConflict) {
   EXPECT_EQ(Read(Cf::kChunks, "other"), "<absent>") << "all or nothing";
 }
 
+TEST_P(KvEngineConformance, UncheckedWritesDoNotConflictButOthersReadingThemDo) {
+  auto t = engine_->Begin();
+  Commit([&](Txn& o) { o.Put(Cf::kExtents, "k", "other"); });
+  auto reader = engine_->Begin();
+  std::string v;
+  ASSERT_OK(reader->Get(Cf::kExtents, "k", &v));
+  EXPECT_EQ(v, "other");
+  t->PutUnchecked(Cf::kExtents, "k", "mine");
+  t->DeleteUnchecked(Cf::kExtents, "gone");
+  {
+    auto it = t->NewIterator(Cf::kExtents);  // read-your-own-writes
+    it->Seek("");
+    ASSERT_TRUE(it->Valid());
+    EXPECT_EQ(it->value(), "mine");
+  }
+  ASSERT_OK(t->Commit());  // "k" was written after our Begin by another: no conflict
+  EXPECT_EQ(Read(Cf::kExtents, "k"), "mine");
+  reader->Put(Cf::kInodes, "x", "1");
+  EXPECT_TRUE(reader->Commit().Is(Code::kConflict));  // it read "k", which we changed
+}
+
+TEST_P(KvEngineConformance, UncheckedWriteOfACheckedKeyStaysChecked) {
+  auto t = engine_->Begin();
+  std::string v;
+  EXPECT_TRUE(t->Get(Cf::kChunks, "c", &v).Is(Code::kNotFound));
+  Commit([&](Txn& o) { o.Put(Cf::kChunks, "c", "other"); });
+  t->PutUnchecked(Cf::kChunks, "c", "mine");
+  EXPECT_TRUE(t->Commit().Is(Code::kConflict));
+  t = engine_->Begin();
+  t->Put(Cf::kChunks, "d", "1");
+  Commit([&](Txn& o) { o.Put(Cf::kChunks, "d", "other"); });
+  t->PutUnchecked(Cf::kChunks, "d", "2");
+  EXPECT_TRUE(t->Commit().Is(Code::kConflict));
+}
+
+TEST_P(KvEngineConformance, AnIteratorSeesWritesMadeAfterItWasCreated) {
+  auto t = engine_->Begin();
+  auto it = t->NewIterator(Cf::kDentries);
+  t->Put(Cf::kDentries, "a", "1");
+  t->Add(Cf::kDentries, "b", 2);
+  it->Seek("");
+  EXPECT_EQ(Keys(it.get()), (std::vector<std::string>{"a", "b"}));
+  t->Delete(Cf::kDentries, "a");
+  it->Seek("");
+  EXPECT_EQ(Keys(it.get()), (std::vector<std::string>{"b"}));
+}
+
 TEST_P(KvEngineConformance, AReadKeyChangedByAnotherConflictsEvenIfNotWritten) {
   // Write skew is prevented on keys that were read: GC reads a refcount and deletes the
   // chunk's index entry; a writer raises the refcount. One of them must lose.

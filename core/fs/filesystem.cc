@@ -229,6 +229,14 @@ void Filesystem::MaybePurgeUnused(uint64_t ino) {
   (void)kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&ns_mu_);
     if (InUse(ino)) return Status::OK();
+    // Most releases are of files that still have a name. That is decided on the
+    // committed inode, read without a transaction: the transaction below commits nothing
+    // in that case either, so its read would guard nothing, and an unlink that commits
+    // after this read (it takes ns_mu_) finds the file unused and purges it itself.
+    if (auto committed = LoadInode(ino);
+        committed.status().Is(Code::kNotFound) || (committed.ok() && committed->nlink > 0)) {
+      return Status::OK();
+    }
     Txn t(this);
     auto node = t.Get(ino);
     if (!node.ok() || (*node)->nlink > 0) return Status::OK();

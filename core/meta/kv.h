@@ -73,10 +73,22 @@ class Txn {
   virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
   virtual void Put(Cf space, std::string_view key, std::string_view value) = 0;
   virtual void Delete(Cf space, std::string_view key) = 0;
+  // Put and Delete without the write-write check: a write of `key` committed by another
+  // transaction after this one's Begin() does not make this one conflict. Everything
+  // else is as Put/Delete: atomic with the rest, seen by this transaction's reads, and a
+  // conflict for every other transaction that read `key` (or wrote it with Put/Delete).
+  // A key this transaction also read with Get(), or wrote with Put/Delete, stays checked.
+  // Only for keys whose writers are already ordered by a checked guard key of the same
+  // transaction (a file's extents: every writer of them reads or writes the file's
+  // inode), or whose value is the same whoever wins (a garbage mark). The reason is
+  // written at each use; it saves the engine tracking and validating the key.
+  virtual void PutUnchecked(Cf space, std::string_view key, std::string_view value) = 0;
+  virtual void DeleteUnchecked(Cf space, std::string_view key) = 0;
   virtual void Add(Cf space, std::string_view key, int64_t delta) = 0;
   // Applies everything or nothing; Conflict: retry. The Txn is done either way.
   virtual Status Commit(bool sync = false) = 0;
-  // Writes buffered so far (tests, and callers that skip empty commits).
+  // Writes buffered so far (tests, and callers that skip empty commits); 0 when there is
+  // nothing to commit. Engines may count each write call, or each distinct key.
   virtual size_t pending_writes() const = 0;
 
   // Up to `limit` pairs with begin <= key < end (end "" = to the end of the space).

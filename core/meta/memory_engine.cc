@@ -36,6 +36,7 @@ struct Op {
   enum Kind { kPut, kDelete, kAdd } kind = kPut;
   std::string value;  // kPut
   int64_t delta = 0;  // kAdd
+  bool checked = false;  // written by Put/Delete (not only by the *Unchecked calls or Add)
 };
 
 class MemoryEngine;
@@ -74,15 +75,14 @@ class MemTxn : public Txn {
     return std::make_unique<MemIterator>(e_, space, snap_, &ops_[static_cast<size_t>(space)]);
   }
   void Put(Cf space, std::string_view key, std::string_view value) override {
-    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
-    op.kind = Op::kPut;
-    op.value.assign(value);
-    op.delta = 0;
+    Write(space, key, value, /*checked=*/true);
   }
-  void Delete(Cf space, std::string_view key) override {
-    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
-    op.kind = Op::kDelete;
-    op.value.clear();
+  void Delete(Cf space, std::string_view key) override { Erase(space, key, /*checked=*/true); }
+  void PutUnchecked(Cf space, std::string_view key, std::string_view value) override {
+    Write(space, key, value, /*checked=*/false);
+  }
+  void DeleteUnchecked(Cf space, std::string_view key) override {
+    Erase(space, key, /*checked=*/false);
   }
   void Add(Cf space, std::string_view key, int64_t delta) override;
   Status Commit(bool sync) override;
@@ -94,6 +94,19 @@ class MemTxn : public Txn {
 
  private:
   friend class MemoryEngine;
+  void Write(Cf space, std::string_view key, std::string_view value, bool checked) {
+    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
+    op.kind = Op::kPut;
+    op.value.assign(value);
+    op.delta = 0;
+    op.checked = op.checked || checked;
+  }
+  void Erase(Cf space, std::string_view key, bool checked) {
+    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
+    op.kind = Op::kDelete;
+    op.value.clear();
+    op.checked = op.checked || checked;
+  }
   MemoryEngine* e_;
   uint64_t snap_;
   bool done_ = false;
@@ -153,7 +166,8 @@ class MemoryEngine : public Engine {
 
   Status Commit(MemTxn* t) {
     std::lock_guard l(mu_);
-    // Conflicts: a key read or written (not only added to) got a version after our snapshot.
+    // Conflicts: a key read or written with Put/Delete (not only added to, nor only
+    // written unchecked) got a version after our snapshot.
     auto newer = [&](size_t s, const std::string& k) {
       auto it = data_[s].find(k);
       return it != data_[s].end() && !it->second.empty() && it->second.back().seq > t->snap_;
@@ -163,7 +177,7 @@ class MemoryEngine : public Engine {
         if (newer(s, k)) return Status::Conflict("key read by this transaction changed");
       }
       for (const auto& [k, op] : t->ops_[s]) {
-        if (op.kind != Op::kAdd && newer(s, k)) {
+        if (op.checked && newer(s, k)) {
           return Status::Conflict("key written by this transaction changed");
         }
       }

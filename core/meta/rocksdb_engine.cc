@@ -6,6 +6,9 @@
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
 
+#include <cstring>
+#include <functional>
+
 #include "base/coding.h"
 
 namespace snapfs::kv {
@@ -30,21 +33,47 @@ class Int64AddOperator : public rocksdb::AssociativeMergeOperator {
 
 rocksdb::Slice S(std::string_view v) { return rocksdb::Slice(v.data(), v.size()); }
 
+class RocksTxn;
+
 class RocksIterator : public Iterator {
  public:
-  // `snapshot_owner`: the DB whose snapshot `snapshot` is, released with the iterator.
-  explicit RocksIterator(rocksdb::Iterator* it) : it_(it) {}
-  void Seek(std::string_view key) override { it_->Seek(S(key)); }
+  // `txn`: the transaction whose writes to `space` the iterator must see (null: none).
+  explicit RocksIterator(rocksdb::Iterator* it, RocksTxn* txn = nullptr, size_t space = 0)
+      : it_(it), txn_(txn), space_(space) {}
+  void Seek(std::string_view key) override {
+    ApplyPending();
+    it_->Seek(S(key));
+  }
   bool Valid() const override { return it_->Valid(); }
-  void Next() override { it_->Next(); }
+  void Next() override {
+    ApplyPending();
+    it_->Next();
+  }
   std::string_view key() const override { return it_->key().ToStringView(); }
   std::string_view value() const override { return it_->value().ToStringView(); }
   Status status() const override { return FromRocks(it_->status(), "metadata scan"); }
 
  private:
+  // Writes the transaction buffered since the last Seek/Next enter its index first, so
+  // that the iterator sees them (defined below RocksTxn).
+  void ApplyPending();
   std::unique_ptr<rocksdb::Iterator> it_;
+  RocksTxn* txn_;
+  size_t space_;
 };
 
+// The writes of a transaction wait in a plain buffer, one per key space, until something
+// could read them back: a Get of a key buffered in that space (KeyFilter says "maybe"),
+// an iterator over that space, or Commit. Only then do they enter the RocksDB
+// transaction, where each write is tracked (Put/Delete) and, while the transaction can
+// still read, indexed in its WriteBatchWithIndex: an ordered skiplist insert with two
+// seeks per write. At Commit nothing can read any more, so the writes still waiting go
+// in unindexed (DisableIndexing), in the order they were made. Most transactions read
+// each key before writing it (Get then Put) and never read a write back, so most of
+// their writes are never indexed. (Values over 1 KiB, inline chunks, go straight in:
+// copying them twice would cost more than their index entry.) Semantics are unchanged: a read sees every write made
+// before it, and the conflict check tracks the same keys against the same snapshot
+// (set_snapshot: a key tracked at Commit compares with Begin's sequence, as at Put).
 class RocksTxn : public Txn {
  public:
   RocksTxn(RocksEngine* e, rocksdb::Transaction* t) : e_(e), t_(t) {
@@ -52,40 +81,136 @@ class RocksTxn : public Txn {
   }
   ~RocksTxn() override {
     if (!done_) (void)t_->Rollback();
+    e_->Recycle(t_.release());
   }
 
   Status Get(Cf space, std::string_view key, std::string* value) override {
+    const size_t s = static_cast<size_t>(space);
+    if (!pending_[s].empty() && filter_.MayContain(s, key)) Apply(s);
     // GetForUpdate: the key is tracked, so a later write by anyone else conflicts.
-    auto s = t_->GetForUpdate(ro_, e_->cf(space), S(key), value);
-    if (s.IsNotFound()) return Status::NotFound();
-    return FromRocks(s, "metadata get");
+    auto st = t_->GetForUpdate(ro_, e_->cf(space), S(key), value);
+    if (st.IsNotFound()) return Status::NotFound();
+    return FromRocks(st, "metadata get");
   }
   std::unique_ptr<Iterator> NewIterator(Cf space) override {
-    return std::make_unique<RocksIterator>(t_->GetIterator(ro_, e_->cf(space)));
+    const size_t s = static_cast<size_t>(space);
+    Apply(s);
+    return std::make_unique<RocksIterator>(t_->GetIterator(ro_, e_->cf(space)), this, s);
   }
   void Put(Cf space, std::string_view key, std::string_view value) override {
-    Note(t_->Put(e_->cf(space), S(key), S(value)));
+    Buffer(kPut, space, key, value);
   }
-  void Delete(Cf space, std::string_view key) override {
-    Note(t_->Delete(e_->cf(space), S(key)));
+  void Delete(Cf space, std::string_view key) override { Buffer(kDelete, space, key, {}); }
+  void PutUnchecked(Cf space, std::string_view key, std::string_view value) override {
+    Buffer(kPutUntracked, space, key, value);
+  }
+  void DeleteUnchecked(Cf space, std::string_view key) override {
+    Buffer(kDeleteUntracked, space, key, {});
   }
   void Add(Cf space, std::string_view key, int64_t delta) override {
-    Note(t_->MergeUntracked(e_->cf(space), S(key), S(EncodeCounter(delta))));
+    const uint64_t v = static_cast<uint64_t>(delta);  // LE64, as EncodeCounter
+    char b[8];
+    std::memcpy(b, &v, 8);
+    Buffer(kMerge, space, key, std::string_view(b, 8));
   }
   Status Commit(bool sync) override {
     if (done_) return Status::InvalidArgument("transaction already committed");
     done_ = true;
+    t_->DisableIndexing();  // nothing reads from here on
+    for (size_t s = 0; s < kCfCount; s++) Apply(s);
     RETURN_IF_ERROR(first_error_);
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     t_->SetWriteOptions(wo);
     return FromRocks(t_->Commit(), "metadata commit");
   }
-  size_t pending_writes() const override { return t_->GetNumKeys(); }
+  size_t pending_writes() const override { return writes_; }
 
  private:
-  // Put/Delete/Merge buffer into the transaction's batch and only fail on misuse; the
-  // first failure is reported by Commit, which then writes nothing.
+  friend class RocksIterator;  // Apply
+  enum Op : char { kPut, kDelete, kPutUntracked, kDeleteUntracked, kMerge };
+  static constexpr size_t kBufferMax = 1024;  // bigger values go straight in
+
+  // "Is a write of (space, key) buffered?": never no when it is (false positives only
+  // cost an early Apply). A 16,384-bit Bloom filter with two probes: under 1% false
+  // positives up to ~800 buffered writes (a data flush of 8 MiB buffers ~400).
+  class KeyFilter {
+   public:
+    void Add(size_t space, std::string_view key) {
+      uint64_t h = Hash(space, key);
+      bits_[(h >> 6) & kMask] |= 1ull << (h & 63);
+      bits_[(h >> 38) & kMask] |= 1ull << ((h >> 32) & 63);
+    }
+    bool MayContain(size_t space, std::string_view key) const {
+      uint64_t h = Hash(space, key);
+      return (bits_[(h >> 6) & kMask] >> (h & 63) & 1) &&
+             (bits_[(h >> 38) & kMask] >> ((h >> 32) & 63) & 1);
+    }
+
+   private:
+    static constexpr size_t kWords = 256;
+    static constexpr uint64_t kMask = kWords - 1;
+    static uint64_t Hash(size_t space, std::string_view key) {
+      uint64_t h = std::hash<std::string_view>()(key) ^ (space * 0x9e3779b97f4a7c15ULL);
+      h ^= h >> 29;
+      h *= 0xbf58476d1ce4e5b9ULL;
+      return h ^ (h >> 32);
+    }
+    uint64_t bits_[kWords] = {};
+  };
+
+  // Record: op, key length (LE32), key, value length (LE32), value.
+  void Buffer(Op op, Cf space, std::string_view key, std::string_view value) {
+    const size_t s = static_cast<size_t>(space);
+    writes_++;
+    if (value.size() > kBufferMax) {
+      // A big value (an inline chunk) would be copied twice; an index entry costs less.
+      Apply(s);  // the order of writes to one key is kept
+      Write(op, e_->cf(space), S(key), S(value));
+      return;
+    }
+    std::string& b = pending_[s];
+    b.push_back(op);
+    PutLE32(&b, static_cast<uint32_t>(key.size()));
+    b.append(key);
+    PutLE32(&b, static_cast<uint32_t>(value.size()));
+    b.append(value);
+    filter_.Add(s, key);
+  }
+
+  // Moves the writes buffered for `space` into the RocksDB transaction, in order.
+  void Apply(size_t s) {
+    std::string& b = pending_[s];
+    if (b.empty()) return;
+    rocksdb::ColumnFamilyHandle* cf = e_->cf(static_cast<Cf>(s));
+    const char* p = b.data();
+    const char* end = p + b.size();
+    while (p < end) {
+      Op op = static_cast<Op>(*p++);
+      uint32_t kn = GetLE32(p);
+      rocksdb::Slice key(p + 4, kn);
+      p += 4 + kn;
+      uint32_t vn = GetLE32(p);
+      rocksdb::Slice value(p + 4, vn);
+      p += 4 + vn;
+      Write(op, cf, key, value);
+    }
+    b.clear();
+  }
+
+  void Write(Op op, rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key,
+             const rocksdb::Slice& value) {
+    switch (op) {
+      case kPut: Note(t_->Put(cf, key, value)); break;
+      case kDelete: Note(t_->Delete(cf, key)); break;
+      case kPutUntracked: Note(t_->PutUntracked(cf, key, value)); break;
+      case kDeleteUntracked: Note(t_->DeleteUntracked(cf, key)); break;
+      case kMerge: Note(t_->MergeUntracked(cf, key, value)); break;
+    }
+  }
+
+  // Put/Delete/Merge into the transaction only fail on misuse; the first failure is
+  // reported by Commit, which then writes nothing.
   void Note(const rocksdb::Status& s) {
     if (!s.ok() && first_error_.ok()) first_error_ = FromRocks(s, "metadata write");
   }
@@ -95,7 +220,14 @@ class RocksTxn : public Txn {
   rocksdb::ReadOptions ro_;
   bool done_ = false;
   Status first_error_;
+  std::string pending_[kCfCount];
+  KeyFilter filter_;
+  size_t writes_ = 0;
 };
+
+void RocksIterator::ApplyPending() {
+  if (txn_) txn_->Apply(space_);
+}
 
 }  // namespace
 
@@ -144,6 +276,11 @@ Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, b
     rocksdb::ColumnFamilyOptions co(opts);
     co.table_factory = table_factory;
     co.merge_operator = add;  // Add works in every key space
+    // A Bloom filter over each memtable's keys (2% of its size): most lookups of a key
+    // that is absent from a memtable (a new chunk, a new name, a commit's conflict check
+    // of a new key, which looks through the kept history too) skip its skiplist.
+    co.memtable_prefix_bloom_size_ratio = 0.02;
+    co.memtable_whole_key_filtering = true;
     cfs.emplace_back(name, co);
   }
   std::unique_ptr<RocksEngine> e(new RocksEngine());
@@ -160,6 +297,11 @@ Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, b
 }
 
 RocksEngine::~RocksEngine() {
+  {
+    MutexLock l(&pool_mu_);
+    for (auto* t : pool_) delete t;
+    pool_.clear();
+  }
   if (!txn_db_) return;
   for (auto* h : handles_) (void)txn_db_->DestroyColumnFamilyHandle(h);
   handles_.clear();
@@ -172,7 +314,30 @@ rocksdb::DB* RocksEngine::db() { return txn_db_; }
 std::unique_ptr<Txn> RocksEngine::Begin() {
   rocksdb::OptimisticTransactionOptions to;
   to.set_snapshot = true;  // conflicts are judged from Begin, not from each key's first use
-  return std::make_unique<RocksTxn>(this, txn_db_->BeginTransaction(rocksdb::WriteOptions(), to));
+  rocksdb::Transaction* old = nullptr;
+  {
+    MutexLock l(&pool_mu_);
+    if (!pool_.empty()) {
+      old = pool_.back();
+      pool_.pop_back();
+    }
+  }
+  // With `old`, RocksDB reinitializes that transaction (its batch, index and tracked
+  // keys cleared, a new snapshot) instead of allocating a new one.
+  rocksdb::Transaction* t = txn_db_->BeginTransaction(rocksdb::WriteOptions(), to, old);
+  t->EnableIndexing();  // the last user's Commit disabled it
+  return std::make_unique<RocksTxn>(this, t);
+}
+
+void RocksEngine::Recycle(rocksdb::Transaction* t) {
+  {
+    MutexLock l(&pool_mu_);
+    if (pool_.size() < kPoolMax) {
+      pool_.push_back(t);
+      return;
+    }
+  }
+  delete t;
 }
 
 Status RocksEngine::Get(Cf space, std::string_view key, std::string* value) {

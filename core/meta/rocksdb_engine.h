@@ -2,7 +2,10 @@
 // an OptimisticTransactionDB: a transaction buffers its writes in a WriteBatchWithIndex
 // (read-your-own-writes), and Commit checks, under RocksDB's own locks, that no key it
 // read (GetForUpdate) or wrote was written by anyone after its snapshot; Add is a merge
-// (int64 add operator) that is not tracked, so concurrent adds never conflict.
+// (int64 add operator) that is not tracked, so concurrent adds never conflict, and
+// PutUnchecked/DeleteUnchecked are untracked writes. A transaction's writes wait in a
+// plain buffer until something could read them (rocksdb_engine.cc, RocksTxn): writes
+// that are never read back are never indexed.
 //
 // Writes made outside transactions (the WriteBatch path the namespace still uses, see
 // docs/architecture.md) take part in that check too: they raise the sequence number of
@@ -17,10 +20,12 @@
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
 #include "core/meta/kv.h"
 
 namespace rocksdb {
 class OptimisticTransactionDB;
+class Transaction;
 }
 
 namespace snapfs::kv {
@@ -45,11 +50,19 @@ class RocksEngine : public Engine {
   rocksdb::DB* db();
   rocksdb::ColumnFamilyHandle* cf(Cf c) { return handles_[static_cast<size_t>(c)]; }
 
+  // Takes back a finished transaction's RocksDB object (our Txn's destructor calls it)
+  // for the next Begin() to reuse; kept up to kPoolMax, else deleted.
+  void Recycle(rocksdb::Transaction* t);
+
  private:
   RocksEngine() = default;
+
+  static constexpr size_t kPoolMax = 16;
   std::string dir_;
   rocksdb::OptimisticTransactionDB* txn_db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  Mutex pool_mu_;
+  std::vector<rocksdb::Transaction*> pool_ GUARDED_BY(pool_mu_);
 };
 
 }  // namespace snapfs::kv
