@@ -82,8 +82,12 @@ class Txn {
   // transaction (a file's extents: every writer of them reads or writes the file's
   // inode), or whose value is the same whoever wins (a garbage mark). The reason is
   // written at each use; it saves the engine tracking and validating the key.
-  virtual void PutUnchecked(Cf space, std::string_view key, std::string_view value) = 0;
-  virtual void DeleteUnchecked(Cf space, std::string_view key) = 0;
+  // An engine may check them anyway (the default: checking more never breaks a caller,
+  // it only costs a retry that was not needed).
+  virtual void PutUnchecked(Cf space, std::string_view key, std::string_view value) {
+    Put(space, key, value);
+  }
+  virtual void DeleteUnchecked(Cf space, std::string_view key) { Delete(space, key); }
   virtual void Add(Cf space, std::string_view key, int64_t delta) = 0;
   // Applies everything or nothing; Conflict: retry. The Txn is done either way.
   virtual Status Commit(bool sync = false) = 0;
