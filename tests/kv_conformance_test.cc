@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "core/meta/kv.h"
+#include "core/meta/postgres_engine.h"
 #include "core/meta/rocksdb_engine.h"
+#include "tests/util/pg_test_db.h"
 #include "tests/util/status_matchers.h"
 #include "tests/util/temp_dir.h"
 
@@ -34,13 +36,27 @@ const EngineFactory kEngines[] = {
        if (!e.ok()) throw std::runtime_error(e.status().ToString());
        return std::move(e).value();
      }},
+    // A fresh database on the test server for each case; nullptr (skip) without one.
+    {"postgres",
+     [](const std::string&) -> std::unique_ptr<Engine> {
+       std::string db = test::NewPgTestDatabase();
+       if (db.empty()) return nullptr;
+       Status s = PostgresEngine::CreateSchema(db);
+       if (!s.ok()) throw std::runtime_error(s.ToString());
+       auto e = PostgresEngine::Open(db);
+       if (!e.ok()) throw std::runtime_error(e.status().ToString());
+       return std::move(e).value();
+     }},
 };
 
 void PrintTo(const EngineFactory& f, std::ostream* os) { *os << f.name; }
 
 class KvEngineConformance : public ::testing::TestWithParam<EngineFactory> {
  protected:
-  void SetUp() override { engine_ = GetParam().make(tmp_.path()); }
+  void SetUp() override {
+    engine_ = GetParam().make(tmp_.path());
+    if (!engine_) GTEST_SKIP() << test::kNoPgServer;
+  }
   void TearDown() override { engine_.reset(); }
 
   void Commit(const std::function<void(Txn&)>& f) {
