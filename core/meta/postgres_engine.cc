@@ -418,6 +418,19 @@ class PgIterator : public Iterator {
   std::string key_, value_;
 };
 
+// The counter check of a key read with Get: reader rows in kv_deltas covering exactly
+// the transaction ids this snapshot does not see (every id from its xmax on, and each id
+// in progress when it was taken). kv_deltas' exclusion constraint refuses them (23P01,
+// a Conflict) if a delta of that key was written by such an id, i.e. an Add committed
+// after the snapshot; it waits for one still in flight. (The snapshot's xmin would be
+// simpler and wrong: any long write anywhere on the server holds it back, and every
+// counter read would conflict with every add made since.)
+constexpr const char* kReaderRowsSql =
+    "INSERT INTO kv_deltas (space, k, d, reader, xids) SELECT $1, $2, 0, 1, r FROM ("
+    " SELECT int8range(pg_snapshot_xmax(pg_current_snapshot())::text::int8, NULL) AS r"
+    " UNION ALL SELECT int8range(x::text::int8, x::text::int8, '[]')"
+    " FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS rs";
+
 class PgTxn : public Txn {
  public:
   explicit PgTxn(PostgresEngine* e) : e_(e) { err_ = Start(); }
@@ -553,10 +566,8 @@ Status PgTxn::Commit(bool sync) {
   // others are re-checked here, rows locked in key order without waiting (a row locked
   // by a committing writer is a conflict anyway): a row changed since the snapshot fails
   // FOR SHARE (40001), a key that had no row gets a tombstone unless someone made it
-  // meanwhile (40001). Then every read key gets the counter check: a reader row in
-  // kv_deltas spanning the transaction ids this snapshot may not see, which the exclusion
-  // constraint refuses (23P01) if an Add committed such a delta, and which is deleted at
-  // once so that it never stands in an Add's way.
+  // meanwhile (40001). Then every read key gets the counter check (kReaderRowsSql),
+  // whose rows are deleted at once so that they never stand in an Add's way.
   for (size_t s = 0; s < kCfCount; s++) {
     std::string t = PostgresEngine::TableName(static_cast<Cf>(s));
     for (const auto& [k, had_row] : reads_[s]) {
@@ -569,9 +580,7 @@ Status PgTxn::Commit(bool sync) {
                {Bytes(k)});
         }
       }
-      send("INSERT INTO kv_deltas (space, k, d, reader, xids) VALUES ($1, $2, 0, 1,"
-           " int8range(pg_snapshot_xmin(pg_current_snapshot())::text::int8, NULL))",
-           {Int2(static_cast<int>(s)), Bytes(k)});
+      send(kReaderRowsSql, {Int2(static_cast<int>(s)), Bytes(k)});
       send("DELETE FROM kv_deltas WHERE space = $1 AND k = $2 AND reader = 1",
            {Int2(static_cast<int>(s)), Bytes(k)});
     }
@@ -803,7 +812,8 @@ Status PostgresEngine::Compact() {
     }
   }
   // 2. Tombstones whose writer every running snapshot sees (its xid precedes the oldest
-  //    backend_xmin) cannot matter to any open transaction's conflict check: remove them.
+  //    backend_xmin of this database: sessions of other databases cannot read these
+  //    tables) cannot matter to any open transaction's conflict check: remove them.
   //    Under READ COMMITTED a row written again meanwhile is rechecked and kept.
   ASSIGN_OR_RETURN(auto c, Acquire());
   for (size_t s = 0; s < kCfCount; s++) {
@@ -811,7 +821,7 @@ Status PostgresEngine::Compact() {
     Status st = Wire(this, c.get())
                     .Simple("DELETE FROM " + t +
                                 " WHERE v IS NULL AND age(xmin) > coalesce((SELECT max(age(backend_xmin))"
-                                " FROM pg_stat_activity WHERE backend_xmin IS NOT NULL), 0) AND NOT EXISTS"
+                                " FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND datname = current_database()), 0) AND NOT EXISTS"
                                 " (SELECT 1 FROM kv_deltas WHERE space = " + std::to_string(s) +
                                 " AND kv_deltas.k = " + t + ".k)",
                             "compact");
