@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -232,6 +233,71 @@ TEST_F(PostgresEngineTest, AGetOfACounterConflictsWithAnAddCommittedMeanwhile) {
   std::string v;
   ASSERT_OK(e->Get(Cf::kRefs, "r", &v));
   EXPECT_EQ(*DecodeCounter(v), 4);
+}
+
+// Two engines on one database, as two daemons on two hosts: adds to one refcount from
+// both, and a "GC" that deletes a chunk only when its count reads 0 while writers add
+// references to chunks they first Get. No increment may be lost, and a chunk whose
+// count is not 0 must survive.
+TEST_F(PostgresEngineTest, TwoEnginesRaceAddsAndAGcWithoutLosingAnything) {
+  auto a = Make();
+  ASSERT_TRUE(a);
+  auto b = PostgresEngine::Open(conninfo_);
+  ASSERT_OK(b.status());
+  const int chunks = 20, per_thread = 60;
+  ASSERT_OK(RunTxn(*a, [&](Txn& t) {
+    for (int c = 0; c < chunks; c++) t.Put(Cf::kChunks, "c" + std::to_string(c), "loc");
+    return Status::OK();
+  }));
+  std::atomic<int> added{0};
+  auto writer = [&](Engine* e, int seed) {
+    for (int i = 0; i < per_thread; i++) {
+      std::string c = "c" + std::to_string((i * 7 + seed) % chunks);
+      bool linked = false;
+      ASSERT_OK(RunTxn(*e, [&](Txn& t) -> Status {
+        linked = false;
+        std::string v;
+        Status s = t.Get(Cf::kChunks, c, &v);
+        if (s.Is(Code::kNotFound)) return Status::OK();  // collected: nothing to reference
+        RETURN_IF_ERROR(s);
+        t.Add(Cf::kRefs, c, 1);
+        t.Add(Cf::kDefault, "total", 1);
+        linked = true;
+        return Status::OK();
+      }));
+      if (linked) added++;
+    }
+  };
+  auto gc = [&](Engine* e) {
+    for (int round = 0; round < 3; round++) {
+      for (int i = 0; i < chunks; i++) {
+        std::string c = "c" + std::to_string(i);
+        ASSERT_OK(RunTxn(*e, [&](Txn& t) -> Status {
+          ASSIGN_OR_RETURN(int64_t n, t.GetCounter(Cf::kRefs, c));
+          if (n == 0) t.Delete(Cf::kChunks, c);
+          return Status::OK();
+        }));
+      }
+    }
+  };
+  std::thread w1(writer, a.get(), 0), w2(writer, b->get(), 3), g(gc, b->get());
+  w1.join();
+  w2.join();
+  g.join();
+  std::string v;
+  ASSERT_OK(a->Get(Cf::kDefault, "total", &v));
+  EXPECT_EQ(*DecodeCounter(v), added.load());
+  int64_t sum = 0;
+  for (int c = 0; c < chunks; c++) {
+    std::string k = "c" + std::to_string(c);
+    int64_t n = 0;
+    if (a->Get(Cf::kRefs, k, &v).ok()) n = *DecodeCounter(v);
+    sum += n;
+    if (n > 0) {
+      EXPECT_OK(a->Get(Cf::kChunks, k, &v)) << k << " has " << n << " references";
+    }
+  }
+  EXPECT_EQ(sum, added.load());
 }
 
 TEST_F(PostgresEngineTest, CompactFoldsCountersAndDropsTombstones) {
