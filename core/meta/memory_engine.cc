@@ -12,6 +12,7 @@
 #include <set>
 
 #include "core/meta/kv.h"
+#include "core/meta/pending_writes.h"
 
 namespace snapfs::kv {
 namespace {
@@ -31,19 +32,14 @@ const Version* Visible(const Versions& vs, uint64_t snap) {
   return nullptr;
 }
 
-// One pending change of a key in a transaction.
-struct Op {
-  enum Kind { kPut, kDelete, kAdd } kind = kPut;
-  std::string value;  // kPut
-  int64_t delta = 0;  // kAdd
-};
+using Op = PendingOp;
 
 class MemoryEngine;
 
 // Reads of one snapshot, merged with a transaction's pending ops (or none).
 class MemIterator : public Iterator {
  public:
-  MemIterator(MemoryEngine* e, Cf space, uint64_t snap, const std::map<std::string, Op, std::less<>>* ops);
+  MemIterator(MemoryEngine* e, Cf space, uint64_t snap, const PendingOps* ops);
   ~MemIterator() override;
   void Seek(std::string_view key) override { Position(key, /*after=*/false); }
   bool Valid() const override { return valid_; }
@@ -60,12 +56,12 @@ class MemIterator : public Iterator {
   MemoryEngine* e_;
   Cf space_;
   uint64_t snap_;
-  const std::map<std::string, Op, std::less<>>* ops_;
+  const PendingOps* ops_;
   bool valid_ = false;
   std::string key_, value_;
 };
 
-class MemTxn : public Txn {
+class MemTxn : public BufferingTxn {
  public:
   MemTxn(MemoryEngine* e, uint64_t snap) : e_(e), snap_(snap) {}
   ~MemTxn() override;
@@ -73,31 +69,13 @@ class MemTxn : public Txn {
   std::unique_ptr<Iterator> NewIterator(Cf space) override {
     return std::make_unique<MemIterator>(e_, space, snap_, &ops_[static_cast<size_t>(space)]);
   }
-  void Put(Cf space, std::string_view key, std::string_view value) override {
-    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
-    op.kind = Op::kPut;
-    op.value.assign(value);
-    op.delta = 0;
-  }
-  void Delete(Cf space, std::string_view key) override {
-    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
-    op.kind = Op::kDelete;
-    op.value.clear();
-  }
-  void Add(Cf space, std::string_view key, int64_t delta) override;
   Status Commit(bool sync) override;
-  size_t pending_writes() const override {
-    size_t n = 0;
-    for (const auto& m : ops_) n += m.size();
-    return n;
-  }
 
  private:
   friend class MemoryEngine;
   MemoryEngine* e_;
   uint64_t snap_;
   bool done_ = false;
-  std::map<std::string, Op, std::less<>> ops_[kCfCount];
   std::set<std::string> read_[kCfCount];
 };
 
@@ -214,7 +192,7 @@ class MemoryEngine : public Engine {
 };
 
 MemIterator::MemIterator(MemoryEngine* e, Cf space, uint64_t snap,
-                         const std::map<std::string, Op, std::less<>>* ops)
+                         const PendingOps* ops)
     : e_(e), space_(space), snap_(snap), ops_(ops) {}
 
 MemIterator::~MemIterator() {
@@ -292,28 +270,6 @@ Status MemTxn::Get(Cf space, std::string_view key, std::string* value) {
     }
     *value = EncodeCounter(under + it->second.delta);
     return Status::OK();
-  }
-}
-
-void MemTxn::Add(Cf space, std::string_view key, int64_t delta) {
-  auto& m = ops_[static_cast<size_t>(space)];
-  auto it = m.find(key);
-  if (it == m.end()) {
-    Op op;
-    op.kind = Op::kAdd;
-    op.delta = delta;
-    m.emplace(std::string(key), std::move(op));
-    return;
-  }
-  Op& op = it->second;
-  if (op.kind == Op::kAdd) {
-    op.delta += delta;
-  } else if (op.kind == Op::kDelete) {
-    op.kind = Op::kPut;
-    op.value = EncodeCounter(delta);
-  } else {
-    auto d = DecodeCounter(op.value);
-    op.value = EncodeCounter((d.ok() ? *d : 0) + delta);
   }
 }
 

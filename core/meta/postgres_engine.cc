@@ -8,7 +8,7 @@
 #include <map>
 
 #include "base/coding.h"
-#include "base/log.h"
+#include "core/meta/pending_writes.h"
 
 namespace snapfs::kv {
 
@@ -247,13 +247,8 @@ Result<ServerRow> GetRow(PostgresEngine* e, Conn* c, Cf space, std::string_view 
   return out;
 }
 
-// One key's pending change in a transaction (as in the memory engine).
-struct Op {
-  enum Kind { kPut, kDelete, kAdd } kind = kPut;
-  std::string value;
-  int64_t delta = 0;
-};
-using Ops = std::map<std::string, Op, std::less<>>;
+using Op = PendingOp;
+using Ops = PendingOps;
 
 // Pages of (key, value) from the server in key order, starting at a key; tombstones
 // are skipped, counters summed.
@@ -432,7 +427,7 @@ constexpr const char* kReaderRowsSql =
     " UNION ALL SELECT int8range(x::text::int8, x::text::int8, '[]')"
     " FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS rs";
 
-class PgTxn : public Txn {
+class PgTxn : public BufferingTxn {
  public:
   explicit PgTxn(PostgresEngine* e) : e_(e) { err_ = Start(); }
   ~PgTxn() override {
@@ -475,44 +470,7 @@ class PgTxn : public Txn {
     return std::make_unique<PgIterator>(e_, conn_.get(), space, &ops_[static_cast<size_t>(space)],
                                         nullptr, err_);
   }
-  void Put(Cf space, std::string_view key, std::string_view value) override {
-    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
-    op.kind = Op::kPut;
-    op.value.assign(value);
-    op.delta = 0;
-  }
-  void Delete(Cf space, std::string_view key) override {
-    Op& op = ops_[static_cast<size_t>(space)][std::string(key)];
-    op.kind = Op::kDelete;
-    op.value.clear();
-  }
-  void Add(Cf space, std::string_view key, int64_t delta) override {
-    auto& m = ops_[static_cast<size_t>(space)];
-    auto it = m.find(key);
-    if (it == m.end()) {
-      Op op;
-      op.kind = Op::kAdd;
-      op.delta = delta;
-      m.emplace(std::string(key), std::move(op));
-      return;
-    }
-    Op& op = it->second;
-    if (op.kind == Op::kAdd) {
-      op.delta += delta;
-    } else if (op.kind == Op::kDelete) {
-      op.kind = Op::kPut;
-      op.value = EncodeCounter(delta);
-    } else {
-      auto d = DecodeCounter(op.value);
-      op.value = EncodeCounter((d.ok() ? *d : 0) + delta);
-    }
-  }
   Status Commit(bool sync) override;
-  size_t pending_writes() const override {
-    size_t n = 0;
-    for (const auto& m : ops_) n += m.size();
-    return n;
-  }
 
  private:
   Status Start();
@@ -526,7 +484,6 @@ class PgTxn : public Txn {
   std::unique_ptr<Conn> conn_;
   Status err_;
   bool done_ = false;
-  Ops ops_[kCfCount];
   // Keys read with Get -> whether the server had a row (value or tombstone) for it.
   std::map<std::string, bool, std::less<>> reads_[kCfCount];
 };

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <random>
 #include <stdexcept>
 #include <string>
 
@@ -49,8 +50,10 @@ inline void PgAdmin(const std::string& sql) {
 // Databases are left for the server's end (its whole data folder goes).
 inline std::string NewPgTestDatabase() {
   if (!PgTestServer()) return "";
+  // Random, not the pid alone: a server kept across runs (a developer's) has seen pids.
   static std::atomic<int> n{0};
-  std::string name = "t_" + std::to_string(getpid()) + "_" + std::to_string(n++);
+  std::string name = "t_" + std::to_string(getpid()) + "_" + std::to_string(std::random_device{}()) +
+                     "_" + std::to_string(n++);
   PgAdmin("CREATE DATABASE " + name);
   return std::string(PgTestServer()) + " dbname=" + name;
 }
