@@ -7,6 +7,7 @@ PKGS=(
   g++ cmake ninja-build pkg-config make ccache
   libfuse3-dev fuse3
   librocksdb-dev libxxhash-dev
+  libpq-dev postgresql-15
   libboost-program-options-dev
   nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -24,6 +24,15 @@ if [[ ! -e /dev/fuse ]]; then
   echo "## WARNING: /dev/fuse is absent: tests that mount will SKIP ##" >&2
   echo "##############################################################" >&2
 fi
+# A throwaway PostgreSQL for the `postgres`-labelled tests (the PostgreSQL metadata
+# engine); stopped on exit. If it cannot start, the run fails here, with the reason.
+PG_DIR=$(mktemp -d /tmp/snapfs-pg-XXXXXX)
+trap 'bash "$ROOT/scripts/pg-test-server.sh" down "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT
+if ! SNAPFS_TEST_PG=$(bash scripts/pg-test-server.sh up "$PG_DIR" | tail -n 1); then
+  echo "test.sh: FAILED to start the PostgreSQL test server (see above)" >&2
+  exit 1
+fi
+export SNAPFS_TEST_PG
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$BUILD"

@@ -16,7 +16,7 @@ if [[ -z "$CXX" ]]; then
   echo "###########################################################################" >&2
   exit 0
 fi
-FUSE_CFLAGS=$(pkg-config --cflags fuse3 2>/dev/null || true)
+FUSE_CFLAGS="$(pkg-config --cflags fuse3 2>/dev/null || true) $(pkg-config --cflags libpq 2>/dev/null || true)"
 BUILD=${1:-build}
 files=$(ls base/*.cc core/*.cc core/*/*.cc backends/*.cc fuse/*.cc daemon/*.cc)
 echo "thread-safety: $(echo "$files" | wc -w) files with $("$CXX" --version | head -n 1)" >&2
