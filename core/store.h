@@ -4,6 +4,7 @@
 //   STORE/lock          flock'ed by the one process that has the store open; holds its pid
 //   STORE/meta/         RocksDB: all metadata (core/meta_store.h)
 //   STORE/packs/        chunk packs (local backend)
+//   STORE/spool/        packs being written or not yet uploaded (S3 backend, docs/s3.md)
 //
 // Thread-safety: after Open, the accessors are safe to call from any thread; the objects
 // they return document their own thread-safety.
@@ -23,6 +24,13 @@ struct InitOptions {
   ChunkerParams chunker;
   bool verify_dedup = false;
   std::string marker_names = "_metadata";
+  // Where packs live: empty (STORE/packs) or "s3://bucket/prefix", with the S3 settings
+  // recorded in the config (docs/s3.md). The bucket must exist unless create_bucket.
+  std::string data;
+  std::string s3_endpoint;  // empty: AWS_ENDPOINT_URL, else AWS
+  std::string s3_region;    // empty: AWS_REGION, else us-east-1
+  std::string s3_credentials_file;
+  bool create_bucket = false;
 };
 
 struct OpenOptions {
@@ -33,7 +41,9 @@ struct OpenOptions {
 
 class Store {
  public:
-  // Creates a store in `dir` (created if missing; must be empty otherwise).
+  // Creates a store in `dir` (created if missing; must be empty otherwise). Every input
+  // is checked before anything is created (an S3 location: URL, credentials, endpoint
+  // reachable, bucket present, prefix holding no packs), so a failed init leaves nothing.
   static Status Init(const std::string& dir, const InitOptions& opts);
   // Opens a store exclusively. Errors: NotFound (no such folder), InvalidArgument (not a
   // store), NotSupported (unknown format version), Busy ("store in use by pid N").
