@@ -627,7 +627,8 @@ Result<std::vector<S3Object>> S3Client::List(const std::string& prefix) {
     req.method = "GET";
     // Canonical order of the names (SigV4 signs the query as sent).
     req.query = token.empty() ? "" : "continuation-token=" + Escape(token, false) + "&";
-    req.query += "list-type=2&max-keys=1000&prefix=" + Escape(prefix, false);
+    req.query += "list-type=2&max-keys=" + std::to_string(opts_.list_page_size) +
+                 "&prefix=" + Escape(prefix, false);
     req.what = "LIST " + prefix;
     {
       std::lock_guard l(stats_mu_);

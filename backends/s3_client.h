@@ -51,6 +51,7 @@ struct S3ClientOptions {
   // Objects above this size are uploaded in parts of part_size.
   uint64_t multipart_threshold = 32ull << 20;
   uint64_t part_size = 16ull << 20;
+  int list_page_size = 1000;  // S3's maximum; tests make pages small
 };
 
 struct S3Object {
