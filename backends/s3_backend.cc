@@ -21,6 +21,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "backends/block_cache.h"
 #include "core/log.h"
 
 namespace snapfs {
@@ -154,6 +155,12 @@ class S3BackendImpl final : public S3Backend {
 
   ~S3BackendImpl() override {
     {
+      std::lock_guard l(prefetch_mu_);
+      prefetch_stop_ = true;
+    }
+    prefetch_cv_.notify_all();
+    for (auto& t : prefetchers_) t.join();
+    {
       std::unique_lock l(mu_);
       stopping_ = true;
     }
@@ -163,6 +170,12 @@ class S3BackendImpl final : public S3Backend {
 
   Status Start() {
     RETURN_IF_ERROR(client_->CheckBucket());
+    if (!opts_.disk_cache_dir.empty()) {
+      ASSIGN_OR_RETURN(disk_cache_, DiskBlockCache::Open(opts_.disk_cache_dir, opts_.disk_cache_bytes));
+    }
+    for (int i = 0; i < opts_.prefetch_threads; ++i) {
+      prefetchers_.emplace_back([this] { PrefetchLoop(); });
+    }
     if (::mkdir(opts_.spool_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return PosixError("create spool folder " + opts_.spool_dir, errno);
     }
@@ -276,6 +289,33 @@ class S3BackendImpl final : public S3Backend {
     }
     return Status::OK();
   }
+
+  void Prefetch(PackId id, uint64_t offset, uint64_t len) const override {
+    if (len == 0 || prefetchers_.empty() || Spooled(id)) return;
+    const uint64_t bs = opts_.block_size;
+    const uint64_t last = (offset + len - 1) / bs;
+    std::vector<std::pair<PackId, uint64_t>> want;
+    {
+      std::lock_guard l(cache_mu_);
+      for (uint64_t b = offset / bs; b <= last; ++b) {
+        if (!cache_.count({id, b})) want.emplace_back(id, b);
+      }
+    }
+    if (want.empty()) return;
+    {
+      std::lock_guard l(prefetch_mu_);
+      for (const auto& k : want) {
+        // Bounded: a hint may be dropped, never a read.
+        if (prefetch_queue_.size() >= 64 || prefetch_pending_.count(k)) continue;
+        prefetch_pending_.insert(k);
+        prefetch_queue_.push_back(k);
+      }
+    }
+    prefetch_cv_.notify_all();
+  }
+
+  uint64_t disk_cache_hits() const override { return disk_cache_ ? disk_cache_->hits() : 0; }
+  uint64_t disk_cache_misses() const override { return disk_cache_ ? disk_cache_->misses() : 0; }
 
   Status Remove(PackId id) override {
     std::shared_ptr<SpoolFile> f;
@@ -422,11 +462,23 @@ class S3BackendImpl final : public S3Backend {
         return it->second.data;
       }
     }
-    auto data = std::make_shared<std::string>(opts_.block_size, '\0');
-    size_t got = 0;
-    RETURN_IF_ERROR(client_->GetRange(PackKey(id), block * opts_.block_size, opts_.block_size,
-                                      reinterpret_cast<uint8_t*>(data->data()), &got));
-    data->resize(got);
+    std::shared_ptr<std::string> data;
+    if (disk_cache_) {
+      if (auto hit = disk_cache_->Get(id, block)) data = std::make_shared<std::string>(std::move(*hit));
+    }
+    if (!data) {
+      data = std::make_shared<std::string>(opts_.block_size, '\0');
+      size_t got = 0;
+      RETURN_IF_ERROR(client_->GetRange(PackKey(id), block * opts_.block_size, opts_.block_size,
+                                        reinterpret_cast<uint8_t*>(data->data()), &got));
+      data->resize(got);
+      if (disk_cache_) {
+        disk_cache_->Put(id, block, *data);
+        std::lock_guard l(cache_mu_);
+        // Remove may have dropped the pack's blocks while we wrote ours.
+        if (removed_.count(id)) disk_cache_->DropPack(id);
+      }
+    }
     std::shared_ptr<const std::string> result = data;
     std::lock_guard l(cache_mu_);
     // A Remove that ran while we fetched must not find these bytes cached afterwards.
@@ -447,6 +499,7 @@ class S3BackendImpl final : public S3Backend {
   void MarkRemoved(PackId id) {
     std::lock_guard l(cache_mu_);
     removed_.insert(id);
+    if (disk_cache_) disk_cache_->DropPack(id);
     for (auto it = cache_.lower_bound({id, 0}); it != cache_.end() && it->first.first == id;) {
       cached_bytes_ -= it->second.data->size();
       lru_.erase(it->second.lru);
@@ -457,6 +510,20 @@ class S3BackendImpl final : public S3Backend {
   void ForgetRemoved(PackId id) {
     std::lock_guard l(cache_mu_);
     removed_.erase(id);
+  }
+
+  void PrefetchLoop() {
+    std::unique_lock l(prefetch_mu_);
+    for (;;) {
+      prefetch_cv_.wait(l, [&] { return prefetch_stop_ || !prefetch_queue_.empty(); });
+      if (prefetch_stop_) return;
+      const auto k = prefetch_queue_.front();
+      prefetch_queue_.pop_front();
+      l.unlock();
+      (void)Block(k.first, k.second);  // errors surface to the reader that needs the bytes
+      l.lock();
+      prefetch_pending_.erase(k);
+    }
   }
 
   void UploadLoop() {
@@ -559,6 +626,14 @@ class S3BackendImpl final : public S3Backend {
   mutable std::list<std::pair<PackId, uint64_t>> lru_;                // GUARDED_BY(cache_mu_)
   mutable uint64_t cached_bytes_ = 0;                                 // GUARDED_BY(cache_mu_)
   std::set<PackId> removed_;                                          // GUARDED_BY(cache_mu_)
+  std::unique_ptr<DiskBlockCache> disk_cache_;  // set in Start; thread-safe itself
+
+  mutable std::mutex prefetch_mu_;
+  mutable std::condition_variable prefetch_cv_;
+  mutable std::deque<std::pair<PackId, uint64_t>> prefetch_queue_;  // GUARDED_BY(prefetch_mu_)
+  mutable std::set<std::pair<PackId, uint64_t>> prefetch_pending_;  // GUARDED_BY(prefetch_mu_)
+  bool prefetch_stop_ = false;                                       // GUARDED_BY(prefetch_mu_)
+  std::vector<std::thread> prefetchers_;
 };
 
 S3PackWriter::~S3PackWriter() = default;

@@ -11,6 +11,8 @@
 //   - Reads of a pack still in the spool read the file; reads of uploaded packs are
 //     ranged GETs of aligned blocks kept in an in-memory LRU, so a sequential reader
 //     costs one GET per block, not one per chunk.
+//     Fetched blocks also go to a size-bounded disk cache (`mount --cache-dir`), and
+//     Prefetch (a sequential reader's next chunks) fetches blocks ahead in the background.
 //   - Remove deletes the object (and a spooled copy); List merges the bucket listing
 //     with the spool.
 //
@@ -34,6 +36,11 @@ struct S3BackendOptions {
   uint64_t block_cache_bytes = 64ull << 20;
   // How long a failed upload waits before it is tried again (the spool keeps it safe).
   int upload_retry_delay_ms = 5000;
+  // The local disk cache of fetched blocks (backends/block_cache.h); none if empty.
+  std::string disk_cache_dir;
+  uint64_t disk_cache_bytes = 4ull << 30;
+  // Threads fetching the blocks Prefetch asks for ahead of the reader.
+  int prefetch_threads = 2;
 };
 
 class S3Backend;
@@ -48,6 +55,9 @@ class S3Backend : public Backend {
   // Packs still in the spool (not yet stored in the bucket).
   virtual size_t SpooledPacks() const = 0;
   virtual S3ClientStats client_stats() const = 0;
+  // Disk cache hits and misses (0 without a disk cache).
+  virtual uint64_t disk_cache_hits() const = 0;
+  virtual uint64_t disk_cache_misses() const = 0;
   // The object key of a pack (for tests and messages).
   virtual std::string PackKey(PackId id) const = 0;
 };

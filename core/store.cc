@@ -203,6 +203,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
     ASSIGN_OR_RETURN(S3BackendOptions o,
                      S3Options(config.data, config.s3_endpoint, config.s3_region,
                                config.s3_credentials_file, dir + "/spool"));
+    if (opts.cache_bytes > 0) {
+      o.disk_cache_dir = opts.cache_dir.empty() ? dir + "/cache" : opts.cache_dir;
+      o.disk_cache_bytes = opts.cache_bytes;
+    }
     auto b = OpenS3Backend(std::move(o));
     if (!b.ok()) return b.status().WithContext("open " + config.data);
     s->backend_ = std::move(b).value();

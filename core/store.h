@@ -5,6 +5,7 @@
 //   STORE/meta/         RocksDB: all metadata (core/meta_store.h)
 //   STORE/packs/        chunk packs (local backend)
 //   STORE/spool/        packs being written or not yet uploaded (S3 backend, docs/s3.md)
+//   STORE/cache/        fetched pack blocks (S3 backend; `mount --cache-dir` moves it)
 //
 // Thread-safety: after Open, the accessors are safe to call from any thread; the objects
 // they return document their own thread-safety.
@@ -37,6 +38,11 @@ struct OpenOptions {
   // Replaces the store's local pack folder (tests use memory or fault-injecting backends).
   std::unique_ptr<Backend> backend;
   size_t chunk_cache_bytes = 64ull << 20;
+  // S3 stores: the local cache of fetched pack blocks (empty: STORE/cache) and its size
+  // bound (0: no disk cache). Ignored for local stores.
+  std::string cache_dir;
+  uint64_t cache_bytes = kDefaultCacheBytes;
+  static constexpr uint64_t kDefaultCacheBytes = 4ull << 30;
 };
 
 class Store {

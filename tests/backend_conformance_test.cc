@@ -438,11 +438,17 @@ Result<std::unique_ptr<Backend>> OpenFaultOver(Result<std::unique_ptr<Backend>> 
 }
 
 // A fresh prefix per test, the spool beside `dir`.
-Result<std::unique_ptr<Backend>> OpenS3(const std::string& dir) {
+Result<std::unique_ptr<Backend>> OpenS3(const std::string& dir, bool disk_cache) {
   auto env = test::GetS3TestEnv();
   if (!env) return Status::NotFound("no S3 test server");
-  ASSIGN_OR_RETURN(auto b, OpenS3Backend(test::S3TestBackendOptions(
-                               *env, dir + "-spool", test::UniqueS3Prefix("conformance"))));
+  S3BackendOptions o =
+      test::S3TestBackendOptions(*env, dir + "-spool", test::UniqueS3Prefix("conformance"));
+  if (disk_cache) {
+    o.disk_cache_dir = dir + "-cache";
+    o.disk_cache_bytes = 4 << 20;  // small: evictions happen
+    o.block_cache_bytes = 2 << 20;  // small: the disk cache is asked
+  }
+  ASSIGN_OR_RETURN(auto b, OpenS3Backend(std::move(o)));
   return std::unique_ptr<Backend>(std::move(b));
 }
 
@@ -454,7 +460,9 @@ INSTANTIATE_TEST_SUITE_P(
                     [](const std::string& dir) { return OpenFaultOver(OpenMemory(dir)); }},
         BackendKind{"FaultOverLocal",
                     [](const std::string& dir) { return OpenFaultOver(OpenLocalBackend(dir)); }},
-        BackendKind{"S3", OpenS3, /*needs_s3=*/true}),
+        BackendKind{"S3", [](const std::string& d) { return OpenS3(d, false); }, /*needs_s3=*/true},
+        BackendKind{"S3DiskCache", [](const std::string& d) { return OpenS3(d, true); },
+                    /*needs_s3=*/true}),
     [](const ::testing::TestParamInfo<BackendKind>& info) { return info.param.name; });
 
 // ---- The local backend ----

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -474,6 +475,80 @@ TEST_F(S3FaultTest, MultipartUploadAndPagedListing) {
     EXPECT_EQ((*list)[i].size, static_cast<uint64_t>(i));
   }
   EXPECT_EQ(c->stats().lists, 3u) << "19 keys in pages of 7";
+}
+
+// ---- The disk cache and prefetch ----
+
+TEST_F(S3SpoolTest, DiskCacheServesRereadsAfterReopenAndSurvivesDamage) {
+  opts_.disk_cache_dir = tmp_.path() + "/cache";
+  opts_.disk_cache_bytes = 3ull << 20;  // three 1 MiB blocks (plus trailers: two fit)
+  const auto data = Bytes(5ull << 20, 77);
+  {
+    auto b = OpenS3Backend(opts_);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    auto w = (*b)->Create(1);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append(data).ok());
+    ASSERT_TRUE((*w)->Seal().ok());
+    ASSERT_TRUE((*b)->WaitForUploads().ok());
+    std::vector<uint8_t> got(data.size());
+    ASSERT_TRUE((*b)->Read(1, 0, got.size(), got.data()).ok());
+    EXPECT_TRUE(got == data);
+  }
+  // A new process: its memory cache is cold, the last blocks read are on disk.
+  auto b = OpenS3Backend(opts_);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  const uint64_t gets_before = (*b)->client_stats().gets;
+  std::vector<uint8_t> got(1 << 20);
+  ASSERT_TRUE((*b)->Read(1, 4ull << 20, got.size(), got.data()).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + (4 << 20)));
+  EXPECT_EQ((*b)->client_stats().gets, gets_before) << "block 4 should come from disk";
+  EXPECT_EQ((*b)->disk_cache_hits(), 1u);
+  // The size bound held: at most three blocks' files.
+  uint64_t files = 0, bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(opts_.disk_cache_dir)) {
+    files++;
+    bytes += e.file_size();
+  }
+  EXPECT_LE(bytes, opts_.disk_cache_bytes);
+  EXPECT_GE(files, 1u);
+  // A damaged cache file is a miss, not bad bytes.
+  for (const auto& e : std::filesystem::directory_iterator(opts_.disk_cache_dir)) {
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  auto b2 = OpenS3Backend(opts_);
+  ASSERT_TRUE(b2.ok());
+  ASSERT_TRUE((*b2)->Read(1, 4ull << 20, got.size(), got.data()).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + (4 << 20)));
+  EXPECT_EQ((*b2)->disk_cache_hits(), 0u);
+  EXPECT_EQ((*b2)->client_stats().gets, 1u);
+  // Remove drops the pack's cached blocks.
+  ASSERT_TRUE((*b2)->Remove(1).ok());
+  EXPECT_TRUE(std::filesystem::is_empty(opts_.disk_cache_dir));
+}
+
+TEST_F(S3SpoolTest, PrefetchFetchesAheadOfTheReader) {
+  const auto data = Bytes(4ull << 20, 78);
+  auto b = OpenS3Backend(opts_);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  auto w = (*b)->Create(2);
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Append(data).ok());
+  ASSERT_TRUE((*w)->Seal().ok());
+  ASSERT_TRUE((*b)->WaitForUploads().ok());
+  (*b)->Prefetch(2, 1 << 20, 3 << 20);  // blocks 1..3
+  for (int i = 0; i < 200 && (*b)->client_stats().gets < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the last insert
+  const uint64_t gets = (*b)->client_stats().gets;
+  EXPECT_EQ(gets, 3u);
+  std::vector<uint8_t> got(3 << 20);
+  ASSERT_TRUE((*b)->Read(2, 1 << 20, got.size(), got.data()).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + (1 << 20)));
+  EXPECT_EQ((*b)->client_stats().gets, gets) << "the prefetched blocks were fetched again";
 }
 
 // ---- Parsing (no server needed) ----
