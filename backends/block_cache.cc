@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/pack_names.h"
 #include "core/coding.h"
 
 namespace snapfs {
@@ -25,24 +26,9 @@ bool ParseName(const char* name, uint64_t* pack, uint64_t* block) {
   if (strlen(name) != 16 + 1 + 16 + 4 || name[16] != '-' || strcmp(name + 33, ".blk") != 0) {
     return false;
   }
-  auto hex = [](const char* p, uint64_t* out) {
-    uint64_t v = 0;
-    for (int i = 0; i < 16; ++i) {
-      const char c = p[i];
-      int d;
-      if (c >= '0' && c <= '9') {
-        d = c - '0';
-      } else if (c >= 'a' && c <= 'f') {
-        d = c - 'a' + 10;
-      } else {
-        return false;
-      }
-      v = v << 4 | static_cast<uint64_t>(d);
-    }
-    *out = v;
-    return true;
-  };
-  return hex(name, pack) && hex(name + 17, block);
+  const std::string_view n(name);
+  return pack_names::ParseHex(n.substr(0, 16), 16, pack) &&
+         pack_names::ParseHex(n.substr(17, 16), 16, block);
 }
 
 bool ReadWholeFile(const std::string& path, std::string* out) {
@@ -103,9 +89,7 @@ Result<std::unique_ptr<DiskBlockCache>> DiskBlockCache::Open(const std::string& 
 }
 
 std::string DiskBlockCache::PathOf(const Key& k) const {
-  char name[40];
-  snprintf(name, sizeof name, "%016" PRIx64 "-%016" PRIx64 ".blk", k.first, k.second);
-  return dir_ + "/" + name;
+  return dir_ + "/" + pack_names::Hex(k.first, 16) + "-" + pack_names::Hex(k.second, 16) + ".blk";
 }
 
 void DiskBlockCache::InsertLocked(const Key& k, uint64_t size) {

@@ -22,41 +22,14 @@
 #include <unordered_map>
 
 #include "backends/block_cache.h"
+#include "backends/pack_names.h"
 #include "core/log.h"
 
 namespace snapfs {
 namespace {
 
-std::string Hex(uint64_t v, int digits) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%0*" PRIx64, digits, v);
-  return buf;
-}
-
-bool ParseHex16(std::string_view s, uint64_t* out) {
-  if (s.size() != 16) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      d = c - 'a' + 10;
-    } else {
-      return false;
-    }
-    v = v << 4 | static_cast<uint64_t>(d);
-  }
-  *out = v;
-  return true;
-}
-
-// "<16 hex>.pack" -> id.
-bool ParsePackName(std::string_view name, PackId* id) {
-  constexpr std::string_view kSuffix = ".pack";
-  if (!name.ends_with(kSuffix)) return false;
-  return ParseHex16(name.substr(0, name.size() - kSuffix.size()), id);
-}
+using pack_names::Hex;
+using pack_names::ParseFileName;
 
 Status SyncDir(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -186,7 +159,7 @@ class S3BackendImpl final : public S3Backend {
     std::vector<std::shared_ptr<SpoolFile>> found;
     while (const dirent* e = ::readdir(d)) {
       PackId id;
-      if (!ParsePackName(e->d_name, &id)) continue;
+      if (!ParseFileName(e->d_name, &id)) continue;
       const std::string path = SpoolPath(id);
       int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
       if (fd < 0) continue;
@@ -216,7 +189,7 @@ class S3BackendImpl final : public S3Backend {
   }
 
   std::string PackKey(PackId id) const override {
-    return key_prefix_ + Hex(id % 256, 2) + "/" + Hex(id, 16) + ".pack";
+    return key_prefix_ + pack_names::Fanout(id) + "/" + pack_names::FileName(id);
   }
 
   Result<std::unique_ptr<PackWriter>> Create(PackId id) override {
@@ -359,7 +332,7 @@ class S3BackendImpl final : public S3Backend {
       rest.remove_prefix(key_prefix_.size());
       if (rest.size() != 3 + 16 + 5 || rest[2] != '/') continue;
       PackId id;
-      if (!ParsePackName(rest.substr(3), &id) || Hex(id % 256, 2) != rest.substr(0, 2)) continue;
+      if (!ParseFileName(rest.substr(3), &id) || pack_names::Fanout(id) != rest.substr(0, 2)) continue;
       packs[id] = o.size;
     }
     std::lock_guard l(mu_);
@@ -421,7 +394,7 @@ class S3BackendImpl final : public S3Backend {
   }
 
  private:
-  std::string SpoolPath(PackId id) const { return opts_.spool_dir + "/" + Hex(id, 16) + ".pack"; }
+  std::string SpoolPath(PackId id) const { return opts_.spool_dir + "/" + pack_names::FileName(id); }
 
   std::shared_ptr<SpoolFile> Spooled(PackId id) const {
     std::lock_guard l(mu_);
