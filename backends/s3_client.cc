@@ -262,6 +262,11 @@ Result<std::unique_ptr<S3Client>> S3Client::Create(S3ClientOptions opts) {
 S3Client::S3Client(S3ClientOptions opts) : opts_(std::move(opts)) {}
 S3Client::~S3Client() = default;
 
+void S3Client::Count(uint64_t S3ClientStats::*counter) {
+  std::lock_guard l(stats_mu_);
+  stats_.*counter += 1;
+}
+
 S3ClientStats S3Client::stats() const {
   std::lock_guard l(stats_mu_);
   return stats_;
@@ -407,10 +412,7 @@ Result<S3Client::Response> S3Client::Send(Request& req) {
     const uint64_t wait = cap == 0 ? 0 : rng() % cap;
     SNAPFS_LOG_DEBUG("S3 retry " + std::to_string(attempt) + " of " + req.what + " in " +
                      std::to_string(wait) + " ms: " + last.message());
-    {
-      std::lock_guard l(stats_mu_);
-      stats_.retries++;
-    }
+    Count(&S3ClientStats::retries);
     std::this_thread::sleep_for(std::chrono::milliseconds(wait));
   }
   Status failed = Status::IOError(last.message() + " (gave up after " +
@@ -450,10 +452,7 @@ Status S3Client::Put(const std::string& key, uint64_t size, const BodyReader& bo
   if (if_none_match) req.headers.push_back("If-None-Match: *");
   req.body = &body;
   req.body_size = size;
-  {
-    std::lock_guard l(stats_mu_);
-    stats_.puts++;
-  }
+  Count(&S3ClientStats::puts);
   ASSIGN_OR_RETURN(Response r, Send(req));
   if (r.http >= 300) return HttpError(req.what, r);
   return Status::OK();
@@ -500,10 +499,7 @@ Status S3Client::PutMultipart(const std::string& key, uint64_t size, const BodyR
     req.headers.push_back("Content-MD5: " + *md5);
     req.body = &sub;
     req.body_size = len;
-    {
-      std::lock_guard l(stats_mu_);
-      stats_.puts++;
-    }
+    Count(&S3ClientStats::puts);
     auto r = Send(req);
     Status st = !r.ok() ? r.status() : r->http >= 300 ? HttpError(req.what, *r) : Status::OK();
     if (!st.ok()) {
@@ -553,10 +549,7 @@ Status S3Client::GetRange(const std::string& key, uint64_t offset, size_t len, u
                         std::to_string(offset + len - 1));
   req.out = out;
   req.out_len = len;
-  {
-    std::lock_guard l(stats_mu_);
-    stats_.gets++;
-  }
+  Count(&S3ClientStats::gets);
   ASSIGN_OR_RETURN(Response r, Send(req));
   uint64_t total = 0;
   bool has_total = false;
@@ -596,10 +589,7 @@ Result<uint64_t> S3Client::Head(const std::string& key) {
   req.method = "HEAD";
   req.key = key;
   req.what = "HEAD " + key;
-  {
-    std::lock_guard l(stats_mu_);
-    stats_.heads++;
-  }
+  Count(&S3ClientStats::heads);
   ASSIGN_OR_RETURN(Response r, Send(req));
   if (r.http >= 300) return HttpError(req.what, r);
   return r.content_length;
@@ -610,10 +600,7 @@ Status S3Client::Delete(const std::string& key) {
   req.method = "DELETE";
   req.key = key;
   req.what = "DELETE " + key;
-  {
-    std::lock_guard l(stats_mu_);
-    stats_.deletes++;
-  }
+  Count(&S3ClientStats::deletes);
   ASSIGN_OR_RETURN(Response r, Send(req));
   if (r.http >= 300) return HttpError(req.what, r);
   return Status::OK();
@@ -630,10 +617,7 @@ Result<std::vector<S3Object>> S3Client::List(const std::string& prefix) {
     req.query += "list-type=2&max-keys=" + std::to_string(opts_.list_page_size) +
                  "&prefix=" + Escape(prefix, false);
     req.what = "LIST " + prefix;
-    {
-      std::lock_guard l(stats_mu_);
-      stats_.lists++;
-    }
+    Count(&S3ClientStats::lists);
     ASSIGN_OR_RETURN(Response r, Send(req));
     if (r.http >= 300) return HttpError(req.what, r);
     for (const std::string& c : XmlAll(r.body, "Contents")) {

@@ -116,6 +116,7 @@ class S3Client {
   std::unique_ptr<Handle> TakeHandle();
   void ReturnHandle(std::unique_ptr<Handle> h);
   Status PutMultipart(const std::string& key, uint64_t size, const BodyReader& body);
+  void Count(uint64_t S3ClientStats::*counter);
 
   const S3ClientOptions opts_;
   std::mutex pool_mu_;
