@@ -5,7 +5,7 @@
 //     Sync fdatasyncs it: fsync and kill -9 guarantees are those of the local backend,
 //     and no fsync waits for the network.
 //   - Seal syncs the spool file and queues the pack for upload (a bounded pool of upload
-//     threads; PUT with If-None-Match: *, multipart above 32 MiB). The spool file is
+//     threads; PUT with If-None-Match: *, multipart above 96 MiB). The spool file is
 //     deleted only once the object is stored. Spool files found at open (a crash, an
 //     upload that kept failing) are uploaded again: that is the replay.
 //   - Reads of a pack still in the spool read the file; reads of uploaded packs are
@@ -32,7 +32,8 @@ struct S3BackendOptions {
   std::string prefix;     // key prefix inside the bucket, no leading/trailing '/'
   std::string spool_dir;  // local folder for open and not yet uploaded packs
   int upload_threads = 4;
-  uint64_t block_size = 1ull << 20;
+  // Reads of uploaded packs fetch aligned blocks of this size (one ranged GET each).
+  uint64_t block_size = 4ull << 20;
   uint64_t block_cache_bytes = 64ull << 20;
   // How long a failed upload waits before it is tried again (the spool keeps it safe).
   int upload_retry_delay_ms = 5000;

@@ -48,8 +48,9 @@ struct S3ClientOptions {
   int max_attempts = 6;
   int backoff_base_ms = 50;
   int backoff_max_ms = 3000;
-  // Objects above this size are uploaded in parts of part_size.
-  uint64_t multipart_threshold = 32ull << 20;
+  // Objects above this size are uploaded in parts of part_size. Above a full pack (64 MiB
+  // plus its last chunk), so that a pack is one PUT: requests are what stores bill.
+  uint64_t multipart_threshold = 96ull << 20;
   uint64_t part_size = 16ull << 20;
   int list_page_size = 1000;  // S3's maximum; tests make pages small
 };

@@ -11,7 +11,8 @@
 # plus stored bytes / unique bytes and the requests radosgw served per GiB written (its
 # perf counters): PUTs are what object stores bill.
 #
-#   scripts/bench_s3.sh            (SNAPFS_BENCH_S3_MIB=512 workload size, RUNS=1)
+#   scripts/bench_s3.sh            (SNAPFS_BENCH_S3_MIB=512 workload size; one run;
+#                                   SNAPFS_BIN=path uses that snapfs instead of building)
 #
 # Targets: new >= 1.0x plain_put, stored >= 3x plain_put, cold read >= 0.8x plain_get,
 # stored bytes <= 1.1x unique.
@@ -24,8 +25,12 @@ MIB=${SNAPFS_BENCH_S3_MIB:-512}
 log() { echo "bench_s3: $*" >&2; }
 
 bash scripts/setup.sh --with-ceph
-BUILD=$(BUILD_DIR=${BUILD_DIR:-build-release} bash scripts/build.sh --release --target snapfs | tail -n 1)
-SNAPFS=$ROOT/$BUILD/snapfs
+if [[ -n ${SNAPFS_BIN:-} ]]; then
+  SNAPFS=$(realpath "$SNAPFS_BIN")
+else
+  BUILD=$(BUILD_DIR=${BUILD_DIR:-build-release} bash scripts/build.sh --release --target snapfs | tail -n 1)
+  SNAPFS=$ROOT/$BUILD/snapfs
+fi
 
 WORK=$(mktemp -d /tmp/snapfs-bench-s3-XXXXXX)
 SRC=$(mktemp -d /dev/shm/snapfs-bench-src-XXXXXX)

@@ -380,6 +380,7 @@ class S3SpoolTest : public ::testing::Test {
     SNAPFS_REQUIRE_S3_OR_SKIP();
     env_ = *test::GetS3TestEnv();
     opts_ = test::S3TestBackendOptions(env_, tmp_.path() + "/spool", test::UniqueS3Prefix("spool"));
+    opts_.block_size = 1 << 20;  // the block arithmetic below assumes 1 MiB
   }
   TempDir tmp_;
   test::S3TestEnv env_;
