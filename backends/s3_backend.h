@@ -33,7 +33,7 @@ struct S3BackendOptions {
   std::string spool_dir;  // local folder for open and not yet uploaded packs
   int upload_threads = 4;
   // Reads of uploaded packs fetch aligned blocks of this size (one ranged GET each).
-  uint64_t block_size = 4ull << 20;
+  uint64_t block_size = 1ull << 20;
   uint64_t block_cache_bytes = 64ull << 20;
   // How long a failed upload waits before it is tried again (the spool keeps it safe).
   int upload_retry_delay_ms = 5000;
