@@ -324,6 +324,13 @@ class S3BackendImpl final : public S3Backend {
   }
 
   Result<std::vector<PackInfo>> List() const override {
+    // The spool first: a pack whose upload ends while we list the bucket is then in the
+    // snapshot, while listing first could miss it in both.
+    std::map<PackId, uint64_t> spooled;
+    {
+      std::lock_guard l(mu_);
+      for (const auto& [id, f] : spool_) spooled[id] = f->size.load();
+    }
     ASSIGN_OR_RETURN(auto objects, client_->List(key_prefix_));
     std::map<PackId, uint64_t> packs;
     for (const S3Object& o : objects) {
@@ -335,8 +342,16 @@ class S3BackendImpl final : public S3Backend {
       if (!ParseFileName(rest.substr(3), &id) || pack_names::Fanout(id) != rest.substr(0, 2)) continue;
       packs[id] = o.size;
     }
-    std::lock_guard l(mu_);
-    for (const auto& [id, f] : spool_) packs[id] = f->size.load();
+    for (const auto& [id, size] : spooled) {
+      // Still spooled, or removed since: a removed pack's object is gone from the listing.
+      std::lock_guard l(mu_);
+      auto it = spool_.find(id);
+      if (it != spool_.end()) {
+        packs[id] = it->second->size.load();
+      } else if (!packs.count(id) && !Removed(id)) {
+        packs[id] = size;  // uploaded after our listing
+      }
+    }
     std::vector<PackInfo> out;
     for (const auto& [id, size] : packs) out.push_back(PackInfo{id, size});
     return out;
@@ -478,6 +493,11 @@ class S3BackendImpl final : public S3Backend {
       lru_.erase(it->second.lru);
       it = cache_.erase(it);
     }
+  }
+
+  bool Removed(PackId id) const {
+    std::lock_guard l(cache_mu_);
+    return removed_.count(id) != 0;
   }
 
   void ForgetRemoved(PackId id) {
