@@ -24,11 +24,11 @@
 #include <utility>
 
 #include "backends/backend.h"
+#include "backends/pack_names.h"
 
 namespace snapfs {
 namespace {
 
-constexpr int kFanout = 256;
 constexpr size_t kMaxCachedReadFds = 64;
 constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
 
@@ -60,44 +60,15 @@ struct DirCloser {
 };
 using UniqueDir = std::unique_ptr<DIR, DirCloser>;
 
-std::string Hex(uint64_t v, int digits) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%0*" PRIx64, digits, v);
-  return buf;
-}
+using pack_names::kFanout;
+using pack_names::ParseHex;
 
 std::string FanoutDir(const std::string& dir, PackId id) {
-  return dir + "/" + Hex(id % kFanout, 2);
+  return dir + "/" + pack_names::Fanout(id);
 }
 
 std::string PackPath(const std::string& dir, PackId id) {
-  return FanoutDir(dir, id) + "/" + Hex(id, 16) + ".pack";
-}
-
-// Parses exactly `digits` lowercase hex digits (the only form we write).
-bool ParseHex(std::string_view s, size_t digits, uint64_t* out) {
-  if (s.size() != digits) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    int d;
-    if (c >= '0' && c <= '9') {
-      d = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      d = c - 'a' + 10;
-    } else {
-      return false;
-    }
-    v = v << 4 | static_cast<uint64_t>(d);
-  }
-  *out = v;
-  return true;
-}
-
-// "<16 hex>.pack" -> id.
-bool ParsePackName(std::string_view name, PackId* id) {
-  constexpr std::string_view kSuffix = ".pack";
-  if (!name.ends_with(kSuffix)) return false;
-  return ParseHex(name.substr(0, name.size() - kSuffix.size()), 16, id);
+  return FanoutDir(dir, id) + "/" + pack_names::FileName(id);
 }
 
 std::string Parent(const std::string& path) {
@@ -378,7 +349,7 @@ class LocalBackend final : public Backend {
         return Status::OK();
       }
       PackId id;
-      if (!ParsePackName(e->d_name, &id) || id % kFanout != bucket) continue;
+      if (!pack_names::ParseFileName(e->d_name, &id) || id % kFanout != bucket) continue;
       struct stat st;
       if (::fstatat(::dirfd(d.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) continue;  // removed while we listed

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <random>
 
+#include "backends/s3_backend.h"
 #include "base/coding.h"
 #include "core/fs/inode.h"
 
@@ -16,6 +17,57 @@ namespace snapfs {
 
 namespace {
 std::string ConfPath(const std::string& dir) { return dir + "/snapfs.conf"; }
+
+std::string EnvOr(const char* name, const std::string& fallback) {
+  const char* v = getenv(name);
+  return v && *v ? std::string(v) : fallback;
+}
+
+// The S3 backend's options for a store's recorded settings; credentials from the file
+// named in the config or the AWS_* environment.
+Result<S3BackendOptions> S3Options(const std::string& data, const std::string& endpoint,
+                                   const std::string& region, const std::string& cred_file,
+                                   const std::string& spool_dir) {
+  ASSIGN_OR_RETURN(S3Location loc, ParseS3Url(data));
+  ASSIGN_OR_RETURN(S3Credentials creds, LoadS3Credentials(cred_file));
+  S3BackendOptions o;
+  o.client.bucket = loc.bucket;
+  o.client.endpoint = endpoint.empty() ? EnvOr("AWS_ENDPOINT_URL", "") : endpoint;
+  o.client.region = region.empty() ? EnvOr("AWS_REGION", "us-east-1") : region;
+  o.client.credentials = std::move(creds);
+  o.prefix = loc.prefix;
+  o.spool_dir = spool_dir;
+  return o;
+}
+
+// Init's checks of an S3 location; creates the bucket when asked. Fills in the
+// endpoint and region actually used, so that the config records them.
+Status CheckS3Location(InitOptions* opts) {
+  // Recorded absolute: the daemon does not run in the folder init ran in.
+  if (!opts->s3_credentials_file.empty() && opts->s3_credentials_file[0] != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof cwd) == nullptr) return PosixError("getcwd", errno);
+    opts->s3_credentials_file = std::string(cwd) + "/" + opts->s3_credentials_file;
+  }
+  ASSIGN_OR_RETURN(S3BackendOptions o, S3Options(opts->data, opts->s3_endpoint, opts->s3_region,
+                                                 opts->s3_credentials_file, ""));
+  opts->s3_endpoint = o.client.endpoint;
+  opts->s3_region = o.client.region;
+  // Tell an unreachable endpoint quickly: init is interactive.
+  o.client.max_attempts = 2;
+  o.client.request_timeout_ms = 10000;
+  ASSIGN_OR_RETURN(auto client, S3Client::Create(o.client));
+  Status st = client->CheckBucket();
+  if (st.Is(Code::kNotFound) && opts->create_bucket) st = client->CreateBucket();
+  RETURN_IF_ERROR(st.WithContext(opts->data));
+  ASSIGN_OR_RETURN(auto objects,
+                   client->List(o.prefix.empty() ? "packs/" : o.prefix + "/packs/"));
+  if (!objects.empty()) {
+    return Status::AlreadyExists(opts->data + " already holds packs (" + objects[0].key +
+                                 "...): another store's? Choose another prefix");
+  }
+  return Status::OK();
+}
 
 uint64_t RandomSeed() {
   std::random_device rd;  // /dev/urandom
@@ -56,7 +108,8 @@ bool StoreLockHeld(const std::string& dir, int* pid) {
   return held;
 }
 
-Status Store::Init(const std::string& dir, const InitOptions& opts) {
+Status Store::Init(const std::string& dir, const InitOptions& init_opts) {
+  InitOptions opts = init_opts;
   RETURN_IF_ERROR(opts.chunker.Validate());
   struct stat st;
   if (::stat(dir.c_str(), &st) == 0) {
@@ -68,7 +121,14 @@ Status Store::Init(const std::string& dir, const InitOptions& opts) {
     if (!empty) return Status::NotEmpty(dir + " is not empty; refusing to init there");
   } else if (errno != ENOENT) {
     return PosixError(dir, errno);
-  } else if (::mkdir(dir.c_str(), 0700) != 0) {
+  }
+  if (!opts.data.empty()) {
+    if (!opts.data.starts_with("s3://")) {
+      return Status::InvalidArgument("--data: expected s3://bucket/prefix, got " + opts.data);
+    }
+    RETURN_IF_ERROR(CheckS3Location(&opts));
+  }
+  if (::stat(dir.c_str(), &st) != 0 && ::mkdir(dir.c_str(), 0700) != 0) {
     return PosixError("create " + dir, errno);
   }
   ::chmod(dir.c_str(), 0700);  // owner-only: the config holds the hash secret
@@ -79,13 +139,21 @@ Status Store::Init(const std::string& dir, const InitOptions& opts) {
   c.marker_names = opts.marker_names;
   c.hash_seed = RandomSeed();
   c.created_unix = static_cast<uint64_t>(time(nullptr));
+  if (!opts.data.empty()) {
+    c.format_version = StoreConfig::kFormatVersionData;
+    c.data = opts.data;
+    c.s3_endpoint = opts.s3_endpoint;
+    c.s3_region = opts.s3_region;
+    c.s3_credentials_file = opts.s3_credentials_file;
+  }
 
   {
     ASSIGN_OR_RETURN(auto meta, MetaStore::Open(dir + "/meta", /*create=*/true));
     RETURN_IF_ERROR(InitMetadata(meta->engine()));
   }
-  if (::mkdir((dir + "/packs").c_str(), 0700) != 0 && errno != EEXIST) {
-    return PosixError("create packs folder", errno);
+  const char* packs = c.is_s3() ? "/spool" : "/packs";
+  if (::mkdir((dir + packs).c_str(), 0700) != 0 && errno != EEXIST) {
+    return PosixError(std::string("create ") + (packs + 1) + " folder", errno);
   }
   // The config is written last: a folder with a config is a complete store.
   return c.Save(ConfPath(dir));
@@ -124,6 +192,17 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
 
   if (opts.backend) {
     s->backend_ = std::move(opts.backend);
+  } else if (config.is_s3()) {
+    ASSIGN_OR_RETURN(S3BackendOptions o,
+                     S3Options(config.data, config.s3_endpoint, config.s3_region,
+                               config.s3_credentials_file, dir + "/spool"));
+    if (opts.cache_bytes > 0) {
+      o.disk_cache_dir = opts.cache_dir.empty() ? dir + "/cache" : opts.cache_dir;
+      o.disk_cache_bytes = opts.cache_bytes;
+    }
+    auto b = OpenS3Backend(std::move(o));
+    if (!b.ok()) return b.status().WithContext("open " + config.data);
+    s->backend_ = std::move(b).value();
   } else {
     ASSIGN_OR_RETURN(s->backend_, OpenLocalBackend(dir + "/packs"));
   }

@@ -4,6 +4,8 @@
 //   STORE/lock          flock'ed by the one process that has the store open; holds its pid
 //   STORE/meta/         RocksDB: all metadata (core/meta/meta_store.h)
 //   STORE/packs/        chunk packs (local backend)
+//   STORE/spool/        packs being written or not yet uploaded (S3 backend, docs/s3.md)
+//   STORE/cache/        fetched pack blocks (S3 backend; `mount --cache-dir` moves it)
 //
 // Thread-safety: after Open, the accessors are safe to call from any thread; the objects
 // they return document their own thread-safety.
@@ -23,6 +25,13 @@ struct InitOptions {
   ChunkerParams chunker;
   bool verify_dedup = false;
   std::string marker_names = "_metadata";
+  // Where packs live: empty (STORE/packs) or "s3://bucket/prefix", with the S3 settings
+  // recorded in the config (docs/s3.md). The bucket must exist unless create_bucket.
+  std::string data;
+  std::string s3_endpoint;  // empty: AWS_ENDPOINT_URL, else AWS
+  std::string s3_region;    // empty: AWS_REGION, else us-east-1
+  std::string s3_credentials_file;
+  bool create_bucket = false;
 };
 
 struct OpenOptions {
@@ -32,11 +41,18 @@ struct OpenOptions {
   // store's metadata (tests: a memory engine set up by InitMetadata).
   std::unique_ptr<kv::Engine> engine;
   size_t chunk_cache_bytes = 64ull << 20;
+  // S3 stores: the local cache of fetched pack blocks (empty: STORE/cache) and its size
+  // bound (0: no disk cache). Ignored for local stores.
+  std::string cache_dir;
+  uint64_t cache_bytes = kDefaultCacheBytes;
+  static constexpr uint64_t kDefaultCacheBytes = 4ull << 30;
 };
 
 class Store {
  public:
-  // Creates a store in `dir` (created if missing; must be empty otherwise).
+  // Creates a store in `dir` (created if missing; must be empty otherwise). Every input
+  // is checked before anything is created (an S3 location: URL, credentials, endpoint
+  // reachable, bucket present, prefix holding no packs), so a failed init leaves nothing.
   static Status Init(const std::string& dir, const InitOptions& opts);
   // Writes what a new store's metadata starts with (the root folder, the inode counter)
   // into an empty engine. Init does it for the store's own RocksDB.

@@ -39,12 +39,19 @@ std::string StoreConfig::Serialize() const {
   o << "verify_dedup = " << (verify_dedup ? "true" : "false") << "\n";
   o << "marker_names = " << marker_names << "\n";
   o << "created_unix = " << created_unix << "\n";
+  if (!data.empty()) {
+    o << "data = " << data << "\n";
+    if (!s3_endpoint.empty()) o << "s3_endpoint = " << s3_endpoint << "\n";
+    if (!s3_region.empty()) o << "s3_region = " << s3_region << "\n";
+    if (!s3_credentials_file.empty()) o << "s3_credentials_file = " << s3_credentials_file << "\n";
+  }
   return o.str();
 }
 
 Result<StoreConfig> StoreConfig::Parse(const std::string& text) {
   StoreConfig c;
   bool magic = false, version = false;
+  std::string unknown;
   std::istringstream in(text);
   std::string line;
   int lineno = 0;
@@ -89,15 +96,36 @@ Result<StoreConfig> StoreConfig::Parse(const std::string& text) {
       c.marker_names = v;
     } else if (k == "created_unix") {
       RETURN_IF_ERROR(num(&c.created_unix));
+    } else if (k == "data") {
+      c.data = v;
+    } else if (k == "s3_endpoint") {
+      c.s3_endpoint = v;
+    } else if (k == "s3_region") {
+      c.s3_region = v;
+    } else if (k == "s3_credentials_file") {
+      c.s3_credentials_file = v;
+    } else {
+      unknown = k;
     }
-    // Unknown keys are ignored so that a newer minor version can add optional settings.
   }
   if (!magic) return Status::InvalidArgument("not a snapfs store (no magic line)");
   if (!version) return Status::Corruption("config has no format_version");
-  if (c.format_version != kFormatVersion) {
+  if (c.format_version < kFormatVersion || c.format_version > kNewestFormatVersion) {
     return Status::NotSupported("store format version " + std::to_string(c.format_version) +
-                                " is not supported (this snapfs reads version " +
-                                std::to_string(kFormatVersion) + ")");
+                                " is not supported (this snapfs reads versions " +
+                                std::to_string(kFormatVersion) + " to " +
+                                std::to_string(kNewestFormatVersion) +
+                                "; was the store made by a newer snapfs?)");
+  }
+  if (!unknown.empty()) {
+    return Status::NotSupported("unknown config key '" + unknown +
+                                "' (was the store made by a newer snapfs?)");
+  }
+  if (!c.data.empty() && !c.is_s3()) {
+    return Status::NotSupported("config: data = " + c.data + " is not a location this snapfs knows");
+  }
+  if (c.is_s3() && c.format_version < kFormatVersionData) {
+    return Status::Corruption("config: data = " + c.data + " in a format version 1 store");
   }
   RETURN_IF_ERROR(c.chunker.Validate().WithContext("config"));
   return c;

@@ -176,7 +176,10 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   std::string store_path = abs_store ? abs_store : opts.store;
   free(abs_store);
 
-  auto store = Store::Open(store_path);
+  OpenOptions open_opts;
+  open_opts.cache_dir = opts.cache_dir;
+  open_opts.cache_bytes = opts.cache_bytes;
+  auto store = Store::Open(store_path, std::move(open_opts));
   if (!store.ok()) {
     SNAPFS_LOG_ERROR("cannot open store " + store_path + ": " + store.status().ToString());
     ready(store.status());

@@ -35,6 +35,10 @@ struct MountOptions {
   unsigned gauge_interval_s = 60;
   // The mount options as the user gave them, for the start line of the log.
   std::string options_text;
+  // S3 stores: where fetched pack blocks are cached (empty: STORE/cache) and how much
+  // (0: no disk cache). See OpenOptions.
+  std::string cache_dir;
+  uint64_t cache_bytes = 4ull << 30;
   // Answers control-socket requests (the CLI while mounted); none if empty.
   std::function<std::string(Store&, Filesystem&, const std::string&)> control;
 };

@@ -7,8 +7,10 @@
 #                    16 KiB small files
 # and prints the medians (and ratios to native) at the end.
 #
-#   scripts/bench.sh [--engine-only | --all]     (default --all: engine, then the mount
-#                                                 benchmarks of scripts/bench_mount.sh)
+#   scripts/bench.sh [--engine-only | --all | --s3]  (default --all: engine, then the mount
+#                                                 benchmarks of scripts/bench_mount.sh;
+#                                                 --s3: scripts/bench_s3.sh alone, snapfs
+#                                                 on S3 vs a plain S3 client, own Ceph)
 #
 # Environment:
 #   RUNS=3              repetitions; medians are reported
@@ -179,6 +181,7 @@ main() {
     case "$a" in
       --engine-only) mode=engine ;;
       --all) mode=all ;;
+      --s3) exec bash scripts/bench_s3.sh ;;
       -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
       *) die "unknown option $a (use --engine-only or --all)" ;;
     esac

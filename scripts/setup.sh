@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package snapfs needs to build, test and run. Idempotent: it
 # does nothing when everything is already there.
+#   --with-ceph   also the single-node Ceph + radosgw that the S3 tests run against
+#                 (scripts/ceph-test-cluster.sh; scripts/test.sh passes it)
 set -euo pipefail
 
 PKGS=(
@@ -13,7 +15,14 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   help2man man-db bsdextrautils curl
+  libcurl4-openssl-dev libssl-dev
 )
+for a in "$@"; do
+  case "$a" in
+    --with-ceph) PKGS+=(ceph-mon ceph-osd ceph-common radosgw python3) ;;
+    *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PKGS[@]}"; do

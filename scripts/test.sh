@@ -2,7 +2,12 @@
 # Builds snapfs and runs every test with ctest. Installs what it needs first.
 #   scripts/test.sh              normal build (RelWithDebInfo, -Werror)
 #   scripts/test.sh --sanitize   AddressSanitizer + UndefinedBehaviorSanitizer build
-# Extra arguments after -- go to ctest (e.g. -- -R Chunker).
+# Extra arguments after -- go to ctest (e.g. -- -R Chunker, -- -L s3 for the S3 tests alone).
+#
+# The S3 tests (ctest label s3) run against a single-node Ceph + radosgw that this script
+# starts once around ctest (scripts/ceph-test-cluster.sh, ~25 s) and always stops. If it
+# cannot start, the run fails with the reason: the S3 tests never skip here. Set
+# SNAPFS_TEST_S3_ENDPOINT & co yourself (tests/util/s3_env.h) to use a running server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +40,28 @@ fi
 export SNAPFS_TEST_PG
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+# Whether the selected tests include S3 ones: ask ctest (-N lists without running).
+if [[ -z ${SNAPFS_TEST_S3_ENDPOINT:-} ]] &&
+  (cd "$BUILD" && ctest -N -L s3 "${CTEST_ARGS[@]}" | grep '^  Test *#' >/dev/null); then
+  bash scripts/setup.sh --with-ceph
+  CEPH_DIR=$(mktemp -d /tmp/snapfs-ceph-XXXXXX)
+  trap 'bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR"; rm -rf "$CEPH_DIR"' EXIT
+  if ! bash scripts/ceph-test-cluster.sh up "$CEPH_DIR/cluster" >/dev/null; then
+    echo "##################################################################" >&2
+    echo "## FAILED: the S3 test server (Ceph + radosgw) did not start;   ##" >&2
+    echo "## the S3 tests cannot run. Logs: $CEPH_DIR/cluster/log" >&2
+    echo "##################################################################" >&2
+    tail -n 20 "$CEPH_DIR"/cluster/log/*.log >&2 || true
+    trap - EXIT
+    bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR/cluster"
+    exit 1
+  fi
+  trap 'bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR/cluster"; rm -rf "$CEPH_DIR"' EXIT
+  # shellcheck disable=SC1091
+  source "$CEPH_DIR/cluster/env"
+fi
+export SNAPFS_TEST_S3_REQUIRED=1
 cd "$BUILD"
 ctest --output-on-failure -j "$(nproc)" --timeout 900 "${CTEST_ARGS[@]}"
 # The marker-scan fuzzer (scripts/fuzz.sh has its own sanitizers) and clang's

@@ -19,6 +19,7 @@
 
 #include "backends/backend.h"
 #include "backends/fault_backend.h"
+#include "tests/util/s3_env.h"
 #include "tests/util/temp_dir.h"
 
 namespace snapfs {
@@ -104,6 +105,7 @@ struct BackendKind {
   std::string name;
   // Opens a backend; `dir` is a fresh path under a temp folder that does not exist yet.
   std::function<Result<std::unique_ptr<Backend>>(const std::string& dir)> open;
+  bool needs_s3 = false;  // runs against the test S3 server (tests/util/s3_env.h)
 };
 
 void PrintTo(const BackendKind& k, std::ostream* os) { *os << k.name; }
@@ -111,6 +113,7 @@ void PrintTo(const BackendKind& k, std::ostream* os) { *os << k.name; }
 class BackendConformanceTest : public ::testing::TestWithParam<BackendKind> {
  protected:
   void SetUp() override {
+    if (GetParam().needs_s3) SNAPFS_REQUIRE_S3_OR_SKIP();
     auto opened = GetParam().open(tmp_.path() + "/packs");
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     backend_ = std::move(opened).value();
@@ -434,6 +437,21 @@ Result<std::unique_ptr<Backend>> OpenFaultOver(Result<std::unique_ptr<Backend>> 
       std::make_unique<FaultInjectionBackend>(std::move(target).value()));
 }
 
+// A fresh prefix per test, the spool beside `dir`.
+Result<std::unique_ptr<Backend>> OpenS3(const std::string& dir, bool disk_cache) {
+  auto env = test::GetS3TestEnv();
+  if (!env) return Status::NotFound("no S3 test server");
+  S3BackendOptions o =
+      test::S3TestBackendOptions(*env, dir + "-spool", test::UniqueS3Prefix("conformance"));
+  if (disk_cache) {
+    o.disk_cache_dir = dir + "-cache";
+    o.disk_cache_bytes = 4 << 20;  // small: evictions happen
+    o.block_cache_bytes = 2 << 20;  // small: the disk cache is asked
+  }
+  ASSIGN_OR_RETURN(auto b, OpenS3Backend(std::move(o)));
+  return std::unique_ptr<Backend>(std::move(b));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     AllBackends, BackendConformanceTest,
     ::testing::Values(
@@ -441,7 +459,10 @@ INSTANTIATE_TEST_SUITE_P(
         BackendKind{"FaultOverMemory",
                     [](const std::string& dir) { return OpenFaultOver(OpenMemory(dir)); }},
         BackendKind{"FaultOverLocal",
-                    [](const std::string& dir) { return OpenFaultOver(OpenLocalBackend(dir)); }}),
+                    [](const std::string& dir) { return OpenFaultOver(OpenLocalBackend(dir)); }},
+        BackendKind{"S3", [](const std::string& d) { return OpenS3(d, false); }, /*needs_s3=*/true},
+        BackendKind{"S3DiskCache", [](const std::string& d) { return OpenS3(d, true); },
+                    /*needs_s3=*/true}),
     [](const ::testing::TestParamInfo<BackendKind>& info) { return info.param.name; });
 
 // ---- The local backend ----

@@ -16,6 +16,7 @@
 #include <set>
 
 #include "tests/util/mount_fixture.h"
+#include "tests/util/mount_s3.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -566,6 +567,7 @@ class Differ {
 
 class MountDifferential : public MountFixture {
  protected:
+  void RandomOpsSequentialThenConcurrentThenRemount();  // a TEST_F below runs it, on a local and on an S3 store
   void SetUp() override {
     MountFixture::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
@@ -575,7 +577,7 @@ class MountDifferential : public MountFixture {
   std::string native_;
 };
 
-TEST_F(MountDifferential, RandomOpsSequentialThenConcurrentThenRemount) {
+void MountDifferential::RandomOpsSequentialThenConcurrentThenRemount() {
   const uint64_t seed = SeedFromEnv();
   std::cerr << "[ seed ] MountDifferential seed = " << seed
             << " (replay with SNAPFS_DIFF_SEED=" << seed << ")\n";
@@ -655,6 +657,12 @@ TEST_F(MountDifferential, RandomOpsSequentialThenConcurrentThenRemount) {
   std::string t = CompareTrees(mnt(), native_);
   EXPECT_TRUE(t.empty()) << "seed " << seed << ", after unmount + remount:" << t;
 }
+
+TEST_F(MountDifferential, RandomOpsSequentialThenConcurrentThenRemount) { RandomOpsSequentialThenConcurrentThenRemount(); }
+
+// The same on an S3-backed store (test radosgw; ctest label s3).
+class MountDifferentialS3 : public test::OnS3<MountDifferential> {};
+TEST_F(MountDifferentialS3, RandomOpsSequentialThenConcurrentThenRemount) { RandomOpsSequentialThenConcurrentThenRemount(); }
 
 }  // namespace
 }  // namespace snapfs::mounttest

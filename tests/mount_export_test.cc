@@ -5,12 +5,14 @@
 // --rewrite-prefix, --relocate, --relocate --as) must verify, and the copy must restore
 // byte for byte the way a job would read it (tests/util/flink_sim.h Restore).
 #include "tests/util/flink_sim.h"
+#include "tests/util/mount_s3.h"
 
 namespace snapfs::mounttest {
 namespace {
 
 class MountExport : public MountFixture {
  protected:
+  void FlinkCheckpointWithNamedInlineStateExportsEveryWay();  // a TEST_F below runs it, on a local and on an S3 store
   std::string Rel(const std::string& abs) const { return abs.substr(mnt().size() + 1); }
 
   // The view path of an absolute path a checkpoint of `job` references (the views' rule).
@@ -53,7 +55,7 @@ std::vector<MetadataRef> RefsOf(const std::string& md_path) {
   return refs;
 }
 
-TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) {
+void MountExport::FlinkCheckpointWithNamedInlineStateExportsEveryWay() {
   FlinkJob other(mnt(), "job-a", 201, &content_);
   ASSERT_EQ(other.Init(), "");
   ASSERT_EQ(other.TakeCheckpoint(2, 48 * kKiB), "");
@@ -180,6 +182,12 @@ TEST_F(MountExport, RelocateOptionsAreCheckedBeforeAnythingIsWritten) {
     EXPECT_FALSE(Exists(dest)) << ShellJoin(args) << " wrote " << dest;
   }
 }
+
+TEST_F(MountExport, FlinkCheckpointWithNamedInlineStateExportsEveryWay) { FlinkCheckpointWithNamedInlineStateExportsEveryWay(); }
+
+// The same on an S3-backed store (test radosgw; ctest label s3).
+class MountExportS3 : public test::OnS3<MountExport> {};
+TEST_F(MountExportS3, FlinkCheckpointWithNamedInlineStateExportsEveryWay) { FlinkCheckpointWithNamedInlineStateExportsEveryWay(); }
 
 }  // namespace
 }  // namespace snapfs::mounttest

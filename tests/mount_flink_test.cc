@@ -25,6 +25,7 @@
 #include <set>
 
 #include "tests/util/flink_sim.h"
+#include "tests/util/mount_s3.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -44,9 +45,12 @@ struct Checkpoint {
   std::string metadata;             // expected bytes of chk-N/_metadata
 };
 
-class MountFlink : public MountFixture {};
+class MountFlink : public MountFixture {
+ protected:
+  void IncrementalCheckpointsRetainThree();  // a TEST_F below runs it, on a local and on an S3 store
+};
 
-TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
+void MountFlink::IncrementalCheckpointsRetainThree() {
   const uint64_t seed = 0xf11c ^ (::getenv("SNAPFS_FLINK_SEED")
                                       ? std::strtoull(::getenv("SNAPFS_FLINK_SEED"), nullptr, 0)
                                       : 0ull);
@@ -366,6 +370,12 @@ TEST_F(MountFlink, IncrementalCheckpointsRetainThree) {
   std::cerr << "[ stats ] verified " << checked << " live files of " << retained.size()
             << " retained checkpoints\n";
 }
+
+TEST_F(MountFlink, IncrementalCheckpointsRetainThree) { IncrementalCheckpointsRetainThree(); }
+
+// The same on an S3-backed store (test radosgw; ctest label s3).
+class MountFlinkS3 : public test::OnS3<MountFlink> {};
+TEST_F(MountFlinkS3, IncrementalCheckpointsRetainThree) { IncrementalCheckpointsRetainThree(); }
 
 }  // namespace
 }  // namespace snapfs::mounttest

@@ -3,12 +3,14 @@
 // when it all sits in the pack the daemon is appending to (a small store has one);
 // `snapfs stats` keeps dead bytes apart from live ones.
 #include "tests/util/flink_sim.h"
+#include "tests/util/mount_s3.h"
 
 namespace snapfs::mounttest {
 namespace {
 
 class MountGc : public MountFixture {
  protected:
+  void DefaultGcReclaimsWhatRmFreedFromTheActivePack();  // a TEST_F below runs it, on a local and on an S3 store
   static uint64_t U(const nlohmann::json& j, const char* key) { return StatU64(j, key); }
 
   // Every file the job wrote that should still be there reads back byte for byte.
@@ -27,7 +29,7 @@ class MountGc : public MountFixture {
   ContentMap content_;
 };
 
-TEST_F(MountGc, DefaultGcReclaimsWhatRmFreedFromTheActivePack) {
+void MountGc::DefaultGcReclaimsWhatRmFreedFromTheActivePack() {
   FlinkJob job(mnt(), "job-g", 4242, &content_);
   ASSERT_EQ(job.Init(), "");
   // Four checkpoints of distinct data; each compacts the previous state away, so every
@@ -131,6 +133,12 @@ TEST_F(MountGc, MaxUnusedIsValidatedAndHonoured) {
   CmdResult fsck = Snapfs({"fsck", store(), "--verify"});
   EXPECT_EQ(fsck.code, 0) << fsck.Describe();
 }
+
+TEST_F(MountGc, DefaultGcReclaimsWhatRmFreedFromTheActivePack) { DefaultGcReclaimsWhatRmFreedFromTheActivePack(); }
+
+// The same on an S3-backed store (test radosgw; ctest label s3).
+class MountGcS3 : public test::OnS3<MountGc> {};
+TEST_F(MountGcS3, DefaultGcReclaimsWhatRmFreedFromTheActivePack) { DefaultGcReclaimsWhatRmFreedFromTheActivePack(); }
 
 }  // namespace
 }  // namespace snapfs::mounttest

@@ -14,11 +14,16 @@
 #include <set>
 
 #include "tests/util/mount_fixture.h"
+#include "tests/util/mount_s3.h"
 
 namespace snapfs::mounttest {
 namespace {
 
-class MountRemount : public MountFixture {};
+class MountRemount : public MountFixture {
+ protected:
+  void EverythingSurvivesUnmountAndMount();  // a TEST_F below runs it, on a local and on an S3 store
+  void FsyncedFilesSurviveKill9();  // a TEST_F below runs it, on a local and on an S3 store
+};
 
 // Everything observable about one entry.
 struct Node {
@@ -125,7 +130,7 @@ std::string CompareCaptures(const std::map<std::string, Node>& a,
   return s.str();
 }
 
-TEST_F(MountRemount, EverythingSurvivesUnmountAndMount) {
+void MountRemount::EverythingSurvivesUnmountAndMount() {
   // A tree with every kind of thing in it.
   ASSERT_EQ(::mkdir(Path("a").c_str(), 0755), 0);
   ASSERT_EQ(::mkdir(Path("a/b").c_str(), 0700), 0);
@@ -187,7 +192,7 @@ TEST_F(MountRemount, EverythingSurvivesUnmountAndMount) {
   EXPECT_EQ(ReadFile(Path("moved/c/multi-chunk")), RandomBytes(5 * kMiB + 17, 1));
 }
 
-TEST_F(MountRemount, FsyncedFilesSurviveKill9) {
+void MountRemount::FsyncedFilesSurviveKill9() {
   std::vector<std::string> synced;
   for (int i = 0; i < 20; i++) {
     // 1 KiB .. ~1.5 MiB, some identical to each other.
@@ -552,6 +557,14 @@ TEST_F(MountRemount, RemountWithOptionsTracksTheNewDaemon) {
   ASSERT_NO_FATAL_FAILURE(KillDaemon9());
   ASSERT_NO_FATAL_FAILURE(Mount());  // for TearDown
 }
+
+TEST_F(MountRemount, EverythingSurvivesUnmountAndMount) { EverythingSurvivesUnmountAndMount(); }
+TEST_F(MountRemount, FsyncedFilesSurviveKill9) { FsyncedFilesSurviveKill9(); }
+
+// The same on an S3-backed store (test radosgw; ctest label s3).
+class MountRemountS3 : public test::OnS3<MountRemount> {};
+TEST_F(MountRemountS3, EverythingSurvivesUnmountAndMount) { EverythingSurvivesUnmountAndMount(); }
+TEST_F(MountRemountS3, FsyncedFilesSurviveKill9) { FsyncedFilesSurviveKill9(); }
 
 }  // namespace
 }  // namespace snapfs::mounttest

@@ -47,6 +47,7 @@ int CmdMount(const Args& args) {
   std::vector<std::string> fuse_opts;
   unsigned threads = 16, gc_interval = 600;
   std::string metrics = "127.0.0.1:9567", log_level = "info", log_dest;
+  std::string cache_dir, cache_size = "4G";
   opts.add_options()("store", po::value(&store)->required(), "the store folder")(
       "mountpoint", po::value(&mountpoint)->required(), "an empty folder to mount on")(
       "foreground,f", po::bool_switch(), "stay in the foreground, log to stderr")(
@@ -63,7 +64,11 @@ int CmdMount(const Args& args) {
       "trace, debug, info, warn or error")(
       "log", po::value(&log_dest),
       "FILE, syslog or stderr (default: STORE/daemon.log, rotated at 10 MiB, 3 kept; "
-      "stderr with -f)");
+      "stderr with -f)")(
+      "cache-dir", po::value(&cache_dir),
+      "S3 stores: folder caching fetched pack blocks (default: STORE/cache)")(
+      "cache-size", po::value(&cache_size)->default_value(cache_size),
+      "S3 stores: size bound of that cache, least recently used blocks go first (0: none)");
   po::positional_options_description pos;
   pos.add("store", 1).add("mountpoint", 1);
   po::variables_map vm;
@@ -71,6 +76,7 @@ int CmdMount(const Args& args) {
                       {"snapfs mount /var/lib/snapfs /mnt/ckpt",
                        "snapfs mount /var/lib/snapfs /mnt/ckpt -o allow_other --metrics off",
                        "snapfs mount -f /var/lib/snapfs /mnt/ckpt --log-level debug  # systemd",
+                       "snapfs mount /var/lib/snapfs /mnt/ckpt --cache-dir /var/cache/snapfs --cache-size 20G",
                        "mount -t fuse.snapfs /var/lib/snapfs /mnt/ckpt -o allow_other"})) {
     return *rc;
   }
@@ -96,6 +102,21 @@ int CmdMount(const Args& args) {
   mo.debug = vm["debug"].as<bool>();
   mo.writeback = !vm["no-writeback"].as<bool>();
   mo.control = HandleControl;
+  auto cache_bytes = ParseSize(cache_size);
+  if (!cache_bytes.ok()) return usage(cache_bytes.status());
+  mo.cache_bytes = *cache_bytes;
+  if (!cache_dir.empty()) {
+    // The daemon runs in /: keep a relative path where it was meant.
+    char* abs = realpath(cache_dir.c_str(), nullptr);
+    if (abs == nullptr && cache_dir[0] != '/') {
+      char* cwd = getcwd(nullptr, 0);
+      mo.cache_dir = std::string(cwd ? cwd : "") + "/" + cache_dir;
+      free(cwd);
+    } else {
+      mo.cache_dir = abs ? abs : cache_dir;
+    }
+    free(abs);
+  }
   for (const auto& o : fuse_opts) {
     std::vector<std::string> parts;
     boost::split(parts, o, boost::is_any_of(","));

@@ -21,6 +21,7 @@ Result<std::string> StatsJson(Store& store) {
                                          static_cast<double>(space->live_bytes)
                                    : 0;
   nlohmann::json j = {{"store", store.dir()},
+                      {"data", store.backend().Describe()},
                       {"logical_bytes", r->logical_bytes},
                       {"stored_bytes", space->live_bytes},
                       {"live_bytes", space->live_bytes},
@@ -64,6 +65,7 @@ int CmdStats(const Args& args) {
   printf("store           %s%s\n", j["store"].get<std::string>().c_str(),
          t.daemon_pid != 0 ? (" (mounted, daemon pid " + std::to_string(t.daemon_pid) + ")").c_str()
                            : "");
+  if (j.contains("data")) printf("data            %s\n", j["data"].get<std::string>().c_str());
   line("logical bytes", "logical_bytes", "");
   line("stored bytes", "stored_bytes", ", live chunks");
   char pct[64] = "";

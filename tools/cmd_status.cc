@@ -81,6 +81,7 @@ Result<std::string> StatusJson(Store& store, Filesystem& fs) {
   json j = {{"schema", 1},
             {"mounted", true},
             {"store", store.dir()},
+            {"data", store.backend().Describe()},
             {"mountpoint", info.mountpoint},
             {"pid", static_cast<int>(::getpid())},
             {"version", SNAPFS_VERSION},
@@ -148,6 +149,7 @@ void PrintHuman(const json& j) {
     return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string();
   };
   printf("store        %s\n", str("store").c_str());
+  if (!str("data").empty()) printf("data         %s\n", str("data").c_str());
   if (!j.value("mounted", false)) {
     printf("mounted      no\n");
   } else if (j.contains("pid")) {
@@ -270,6 +272,7 @@ Result<json> StatusOf(const std::string& arg) {
   if (!st.ok()) return st.status();
   std::vector<std::string> reasons;
   json j = {{"schema", 1}, {"mounted", false}, {"store", store}, {"mountpoint", nullptr}};
+  j["data"] = (*st)->backend().Describe();
   j["disk"] = Disk(store, &reasons);
   j.update(Counts(**st, &reasons));
   // Nothing runs, so only the disk can be a concern: a warning, not a failure.

@@ -415,7 +415,10 @@ class MountFixture : public ::testing::Test {
     store_ = tmp_ + "/store";
     mnt_ = tmp_ + "/mnt";
     ASSERT_EQ(::mkdir(mnt_.c_str(), 0755), 0) << ErrnoName(errno);
-    CmdResult init = Snapfs({"init", store_});
+    std::vector<std::string> init_args = {"init", store_};
+    for (auto& a : InitExtraArgs()) init_args.push_back(a);
+    if (HasFatalFailure()) return;
+    CmdResult init = Snapfs(init_args);
     ASSERT_EQ(init.code, 0) << "snapfs init failed:\n" << init.Describe();
     ASSERT_NO_FATAL_FAILURE(Mount());
   }
@@ -433,6 +436,10 @@ class MountFixture : public ::testing::Test {
     std::filesystem::remove_all(tmp_, ec);
     if (ec) std::cerr << "mount_fixture: removing " << tmp_ << ": " << ec.message() << "\n";
   }
+
+  // More `snapfs init` arguments, asked once tmp() exists (an S3-backed store:
+  // tests/util/mount_s3.h).
+  virtual std::vector<std::string> InitExtraArgs() { return {}; }
 
   // ---- Paths ----
   const std::string& tmp() const { return tmp_; }
