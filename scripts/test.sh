@@ -31,8 +31,15 @@ if [[ ! -e /dev/fuse ]]; then
 fi
 # A throwaway PostgreSQL for the `postgres`-labelled tests (the PostgreSQL metadata
 # engine); stopped on exit. If it cannot start, the run fails here, with the reason.
+# Every server started here is stopped on exit, whatever happens (one trap, a list).
+CLEANUP=()
+cleanup() {
+  local i
+  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[i]}" || true; done
+}
+trap cleanup EXIT
 PG_DIR=$(mktemp -d /tmp/snapfs-pg-XXXXXX)
-trap 'bash "$ROOT/scripts/pg-test-server.sh" down "$PG_DIR" || true; rm -rf "$PG_DIR"' EXIT
+CLEANUP+=('bash "$ROOT/scripts/pg-test-server.sh" down "$PG_DIR"; rm -rf "$PG_DIR"')
 if ! SNAPFS_TEST_PG=$(bash scripts/pg-test-server.sh up "$PG_DIR" | tail -n 1); then
   echo "test.sh: FAILED to start the PostgreSQL test server (see above)" >&2
   exit 1
@@ -46,18 +53,15 @@ if [[ -z ${SNAPFS_TEST_S3_ENDPOINT:-} ]] &&
   (cd "$BUILD" && ctest -N -L s3 "${CTEST_ARGS[@]}" | grep '^  Test *#' >/dev/null); then
   bash scripts/setup.sh --with-ceph
   CEPH_DIR=$(mktemp -d /tmp/snapfs-ceph-XXXXXX)
-  trap 'bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR"; rm -rf "$CEPH_DIR"' EXIT
+  CLEANUP+=('bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR/cluster"; rm -rf "$CEPH_DIR"')
   if ! bash scripts/ceph-test-cluster.sh up "$CEPH_DIR/cluster" >/dev/null; then
     echo "##################################################################" >&2
     echo "## FAILED: the S3 test server (Ceph + radosgw) did not start;   ##" >&2
     echo "## the S3 tests cannot run. Logs: $CEPH_DIR/cluster/log" >&2
     echo "##################################################################" >&2
     tail -n 20 "$CEPH_DIR"/cluster/log/*.log >&2 || true
-    trap - EXIT
-    bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR/cluster"
     exit 1
   fi
-  trap 'bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR/cluster"; rm -rf "$CEPH_DIR"' EXIT
   # shellcheck disable=SC1091
   source "$CEPH_DIR/cluster/env"
 fi
