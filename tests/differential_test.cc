@@ -56,12 +56,18 @@ class Differential {
  public:
   // Works in `base` and two folders under it. `concurrent`: other threads use the store
   // too, so no fsck (it needs a quiet store) and no reopen during Run.
-  Differential(test::TestFs& t, uint64_t seed, uint64_t base = kRootIno, bool concurrent = false)
-      : t_(t), rng_(seed), concurrent_(concurrent) {
+  // `other`: run through this Filesystem on t's store instead of t's own (a second
+  // Filesystem on one store, as a second daemon would be).
+  Differential(test::TestFs& t, uint64_t seed, uint64_t base = kRootIno, bool concurrent = false,
+               Filesystem* other = nullptr)
+      : t_(t), other_(other), rng_(seed), concurrent_(concurrent) {
     dirs_.push_back(base);
-    dirs_.push_back(t_.Mkdir(base, "d1"));
-    dirs_.push_back(t_.Mkdir(base, "d2"));
+    dirs_.push_back(MUST(F()->Mkdir(base, "d1", 0755, t_.who())).ino);
+    dirs_.push_back(MUST(F()->Mkdir(base, "d2", 0755, t_.who())).ino);
   }
+
+  // From now on through t's own Filesystem (before the other one goes).
+  void UseOwnFilesystem() { other_ = nullptr; }
 
   // Runs `steps` random operations; stops at the first mismatch.
   void Run(int steps, int reopen_every) {
@@ -79,7 +85,7 @@ class Differential {
 
   void ReleaseAll() {
     Log("release all handles");
-    for (auto& h : handles_) EXPECT_OK(t_->Release(h.fh));
+    for (auto& h : handles_) EXPECT_OK(F()->Release(h.fh));
     handles_.clear();
   }
   void ReleaseAllAndReopen() {
@@ -96,7 +102,7 @@ class Differential {
       for (auto& [p, f] : names_) {
         if (p.first == static_cast<int>(d)) want.insert(p.second);
       }
-      for (auto& e : t_.List(dirs_[d])) {
+      for (auto& e : List(dirs_[d])) {
         if (d == 0 && (e.name == "d1" || e.name == "d2")) continue;
         EXPECT_TRUE(got.insert(e.name).second) << "listed twice: " << e.name;
       }
@@ -104,7 +110,7 @@ class Differential {
     }
     std::set<MFile*> done;
     for (auto& [p, f] : names_) {
-      Attr a = MUST(t_->Lookup(dirs_[p.first], p.second));
+      Attr a = MUST(F()->Lookup(dirs_[p.first], p.second));
       EXPECT_EQ(a.ino, f->ino) << Name(p) << " at step " << step_;
       if (done.insert(f.get()).second) CheckFile(f, 0, f->data.size(), /*full=*/true);
     }
@@ -170,21 +176,21 @@ class Differential {
   void OpenExisting() {
     Path p = RandomExisting();
     auto f = names_[p];
-    FileHandle fh = MUST(t_->Open(f->ino, O_RDWR));
+    FileHandle fh = MUST(F()->Open(f->ino, O_RDWR));
     Log("open " + Name(p) + " -> fh " + std::to_string(fh));
     handles_.push_back({fh, f});
     while (handles_.size() > kMaxHandles) CloseHandle(0);
   }
   void CloseHandle(size_t i) {
     Log("release fh " + std::to_string(handles_[i].fh));
-    EXPECT_OK(t_->Release(handles_[i].fh));
+    EXPECT_OK(F()->Release(handles_[i].fh));
     auto f = handles_[i].file;
     handles_.erase(handles_.begin() + i);
     if (f->nlink == 0) {
       for (auto& h : handles_) {
         if (h.file == f) return;
       }
-      EXPECT_CODE(t_->GetAttr(f->ino), Code::kNotFound) << "unlinked and closed, not purged";
+      EXPECT_CODE(F()->GetAttr(f->ino), Code::kNotFound) << "unlinked and closed, not purged";
     }
   }
 
@@ -200,7 +206,7 @@ class Differential {
   // Compares size, link count and bytes of one inode (the region around [off, off+len)
   // plus a random window and the tail; everything if `full` or the file is small).
   void CheckFile(const std::shared_ptr<MFile>& f, uint64_t off, uint64_t len, bool full) {
-    Attr a = MUST(t_->GetAttr(f->ino));
+    Attr a = MUST(F()->GetAttr(f->ino));
     EXPECT_EQ(a.size, f->data.size()) << "size of ino " << f->ino << " at step " << step_;
     EXPECT_EQ(a.nlink, f->nlink) << "nlink of ino " << f->ino << " at step " << step_;
     FileHandle fh = 0;
@@ -209,7 +215,7 @@ class Differential {
       if (h.file == f) fh = h.fh;
     }
     if (fh == 0) {
-      fh = MUST(t_->Open(f->ino, O_RDONLY));
+      fh = MUST(F()->Open(f->ino, O_RDONLY));
       own = true;
     }
     const std::string& d = f->data;
@@ -217,7 +223,7 @@ class Differential {
       from = std::min<uint64_t>(from, d.size());
       n = std::min<uint64_t>(n, d.size() - from);
       const bool to_eof = from + n == d.size();  // then also check that EOF is there
-      std::string got = t_.ReadAt(fh, from, n + (to_eof ? 1 : 0));
+      std::string got = ReadAt(fh, from, n + (to_eof ? 1 : 0));
       std::string want = d.substr(from, n);
       if (got != want) {
         size_t i = 0;
@@ -236,7 +242,7 @@ class Differential {
       cmp(d.size() > 16 * kKiB ? d.size() - 16 * kKiB : 0, 16 * kKiB);
     }
     if (own) {
-      EXPECT_OK(t_->Release(fh));
+      EXPECT_OK(F()->Release(fh));
     }
   }
 
@@ -264,12 +270,12 @@ class Differential {
     std::shared_ptr<MFile> f;
     if (it != names_.end()) {  // open(O_CREAT|O_TRUNC) of an existing file
       f = it->second;
-      fh = MUST(t_->Open(f->ino, O_RDWR | O_TRUNC));
+      fh = MUST(F()->Open(f->ino, O_RDWR | O_TRUNC));
       f->data.clear();
       Log("open O_TRUNC " + Name(p) + " -> fh " + std::to_string(fh));
     } else {
       auto [a, h] =
-          MUST(t_->Create(dirs_[p.first], p.second, 0644, O_RDWR | O_CREAT | O_EXCL, t_.who()));
+          MUST(F()->Create(dirs_[p.first], p.second, 0644, O_RDWR | O_CREAT | O_EXCL, t_.who()));
       f = std::make_shared<MFile>();
       f->ino = a.ino;
       fh = h;
@@ -304,7 +310,7 @@ class Differential {
     std::string data = RandomData(len);
     Log("write fh " + std::to_string(h->fh) + " ino " + std::to_string(f->ino) + " at " +
         std::to_string(off) + " len " + std::to_string(len));
-    t_.WriteAll(h->fh, off, data);
+    WriteAll(h->fh, off, data);
     if (off > f->data.size()) f->data.resize(off, '\0');
     if (off + len > f->data.size()) f->data.resize(off + len);
     f->data.replace(off, len, data);
@@ -333,7 +339,7 @@ class Differential {
     SetAttrRequest req;
     req.set_size = true;
     req.size = n;
-    Attr a = MUST(t_->SetAttr(f->ino, req));
+    Attr a = MUST(F()->SetAttr(f->ino, req));
     EXPECT_EQ(a.size, n);
     f->data.resize(n, '\0');
     CheckFile(f, n > 8 * kKiB ? n - 8 * kKiB : 0, 16 * kKiB, false);
@@ -345,7 +351,7 @@ class Differential {
     auto dit = names_.find(dst);
     const bool exchange = dit != names_.end() && Chance(0.15);
     Log(std::string(exchange ? "exchange " : "rename ") + Name(src) + " -> " + Name(dst));
-    Status s = t_->Rename(dirs_[src.first], src.second, dirs_[dst.first], dst.second,
+    Status s = F()->Rename(dirs_[src.first], src.second, dirs_[dst.first], dst.second,
                           exchange ? kRenameExchange : 0);
     ASSERT_OK(s);
     if (exchange) {
@@ -357,7 +363,7 @@ class Differential {
       names_[dst] = sf;
       names_.erase(src);
     }
-    EXPECT_CODE(t_->Lookup(dirs_[src.first], src.second),
+    EXPECT_CODE(F()->Lookup(dirs_[src.first], src.second),
                 names_.count(src) ? Code::kOk : Code::kNotFound);
     for (auto& [p, f] : names_) {
       if (p == src || p == dst) CheckFile(f, 0, 0, false);
@@ -371,7 +377,7 @@ class Differential {
     Path src = RandomExisting(), dst = RandomPath();
     auto f = names_[src];
     Log("link " + Name(src) + " -> " + Name(dst));
-    auto r = t_->Link(f->ino, dirs_[dst.first], dst.second);
+    auto r = F()->Link(f->ino, dirs_[dst.first], dst.second);
     if (names_.count(dst)) {
       EXPECT_CODE(r, Code::kAlreadyExists);
       return;
@@ -387,10 +393,10 @@ class Differential {
     Path p = RandomExisting();
     auto f = names_[p];
     Log("unlink " + Name(p) + " (ino " + std::to_string(f->ino) + ")");
-    ASSERT_OK(t_->Unlink(dirs_[p.first], p.second));
+    ASSERT_OK(F()->Unlink(dirs_[p.first], p.second));
     names_.erase(p);
     f->nlink--;
-    EXPECT_CODE(t_->Lookup(dirs_[p.first], p.second), Code::kNotFound);
+    EXPECT_CODE(F()->Lookup(dirs_[p.first], p.second), Code::kNotFound);
     CheckFileIfAlive(f);
   }
 
@@ -401,7 +407,7 @@ class Differential {
     if (f->nlink > 0 || open) {
       CheckFile(f, 0, 0, false);
     } else {
-      EXPECT_CODE(t_->GetAttr(f->ino), Code::kNotFound) << "ino " << f->ino << " leaked";
+      EXPECT_CODE(F()->GetAttr(f->ino), Code::kNotFound) << "ino " << f->ino << " leaked";
     }
   }
 
@@ -427,7 +433,7 @@ class Differential {
     Log("clone ino " + std::to_string(sf->ino) + " [" + std::to_string(soff) + ", +" +
         std::to_string(n) + ") -> ino " + std::to_string(df->ino) + " at " + std::to_string(doff) +
         " (expect " + std::to_string(want) + ")");
-    uint64_t got = MUST(t_->CloneRange(sfh, soff, dst->fh, doff, n));
+    uint64_t got = MUST(F()->CloneRange(sfh, soff, dst->fh, doff, n));
     EXPECT_EQ(got, want);
     if (want > 0) {
       std::string piece = sf->data.substr(soff, want);
@@ -442,11 +448,41 @@ class Differential {
     OpenH& h = handles_[Rand(handles_.size())];
     const bool datasync = Chance(0.5);
     Log("fsync fh " + std::to_string(h.fh) + (datasync ? " (datasync)" : ""));
-    EXPECT_OK(t_->Fsync(h.fh, datasync));
+    EXPECT_OK(F()->Fsync(h.fh, datasync));
     CheckFile(h.file, 0, 0, false);
   }
 
+  Filesystem* F() { return other_ ? other_ : &t_.fs(); }
+  void WriteAll(FileHandle fh, uint64_t offset, std::string_view data) {
+    size_t done = 0;
+    while (done < data.size()) {
+      size_t n = MUST(F()->Write(fh, offset + done, data.data() + done, data.size() - done));
+      ASSERT_GT(n, 0u) << "Write returned 0";
+      done += n;
+    }
+  }
+  std::string ReadAt(FileHandle fh, uint64_t offset, size_t n) {
+    std::string out(n, '\0');
+    size_t got = 0;
+    while (got < n) {
+      size_t r = MUST(F()->Read(fh, offset + got, n - got, out.data() + got));
+      if (r == 0) break;
+      got += r;
+    }
+    out.resize(got);
+    return out;
+  }
+  std::vector<DirEntry> List(uint64_t dir) {
+    std::vector<DirEntry> v;
+    MUST(F()->ReadDir(dir, 0, [&](const DirEntry& e) {
+      if (e.name != "." && e.name != "..") v.push_back(e);
+      return true;
+    }));
+    return v;
+  }
+
   test::TestFs& t_;
+  Filesystem* other_;
   std::mt19937_64 rng_;
   std::vector<uint64_t> dirs_;
   std::map<Path, std::shared_ptr<MFile>> names_;
@@ -558,6 +594,49 @@ TEST(DifferentialTest, ConcurrentThreadsWithGc) {
   const uint64_t seed = SeedFor(2);
   std::cout << "[ seed     ] SNAPFS_DIFF_SEED=" << seed - 2 << " (+2)" << std::endl;
   RunConcurrentThreadsWithGc(seed, {});
+}
+
+// Two Filesystems on one store, as two daemons would be (each with its own ns_mu_ and
+// open files; only the engine's transactions are common), each running two models in
+// their own folders concurrently, plus GC: every model matches and fsck is clean. The
+// proof that correctness lives in the transactions, not in a mutex of ours.
+TEST(DifferentialTest, TwoFilesystemsOnOneStoreConcurrently) {
+  const uint64_t seed = SeedFor(6);
+  std::cout << "[ seed     ] SNAPFS_DIFF_SEED=" << seed - 6 << " (+6)" << std::endl;
+  test::TestFs t;
+  auto other = MUST(Filesystem::Open(&t.store()));
+  std::vector<std::unique_ptr<Differential>> diffs;
+  for (int i = 0; i < 4; i++) {
+    Filesystem* fs = i % 2 ? other.get() : nullptr;
+    uint64_t base = MUST((fs ? *fs : t.fs()).Mkdir(kRootIno, "h" + std::to_string(i), 0755,
+                                                   t.who())).ino;
+    diffs.push_back(std::make_unique<Differential>(t, seed * 131 + i, base, true, fs));
+  }
+  std::atomic<bool> stop{false};
+  std::thread gc([&] {
+    while (!stop) EXPECT_OK(RunGc(t.store()));
+  });
+  std::vector<std::thread> workers;
+  for (auto& d : diffs) {
+    workers.emplace_back([&d] {
+      try {
+        d->Run(/*steps=*/400, /*reopen_every=*/0);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  stop = true;
+  gc.join();
+  std::vector<Differential*> all;
+  for (auto& d : diffs) {
+    d->ReleaseAll();
+    d->UseOwnFilesystem();
+    all.push_back(d.get());
+  }
+  other.reset();  // before Finish reopens the store
+  Finish(t, all);
 }
 
 TEST(DifferentialTest, MemoryEngineConcurrentThreadsWithGc) {
