@@ -493,6 +493,21 @@ class Differential {
   const bool concurrent_;
 };
 
+// Runs every model's steps at once, one thread each (no reopen: the store is shared).
+void RunEachOnItsOwnThread(const std::vector<std::unique_ptr<Differential>>& diffs, int steps) {
+  std::vector<std::thread> workers;
+  for (auto& d : diffs) {
+    workers.emplace_back([&d, steps] {
+      try {
+        d->Run(steps, /*reopen_every=*/0);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+}
+
 // The end of every run: everything must survive a reopen, GC must free only garbage, and
 // every chunk must still hash to its id.
 void Finish(test::TestFs& t, const std::vector<Differential*>& diffs) {
@@ -572,17 +587,7 @@ void RunConcurrentThreadsWithGc(uint64_t seed, const test::TestFsOptions& opts) 
       MUST(t->StatFs());
     }
   });
-  std::vector<std::thread> workers;
-  for (auto& d : diffs) {
-    workers.emplace_back([&d] {
-      try {
-        d->Run(/*steps=*/400, /*reopen_every=*/0);
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << e.what();
-      }
-    });
-  }
-  for (auto& w : workers) w.join();
+  RunEachOnItsOwnThread(diffs, /*steps=*/400);
   stop = true;
   gc.join();
   std::vector<Differential*> all;
@@ -616,17 +621,7 @@ TEST(DifferentialTest, TwoFilesystemsOnOneStoreConcurrently) {
   std::thread gc([&] {
     while (!stop) EXPECT_OK(RunGc(t.store()));
   });
-  std::vector<std::thread> workers;
-  for (auto& d : diffs) {
-    workers.emplace_back([&d] {
-      try {
-        d->Run(/*steps=*/400, /*reopen_every=*/0);
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << e.what();
-      }
-    });
-  }
-  for (auto& w : workers) w.join();
+  RunEachOnItsOwnThread(diffs, /*steps=*/400);
   stop = true;
   gc.join();
   std::vector<Differential*> all;
