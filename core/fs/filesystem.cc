@@ -322,26 +322,27 @@ Result<Attr> Filesystem::MakeNode(uint64_t parent, std::string_view name, Inode 
   return ToAttr(node);
 }
 
-Status Filesystem::MakeNodeInTxn(Txn* tp, uint64_t parent, std::string_view name, Inode* np) {
-  Txn& t = *tp;
-  Inode& node = *np;
-  ASSIGN_OR_RETURN(auto dir, t.Load(parent));
+Result<Inode> Filesystem::MakeRoomForEntry(Txn* t, uint64_t parent, std::string_view name) {
+  ASSIGN_OR_RETURN(auto dir, t->Load(parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");
   // A deleted folder kept for snapshots comes back when something is created in it.
-  RETURN_IF_ERROR(ResurrectDir(&t, parent));
+  RETURN_IF_ERROR(ResurrectDir(t, parent));
   Entry old;
-  Status s = t.Lookup(parent, name, &old);
+  Status s = t->Lookup(parent, name, &old);
   if (s.ok() && !old.hidden) return Status::AlreadyExists();
   if (!s.ok() && !s.Is(Code::kNotFound)) return s;
   if (s.ok()) {
     // A new entry replaces a hidden one; snapshots keep reaching its data by inode.
-    RETURN_IF_ERROR(DropHiddenEntry(&t, parent, name, old.child));
+    RETURN_IF_ERROR(DropHiddenEntry(t, parent, name, old.child));
   }
-  {
-    ASSIGN_OR_RETURN(Inode * d, t.Get(parent));
-    dir = *d;
-  }
+  return t->Load(parent);  // as the steps above left it
+}
+
+Status Filesystem::MakeNodeInTxn(Txn* tp, uint64_t parent, std::string_view name, Inode* np) {
+  Txn& t = *tp;
+  Inode& node = *np;
+  ASSIGN_OR_RETURN(Inode dir, MakeRoomForEntry(&t, parent, name));
   ASSIGN_OR_RETURN(node.ino, AllocIno());
   if (dir.mode & S_ISGID) {
     // BSD group semantics in a setgid folder, as Linux filesystems do.
@@ -434,21 +435,8 @@ Status Filesystem::LinkInTxn(Txn* tp, uint64_t ino, uint64_t new_parent,
   if (node.nlink >= kLinkMax) return Status::TooManyLinks();
   ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, node));
   if (ro) return Status::ReadOnly("file was deleted; kept read-only for snapshots");
-  ASSIGN_OR_RETURN(auto dir, t.Load(new_parent));
-  if (!dir.is_dir()) return Status::NotDirectory();
-  if (dir.nlink == 0) return Status::NotFound("folder was removed");
-  RETURN_IF_ERROR(ResurrectDir(&t, new_parent));
-  Entry old;
-  Status s = t.Lookup(new_parent, new_name, &old);
-  if (s.ok() && !old.hidden) return Status::AlreadyExists();
-  if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-  if (s.ok()) RETURN_IF_ERROR(DropHiddenEntry(&t, new_parent, new_name, old.child));
-  {
-    ASSIGN_OR_RETURN(Inode * d, t.Get(new_parent));
-    dir = *d;
-    ASSIGN_OR_RETURN(Inode * n, t.Get(ino));
-    node = *n;
-  }
+  ASSIGN_OR_RETURN(Inode dir, MakeRoomForEntry(&t, new_parent, new_name));
+  ASSIGN_OR_RETURN(node, t.Load(ino));  // as making room left it
   int64_t now = NowNs();
   node.nlink++;
   node.ctime_ns = now;
@@ -509,8 +497,7 @@ Status Filesystem::RmdirInTxn(Txn* tp, uint64_t parent, std::string_view name) {
   if (e.hidden) return Status::NotFound("already deleted (kept hidden for snapshots)");
   // The folder's inode is the guard of its entries (every create or removal in it writes
   // the inode): reading it makes a racing create in it conflict with this removal.
-  ASSIGN_OR_RETURN(Inode * child, t.Get(e.child));
-  (void)child;
+  RETURN_IF_ERROR(t.Get(e.child).status());
   std::string prefix = keys::Ino(e.child);
   {
     auto* it = t.It(Cf::kDirIndex);

@@ -328,6 +328,11 @@ class Filesystem {
   Status ChangeXattr(uint64_t ino, std::string_view name,
                      const std::function<Status(kv::Txn&, bool had)>& change)
       EXCLUDES(ns_mu_);
+  // Checks that `parent` is a live folder that can take a new entry `name` (a hidden
+  // entry of that name makes way; a hidden folder comes back) and returns the folder as
+  // the transaction now sees it. AlreadyExists if a visible entry has the name.
+  Result<Inode> MakeRoomForEntry(Txn* t, uint64_t parent, std::string_view name)
+      REQUIRES(ns_mu_);
   // The bodies of the namespace operations: one attempt, in `t` (the public operation
   // commits it and runs the attempt again on Conflict).
   Status MakeNodeInTxn(Txn* t, uint64_t parent, std::string_view name, Inode* node)
