@@ -396,6 +396,30 @@ class S3BackendImpl final : public S3Backend {
 
   S3ClientStats client_stats() const override { return client_->stats(); }
 
+  bool upload_on_seal() const { return opts_.upload_on_seal; }
+
+  // Called by a writer's Seal once the spool file is synced (upload_on_seal): stores the
+  // pack now, in the caller's thread.
+  Status UploadNow(const std::shared_ptr<SpoolFile>& f) {
+    {
+      std::lock_guard l(mu_);
+      f->sealed = true;
+      if (f->removed) return Status::OK();
+      f->in_flight = true;
+    }
+    Status st = Upload(*f);
+    std::lock_guard l(mu_);
+    f->in_flight = false;
+    idle_cv_.notify_all();  // a Remove may wait for it
+    if (st.ok() || f->removed) {
+      if (auto it = spool_.find(f->id); it != spool_.end() && it->second == f) spool_.erase(it);
+      if (st.ok() && !f->removed) ::unlink(f->path.c_str());
+      return Status::OK();
+    }
+    SNAPFS_LOG_ERROR("S3: upload of pack " + PackKey(f->id) + " failed: " + st.message());
+    return st.WithContext("upload pack " + PackKey(f->id));
+  }
+
   // Called by a writer's Seal once the spool file is synced.
   void QueueUpload(const std::shared_ptr<SpoolFile>& f) {
     {
@@ -642,7 +666,12 @@ Status S3PackWriter::Seal() {
   seal_status_ = st;
   // A pack whose last sync failed is not uploaded: its bytes may be wrong on disk, and
   // ChunkStore marks every chunk in it failed. It stays in the spool for a look by hand.
-  if (st.ok()) backend_->QueueUpload(file_);
+  if (st.ok() && backend_->upload_on_seal()) {
+    st = backend_->UploadNow(file_);
+    seal_status_ = st;
+  } else if (st.ok()) {
+    backend_->QueueUpload(file_);
+  }
   return st;
 }
 

@@ -40,6 +40,11 @@ struct S3BackendOptions {
   // The local disk cache of fetched blocks (backends/block_cache.h); none if empty.
   std::string disk_cache_dir;
   uint64_t disk_cache_bytes = 4ull << 30;
+  // Seal uploads the pack before it returns (shared stores: a commit that points into a
+  // pack must find it in the bucket from every host). Failed uploads fail the seal.
+  // (A shared store gives each session its own spool folder; Store deletes those of
+  // sessions that are gone: nothing committed can need a pack that was never uploaded.)
+  bool upload_on_seal = false;
   // Threads fetching the blocks Prefetch asks for ahead of the reader.
   int prefetch_threads = 2;
 };

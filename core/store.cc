@@ -9,9 +9,15 @@
 #include <cerrno>
 #include <random>
 
+#include <xxhash.h>
+
+#include <filesystem>
+
 #include "backends/s3_backend.h"
 #include "base/coding.h"
+#include "base/log.h"
 #include "core/fs/inode.h"
+#include "core/meta/postgres_engine.h"
 
 namespace snapfs {
 
@@ -109,6 +115,7 @@ bool StoreLockHeld(const std::string& dir, int* pid) {
 }
 
 Status Store::Init(const std::string& dir, const InitOptions& init_opts) {
+  if (IsDatabaseLocation(dir)) return InitDatabase(dir, init_opts);
   InitOptions opts = init_opts;
   RETURN_IF_ERROR(opts.chunker.Validate());
   struct stat st;
@@ -160,6 +167,7 @@ Status Store::Init(const std::string& dir, const InitOptions& init_opts) {
 }
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions opts) {
+  if (IsDatabaseLocation(dir)) return OpenDatabase(dir, std::move(opts));
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) {
     if (errno == ENOENT) return Status::NotFound("store " + dir + " does not exist (run snapfs init)");
@@ -217,7 +225,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
   return s;
 }
 
-Status Store::InitMetadata(kv::Engine& engine) {
+Status Store::InitMetadata(kv::Engine& engine, const StoreConfig* config) {
   // The root folder, owned by whoever created the store.
   Inode root = Inode::NewDir(kRootIno, 0755, getuid(), getgid(), kRootIno, NowNs());
   return kv::RunTxn(
@@ -229,18 +237,199 @@ Status Store::InitMetadata(kv::Engine& engine) {
         }
         t.Put(Cf::kInodes, keys::Ino(kRootIno), root.Encode());
         t.Put(Cf::kDefault, keys::kNextIno, kv::EncodeCounter(kRootIno + 1));
+        if (config) t.Put(Cf::kDefault, keys::kConfig, config->Serialize());
         return Status::OK();
       },
       kv::RunOptions{.sync = true});
 }
 
+uint64_t Store::session_id() const { return session_ ? session_->id() : 0; }
+
+void Store::StopHeartbeat() {
+  if (!heartbeat_.joinable()) return;
+  {
+    std::lock_guard l(hb_mu_);
+    hb_stop_ = true;
+  }
+  hb_cv_.notify_all();
+  heartbeat_.join();
+}
+
 Store::~Store() {
+  StopHeartbeat();
   chunks_.reset();  // seals the active pack
+  session_.reset();  // ends the session: its openpack records go
   meta_.reset();
   backend_.reset();
   if (lock_fd_ >= 0) {
     (void)!::ftruncate(lock_fd_, 0);
     ::close(lock_fd_);  // releases the flock
+  }
+}
+
+bool IsDatabaseLocation(const std::string& location) {
+  return location.starts_with("postgresql://") || location.starts_with("postgres://");
+}
+
+std::string DefaultStateDir(const std::string& location) {
+  std::string base;
+  if (::getuid() == 0) {
+    base = "/var/lib/snapfs";
+  } else if (const char* x = getenv("XDG_STATE_HOME"); x && *x) {
+    base = std::string(x) + "/snapfs";
+  } else {
+    base = EnvOr("HOME", "/tmp") + "/.local/state/snapfs";
+  }
+  char id[20];
+  snprintf(id, sizeof id, "%016llx",
+           static_cast<unsigned long long>(XXH3_64bits(location.data(), location.size())));
+  return base + "/pg-" + id;
+}
+
+namespace {
+
+Status MakeDirs(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return PosixError("create " + dir, ec.value());
+  ::chmod(dir.c_str(), 0700);
+  return Status::OK();
+}
+
+// Removes STATE/<kind>/<id> folders of sessions that no longer exist. A shared store's
+// commits point only at uploaded packs (upload on seal), so nothing committed needs a
+// spooled pack of a session that is gone.
+void RemoveDeadSessionFolders(const std::string& dir, const std::vector<SessionInfo>& live) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    uint64_t id = strtoull(e.path().filename().c_str(), nullptr, 10);
+    if (id == 0) continue;
+    bool alive = false;
+    for (const auto& s : live) alive |= s.id == id;
+    if (alive) continue;
+    std::error_code rec;
+    std::filesystem::remove_all(e.path(), rec);
+    if (rec) SNAPFS_LOG_WARN("cannot remove " + e.path().string() + ": " + rec.message());
+  }
+}
+
+}  // namespace
+
+Status Store::InitDatabase(const std::string& location, InitOptions opts) {
+  RETURN_IF_ERROR(opts.chunker.Validate());
+  ASSIGN_OR_RETURN(std::string url, kv::PostgresEngine::PublicUrl(location));
+  if (opts.data.empty()) {
+    return Status::InvalidArgument(
+        "a database store needs --data: s3://bucket/prefix, or an absolute folder that every "
+        "host mounts at the same path");
+  }
+  if (opts.data.starts_with("s3://")) {
+    RETURN_IF_ERROR(CheckS3Location(&opts));
+  } else if (opts.data.starts_with("/")) {
+    RETURN_IF_ERROR(MakeDirs(opts.data));
+    ASSIGN_OR_RETURN(bool empty, DirIsEmpty(opts.data));
+    if (!empty) return Status::NotEmpty("--data " + opts.data + " is not empty; refusing to init there");
+  } else {
+    return Status::InvalidArgument("--data: expected s3://bucket/prefix or an absolute folder, got " +
+                                   opts.data);
+  }
+  StoreConfig c;
+  c.chunker = opts.chunker;
+  c.verify_dedup = opts.verify_dedup;
+  c.marker_names = opts.marker_names;
+  c.hash_seed = RandomSeed();
+  c.created_unix = static_cast<uint64_t>(time(nullptr));
+  c.format_version = StoreConfig::kFormatVersionData;
+  c.data = opts.data;
+  if (c.is_s3()) {
+    c.s3_endpoint = opts.s3_endpoint;
+    c.s3_region = opts.s3_region;
+    c.s3_credentials_file = opts.s3_credentials_file;
+  }
+  RETURN_IF_ERROR(kv::PostgresEngine::CreateSchema(location));
+  ASSIGN_OR_RETURN(auto engine, kv::PostgresEngine::Open(location));
+  return InitMetadata(*engine, &c).WithContext("init " + url);
+}
+
+Result<std::unique_ptr<Store>> Store::OpenDatabase(const std::string& location, OpenOptions opts) {
+  ASSIGN_OR_RETURN(std::string url, kv::PostgresEngine::PublicUrl(location));
+  std::unique_ptr<kv::Engine> engine;
+  if (opts.engine) {
+    engine = std::move(opts.engine);
+  } else {
+    ASSIGN_OR_RETURN(engine, kv::PostgresEngine::Open(location));
+  }
+  std::string text;
+  Status cs = engine->Get(Cf::kDefault, keys::kConfig, &text);
+  if (cs.Is(Code::kNotFound)) {
+    return Status::NotFound("the snapfs store in " + url +
+                            " has no config: its init did not finish (drop its tables and init again)");
+  }
+  RETURN_IF_ERROR(cs.WithContext("read the config of " + url));
+  auto config = StoreConfig::Parse(text);
+  if (!config.ok()) return config.status().WithContext(url);
+  if (config->data.empty()) return Status::Corruption(url + ": the config names no data location");
+
+  std::unique_ptr<Store> s(new Store());
+  s->dir_ = url;
+  s->config_ = *config;
+  ASSIGN_OR_RETURN(s->session_, Session::Register(*engine, SessionOptions{opts.session_timeout,
+                                                                         opts.session_what}));
+  s->state_dir_ = opts.state_dir.empty() ? DefaultStateDir(url) : opts.state_dir;
+  const std::string id = std::to_string(s->session_->id());
+  if (opts.backend) {
+    s->backend_ = std::move(opts.backend);
+  } else if (config->is_s3()) {
+    RETURN_IF_ERROR(MakeDirs(s->state_dir_ + "/spool"));
+    RETURN_IF_ERROR(MakeDirs(s->state_dir_ + "/cache"));
+    auto live = ListSessions(*engine);
+    if (live.ok()) {
+      RemoveDeadSessionFolders(s->state_dir_ + "/spool", *live);
+      RemoveDeadSessionFolders(s->state_dir_ + "/cache", *live);
+    }
+    ASSIGN_OR_RETURN(S3BackendOptions o,
+                     S3Options(config->data, config->s3_endpoint, config->s3_region,
+                               config->s3_credentials_file, s->state_dir_ + "/spool/" + id));
+    o.upload_on_seal = true;
+    if (opts.cache_bytes > 0) {
+      o.disk_cache_dir = opts.cache_dir.empty() ? s->state_dir_ + "/cache/" + id : opts.cache_dir;
+      o.disk_cache_bytes = opts.cache_bytes;
+    }
+    auto b = OpenS3Backend(std::move(o));
+    if (!b.ok()) return b.status().WithContext("open " + config->data);
+    s->backend_ = std::move(b).value();
+  } else {
+    auto b = OpenLocalBackend(config->data);
+    if (!b.ok()) return b.status().WithContext("open the data folder of " + url);
+    s->backend_ = std::move(b).value();
+  }
+  s->meta_ = std::make_unique<MetaStore>(std::move(engine));
+  s->chunks_ = std::make_unique<ChunkStore>(s->backend_.get(), s->meta_.get(), s->config_,
+                                            opts.chunk_cache_bytes);
+  s->chunks_->SetSharing(ChunkStoreSharing{.session = s->session_->id(),
+                                           .session_key = s->session_->key(),
+                                           .seal_on_sync = config->is_s3()});
+  RETURN_IF_ERROR(s->chunks_->Open());
+  s->heartbeat_ = std::thread([st = s.get()] { st->HeartbeatLoop(); });
+  return s;
+}
+
+void Store::HeartbeatLoop() {
+  const auto every = std::max(std::chrono::milliseconds(25), session_->timeout() / 4);
+  std::unique_lock l(hb_mu_);
+  while (!hb_cv_.wait_for(l, every, [&] { return hb_stop_; })) {
+    l.unlock();
+    Status st = session_->Heartbeat();
+    if (!st.ok() && !session_->lost()) SNAPFS_LOG_WARN("session heartbeat: " + st.ToString());
+    if (st.ok()) {
+      if (Status r = chunks_->ReleaseClosedPacks(); !r.ok()) {
+        SNAPFS_LOG_WARN("release closed packs: " + r.ToString());
+      }
+      if (auto r = ReapExpiredSessions(meta_->engine()); !r.ok()) {
+        SNAPFS_LOG_WARN("reap expired sessions: " + r.status().ToString());
+      }
+    }
+    l.lock();
   }
 }
 

@@ -1,4 +1,6 @@
-// Store: the on-disk folder and its lifecycle.
+// Store: where a store lives and its lifecycle. Two kinds:
+//
+// A folder store (the embedded default), one host:
 //
 //   STORE/snapfs.conf   config (core/store_config.h), written once by init
 //   STORE/lock          flock'ed by the one process that has the store open; holds its pid
@@ -7,19 +9,40 @@
 //   STORE/spool/        packs being written or not yet uploaded (S3 backend, docs/s3.md)
 //   STORE/cache/        fetched pack blocks (S3 backend; `mount --cache-dir` moves it)
 //
+//
+// A database store ("postgresql://user@host/db", docs/scale-out.md), shared by many hosts:
+//   the metadata and the config are in the database (core/meta/postgres_engine.h; the
+//   config under the default space's "config" key); packs in an S3 bucket or in a folder
+//   every host mounts at one path (`data`). Each process that opens it registers a session
+//   (core/sessions.h) and heartbeats it from a thread of the Store. Local state (S3 spool
+//   and block cache) lives in a per-host state folder, one subfolder per session:
+//   STATE/spool/<session>/, STATE/cache/<session>/.
+//
 // Thread-safety: after Open, the accessors are safe to call from any thread; the objects
 // they return document their own thread-safety.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "backends/backend.h"
 #include "core/chunks/chunk_store.h"
 #include "core/meta/meta_store.h"
+#include "core/sessions.h"
 #include "core/store_config.h"
 
 namespace snapfs {
+
+// True for a database location: "postgresql://..." or "postgres://...".
+bool IsDatabaseLocation(const std::string& location);
+// Where a database store keeps its local state on this host by default:
+// /var/lib/snapfs/<id> for root, else $XDG_STATE_HOME (or ~/.local/state)/snapfs/<id>,
+// where <id> is "pg-" and a hash of the location.
+std::string DefaultStateDir(const std::string& location);
 
 struct InitOptions {
   ChunkerParams chunker;
@@ -27,6 +50,7 @@ struct InitOptions {
   std::string marker_names = "_metadata";
   // Where packs live: empty (STORE/packs) or "s3://bucket/prefix", with the S3 settings
   // recorded in the config (docs/s3.md). The bucket must exist unless create_bucket.
+  // A database store needs one: s3://... or an absolute folder every host mounts.
   std::string data;
   std::string s3_endpoint;  // empty: AWS_ENDPOINT_URL, else AWS
   std::string s3_region;    // empty: AWS_REGION, else us-east-1
@@ -46,6 +70,11 @@ struct OpenOptions {
   std::string cache_dir;
   uint64_t cache_bytes = kDefaultCacheBytes;
   static constexpr uint64_t kDefaultCacheBytes = 4ull << 30;
+  // Database stores: the local state folder (empty: DefaultStateDir), the session's
+  // timeout and what `snapfs status` says the session is.
+  std::string state_dir;
+  std::chrono::milliseconds session_timeout{60000};
+  std::string session_what = "snapfs";
 };
 
 class Store {
@@ -54,15 +83,28 @@ class Store {
   // is checked before anything is created (an S3 location: URL, credentials, endpoint
   // reachable, bucket present, prefix holding no packs), so a failed init leaves nothing.
   static Status Init(const std::string& dir, const InitOptions& opts);
+  // The same for a database location (called by Init): makes the schema (refusing a
+  // database schema that holds any table), then the metadata and the config, in one
+  // transaction (a schema without the config is an init that did not finish).
   // Writes what a new store's metadata starts with (the root folder, the inode counter)
   // into an empty engine. Init does it for the store's own RocksDB.
-  static Status InitMetadata(kv::Engine& engine);
-  // Opens a store exclusively. Errors: NotFound (no such folder), InvalidArgument (not a
-  // store), NotSupported (unknown format version), Busy ("store in use by pid N").
+  static Status InitMetadata(kv::Engine& engine, const StoreConfig* config = nullptr);
+  // Opens a store: a folder store exclusively, a database store as one more session.
+  // Errors: NotFound (no such folder/store), InvalidArgument (not a store),
+  // NotSupported (unknown format version), Busy ("store in use by pid N"), IOError
+  // (database or object store unreachable).
   static Result<std::unique_ptr<Store>> Open(const std::string& dir, OpenOptions opts = {});
   ~Store();
 
+  // The folder, or for a database store its URL without the password.
   const std::string& dir() const { return dir_; }
+  bool shared() const { return session_ != nullptr; }
+  // Database stores: this process's session (null for folder stores) and state folder.
+  Session* session() { return session_.get(); }
+  uint64_t session_id() const;
+  const std::string& state_dir() const { return state_dir_; }
+  // Stops the session's heartbeats (tests: a process that stalls, or a host cut off).
+  void StopHeartbeat();
   const StoreConfig& config() const { return config_; }
   MetaStore& meta() { return *meta_; }
   ChunkStore& chunks() { return *chunks_; }
@@ -70,7 +112,16 @@ class Store {
 
  private:
   Store() = default;
+  static Status InitDatabase(const std::string& location, InitOptions opts);
+  static Result<std::unique_ptr<Store>> OpenDatabase(const std::string& location, OpenOptions opts);
+  void HeartbeatLoop();
   std::string dir_;
+  std::string state_dir_;
+  std::unique_ptr<Session> session_;
+  std::thread heartbeat_;
+  std::mutex hb_mu_;
+  std::condition_variable hb_cv_;
+  bool hb_stop_ = false;  // guarded by hb_mu_
   StoreConfig config_;
   int lock_fd_ = -1;
   std::unique_ptr<Backend> backend_;

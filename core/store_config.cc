@@ -121,10 +121,10 @@ Result<StoreConfig> StoreConfig::Parse(const std::string& text) {
     return Status::NotSupported("unknown config key '" + unknown +
                                 "' (was the store made by a newer snapfs?)");
   }
-  if (!c.data.empty() && !c.is_s3()) {
+  if (!c.data.empty() && !c.is_s3() && !c.data_is_folder()) {
     return Status::NotSupported("config: data = " + c.data + " is not a location this snapfs knows");
   }
-  if (c.is_s3() && c.format_version < kFormatVersionData) {
+  if (!c.data.empty() && c.format_version < kFormatVersionData) {
     return Status::Corruption("config: data = " + c.data + " in a format version 1 store");
   }
   RETURN_IF_ERROR(c.chunker.Validate().WithContext("config"));

@@ -29,7 +29,8 @@ struct StoreConfig {
   // Names of the files that mark a folder as a completed snapshot.
   std::string marker_names = "_metadata";
   uint64_t created_unix = 0;
-  // Where the packs live: empty for STORE/packs, or "s3://bucket/prefix". With S3, the
+  // Where the packs live: empty for STORE/packs, "s3://bucket/prefix", or an absolute
+  // folder (a database store's packs on a file system every host mounts). With S3, the
   // endpoint (empty: AWS, or AWS_ENDPOINT_URL at open), region and the path of a
   // credentials file (empty: the AWS_* environment). Never the keys themselves.
   std::string data;
@@ -38,6 +39,7 @@ struct StoreConfig {
   std::string s3_credentials_file;
 
   bool is_s3() const { return data.starts_with("s3://"); }
+  bool data_is_folder() const { return data.starts_with("/"); }
 
   // Text form: "key = value" lines, '#' comments. Parse refuses keys it does not know
   // (NotSupported): a setting this binary would ignore could change where data lives.

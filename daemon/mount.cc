@@ -172,19 +172,26 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     return 1;
   }
   metrics::RegisterCoreMetrics();
-  char* abs_store = realpath(opts.store.c_str(), nullptr);
+  const bool database = IsDatabaseLocation(opts.store);
+  char* abs_store = database ? nullptr : realpath(opts.store.c_str(), nullptr);
   std::string store_path = abs_store ? abs_store : opts.store;
   free(abs_store);
 
   OpenOptions open_opts;
   open_opts.cache_dir = opts.cache_dir;
   open_opts.cache_bytes = opts.cache_bytes;
+  open_opts.state_dir = opts.state_dir;
+  open_opts.session_timeout = std::chrono::milliseconds(opts.session_timeout_ms);
+  open_opts.session_what = "mount " + opts.mountpoint;
   auto store = Store::Open(store_path, std::move(open_opts));
   if (!store.ok()) {
-    SNAPFS_LOG_ERROR("cannot open store " + store_path + ": " + store.status().ToString());
+    // (A database location is logged as libpq parsed it, without the password.)
+    SNAPFS_LOG_ERROR("cannot open store " + (database ? std::string("(database)") : store_path) +
+                     ": " + store.status().ToString());
     ready(store.status());
     return 1;
   }
+  store_path = (*store)->dir();  // a database store: its URL without the password
   auto fs = Filesystem::Open(store->get());
   if (!fs.ok()) {
     ready(fs.status());
@@ -201,7 +208,9 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     }
   }
   ControlServer control;
-  if (opts.control) {
+  // A shared store has no store folder for the socket; the CLI opens such a store itself
+  // (one more session) instead of asking a daemon.
+  if (opts.control && !(*store)->shared()) {
     Store* st = store->get();
     Filesystem* f = fs->get();
     Status cs = control.Start(
@@ -215,6 +224,14 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   ctx.fs = fs->get();
   ctx.timeout = opts.timeout;
   ctx.writeback = opts.writeback;
+  if ((*store)->shared()) {
+    ctx.shared = true;
+    ctx.timeout = opts.shared_entry_timeout;
+    ctx.attr_timeout = 0;
+    // With the writeback cache the kernel keeps its own idea of a file's size and never
+    // takes the daemon's: a file another host rewrote would keep its old size here.
+    ctx.writeback = false;
+  }
 
   std::string o = "default_permissions,fsname=snapfs:" + store_path + ",subtype=snapfs";
   for (const auto& x : opts.fuse_options) o += "," + x;
@@ -274,7 +291,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
                   std::to_string(::getpid()) + ": store " + store_path + " mounted on " +
                   opts.mountpoint + " (threads " + std::to_string(opts.threads) + ", gc every " +
                   std::to_string(opts.gc_interval_s) + " s, writeback " +
-                  (opts.writeback ? "on" : "off") + ", metrics " +
+                  (ctx.writeback ? "on" : "off") + ", metrics " +
                   (opts.metrics.empty() ? "off" : opts.metrics) +
                   (opts.options_text.empty() ? "" : ", options: " + opts.options_text) + ")");
 
@@ -311,6 +328,11 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
           !gc_cv.wait_for(l, std::chrono::seconds(opts.gc_interval_s), [&] { return stopping; })) {
         l.unlock();
         auto t0 = std::chrono::steady_clock::now();
+        if (st->shared()) {
+          // Files another host's daemon had open when it died (its session was reaped).
+          auto p = (*fs)->PurgeDeadOrphans();
+          if (!p.ok()) SNAPFS_LOG_WARN("purge orphans of dead sessions: " + p.status().ToString());
+        }
         auto r = RunGc(*st);
         metrics::GcRun run;
         run.when_ns = NowNs();
@@ -322,6 +344,8 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
                           std::to_string(r->chunks_deleted) + " chunks, " +
                           std::to_string(r->packs_removed) + " packs) in " +
                           std::to_string(run.duration_s) + " s");
+        } else if (st->shared() && r.status().Is(Code::kBusy)) {
+          SNAPFS_LOG_INFO("automatic gc skipped: " + r.status().message());
         } else {
           run.error = r.status().ToString();
           SNAPFS_LOG_ERROR("automatic gc failed after " + std::to_string(run.duration_s) +

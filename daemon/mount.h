@@ -39,6 +39,12 @@ struct MountOptions {
   // (0: no disk cache). See OpenOptions.
   std::string cache_dir;
   uint64_t cache_bytes = 4ull << 30;
+  // Database stores (shared by hosts, docs/scale-out.md): the local state folder (empty:
+  // the default), the session timeout, and the kernel's entry cache timeout (how soon a
+  // rename or unlink on another host is seen; attributes are not cached at all there).
+  std::string state_dir;
+  unsigned session_timeout_ms = 60000;
+  double shared_entry_timeout = 1.0;
   // Answers control-socket requests (the CLI while mounted); none if empty.
   std::function<std::string(Store&, Filesystem&, const std::string&)> control;
 };

@@ -219,6 +219,11 @@ constexpr double kViewTimeout = 1.0;
 double TimeoutFor(fuse_req_t req, uint64_t ino) {
   return ino >= kViewInoBase ? kViewTimeout : Ctx(req)->timeout;
 }
+double AttrTimeoutFor(fuse_req_t req, uint64_t ino) {
+  if (ino >= kViewInoBase) return kViewTimeout;
+  const FuseContext* c = Ctx(req);
+  return c->attr_timeout >= 0 ? c->attr_timeout : c->timeout;
+}
 
 // Replies with an entry and takes the lookup reference the kernel now holds.
 void ReplyEntry(fuse_req_t req, const Attr& a) {
@@ -227,7 +232,7 @@ void ReplyEntry(fuse_req_t req, const Attr& a) {
   e.ino = a.ino;
   e.generation = a.generation;
   e.attr = ToStat(a);
-  e.attr_timeout = a.hidden ? 0 : TimeoutFor(req, a.ino);
+  e.attr_timeout = a.hidden ? 0 : AttrTimeoutFor(req, a.ino);
   e.entry_timeout = a.hidden ? 0 : TimeoutFor(req, a.ino);
   Fs(req).Ref(a.ino);
   if (fuse_reply_entry(req, &e) != 0) Fs(req).Unref(a.ino);  // interrupted: no ref taken
@@ -241,7 +246,7 @@ void ReplyEntryResult(fuse_req_t req, const Result<Attr>& r) {
 void ReplyAttr(fuse_req_t req, const Result<Attr>& r) {
   if (!r.ok()) return ReplyErr(req, r.status());
   struct stat st = ToStat(*r);
-  fuse_reply_attr(req, &st, TimeoutFor(req, r->ino));
+  fuse_reply_attr(req, &st, AttrTimeoutFor(req, r->ino));
 }
 
 // With the writeback cache the kernel reads pages of files opened write-only and handles
@@ -364,7 +369,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = Fs(req).Open(ino, CoreFlags(req, fi->flags));
   if (!r.ok()) return ReplyErr(req, r.status());
   fi->fh = *r;
-  fi->keep_cache = 1;  // committed chunks never change; all writes come through this mount
+  // Committed chunks never change and, in a folder store, all writes come through this
+  // mount. In a shared store another host may have rewritten the file since.
+  fi->keep_cache = Ctx(req)->shared ? 0 : 1;
   fi->noflush = 0;
   if (fuse_reply_open(req, fi) != 0) (void)Fs(req).Release(*r);
 }
@@ -380,7 +387,8 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   e.ino = r->first.ino;
   e.generation = r->first.generation;
   e.attr = ToStat(r->first);
-  e.attr_timeout = e.entry_timeout = Ctx(req)->timeout;
+  e.attr_timeout = AttrTimeoutFor(req, e.ino);
+  e.entry_timeout = Ctx(req)->timeout;
   Fs(req).Ref(e.ino);
   if (fuse_reply_create(req, &e, fi) != 0) {
     Fs(req).Unref(e.ino);
@@ -441,7 +449,8 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
         p.ino = e.ino;
         p.generation = a->generation;
         p.attr = ToStat(*a);
-        p.attr_timeout = p.entry_timeout = TimeoutFor(req, e.ino);
+        p.attr_timeout = AttrTimeoutFor(req, e.ino);
+        p.entry_timeout = TimeoutFor(req, e.ino);
       } else {
         p.attr.st_ino = e.ino;
         p.attr.st_mode = e.mode;

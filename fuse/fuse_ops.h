@@ -11,7 +11,12 @@ namespace snapfs::fuse {
 
 struct FuseContext {
   Filesystem* fs = nullptr;
-  double timeout = 60.0;      // attr and entry cache timeouts (all changes come through us)
+  double timeout = 60.0;      // entry cache timeout (all changes come through us)
+  // Attribute cache timeout; negative: the same as `timeout`. A shared store uses 0, so
+  // that an open checks the size another host left (close-to-open).
+  double attr_timeout = -1;
+  // A shared store (other hosts change files too): pages are dropped at open.
+  bool shared = false;
   bool writeback = true;      // negotiate the kernel writeback cache
   bool writeback_on = false;  // what init negotiated
 };

@@ -290,17 +290,26 @@ bool IsDeadMount(const std::string& mountpoint, const std::string& store) {
   struct stat st;
   if (::stat(mountpoint.c_str(), &st) != 0 && errno == ENOTCONN) return true;
   int pid = 0;
-  return !store.empty() && !StoreLockHeld(store, &pid);
+  return !store.empty() && !IsDatabaseLocation(store) && !StoreLockHeld(store, &pid);
 }
 
 Target ResolveTarget(const std::string& arg) {
   Target t;
+  if (IsDatabaseLocation(arg)) {  // a shared store: always opened here, as a session
+    t.store = arg;
+    return t;
+  }
   // realpath fails on a dead FUSE mount (ENOTCONN): fall back to the lexical path.
   char* abs = realpath(arg.c_str(), nullptr);
   std::string path = abs ? abs : LexicalAbsolute(arg);
   free(abs);
   std::string mounted = StoreOfMount(path);
   t.store = mounted.empty() ? path : mounted;
+  if (IsDatabaseLocation(t.store)) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0 && errno == ENOTCONN) t.dead_mount = path;
+    return t;
+  }
   int pid = 0;
   if (StoreLockHeld(t.store, &pid)) {
     t.daemon_pid = pid > 0 ? pid : -1;
@@ -489,6 +498,7 @@ std::optional<std::pair<std::string, std::string>> StoreHolding(const std::strin
 Target TargetOfStore(const std::string& store) {
   Target t;
   t.store = store;
+  if (IsDatabaseLocation(store)) return t;
   int pid = 0;
   if (StoreLockHeld(store, &pid)) t.daemon_pid = pid > 0 ? pid : -1;
   return t;
@@ -537,10 +547,16 @@ Result<PathTarget> ResolvePathArg(const std::string& arg) {
     pt.target = TargetOfStore(store);
     pt.rel = rel;
     // A mount whose daemon is gone (ENOTCONN): the store is free, but the user expects
-    // the daemon; only --offline opens it directly.
-    if (pt.target.daemon_pid == 0) pt.target.dead_mount = mp;
+    // the daemon; only --offline opens it directly. (A shared store is always opened
+    // here; its mount is dead only if it answers ENOTCONN.)
+    if (IsDatabaseLocation(store)) {
+      struct stat st;
+      if (::stat(mp.c_str(), &st) != 0 && errno == ENOTCONN) pt.target.dead_mount = mp;
+    } else if (pt.target.daemon_pid == 0) {
+      pt.target.dead_mount = mp;
+    }
     RETURN_IF_ERROR(CheckNotDead(pt.target));
-    pt.mountpoint = pt.target.daemon_pid != 0 ? mp : "";
+    pt.mountpoint = pt.target.daemon_pid != 0 || IsDatabaseLocation(store) ? mp : "";
   } else {
     auto in_store = StoreHolding(abs);
     if (!in_store) {

@@ -1,6 +1,7 @@
 // snapfs init STORE: create a store.
 #include <iostream>
 
+#include "core/meta/postgres_engine.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 
@@ -10,7 +11,9 @@ int CmdInit(const Args& args) {
   po::options_description opts("options");
   std::string dir, cmin = "16K", cavg = "64K", cmax = "256K", markers = "_metadata";
   std::string data, s3_endpoint, s3_region, s3_credentials;
-  opts.add_options()("store", po::value(&dir)->required(), "folder to create the store in")(
+  opts.add_options()("store", po::value(&dir)->required(),
+                     "folder to create the store in, or a postgresql:// URL (a store every "
+                     "host mounts; needs --data)")(
       "chunk-min", po::value(&cmin)->default_value(cmin), "smallest chunk")(
       "chunk-avg", po::value(&cavg)->default_value(cavg), "average chunk (a power of two)")(
       "chunk-max", po::value(&cmax)->default_value(cmax), "largest chunk")(
@@ -18,7 +21,8 @@ int CmdInit(const Args& args) {
       "markers", po::value(&markers)->default_value(markers),
       "comma-separated names of snapshot marker files")(
       "data", po::value(&data),
-      "where packs live: s3://BUCKET[/PREFIX] (default: STORE/packs); credentials from "
+      "where packs live: s3://BUCKET[/PREFIX] (default: STORE/packs), or for a database "
+      "store also an absolute folder every host mounts; S3 credentials from "
       "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --s3-credentials, never stored")(
       "s3-endpoint", po::value(&s3_endpoint),
       "S3-compatible service URL, e.g. http://127.0.0.1:7480 (default: AWS_ENDPOINT_URL, else AWS)")(
@@ -34,6 +38,7 @@ int CmdInit(const Args& args) {
                       {"snapfs init /var/lib/snapfs",
                        "snapfs init /var/lib/snapfs --markers _metadata,_SUCCESS",
                        "snapfs init /var/lib/snapfs --data s3://checkpoints/prod",
+                       "snapfs init postgresql://snapfs@db.internal/ckpt --data s3://checkpoints/prod",
                        "snapfs init /var/lib/snapfs --data s3://ckpt/job1 --s3-endpoint "
                        "http://127.0.0.1:7480 --s3-credentials /etc/snapfs/s3.cred --create-bucket"})) {
     return *rc;
@@ -61,7 +66,9 @@ int CmdInit(const Args& args) {
   }
   Status s = Store::Init(dir, io);
   if (!s.ok()) return Fail("init", s);
-  std::cout << "initialised snapfs store in " << dir << " (chunks " << cmin << "/" << cavg << "/"
+  std::string where = dir;
+  if (auto url = kv::PostgresEngine::PublicUrl(dir); IsDatabaseLocation(dir) && url.ok()) where = *url;
+  std::cout << "initialised snapfs store in " << where << " (chunks " << cmin << "/" << cavg << "/"
             << cmax << (data.empty() ? "" : ", data in " + data) << ")\n";
   return kExitOk;
 }

@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <boost/algorithm/string.hpp>
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "base/log.h"
+#include "core/meta/postgres_engine.h"
 #include "core/store.h"
 #include "daemon/metrics_server.h"
 #include "daemon/mount.h"
@@ -47,8 +50,10 @@ int CmdMount(const Args& args) {
   std::vector<std::string> fuse_opts;
   unsigned threads = 16, gc_interval = 600;
   std::string metrics = "127.0.0.1:9567", log_level = "info", log_dest;
-  std::string cache_dir, cache_size = "4G";
-  opts.add_options()("store", po::value(&store)->required(), "the store folder")(
+  std::string cache_dir, cache_size = "4G", state_dir;
+  double session_timeout = 60, entry_timeout = 1;
+  opts.add_options()("store", po::value(&store)->required(),
+                     "the store folder, or a database store's postgresql:// URL")(
       "mountpoint", po::value(&mountpoint)->required(), "an empty folder to mount on")(
       "foreground,f", po::bool_switch(), "stay in the foreground, log to stderr")(
       "options,o", po::value(&fuse_opts)->composing(),
@@ -68,7 +73,16 @@ int CmdMount(const Args& args) {
       "cache-dir", po::value(&cache_dir),
       "S3 stores: folder caching fetched pack blocks (default: STORE/cache)")(
       "cache-size", po::value(&cache_size)->default_value(cache_size),
-      "S3 stores: size bound of that cache, least recently used blocks go first (0: none)");
+      "S3 stores: size bound of that cache, least recently used blocks go first (0: none)")(
+      "state-dir", po::value(&state_dir),
+      "database stores: this host's folder for spooled packs, cache and log (default: "
+      "/var/lib/snapfs/pg-<hash of the URL>)")(
+      "session-timeout", po::value(&session_timeout)->default_value(session_timeout),
+      "database stores: seconds without a heartbeat after which other hosts clean up "
+      "after this daemon")(
+      "entry-timeout", po::value(&entry_timeout)->default_value(entry_timeout),
+      "database stores: seconds the kernel caches names (a rename or unlink on another "
+      "host is seen after at most this)");
   po::positional_options_description pos;
   pos.add("store", 1).add("mountpoint", 1);
   po::variables_map vm;
@@ -77,6 +91,7 @@ int CmdMount(const Args& args) {
                        "snapfs mount /var/lib/snapfs /mnt/ckpt -o allow_other --metrics off",
                        "snapfs mount -f /var/lib/snapfs /mnt/ckpt --log-level debug  # systemd",
                        "snapfs mount /var/lib/snapfs /mnt/ckpt --cache-dir /var/cache/snapfs --cache-size 20G",
+                       "snapfs mount postgresql://snapfs@db.internal/ckpt /mnt/ckpt  # every host",
                        "mount -t fuse.snapfs /var/lib/snapfs /mnt/ckpt -o allow_other"})) {
     return *rc;
   }
@@ -132,18 +147,54 @@ int CmdMount(const Args& args) {
   char* abs_mp = realpath(mountpoint.c_str(), nullptr);
   mo.mountpoint = abs_mp ? abs_mp : mountpoint;
   free(abs_mp);
+  if (!(session_timeout >= 0.1 && session_timeout <= 86400)) {
+    return usage(Status::InvalidArgument("--session-timeout must be between 0.1 and 86400 seconds"));
+  }
+  if (!(entry_timeout >= 0 && entry_timeout <= 3600)) {
+    return usage(Status::InvalidArgument("--entry-timeout must be between 0 and 3600 seconds"));
+  }
+  mo.session_timeout_ms = static_cast<unsigned>(session_timeout * 1000);
+  mo.shared_entry_timeout = entry_timeout;
+  const bool database = IsDatabaseLocation(store);
+  // Where the daemon keeps files of its own: the store folder, or this host's state
+  // folder of a database store (one log per mount point: several may share it).
+  std::string own_dir = store, log_name = "daemon";
+  if (database) {
+    if (!state_dir.empty()) {
+      char* abs = realpath(state_dir.c_str(), nullptr);
+      if (abs == nullptr && state_dir[0] != '/') {
+        char* cwd = getcwd(nullptr, 0);
+        state_dir = std::string(cwd ? cwd : "") + "/" + state_dir;
+        free(cwd);
+      } else if (abs) {
+        state_dir = abs;
+      }
+      free(abs);
+    }
+    auto url = kv::PostgresEngine::PublicUrl(store);
+    if (!url.ok()) return Fail("mount", url.status());
+    mo.state_dir = state_dir.empty() ? DefaultStateDir(*url) : state_dir;
+    std::error_code ec;
+    std::filesystem::create_directories(mo.state_dir, ec);
+    if (ec) return Fail("mount", PosixError("create " + mo.state_dir, ec.value()));
+    own_dir = mo.state_dir;
+    log_name = "mount" + mo.mountpoint;
+    std::replace(log_name.begin(), log_name.end(), '/', '-');
+  } else if (!state_dir.empty()) {
+    return usage(Status::InvalidArgument("--state-dir is for database stores"));
+  }
 
   // Cheap checks first, so the common mistakes get a clear message without a fork.
-  if (::access((store + "/snapfs.conf").c_str(), F_OK) != 0) {
+  if (!database && ::access((store + "/snapfs.conf").c_str(), F_OK) != 0) {
     auto s = Store::Open(store);  // produces the precise reason
     return Fail("mount", s.ok() ? Status::InvalidArgument(store + " is not a store") : s.status());
   }
   // A daemon that just died (killed) releases its lock when its last thread has exited;
   // give a dead or zombie holder a moment rather than refuse.
-  for (int i = 0, pid = 0; i < 100 && StoreLockHeld(store, &pid) && !ProcessRunning(pid); i++) {
+  for (int i = 0, pid = 0; !database && i < 100 && StoreLockHeld(store, &pid) && !ProcessRunning(pid); i++) {
     usleep(20000);
   }
-  if (int pid = 0; StoreLockHeld(store, &pid)) {
+  if (int pid = 0; !database && StoreLockHeld(store, &pid)) {
     return Fail("mount",
                 Status::Busy("store " + store + " is in use by pid " + std::to_string(pid)));
   }
@@ -152,8 +203,9 @@ int CmdMount(const Args& args) {
 
   bool foreground = vm["foreground"].as<bool>() || mo.debug;
   if (log_dest.empty()) {
-    char* abs_store = realpath(store.c_str(), nullptr);
-    log_dest = foreground ? "stderr" : std::string(abs_store ? abs_store : store) + "/daemon.log";
+    char* abs_store = realpath(own_dir.c_str(), nullptr);
+    log_dest = foreground ? "stderr"
+                          : std::string(abs_store ? abs_store : own_dir) + "/" + log_name + ".log";
     free(abs_store);
   } else if (log_dest != "stderr" && log_dest != "syslog" && log_dest[0] != '/') {
     // The daemon changes to / once it runs: keep a relative log path where it was meant.
@@ -167,7 +219,7 @@ int CmdMount(const Args& args) {
       if (!s.ok()) {
         Fail("mount", s);
       } else {
-        std::cerr << "snapfs: " << store << " mounted on " << mo.mountpoint
+        std::cerr << "snapfs: " << (database ? std::string("the database store") : store) << " mounted on " << mo.mountpoint
                   << " (Ctrl-C or 'snapfs umount " << mo.mountpoint << "' to unmount)\n";
       }
     });
@@ -190,7 +242,8 @@ int CmdMount(const Args& args) {
         // Detach from the terminal. The log has its own file (--log); what libraries
         // print to stderr lands in STORE/daemon.stderr.
         int null = ::open("/dev/null", O_RDWR);
-        int log = ::open((store + "/daemon.stderr").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int log = ::open((own_dir + "/" + log_name + ".stderr").c_str(),
+                         O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (null >= 0) {
           ::dup2(null, 0);
           ::dup2(null, 1);

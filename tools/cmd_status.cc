@@ -172,6 +172,16 @@ void PrintHuman(const json& j) {
     return;
   }
   if (j.contains("version")) printf("version      %s\n", str("version").c_str());
+  if (j.contains("sessions")) {
+    printf("sessions     %zu other\n", j["sessions"].size());
+    for (const auto& x : j["sessions"]) {
+      printf("             %llu: %s on %s, pid %u, since %s%s\n",
+             static_cast<unsigned long long>(x["id"].get<uint64_t>()),
+             x["what"].get<std::string>().c_str(), x["host"].get<std::string>().c_str(),
+             x["pid"].get<unsigned>(), x["started"].get<std::string>().c_str(),
+             x["expired"].get<bool>() ? " (EXPIRED)" : "");
+    }
+  }
   if (j.contains("metrics")) {
     const json& m = j["metrics"];
     if (m["address"].is_null())
@@ -213,8 +223,64 @@ void PrintHuman(const json& j) {
   }
 }
 
+// A shared (database) store: opened here as one more session; what every host's
+// sessions are doing comes from the database. `mp`: the mount point asked about, if any.
+Result<json> SharedStatus(const std::string& store, const std::string& mp) {
+  if (!mp.empty()) {
+    struct stat st;
+    if (::stat(mp.c_str(), &st) != 0 && errno == ENOTCONN) {
+      return DeadJson(store, mp, "the daemon is gone (the mount point answers ENOTCONN)");
+    }
+  }
+  OpenOptions oo;
+  oo.session_what = "snapfs status";
+  oo.cache_bytes = 0;
+  auto st = Store::Open(store, std::move(oo));
+  if (!st.ok()) return st.status();
+  std::vector<std::string> reasons;
+  json j = {{"schema", 1},
+            {"mounted", !mp.empty()},
+            {"store", (*st)->dir()},
+            {"mountpoint", mp.empty() ? json(nullptr) : json(mp)},
+            {"data", (*st)->backend().Describe()}};
+  auto sessions = ListSessions((*st)->meta().engine());
+  if (!sessions.ok()) return sessions.status();
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const int64_t now = WallMs();
+  json list = json::array();
+  bool found = mp.empty();
+  for (const auto& x : *sessions) {
+    if (x.id == (*st)->session_id()) continue;  // this status command itself
+    list.push_back({{"id", x.id},
+                    {"host", x.value.host},
+                    {"pid", x.value.pid},
+                    {"what", x.value.what},
+                    {"started", Rfc3339(x.value.started_ms * 1000000)},
+                    {"expires_in_seconds", static_cast<double>(x.value.expires_ms - now) / 1000},
+                    {"expired", x.expired}});
+    if (x.expired) {
+      reasons.push_back("session " + std::to_string(x.id) + " (" + x.value.what + " on " +
+                        x.value.host + ", pid " + std::to_string(x.value.pid) +
+                        ") missed its heartbeats; another host will clean up after it");
+    }
+    if (!mp.empty() && x.value.host == host && x.value.what == "mount " + mp && !x.expired) {
+      found = true;
+      j["pid"] = static_cast<int>(x.value.pid);
+      j["started"] = Rfc3339(x.value.started_ms * 1000000);
+      j["uptime_seconds"] = (now - x.value.started_ms) / 1000;
+    }
+  }
+  j["sessions"] = list;
+  if (!found) reasons.push_back("no live session of this host mounts " + mp);
+  j.update(Counts(**st, &reasons));
+  SetHealth(&j, reasons);
+  return j;
+}
+
 // The answer for `arg`, and whether it is healthy.
 Result<json> StatusOf(const std::string& arg) {
+  if (IsDatabaseLocation(arg)) return SharedStatus(arg, "");
   std::string abs = LexicalAbsolute(arg);
   std::string store, mp;
   for (const auto& [m, s] : SnapfsMounts()) {
@@ -223,6 +289,7 @@ Result<json> StatusOf(const std::string& arg) {
       store = s;
     }
   }
+  if (IsDatabaseLocation(store)) return SharedStatus(store, mp);
   if (store.empty()) {
     char* real = realpath(abs.c_str(), nullptr);
     std::string r = real ? real : abs;

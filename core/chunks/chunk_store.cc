@@ -69,9 +69,16 @@ Status ChunkStore::RotateLocked() {
     std::string nv;
     PutLE64(&nv, next + 1);
     t.Put(Cf::kDefault, keys::kNextPack, nv);
+    if (shared()) {
+      // Recorded with the id, in the same transaction: GC never sees the id without
+      // the record (sessions.h, ReadOpenPacks). Fenced: a reaped session makes no pack.
+      RETURN_IF_ERROR(Fence(t));
+      t.Put(Cf::kDefault, keys::OpenPack(id), EncodeBE64(sharing_.session));
+    }
     return Status::OK();
   }).WithContext("allocate a pack id"));
   next_pack_ = id + 1;
+  if (shared()) open_records_.insert(id);
   ASSIGN_OR_RETURN(auto w, backend_->Create(id));
   std::string h = pack::Header();
   auto r = w->Append(std::span(reinterpret_cast<const uint8_t*>(h.data()), h.size()));
@@ -201,7 +208,47 @@ void ChunkStore::Release(ChunkTxn* txn) {
   txn->held.clear();
 }
 
+Status ChunkStore::Fence(kv::Txn& t) const {
+  if (!shared()) return Status::OK();
+  std::string v;
+  Status s = t.Get(Cf::kDefault, sharing_.session_key, &v);
+  if (s.Is(Code::kNotFound)) {
+    return Status::IOError("this process's session " + std::to_string(sharing_.session) +
+                           " of the shared store was reaped (no heartbeat in time): new data "
+                           "cannot be committed; remount");
+  }
+  return s;
+}
+
+Status ChunkStore::ReleaseClosedPacks() {
+  std::vector<PackId> done;
+  {
+    MutexLock l(&mu_);
+    for (auto it = open_records_.begin(); it != open_records_.end();) {
+      PackId p = *it;
+      if ((active_ && active_->id() == p) || PackHasInflightLocked(p)) {
+        ++it;
+        continue;
+      }
+      done.push_back(p);
+      it = open_records_.erase(it);
+    }
+  }
+  if (done.empty()) return Status::OK();
+  Status st = kv::RunTxn(meta_->engine(), [&](kv::Txn& t) -> Status {
+    for (PackId p : done) t.Delete(Cf::kDefault, keys::OpenPack(p));
+    return Status::OK();
+  });
+  if (!st.ok()) {
+    MutexLock l(&mu_);
+    open_records_.insert(done.begin(), done.end());
+  }
+  return st;
+}
+
 Status ChunkStore::Sync(const ChunkTxn& txn) {
+  // The commit that follows points into packs of ours: it must not outlive our session.
+  RETURN_IF_ERROR(Fence(*txn.kv));
   {
     MutexLock l(&mu_);
     for (PackId p : txn.packs) {
@@ -221,6 +268,17 @@ Status ChunkStore::Sync(const ChunkTxn& txn) {
 }
 
 Status ChunkStore::SyncAll() {
+  if (sharing_.seal_on_sync) {
+    // Other hosts read what the next commit points at from the bucket: seal (= upload)
+    // the active pack; chunks in packs sealed earlier were uploaded by their seal.
+    MutexLock l(&mu_);
+    if (!active_) return Status::OK();
+    PackId id = active_->id();
+    (void)SealActiveLocked();
+    auto f = failed_packs_.find(id);
+    if (f != failed_packs_.end()) return f->second;
+    return Status::OK();
+  }
   std::shared_ptr<PackWriter> w;
   uint64_t end = 0;
   {

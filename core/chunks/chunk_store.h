@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <list>
+#include <set>
 #include <memory>
 #include <span>
 #include <string>
@@ -51,6 +52,15 @@ struct ChunkTxn {
   std::vector<PackId> packs;  // packs holding uncommitted chunks the batch points at
 };
 
+// What a ChunkStore of a shared store (docs/scale-out.md) does besides the local case.
+struct ChunkStoreSharing {
+  uint64_t session = 0;     // 0: not shared
+  std::string session_key;  // the session's row: read by every commit that needs a pack of ours
+  // A commit's chunks must be in a sealed pack (the S3 backend uploads on seal), so that
+  // other hosts can read them once the commit is visible: Sync seals the active pack.
+  bool seal_on_sync = false;
+};
+
 struct ChunkStoreStats {
   uint64_t puts = 0, dedup_hits = 0, bytes_put = 0, bytes_new = 0;
   uint64_t cache_hits = 0, cache_misses = 0;
@@ -72,6 +82,15 @@ class ChunkStore {
 
   // Finds the next pack id. Must be called once before use.
   Status Open();
+  // Shared stores: set once, before Open.
+  void SetSharing(ChunkStoreSharing sharing) { sharing_ = std::move(sharing); }
+  bool shared() const { return sharing_.session != 0; }
+  // Shared stores: in `t`, reads this session's row (IOError if it was reaped), so that
+  // `t` cannot commit after a reap that let GC take our open packs.
+  Status Fence(kv::Txn& t) const;
+  // Shared stores: deletes the openpack records of our packs that are sealed and that no
+  // uncommitted txn points into any more (GC may then rewrite or remove them).
+  Status ReleaseClosedPacks() EXCLUDES(mu_);
 
   ChunkId Hash(const void* data, size_t n) const { return ChunkId::Of(data, n, seed_); }
 
@@ -146,6 +165,9 @@ class ChunkStore {
   std::atomic<PackId> active_id_{0};  // id of active_; cleared under sync_mu_ on seal
   PackId synced_pack_ GUARDED_BY(sync_mu_) = 0;
   uint64_t synced_size_ GUARDED_BY(sync_mu_) = 0;
+  ChunkStoreSharing sharing_;  // set before Open, then read-only
+  // Shared stores: our packs whose openpack record is still in the metadata.
+  std::set<PackId> open_records_ GUARDED_BY(mu_);
   // Packs whose final seal failed: their bytes may not be durable.
   std::unordered_map<PackId, Status> failed_packs_ GUARDED_BY(mu_);
 

@@ -6,8 +6,10 @@
 #include <unordered_set>
 
 #include "base/coding.h"
+#include "base/log.h"
 #include "core/meta/kv.h"
 #include "core/chunks/pack_format.h"
+#include "core/sessions.h"
 
 namespace snapfs {
 
@@ -30,6 +32,12 @@ struct Scan {
 Result<Scan> ScanStore(Store& store) {
   MetaStore& meta = store.meta();
   Scan scan;
+  // A shared store: packs other sessions (or we) are filling are left out, read before
+  // the index (sessions.h ReadOpenPacks says why that order).
+  OpenPackSet open;
+  if (store.shared()) {
+    ASSIGN_OR_RETURN(open, ReadOpenPacks(meta.engine()));
+  }
   std::unordered_set<ChunkId, ChunkIdHash> dead;
   auto it = meta.NewIterator(Cf::kGarbage);
   for (it->Seek(""); it->Valid(); it->Next()) {
@@ -63,6 +71,9 @@ Result<Scan> ScanStore(Store& store) {
 
   scan.active = store.chunks().active_pack();
   ASSIGN_OR_RETURN(scan.packs, store.backend().List());
+  if (store.shared()) {
+    std::erase_if(scan.packs, [&](const PackInfo& p) { return open.Excludes(p.id); });
+  }
   return scan;
 }
 
@@ -249,6 +260,7 @@ Status RewritePack(Store& store, PackId pack, uint64_t size, GcResult* result) {
   RETURN_IF_ERROR(kv::RunTxn(
       meta.engine(),
       [&](kv::Txn& t) -> Status {
+        RETURN_IF_ERROR(chunks.Fence(t));  // the copies are in a pack of our session
         for (const auto& m : moves) {
           std::string v;
           Status s = t.Get(Cf::kChunks, keys::Chunk(m.id), &v);
@@ -288,8 +300,27 @@ std::mutex& ExecuteMutex() {
 
 }  // namespace
 
+static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan);
+
 Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
   std::lock_guard l(ExecuteMutex());
+  if (!store.shared()) return ExecuteLocked(store, plan);
+  // One GC at a time store-wide (a second one would copy the same chunks again); the
+  // lease of a session that dies is freed when the session is reaped.
+  RETURN_IF_ERROR(AcquireGcLease(store.meta().engine(), store.session_id()));
+  auto r = ExecuteLocked(store, plan);
+  // Counter deltas and tombstones of the database engine: folded after each run.
+  if (r.ok()) {
+    if (Status c = store.meta().engine().Compact(); !c.ok()) {
+      SNAPFS_LOG_WARN("compact the metadata: " + c.ToString());
+    }
+  }
+  Status rel = ReleaseGcLease(store.meta().engine(), store.session_id());
+  if (!rel.ok()) SNAPFS_LOG_WARN("release the GC lease: " + rel.ToString());
+  return r;
+}
+
+static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan) {
   GcResult r;
   ChunkStore& chunks = store.chunks();
   RETURN_IF_ERROR(CollectDead(store, plan.revived, /*revived=*/true, &r));

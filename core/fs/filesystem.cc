@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 
+#include <set>
+
 #include "base/coding.h"
 #include "core/fs/extent_map.h"
 #include "core/fs/ns_txn.h"
@@ -64,15 +66,28 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(Store* store) {
       return ms;
     }
   }
-  RETURN_IF_ERROR(fs->PurgeOrphansAtOpen());
+  RETURN_IF_ERROR(fs->PurgeDeadOrphans().status());
   return fs;
 }
 
-Status Filesystem::PurgeOrphansAtOpen() {
-  // Inodes unlinked while open when the last process died: nobody can reach them now.
+Result<size_t> Filesystem::PurgeDeadOrphans() {
+  // Inodes unlinked while open by a process that is gone: nobody can reach them now.
+  // Folder store: that is every one at open (the store is ours alone). Shared store: an
+  // orphan's value names the session that has it open; those of live sessions stay.
+  std::set<uint64_t> live;
+  if (store_->shared()) {
+    RETURN_IF_ERROR(ReapExpiredSessions(meta_.engine()).status());
+    ASSIGN_OR_RETURN(auto sessions, ListSessions(meta_.engine()));
+    for (const auto& s : sessions) live.insert(s.id);
+  }
   std::vector<uint64_t> orphans;
   auto it = meta_.NewIterator(Cf::kOrphans);
-  for (it->Seek(""); it->Valid(); it->Next()) orphans.push_back(GetBE64(it->key().data()));
+  for (it->Seek(""); it->Valid(); it->Next()) {
+    uint64_t owner = 0;
+    if (it->value().size() == 8) owner = GetBE64(it->value().data());
+    if (owner != 0 && (live.count(owner) != 0 || owner == store_->session_id())) continue;
+    orphans.push_back(GetBE64(it->key().data()));
+  }
   RETURN_IF_ERROR(it->status().WithContext("scan orphans"));
   for (uint64_t ino : orphans) {
     RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
@@ -82,7 +97,7 @@ Status Filesystem::PurgeOrphansAtOpen() {
       return t.Commit();
     }));
   }
-  return Status::OK();
+  return orphans.size();
 }
 
 // ---- metadata helpers ----
@@ -193,7 +208,9 @@ Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
   if (InUse(ino)) {
     // Open or known to the kernel: purged when the last user lets go, or at the next
     // start after a crash.
-    (void)t->kv().Put(Cf::kOrphans, keys::Ino(ino), "");
+    // A shared store records whose it is (PurgeDeadOrphans).
+    (void)t->kv().Put(Cf::kOrphans, keys::Ino(ino),
+                      store_->shared() ? EncodeBE64(store_->session_id()) : std::string());
     return Status::OK();
   }
   return PurgeInode(t, ino);

@@ -281,6 +281,11 @@ class Filesystem {
   void SetEntryInvalidator(std::function<void(uint64_t parent, std::string_view name)> f);
   void InvalidateEntry(uint64_t parent, std::string_view name);
 
+  // Purges files unlinked while open whose opener is gone: for a folder store every one
+  // (run at open: the last process died); for a shared store those recorded by sessions
+  // that no longer exist (run at open and by the daemon's GC loop). Returns the count.
+  Result<size_t> PurgeDeadOrphans() EXCLUDES(ns_mu_);
+
  private:
   struct OpenFile;
   struct Handle {
@@ -301,7 +306,6 @@ class Filesystem {
   class Views;
 
   explicit Filesystem(Store* store);
-  Status PurgeOrphansAtOpen() EXCLUDES(ns_mu_);
 
   // Metadata helpers (ns_mu_ held where noted).
   Result<Inode> LoadInode(uint64_t ino);

@@ -25,6 +25,7 @@ class EngineWrapper : public Engine {
   std::unique_ptr<Iterator> NewIterator(Cf space) override { return target_->NewIterator(space); }
   Status Sync() override { return target_->Sync(); }
   std::string Describe() const override { return target_->Describe(); }
+  Status Compact() override { return target_->Compact(); }
 
   Engine& target() { return *target_; }
 

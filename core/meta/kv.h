@@ -113,6 +113,9 @@ class Engine {
   virtual Status Sync() = 0;
   // "rocksdb:/var/lib/snapfs/meta", "memory".
   virtual std::string Describe() const = 0;
+  // Housekeeping the engine cannot do on its own (the PostgreSQL engine folds counter
+  // deltas and drops old tombstones); GC calls it after each run. Default: nothing.
+  virtual Status Compact() { return Status::OK(); }
 };
 
 struct RunOptions {

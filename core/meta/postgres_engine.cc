@@ -4,7 +4,9 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <map>
 
 #include "base/coding.h"
@@ -603,6 +605,48 @@ PostgresEngine::PostgresEngine(std::string conninfo, Options opts)
 }
 
 PostgresEngine::~PostgresEngine() = default;
+
+Result<std::string> PostgresEngine::PublicUrl(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* o = PQconninfoParse(conninfo.c_str(), &err);
+  if (!o) {
+    std::string m = err ? err : "unparsable";
+    if (err) PQfreemem(err);
+    while (!m.empty() && m.back() == '\n') m.pop_back();
+    return Status::InvalidArgument("bad PostgreSQL location: " + m);
+  }
+  auto enc = [](std::string_view v) {
+    std::string out;
+    for (unsigned char ch : v) {
+      if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+        out += static_cast<char>(ch);
+      } else {
+        char b[4];
+        snprintf(b, sizeof b, "%%%02X", ch);
+        out += b;
+      }
+    }
+    return out;
+  };
+  std::string user, host, port, db, query;
+  for (PQconninfoOption* i = o; i->keyword; i++) {
+    if (!i->val || !*i->val) continue;
+    std::string_view k = i->keyword;
+    if (k == "password") continue;  // never shown, never recorded
+    if (k == "user") user = i->val;
+    else if (k == "host") host = i->val;
+    else if (k == "port") port = i->val;
+    else if (k == "dbname") db = i->val;
+    else query += (query.empty() ? "?" : "&") + std::string(k) + "=" + enc(i->val);
+  }
+  PQconninfoFree(o);
+  std::string url = "postgresql://";
+  if (!user.empty()) url += enc(user) + "@";
+  url += enc(host);
+  if (!port.empty()) url += ":" + enc(port);
+  url += "/" + enc(db) + query;
+  return url;
+}
 
 std::string PostgresEngine::TableName(Cf space) { return std::string("kv_") + CfName(space); }
 

@@ -97,10 +97,15 @@ class PostgresEngine : public Engine {
   // Removes tombstones that no open transaction can still need and folds counter deltas
   // into their base rows. Safe at any time, from any host; callers run it now and then
   // (it may make a concurrent transaction on the same keys retry).
-  Status Compact();
+  Status Compact() override;
 
   // Round trips made so far (every wait for the server counts one).
   uint64_t round_trips() const { return round_trips_.load(std::memory_order_relaxed); }
+  // The conninfo as a "postgresql://user@host:port/db?key=value" URL without the password
+  // (percent-encoded, so it holds no ',' or ' '): what a mount shows as its source and
+  // what the CLI reconnects with (the password again from PGPASSFILE/.pgpass).
+  // InvalidArgument if libpq cannot parse the conninfo.
+  static Result<std::string> PublicUrl(const std::string& conninfo);
   // The table of a key space ("kv_inodes"), for tests and tools.
   static std::string TableName(Cf space);
 

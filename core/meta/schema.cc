@@ -41,6 +41,16 @@ std::string MarkerIndex(uint64_t marker_ino) {
   return k;
 }
 
+std::string Session(uint64_t id) { return kSessionPrefix + EncodeBE64(id); }
+std::string OpenPack(uint64_t pack) { return kOpenPackPrefix + EncodeBE64(pack); }
+
+Result<uint64_t> DecodeSuffixId(std::string_view key, std::string_view prefix) {
+  if (key.size() != prefix.size() + 8 || !key.starts_with(prefix)) {
+    return Status::Corruption("bad key under " + std::string(prefix));
+  }
+  return GetBE64(key.data() + prefix.size());
+}
+
 Result<uint64_t> DecodeIno(std::string_view key) {
   if (key.size() != 8) return Status::Corruption("inode key has " + std::to_string(key.size()) + " bytes");
   return GetBE64(key.data());
@@ -157,6 +167,30 @@ PinValue PinValue::Decode(std::string_view v) {
   p.view_path = std::string(v.substr(0, z));
   if (z != std::string_view::npos) p.mount_path = std::string(v.substr(z + 1));
   return p;
+}
+
+std::string SessionValue::Encode() const {
+  std::string v;
+  PutLE64(&v, static_cast<uint64_t>(started_ms));
+  PutLE64(&v, static_cast<uint64_t>(expires_ms));
+  PutLE32(&v, pid);
+  PutLE32(&v, static_cast<uint32_t>(host.size()));
+  v.append(host);
+  v.append(what);
+  return v;
+}
+
+Result<SessionValue> SessionValue::Decode(std::string_view v) {
+  if (v.size() < 24) return Status::Corruption("session value too short");
+  SessionValue s;
+  s.started_ms = static_cast<int64_t>(GetLE64(v.data()));
+  s.expires_ms = static_cast<int64_t>(GetLE64(v.data() + 8));
+  s.pid = GetLE32(v.data() + 16);
+  uint32_t n = GetLE32(v.data() + 20);
+  if (v.size() < 24 + static_cast<size_t>(n)) return Status::Corruption("session value too short");
+  s.host = std::string(v.substr(24, n));
+  s.what = std::string(v.substr(24 + n));
+  return s;
 }
 
 std::string EncodeBE64(uint64_t v) {

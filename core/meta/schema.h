@@ -17,8 +17,12 @@
 //   pins      BE64 folder | BE64 ino    -> view path \0 mount path of the pinned file
 //   pinned    BE64 ino | BE64 folder    -> ""   (reverse of pins)
 //   hidden    BE64 ino | BE64 parent | name -> ""  (entries kept hidden for snapshots)
-//   default   "next_ino", "next_pack"   -> LE64
+//   default   "next_ino", "next_pack", "next_session" -> LE64
 //             "marker" BE64 marker ino  -> BE64 snapshot folder
+//             "config"                  -> StoreConfig text (database stores: no snapfs.conf)
+//             "session/" BE64 id        -> SessionValue (a daemon or CLI of a shared store)
+//             "openpack/" BE64 pack     -> BE64 session (a pack a session is filling)
+//             "gc_lease"                -> BE64 session (the one GC running store-wide)
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -46,6 +50,15 @@ inline std::string Chunk(const ChunkId& id) { return std::string(id.AsSlice()); 
 std::string MarkerIndex(uint64_t marker_ino);  // default space
 inline constexpr const char kNextIno[] = "next_ino";
 inline constexpr const char kNextPack[] = "next_pack";
+inline constexpr const char kNextSession[] = "next_session";
+inline constexpr const char kConfig[] = "config";
+inline constexpr const char kGcLease[] = "gc_lease";
+inline constexpr const char kSessionPrefix[] = "session/";
+inline constexpr const char kOpenPackPrefix[] = "openpack/";
+std::string Session(uint64_t id);    // default space: "session/" BE64 id
+std::string OpenPack(uint64_t pack);  // default space: "openpack/" BE64 pack
+// The id after `prefix` in a session or openpack key.
+Result<uint64_t> DecodeSuffixId(std::string_view key, std::string_view prefix);
 
 // Decoders. Each checks the length (Corruption otherwise) so that fsck can report a
 // damaged key instead of reading past it.
@@ -115,6 +128,17 @@ struct PinValue {
   std::string view_path, mount_path;
   std::string Encode() const;
   static PinValue Decode(std::string_view v);  // a value without the separator: view only
+};
+
+// A session of a shared store (docs/scale-out.md): who holds it, and until when it counts
+// as alive without another heartbeat (wall clock of the host that wrote it).
+struct SessionValue {
+  int64_t started_ms = 0, expires_ms = 0;  // Unix ms
+  uint32_t pid = 0;
+  std::string host;
+  std::string what;  // "mount /mnt/ckpt", "snapfs gc", ...
+  std::string Encode() const;
+  static Result<SessionValue> Decode(std::string_view v);
 };
 
 // BE64 values (the marker index's snapshot folder) and LE64 counters.

@@ -1,0 +1,222 @@
+#include "core/sessions.h"
+
+#include <unistd.h>
+
+#include "base/coding.h"
+#include "base/log.h"
+
+namespace snapfs {
+
+namespace {
+
+std::string HostName() {
+  char h[256] = {};
+  if (::gethostname(h, sizeof h - 1) != 0) return "?";
+  return h;
+}
+
+// Keys of `space` starting with `prefix`, read in `t` (conflict-free iteration).
+Status ScanPrefix(kv::Txn& t, std::string_view prefix, std::vector<kv::KeyValue>* out) {
+  auto it = t.NewIterator(Cf::kDefault);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    out->push_back(kv::KeyValue{std::string(it->key()), std::string(it->value())});
+  }
+  return it->status();
+}
+
+}  // namespace
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Session::Session(kv::Engine& engine, SessionOptions opts, uint64_t id, SessionValue v)
+    : engine_(engine), opts_(std::move(opts)), id_(id), key_(keys::Session(id)), value_(std::move(v)) {}
+
+Session::~Session() { (void)Close(); }
+
+Result<std::unique_ptr<Session>> Session::Register(kv::Engine& engine, SessionOptions opts) {
+  if (opts.timeout.count() < 100) return Status::InvalidArgument("session timeout under 100 ms");
+  SessionValue v;
+  v.started_ms = WallMs();
+  v.expires_ms = v.started_ms + opts.timeout.count();
+  v.pid = static_cast<uint32_t>(::getpid());
+  v.host = HostName();
+  v.what = opts.what;
+  uint64_t id = 0;
+  RETURN_IF_ERROR(kv::RunTxn(
+      engine,
+      [&](kv::Txn& t) -> Status {
+        std::string c;
+        Status s = t.Get(Cf::kDefault, keys::kNextSession, &c);
+        id = 1;
+        if (s.ok()) {
+          ASSIGN_OR_RETURN(id, DecodeLE64(c));
+        } else if (!s.Is(Code::kNotFound)) {
+          return s;
+        }
+        t.Put(Cf::kDefault, keys::kNextSession, EncodeLE64(id + 1));
+        t.Put(Cf::kDefault, keys::Session(id), v.Encode());
+        return Status::OK();
+      },
+      kv::RunOptions{.sync = true}).WithContext("register a session"));
+  return std::unique_ptr<Session>(new Session(engine, std::move(opts), id, std::move(v)));
+}
+
+Status Session::Heartbeat() {
+  if (lost_.load()) return Status::IOError("session " + std::to_string(id_) + " was lost");
+  if (closed_.load()) return Status::OK();
+  Status st = kv::RunTxn(engine_, [&](kv::Txn& t) -> Status {
+    std::string v;
+    Status s = t.Get(Cf::kDefault, key_, &v);
+    if (s.Is(Code::kNotFound)) {
+      return Status::IOError("session " + std::to_string(id_) +
+                             " was reaped (no heartbeat within " +
+                             std::to_string(opts_.timeout.count()) + " ms)");
+    }
+    RETURN_IF_ERROR(s);
+    SessionValue nv = value_;
+    nv.expires_ms = WallMs() + opts_.timeout.count();
+    t.Put(Cf::kDefault, key_, nv.Encode());
+    return Status::OK();
+  });
+  if (st.Is(Code::kIOError) && st.message().find("was reaped") != std::string::npos) {
+    if (!lost_.exchange(true)) SNAPFS_LOG_ERROR(st.message() + ": new data cannot be written; remount");
+  }
+  return st;
+}
+
+Status DeleteSessionRecords(kv::Txn& t, uint64_t id) {
+  t.Delete(Cf::kDefault, keys::Session(id));
+  std::vector<kv::KeyValue> packs;
+  RETURN_IF_ERROR(ScanPrefix(t, keys::kOpenPackPrefix, &packs));
+  for (const auto& kv : packs) {
+    ASSIGN_OR_RETURN(uint64_t owner, DecodeBE64(kv.value));
+    if (owner == id) t.Delete(Cf::kDefault, kv.key);
+  }
+  std::string lease;
+  Status s = t.Get(Cf::kDefault, keys::kGcLease, &lease);
+  if (s.ok()) {
+    ASSIGN_OR_RETURN(uint64_t holder, DecodeBE64(lease));
+    if (holder == id) t.Delete(Cf::kDefault, keys::kGcLease);
+  } else if (!s.Is(Code::kNotFound)) {
+    return s;
+  }
+  return Status::OK();
+}
+
+Status Session::Close() {
+  if (closed_.exchange(true) || lost_.load()) return Status::OK();
+  return kv::RunTxn(
+      engine_, [&](kv::Txn& t) { return DeleteSessionRecords(t, id_); },
+      kv::RunOptions{.sync = true});
+}
+
+Result<std::vector<SessionInfo>> ListSessions(kv::Engine& engine) {
+  std::vector<SessionInfo> out;
+  const int64_t now = WallMs();
+  auto it = engine.NewIterator(Cf::kDefault);
+  for (it->Seek(keys::kSessionPrefix); it->Valid() && it->key().starts_with(keys::kSessionPrefix);
+       it->Next()) {
+    SessionInfo i;
+    ASSIGN_OR_RETURN(i.id, keys::DecodeSuffixId(it->key(), keys::kSessionPrefix));
+    ASSIGN_OR_RETURN(i.value, SessionValue::Decode(it->value()));
+    i.expired = i.value.expires_ms < now;
+    out.push_back(std::move(i));
+  }
+  RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+Result<std::vector<uint64_t>> ReapExpiredSessions(kv::Engine& engine) {
+  ASSIGN_OR_RETURN(auto sessions, ListSessions(engine));
+  std::vector<uint64_t> reaped;
+  for (const auto& s : sessions) {
+    if (!s.expired) continue;
+    bool gone = false;
+    RETURN_IF_ERROR(kv::RunTxn(
+        engine,
+        [&](kv::Txn& t) -> Status {
+          // Read in the transaction: a heartbeat committed meanwhile makes this retry
+          // and see the new expiry (and a reap by another process, the row gone).
+          std::string v;
+          Status st = t.Get(Cf::kDefault, keys::Session(s.id), &v);
+          if (st.Is(Code::kNotFound)) return Status::OK();
+          RETURN_IF_ERROR(st);
+          ASSIGN_OR_RETURN(auto now, SessionValue::Decode(v));
+          if (now.expires_ms >= WallMs()) return Status::OK();
+          gone = true;
+          return DeleteSessionRecords(t, s.id);
+        },
+        kv::RunOptions{.sync = true}));
+    if (gone) {
+      SNAPFS_LOG_WARN("reaped session " + std::to_string(s.id) + " (" + s.value.what + " on " +
+                      s.value.host + ", pid " + std::to_string(s.value.pid) +
+                      "): no heartbeat since " + std::to_string(s.value.expires_ms) + " ms");
+      reaped.push_back(s.id);
+    }
+  }
+  return reaped;
+}
+
+Result<OpenPackSet> ReadOpenPacks(kv::Engine& engine) {
+  OpenPackSet set;
+  RETURN_IF_ERROR(kv::RunTxn(engine, [&](kv::Txn& t) -> Status {
+    set.open.clear();
+    std::string v;
+    Status s = t.Get(Cf::kDefault, keys::kNextPack, &v);
+    set.next = 1;
+    if (s.ok()) {
+      ASSIGN_OR_RETURN(set.next, DecodeLE64(v));
+    } else if (!s.Is(Code::kNotFound)) {
+      return s;
+    }
+    std::vector<kv::KeyValue> packs;
+    RETURN_IF_ERROR(ScanPrefix(t, keys::kOpenPackPrefix, &packs));
+    for (const auto& kv : packs) {
+      ASSIGN_OR_RETURN(uint64_t id, keys::DecodeSuffixId(kv.key, keys::kOpenPackPrefix));
+      set.open.insert(id);
+    }
+    return Status::OK();
+  }));
+  return set;
+}
+
+Status AcquireGcLease(kv::Engine& engine, uint64_t session) {
+  RETURN_IF_ERROR(ReapExpiredSessions(engine).status());
+  return kv::RunTxn(engine, [&](kv::Txn& t) -> Status {
+    std::string v;
+    Status s = t.Get(Cf::kDefault, keys::kGcLease, &v);
+    if (s.ok()) {
+      ASSIGN_OR_RETURN(uint64_t holder, DecodeBE64(v));
+      std::string sv;
+      Status hs = t.Get(Cf::kDefault, keys::Session(holder), &sv);
+      if (hs.ok() && holder != session) {
+        auto who = SessionValue::Decode(sv);
+        return Status::Busy("GC is running in session " + std::to_string(holder) +
+                            (who.ok() ? " (" + who->what + " on " + who->host + ")" : ""));
+      }
+      if (!hs.ok() && !hs.Is(Code::kNotFound)) return hs;
+    } else if (!s.Is(Code::kNotFound)) {
+      return s;
+    }
+    t.Put(Cf::kDefault, keys::kGcLease, EncodeBE64(session));
+    return Status::OK();
+  });
+}
+
+Status ReleaseGcLease(kv::Engine& engine, uint64_t session) {
+  return kv::RunTxn(engine, [&](kv::Txn& t) -> Status {
+    std::string v;
+    Status s = t.Get(Cf::kDefault, keys::kGcLease, &v);
+    if (s.Is(Code::kNotFound)) return Status::OK();
+    RETURN_IF_ERROR(s);
+    ASSIGN_OR_RETURN(uint64_t holder, DecodeBE64(v));
+    if (holder == session) t.Delete(Cf::kDefault, keys::kGcLease);
+    return Status::OK();
+  });
+}
+
+}  // namespace snapfs

@@ -1,0 +1,105 @@
+// Sessions of a shared store (a store whose metadata lives in a database that several
+// hosts mount, docs/scale-out.md "Sessions").
+//
+// Every process that opens a shared store (a daemon, or a CLI verb that opens it
+// directly) registers a session row and keeps it alive with heartbeats. What only that
+// process knows about belongs to its session and is recorded with its id: the packs it
+// is filling ("openpack" records), the files it has open after they were unlinked (the
+// orphans' value), the GC lease. A session whose heartbeat stops (kill -9, a host that
+// died or lost the network) expires after its timeout, and whoever notices first reaps
+// it: one transaction deletes the row, its openpack records and its GC lease; its
+// orphans are purged by the next namespace that looks (Filesystem::PurgeDeadOrphans).
+//
+// Fencing: a session that was reaped must not commit references into packs GC may now
+// delete. Every commit that points at chunks appended to a pack of this session reads
+// the session's row in its transaction (ChunkStore), so it fails if the row is gone, and
+// it conflicts with (and retries after) a reap that commits first.
+//
+// Expiry uses wall clocks (the writer's for `expires_ms`, the reaper's for "now"): hosts
+// need NTP, and the timeout (default 60 s) must exceed any plausible clock skew.
+//
+// Thread-safety: Session is thread-safe; the free functions are stateless.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "core/meta/kv.h"
+#include "core/meta/schema.h"
+
+namespace snapfs {
+
+struct SessionOptions {
+  // How long the session counts as alive after a heartbeat. Heartbeats come every
+  // timeout/4.
+  std::chrono::milliseconds timeout{60000};
+  std::string what;  // shown by `snapfs status`: "mount /mnt/ckpt", "snapfs gc"
+};
+
+int64_t WallMs();
+
+class Session {
+ public:
+  // Registers a new session (its id from the "next_session" counter).
+  static Result<std::unique_ptr<Session>> Register(kv::Engine& engine, SessionOptions opts);
+  ~Session();
+
+  uint64_t id() const { return id_; }
+  const std::string& key() const { return key_; }
+  std::chrono::milliseconds timeout() const { return opts_.timeout; }
+
+  // Extends the session's expiry. Once the row is gone (reaped after a long stall), the
+  // session is lost for good: Heartbeat returns IOError and lost() is true.
+  Status Heartbeat();
+  bool lost() const { return lost_.load(); }
+  // Deletes the session's row, its openpack records and a GC lease it holds (a clean
+  // close). Idempotent.
+  Status Close();
+
+ private:
+  Session(kv::Engine& engine, SessionOptions opts, uint64_t id, SessionValue v);
+  kv::Engine& engine_;
+  const SessionOptions opts_;
+  const uint64_t id_;
+  const std::string key_;
+  SessionValue value_;
+  std::atomic<bool> lost_{false};
+  std::atomic<bool> closed_{false};
+};
+
+struct SessionInfo {
+  uint64_t id = 0;
+  SessionValue value;
+  bool expired = false;  // at the time of the listing
+};
+Result<std::vector<SessionInfo>> ListSessions(kv::Engine& engine);
+
+// Reaps every session expired now (see above). Returns the ids reaped. Safe from any
+// number of processes at once (transactions decide).
+Result<std::vector<uint64_t>> ReapExpiredSessions(kv::Engine& engine);
+
+// Deletes every record of session `id` (row, openpack records, GC lease) in `t`.
+Status DeleteSessionRecords(kv::Txn& t, uint64_t id);
+
+// The packs GC must leave alone: those with an openpack record, and every id at or past
+// `next` (a pack allocated after this read; its record may be invisible to it). Read in
+// one transaction, before GC reads the chunk index: a pack whose record was deleted
+// before this read had all its chunks committed before it too.
+struct OpenPackSet {
+  std::set<uint64_t> open;
+  uint64_t next = 0;
+  bool Excludes(uint64_t pack) const { return pack >= next || open.count(pack) != 0; }
+};
+Result<OpenPackSet> ReadOpenPacks(kv::Engine& engine);
+
+// The store-wide GC lease: Busy (naming the holder) if a live session holds it.
+Status AcquireGcLease(kv::Engine& engine, uint64_t session);
+Status ReleaseGcLease(kv::Engine& engine, uint64_t session);
+
+}  // namespace snapfs

@@ -1,0 +1,283 @@
+// One database store mounted twice, as two hosts would (docs/scale-out.md): the metadata
+// in the test PostgreSQL, the packs in a shared folder (or the test radosgw: the S3
+// variants). Driven like users do: `snapfs init|mount postgresql://...`, plain file I/O
+// on both mount points, the CLI from either side, kill -9 of one daemon.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/meta/postgres_engine.h"
+#include "tests/util/flink_sim.h"
+#include "tests/util/mount_fixture.h"
+#include "tests/util/mount_s3.h"
+#include "tests/util/pg_test_db.h"
+
+namespace snapfs::mounttest {
+namespace {
+
+// Byte strings compared without printing megabytes of them.
+::testing::AssertionResult SameBytes(const std::string& got, const std::string& want) {
+  if (got == want) return ::testing::AssertionSuccess();
+  size_t i = 0;
+  while (i < got.size() && i < want.size() && got[i] == want[i]) i++;
+  return ::testing::AssertionFailure() << "got " << got.size() << " bytes, want " << want.size()
+                                       << "; first difference at byte " << i;
+}
+
+class MountShared : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "\n*** /dev/fuse is not available: shared-store MOUNT tests NOT run ***";
+    }
+    if (!test::PgTestServer()) GTEST_SKIP() << test::kNoPgServer;
+    char tmpl[] = "/tmp/snapfs-shared-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    tmp_ = tmpl;
+    conninfo_ = test::NewPgTestDatabase();
+    auto url = kv::PostgresEngine::PublicUrl(conninfo_);
+    ASSERT_TRUE(url.ok()) << url.status().ToString();
+    url_ = *url;
+    std::vector<std::string> init = {"init", url_};
+    for (const auto& a : DataArgs()) init.push_back(a);
+    CmdResult r = Snapfs(init);
+    ASSERT_EQ(r.code, 0) << r.Describe();
+  }
+
+  void TearDown() override {
+    if (tmp_.empty()) return;
+    for (const auto& mp : MountsBelow(tmp_)) {
+      CmdResult r = Snapfs({"umount", mp}, 60);
+      if (r.code != 0) (void)RunCmd({"fusermount3", "-u", "-z", mp}, 30);
+    }
+    for (int pid : pids_) {
+      if (pid > 0 && !WaitPidVanished(pid, std::chrono::seconds(20))) ::kill(pid, SIGKILL);
+    }
+    if (!HasFailure()) {
+      std::error_code ec;
+      std::filesystem::remove_all(tmp_, ec);
+    } else {
+      std::cerr << "*** mount_shared_test: logs kept in " << tmp_ << "\n";
+    }
+  }
+
+  // Where `snapfs init` puts the packs: a folder every "host" sees.
+  virtual std::vector<std::string> DataArgs() { return {"--data", tmp_ + "/data"}; }
+
+  static CmdResult Snapfs(std::vector<std::string> args, int timeout_s = 120) {
+    args.insert(args.begin(), SNAPFS_BINARY);
+    return RunCmd(args, timeout_s);
+  }
+
+  // Mounts the store at TMP/<host> as "host" <host> (its own state folder and log).
+  std::string MountHost(const std::string& host, std::vector<std::string> extra = {}) {
+    std::string mp = tmp_ + "/" + host;
+    EXPECT_EQ(::mkdir(mp.c_str(), 0755), 0);
+    std::vector<std::string> args = {"mount",   url_,     mp,
+                                     "--state-dir", tmp_ + "/state-" + host,
+                                     "--metrics",   "off",
+                                     "--log",       tmp_ + "/" + host + ".log"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    CmdResult r = Snapfs(args, 60);
+    EXPECT_EQ(r.code, 0) << r.Describe() << Log(host);
+    EXPECT_TRUE(IsMounted(mp, true)) << mp;
+    int pid = DaemonPid(mp);
+    EXPECT_GT(pid, 0) << "no live session of this host mounts " << mp;
+    pids_.push_back(pid);
+    return mp;
+  }
+
+  // The daemon's pid, as `snapfs status MOUNTPOINT` finds it in the sessions.
+  int DaemonPid(const std::string& mp) {
+    CmdResult r = Snapfs({"status", mp, "--json"});
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    if (!j.is_object() || !j.contains("pid")) {
+      ADD_FAILURE() << "snapfs status " << mp << ":\n" << r.Describe();
+      return 0;
+    }
+    return j["pid"].get<int>();
+  }
+
+  std::string Log(const std::string& host) const {
+    std::ifstream f(tmp_ + "/" + host + ".log");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return "\n--- " + host + ".log ---\n" + ss.str();
+  }
+
+  // Polls `cond` for up to `s` seconds (cached names expire after the entry timeout).
+  static bool Eventually(const std::function<bool()>& cond, int s = 5) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(s);
+    while (!cond()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+  }
+
+  void ExpectFsckClean() {
+    CmdResult r = Snapfs({"fsck", url_});
+    EXPECT_EQ(r.code, 0) << r.Describe();
+  }
+
+  void CloseToOpen();
+
+  std::string tmp_, conninfo_, url_;
+  std::vector<int> pids_;
+};
+
+void MountShared::CloseToOpen() {
+  std::string a = MountHost("a"), b = MountHost("b");
+  std::string data = test::RandomBytes(3 << 20, 7);
+  // Written and closed on a, no fsync: an open on b sees all of it.
+  ASSERT_EQ(WriteFile(a + "/f", data), 0);
+  EXPECT_TRUE(SameBytes(ReadFile(b + "/f"), data));
+  // Rewritten shorter on b (b's kernel had not cached it, a's has): a's next open sees
+  // the new size and bytes, not its cached pages.
+  EXPECT_TRUE(SameBytes(ReadFile(a + "/f"), data));
+  std::string data2 = test::RandomBytes(1 << 20, 8);
+  ASSERT_EQ(WriteFile(b + "/f", data2), 0);
+  EXPECT_TRUE(SameBytes(ReadFile(a + "/f"), data2));
+  // A rename on a is seen on b within the entry timeout (1 s).
+  ASSERT_EQ(::rename((a + "/f").c_str(), (a + "/g").c_str()), 0);
+  EXPECT_TRUE(Eventually([&] { return Exists(b + "/g") && !Exists(b + "/f"); }))
+      << "b still sees the old name";
+  EXPECT_TRUE(SameBytes(ReadFile(b + "/g"), data2));
+  ASSERT_EQ(::unlink((b + "/g").c_str()), 0);
+  EXPECT_TRUE(Eventually([&] { return !Exists(a + "/g"); }));
+}
+
+TEST_F(MountShared, CloseToOpenAcrossHosts) { CloseToOpen(); }
+
+// A TaskManager on host a writes checkpoints; the job restores on host b from what a
+// wrote; the snapshot a's marker made is listed and removed from b.
+TEST_F(MountShared, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) {
+  std::string a = MountHost("a"), b = MountHost("b");
+  ContentMap content;
+  FlinkJob job(a, "job", 42, &content);
+  ASSERT_EQ(job.Init(), "");
+  for (int i = 0; i < 3; i++) ASSERT_EQ(job.TakeCheckpoint(2, 200 << 10), "");
+  auto on_b = [&](const std::string& p) {
+    return std::make_pair(b + p.substr(a.size()), p);  // same file, seen from b
+  };
+  for (const auto& c : job.retained()) {
+    size_t files = 0;
+    EXPECT_EQ(Restore(b + "/job/" + c.name, a + "/job/" + c.name, content, on_b, &files), "")
+        << c.name;
+    EXPECT_GT(files, 0u);
+  }
+  CmdResult ls = Snapfs({"ls", b + "/job", "--json"});
+  ASSERT_EQ(ls.code, 0) << ls.Describe();
+  auto j = nlohmann::json::parse(ls.out, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j["snapshots"].is_array()) << ls.out;
+  EXPECT_EQ(j["snapshots"].size(), 3u) << ls.out;
+  // Removed from b: gone on a too (after its entry timeout), the others intact.
+  std::string first = job.retained().front().name;
+  CmdResult rm = Snapfs({"rm", b + "/job/" + first});
+  ASSERT_EQ(rm.code, 0) << rm.Describe();
+  EXPECT_TRUE(Eventually([&] { return !Exists(a + "/job/" + first); }));
+  for (size_t i = 1; i < job.retained().size(); i++) {
+    const auto& c = job.retained()[i];
+    EXPECT_EQ(Restore(a + "/job/" + c.name, a + "/job/" + c.name, content, InPlace), "") << c.name;
+  }
+  ASSERT_EQ(Snapfs({"umount", a}).code, 0);
+  ASSERT_EQ(Snapfs({"umount", b}).code, 0);
+  CmdResult gc = Snapfs({"gc", url_});
+  EXPECT_EQ(gc.code, 0) << gc.Describe();
+  ExpectFsckClean();
+}
+
+// kill -9 of one host's daemon while it has a file open that it unlinked: the other host
+// (here: `snapfs gc` run from anywhere) reaps its session after the timeout and purges the
+// file; what the dead host fsync'd is intact.
+TEST_F(MountShared, AKilledHostIsCleanedUpAfterItsSessionTimeout) {
+  std::string a = MountHost("a", {"--session-timeout", "1"}), b = MountHost("b");
+  std::string kept = test::RandomBytes(2 << 20, 9);
+  ASSERT_EQ(WriteFile(a + "/kept", kept, /*fsync_it=*/true), 0);
+  int fd = ::open((a + "/doomed").c_str(), O_CREAT | O_RDWR, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(WriteAllFd(fd, test::RandomBytes(1 << 20, 10)), 0);
+  ASSERT_EQ(::fsync(fd), 0);
+  ASSERT_EQ(::unlink((a + "/doomed").c_str()), 0);
+  ASSERT_EQ(WriteAllFd(fd, test::RandomBytes(1 << 20, 11)), 0);  // unsynced, in a's pack
+  int pid = DaemonPid(a);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitPidVanished(pid, std::chrono::seconds(20)));
+  ::close(fd);
+  (void)RunCmd({"fusermount3", "-u", "-z", a}, 30);
+
+  // Still listed until its timeout passes; then status calls it expired, and gc reaps it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CmdResult st = Snapfs({"status", url_, "--json"});
+  auto sj = nlohmann::json::parse(st.out, nullptr, false);
+  ASSERT_TRUE(sj.is_object()) << st.Describe();
+  bool expired_listed = false;
+  for (const auto& s : sj["sessions"]) expired_listed |= s["expired"].get<bool>();
+  EXPECT_TRUE(expired_listed) << st.out;
+  EXPECT_EQ(sj["health"], "degraded") << st.out;
+
+  CmdResult gc = Snapfs({"gc", url_});
+  ASSERT_EQ(gc.code, 0) << gc.Describe();
+  st = Snapfs({"status", b, "--json"});
+  sj = nlohmann::json::parse(st.out, nullptr, false);
+  ASSERT_TRUE(sj.is_object()) << st.Describe();
+  EXPECT_EQ(sj["sessions"].size(), 1u) << "only b's daemon is left: " << st.out;
+  EXPECT_EQ(sj["health"], "ok") << st.out;
+  EXPECT_TRUE(SameBytes(ReadFile(b + "/kept"), kept));
+  ASSERT_EQ(Snapfs({"umount", b}).code, 0);
+  CmdResult fsck = Snapfs({"fsck", url_, "--json"});
+  EXPECT_EQ(fsck.code, 0) << fsck.Describe();
+  auto fj = nlohmann::json::parse(fsck.out, nullptr, false);
+  ASSERT_TRUE(fj.is_object()) << fsck.out;
+  EXPECT_EQ(fj.value("inodes", 0), 2) << "root and kept; the doomed file was purged: " << fsck.out;
+}
+
+TEST_F(MountShared, BadLocationsGetClearErrors) {
+  // No such database.
+  std::string bad = url_.substr(0, url_.rfind('/')) + "/no_such_db";
+  std::string mp = tmp_ + "/x";
+  ASSERT_EQ(::mkdir(mp.c_str(), 0755), 0);
+  CmdResult r = Snapfs({"mount", bad, mp, "--state-dir", tmp_ + "/st", "--metrics", "off"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("no_such_db"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(IsMounted(mp));
+  // A database with no store in it.
+  std::string empty = *kv::PostgresEngine::PublicUrl(test::NewPgTestDatabase());
+  r = Snapfs({"mount", empty, mp, "--state-dir", tmp_ + "/st", "--metrics", "off"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("snapfs init"), std::string::npos) << r.Describe();
+  // Init twice; init without --data.
+  r = Snapfs({"init", url_, "--data", tmp_ + "/data2"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("empty one"), std::string::npos) << r.Describe();
+  r = Snapfs({"init", empty});
+  EXPECT_EQ(r.code, 2) << "a usage error: " << r.Describe();
+  EXPECT_NE(r.err.find("--data"), std::string::npos) << r.Describe();
+}
+
+// The same with the packs in the test radosgw: a commit points only at uploaded packs.
+class MountSharedS3 : public MountShared {
+ protected:
+  void SetUp() override {
+    SNAPFS_REQUIRE_S3_OR_SKIP();
+    env_ = *test::GetS3TestEnv();
+    MountShared::SetUp();
+  }
+  std::vector<std::string> DataArgs() override {
+    std::string cred = tmp_ + "/s3.cred";
+    std::ofstream(cred) << "[default]\naws_access_key_id = " << env_.access_key
+                        << "\naws_secret_access_key = " << env_.secret_key << "\n";
+    ::chmod(cred.c_str(), 0600);
+    return {"--data", "s3://" + env_.bucket + "/" + test::UniqueS3Prefix("shared"),
+            "--s3-endpoint", env_.endpoint, "--s3-credentials", cred};
+  }
+  test::S3TestEnv env_;
+};
+
+TEST_F(MountSharedS3, CloseToOpenAcrossHosts) { CloseToOpen(); }
+
+}  // namespace
+}  // namespace snapfs::mounttest

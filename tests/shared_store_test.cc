@@ -1,0 +1,253 @@
+// A database store shared by several processes (docs/scale-out.md), in-process: two
+// Stores opened on one PostgreSQL database and one data folder, as two hosts would.
+// What the session protocol must guarantee when a process dies or stalls: its packs and
+// its open-but-unlinked files are cleaned up by the others, and a process whose session
+// was reaped can no longer commit references into packs GC may take.
+// (The same through mounts: mount_shared_test.cc.)
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+
+#include <filesystem>
+
+#include "core/chunks/gc.h"
+#include "core/fs/filesystem.h"
+#include "core/fsck.h"
+#include "core/meta/postgres_engine.h"
+#include "core/sessions.h"
+#include "core/store.h"
+#include "tests/util/pg_test_db.h"
+#include "tests/util/random.h"
+#include "tests/util/status_matchers.h"
+#include "tests/util/temp_dir.h"
+
+namespace snapfs {
+namespace {
+
+class SharedStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::PgTestServer()) GTEST_SKIP() << test::kNoPgServer;
+    conninfo_ = MUST(kv::PostgresEngine::PublicUrl(test::NewPgTestDatabase()));
+    InitOptions io;
+    io.data = dir_.path() + "/data";
+    ASSERT_OK(Store::Init(conninfo_, io));
+  }
+
+  std::unique_ptr<Store> OpenHost(const std::string& name,
+                                  std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+    OpenOptions oo;
+    oo.state_dir = dir_.path() + "/state-" + name;
+    oo.session_timeout = timeout;
+    oo.session_what = "test " + name;
+    return MUST(Store::Open(conninfo_, std::move(oo)));
+  }
+
+  void ExpectFsckClean(Store& s) {
+    auto r = MUST(Fsck(s));
+    for (const auto& p : r.problems) ADD_FAILURE() << "fsck: " << p;
+  }
+
+  // Writes `data` to a new file and fsyncs it; returns its handle, left open.
+  static FileHandle WriteNew(Filesystem& fs, const std::string& name, const std::string& data) {
+    auto [attr, fh] = MUST(fs.Create(kRootIno, name, S_IFREG | 0644, O_RDWR, Caller{}));
+    EXPECT_EQ(MUST(fs.Write(fh, 0, data.data(), data.size())), data.size());
+    return fh;
+  }
+
+  static std::string ReadWhole(Filesystem& fs, const std::string& name) {
+    auto a = MUST(fs.Lookup(kRootIno, name));
+    FileHandle fh = MUST(fs.Open(a.ino, O_RDONLY));
+    std::string out(a.size, '\0');
+    size_t got = MUST(fs.Read(fh, 0, out.size(), out.data()));
+    out.resize(got);
+    EXPECT_OK(fs.Release(fh));
+    return out;
+  }
+
+  test::TempDir dir_{"snapfs-shared"};
+  std::string conninfo_;
+};
+
+TEST_F(SharedStore, InitRefusesAUsedDatabaseAndMountRefusesAnEmptyOne) {
+  InitOptions io;
+  io.data = dir_.path() + "/data2";
+  Status again = Store::Init(conninfo_, io);
+  EXPECT_TRUE(again.Is(Code::kAlreadyExists)) << again.ToString();
+
+  std::string empty = MUST(kv::PostgresEngine::PublicUrl(test::NewPgTestDatabase()));
+  auto r = Store::Open(empty);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().Is(Code::kNotFound)) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("snapfs init"), std::string::npos) << r.status().ToString();
+
+  InitOptions no_data;
+  Status s = Store::Init(MUST(kv::PostgresEngine::PublicUrl(test::NewPgTestDatabase())), no_data);
+  EXPECT_TRUE(s.Is(Code::kInvalidArgument)) << s.ToString();
+  EXPECT_NE(s.message().find("--data"), std::string::npos) << s.ToString();
+}
+
+TEST_F(SharedStore, WhatOneHostCommitsTheOtherReads) {
+  auto a = OpenHost("a"), b = OpenHost("b");
+  auto fa = MUST(Filesystem::Open(a.get())), fb = MUST(Filesystem::Open(b.get()));
+  std::string data = test::RandomBytes(3 << 20, 1);
+  FileHandle fh = WriteNew(*fa, "f", data);
+  ASSERT_OK(fa->Release(fh));  // close-to-open: committed at close
+  EXPECT_TRUE(ReadWhole(*fb, "f") == data);
+  // Both write the same bytes: the second host's copy dedups against the first's.
+  FileHandle gh = WriteNew(*fb, "g", data);
+  ASSERT_OK(fb->Release(gh));
+  EXPECT_TRUE(ReadWhole(*fa, "g") == data);
+  EXPECT_GT(b->chunks().stats().dedup_hits, 0u);
+  EXPECT_NE(a->session_id(), b->session_id());
+}
+
+// A process stalls past its session timeout while it has uncommitted data in its open
+// pack; another reaps it, and GC removes what it had appended. The stalled process's
+// commit must then fail (fencing), never point the index into a removed pack.
+TEST_F(SharedStore, AReapedSessionCannotCommitIntoItsOldPacks) {
+  auto a = OpenHost("a"), b = OpenHost("b");
+  // A writer of a has appended a chunk to a's open pack and not committed yet.
+  ChunkTxn txn(a->meta().engine());
+  std::string data = test::RandomBytes(100 << 10, 2);
+  ChunkId id = MUST(a->chunks().Put(
+      std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()), &txn));
+  ASSERT_TRUE(txn.wrote_pack);
+  const PackId pack = a->chunks().active_pack();
+  ASSERT_NE(pack, 0u);
+  EXPECT_TRUE(MUST(ReadOpenPacks(b->meta().engine())).Excludes(pack)) << "GC must leave it";
+
+  // a stalls; b reaps it (what ReapExpiredSessions does, without waiting for the clock).
+  ASSERT_OK(kv::RunTxn(b->meta().engine(),
+                       [&](kv::Txn& t) { return DeleteSessionRecords(t, a->session_id()); }));
+  EXPECT_FALSE(MUST(ReadOpenPacks(b->meta().engine())).Excludes(pack));
+  // a wakes up. Its transaction began before the reap, so the fence reads the row from
+  // its snapshot; the commit then conflicts with the reap, and the retry (a new
+  // transaction, as the data path's RetryOnConflict makes) finds the row gone.
+  ASSERT_OK(a->chunks().Sync(txn));
+  Status c = txn.kv->Commit();
+  EXPECT_TRUE(c.Is(Code::kConflict)) << c.ToString();
+  ChunkTxn retry(a->meta().engine());
+  MUST(a->chunks().Put(std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size()),
+                       &retry));
+  Status st = a->chunks().Sync(retry);
+  EXPECT_TRUE(st.Is(Code::kIOError)) << st.ToString();
+  EXPECT_NE(st.message().find("reaped"), std::string::npos) << st.ToString();
+  a->chunks().Release(&retry);
+  a->chunks().Release(&txn);
+
+  // b's GC may now take the pack: nothing committed points into it.
+  MUST(RunGc(*b));
+  std::string loc;
+  EXPECT_TRUE(b->meta().Get(Cf::kChunks, keys::Chunk(id), &loc).Is(Code::kNotFound));
+  ExpectFsckClean(*b);
+}
+
+TEST_F(SharedStore, AnExpiredSessionIsReapedWithItsPacksAndOrphans) {
+  auto b = OpenHost("b");
+  auto fb = MUST(Filesystem::Open(b.get()));
+  // "a" writes and fsyncs a file, unlinks another while it has it open, has uncommitted
+  // bytes in its open pack, and then stalls (no more heartbeats) past its timeout.
+  auto a = OpenHost("a", std::chrono::milliseconds(300));
+  const uint64_t dead = a->session_id();
+  auto fa = MUST(Filesystem::Open(a.get()));
+  std::string keep = test::RandomBytes(1 << 20, 3);
+  FileHandle k = WriteNew(*fa, "kept", keep);
+  ASSERT_OK(fa->Fsync(k, false));
+  ASSERT_OK(fa->Release(k));
+  FileHandle doomed = WriteNew(*fa, "doomed", test::RandomBytes(1 << 20, 4));
+  ASSERT_OK(fa->Fsync(doomed, false));
+  ASSERT_OK(fa->Unlink(kRootIno, "doomed"));
+  FileHandle pending = WriteNew(*fa, "pending", test::RandomBytes(1 << 20, 5));
+  a->StopHeartbeat();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+
+  // b notices (its heartbeat thread would; called here so the test need not wait).
+  auto reaped = MUST(ReapExpiredSessions(b->meta().engine()));
+  ASSERT_EQ(reaped, std::vector<uint64_t>{dead});
+  auto open = MUST(ReadOpenPacks(b->meta().engine()));
+  for (uint64_t p : open.open) {
+    std::string v;
+    ASSERT_OK(b->meta().Get(Cf::kDefault, keys::OpenPack(p), &v));
+    EXPECT_NE(MUST(DecodeBE64(v)), dead) << "pack " << p << " is still a's";
+  }
+  EXPECT_EQ(MUST(fb->PurgeDeadOrphans()), 1u) << "a's unlinked-while-open file";
+  MUST(RunGc(*b));
+  ExpectFsckClean(*b);
+  EXPECT_TRUE(ReadWhole(*fb, "kept") == keep);
+  for (const auto& s : MUST(ListSessions(b->meta().engine()))) EXPECT_NE(s.id, dead);
+  // a wakes up: what it had not committed is refused, not half-committed.
+  EXPECT_TRUE(fa->Fsync(pending, false).Is(Code::kIOError));
+  (void)fa->Release(pending);
+  (void)fa->Release(doomed);
+  fa.reset();
+  a.reset();
+  ExpectFsckClean(*b);
+}
+
+TEST_F(SharedStore, OneGcAtATimeStoreWide) {
+  auto a = OpenHost("a"), b = OpenHost("b");
+  ASSERT_OK(AcquireGcLease(a->meta().engine(), a->session_id()));
+  Status busy = AcquireGcLease(b->meta().engine(), b->session_id());
+  EXPECT_TRUE(busy.Is(Code::kBusy)) << busy.ToString();
+  auto r = RunGc(*b);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().Is(Code::kBusy)) << r.status().ToString();
+  ASSERT_OK(ReleaseGcLease(a->meta().engine(), a->session_id()));
+  EXPECT_OK(RunGc(*b).status());
+  // A lease whose holder is gone is free: a's session ends with the lease held.
+  ASSERT_OK(AcquireGcLease(a->meta().engine(), a->session_id()));
+  a.reset();
+  EXPECT_OK(AcquireGcLease(b->meta().engine(), b->session_id()));
+}
+
+// Writers on two "hosts" and GC from both, at once: every committed file reads back and
+// fsck is clean. Correctness rests on the engine's transactions and the open-pack
+// records alone (no mutex of ours spans the two Stores).
+TEST_F(SharedStore, WritersAndGcOnTwoHostsAtOnce) {
+  auto a = OpenHost("a"), b = OpenHost("b");
+  auto fa = MUST(Filesystem::Open(a.get())), fb = MUST(Filesystem::Open(b.get()));
+  std::atomic<bool> stop{false};
+  std::vector<std::string> blobs;
+  for (int i = 0; i < 4; i++) blobs.push_back(test::RandomBytes(300 << 10, 10 + i));
+  auto writer = [&](Filesystem& fs, const std::string& who) {
+    for (int i = 0; i < 30; i++) {
+      std::string name = who + std::to_string(i);
+      // Shared blobs: the hosts dedup against each other's chunks while GC runs.
+      std::string data = blobs[i % blobs.size()] + name;
+      FileHandle fh = WriteNew(fs, name, data);
+      EXPECT_OK(fs.Fsync(fh, false));
+      EXPECT_OK(fs.Release(fh));
+      if (i % 3 == 0) {
+        EXPECT_OK(fs.Unlink(kRootIno, name));
+      }
+    }
+  };
+  auto gc = [&](Store& s) {
+    while (!stop.load()) {
+      auto r = RunGc(s);
+      if (!r.ok()) {
+        EXPECT_TRUE(r.status().Is(Code::kBusy)) << r.status().ToString();
+      }
+    }
+  };
+  std::thread ga([&] { gc(*a); }), gb([&] { gc(*b); });
+  std::thread wa([&] { writer(*fa, "a"); }), wb([&] { writer(*fb, "b"); });
+  wa.join();
+  wb.join();
+  stop = true;
+  ga.join();
+  gb.join();
+  MUST(RunGc(*a));
+  for (const char* who : {"a", "b"}) {
+    for (int i = 0; i < 30; i++) {
+      if (i % 3 == 0) continue;
+      std::string name = who + std::to_string(i);
+      EXPECT_TRUE(ReadWhole(i % 2 ? *fa : *fb, name) == blobs[i % blobs.size()] + name) << name;
+    }
+  }
+  ExpectFsckClean(*a);
+}
+
+}  // namespace
+}  // namespace snapfs
