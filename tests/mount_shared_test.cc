@@ -123,6 +123,8 @@ class MountShared : public ::testing::Test {
   }
 
   void CloseToOpen();
+  void Checkpoints();
+  void KilledHost();
 
   std::string tmp_, conninfo_, url_;
   std::vector<int> pids_;
@@ -153,7 +155,9 @@ TEST_F(MountShared, CloseToOpenAcrossHosts) { CloseToOpen(); }
 
 // A TaskManager on host a writes checkpoints; the job restores on host b from what a
 // wrote; the snapshot a's marker made is listed and removed from b.
-TEST_F(MountShared, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) {
+TEST_F(MountShared, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) { Checkpoints(); }
+
+void MountShared::Checkpoints() {
   std::string a = MountHost("a"), b = MountHost("b");
   ContentMap content;
   FlinkJob job(a, "job", 42, &content);
@@ -192,7 +196,9 @@ TEST_F(MountShared, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) {
 // kill -9 of one host's daemon while it has a file open that it unlinked: the other host
 // (here: `snapfs gc` run from anywhere) reaps its session after the timeout and purges the
 // file; what the dead host fsync'd is intact.
-TEST_F(MountShared, AKilledHostIsCleanedUpAfterItsSessionTimeout) {
+TEST_F(MountShared, AKilledHostIsCleanedUpAfterItsSessionTimeout) { KilledHost(); }
+
+void MountShared::KilledHost() {
   std::string a = MountHost("a", {"--session-timeout", "1"}), b = MountHost("b");
   std::string kept = test::RandomBytes(2 << 20, 9);
   ASSERT_EQ(WriteFile(a + "/kept", kept, /*fsync_it=*/true), 0);
@@ -278,6 +284,8 @@ class MountSharedS3 : public MountShared {
 };
 
 TEST_F(MountSharedS3, CloseToOpenAcrossHosts) { CloseToOpen(); }
+TEST_F(MountSharedS3, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) { Checkpoints(); }
+TEST_F(MountSharedS3, AKilledHostIsCleanedUpAfterItsSessionTimeout) { KilledHost(); }
 
 }  // namespace
 }  // namespace snapfs::mounttest
