@@ -249,5 +249,51 @@ TEST_F(SharedStore, WritersAndGcOnTwoHostsAtOnce) {
   ExpectFsckClean(*a);
 }
 
+// What the namespace and data path cost in PostgreSQL round trips (docs/scale-out.md has
+// the table): measured, and held to bounds so that a change that adds round trips to
+// the common operations shows up here.
+TEST_F(SharedStore, RoundTripsPerOperation) {
+  auto a = OpenHost("a");
+  auto fa = MUST(Filesystem::Open(a.get()));
+  auto* pg = dynamic_cast<kv::PostgresEngine*>(&a->meta().engine());
+  ASSERT_NE(pg, nullptr);
+  auto count = [&](const std::function<void()>& op) {
+    uint64_t before = pg->round_trips();
+    op();
+    return pg->round_trips() - before;
+  };
+  std::string mb = test::RandomBytes(1 << 20, 20);
+  uint64_t mkdir = count([&] { MUST(fa->Mkdir(kRootIno, "d", 0755, Caller{})); });
+  uint64_t create = count([&] {
+    auto [attr, fh] = MUST(fa->Create(kRootIno, "empty", S_IFREG | 0644, O_RDWR, Caller{}));
+    EXPECT_OK(fa->Release(fh));
+  });
+  uint64_t write_new = count([&] {
+    FileHandle fh = WriteNew(*fa, "new", mb);
+    EXPECT_OK(fa->Release(fh));
+  });
+  uint64_t write_dup = count([&] {
+    FileHandle fh = WriteNew(*fa, "dup", mb);
+    EXPECT_OK(fa->Release(fh));
+  });
+  uint64_t lookup = count([&] { MUST(fa->Lookup(kRootIno, "new")); });
+  uint64_t getattr = count([&] { MUST(fa->GetAttr(MUST(fa->Lookup(kRootIno, "dup")).ino)); });
+  uint64_t rename = count([&] { ASSERT_OK(fa->Rename(kRootIno, "dup", kRootIno, "dup2", 0)); });
+  uint64_t unlink = count([&] { ASSERT_OK(fa->Unlink(kRootIno, "dup2")); });
+  std::cerr << "round trips: mkdir " << mkdir << ", create+close " << create
+            << ", create+write 1 MiB new+close " << write_new << ", the same bytes again "
+            << write_dup << ", lookup " << lookup << ", lookup+getattr " << getattr
+            << ", rename " << rename << ", unlink " << unlink << "\n";
+  // Measured (2026-12-06): 8, 12, 42, 36, 2, 3, 6, 9. The bounds leave room for one
+  // heartbeat of the session thread landing inside a measurement (it shares the count).
+  EXPECT_LE(mkdir, 11u);
+  EXPECT_LE(create, 15u);
+  EXPECT_LE(write_new, 45u);  // one index read per chunk (about 16 per MiB): see the doc
+  EXPECT_LE(write_dup, 40u);
+  EXPECT_LE(lookup, 5u);
+  EXPECT_LE(rename, 9u);
+  EXPECT_LE(unlink, 12u);
+}
+
 }  // namespace
 }  // namespace snapfs
