@@ -290,6 +290,64 @@ TEST_P(KvEngineConformance, AWriterThatReadAKeyDeletedMeanwhileConflicts) {
   EXPECT_EQ(Read(Cf::kRefs, "c"), "<absent>");
 }
 
+TEST_P(KvEngineConformance, MultiGetAnswersAsGetDoes) {
+  Commit([&](Txn& t) {
+    t.Put(Cf::kChunks, "a", "1");
+    t.Put(Cf::kChunks, "b", "2");
+    t.Put(Cf::kChunks, "gone", "x");
+    t.Add(Cf::kRefs, "n", 4);
+  });
+  auto t = engine_->Begin();
+  t->Put(Cf::kChunks, "b", "own");  // its own writes win
+  t->Delete(Cf::kChunks, "gone");
+  t->Add(Cf::kRefs, "n", 3);  // counters: committed + own adds
+  std::vector<std::optional<std::string>> refs;
+  ASSERT_OK(t->MultiGet(Cf::kRefs, {"n", "m"}, &refs));
+  ASSERT_EQ(refs.size(), 2u);
+  ASSERT_TRUE(refs[0].has_value());
+  EXPECT_EQ(*DecodeCounter(*refs[0]), 7);
+  EXPECT_FALSE(refs[1].has_value());
+  std::vector<std::string> keys = {"a", "b", "gone", "absent", "a"};
+  for (int i = 0; i < 300; i++) keys.push_back("k" + std::to_string(i));  // > one batch
+  std::vector<std::optional<std::string>> got;
+  ASSERT_OK(t->MultiGet(Cf::kChunks, keys, &got));
+  ASSERT_EQ(got.size(), keys.size());
+  for (size_t i = 0; i < keys.size(); i++) {
+    std::string v;
+    Status s = t->Get(Cf::kChunks, keys[i], &v);
+    if (s.Is(Code::kNotFound)) {
+      EXPECT_FALSE(got[i].has_value()) << keys[i];
+    } else {
+      ASSERT_OK(s);
+      ASSERT_TRUE(got[i].has_value()) << keys[i];
+      EXPECT_EQ(*got[i], v) << keys[i];
+    }
+  }
+  EXPECT_EQ(*got[0], "1");
+  EXPECT_EQ(*got[1], "own");
+  EXPECT_FALSE(got[2].has_value());
+  EXPECT_FALSE(got[3].has_value());
+  EXPECT_EQ(*got[4], "1");
+}
+
+TEST_P(KvEngineConformance, KeysReadWithMultiGetAreCheckedAtCommit) {
+  Commit([&](Txn& t) { t.Put(Cf::kChunks, "c", "loc"); });
+  auto writer = engine_->Begin();
+  std::vector<std::optional<std::string>> got;
+  ASSERT_OK(writer->MultiGet(Cf::kChunks, {"c", "new"}, &got));
+  writer->Put(Cf::kInodes, "w", "1");
+  Commit([&](Txn& t) { t.Delete(Cf::kChunks, "c"); });
+  EXPECT_TRUE(writer->Commit().Is(Code::kConflict));
+  // An absent key read with MultiGet and created meanwhile conflicts too.
+  auto w2 = engine_->Begin();
+  ASSERT_OK(w2->MultiGet(Cf::kChunks, {"later"}, &got));
+  EXPECT_FALSE(got[0].has_value());
+  w2->Put(Cf::kInodes, "w", "2");
+  Commit([&](Txn& t) { t.Put(Cf::kChunks, "later", "x"); });
+  EXPECT_TRUE(w2->Commit().Is(Code::kConflict));
+  EXPECT_EQ(Read(Cf::kInodes, "w"), "<absent>");
+}
+
 TEST_P(KvEngineConformance, DisjointTransactionsBothCommit) {
   auto a = engine_->Begin();
   auto b = engine_->Begin();

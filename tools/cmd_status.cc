@@ -173,7 +173,7 @@ void PrintHuman(const json& j) {
   }
   if (j.contains("version")) printf("version      %s\n", str("version").c_str());
   if (j.contains("sessions")) {
-    printf("sessions     %zu other\n", j["sessions"].size());
+    printf("sessions     %zu (not counting this command's own)\n", j["sessions"].size());
     for (const auto& x : j["sessions"]) {
       printf("             %llu: %s on %s, pid %u, since %s%s\n",
              static_cast<unsigned long long>(x["id"].get<uint64_t>()),

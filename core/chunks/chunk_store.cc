@@ -117,86 +117,113 @@ ChunkTxn::~ChunkTxn() {
 }
 
 Result<ChunkId> ChunkStore::Put(std::span<const uint8_t> data, ChunkTxn* txn) {
+  ASSIGN_OR_RETURN(auto ids, PutMany({data}, txn));
+  return ids[0];
+}
+
+Result<std::vector<ChunkId>> ChunkStore::PutMany(
+    const std::vector<std::span<const uint8_t>>& datas, ChunkTxn* txn) {
   txn->store = this;
-  ChunkId id = Hash(data.data(), data.size());
-  bool check_bytes = false;
+  std::vector<ChunkId> ids;
+  std::vector<std::string> keys;
+  ids.reserve(datas.size());
+  keys.reserve(datas.size());
+  for (const auto& d : datas) {
+    ids.push_back(Hash(d.data(), d.size()));
+    keys.push_back(keys::Chunk(ids.back()));
+  }
+  // Every index entry in one read of the writer's transaction (one round trip for a
+  // remote engine), before mu_: other writers are not held up by it. This read is what
+  // makes a concurrent GC deletion of an entry conflict with the writer.
+  std::vector<std::optional<std::string>> found;
+  RETURN_IF_ERROR(txn->kv->MultiGet(Cf::kChunks, keys, &found));
+  std::vector<bool> check(datas.size(), false);
   {
     MutexLock l(&mu_);
-    stats_.puts++;
-    stats_.bytes_put += data.size();
+    for (size_t i = 0; i < datas.size(); i++) {
+      bool c = false;
+      RETURN_IF_ERROR(PutLocked(ids[i], keys[i], datas[i], found[i].has_value(), txn, &c));
+      check[i] = c;
+    }
+  }
+  for (size_t i = 0; i < datas.size(); i++) {
+    if (check[i]) RETURN_IF_ERROR(VerifyStored(ids[i], datas[i]));
+  }
+  return ids;
+}
+
+Status ChunkStore::PutLocked(const ChunkId& id, const std::string& key,
+                             std::span<const uint8_t> data, bool indexed, ChunkTxn* txn,
+                             bool* check_bytes) {
+  stats_.puts++;
+  stats_.bytes_put += data.size();
+  auto it = inflight_.find(id);
+  if (it != inflight_.end() && it->second.has_location) {
+    it->second.holds++;
+    txn->held.push_back(id);
+    stats_.dedup_hits++;
+    // Another uncommitted txn appended it (or this one, earlier in the batch); index it
+    // in ours too (same value), so the entry exists whichever txn commits.
+    txn->kv->Put(Cf::kChunks, key, it->second.loc.Encode());
+    if (!it->second.loc.is_inline()) {
+      txn->wrote_pack = true;
+      txn->packs.push_back(it->second.loc.pack);
+    }
+    *check_bytes = verify_dedup_;
+    return Status::OK();
+  }
+  if (indexed) {  // committed before our snapshot
+    inflight_[id].holds++;
+    txn->held.push_back(id);
+    stats_.dedup_hits++;
+    *check_bytes = verify_dedup_;
+    return Status::OK();
+  }
+  ChunkLocation loc;
+  if (data.size() <= inline_max_) {
+    loc.length = static_cast<uint32_t>(data.size());
+    loc.inline_data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+  } else {
+    ASSIGN_OR_RETURN(loc, AppendLocked(id, data));
+    txn->wrote_pack = true;
+    if (txn->packs.empty() || txn->packs.back() != loc.pack) txn->packs.push_back(loc.pack);
+  }
+  // Unchecked costs nothing here: the MultiGet above already made the key checked.
+  txn->kv->PutUnchecked(Cf::kChunks, key, loc.Encode());
+  Inflight& f = inflight_[id];
+  f.holds++;
+  f.has_location = true;
+  f.loc = std::move(loc);
+  txn->held.push_back(id);
+  stats_.bytes_new += data.size();
+  return Status::OK();
+}
+
+Status ChunkStore::VerifyStored(const ChunkId& id, std::span<const uint8_t> data) {
+  // Trust model: without the seed, colliding chunks cannot be crafted; with verify_dedup
+  // even a writer who knows the seed cannot alias someone else's bytes.
+  std::string stored;
+  std::string v;
+  Status s;
+  {
+    MutexLock l(&mu_);
     auto it = inflight_.find(id);
     if (it != inflight_.end() && it->second.has_location) {
-      it->second.holds++;
-      txn->held.push_back(id);
-      stats_.dedup_hits++;
-      // Another uncommitted txn appended it; index it in ours too (same value), so the
-      // entry exists whichever txn commits.
-      txn->kv->Put(Cf::kChunks, keys::Chunk(id), it->second.loc.Encode());
-      if (!it->second.loc.is_inline()) {
-        txn->wrote_pack = true;
-        txn->packs.push_back(it->second.loc.pack);
-      }
-      check_bytes = verify_dedup_;
+      s = ReadAt(it->second.loc, &stored);
     } else {
-      // Read in the writer's transaction, also when another txn of ours holds the chunk:
-      // this read is what makes a concurrent GC deletion of the entry conflict.
-      std::string v;
-      const std::string key = keys::Chunk(id);
-      Status s = txn->kv->Get(Cf::kChunks, key, &v);
-      if (s.ok()) {
-        inflight_[id].holds++;
-        txn->held.push_back(id);
-        stats_.dedup_hits++;
-        check_bytes = verify_dedup_;
-      } else if (!s.Is(Code::kNotFound)) {
-        return s;
-      } else {
-        ChunkLocation loc;
-        if (data.size() <= inline_max_) {
-          loc.length = static_cast<uint32_t>(data.size());
-          loc.inline_data.assign(reinterpret_cast<const char*>(data.data()), data.size());
-        } else {
-          ASSIGN_OR_RETURN(loc, AppendLocked(id, data));
-          txn->wrote_pack = true;
-          if (txn->packs.empty() || txn->packs.back() != loc.pack) txn->packs.push_back(loc.pack);
-        }
-        // Unchecked costs nothing here: the Get above already made the key checked.
-        txn->kv->PutUnchecked(Cf::kChunks, key, loc.Encode());
-        Inflight& f = inflight_[id];
-        f.holds++;
-        f.has_location = true;
-        f.loc = std::move(loc);
-        txn->held.push_back(id);
-        stats_.bytes_new += data.size();
-      }
+      s = meta_->Get(Cf::kChunks, keys::Chunk(id), &v);
     }
   }
-  if (check_bytes) {
-    // Trust model: without the seed, colliding chunks cannot be crafted; with
-    // verify_dedup even a writer who knows the seed cannot alias someone else's bytes.
-    std::string stored;
-    std::string v;
-    Status s;
-    {
-      MutexLock l(&mu_);
-      auto it = inflight_.find(id);
-      if (it != inflight_.end() && it->second.has_location) {
-        s = ReadAt(it->second.loc, &stored);
-      } else {
-        s = meta_->Get(Cf::kChunks, keys::Chunk(id), &v);
-      }
-    }
-    if (s.ok() && !v.empty()) {
-      ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
-      s = ReadAt(loc, &stored);
-    }
-    RETURN_IF_ERROR(s);
-    if (stored.size() != data.size() || std::memcmp(stored.data(), data.data(), data.size())) {
-      return Status::IOError("hash collision on chunk " + id.Hex() +
-                             ": refusing to alias different bytes (verify_dedup)");
-    }
+  if (s.ok() && !v.empty()) {
+    ASSIGN_OR_RETURN(auto loc, ChunkLocation::Decode(v));
+    s = ReadAt(loc, &stored);
   }
-  return id;
+  RETURN_IF_ERROR(s);
+  if (stored.size() != data.size() || std::memcmp(stored.data(), data.data(), data.size())) {
+    return Status::IOError("hash collision on chunk " + id.Hex() +
+                           ": refusing to alias different bytes (verify_dedup)");
+  }
+  return Status::OK();
 }
 
 void ChunkStore::Release(ChunkTxn* txn) {

@@ -96,6 +96,10 @@ class ChunkStore {
 
   // Stores one chunk (or finds it stored) and holds it for `txn`.
   Result<ChunkId> Put(std::span<const uint8_t> data, ChunkTxn* txn);
+  // The same for several chunks (in order), with one read of their index entries: one
+  // round trip for a remote engine instead of one per chunk.
+  Result<std::vector<ChunkId>> PutMany(const std::vector<std::span<const uint8_t>>& datas,
+                                       ChunkTxn* txn);
   // Releases the holds of a committed or abandoned txn.
   void Release(ChunkTxn* txn);
   // Makes the chunks `txn` appended (and every chunk appended before) durable; fails if
@@ -140,6 +144,11 @@ class ChunkStore {
   Result<ChunkLocation> AppendLocked(const ChunkId& id, std::span<const uint8_t> data)
       REQUIRES(mu_);
   Status RotateLocked() REQUIRES(mu_);
+  // One chunk of PutMany; `indexed`: its index entry was in the writer's snapshot.
+  Status PutLocked(const ChunkId& id, const std::string& key, std::span<const uint8_t> data,
+                   bool indexed, ChunkTxn* txn, bool* check_bytes) REQUIRES(mu_);
+  // verify_dedup: the stored bytes of `id` are `data` (IOError otherwise).
+  Status VerifyStored(const ChunkId& id, std::span<const uint8_t> data) EXCLUDES(mu_);
   // Seals the active pack (syncing it) and records a failure for the txns that need it.
   Status SealActiveLocked() REQUIRES(mu_) EXCLUDES(sync_mu_);
   std::shared_ptr<const std::string> CacheLookup(const ChunkId& id) EXCLUDES(cache_mu_);

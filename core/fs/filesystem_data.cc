@@ -490,6 +490,8 @@ Status Filesystem::FlushOnce(OpenFile* f, bool all, bool sync) {
       const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
       const uint32_t max_chunk = chunker_.params().max_size;
       size_t pos = 0, n = bytes.size();
+      std::vector<std::span<const uint8_t>> cuts;
+      std::vector<bool> stables;
       while (pos < n) {
         // A cut is stable when the chunker chose it from the content (or hit max_size); a
         // cut forced by the end of the data is not, and is re-chunked when data follows.
@@ -500,10 +502,18 @@ Status Filesystem::FlushOnce(OpenFile* f, bool all, bool sync) {
           cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
           stable = false;
         }
-        ASSIGN_OR_RETURN(auto id, chunks_.Put(std::span(p + pos, cut), &txn));
-        extent_map::Put(*txn.kv, f->ino, s + pos, ExtentValue{id, static_cast<uint32_t>(cut), stable});
-        allocated_delta += cut;
+        cuts.emplace_back(p + pos, cut);
+        stables.push_back(stable);
         pos += cut;
+      }
+      // All chunks of the region at once: one index read for all of them.
+      ASSIGN_OR_RETURN(auto ids, chunks_.PutMany(cuts, &txn));
+      uint64_t at = s;
+      for (size_t i = 0; i < cuts.size(); i++) {
+        const auto len = static_cast<uint32_t>(cuts[i].size());
+        extent_map::Put(*txn.kv, f->ino, at, ExtentValue{ids[i], len, stables[i]});
+        allocated_delta += len;
+        at += len;
       }
       if (pos < n) keep.emplace(s + pos, bytes.substr(pos));
       d = last;

@@ -19,6 +19,21 @@ Status Txn::Scan(Cf space, std::string_view begin, std::string_view end, size_t 
   return it->status();
 }
 
+Status Txn::MultiGet(Cf space, const std::vector<std::string>& keys,
+                     std::vector<std::optional<std::string>>* values) {
+  values->assign(keys.size(), std::nullopt);
+  for (size_t i = 0; i < keys.size(); i++) {
+    std::string v;
+    Status s = Get(space, keys[i], &v);
+    if (s.ok()) {
+      (*values)[i] = std::move(v);
+    } else if (!s.Is(Code::kNotFound)) {
+      return s;
+    }
+  }
+  return Status::OK();
+}
+
 Result<int64_t> Txn::GetCounter(Cf space, std::string_view key) {
   std::string v;
   Status s = Get(space, key, &v);

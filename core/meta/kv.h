@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -70,6 +71,12 @@ class Txn {
   virtual ~Txn() = default;
   // NotFound if absent. Conflict-checked at Commit.
   virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
+  // Several Gets of one space at once, each exactly as Get (seen in the transaction,
+  // checked at Commit): (*values)[i] is empty where Get would say NotFound. Engines with
+  // round trips answer in one (the PostgreSQL engine: one per kMultiGetBatch keys); the
+  // default calls Get for each key.
+  virtual Status MultiGet(Cf space, const std::vector<std::string>& keys,
+                          std::vector<std::optional<std::string>>* values);
   virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
   virtual void Put(Cf space, std::string_view key, std::string_view value) = 0;
   virtual void Delete(Cf space, std::string_view key) = 0;

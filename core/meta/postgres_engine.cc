@@ -468,6 +468,64 @@ class PgTxn : public BufferingTxn {
     return Status::OK();
   }
 
+  Status MultiGet(Cf space, const std::vector<std::string>& keys,
+                  std::vector<std::optional<std::string>>* values) override {
+    RETURN_IF_ERROR(err_);
+    const size_t s = static_cast<size_t>(space);
+    values->assign(keys.size(), std::nullopt);
+    std::vector<size_t> remote;  // keys the server must answer
+    for (size_t i = 0; i < keys.size(); i++) {
+      auto it = ops_[s].find(keys[i]);
+      if (it != ops_[s].end() && it->second.kind != Op::kAdd) {
+        if (it->second.kind != Op::kDelete) (*values)[i] = it->second.value;
+      } else {
+        remote.push_back(i);
+      }
+    }
+    const std::string t = PostgresEngine::TableName(space);
+    for (size_t from = 0; from < remote.size(); from += PostgresEngine::kMultiGetBatch) {
+      const size_t n = std::min(PostgresEngine::kMultiGetBatch, remote.size() - from);
+      // One row per asked key, in any order: q.i says which.
+      std::string sql = "SELECT q.i, b.v, b.k IS NOT NULL, (" + DeltaSum("$1", "q.k") +
+                        ") FROM (VALUES ";
+      std::vector<Param> params = {Int2(static_cast<int>(space))};
+      for (size_t j = 0; j < n; j++) {
+        sql += (j ? ", ($" : "($") + std::to_string(j + 2) + "::bytea, " + std::to_string(j) +
+               "::int8)";
+        params.push_back(Bytes(keys[remote[from + j]]));
+      }
+      sql += ") AS q(k, i) LEFT JOIN " + t + " b ON b.k = q.k";
+      auto r = Wire(e_, conn_.get()).Query(sql, params, "metadata multiget");
+      if (!r.ok()) return Fail(r.status());
+      const PGresult* res = r->get();
+      if (PQntuples(res) != static_cast<int>(n)) {
+        return Fail(Status::IOError("metadata multiget: wrong number of rows from the server"));
+      }
+      for (int row = 0; row < PQntuples(res); row++) {
+        const int64_t j = ReadInt8(PQgetvalue(res, row, 0));
+        if (j < 0 || static_cast<size_t>(j) >= n) {
+          return Fail(Status::IOError("metadata multiget: bad row from the server"));
+        }
+        const size_t i = remote[from + static_cast<size_t>(j)];
+        ServerRow sr;
+        sr.row = PQgetvalue(res, row, 2)[0] != 0;
+        RETURN_IF_ERROR(Decode(res, row, 1, 3, &sr.value, &sr.has_value));
+        reads_[s].emplace(keys[i], sr.row);  // checked at Commit, as Get's reads
+        auto it = ops_[s].find(keys[i]);
+        if (it == ops_[s].end()) {
+          if (sr.has_value) (*values)[i] = std::move(sr.value);
+          continue;
+        }
+        int64_t under = 0;  // a pending Add on top of the server's value
+        if (sr.has_value) {
+          ASSIGN_OR_RETURN(under, DecodeCounter(sr.value));
+        }
+        (*values)[i] = EncodeCounter(under + it->second.delta);
+      }
+    }
+    return Status::OK();
+  }
+
   std::unique_ptr<Iterator> NewIterator(Cf space) override {
     return std::make_unique<PgIterator>(e_, conn_.get(), space, &ops_[static_cast<size_t>(space)],
                                         nullptr, err_);

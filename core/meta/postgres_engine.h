@@ -29,7 +29,7 @@
 // Compact() folds them into the base row.
 //
 // Round trips (measured by PostgresEngineTest.RoundTripsPerCall; round_trips() counts
-// them): Begin 1, Get 1, Seek 1 (then 1 per page of kPageRows rows), Put/Delete/Add 0
+// them): Begin 1, Get 1, MultiGet 1 per kMultiGetBatch keys, Seek 1 (then 1 per page of kPageRows rows), Put/Delete/Add 0
 // (buffered), Commit 1 (every buffered write, the read checks and COMMIT in one
 // pipeline), plus 1 more only when the commit fails (ROLLBACK). Engine::Get 1; engine
 // iterators 1 to open their snapshot. A connection made for a call adds the connect and
@@ -70,6 +70,7 @@ class PostgresEngine : public Engine {
  public:
   static constexpr int kSchemaVersion = 1;
   static constexpr size_t kPageRows = 256;  // rows per round trip of an iterator
+  static constexpr size_t kMultiGetBatch = 256;  // keys per round trip of Txn::MultiGet
 
   using Options = PostgresOptions;
 
