@@ -19,6 +19,7 @@
 #include "core/chunks/gc.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "core/meta/postgres_engine.h"
 #include "core/store.h"
 #include "core/store_gauges.h"
 #include "daemon/control.h"
@@ -128,6 +129,17 @@ void Collect(metrics::Exposition& e, Store& store, GaugeCache& cache) {
           cs.bytes_new);
   counter("snapfs_dedup_bytes_total", "Bytes written that deduplicated against stored chunks",
           cs.bytes_put >= cs.bytes_new ? cs.bytes_put - cs.bytes_new : 0);
+  if (store.shared()) {
+    if (auto* pg = dynamic_cast<kv::PostgresEngine*>(&store.meta().engine())) {
+      counter("snapfs_metadata_round_trips_total",
+              "Round trips to the metadata database (PostgreSQL)", pg->round_trips());
+    }
+    gauge("snapfs_session_id", "This daemon's session in the shared store",
+          static_cast<double>(store.session_id()));
+    gauge("snapfs_session_lost",
+          "1 once this daemon's session was reaped (no heartbeat in time): new data fails, remount",
+          store.session()->lost() ? 1 : 0);
+  }
   auto [g, when] = cache.Get();
   if (when != 0) {
     gauge("snapfs_store_logical_bytes", "Sum of the sizes of all regular files",

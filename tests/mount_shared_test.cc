@@ -4,7 +4,13 @@
 // on both mount points, the CLI from either side, kill -9 of one daemon.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -75,10 +81,11 @@ class MountShared : public ::testing::Test {
   std::string MountHost(const std::string& host, std::vector<std::string> extra = {}) {
     std::string mp = tmp_ + "/" + host;
     EXPECT_EQ(::mkdir(mp.c_str(), 0755), 0);
-    std::vector<std::string> args = {"mount",   url_,     mp,
-                                     "--state-dir", tmp_ + "/state-" + host,
-                                     "--metrics",   "off",
-                                     "--log",       tmp_ + "/" + host + ".log"};
+    std::vector<std::string> args = {"mount", url_, mp, "--state-dir", tmp_ + "/state-" + host,
+                                     "--log", tmp_ + "/" + host + ".log"};
+    if (std::find(extra.begin(), extra.end(), "--metrics") == extra.end()) {
+      args.insert(args.end(), {"--metrics", "off"});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     CmdResult r = Snapfs(args, 60);
     EXPECT_EQ(r.code, 0) << r.Describe() << Log(host);
@@ -130,8 +137,33 @@ class MountShared : public ::testing::Test {
   std::vector<int> pids_;
 };
 
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return -1;
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// The value of an unlabelled sample in a Prometheus exposition, or -1.
+double Sample(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(name + " ")) return std::stod(line.substr(name.size() + 1));
+  }
+  return -1;
+}
+
 void MountShared::CloseToOpen() {
-  std::string a = MountHost("a"), b = MountHost("b");
+  const int port = FreePort();
+  std::string a = MountHost("a", {"--metrics", "127.0.0.1:" + std::to_string(port)});
+  std::string b = MountHost("b");
   std::string data = test::RandomBytes(3 << 20, 7);
   // Written and closed on a, no fsync: an open on b sees all of it.
   ASSERT_EQ(WriteFile(a + "/f", data), 0);
@@ -149,6 +181,13 @@ void MountShared::CloseToOpen() {
   EXPECT_TRUE(SameBytes(ReadFile(b + "/g"), data2));
   ASSERT_EQ(::unlink((b + "/g").c_str()), 0);
   EXPECT_TRUE(Eventually([&] { return !Exists(a + "/g"); }));
+  // What an operator scrapes: the database round trips and the session's state.
+  CmdResult m = RunCmd({"curl", "-sS", "--max-time", "30",
+                        "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+  ASSERT_EQ(m.code, 0) << m.Describe();
+  EXPECT_GT(Sample(m.out, "snapfs_metadata_round_trips_total"), 10) << m.out;
+  EXPECT_EQ(Sample(m.out, "snapfs_session_lost"), 0) << m.out;
+  EXPECT_GT(Sample(m.out, "snapfs_session_id"), 0) << m.out;
 }
 
 TEST_F(MountShared, CloseToOpenAcrossHosts) { CloseToOpen(); }
