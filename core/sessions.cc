@@ -40,8 +40,8 @@ Session::~Session() { (void)Close(); }
 Result<std::unique_ptr<Session>> Session::Register(kv::Engine& engine, SessionOptions opts) {
   if (opts.timeout.count() < 100) return Status::InvalidArgument("session timeout under 100 ms");
   SessionValue v;
-  v.started_ms = WallMs();
-  v.expires_ms = v.started_ms + opts.timeout.count();
+  v.started_ms = v.beat_ms = WallMs();
+  v.timeout_ms = static_cast<uint64_t>(opts.timeout.count());
   v.pid = static_cast<uint32_t>(::getpid());
   v.host = HostName();
   v.what = opts.what;
@@ -77,8 +77,9 @@ Status Session::Heartbeat() {
                              std::to_string(opts_.timeout.count()) + " ms)");
     }
     RETURN_IF_ERROR(s);
-    SessionValue nv = value_;
-    nv.expires_ms = WallMs() + opts_.timeout.count();
+    ASSIGN_OR_RETURN(SessionValue nv, SessionValue::Decode(v));
+    nv.beat++;
+    nv.beat_ms = WallMs();
     t.Put(Cf::kDefault, key_, nv.Encode());
     return Status::OK();
   });
@@ -123,39 +124,65 @@ Result<std::vector<SessionInfo>> ListSessions(kv::Engine& engine) {
     SessionInfo i;
     ASSIGN_OR_RETURN(i.id, keys::DecodeSuffixId(it->key(), keys::kSessionPrefix));
     ASSIGN_OR_RETURN(i.value, SessionValue::Decode(it->value()));
-    i.expired = i.value.expires_ms < now;
+    i.overdue = i.value.beat_ms + static_cast<int64_t>(i.value.timeout_ms) < now;
     out.push_back(std::move(i));
   }
   RETURN_IF_ERROR(it->status());
   return out;
 }
 
-Result<std::vector<uint64_t>> ReapExpiredSessions(kv::Engine& engine) {
-  ASSIGN_OR_RETURN(auto sessions, ListSessions(engine));
+Result<std::vector<uint64_t>> SessionReaper::Check(kv::Engine& engine, Clock::time_point now) {
+  std::map<uint64_t, std::string> rows;
+  {
+    auto it = engine.NewIterator(Cf::kDefault);
+    for (it->Seek(keys::kSessionPrefix);
+         it->Valid() && it->key().starts_with(keys::kSessionPrefix); it->Next()) {
+      auto id = keys::DecodeSuffixId(it->key(), keys::kSessionPrefix);
+      if (id.ok()) rows[*id] = std::string(it->value());
+    }
+    if (!it->status().ok()) {
+      Reset();
+      return it->status();
+    }
+  }
+  std::erase_if(seen_, [&](const auto& kv) { return rows.count(kv.first) == 0; });
   std::vector<uint64_t> reaped;
-  for (const auto& s : sessions) {
-    if (!s.expired) continue;
+  for (const auto& [id, value] : rows) {
+    if (id == self_) continue;
+    auto s = seen_.find(id);
+    if (s == seen_.end() || s->second.value != value) {
+      seen_[id] = Seen{value, now};
+      continue;
+    }
+    auto sv = SessionValue::Decode(value);
+    if (!sv.ok()) continue;  // fsck's business
+    if (now - s->second.since <= std::chrono::milliseconds(sv->timeout_ms)) continue;
+    // Silent for longer than its timeout while we watched. Reaped only if the row is
+    // still exactly what we saw: a heartbeat committed meanwhile makes the transaction
+    // retry and see the new value (and a reap by another process, the row gone).
     bool gone = false;
-    RETURN_IF_ERROR(kv::RunTxn(
+    Status st = kv::RunTxn(
         engine,
         [&](kv::Txn& t) -> Status {
-          // Read in the transaction: a heartbeat committed meanwhile makes this retry
-          // and see the new expiry (and a reap by another process, the row gone).
+          gone = false;
           std::string v;
-          Status st = t.Get(Cf::kDefault, keys::Session(s.id), &v);
-          if (st.Is(Code::kNotFound)) return Status::OK();
-          RETURN_IF_ERROR(st);
-          ASSIGN_OR_RETURN(auto now, SessionValue::Decode(v));
-          if (now.expires_ms >= WallMs()) return Status::OK();
+          Status g = t.Get(Cf::kDefault, keys::Session(id), &v);
+          if (g.Is(Code::kNotFound) || (g.ok() && v != value)) return Status::OK();
+          RETURN_IF_ERROR(g);
           gone = true;
-          return DeleteSessionRecords(t, s.id);
+          return DeleteSessionRecords(t, id);
         },
-        kv::RunOptions{.sync = true}));
+        kv::RunOptions{.sync = true});
+    if (!st.ok()) {
+      Reset();
+      return st;
+    }
+    seen_.erase(id);
     if (gone) {
-      SNAPFS_LOG_WARN("reaped session " + std::to_string(s.id) + " (" + s.value.what + " on " +
-                      s.value.host + ", pid " + std::to_string(s.value.pid) +
-                      "): no heartbeat since " + std::to_string(s.value.expires_ms) + " ms");
-      reaped.push_back(s.id);
+      SNAPFS_LOG_WARN("reaped session " + std::to_string(id) + " (" + sv->what + " on " +
+                      sv->host + ", pid " + std::to_string(sv->pid) + "): no heartbeat for " +
+                      std::to_string(sv->timeout_ms) + " ms");
+      reaped.push_back(id);
     }
   }
   return reaped;
@@ -185,7 +212,6 @@ Result<OpenPackSet> ReadOpenPacks(kv::Engine& engine) {
 }
 
 Status AcquireGcLease(kv::Engine& engine, uint64_t session) {
-  RETURN_IF_ERROR(ReapExpiredSessions(engine).status());
   return kv::RunTxn(engine, [&](kv::Txn& t) -> Status {
     std::string v;
     Status s = t.Get(Cf::kDefault, keys::kGcLease, &v);

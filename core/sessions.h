@@ -10,13 +10,17 @@
 // it: one transaction deletes the row, its openpack records and its GC lease; its
 // orphans are purged by the next namespace that looks (Filesystem::PurgeDeadOrphans).
 //
+// Death is observed, not computed from clocks: every heartbeat increments the row's beat
+// counter, and a SessionReaper (in every daemon's heartbeat thread) reaps a session whose
+// row it has seen unchanged for longer than that session's timeout, measured on its own
+// monotonic clock while it reached the database the whole time. A reaper that fails to
+// reach the database forgets what it saw: after an outage of the database itself, which
+// stops every heartbeat at once, nobody is reaped for having been silent during it.
+//
 // Fencing: a session that was reaped must not commit references into packs GC may now
 // delete. Every commit that points at chunks appended to a pack of this session reads
 // the session's row in its transaction (ChunkStore), so it fails if the row is gone, and
 // it conflicts with (and retries after) a reap that commits first.
-//
-// Expiry uses wall clocks (the writer's for `expires_ms`, the reaper's for "now"): hosts
-// need NTP, and the timeout (default 60 s) must exceed any plausible clock skew.
 //
 // Thread-safety: Session is thread-safe; the free functions are stateless.
 #pragma once
@@ -25,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -54,7 +59,7 @@ class Session {
   const std::string& key() const { return key_; }
   std::chrono::milliseconds timeout() const { return opts_.timeout; }
 
-  // Extends the session's expiry. Once the row is gone (reaped after a long stall), the
+  // Increments the beat counter. Once the row is gone (reaped after a long stall), the
   // session is lost for good: Heartbeat returns IOError and lost() is true.
   Status Heartbeat();
   bool lost() const { return lost_.load(); }
@@ -76,13 +81,32 @@ class Session {
 struct SessionInfo {
   uint64_t id = 0;
   SessionValue value;
-  bool expired = false;  // at the time of the listing
+  // Its last heartbeat is older than its timeout by the lister's wall clock: a hint for
+  // people (`snapfs status`), never a reason to reap.
+  bool overdue = false;
 };
 Result<std::vector<SessionInfo>> ListSessions(kv::Engine& engine);
 
-// Reaps every session expired now (see above). Returns the ids reaped. Safe from any
-// number of processes at once (transactions decide).
-Result<std::vector<uint64_t>> ReapExpiredSessions(kv::Engine& engine);
+// Watches the sessions and reaps the dead ones (see above). Not thread-safe: one per
+// heartbeat thread.
+class SessionReaper {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit SessionReaper(uint64_t self) : self_(self) {}
+  // Reads every session once; reaps those whose row this reaper has seen unchanged for
+  // longer than their timeout. Returns the ids reaped. On an error, forgets everything.
+  Result<std::vector<uint64_t>> Check(kv::Engine& engine, Clock::time_point now = Clock::now());
+  // Forgets what it saw (this process could not reach the database).
+  void Reset() { seen_.clear(); }
+
+ private:
+  struct Seen {
+    std::string value;
+    Clock::time_point since;
+  };
+  const uint64_t self_;
+  std::map<uint64_t, Seen> seen_;
+};
 
 // Deletes every record of session `id` (row, openpack records, GC lease) in `t`.
 Status DeleteSessionRecords(kv::Txn& t, uint64_t id);

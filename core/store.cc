@@ -415,18 +415,29 @@ Result<std::unique_ptr<Store>> Store::OpenDatabase(const std::string& location, 
 }
 
 void Store::HeartbeatLoop() {
-  const auto every = std::max(std::chrono::milliseconds(25), session_->timeout() / 4);
+  // Heartbeats every timeout/4; the other sessions are watched more often (every second
+  // at most), so that a dead one is reaped about its own timeout after it went silent.
+  using Clock = std::chrono::steady_clock;
+  const auto beat_every = std::max(std::chrono::milliseconds(25), session_->timeout() / 4);
+  const auto tick = std::min<std::chrono::milliseconds>(beat_every, std::chrono::seconds(1));
+  SessionReaper reaper(session_->id());
+  auto next_beat = Clock::now() + beat_every;
   std::unique_lock l(hb_mu_);
-  while (!hb_cv_.wait_for(l, every, [&] { return hb_stop_; })) {
+  while (!hb_cv_.wait_for(l, tick, [&] { return hb_stop_; })) {
     l.unlock();
-    Status st = session_->Heartbeat();
-    if (!st.ok() && !session_->lost()) SNAPFS_LOG_WARN("session heartbeat: " + st.ToString());
-    if (st.ok()) {
-      if (Status r = chunks_->ReleaseClosedPacks(); !r.ok()) {
+    if (Clock::now() >= next_beat) {
+      next_beat = Clock::now() + beat_every;
+      Status st = session_->Heartbeat();
+      if (!st.ok()) {
+        reaper.Reset();  // what it saw before may predate an outage of ours
+        if (!session_->lost()) SNAPFS_LOG_WARN("session heartbeat: " + st.ToString());
+      } else if (Status r = chunks_->ReleaseClosedPacks(); !r.ok()) {
         SNAPFS_LOG_WARN("release closed packs: " + r.ToString());
       }
-      if (auto r = ReapExpiredSessions(meta_->engine()); !r.ok()) {
-        SNAPFS_LOG_WARN("reap expired sessions: " + r.status().ToString());
+    }
+    if (!session_->lost()) {
+      if (auto r = reaper.Check(meta_->engine()); !r.ok()) {
+        SNAPFS_LOG_WARN("watch the other sessions: " + r.status().ToString());
       }
     }
     l.lock();

@@ -117,7 +117,7 @@ TEST_F(SharedStore, AReapedSessionCannotCommitIntoItsOldPacks) {
   ASSERT_NE(pack, 0u);
   EXPECT_TRUE(MUST(ReadOpenPacks(b->meta().engine())).Excludes(pack)) << "GC must leave it";
 
-  // a stalls; b reaps it (what ReapExpiredSessions does, without waiting for the clock).
+  // a stalls; b reaps it (what SessionReaper does once a's timeout has passed).
   ASSERT_OK(kv::RunTxn(b->meta().engine(),
                        [&](kv::Txn& t) { return DeleteSessionRecords(t, a->session_id()); }));
   EXPECT_FALSE(MUST(ReadOpenPacks(b->meta().engine())).Excludes(pack));
@@ -160,11 +160,14 @@ TEST_F(SharedStore, AnExpiredSessionIsReapedWithItsPacksAndOrphans) {
   ASSERT_OK(fa->Unlink(kRootIno, "doomed"));
   FileHandle pending = WriteNew(*fa, "pending", test::RandomBytes(1 << 20, 5));
   a->StopHeartbeat();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
 
-  // b notices (its heartbeat thread would; called here so the test need not wait).
-  auto reaped = MUST(ReapExpiredSessions(b->meta().engine()));
-  ASSERT_EQ(reaped, std::vector<uint64_t>{dead});
+  // b watches: a's row stays unchanged for longer than a's timeout (b's own heartbeat
+  // thread watches too and may get there first; either way a is reaped once).
+  SessionReaper reaper(b->session_id());
+  const auto t0 = SessionReaper::Clock::now();
+  MUST(reaper.Check(b->meta().engine(), t0));
+  MUST(reaper.Check(b->meta().engine(), t0 + std::chrono::milliseconds(400)));
+  for (const auto& s : MUST(ListSessions(b->meta().engine()))) EXPECT_NE(s.id, dead);
   auto open = MUST(ReadOpenPacks(b->meta().engine()));
   for (uint64_t p : open.open) {
     std::string v;
@@ -175,7 +178,6 @@ TEST_F(SharedStore, AnExpiredSessionIsReapedWithItsPacksAndOrphans) {
   MUST(RunGc(*b));
   ExpectFsckClean(*b);
   EXPECT_TRUE(ReadWhole(*fb, "kept") == keep);
-  for (const auto& s : MUST(ListSessions(b->meta().engine()))) EXPECT_NE(s.id, dead);
   // a wakes up: what it had not committed is refused, not half-committed.
   EXPECT_TRUE(fa->Fsync(pending, false).Is(Code::kIOError));
   (void)fa->Release(pending);

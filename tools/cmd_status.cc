@@ -179,7 +179,7 @@ void PrintHuman(const json& j) {
              static_cast<unsigned long long>(x["id"].get<uint64_t>()),
              x["what"].get<std::string>().c_str(), x["host"].get<std::string>().c_str(),
              x["pid"].get<unsigned>(), x["started"].get<std::string>().c_str(),
-             x["expired"].get<bool>() ? " (EXPIRED)" : "");
+             x["overdue"].get<bool>() ? " (MISSED ITS HEARTBEATS)" : "");
     }
   }
   if (j.contains("metrics")) {
@@ -257,14 +257,16 @@ Result<json> SharedStatus(const std::string& store, const std::string& mp) {
                     {"pid", x.value.pid},
                     {"what", x.value.what},
                     {"started", Rfc3339(x.value.started_ms * 1000000)},
-                    {"expires_in_seconds", static_cast<double>(x.value.expires_ms - now) / 1000},
-                    {"expired", x.expired}});
-    if (x.expired) {
+                    {"last_heartbeat_seconds_ago", static_cast<double>(now - x.value.beat_ms) / 1000},
+                    {"timeout_seconds", static_cast<double>(x.value.timeout_ms) / 1000},
+                    {"overdue", x.overdue}});
+    if (x.overdue) {
       reasons.push_back("session " + std::to_string(x.id) + " (" + x.value.what + " on " +
                         x.value.host + ", pid " + std::to_string(x.value.pid) +
-                        ") missed its heartbeats; another host will clean up after it");
+                        ") missed its heartbeats (by this host's clock); a daemon will clean "
+                        "up after it");
     }
-    if (!mp.empty() && x.value.host == host && x.value.what == "mount " + mp && !x.expired) {
+    if (!mp.empty() && x.value.host == host && x.value.what == "mount " + mp && !x.overdue) {
       found = true;
       j["pid"] = static_cast<int>(x.value.pid);
       j["started"] = Rfc3339(x.value.started_ms * 1000000);

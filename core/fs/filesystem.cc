@@ -76,7 +76,6 @@ Result<size_t> Filesystem::PurgeDeadOrphans() {
   // orphan's value names the session that has it open; those of live sessions stay.
   std::set<uint64_t> live;
   if (store_->shared()) {
-    RETURN_IF_ERROR(ReapExpiredSessions(meta_.engine()).status());
     ASSIGN_OR_RETURN(auto sessions, ListSessions(meta_.engine()));
     for (const auto& s : sessions) live.insert(s.id);
   }

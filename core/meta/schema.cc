@@ -172,7 +172,9 @@ PinValue PinValue::Decode(std::string_view v) {
 std::string SessionValue::Encode() const {
   std::string v;
   PutLE64(&v, static_cast<uint64_t>(started_ms));
-  PutLE64(&v, static_cast<uint64_t>(expires_ms));
+  PutLE64(&v, static_cast<uint64_t>(beat_ms));
+  PutLE64(&v, timeout_ms);
+  PutLE64(&v, beat);
   PutLE32(&v, pid);
   PutLE32(&v, static_cast<uint32_t>(host.size()));
   v.append(host);
@@ -181,15 +183,18 @@ std::string SessionValue::Encode() const {
 }
 
 Result<SessionValue> SessionValue::Decode(std::string_view v) {
-  if (v.size() < 24) return Status::Corruption("session value too short");
+  constexpr size_t kFixed = 40;
+  if (v.size() < kFixed) return Status::Corruption("session value too short");
   SessionValue s;
   s.started_ms = static_cast<int64_t>(GetLE64(v.data()));
-  s.expires_ms = static_cast<int64_t>(GetLE64(v.data() + 8));
-  s.pid = GetLE32(v.data() + 16);
-  uint32_t n = GetLE32(v.data() + 20);
-  if (v.size() < 24 + static_cast<size_t>(n)) return Status::Corruption("session value too short");
-  s.host = std::string(v.substr(24, n));
-  s.what = std::string(v.substr(24 + n));
+  s.beat_ms = static_cast<int64_t>(GetLE64(v.data() + 8));
+  s.timeout_ms = GetLE64(v.data() + 16);
+  s.beat = GetLE64(v.data() + 24);
+  s.pid = GetLE32(v.data() + 32);
+  uint32_t n = GetLE32(v.data() + 36);
+  if (v.size() < kFixed + static_cast<size_t>(n)) return Status::Corruption("session value too short");
+  s.host = std::string(v.substr(kFixed, n));
+  s.what = std::string(v.substr(kFixed + n));
   return s;
 }
 

@@ -130,10 +130,14 @@ struct PinValue {
   static PinValue Decode(std::string_view v);  // a value without the separator: view only
 };
 
-// A session of a shared store (docs/scale-out.md): who holds it, and until when it counts
-// as alive without another heartbeat (wall clock of the host that wrote it).
+// A session of a shared store (docs/scale-out.md): who holds it, its timeout, and a beat
+// counter every heartbeat increments (others decide it is dead when the value stops
+// changing for longer than the timeout: no clock is compared across hosts).
 struct SessionValue {
-  int64_t started_ms = 0, expires_ms = 0;  // Unix ms
+  int64_t started_ms = 0;  // Unix ms, for people
+  int64_t beat_ms = 0;     // Unix ms of the last heartbeat (writer's clock), for people
+  uint64_t timeout_ms = 0;
+  uint64_t beat = 0;
   uint32_t pid = 0;
   std::string host;
   std::string what;  // "mount /mnt/ckpt", "snapfs gc", ...
