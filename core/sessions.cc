@@ -147,7 +147,9 @@ Result<std::vector<uint64_t>> SessionReaper::Check(kv::Engine& engine, Clock::ti
   }
   std::erase_if(seen_, [&](const auto& kv) { return rows.count(kv.first) == 0; });
   std::vector<uint64_t> reaped;
-  for (const auto& [id, value] : rows) {
+  for (const auto& row : rows) {
+    const uint64_t id = row.first;  // (not a structured binding: the lambda below uses it)
+    const std::string& value = row.second;
     if (id == self_) continue;
     auto s = seen_.find(id);
     if (s == seen_.end() || s->second.value != value) {
