@@ -245,8 +245,10 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context) {
   return Status::IOError(m);
 }
 
-Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, bool create) {
+Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, bool create,
+                                                       rocksdb::Env* env) {
   rocksdb::Options opts;
+  if (env != nullptr) opts.env = env;
   opts.create_if_missing = create;
   // Stores made by an older snapfs lack the column families added since; they start empty.
   opts.create_missing_column_families = true;

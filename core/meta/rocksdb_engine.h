@@ -35,8 +35,11 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context);
 
 class RocksEngine : public Engine {
  public:
-  // Opens (or, with `create`, creates: error if it exists) the database in `dir`.
-  static Result<std::unique_ptr<RocksEngine>> Open(const std::string& dir, bool create);
+  // Opens (or, with `create`, creates: error if it exists) the database in `dir`. `env`
+  // (not owned; must outlive the engine) replaces RocksDB's default Env: tests pass one
+  // whose file system drops unsynced bytes at a simulated power cut (tests/util/power_cut.h).
+  static Result<std::unique_ptr<RocksEngine>> Open(const std::string& dir, bool create,
+                                                   rocksdb::Env* env = nullptr);
   ~RocksEngine() override;
 
   std::unique_ptr<Txn> Begin() override;
