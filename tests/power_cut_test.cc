@@ -244,7 +244,7 @@ class Workload {
       if (auto sh = fs.ResolvePath(job.name + "/shared"); sh.ok()) {
         for (const auto& e : List(*sh)) {
           if (keep_shared.count(e.name)) continue;
-          files_.erase(job.name + "/shared/" + e.name);
+          Forget(job.name + "/shared/" + e.name);
           MUST(fs.Unlink(*sh, e.name));
         }
       }
@@ -277,6 +277,12 @@ class Workload {
   }
 
   Result<uint64_t> Resolve(const std::string& rel) { return rig_->fs().ResolvePath(rel); }
+
+  // `path` is deleted on purpose: nothing is expected of it any more.
+  void Forget(const std::string& path) {
+    files_.erase(path);
+    content_.erase(path);
+  }
 
   std::string Content(const std::string& path) {
     auto it = content_.find(path);
@@ -340,7 +346,11 @@ class Workload {
     if (!Ok(jino, "resolve " + job.name)) return false;
     auto d = fs.Mkdir(*jino, cname, 0755, who_);
     if (!Ok(d, "mkdir " + c.dir)) return false;
-    if (!job.state.empty() && rng_() % 3 == 0) {  // compaction dropped one
+    // Compaction: sometimes one file leaves the state, and it never grows past 8 files.
+    if (!job.state.empty() && rng_() % 3 == 0) {
+      job.state.erase(job.state.begin() + static_cast<long>(rng_() % job.state.size()));
+    }
+    while (job.state.size() > 8) {
       job.state.erase(job.state.begin() + static_cast<long>(rng_() % job.state.size()));
     }
     int fresh = 1 + static_cast<int>(rng_() % 2);
@@ -393,7 +403,9 @@ class Workload {
     md.WriteSizedBytes(RandomBytes(rng_, rng_() % (4 * kKiB)));
     c.metadata = md.bytes();
     std::string tmp = "._metadata.inprogress." + RandomUuid(rng_);
-    if (!Upload(c.dir, tmp, c.metadata)) return false;
+    bool uploaded = Upload(c.dir, tmp, c.metadata);
+    content_.erase(c.dir + "/" + tmp);
+    if (!uploaded) return false;
     if (!Ok(fs.Rename(d->ino, tmp, d->ino, "_metadata"), "rename " + c.dir + "/_metadata")) {
       return false;
     }
@@ -424,8 +436,8 @@ class Workload {
     Chk old = job.retained.front();
     job.retained.pop_front();  // from the first unlink on, either outcome is fine
     std::vector<std::string> drop = Unused(job, old);
-    for (const auto& p : old.priv) files_.erase(old.dir + "/" + p);
-    for (const auto& s : drop) files_.erase(job.name + "/shared/" + s);
+    for (const auto& p : old.priv) Forget(old.dir + "/" + p);
+    for (const auto& s : drop) Forget(job.name + "/shared/" + s);
     auto jino = Resolve(job.name);
     auto sh = Resolve(job.name + "/shared");
     auto dir = Resolve(old.dir);
@@ -452,8 +464,8 @@ class Workload {
     Filesystem& fs = rig_->fs();
     Chk old = job.retained.front();
     job.retained.pop_front();
-    for (const auto& p : old.priv) files_.erase(old.dir + "/" + p);
-    for (const auto& s : Unused(job, old)) files_.erase(job.name + "/shared/" + s);
+    for (const auto& p : old.priv) Forget(old.dir + "/" + p);
+    for (const auto& s : Unused(job, old)) Forget(job.name + "/shared/" + s);
     auto dir = Resolve(old.dir);
     if (!Ok(dir, "resolve " + old.dir)) return false;
     totals_.rms++;
@@ -474,6 +486,7 @@ class Workload {
     std::string bytes = RandomBytes(rng_, 256 + rng_() % (16 * kKiB));
     bool acked = false;
     bool alive = Upload("moves", a, bytes, &acked);
+    content_.erase("moves/" + a);
     if (acked) moves_.push_back(Move{"moves/" + a, "moves/" + b, bytes});
     if (!alive) return false;
     auto mv = Resolve("moves");
@@ -523,7 +536,7 @@ class Workload {
   void DeleteTree(uint64_t parent, const std::string& name, uint64_t ino, const std::string& rel) {
     Filesystem& fs = rig_->fs();
     for (const auto& e : List(ino)) {
-      files_.erase(rel + "/" + e.name);
+      Forget(rel + "/" + e.name);
       if ((e.mode & S_IFMT) == S_IFDIR) {
         DeleteTree(ino, e.name, e.ino, rel + "/" + e.name);
       } else {
