@@ -598,5 +598,36 @@ TEST(PowerCut, FlinkWorkloadSurvivesRandomCuts) {
             << " names restored; seed " << seed << std::endl;
 }
 
+// A metadata log write that fails (EIO, or ENOSPC once the log's preallocated space is
+// used up) stops RocksDB's writes; the next Sync (an fsync, a marker commit, an unmount's
+// flush) must report an error. Before RocksEngine::Sync checked for it, Debian's
+// librocksdb (built with assertions) aborted the process in
+// WritableFileWriter::SyncWithoutFlush ("sync_without_flush_called_").
+TEST(PowerCut, EngineSyncAfterAFailedLogWriteFailsInsteadOfAborting) {
+  test::TempDir tmp("snapfs-logfail");
+  auto clock = std::make_shared<CutClock>();
+  PowerCutFs fs(clock, tmp.path() + "/graveyard");
+  std::unique_ptr<rocksdb::Env> env = fs.NewEnv();
+  auto e = MUST(kv::RocksEngine::Open(tmp.path() + "/db", true, env.get()));
+  auto put = [&](const std::string& k, bool sync) {
+    auto t = e->Begin();
+    t->Put(Cf::kDefault, k, "v");
+    return t->Commit(sync);
+  };
+  ASSERT_OK(put("before", true));
+  fs.FailWrites(true);
+  EXPECT_FALSE(put("during", true).ok()) << "the log write failed";
+  fs.FailWrites(false);
+  EXPECT_FALSE(e->Sync().ok()) << "a sync after a failed log write must not succeed";
+  std::string v;
+  EXPECT_OK(e->Get(Cf::kDefault, "before", &v)) << "reads keep working";
+  e.reset();
+  // Opened again, the store works: what was committed before the failure is there.
+  e = MUST(kv::RocksEngine::Open(tmp.path() + "/db", false, env.get()));
+  EXPECT_OK(e->Get(Cf::kDefault, "before", &v));
+  EXPECT_OK(put("after", true));
+  EXPECT_OK(e->Sync());
+}
+
 }  // namespace
 }  // namespace snapfs

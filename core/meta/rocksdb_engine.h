@@ -16,6 +16,7 @@
 
 #include <rocksdb/db.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ class RocksEngine : public Engine {
   rocksdb::DB* db();
   rocksdb::ColumnFamilyHandle* cf(Cf c) { return handles_[static_cast<size_t>(c)]; }
 
+  // A commit failed for another reason than a conflict (an I/O error or a full disk in
+  // the log): RocksDB stops writing then, and Sync fails from here on without calling
+  // into RocksDB (see Sync).
+  void NoteWriteFailure() { write_failed_.store(true); }
+
   // Takes back a finished transaction's RocksDB object (our Txn's destructor calls it)
   // for the next Begin() to reuse; kept up to kPoolMax, else deleted.
   void Recycle(rocksdb::Transaction* t);
@@ -64,6 +70,7 @@ class RocksEngine : public Engine {
   std::string dir_;
   rocksdb::OptimisticTransactionDB* txn_db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::atomic<bool> write_failed_{false};
   Mutex pool_mu_;
   std::vector<rocksdb::Transaction*> pool_ GUARDED_BY(pool_mu_);
 };

@@ -112,6 +112,9 @@ class PowerCutFs final : public rocksdb::FileSystemWrapper {
 
   const char* Name() const override { return "PowerCutFs"; }
 
+  // While set, every append to a file fails with an I/O error (a failing disk).
+  void FailWrites(bool fail) { fail_writes_.store(fail); }
+
   // An Env over this file system; it must outlive the database, and this object it.
   std::unique_ptr<rocksdb::Env> NewEnv() {
     return rocksdb::NewCompositeEnv(std::shared_ptr<rocksdb::FileSystem>(
@@ -281,6 +284,7 @@ class PowerCutFs final : public rocksdb::FileSystemWrapper {
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* dbg) override {
       fs_->clock_->Tick();
+      if (fs_->fail_writes_.load()) return rocksdb::IOStatus::IOError("injected: write failed");
       rocksdb::IOStatus s = target()->Append(data, o, dbg);
       if (s.ok()) size_ += data.size();
       return s;
@@ -409,6 +413,7 @@ class PowerCutFs final : public rocksdb::FileSystemWrapper {
 
   const std::shared_ptr<CutClock> clock_;
   const std::string graveyard_;
+  std::atomic<bool> fail_writes_{false};
   std::mutex mu_;
   uint64_t next_id_ = 1;                    // GUARDED_BY(mu_)
   std::map<std::string, uint64_t> current_;  // GUARDED_BY(mu_); path -> file id, now
