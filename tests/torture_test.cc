@@ -65,7 +65,7 @@ class Torture : public MountFixture {
     paths->push_back(f.Path(old.name + "/_metadata"));
     for (const auto& p : old.priv) paths->push_back(f.Path(old.name + "/" + p));
     for (const auto& s : f.Unreferenced(old)) paths->push_back(s);
-    for (const auto& p : *paths) gone_.insert(p);
+    for (const auto& p : *paths) content_.erase(p);
   }
 
   // Fails the test unless the daemon was killed on purpose; false either way.
@@ -128,7 +128,7 @@ class Torture : public MountFixture {
   // After a remount: every acknowledged file and checkpoint is there, byte for byte.
   void Verify() {
     for (const auto& [path, bytes] : content_) {
-      if (path.starts_with(kInlineKey) || gone_.count(path)) continue;
+      if (path.starts_with(kInlineKey)) continue;
       int err = 0;
       std::string got = ReadFile(path, &err);
       EXPECT_EQ(err, 0) << "fsync'd file " << path << " lost after kill " << kills_ << ": "
@@ -165,9 +165,7 @@ class Torture : public MountFixture {
     }
     if (kills_ % 6 == 5) {
       std::string dir = jobs_.front()->flink->Dir();
-      for (const auto& [path, bytes] : content_) {
-        if (path.starts_with(dir + "/")) gone_.insert(path);
-      }
+      std::erase_if(content_, [&](const auto& kv) { return kv.first.starts_with(dir + "/"); });
       std::error_code ec;
       std::filesystem::remove_all(dir, ec);
       EXPECT_FALSE(ec) << "rm -rf " << dir << ": " << ec.message();
@@ -177,8 +175,9 @@ class Torture : public MountFixture {
   }
 
   std::mt19937_64 rng_;
-  ContentMap content_;         // acknowledged files (path -> bytes), FlinkJob records them
-  std::set<std::string> gone_;  // paths deleted (or being deleted) on purpose since
+  // Acknowledged files (path -> bytes): FlinkJob records them once their fsync returned;
+  // a path deleted (or being deleted) on purpose leaves.
+  ContentMap content_;
   std::vector<std::unique_ptr<Job>> jobs_;
   std::atomic<bool> killing_{false};
   int jobs_made_ = 0;
