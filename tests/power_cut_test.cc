@@ -13,7 +13,7 @@
 //   - nothing is half-renamed: a renamed file has exactly one of its names, a checkpoint
 //     folder never holds both `_metadata` and its temp file.
 // Then the jobs restart as Flink's would (failed checkpoints deleted) and the next round
-// runs on the recovered store.
+// runs on the recovered store. One reopen in five loses power again while it recovers.
 //
 // SNAPFS_POWER_CUTS=N sets the number of cuts (default 30; the long mode runs hundreds),
 // SNAPFS_POWER_CUT_SEED the seed (default: fixed; the seed is printed for a failure).
@@ -89,8 +89,11 @@ class Rig {
   }
   ~Rig() { Close(); }
 
-  Status Open() {
+  // With `cut_within` > 0 the power goes again within that many mutating calls from now:
+  // while RocksDB replays its log and snapfs cleans up after the crash.
+  Status Open(uint64_t cut_within = 0) {
     clock_->Restore();
+    if (cut_within > 0) clock_->ArmAfter(cut_within);
     ASSIGN_OR_RETURN(auto engine, kv::RocksEngine::Open(dir_ + "/meta", false, env_.get()));
     OpenOptions oo;
     oo.backend = std::make_unique<PowerCutGate>(packs_, clock_);
@@ -150,8 +153,8 @@ struct Move {
 };
 
 struct Totals {
-  uint64_t cuts = 0, cuts_mid_step = 0, steps = 0, checkpoints = 0, files_verified = 0,
-           snapshots_verified = 0, renames_verified = 0, gcs = 0, rms = 0;
+  uint64_t cuts = 0, cuts_mid_step = 0, cuts_in_recovery = 0, steps = 0, checkpoints = 0,
+           files_verified = 0, snapshots_verified = 0, renames_verified = 0, gcs = 0, rms = 0;
   uint64_t bytes_dropped = 0, names_dropped = 0, names_restored = 0;
 };
 
@@ -581,15 +584,29 @@ TEST(PowerCut, FlinkWorkloadSurvivesRandomCuts) {
     w.totals().bytes_dropped += st.bytes_dropped;
     w.totals().names_dropped += st.files_dropped;
     w.totals().names_restored += st.names_restored;
-    Status open = rig.Open();
-    ASSERT_OK(open) << "the store does not open after cut " << cut;
-    w.Verify();
+    // One reopen in five loses power again while it recovers (opening, or the jobs'
+    // cleanup), within its first 1-60 mutating calls; the store must survive that too.
+    const uint64_t cut_within = rng() % 5 == 0 ? 1 + rng() % 60 : 0;
+    ASSERT_OK(rig.Open(cut_within)) << "the store does not open after cut " << cut;
+    for (;;) {
+      if (!rig.clock().cut()) {
+        w.Verify();
+        if (::testing::Test::HasFailure()) break;
+        w.Recover();
+        if (::testing::Test::HasFailure()) break;
+      }
+      if (!rig.clock().cut()) break;
+      w.totals().cuts_in_recovery++;
+      st = rig.Crash();
+      w.totals().bytes_dropped += st.bytes_dropped;
+      ASSERT_OK(rig.Open()) << "the store does not open after a cut during recovery " << cut;
+    }
     if (::testing::Test::HasFailure()) break;
-    w.Recover();
-    if (::testing::Test::HasFailure()) break;
+    rig.clock().Restore();  // disarmed: the next cut is chosen afresh
   }
   const Totals& t = w.totals();
-  std::cout << "power cuts: " << t.cuts << " (" << t.cuts_mid_step << " inside a step), steps "
+  std::cout << "power cuts: " << t.cuts << " (" << t.cuts_mid_step << " inside a step) + "
+            << t.cuts_in_recovery << " during recovery, steps "
             << t.steps << ", checkpoints completed " << t.checkpoints << ", snapshots verified "
             << t.snapshots_verified << ", files verified " << t.files_verified
             << ", renames verified " << t.renames_verified << ", gc runs " << t.gcs << ", rm "
