@@ -96,7 +96,7 @@ class Rig {
     if (cut_within > 0) clock_->ArmAfter(cut_within);
     ASSIGN_OR_RETURN(auto engine, kv::RocksEngine::Open(dir_ + "/meta", false, env_.get()));
     OpenOptions oo;
-    oo.backend = std::make_unique<PowerCutGate>(packs_, clock_);
+    oo.backend = std::make_unique<PowerCutGate>(packs_, clock_, removed_);
     oo.engine = std::move(engine);
     ASSIGN_OR_RETURN(store_, Store::Open(dir_, std::move(oo)));
     ASSIGN_OR_RETURN(fs_, Filesystem::Open(store_.get()));
@@ -114,10 +114,15 @@ class Rig {
     PowerCutFs::CutStats st = rocks_fs_->ApplyCut();
     Status s = packs_->DropUnsynced();
     if (!s.ok()) throw std::runtime_error("DropUnsynced: " + s.ToString());
+    auto back = removed_->Resurrect(*packs_, coin_);
+    if (!back.ok()) throw std::runtime_error("Resurrect: " + back.status().ToString());
+    packs_back_ += *back;
     return st;
   }
 
   CutClock& clock() { return *clock_; }
+  // Removed packs a cut brought back, so far.
+  uint64_t packs_back() const { return packs_back_; }
   Filesystem& fs() { return *fs_; }
   Store& store() { return *store_; }
 
@@ -129,6 +134,9 @@ class Rig {
   std::unique_ptr<rocksdb::Env> env_;
   std::shared_ptr<Backend> mem_;
   std::shared_ptr<FaultInjectionBackend> packs_;
+  std::shared_ptr<test::RemovedPacks> removed_ = std::make_shared<test::RemovedPacks>();
+  std::mt19937_64 coin_{7};
+  uint64_t packs_back_ = 0;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Filesystem> fs_;
 };
@@ -612,7 +620,8 @@ TEST(PowerCut, FlinkWorkloadSurvivesRandomCuts) {
             << ", renames verified " << t.renames_verified << ", gc runs " << t.gcs << ", rm "
             << t.rms << "; metadata lost at cuts: " << t.bytes_dropped << " unsynced bytes, "
             << t.names_dropped << " unsynced names, " << t.names_restored
-            << " names restored; seed " << seed << std::endl;
+            << " names restored; removed packs back: " << rig.packs_back() << "; seed " << seed
+            << std::endl;
 }
 
 // A metadata log write that fails (EIO, or ENOSPC once the log's preallocated space is

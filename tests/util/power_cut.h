@@ -17,11 +17,12 @@
 //                 away since then back with their synced bytes.
 //   PowerCutGate  a BackendWrapper that ticks the clock on every mutating pack call; put a
 //                 FaultInjectionBackend (backends/fault_backend.h) under it, whose
-//                 DropUnsynced() cuts each pack back to its synced length.
+//                 DropUnsynced() cuts each pack back to its synced length. A pack Remove is
+//                 not durable either (the local backend does not sync the folder after the
+//                 unlink): RemovedPacks brings each pack removed since the last cut back,
+//                 or not, a coin each.
 //
-// Deliberate simplifications: a pack Remove is durable at once (the harsher case: bytes
-// the metadata might still need are gone); RocksDB's info LOG and LOCK files are not
-// tracked; links, FileSystem::Truncate and random-write files are refused (RocksDB does
+// Deliberate simplifications: RocksDB's info LOG and LOCK files are not tracked; links, FileSystem::Truncate and random-write files are refused (RocksDB does
 // not use them for our database).
 //
 // Thread-safety: CutClock and PowerCutFs are safe to call from any thread (RocksDB's
@@ -39,10 +40,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "backends/backend_wrapper.h"
 
@@ -422,12 +425,37 @@ class PowerCutFs final : public rocksdb::FileSystemWrapper {
   std::set<uint64_t> in_graveyard_;          // GUARDED_BY(mu_); ids whose file is there
 };
 
+// Packs removed since the last cut, with their bytes: a cut may bring them back (the local
+// backend unlinks a pack without syncing its folder, so the unlink is not durable).
+struct RemovedPacks {
+  std::mutex mu;
+  std::map<PackId, std::vector<uint8_t>> packs;  // GUARDED_BY(mu)
+
+  // At a cut: each pack removed since the last one comes back, or not (a coin each), in
+  // `backend`. Returns how many came back.
+  Result<uint64_t> Resurrect(Backend& backend, std::mt19937_64& rng) {
+    std::lock_guard l(mu);
+    uint64_t back = 0;
+    for (auto& [id, bytes] : packs) {
+      if (rng() % 2) continue;
+      ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> w, backend.Create(id));
+      RETURN_IF_ERROR(w->Append(bytes).status());
+      RETURN_IF_ERROR(w->Seal());
+      back++;
+    }
+    packs.clear();
+    return back;
+  }
+};
+
 // Ticks the clock on every mutating pack call; from the cut on, Sync and Seal make nothing
-// durable and Remove removes nothing (all return OK).
+// durable and Remove removes nothing (all return OK). Before the cut, a Remove keeps the
+// pack's bytes in `removed`, for the cut to bring back.
 class PowerCutGate final : public BackendWrapper {
  public:
-  PowerCutGate(std::shared_ptr<Backend> target, std::shared_ptr<CutClock> clock)
-      : BackendWrapper(std::move(target)), clock_(std::move(clock)) {}
+  PowerCutGate(std::shared_ptr<Backend> target, std::shared_ptr<CutClock> clock,
+               std::shared_ptr<RemovedPacks> removed = nullptr)
+      : BackendWrapper(std::move(target)), clock_(std::move(clock)), removed_(std::move(removed)) {}
 
   Result<std::unique_ptr<PackWriter>> Create(PackId id) override {
     clock_->Tick();
@@ -436,7 +464,21 @@ class PowerCutGate final : public BackendWrapper {
   }
   Status Remove(PackId id) override {
     if (!clock_->Tick()) return Status::OK();
-    return BackendWrapper::Remove(id);
+    std::vector<uint8_t> bytes;
+    if (removed_) {
+      ASSIGN_OR_RETURN(std::vector<PackInfo> packs, BackendWrapper::List());
+      for (const PackInfo& p : packs) {
+        if (p.id != id) continue;
+        bytes.resize(p.size);
+        RETURN_IF_ERROR(BackendWrapper::Read(id, 0, p.size, bytes.data()));
+      }
+    }
+    RETURN_IF_ERROR(BackendWrapper::Remove(id));
+    if (removed_) {
+      std::lock_guard l(removed_->mu);
+      removed_->packs[id] = std::move(bytes);
+    }
+    return Status::OK();
   }
 
  private:
@@ -462,6 +504,7 @@ class PowerCutGate final : public BackendWrapper {
   };
 
   const std::shared_ptr<CutClock> clock_;
+  const std::shared_ptr<RemovedPacks> removed_;
 };
 
 }  // namespace snapfs::test
