@@ -22,8 +22,9 @@
 //                 unlink): RemovedPacks brings each pack removed since the last cut back,
 //                 or not, a coin each.
 //
-// Deliberate simplifications: RocksDB's info LOG and LOCK files are not tracked; links, FileSystem::Truncate and random-write files are refused (RocksDB does
-// not use them for our database).
+// Deliberate simplifications: RocksDB's info LOG and LOCK files are not tracked; links,
+// FileSystem::Truncate and random-write files are refused (RocksDB does not use them for
+// our database); only the folders RocksDB fsyncs are modelled (its own, made before).
 //
 // Thread-safety: CutClock and PowerCutFs are safe to call from any thread (RocksDB's
 // background threads use the file system); ApplyCut only with the database closed.
