@@ -1,8 +1,9 @@
 // Disk full (issue 13, "Faults and bad input"): the whole store folder (RocksDB and packs)
-// on a 256 MiB tmpfs (four 64 MiB packs), a mounted snapfs filled until writers get ENOSPC. Committed data must
-// stay intact and readable while the disk is full, and after `rm` of the filler + `snapfs
-// gc` writing must work again on the same mount (the metadata engine must not be left
-// read-only, the daemon must not die). Then fsck of the unmounted store is clean.
+// on a 256 MiB tmpfs (four 64 MiB packs), a mounted snapfs filled until writers get
+// ENOSPC. Committed data must stay intact and readable while the disk is full, and after
+// `rm` of the filler + `snapfs gc` writing must work again on the same mount (the metadata
+// engine must not be left read-only, the daemon must not die). Then fsck of the unmounted
+// store is clean.
 //
 // Mounting a tmpfs needs CAP_SYS_ADMIN (scripts/test.sh runs as root); without it the test
 // is skipped with a loud message.

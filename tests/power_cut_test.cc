@@ -17,6 +17,8 @@
 //
 // SNAPFS_POWER_CUTS=N sets the number of cuts (default 30; the long mode runs hundreds),
 // SNAPFS_POWER_CUT_SEED the seed (default: fixed; the seed is printed for a failure).
+#include "tests/util/power_cut.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
@@ -36,7 +38,6 @@
 #include "core/meta/rocksdb_engine.h"
 #include "core/store.h"
 #include "tests/util/java_data.h"
-#include "tests/util/power_cut.h"
 #include "tests/util/test_fs.h"
 
 namespace snapfs {
@@ -64,8 +65,8 @@ constexpr size_t kRetained = 3;
   }
   size_t i = 0;
   while (i < got.size() && i < want.size() && got[i] == want[i]) i++;
-  return ::testing::AssertionFailure() << got.size() << " bytes, expected " << want.size()
-                                       << "; first difference at byte " << i;
+  return ::testing::AssertionFailure()
+         << got.size() << " bytes, expected " << want.size() << "; first difference at byte " << i;
 }
 
 uint64_t EnvOr(const char* name, uint64_t dflt) {
@@ -211,7 +212,8 @@ class Workload {
         EXPECT_TRUE(fs.GetSnapshot(*dir).ok()) << c.dir << " is no longer a snapshot";
         EXPECT_TRUE(Same(ReadPath(c.dir + "/_metadata"), c.metadata)) << c.dir << "/_metadata";
         for (const auto& p : c.priv) {
-          EXPECT_TRUE(Same(ReadPath(c.dir + "/" + p), Content(c.dir + "/" + p))) << c.dir << "/" << p;
+          EXPECT_TRUE(Same(ReadPath(c.dir + "/" + p), Content(c.dir + "/" + p)))
+              << c.dir << "/" << p;
           totals_.files_verified++;
         }
         for (const auto& s : c.shared) {
@@ -614,8 +616,8 @@ TEST(PowerCut, FlinkWorkloadSurvivesRandomCuts) {
   }
   const Totals& t = w.totals();
   std::cout << "power cuts: " << t.cuts << " (" << t.cuts_mid_step << " inside a step) + "
-            << t.cuts_in_recovery << " during recovery, steps "
-            << t.steps << ", checkpoints completed " << t.checkpoints << ", snapshots verified "
+            << t.cuts_in_recovery << " during recovery, steps " << t.steps
+            << ", checkpoints completed " << t.checkpoints << ", snapshots verified "
             << t.snapshots_verified << ", files verified " << t.files_verified
             << ", renames verified " << t.renames_verified << ", gc runs " << t.gcs << ", rm "
             << t.rms << "; metadata lost at cuts: " << t.bytes_dropped << " unsynced bytes, "

@@ -59,7 +59,8 @@ class Torture : public MountFixture {
 
   // Takes `old` out of what must survive: its marker, private files and the shared files
   // no other retained checkpoint (nor the job's state) uses. Call before deleting it.
-  void ForgetCheckpoint(Job& job, const FlinkJob::Checkpoint& old, std::vector<std::string>* paths) {
+  void ForgetCheckpoint(Job& job, const FlinkJob::Checkpoint& old,
+                        std::vector<std::string>* paths) {
     FlinkJob& f = *job.flink;
     job.expected.erase(old.name);
     paths->push_back(f.Path(old.name + "/_metadata"));
@@ -81,9 +82,9 @@ class Torture : public MountFixture {
     FlinkJob& f = *job.flink;
     uint64_t r = rng() % 100;
     if (r < 72 || f.retained().size() < 2) {
-      std::string e = f.TakeCheckpoint(1 + static_cast<int>(rng() % 2),
-                                       4 * kKiB + rng() % (160 * kKiB), static_cast<int>(rng() % 2),
-                                       1 + static_cast<int>(rng() % 2));
+      std::string e =
+          f.TakeCheckpoint(1 + static_cast<int>(rng() % 2), 4 * kKiB + rng() % (160 * kKiB),
+                           static_cast<int>(rng() % 2), 1 + static_cast<int>(rng() % 2));
       if (!e.empty()) {
         job.unacked = true;
         return Ok(false, "checkpoint: " + e);
@@ -203,8 +204,8 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
       }
     });
     // A random moment: mostly within the first checkpoints, sometimes later.
-    std::this_thread::sleep_for(std::chrono::milliseconds(rng_() % 4 == 0 ? 300 + rng_() % 900
-                                                                           : 20 + rng_() % 300));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(rng_() % 4 == 0 ? 300 + rng_() % 900 : 20 + rng_() % 300));
     killing_ = true;
     stop = true;
     KillDaemonLeaveDeadMount();
@@ -226,9 +227,9 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
     if (HasFailure()) break;
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cout << "torture: " << kills_ << " kills in " << static_cast<int>(secs) << " s, "
-            << steps_ << " writer steps, " << checkpoints_ << " checkpoints completed, " << gcs_
-            << " gc, " << rms_ << " rm, " << prunes_ << " prune; verified " << files_verified_
+  std::cout << "torture: " << kills_ << " kills in " << static_cast<int>(secs) << " s, " << steps_
+            << " writer steps, " << checkpoints_ << " checkpoints completed, " << gcs_ << " gc, "
+            << rms_ << " rm, " << prunes_ << " prune; verified " << files_verified_
             << " fsync'd files and " << snapshots_verified_
             << " completed checkpoints (byte for byte); seed " << seed << std::endl;
 }

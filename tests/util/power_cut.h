@@ -100,9 +100,9 @@ class CutClock {
 class PowerCutFs final : public rocksdb::FileSystemWrapper {
  public:
   struct CutStats {
-    uint64_t bytes_dropped = 0;    // unsynced file bytes cut off
-    uint64_t files_dropped = 0;    // names created since their folder's last sync, removed
-    uint64_t names_restored = 0;   // names unlinked or renamed away since then, back
+    uint64_t bytes_dropped = 0;   // unsynced file bytes cut off
+    uint64_t files_dropped = 0;   // names created since their folder's last sync, removed
+    uint64_t names_restored = 0;  // names unlinked or renamed away since then, back
   };
 
   // `graveyard`: a folder outside every tracked one, where unlinked files that a cut could
@@ -419,7 +419,7 @@ class PowerCutFs final : public rocksdb::FileSystemWrapper {
   const std::string graveyard_;
   std::atomic<bool> fail_writes_{false};
   std::mutex mu_;
-  uint64_t next_id_ = 1;                    // GUARDED_BY(mu_)
+  uint64_t next_id_ = 1;                     // GUARDED_BY(mu_)
   std::map<std::string, uint64_t> current_;  // GUARDED_BY(mu_); path -> file id, now
   std::map<std::string, uint64_t> durable_;  // GUARDED_BY(mu_); the same after a cut
   std::map<uint64_t, uint64_t> synced_;      // GUARDED_BY(mu_); file id -> synced length
