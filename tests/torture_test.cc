@@ -1,12 +1,14 @@
 // kill -9 torture (DESIGN.md section 3, invariants 2-5, through a real mount): a Flink-like
 // writer (several jobs, chk-N folders, shared/ files, `_metadata` by temp file + rename,
-// retention subsuming old checkpoints, sometimes racing the shared-file deletes ahead)
+// retention subsuming old checkpoints, sometimes racing the shared-file deletes ahead;
+// savepoints, whose `_metadata` is created in place and committed by its close)
 // plus `snapfs gc --max-unused 0`, `snapfs rm` and `snapfs prune --keep-last` through the
 // daemon, while the daemon is SIGKILLed at a random moment. After each kill: the dead
 // mount is cleared (fusermount3 -u -z), `snapfs fsck --verify` of the unmounted store must
 // be clean, the store is mounted again, and every file whose fsync returned and every
-// checkpoint whose `_metadata` rename returned must read back byte for byte (the writer
-// records them only after the call returned). Then the jobs carry on.
+// checkpoint whose `_metadata` rename returned (savepoint: whose close returned) must read
+// back byte for byte (the writer records them only after the call returned). Then the
+// jobs carry on.
 //
 // SNAPFS_TORTURE_KILLS=N sets the number of kills (default 20; scripts/torture.sh --long
 // runs 1,000), SNAPFS_TORTURE_SEED the seed.
@@ -69,6 +71,11 @@ class Torture : public MountFixture {
     for (const auto& p : *paths) content_.erase(p);
   }
 
+  // Nothing is expected any more of what is under `dir`.
+  void ForgetFolder(const std::string& dir) {
+    std::erase_if(content_, [&](const auto& kv) { return kv.first.starts_with(dir + "/"); });
+  }
+
   // Fails the test unless the daemon was killed on purpose; false either way.
   bool Ok(bool ok, const std::string& what) {
     if (ok) return true;
@@ -99,6 +106,25 @@ class Torture : public MountFixture {
         std::string e2 = f.Subsume(race);
         if (!Ok(e2.empty(), "subsume: " + e2)) return false;
         job.dropping.reset();
+      }
+      return true;
+    }
+    if (r < 77) {  // a savepoint: flat, its _metadata created in place (committed at close)
+      std::string err;
+      std::string name =
+          f.TakeSavepoint(1 + static_cast<int>(rng() % 3), 4 * kKiB + rng() % (96 * kKiB), &err);
+      if (!err.empty()) {
+        failed_savepoints_.push_back(name);
+        return Ok(false, "savepoint: " + err);
+      }
+      savepoints_.push_back(name);
+      savepoints_made_++;
+      if (savepoints_.size() > 2) {
+        std::string old = savepoints_.front();
+        savepoints_.erase(savepoints_.begin());
+        ForgetFolder(Path(old));
+        CmdResult rm = Snapfs({"rm", Path(old)}, 60);
+        return Ok(rm.code == 0, "snapfs rm " + old + ": " + rm.Describe());
       }
       return true;
     }
@@ -148,6 +174,11 @@ class Torture : public MountFixture {
         snapshots_verified_++;
       }
     }
+    for (const auto& name : savepoints_) {
+      EXPECT_EQ(Restore(Path(name), Path(name), content_, InPlace), "")
+          << "completed savepoint " << name << " after kill " << kills_;
+      snapshots_verified_++;
+    }
   }
 
   // The jobs restart: a subsume the kill interrupted is finished, and every few rounds
@@ -164,9 +195,16 @@ class Torture : public MountFixture {
       std::filesystem::remove_all(f.Path(*job->dropping), ec);
       job->dropping.reset();
     }
+    for (const auto& name : failed_savepoints_) {  // never completed: deleted
+      ForgetFolder(Path(name));
+      std::error_code ec;
+      std::filesystem::remove_all(Path(name), ec);
+      EXPECT_FALSE(ec) << "rm -rf " << name << ": " << ec.message();
+    }
+    failed_savepoints_.clear();
     if (kills_ % 6 == 5) {
       std::string dir = jobs_.front()->flink->Dir();
-      std::erase_if(content_, [&](const auto& kv) { return kv.first.starts_with(dir + "/"); });
+      ForgetFolder(dir);
       std::error_code ec;
       std::filesystem::remove_all(dir, ec);
       EXPECT_FALSE(ec) << "rm -rf " << dir << ": " << ec.message();
@@ -180,10 +218,12 @@ class Torture : public MountFixture {
   // a path deleted (or being deleted) on purpose leaves.
   ContentMap content_;
   std::vector<std::unique_ptr<Job>> jobs_;
+  std::vector<std::string> savepoints_;         // completed (close of _metadata returned)
+  std::vector<std::string> failed_savepoints_;  // interrupted by a kill
   std::atomic<bool> killing_{false};
   int jobs_made_ = 0;
-  uint64_t kills_ = 0, steps_ = 0, checkpoints_ = 0, gcs_ = 0, rms_ = 0, prunes_ = 0,
-           files_verified_ = 0, snapshots_verified_ = 0;
+  uint64_t kills_ = 0, steps_ = 0, checkpoints_ = 0, savepoints_made_ = 0, gcs_ = 0, rms_ = 0,
+           prunes_ = 0, files_verified_ = 0, snapshots_verified_ = 0;
 };
 
 TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
@@ -228,10 +268,11 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "torture: " << kills_ << " kills in " << static_cast<int>(secs) << " s, " << steps_
-            << " writer steps, " << checkpoints_ << " checkpoints completed, " << gcs_ << " gc, "
-            << rms_ << " rm, " << prunes_ << " prune; verified " << files_verified_
-            << " fsync'd files and " << snapshots_verified_
-            << " completed checkpoints (byte for byte); seed " << seed << std::endl;
+            << " writer steps, " << checkpoints_ << " checkpoints and " << savepoints_made_
+            << " savepoints completed, " << gcs_ << " gc, " << rms_ << " rm, " << prunes_
+            << " prune; verified " << files_verified_ << " fsync'd files and "
+            << snapshots_verified_ << " completed checkpoints and savepoints (byte for byte); seed "
+            << seed << std::endl;
 }
 
 }  // namespace
