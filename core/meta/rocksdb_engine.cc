@@ -122,7 +122,9 @@ class RocksTxn : public Txn {
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     t_->SetWriteOptions(wo);
-    return FromRocks(t_->Commit(), "metadata commit");
+    Status st = FromRocks(t_->Commit(), "metadata commit");
+    if (!st.ok() && !st.Is(Code::kConflict)) e_->NoteWriteFailure();
+    return st;
   }
   size_t pending_writes() const override { return writes_; }
 
@@ -245,8 +247,10 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context) {
   return Status::IOError(m);
 }
 
-Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, bool create) {
+Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, bool create,
+                                                       rocksdb::Env* env) {
   rocksdb::Options opts;
+  if (env != nullptr) opts.env = env;
   opts.create_if_missing = create;
   // Stores made by an older snapfs lack the column families added since; they start empty.
   opts.create_missing_column_families = true;
@@ -350,6 +354,15 @@ std::unique_ptr<Iterator> RocksEngine::NewIterator(Cf space) {
   return std::make_unique<RocksIterator>(txn_db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
 }
 
-Status RocksEngine::Sync() { return FromRocks(txn_db_->SyncWAL(), "metadata sync"); }
+Status RocksEngine::Sync() {
+  // After a failed write RocksDB has stopped writing (its background error), and its
+  // SyncWAL must not be called: the log writer that failed asserts (Debian's librocksdb
+  // 7.8 is built with assertions, so the daemon would abort instead of reporting EIO).
+  if (write_failed_.load()) {
+    return Status::IOError("metadata sync: an earlier metadata write failed; the metadata "
+                           "log is read-only until the store is opened again");
+  }
+  return FromRocks(txn_db_->SyncWAL(), "metadata sync");
+}
 
 }  // namespace snapfs::kv

@@ -16,6 +16,7 @@
 
 #include <rocksdb/db.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,8 +36,11 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context);
 
 class RocksEngine : public Engine {
  public:
-  // Opens (or, with `create`, creates: error if it exists) the database in `dir`.
-  static Result<std::unique_ptr<RocksEngine>> Open(const std::string& dir, bool create);
+  // Opens (or, with `create`, creates: error if it exists) the database in `dir`. `env`
+  // (not owned; must outlive the engine) replaces RocksDB's default Env: tests pass one
+  // whose file system drops unsynced bytes at a simulated power cut (tests/util/power_cut.h).
+  static Result<std::unique_ptr<RocksEngine>> Open(const std::string& dir, bool create,
+                                                   rocksdb::Env* env = nullptr);
   ~RocksEngine() override;
 
   std::unique_ptr<Txn> Begin() override;
@@ -50,6 +54,11 @@ class RocksEngine : public Engine {
   rocksdb::DB* db();
   rocksdb::ColumnFamilyHandle* cf(Cf c) { return handles_[static_cast<size_t>(c)]; }
 
+  // A commit failed for another reason than a conflict (an I/O error or a full disk in
+  // the log): RocksDB stops writing then, and Sync fails from here on without calling
+  // into RocksDB (see Sync).
+  void NoteWriteFailure() { write_failed_.store(true); }
+
   // Takes back a finished transaction's RocksDB object (our Txn's destructor calls it)
   // for the next Begin() to reuse; kept up to kPoolMax, else deleted.
   void Recycle(rocksdb::Transaction* t);
@@ -61,6 +70,7 @@ class RocksEngine : public Engine {
   std::string dir_;
   rocksdb::OptimisticTransactionDB* txn_db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::atomic<bool> write_failed_{false};
   Mutex pool_mu_;
   std::vector<rocksdb::Transaction*> pool_ GUARDED_BY(pool_mu_);
 };

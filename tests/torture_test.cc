@@ -1,0 +1,279 @@
+// kill -9 torture (DESIGN.md section 3, invariants 2-5, through a real mount): a Flink-like
+// writer (several jobs, chk-N folders, shared/ files, `_metadata` by temp file + rename,
+// retention subsuming old checkpoints, sometimes racing the shared-file deletes ahead;
+// savepoints, whose `_metadata` is created in place and committed by its close)
+// plus `snapfs gc --max-unused 0`, `snapfs rm` and `snapfs prune --keep-last` through the
+// daemon, while the daemon is SIGKILLed at a random moment. After each kill: the dead
+// mount is cleared (fusermount3 -u -z), `snapfs fsck --verify` of the unmounted store must
+// be clean, the store is mounted again, and every file whose fsync returned and every
+// checkpoint whose `_metadata` rename returned (savepoint: whose close returned) must read
+// back byte for byte (the writer records them only after the call returned). Then the
+// jobs carry on.
+//
+// SNAPFS_TORTURE_KILLS=N sets the number of kills (default 20; scripts/torture.sh --long
+// runs 1,000), SNAPFS_TORTURE_SEED the seed.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/util/flink_sim.h"
+#include "tests/util/mount_fixture.h"
+
+namespace snapfs::mounttest {
+namespace {
+
+uint64_t EnvOr(const char* name, uint64_t dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::stoull(v) : dflt;
+}
+
+constexpr size_t kKeep = 3;  // checkpoints each job retains
+
+class Torture : public MountFixture {
+ protected:
+  struct Job {
+    std::unique_ptr<FlinkJob> flink;
+    std::set<std::string> expected;       // chk-N whose marker rename returned, not dropped
+    std::optional<std::string> dropping;  // a checkpoint being subsumed when the kill came
+    std::vector<std::string> dropping_files;
+    bool unacked = false;  // a checkpoint failed: a snapshot we do not know of may exist
+  };
+
+  void NewJob() {
+    auto job = std::make_unique<Job>();
+    job->flink =
+        std::make_unique<FlinkJob>(mnt(), "job-" + std::to_string(jobs_made_++), rng_(), &content_);
+    std::string e = job->flink->Init();
+    ASSERT_EQ(e, "") << e;
+    jobs_.push_back(std::move(job));
+  }
+
+  // Takes `old` out of what must survive: its marker, private files and the shared files
+  // no other retained checkpoint (nor the job's state) uses. Call before deleting it.
+  void ForgetCheckpoint(Job& job, const FlinkJob::Checkpoint& old,
+                        std::vector<std::string>* paths) {
+    FlinkJob& f = *job.flink;
+    job.expected.erase(old.name);
+    paths->push_back(f.Path(old.name + "/_metadata"));
+    for (const auto& p : old.priv) paths->push_back(f.Path(old.name + "/" + p));
+    for (const auto& s : f.Unreferenced(old)) paths->push_back(s);
+    for (const auto& p : *paths) content_.erase(p);
+  }
+
+  // Nothing is expected any more of what is under `dir`.
+  void ForgetFolder(const std::string& dir) {
+    std::erase_if(content_, [&](const auto& kv) { return kv.first.starts_with(dir + "/"); });
+  }
+
+  // Fails the test unless the daemon was killed on purpose; false either way.
+  bool Ok(bool ok, const std::string& what) {
+    if (ok) return true;
+    if (!killing_.load()) ADD_FAILURE() << what << " failed with the daemon alive";
+    return false;
+  }
+
+  // One writer step; false once something failed (the daemon is gone).
+  bool Step(std::mt19937_64& rng) {
+    Job& job = *jobs_[rng() % jobs_.size()];
+    FlinkJob& f = *job.flink;
+    uint64_t r = rng() % 100;
+    if (r < 72 || f.retained().size() < 2) {
+      std::string e =
+          f.TakeCheckpoint(1 + static_cast<int>(rng() % 2), 4 * kKiB + rng() % (160 * kKiB),
+                           static_cast<int>(rng() % 2), 1 + static_cast<int>(rng() % 2));
+      if (!e.empty()) {
+        job.unacked = true;
+        return Ok(false, "checkpoint: " + e);
+      }
+      job.expected.insert(f.retained().back().name);
+      checkpoints_++;
+      while (f.retained().size() > kKeep) {
+        bool race = rng() % 4 == 0;
+        job.dropping = f.retained().front().name;
+        job.dropping_files.clear();
+        ForgetCheckpoint(job, f.retained().front(), &job.dropping_files);
+        std::string e2 = f.Subsume(race);
+        if (!Ok(e2.empty(), "subsume: " + e2)) return false;
+        job.dropping.reset();
+      }
+      return true;
+    }
+    if (r < 77) {  // a savepoint: flat, its _metadata created in place (committed at close)
+      std::string err;
+      std::string name =
+          f.TakeSavepoint(1 + static_cast<int>(rng() % 3), 4 * kKiB + rng() % (96 * kKiB), &err);
+      if (!err.empty()) {
+        failed_savepoints_.push_back(name);
+        return Ok(false, "savepoint: " + err);
+      }
+      savepoints_.push_back(name);
+      savepoints_made_++;
+      if (savepoints_.size() > 2) {
+        std::string old = savepoints_.front();
+        savepoints_.erase(savepoints_.begin());
+        ForgetFolder(Path(old));
+        CmdResult rm = Snapfs({"rm", Path(old)}, 60);
+        return Ok(rm.code == 0, "snapfs rm " + old + ": " + rm.Describe());
+      }
+      return true;
+    }
+    if (r < 82) {
+      gcs_++;
+      CmdResult gc = Snapfs({"gc", mnt(), "--max-unused", "0"}, 60);
+      return Ok(gc.code == 0, "snapfs gc: " + gc.Describe());
+    }
+    if (r < 92 || job.unacked) {
+      rms_++;
+      FlinkJob::Checkpoint old = f.retained().front();
+      std::vector<std::string> paths;
+      ForgetCheckpoint(job, old, &paths);
+      f.retained().pop_front();
+      CmdResult rm = Snapfs({"rm", f.Path(old.name)}, 60);
+      return Ok(rm.code == 0, "snapfs rm: " + rm.Describe());
+    }
+    prunes_++;
+    while (f.retained().size() > 1) {
+      std::vector<std::string> paths;
+      ForgetCheckpoint(job, f.retained().front(), &paths);
+      f.retained().pop_front();
+    }
+    CmdResult pr = Snapfs({"prune", f.Dir(), "--keep-last", "1"}, 60);
+    return Ok(pr.code == 0, "snapfs prune: " + pr.Describe());
+  }
+
+  // After a remount: every acknowledged file and checkpoint is there, byte for byte.
+  void Verify() {
+    for (const auto& [path, bytes] : content_) {
+      if (path.starts_with(kInlineKey)) continue;
+      int err = 0;
+      std::string got = ReadFile(path, &err);
+      EXPECT_EQ(err, 0) << "fsync'd file " << path << " lost after kill " << kills_ << ": "
+                        << ErrnoName(err);
+      EXPECT_TRUE(err != 0 || got == bytes)
+          << "fsync'd file " << path << " differs after kill " << kills_ << ": " << got.size()
+          << " bytes, expected " << bytes.size();
+      files_verified_++;
+    }
+    for (const auto& job : jobs_) {
+      for (const auto& name : job->expected) {
+        std::string dir = job->flink->Path(name);
+        size_t n = 0;
+        EXPECT_EQ(Restore(dir, dir, content_, InPlace, &n), "")
+            << "completed checkpoint " << dir << " after kill " << kills_;
+        snapshots_verified_++;
+      }
+    }
+    for (const auto& name : savepoints_) {
+      EXPECT_EQ(Restore(Path(name), Path(name), content_, InPlace), "")
+          << "completed savepoint " << name << " after kill " << kills_;
+      snapshots_verified_++;
+    }
+  }
+
+  // The jobs restart: a subsume the kill interrupted is finished, and every few rounds
+  // the oldest job is retired (its folder deleted through the mount) and a new one starts.
+  void Recover() {
+    for (auto& job : jobs_) {
+      FlinkJob& f = *job->flink;
+      if (!job->dropping) continue;
+      if (!f.retained().empty() && f.retained().front().name == *job->dropping) {
+        f.retained().pop_front();
+      }
+      std::error_code ec;
+      for (const auto& p : job->dropping_files) std::filesystem::remove(p, ec);
+      std::filesystem::remove_all(f.Path(*job->dropping), ec);
+      job->dropping.reset();
+    }
+    for (const auto& name : failed_savepoints_) {  // never completed: deleted
+      ForgetFolder(Path(name));
+      std::error_code ec;
+      std::filesystem::remove_all(Path(name), ec);
+      EXPECT_FALSE(ec) << "rm -rf " << name << ": " << ec.message();
+    }
+    failed_savepoints_.clear();
+    if (kills_ % 6 == 5) {
+      std::string dir = jobs_.front()->flink->Dir();
+      ForgetFolder(dir);
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+      EXPECT_FALSE(ec) << "rm -rf " << dir << ": " << ec.message();
+      jobs_.erase(jobs_.begin());
+      NewJob();
+    }
+  }
+
+  std::mt19937_64 rng_;
+  // Acknowledged files (path -> bytes): FlinkJob records them once their fsync returned;
+  // a path deleted (or being deleted) on purpose leaves.
+  ContentMap content_;
+  std::vector<std::unique_ptr<Job>> jobs_;
+  std::vector<std::string> savepoints_;         // completed (close of _metadata returned)
+  std::vector<std::string> failed_savepoints_;  // interrupted by a kill
+  std::atomic<bool> killing_{false};
+  int jobs_made_ = 0;
+  uint64_t kills_ = 0, steps_ = 0, checkpoints_ = 0, savepoints_made_ = 0, gcs_ = 0, rms_ = 0,
+           prunes_ = 0, files_verified_ = 0, snapshots_verified_ = 0;
+};
+
+TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
+  const uint64_t kills = EnvOr("SNAPFS_TORTURE_KILLS", 20);
+  const uint64_t seed = EnvOr("SNAPFS_TORTURE_SEED", 20261206);
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (SNAPFS_TORTURE_SEED)");
+  rng_.seed(seed);
+  for (int i = 0; i < 3; i++) ASSERT_NO_FATAL_FAILURE(NewJob());
+  auto start = std::chrono::steady_clock::now();
+  for (kills_ = 0; kills_ < kills; kills_++) {
+    killing_ = false;
+    std::mt19937_64 wrng(rng_());
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+      while (!stop.load()) {
+        steps_++;
+        if (!Step(wrng)) break;
+      }
+    });
+    // A random moment: mostly within the first checkpoints, sometimes later.
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(rng_() % 4 == 0 ? 300 + rng_() % 900 : 20 + rng_() % 300));
+    killing_ = true;
+    stop = true;
+    KillDaemonLeaveDeadMount();
+    writer.join();  // its calls fail with ENOTCONN now, before the lazy unmount below
+    if (HasFatalFailure()) return;
+    CmdResult fu = Run({"fusermount3", "-u", "-z", mnt()}, 30);
+    ASSERT_EQ(fu.code, 0) << fu.Describe();
+    ASSERT_FALSE(IsMounted(mnt()));
+    CmdResult fsck = Snapfs({"fsck", store(), "--verify"}, 120);
+    ASSERT_EQ(fsck.code, 0) << "fsck --verify after kill " << kills_ << ":\n" << fsck.Describe();
+    // The killed daemon's pid stays in store/lock until it is reaped (see KillDaemon9).
+    int pid = DaemonPid();
+    if (pid > 0) WaitPidVanished(pid, std::chrono::seconds(20));
+    ASSERT_NO_FATAL_FAILURE(Mount());
+    killing_ = false;
+    Verify();
+    if (HasFailure()) break;
+    Recover();
+    if (HasFailure()) break;
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "torture: " << kills_ << " kills in " << static_cast<int>(secs) << " s, " << steps_
+            << " writer steps, " << checkpoints_ << " checkpoints and " << savepoints_made_
+            << " savepoints completed, " << gcs_ << " gc, " << rms_ << " rm, " << prunes_
+            << " prune; verified " << files_verified_ << " fsync'd files and "
+            << snapshots_verified_ << " completed checkpoints and savepoints (byte for byte); seed "
+            << seed << std::endl;
+}
+
+}  // namespace
+}  // namespace snapfs::mounttest
