@@ -1,9 +1,9 @@
-// Filesystem: namespace operations. File data lives in filesystem_data.cc.
+// Filesystem: namespace operations (lookup, create, link, unlink, rmdir, rename,
+// readdir). File data lives in filesystem_data.cc, attributes in filesystem_attrs.cc,
+// the end of an inode's life in inode_lifecycle.cc.
 #include "core/fs/filesystem.h"
 
 #include <fcntl.h>
-
-#include <set>
 
 #include "base/coding.h"
 #include "core/fs/extent_map.h"
@@ -68,35 +68,6 @@ Result<std::unique_ptr<Filesystem>> Filesystem::Open(Store* store) {
   }
   RETURN_IF_ERROR(fs->PurgeDeadOrphans().status());
   return fs;
-}
-
-Result<size_t> Filesystem::PurgeDeadOrphans() {
-  // Inodes unlinked while open by a process that is gone: nobody can reach them now.
-  // Folder store: that is every one at open (the store is ours alone). Shared store: an
-  // orphan's value names the session that has it open; those of live sessions stay.
-  std::set<uint64_t> live;
-  if (store_->shared()) {
-    ASSIGN_OR_RETURN(auto sessions, ListSessions(meta_.engine()));
-    for (const auto& s : sessions) live.insert(s.id);
-  }
-  std::vector<uint64_t> orphans;
-  auto it = meta_.NewIterator(Cf::kOrphans);
-  for (it->Seek(""); it->Valid(); it->Next()) {
-    uint64_t owner = 0;
-    if (it->value().size() == 8) owner = GetBE64(it->value().data());
-    if (owner != 0 && (live.count(owner) != 0 || owner == store_->session_id())) continue;
-    orphans.push_back(GetBE64(it->key().data()));
-  }
-  RETURN_IF_ERROR(it->status().WithContext("scan orphans"));
-  for (uint64_t ino : orphans) {
-    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
-      MutexLock l(&ns_mu_);
-      Txn t(this);
-      RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
-      return t.Commit();
-    }));
-  }
-  return orphans.size();
 }
 
 // ---- metadata helpers ----
@@ -169,96 +140,6 @@ void Filesystem::AddEntry(kv::Txn& t, Inode* dir, std::string_view name, const I
 void Filesystem::RemoveEntry(kv::Txn& t, uint64_t parent, std::string_view name, uint64_t seq) {
   t.Delete(Cf::kDentries, keys::Dentry(parent, name));
   t.Delete(Cf::kDirIndex, keys::DirIndex(parent, seq));
-}
-
-bool Filesystem::InUse(uint64_t ino) {
-  MutexLock l(&files_mu_);
-  auto it = refs_.find(ino);
-  return it != refs_.end() && it->second > 0;
-}
-
-Status Filesystem::DropLink(Txn* t, Inode* ino, int64_t now) {
-  if (ino->is_dir()) {
-    ino->nlink = 0;
-  } else if (ino->nlink > 0) {
-    ino->nlink--;
-  }
-  ino->ctime_ns = now;
-  t->Put(*ino);
-  if (ino->nlink > 0) return Status::OK();
-  return PurgeIfUnused(t, ino->ino);
-}
-
-Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
-  auto node = t->Get(ino);
-  if (!node.ok()) return node.status().Is(Code::kNotFound) ? Status::OK() : node.status();
-  if ((*node)->nlink > 0) return Status::OK();
-  ASSIGN_OR_RETURN(bool pinned, IsPinned(t, ino));
-  bool keep = pinned;  // a snapshot references it: reached through /.snapshots/
-  if (!keep && (*node)->is_dir()) {
-    // Replaced while it held hidden entries: it lives detached until they go.
-    ASSIGN_OR_RETURN(keep, DirHasEntries(t, ino));
-  }
-  if (keep) {
-    // Whoever ends that (ReleaseUnpinned, CollapseHiddenDirs) asks again.
-    (void)t->kv().Delete(Cf::kOrphans, keys::Ino(ino));
-    return Status::OK();
-  }
-  if (InUse(ino)) {
-    // Open or known to the kernel: purged when the last user lets go, or at the next
-    // start after a crash.
-    // A shared store records whose it is (PurgeDeadOrphans).
-    (void)t->kv().Put(Cf::kOrphans, keys::Ino(ino),
-                      store_->shared() ? EncodeBE64(store_->session_id()) : std::string());
-    return Status::OK();
-  }
-  return PurgeInode(t, ino);
-}
-
-Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
-  t->Purged(ino);
-  kv::Txn& kv = t->kv();
-  std::string prefix = keys::Ino(ino);
-  // Collected first: the iterators must not be on a key the transaction writes.
-  std::vector<std::pair<uint64_t, ExtentValue>> extents;
-  auto* it = t->It(Cf::kExtents);
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
-    extents.emplace_back(GetBE64(it->key().data() + 8), e);
-  }
-  RETURN_IF_ERROR(it->status().WithContext("scan extents"));
-  for (const auto& [off, e] : extents) extent_map::Remove(kv, ino, off, e);
-  std::vector<std::string> xattrs;
-  auto* xi = t->It(Cf::kXattrs);
-  for (xi->Seek(prefix); xi->Valid() && xi->key().starts_with(prefix); xi->Next()) {
-    xattrs.emplace_back(xi->key());
-  }
-  RETURN_IF_ERROR(xi->status().WithContext("scan xattrs"));
-  for (const auto& k : xattrs) kv.Delete(Cf::kXattrs, k);
-  kv.Delete(Cf::kInodes, prefix);
-  kv.Delete(Cf::kOrphans, prefix);
-  return Status::OK();
-}
-
-void Filesystem::MaybePurgeUnused(uint64_t ino) {
-  if (ino >= kViewInoBase) return;
-  (void)kv::RetryOnConflict([&]() -> Status {
-    MutexLock l(&ns_mu_);
-    if (InUse(ino)) return Status::OK();
-    // Most releases are of files that still have a name. That is decided on the
-    // committed inode, read without a transaction: the transaction below commits nothing
-    // in that case either, so its read would guard nothing, and an unlink that commits
-    // after this read (it takes ns_mu_) finds the file unused and purges it itself.
-    if (auto committed = LoadInode(ino);
-        committed.status().Is(Code::kNotFound) || (committed.ok() && committed->nlink > 0)) {
-      return Status::OK();
-    }
-    Txn t(this);
-    auto node = t.Get(ino);
-    if (!node.ok() || (*node)->nlink > 0) return Status::OK();
-    RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
-    return t.Commit();
-  });
 }
 
 Attr Filesystem::ToAttr(const Inode& i) {
@@ -746,163 +627,6 @@ Status Filesystem::ReadDir(uint64_t ino, uint64_t cookie,
     if (!emit(e)) return Status::OK();
   }
   return it->status().WithContext("readdir");
-}
-
-// ---- attributes ----
-
-Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
-  if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  {
-    bool pinned;
-    {
-      MutexLock l(&ns_mu_);
-      Txn t(this);  // reads only
-      ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, node));
-      if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
-      ASSIGN_OR_RETURN(pinned, IsPinned(&t, ino));
-    }
-    // A truncate must not cut the bytes a snapshot references: they get a copy first.
-    if (pinned && req.set_size && node.is_reg()) RETURN_IF_ERROR(DetachForSnapshots(ino));
-  }
-  std::shared_ptr<OpenFile> f;
-  std::unique_lock<std::shared_mutex> fl;
-  int64_t now = NowNs();
-  if (node.is_reg()) {
-    f = req.set_size ? OpenFileFor(ino) : FindOpenFile(ino);
-    if (f) {
-      fl = std::unique_lock(f->mu);
-      // A truncate works on committed data. Other changes leave the buffer alone (the
-      // kernel's writeback cache sets times in the middle of streamed writes, and a
-      // flush there would cut a chunk at an arbitrary point).
-      if (req.set_size) RETURN_IF_ERROR(FlushLocked(f.get(), /*all=*/true, /*sync=*/false));
-    }
-  }
-  if (req.set_size) {
-    if (node.is_dir()) return Status::IsDirectory();
-    if (!node.is_reg()) return Status::InvalidArgument("truncate of a special file");
-    if (req.size > kMaxFileSize) return Status::FileTooBig();
-    RETURN_IF_ERROR(f->EnsureLoaded(meta_));
-    if (!req.grow_only || req.size > f->size) RETURN_IF_ERROR(TruncateLocked(f.get(), req.size, now));
-  }
-  bool other = req.set_mode || req.set_uid || req.set_gid || req.set_atime || req.set_mtime ||
-               req.set_ctime;
-  if (other) {
-    // Read and written in one transaction: a data commit of the same inode (size,
-    // mtime) in between makes it conflict and run again, so neither change is lost.
-    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
-      MutexLock l(&ns_mu_);
-      Txn t(this);
-      ASSIGN_OR_RETURN(Inode * n, t.Get(ino));
-      if (req.set_mode) n->mode = (n->mode & S_IFMT) | (req.mode & 07777);
-      if (req.set_uid) n->uid = req.uid;
-      if (req.set_gid) n->gid = req.gid;
-      if (req.set_atime) n->atime_ns = req.atime_now ? now : req.atime_ns;
-      if (req.set_mtime) n->mtime_ns = req.mtime_now ? now : req.mtime_ns;
-      n->ctime_ns = req.set_ctime ? req.ctime_ns : now;
-      // The buffer's pending mtime must not overwrite an explicit one at the next flush.
-      if (f && f->loaded && req.set_mtime) f->mtime_ns = n->mtime_ns;
-      return t.Commit();
-    }));
-  }
-  if (fl.owns_lock()) fl.unlock();
-  return GetAttr(ino);
-}
-
-// ---- xattrs ----
-
-namespace {
-Status CheckXattrName(std::string_view name) {
-  if (name.empty()) return Status::InvalidArgument("empty xattr name");
-  if (name.size() > 255) return Status::Range("xattr name too long");
-  // POSIX ACLs would need enforcement we do not do: say so rather than store them inertly.
-  if (name.starts_with("system.")) return Status::NotSupported("system.* xattrs");
-  return Status::OK();
-}
-}  // namespace
-
-Result<std::string> Filesystem::GetXattr(uint64_t ino, std::string_view name) {
-  RETURN_IF_ERROR(CheckXattrName(name));
-  if (ino >= kViewInoBase || name.starts_with(kXattrPrefix)) {
-    return views_->GetXattr(ino, name);
-  }
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  std::string v;
-  Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &v);
-  if (s.Is(Code::kNotFound)) return Status::NoData();
-  RETURN_IF_ERROR(s);
-  return v;
-}
-
-Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_view value,
-                            int flags) {
-  RETURN_IF_ERROR(CheckXattrName(name));
-  if (value.size() > kXattrValueMax) return Status::Range("xattr value too large");
-  if ((flags & kXattrCreate) && (flags & kXattrReplace)) return Status::InvalidArgument();
-  if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
-  if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
-  return ChangeXattr(ino, name, [&](kv::Txn& t, bool had) -> Status {
-    if ((flags & kXattrCreate) && had) return Status::AlreadyExists();
-    if ((flags & kXattrReplace) && !had) return Status::NoData();
-    t.Put(Cf::kXattrs, keys::Xattr(ino, name), value);
-    return Status::OK();
-  });
-}
-
-Status Filesystem::ChangeXattr(uint64_t ino, std::string_view name,
-                               const std::function<Status(kv::Txn&, bool had)>& change) {
-  return kv::RetryOnConflict([&]() -> Status {
-    MutexLock l(&ns_mu_);
-    Txn t(this);
-    ASSIGN_OR_RETURN(Inode * node, t.Get(ino));
-    ASSIGN_OR_RETURN(bool ro, IsHiddenInode(&t, *node));
-    if (ro) return Status::ReadOnly("deleted; kept read-only for snapshots");
-    std::string old;
-    Status s = t.kv().Get(Cf::kXattrs, keys::Xattr(ino, name), &old);
-    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-    RETURN_IF_ERROR(change(t.kv(), s.ok()));
-    node->ctime_ns = NowNs();
-    return t.Commit();
-  });
-}
-
-Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
-  if (ino >= kViewInoBase) return std::vector<std::string>{};
-  ASSIGN_OR_RETURN(auto node, LoadInode(ino));
-  std::vector<std::string> names;
-  std::string prefix = keys::Ino(ino);
-  auto it = meta_.NewIterator(Cf::kXattrs);
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-    names.emplace_back(it->key().data() + 8, it->key().size() - 8);
-  }
-  RETURN_IF_ERROR(it->status().WithContext("list xattrs"));
-  return names;
-}
-
-Status Filesystem::RemoveXattr(uint64_t ino, std::string_view name) {
-  RETURN_IF_ERROR(CheckXattrName(name));
-  if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
-  if (name.starts_with(kXattrPrefix)) return Status::Permission("snapfs attributes are computed");
-  return ChangeXattr(ino, name, [&](kv::Txn& t, bool had) -> Status {
-    if (!had) return Status::NoData();
-    t.Delete(Cf::kXattrs, keys::Xattr(ino, name));
-    return Status::OK();
-  });
-}
-
-Result<FsStats> Filesystem::StatFs() {
-  ASSIGN_OR_RETURN(auto space, store_->backend().Space());
-  FsStats s;
-  s.blocks = space.total_bytes / s.block_size;
-  s.blocks_free = s.blocks_avail = space.free_bytes / s.block_size;
-  s.files = 1ull << 32;
-  std::string v;
-  uint64_t used = kRootIno + 1;
-  if (meta_.Get(Cf::kDefault, keys::kNextIno, &v).ok()) {
-    if (auto n = kv::DecodeCounter(v); n.ok() && *n > 0) used = static_cast<uint64_t>(*n);
-  }
-  s.files_free = s.files - std::min<uint64_t>(s.files - 1, used);
-  return s;
 }
 
 // ---- references ----

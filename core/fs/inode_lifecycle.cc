@@ -1,0 +1,133 @@
+// Filesystem: the end of an inode's life. A file whose last link goes is purged at once,
+// or, while it is open or a snapshot references it, recorded in `orphans` and purged by
+// whoever lets go last (or, after a crash, by the next namespace that opens: for a shared
+// store, once the session that had it open is gone).
+#include <set>
+
+#include "base/coding.h"
+#include "core/fs/extent_map.h"
+#include "core/fs/filesystem.h"
+#include "core/fs/ns_txn.h"
+
+namespace snapfs {
+
+Result<size_t> Filesystem::PurgeDeadOrphans() {
+  // Inodes unlinked while open by a process that is gone: nobody can reach them now.
+  // Folder store: that is every one at open (the store is ours alone). Shared store: an
+  // orphan's value names the session that has it open; those of live sessions stay.
+  std::set<uint64_t> live;
+  if (store_->shared()) {
+    ASSIGN_OR_RETURN(auto sessions, ListSessions(meta_.engine()));
+    for (const auto& s : sessions) live.insert(s.id);
+  }
+  std::vector<uint64_t> orphans;
+  auto it = meta_.NewIterator(Cf::kOrphans);
+  for (it->Seek(""); it->Valid(); it->Next()) {
+    uint64_t owner = 0;
+    if (it->value().size() == 8) owner = GetBE64(it->value().data());
+    if (owner != 0 && (live.count(owner) != 0 || owner == store_->session_id())) continue;
+    orphans.push_back(GetBE64(it->key().data()));
+  }
+  RETURN_IF_ERROR(it->status().WithContext("scan orphans"));
+  for (uint64_t ino : orphans) {
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      MutexLock l(&ns_mu_);
+      Txn t(this);
+      RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
+      return t.Commit();
+    }));
+  }
+  return orphans.size();
+}
+
+bool Filesystem::InUse(uint64_t ino) {
+  MutexLock l(&files_mu_);
+  auto it = refs_.find(ino);
+  return it != refs_.end() && it->second > 0;
+}
+
+Status Filesystem::DropLink(Txn* t, Inode* ino, int64_t now) {
+  if (ino->is_dir()) {
+    ino->nlink = 0;
+  } else if (ino->nlink > 0) {
+    ino->nlink--;
+  }
+  ino->ctime_ns = now;
+  t->Put(*ino);
+  if (ino->nlink > 0) return Status::OK();
+  return PurgeIfUnused(t, ino->ino);
+}
+
+Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
+  auto node = t->Get(ino);
+  if (!node.ok()) return node.status().Is(Code::kNotFound) ? Status::OK() : node.status();
+  if ((*node)->nlink > 0) return Status::OK();
+  ASSIGN_OR_RETURN(bool pinned, IsPinned(t, ino));
+  bool keep = pinned;  // a snapshot references it: reached through /.snapshots/
+  if (!keep && (*node)->is_dir()) {
+    // Replaced while it held hidden entries: it lives detached until they go.
+    ASSIGN_OR_RETURN(keep, DirHasEntries(t, ino));
+  }
+  if (keep) {
+    // Whoever ends that (ReleaseUnpinned, CollapseHiddenDirs) asks again.
+    (void)t->kv().Delete(Cf::kOrphans, keys::Ino(ino));
+    return Status::OK();
+  }
+  if (InUse(ino)) {
+    // Open or known to the kernel: purged when the last user lets go, or at the next
+    // start after a crash.
+    // A shared store records whose it is (PurgeDeadOrphans).
+    (void)t->kv().Put(Cf::kOrphans, keys::Ino(ino),
+                      store_->shared() ? EncodeBE64(store_->session_id()) : std::string());
+    return Status::OK();
+  }
+  return PurgeInode(t, ino);
+}
+
+Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
+  t->Purged(ino);
+  kv::Txn& kv = t->kv();
+  std::string prefix = keys::Ino(ino);
+  // Collected first: the iterators must not be on a key the transaction writes.
+  std::vector<std::pair<uint64_t, ExtentValue>> extents;
+  auto* it = t->It(Cf::kExtents);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
+    extents.emplace_back(GetBE64(it->key().data() + 8), e);
+  }
+  RETURN_IF_ERROR(it->status().WithContext("scan extents"));
+  for (const auto& [off, e] : extents) extent_map::Remove(kv, ino, off, e);
+  std::vector<std::string> xattrs;
+  auto* xi = t->It(Cf::kXattrs);
+  for (xi->Seek(prefix); xi->Valid() && xi->key().starts_with(prefix); xi->Next()) {
+    xattrs.emplace_back(xi->key());
+  }
+  RETURN_IF_ERROR(xi->status().WithContext("scan xattrs"));
+  for (const auto& k : xattrs) kv.Delete(Cf::kXattrs, k);
+  kv.Delete(Cf::kInodes, prefix);
+  kv.Delete(Cf::kOrphans, prefix);
+  return Status::OK();
+}
+
+void Filesystem::MaybePurgeUnused(uint64_t ino) {
+  if (ino >= kViewInoBase) return;
+  (void)kv::RetryOnConflict([&]() -> Status {
+    MutexLock l(&ns_mu_);
+    if (InUse(ino)) return Status::OK();
+    // Most releases are of files that still have a name. That is decided on the
+    // committed inode, read without a transaction: the transaction below commits nothing
+    // in that case either, so its read would guard nothing, and an unlink that commits
+    // after this read (it takes ns_mu_) finds the file unused and purges it itself.
+    if (auto committed = LoadInode(ino);
+        committed.status().Is(Code::kNotFound) || (committed.ok() && committed->nlink > 0)) {
+      return Status::OK();
+    }
+    Txn t(this);
+    auto node = t.Get(ino);
+    if (!node.ok() || (*node)->nlink > 0) return Status::OK();
+    RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
+    return t.Commit();
+  });
+}
+
+}  // namespace snapfs
