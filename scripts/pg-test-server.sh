@@ -5,6 +5,8 @@
 #                                         developer's own server), print the libpq conninfo
 #                                         (keyword form, no dbname) on the last line of stdout
 #   scripts/pg-test-server.sh down DIR   stop the server of DIR/data (by its data folder)
+#   scripts/pg-test-server.sh start DIR  start the stopped server of DIR/data again (tests
+#                                         of a database that goes away and comes back)
 # The server refuses to run as root: as root (CI) every server command runs as the
 # `postgres` user that Debian's package creates, and DIR is handed to it.
 set -euo pipefail
@@ -12,7 +14,7 @@ set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
 if [[ -z $cmd || -z $dir ]]; then
-  echo "usage: $0 up|down DIR" >&2
+  echo "usage: $0 up|down|start DIR" >&2
   exit 2
 fi
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -53,13 +55,24 @@ case "$cmd" in
     fi
     echo "host=$dir port=$PORT user=snapfs"
     ;;
+  start)
+    dir=$(cd "$dir" && pwd)
+    opts="-k $dir -c listen_addresses= -p $PORT -c fsync=off -c full_page_writes=off"
+    opts+=" -c deadlock_timeout=100ms -c max_connections=200"
+    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -o "$opts" -w -t 60 start >&2; then
+      echo "pg-test-server: the server did not start again; its log:" >&2
+      tail -n 30 "$dir/log" >&2 || true
+      exit 1
+    fi
+    echo "host=$dir port=$PORT user=snapfs"
+    ;;
   down)
     if [[ -f $dir/data/postmaster.pid ]]; then
       as_pg "$BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2
     fi
     ;;
   *)
-    echo "usage: $0 up|down DIR" >&2
+    echo "usage: $0 up|down|start DIR" >&2
     exit 2
     ;;
 esac

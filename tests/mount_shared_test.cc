@@ -42,7 +42,8 @@ class MountShared : public ::testing::Test {
     char tmpl[] = "/tmp/snapfs-shared-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     tmp_ = tmpl;
-    conninfo_ = test::NewPgTestDatabase();
+    conninfo_ = NewDatabase();
+    if (HasFatalFailure()) return;
     auto url = kv::PostgresEngine::PublicUrl(conninfo_);
     ASSERT_TRUE(url.ok()) << url.status().ToString();
     url_ = *url;
@@ -68,6 +69,9 @@ class MountShared : public ::testing::Test {
       std::cerr << "*** mount_shared_test: logs kept in " << tmp_ << "\n";
     }
   }
+
+  // The database of the store: a fresh one on the shared test server.
+  virtual std::string NewDatabase() { return test::NewPgTestDatabase(); }
 
   // Where `snapfs init` puts the packs: a folder every "host" sees.
   virtual std::vector<std::string> DataArgs() { return {"--data", tmp_ + "/data"}; }
@@ -298,6 +302,82 @@ TEST_F(MountShared, BadLocationsGetClearErrors) {
   r = Snapfs({"init", empty});
   EXPECT_EQ(r.code, 2) << "a usage error: " << r.Describe();
   EXPECT_NE(r.err.find("--data"), std::string::npos) << r.Describe();
+}
+
+// A PostgreSQL of the test's own, stopped and started again under the mounts.
+class MountSharedDbRestart : public MountShared {
+ protected:
+  std::string NewDatabase() override {
+    // Not below tmp_ (mode 0700): the server runs as the postgres user.
+    char tmpl[] = "/tmp/snapfs-pgr-XXXXXX";
+    EXPECT_NE(::mkdtemp(tmpl), nullptr);
+    pg_dir_ = tmpl;
+    CmdResult up = RunCmd({"bash", std::string(SNAPFS_SOURCE_DIR) + "/scripts/pg-test-server.sh",
+                           "up", pg_dir_},
+                          120);
+    EXPECT_EQ(up.code, 0) << up.Describe();
+    std::string conninfo = up.out.substr(0, up.out.find_last_not_of('\n') + 1);
+    conninfo = conninfo.substr(conninfo.rfind('\n') + 1);
+    CmdResult db = RunCmd({"psql", "-q", conninfo + " dbname=postgres", "-c", "CREATE DATABASE t"});
+    EXPECT_EQ(db.code, 0) << db.Describe();
+    return conninfo + " dbname=t";
+  }
+  void TearDown() override {
+    MountShared::TearDown();
+    if (!pg_dir_.empty()) {
+      (void)RunCmd({"bash", std::string(SNAPFS_SOURCE_DIR) + "/scripts/pg-test-server.sh", "down",
+                    pg_dir_},
+                   120);
+      std::error_code ec;
+      std::filesystem::remove_all(pg_dir_, ec);
+    }
+  }
+  CmdResult Server(const char* verb) {
+    return RunCmd({"bash", std::string(SNAPFS_SOURCE_DIR) + "/scripts/pg-test-server.sh", verb,
+                   pg_dir_},
+                  120);
+  }
+  std::string pg_dir_;
+};
+
+// PostgreSQL goes away for longer than the session timeout and comes back: operations
+// fail with EIO meanwhile (never hang, never corrupt), the mounts recover by themselves,
+// and nobody's session is reaped for the silence every daemon shared.
+TEST_F(MountSharedDbRestart, OperationsFailThenRecoverAndNoSessionIsLost) {
+  std::string a = MountHost("a", {"--session-timeout", "2"});
+  std::string b = MountHost("b", {"--session-timeout", "2"});
+  std::string before = test::RandomBytes(1 << 20, 30);
+  ASSERT_EQ(WriteFile(a + "/before", before, /*fsync_it=*/true), 0);
+  CmdResult down = Server("down");
+  ASSERT_EQ(down.code, 0) << down.Describe();
+
+  auto t0 = std::chrono::steady_clock::now();
+  int err = WriteFile(a + "/during", "x", /*fsync_it=*/true);
+  EXPECT_EQ(err, EIO) << ErrnoName(err);
+  int rerr = 0;
+  (void)ReadFile(b + "/before", &rerr);
+  EXPECT_EQ(rerr, EIO) << ErrnoName(rerr);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60)) << "no hang";
+  std::this_thread::sleep_for(std::chrono::seconds(5));  // > the sessions' timeout
+
+  CmdResult start = Server("start");
+  ASSERT_EQ(start.code, 0) << start.Describe();
+  std::string after = test::RandomBytes(1 << 20, 31);
+  EXPECT_TRUE(Eventually([&] { return WriteFile(a + "/after", after, true) == 0; }, 30))
+      << Log("a");
+  EXPECT_TRUE(Eventually([&] { return ReadFile(b + "/after") == after; }, 30)) << Log("b");
+  EXPECT_TRUE(SameBytes(ReadFile(b + "/before"), before));
+  // Both daemons kept their sessions (a reaped one would have lost its writes for good).
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // > a timeout of watching
+  CmdResult st = Snapfs({"status", b, "--json"});
+  auto sj = nlohmann::json::parse(st.out, nullptr, false);
+  ASSERT_TRUE(sj.is_object()) << st.Describe();
+  EXPECT_EQ(sj["sessions"].size(), 2u) << st.out;
+  EXPECT_EQ(sj["health"], "ok") << st.out;
+  ASSERT_EQ(WriteFile(b + "/later", "y", true), 0);
+  ASSERT_EQ(Snapfs({"umount", a}).code, 0);
+  ASSERT_EQ(Snapfs({"umount", b}).code, 0);
+  ExpectFsckClean();
 }
 
 // The same with the packs in the test radosgw: a commit points only at uploaded packs.
