@@ -134,6 +134,7 @@ class MountShared : public ::testing::Test {
   }
 
   void CloseToOpen();
+  void ThreeHosts();
   void Checkpoints();
   void KilledHost();
 
@@ -233,6 +234,51 @@ void MountShared::Checkpoints() {
   ASSERT_EQ(Snapfs({"umount", b}).code, 0);
   CmdResult gc = Snapfs({"gc", url_});
   EXPECT_EQ(gc.code, 0) << gc.Describe();
+  ExpectFsckClean();
+}
+
+// The Flink run over three mounts: TaskManagers on b and c write the shared and
+// private files, the JobManager on a writes _metadata and subsumes old checkpoints, while
+// `snapfs gc` runs from the side again and again; every retained checkpoint restores
+// through every mount.
+TEST_F(MountShared, JobManagerAndTaskManagersOnThreeHostsWithGcFromAFourth) { ThreeHosts(); }
+
+void MountShared::ThreeHosts() {
+  std::string a = MountHost("a"), b = MountHost("b"), c = MountHost("c");
+  ContentMap content;
+  FlinkJob job(a, "job", 77, &content);
+  int n = 0;
+  job.set_upload_via([&](const std::string& p) { return (n++ % 2 ? b : c) + p.substr(a.size()); });
+  ASSERT_EQ(job.Init(), "");
+  std::atomic<bool> stop{false};
+  std::atomic<int> gcs{0};
+  std::thread gc([&] {
+    while (!stop.load()) {
+      CmdResult r = Snapfs({"gc", url_, "--max-unused", "0"});
+      // Busy: a daemon's own GC held the lease.
+      EXPECT_TRUE(r.code == 0 || r.err.find("GC is running") != std::string::npos) << r.Describe();
+      gcs++;
+    }
+  });
+  for (int i = 0; i < 6; i++) {
+    ASSERT_EQ(job.TakeCheckpoint(2, 150 << 10, /*compacted=*/1), "") << i;
+    if (job.retained().size() > 3) {
+      ASSERT_EQ(job.Subsume(), "");
+    }
+  }
+  stop = true;
+  gc.join();
+  EXPECT_GT(gcs.load(), 0);
+  for (const std::string& via : {a, b, c}) {
+    auto resolve = [&](const std::string& p) { return std::make_pair(via + p.substr(a.size()), p); };
+    for (const auto& cp : job.retained()) {
+      EXPECT_EQ(Restore(via + "/job/" + cp.name, a + "/job/" + cp.name, content, resolve), "")
+          << cp.name << " through " << via;
+    }
+  }
+  for (const std::string& mp : {a, b, c}) ASSERT_EQ(Snapfs({"umount", mp}).code, 0);
+  CmdResult g = Snapfs({"gc", url_});
+  EXPECT_EQ(g.code, 0) << g.Describe();
   ExpectFsckClean();
 }
 
@@ -402,6 +448,9 @@ class MountSharedS3 : public MountShared {
 TEST_F(MountSharedS3, CloseToOpenAcrossHosts) { CloseToOpen(); }
 TEST_F(MountSharedS3, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) { Checkpoints(); }
 TEST_F(MountSharedS3, AKilledHostIsCleanedUpAfterItsSessionTimeout) { KilledHost(); }
+// Packs are sealed (uploaded) at every commit here: GC rewrites them while the writers
+// fill theirs, which it must leave alone.
+TEST_F(MountSharedS3, JobManagerAndTaskManagersOnThreeHostsWithGcFromAFourth) { ThreeHosts(); }
 
 }  // namespace
 }  // namespace snapfs::mounttest

@@ -185,9 +185,16 @@ class FlinkJob {
     return "";
   }
 
+  // TaskManagers on other hosts: every file but _metadata is written through the path
+  // `via` maps it to (another mount of the same store), as it is named in the metadata.
+  void set_upload_via(std::function<std::string(const std::string&)> via) {
+    upload_via_ = std::move(via);
+  }
+
   // Uploads one file the way FsCheckpointStreamFactory does (UploadLikeFlink).
   std::string Upload(const std::string& path, const std::string& bytes) {
-    if (auto e = UploadLikeFlink(path, bytes, rng_); !e.empty()) return e;
+    const std::string at = upload_via_ ? upload_via_(path) : path;
+    if (auto e = UploadLikeFlink(at, bytes, rng_); !e.empty()) return e;
     (*content_)[path] = bytes;
     return "";
   }
@@ -367,6 +374,7 @@ class FlinkJob {
   ContentMap* content_;
   int last_id_ = 0;
   int inline_own_ = 0, inline_shared_ = 0;
+  std::function<std::string(const std::string&)> upload_via_;
   bool absolute_private_ = false;
   std::vector<std::string> state_;
   std::deque<Checkpoint> retained_;
