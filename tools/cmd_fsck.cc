@@ -251,7 +251,21 @@ int CmdFsck(const Args& args) {
   std::string request = verify ? "fsck --verify" : "fsck";
   if (!subset.empty()) request += " " + subset;
   auto answer =
-      AskStore(t, request, [&](Store& store) { return FsckJson(store, nullptr, verify, subset); });
+      AskStore(t, request, [&](Store& store) {
+        // A shared store is checked while other hosts may be writing: fsck reads it in
+        // several passes, not one snapshot, so a change in flight can look like a problem.
+        if (store.shared()) {
+          auto sessions = ListSessions(store.meta().engine());
+          size_t others = sessions.ok() ? sessions->size() - 1 : 0;
+          if (others > 0) {
+            std::cerr << "snapfs fsck: warning: " << others
+                      << " other session(s) of this shared store are live (snapfs status "
+                         "lists them); changes they make while fsck runs can show as "
+                         "problems: check again when writers are idle\n";
+          }
+        }
+        return FsckJson(store, nullptr, verify, subset);
+      });
   if (!answer.ok()) return Fail("fsck", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {
