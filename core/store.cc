@@ -79,6 +79,27 @@ uint64_t RandomSeed() {
   std::random_device rd;  // /dev/urandom
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
+
+// A new store's config from init's (checked) options: a fresh seed, and the lowest
+// format version that describes where the data lives.
+StoreConfig NewConfig(const InitOptions& opts) {
+  StoreConfig c;
+  c.chunker = opts.chunker;
+  c.verify_dedup = opts.verify_dedup;
+  c.marker_names = opts.marker_names;
+  c.hash_seed = RandomSeed();
+  c.created_unix = static_cast<uint64_t>(time(nullptr));
+  if (!opts.data.empty()) {
+    c.format_version = StoreConfig::kFormatVersionData;
+    c.data = opts.data;
+    if (c.is_s3()) {
+      c.s3_endpoint = opts.s3_endpoint;
+      c.s3_region = opts.s3_region;
+      c.s3_credentials_file = opts.s3_credentials_file;
+    }
+  }
+  return c;
+}
 }  // namespace
 
 Result<bool> DirIsEmpty(const std::string& dir) {
@@ -140,19 +161,7 @@ Status Store::Init(const std::string& dir, const InitOptions& init_opts) {
   }
   ::chmod(dir.c_str(), 0700);  // owner-only: the config holds the hash secret
 
-  StoreConfig c;
-  c.chunker = opts.chunker;
-  c.verify_dedup = opts.verify_dedup;
-  c.marker_names = opts.marker_names;
-  c.hash_seed = RandomSeed();
-  c.created_unix = static_cast<uint64_t>(time(nullptr));
-  if (!opts.data.empty()) {
-    c.format_version = StoreConfig::kFormatVersionData;
-    c.data = opts.data;
-    c.s3_endpoint = opts.s3_endpoint;
-    c.s3_region = opts.s3_region;
-    c.s3_credentials_file = opts.s3_credentials_file;
-  }
+  StoreConfig c = NewConfig(opts);
 
   {
     ASSIGN_OR_RETURN(auto meta, MetaStore::Open(dir + "/meta", /*create=*/true));
@@ -333,19 +342,7 @@ Status Store::InitDatabase(const std::string& location, InitOptions opts) {
     return Status::InvalidArgument("--data: expected s3://bucket/prefix or an absolute folder, got " +
                                    opts.data);
   }
-  StoreConfig c;
-  c.chunker = opts.chunker;
-  c.verify_dedup = opts.verify_dedup;
-  c.marker_names = opts.marker_names;
-  c.hash_seed = RandomSeed();
-  c.created_unix = static_cast<uint64_t>(time(nullptr));
-  c.format_version = StoreConfig::kFormatVersionData;
-  c.data = opts.data;
-  if (c.is_s3()) {
-    c.s3_endpoint = opts.s3_endpoint;
-    c.s3_region = opts.s3_region;
-    c.s3_credentials_file = opts.s3_credentials_file;
-  }
+  StoreConfig c = NewConfig(opts);
   RETURN_IF_ERROR(kv::PostgresEngine::CreateSchema(location));
   ASSIGN_OR_RETURN(auto engine, kv::PostgresEngine::Open(location));
   return InitMetadata(*engine, &c).WithContext("init " + url);
