@@ -327,13 +327,31 @@ Status CheckNotDead(const Target& t) {
                          "' and mount it again, or pass --offline to open the store directly");
 }
 
+// A daemon that did not answer because it is exiting (killed a moment ago, or
+// unmounted): true once its store lock is free, waiting a few seconds for that. The store
+// is then opened directly, as an unmounted one is.
+// Not when a mount of the store is still listed: reading the store behind a dead mount
+// needs --offline (CheckNotDead).
+bool DaemonLetGo(const Target& t) {
+  if (IsDatabaseLocation(t.store) || g_offline) return false;
+  for (const auto& m : fuse::ReadMountTable()) {
+    if (m.type == "fuse.snapfs" && m.source == "snapfs:" + t.store) return false;
+  }
+  for (int i = 0; i < 150; i++) {
+    if (!StoreLockHeld(t.store)) return true;
+    usleep(20000);
+  }
+  return false;
+}
+
 Result<nlohmann::json> AskStore(const Target& t, const std::string& request,
                                 const std::function<Result<std::string>(Store&)>& direct) {
   RETURN_IF_ERROR(CheckNotDead(t));
   Result<std::string> text = Status::NotFound();
   if (t.daemon_pid != 0) {
     text = fuse::CallDaemon(t.store, request);
-  } else {
+  }
+  if (t.daemon_pid == 0 || (!text.ok() && DaemonLetGo(t))) {
     auto store = Store::Open(t.store);
     if (!store.ok()) return store.status();
     text = direct(**store);
