@@ -11,6 +11,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "backends/s3_backend.h"
@@ -354,7 +355,9 @@ Result<std::unique_ptr<Store>> Store::OpenDatabase(const std::string& location, 
   if (opts.engine) {
     engine = std::move(opts.engine);
   } else {
-    ASSIGN_OR_RETURN(engine, kv::PostgresEngine::Open(location));
+    kv::PostgresOptions po;
+    po.max_open = std::max<size_t>(1, opts.db_max_connections);
+    ASSIGN_OR_RETURN(engine, kv::PostgresEngine::Open(location, po));
   }
   std::string text;
   Status cs = engine->Get(Cf::kDefault, keys::kConfig, &text);

@@ -75,6 +75,9 @@ struct OpenOptions {
   std::string state_dir;
   std::chrono::milliseconds session_timeout{60000};
   std::string session_what = "snapfs";
+  // Database stores: connections to PostgreSQL this process keeps open at most (a soft
+  // bound: kv::PostgresOptions::max_open).
+  size_t db_max_connections = 16;
 };
 
 class Store {

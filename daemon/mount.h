@@ -45,6 +45,7 @@ struct MountOptions {
   std::string state_dir;
   unsigned session_timeout_ms = 60000;
   double shared_entry_timeout = 1.0;
+  unsigned db_max_connections = 16;
   // Answers control-socket requests (the CLI while mounted); none if empty.
   std::function<std::string(Store&, Filesystem&, const std::string&)> control;
 };

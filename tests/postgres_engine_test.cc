@@ -117,6 +117,54 @@ TEST_F(PostgresEngineTest, RoundTripsPerCall) {
               static_cast<long long>(us(t1 - t0) / n), static_cast<long long>(us(t2 - t1) / n));
 }
 
+// The number of connections is bounded (every host's count adds up against the server's
+// max_connections): a Begin that finds them all busy waits for one to come back.
+TEST_F(PostgresEngineTest, ConnectionsAreBoundedAndABeginWaitsForOne) {
+  PostgresEngine::Options opts;
+  opts.max_open = 2;
+  opts.connection_wait = std::chrono::seconds(60);  // longer than the test can need
+  auto e = Make(opts);
+  ASSERT_NE(e, nullptr);
+  auto t1 = e->Begin();
+  auto t2 = e->Begin();
+  t1->Put(Cf::kInodes, "a", "1");
+  std::atomic<bool> began{false};
+  std::thread third([&] {
+    auto t3 = e->Begin();  // waits: both connections are in use
+    began = true;
+    t3->Put(Cf::kInodes, "c", "3");
+    EXPECT_OK(t3->Commit());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(began.load()) << "a third connection was opened past the bound";
+  ASSERT_OK(t1->Commit());
+  t1.reset();  // its connection goes back to the pool: the third takes it
+  third.join();
+  EXPECT_TRUE(began.load());
+  ASSERT_OK(t2->Commit());
+  EXPECT_LE(e->peak_connections(), 2u);
+  std::string v;
+  EXPECT_OK(e->Get(Cf::kInodes, "c", &v));
+}
+
+// A thread that holds a transaction and needs a second connection (an iterator outside
+// it) never waits for itself: past the wait, one more connection is opened.
+TEST_F(PostgresEngineTest, TheBoundIsSoftSoNothingWaitsForItself) {
+  PostgresEngine::Options opts;
+  opts.max_open = 1;
+  opts.connection_wait = std::chrono::milliseconds(100);
+  auto e = Make(opts);
+  ASSERT_NE(e, nullptr);
+  auto t = e->Begin();
+  t->Put(Cf::kInodes, "a", "1");
+  auto it = e->NewIterator(Cf::kInodes);  // a second connection, after the wait
+  it->Seek("");
+  EXPECT_OK(it->status());
+  it.reset();
+  ASSERT_OK(t->Commit());
+  EXPECT_EQ(e->peak_connections(), 2u);
+}
+
 TEST_F(PostgresEngineTest, SchemaIsCreatedOnceAndItsVersionChecked) {
   auto missing = PostgresEngine::Open(conninfo_);
   EXPECT_CODE(missing.status(), Code::kNotFound);

@@ -52,6 +52,7 @@ int CmdMount(const Args& args) {
   std::string metrics = "127.0.0.1:9567", log_level = "info", log_dest;
   std::string cache_dir, cache_size = "4G", state_dir;
   double session_timeout = 60, entry_timeout = 1;
+  unsigned db_connections = 16;
   opts.add_options()("store", po::value(&store)->required(),
                      "the store folder, or a database store's postgresql:// URL")(
       "mountpoint", po::value(&mountpoint)->required(), "an empty folder to mount on")(
@@ -82,7 +83,10 @@ int CmdMount(const Args& args) {
       "after this daemon")(
       "entry-timeout", po::value(&entry_timeout)->default_value(entry_timeout),
       "database stores: seconds the kernel caches names (a rename or unlink on another "
-      "host is seen after at most this)");
+      "host is seen after at most this)")(
+      "db-connections", po::value(&db_connections)->default_value(db_connections),
+      "database stores: connections to PostgreSQL this daemon keeps open at most "
+      "(every host's count adds up against the server's max_connections)");
   po::positional_options_description pos;
   pos.add("store", 1).add("mountpoint", 1);
   po::variables_map vm;
@@ -154,6 +158,10 @@ int CmdMount(const Args& args) {
     return usage(Status::InvalidArgument("--entry-timeout must be between 0 and 3600 seconds"));
   }
   mo.session_timeout_ms = static_cast<unsigned>(session_timeout * 1000);
+  if (db_connections < 1 || db_connections > 1000) {
+    return usage(Status::InvalidArgument("--db-connections must be between 1 and 1000"));
+  }
+  mo.db_max_connections = db_connections;
   mo.shared_entry_timeout = entry_timeout;
   const bool database = IsDatabaseLocation(store);
   // Where the daemon keeps files of its own: the store folder, or this host's state

@@ -17,8 +17,10 @@ namespace snapfs::kv {
 struct PostgresEngine::Conn {
   PGconn* pg = nullptr;
   bool pooled = false;  // came from the idle pool (may have died while idle)
+  PostgresEngine* owner = nullptr;  // counts its open connections
   ~Conn() {
     if (pg) PQfinish(pg);
+    if (owner) owner->ConnectionClosed();
   }
   bool healthy() const {
     return pg && PQstatus(pg) == CONNECTION_OK && PQtransactionStatus(pg) == PQTRANS_IDLE &&
@@ -715,6 +717,10 @@ Result<std::unique_ptr<Conn>> PostgresEngine::Connect() {
                         "keepalives_count", "application_name", "dbname", nullptr};
   const char* vals[] = {timeout.c_str(), "10", "5", "3", "snapfs", conninfo_.c_str(), nullptr};
   auto c = std::make_unique<Conn>();
+  c->owner = this;
+  size_t now = open_.fetch_add(1) + 1;
+  for (size_t p = peak_.load(); now > p && !peak_.compare_exchange_weak(p, now);) {
+  }
   c->pg = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
   if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
     // libpq's message names host and port, never the password.
@@ -730,24 +736,48 @@ Result<std::unique_ptr<Conn>> PostgresEngine::Connect() {
 }
 
 Result<std::unique_ptr<Conn>> PostgresEngine::Acquire() {
-  {
-    MutexLock l(&mu_);
-    while (!idle_.empty()) {
-      auto c = std::move(idle_.back());
-      idle_.pop_back();
-      if (c->healthy()) {
-        c->pooled = true;
-        return c;
+  const auto until = std::chrono::steady_clock::now() + opts_.connection_wait;
+  while (true) {
+    {
+      MutexLock l(&mu_);
+      while (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        if (c->healthy()) {
+          c->pooled = true;
+          return c;
+        }
+        // (closed here, under mu_: ConnectionClosed takes only freed_mu_)
       }
     }
+    if (open_.load() < opts_.max_open || std::chrono::steady_clock::now() >= until) break;
+    // All busy: wait for one to come back or close; past the wait, one more anyway.
+    std::unique_lock wl(freed_mu_);
+    freed_.wait_for(wl, std::chrono::milliseconds(20));
   }
   return Connect();
 }
 
+void PostgresEngine::ConnectionClosed() {
+  open_.fetch_sub(1);
+  std::lock_guard l(freed_mu_);
+  freed_.notify_one();
+}
+
 void PostgresEngine::Release(std::unique_ptr<Conn> c) {
   if (!c || !c->healthy()) return;  // broken or mid-transaction: closed, not reused
-  MutexLock l(&mu_);
-  if (idle_.size() < opts_.max_idle) idle_.push_back(std::move(c));
+  {
+    MutexLock l(&mu_);
+    if (idle_.size() < opts_.max_idle) {
+      idle_.push_back(std::move(c));
+    }
+  }
+  if (!c) {
+    std::lock_guard l(freed_mu_);
+    freed_.notify_one();
+    return;
+  }
+  c.reset();  // closed outside mu_ (it notifies)
 }
 
 Result<std::unique_ptr<PostgresEngine>> PostgresEngine::Open(const std::string& conninfo,

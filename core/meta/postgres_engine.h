@@ -45,6 +45,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,6 +66,12 @@ struct PostgresOptions {
   int connect_timeout_s = 10;
   // Idle connections kept for reuse.
   size_t max_idle = 8;
+  // Connections open at once (PostgreSQL's max_connections is shared by every host:
+  // hosts x this must stay below it). A caller that finds them all busy waits up to
+  // `connection_wait` for one, then opens one more anyway: a thread that holds a
+  // transaction and needs a second connection (an iterator) must never wait for itself.
+  size_t max_open = 16;
+  std::chrono::milliseconds connection_wait{2000};
 };
 
 class PostgresEngine : public Engine {
@@ -100,6 +108,12 @@ class PostgresEngine : public Engine {
   // (it may make a concurrent transaction on the same keys retry).
   Status Compact() override;
 
+  // Connections open now, and the most that were open at once.
+  size_t open_connections() const { return open_.load(); }
+  size_t peak_connections() const { return peak_.load(); }
+  // Called by a connection when it closes.
+  void ConnectionClosed();
+
   // Round trips made so far (every wait for the server counts one).
   uint64_t round_trips() const { return round_trips_.load(std::memory_order_relaxed); }
   // The conninfo as a "postgresql://user@host:port/db?key=value" URL without the password
@@ -126,7 +140,13 @@ class PostgresEngine : public Engine {
   const Options opts_;
   std::string describe_;
   std::atomic<uint64_t> round_trips_{0};
+  // Declared before idle_: the pooled connections close (and count down) first.
+  std::atomic<size_t> open_{0}, peak_{0};
   Mutex mu_;
+  // Signalled when a connection closes or goes idle (a waiter also looks again every
+  // 20 ms: a signal between its look and its wait is not lost for long).
+  std::mutex freed_mu_;
+  std::condition_variable freed_;
   std::vector<std::unique_ptr<Conn>> idle_ GUARDED_BY(mu_);
 };
 
