@@ -20,7 +20,7 @@ while (($#)); do
     --long) KILLS=1000; CUTS=500 ;;
     --seed) SEED=$2; shift ;;
     --build-dir) BUILD=$2; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# {0,1}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | cut -c3-; exit 0 ;;
     *) echo "torture.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
