@@ -10,8 +10,10 @@
 #include <sys/mount.h>
 #include <sys/xattr.h>
 
+#include <chrono>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/util/flink_sim.h"
@@ -163,7 +165,7 @@ void DiskFull::FillRemoveGcWriteAgain() {
   EXPECT_EQ(Restore(chk2, chk2, content, InPlace), "") << "after a remount";
 }
 
-// The metadata log itself out of space: a 16 MiB ballast file beside the store (on the
+// The metadata log itself out of space: a 48 MiB ballast file beside the store (on the
 // same tmpfs), the disk filled with pack data, then big xattrs (metadata only: each a
 // RocksDB write of ~60 KiB) until RocksDB's log, past its preallocated space, cannot grow.
 // Returns the checkpoint written first.
@@ -172,7 +174,7 @@ std::string DiskFull::FillMetadataLog(ContentMap* content, std::mt19937_64& rng)
   EXPECT_EQ(job.Init(), "");
   EXPECT_EQ(job.TakeCheckpoint(3, 256 * kKiB), "");
   const std::string chk = job.Path(job.retained().back().name);
-  EXPECT_EQ(WriteFile(store() + "/ballast", RandomBytes(rng, 16 * kMiB), true), 0);
+  EXPECT_EQ(WriteFile(store() + "/ballast", RandomBytes(rng, 48 * kMiB), true), 0);
   EXPECT_EQ(::mkdir(Path("fill").c_str(), 0755), 0) << ErrnoName(errno);
   for (int i = 0; i < 100; i++) {
     if (!UploadLikeFlink(Path("fill/f" + std::to_string(i)), RandomBytes(rng, 4 * kMiB), rng)
@@ -213,8 +215,17 @@ TEST_F(DiskFull, MetadataLogOutOfSpaceLosesNothing) {
   std::mt19937_64 rng(11);
   const std::string chk = FillMetadataLog(&content, rng);
   ASSERT_FALSE(HasFailure());
-  EXPECT_NE(::unlink(Path("fill/f0").c_str()), 0) << "the metadata engine is read-only now";
-  ASSERT_NO_FATAL_FAILURE(Unmount());
+  EXPECT_NE(::unlink(Path("fill/f0").c_str()), 0)
+      << "the metadata engine is no longer read-only: enable the DISABLED_ test below";
+  // Not Unmount(): a daemon whose metadata writes failed sometimes leaves its pid in
+  // store/lock on a clean unmount (the flock, which is what counts, is released).
+  CmdResult um = Snapfs({"umount", mnt()}, 60);
+  ASSERT_EQ(um.code, 0) << um.Describe();
+  ASSERT_FALSE(IsMounted(mnt()));
+  for (int i = 0; i < 1000 && !StoreLockFree(); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(StoreLockFree()) << "the daemon still holds the store after snapfs umount";
   CmdResult wedged = Snapfs({"fsck", store()}, 120);
   EXPECT_NE(wedged.code, 0) << "fsck opens a store whose disk is full: fix this test";
   std::cout << "while full: " << wedged.err.substr(0, 200) << std::endl;
@@ -224,11 +235,20 @@ TEST_F(DiskFull, MetadataLogOutOfSpaceLosesNothing) {
   EXPECT_EQ(fsck.code, 0) << fsck.Describe();
   ASSERT_NO_FATAL_FAILURE(Mount());
   EXPECT_EQ(Restore(chk, chk, content, InPlace), "") << "after space came back";
-  for (const auto& name : ListDir(Path("fill"))) {
-    EXPECT_EQ(::unlink(Path("fill/" + name).c_str()), 0) << name << ": " << ErrnoName(errno);
+  // RocksDB's reopen took much of the freed space (a new log is preallocated): delete the
+  // filler newest first (whole packs of it), 16 files at a time, with a gc after each
+  // batch (the default gc: packs sharing live data are rewritten only at the end).
+  std::vector<std::string> fill;
+  for (int i = 99; i >= 0; i--) {
+    if (Exists(Path("fill/f" + std::to_string(i)))) fill.push_back("f" + std::to_string(i));
   }
-  CmdResult gc = Snapfs({"gc", mnt(), "--max-unused", "0"}, 120);
-  EXPECT_EQ(gc.code, 0) << gc.Describe();
+  for (size_t i = 0; i < fill.size(); i++) {
+    ASSERT_EQ(::unlink(Path("fill/" + fill[i]).c_str()), 0) << fill[i] << ": " << ErrnoName(errno);
+    if (i % 16 == 15 || i + 1 == fill.size()) {
+      CmdResult gc = Snapfs({"gc", mnt()}, 120);
+      ASSERT_EQ(gc.code, 0) << gc.Describe();
+    }
+  }
   std::string again = RandomBytes(rng, 2 * kMiB);
   EXPECT_EQ(UploadLikeFlink(Path("after"), again, rng), "");
   EXPECT_TRUE(ReadFile(Path("after")) == again);
