@@ -2,7 +2,7 @@
 # Crash torture: kill -9 of the daemon under a Flink-like load through a real mount
 # (Torture.*, tests/torture_test.cc) and simulated power cuts of the engine (PowerCut.*,
 # tests/power_cut_test.cc). Both also run, short, in the normal ctest run.
-#   scripts/torture.sh            CI sizes: 20 kills, 30 power cuts (about a minute)
+#   scripts/torture.sh            CI sizes: 20 kills, 30 power cuts (about half a minute)
 #   scripts/torture.sh --long     by hand: 1,000 kills and 500 power cuts (SNAPFS_TORTURE_KILLS
 #                                 and SNAPFS_POWER_CUTS override either)
 #   --seed N                      a fixed seed for both (default: the tests' own); a failure
@@ -20,7 +20,7 @@ while (($#)); do
     --long) KILLS=1000; CUTS=500 ;;
     --seed) SEED=$2; shift ;;
     --build-dir) BUILD=$2; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | cut -c3-; exit 0 ;;
     *) echo "torture.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift

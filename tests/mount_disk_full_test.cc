@@ -8,9 +8,12 @@
 // Mounting a tmpfs needs CAP_SYS_ADMIN (scripts/test.sh runs as root); without it the test
 // is skipped with a loud message.
 #include <sys/mount.h>
+#include <sys/xattr.h>
 
+#include <chrono>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/util/flink_sim.h"
@@ -55,6 +58,7 @@ class DiskFull : public MountFixture {
   virtual std::string TmpfsSize() const { return "256m"; }
 
   void FillRemoveGcWriteAgain();
+  std::string FillMetadataLog(ContentMap* content, std::mt19937_64& rng);
 
   bool skip_ = false;
   bool tmpfs_ = false;
@@ -159,6 +163,115 @@ void DiskFull::FillRemoveGcWriteAgain() {
   EXPECT_EQ(fsck.code, 0) << fsck.Describe();
   ASSERT_NO_FATAL_FAILURE(Mount());
   EXPECT_EQ(Restore(chk2, chk2, content, InPlace), "") << "after a remount";
+}
+
+// The metadata log itself out of space: a 48 MiB ballast file beside the store (on the
+// same tmpfs), the disk filled with pack data, then big xattrs (metadata only: each a
+// RocksDB write of ~60 KiB) until RocksDB's log, past its preallocated space, cannot grow.
+// Returns the checkpoint written first.
+std::string DiskFull::FillMetadataLog(ContentMap* content, std::mt19937_64& rng) {
+  FlinkJob job(mnt(), "job", 7, content);
+  EXPECT_EQ(job.Init(), "");
+  EXPECT_EQ(job.TakeCheckpoint(3, 256 * kKiB), "");
+  const std::string chk = job.Path(job.retained().back().name);
+  EXPECT_EQ(WriteFile(store() + "/ballast", RandomBytes(rng, 48 * kMiB), true), 0);
+  EXPECT_EQ(::mkdir(Path("fill").c_str(), 0755), 0) << ErrnoName(errno);
+  for (int i = 0; i < 100; i++) {
+    if (!UploadLikeFlink(Path("fill/f" + std::to_string(i)), RandomBytes(rng, 4 * kMiB), rng)
+             .empty()) {
+      break;
+    }
+  }
+  EXPECT_EQ(WriteFile(Path("x"), "x", true), 0);
+  int set = 0, err = 0;
+  std::string value = RandomBytes(rng, 60 * kKiB);
+  for (int i = 0; i < 2000; i++) {
+    std::string name = "user.big" + std::to_string(i);
+    if (::setxattr(Path("x").c_str(), name.c_str(), value.data(), value.size(), 0) != 0) {
+      err = errno;
+      break;
+    }
+    set++;
+  }
+  EXPECT_EQ(err, ENOSPC) << "after " << set << " xattrs of 60 KiB: " << ErrnoName(err);
+  std::cout << "metadata log full after " << set << " xattrs of 60 KiB" << std::endl;
+  // The daemon still serves, and what was committed reads back.
+  EXPECT_TRUE(IsMounted(mnt(), true));
+  EXPECT_EQ(Restore(chk, chk, *content, InPlace), "") << "while the metadata log is full";
+  return chk;
+}
+
+// Once the metadata log is out of space, nothing is lost, but the store is wedged until
+// space is freed outside snapfs: on the mount every metadata write fails from then on
+// (RocksDB stops writing after the failed log append; unlink gives ENOSPC, `snapfs gc`
+// "an earlier metadata write failed"), and after the unmount neither `snapfs fsck` nor
+// `snapfs mount` can open the store ("open metadata db: ... While appending to file:
+// .../meta/NNNNNN.sst: No space left on device": RocksDB's recovery writes the log into a
+// table first). Deleting the ballast (space freed by someone else) is what gets it back:
+// then fsck --verify is clean, the store mounts, the checkpoint restores byte for byte and
+// writing works again after rm + gc.
+TEST_F(DiskFull, MetadataLogOutOfSpaceLosesNothing) {
+  ContentMap content;
+  std::mt19937_64 rng(11);
+  const std::string chk = FillMetadataLog(&content, rng);
+  ASSERT_FALSE(HasFailure());
+  EXPECT_NE(::unlink(Path("fill/f0").c_str()), 0)
+      << "the metadata engine is no longer read-only: enable the DISABLED_ test below";
+  // Not Unmount(): a daemon whose metadata writes failed sometimes leaves its pid in
+  // store/lock on a clean unmount (the flock, which is what counts, is released).
+  CmdResult um = Snapfs({"umount", mnt()}, 60);
+  ASSERT_EQ(um.code, 0) << um.Describe();
+  ASSERT_FALSE(IsMounted(mnt()));
+  for (int i = 0; i < 1000 && !StoreLockFree(); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(StoreLockFree()) << "the daemon still holds the store after snapfs umount";
+  CmdResult wedged = Snapfs({"fsck", store()}, 120);
+  EXPECT_NE(wedged.code, 0) << "fsck opens a store whose disk is full: fix this test";
+  std::cout << "while full: " << wedged.err.substr(0, 200) << std::endl;
+
+  ASSERT_EQ(::unlink((store() + "/ballast").c_str()), 0) << ErrnoName(errno);
+  CmdResult fsck = Snapfs({"fsck", store(), "--verify"}, 120);
+  EXPECT_EQ(fsck.code, 0) << fsck.Describe();
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  EXPECT_EQ(Restore(chk, chk, content, InPlace), "") << "after space came back";
+  // RocksDB's reopen took much of the freed space (a new log is preallocated): delete the
+  // filler newest first (whole packs of it), 16 files at a time, with a gc after each
+  // batch (the default gc: packs sharing live data are rewritten only at the end).
+  std::vector<std::string> fill;
+  for (int i = 99; i >= 0; i--) {
+    if (Exists(Path("fill/f" + std::to_string(i)))) fill.push_back("f" + std::to_string(i));
+  }
+  for (size_t i = 0; i < fill.size(); i++) {
+    ASSERT_EQ(::unlink(Path("fill/" + fill[i]).c_str()), 0) << fill[i] << ": " << ErrnoName(errno);
+    if (i % 16 == 15 || i + 1 == fill.size()) {
+      CmdResult gc = Snapfs({"gc", mnt()}, 120);
+      ASSERT_EQ(gc.code, 0) << gc.Describe();
+    }
+  }
+  std::string again = RandomBytes(rng, 2 * kMiB);
+  EXPECT_EQ(UploadLikeFlink(Path("after"), again, rng), "");
+  EXPECT_TRUE(ReadFile(Path("after")) == again);
+}
+
+// What the issue asks for: after the metadata log ran out of space, `rm` + `gc` on the same
+// mount free space and writing works again, without help from outside. Disabled: the
+// metadata engine stays read-only (see above). Fix direction: keep a reserve for metadata
+// (refuse new pack bytes with ENOSPC while the disk's free space is below it), so that the
+// log never runs out before the packs do; and resume RocksDB (DB::Resume) once space is
+// back.
+TEST_F(DiskFull, DISABLED_MetadataLogOutOfSpaceRecoversAfterRmAndGc) {
+  ContentMap content;
+  std::mt19937_64 rng(11);
+  const std::string chk = FillMetadataLog(&content, rng);
+  ASSERT_FALSE(HasFailure());
+  for (const auto& name : ListDir(Path("fill"))) {
+    ASSERT_EQ(::unlink(Path("fill/" + name).c_str()), 0) << name << ": " << ErrnoName(errno);
+  }
+  CmdResult gc = Snapfs({"gc", mnt(), "--max-unused", "0"}, 120);
+  EXPECT_EQ(gc.code, 0) << gc.Describe();
+  EXPECT_EQ(UploadLikeFlink(Path("after"), RandomBytes(rng, 2 * kMiB), rng), "");
+  EXPECT_EQ(Restore(chk, chk, content, InPlace), "");
 }
 
 }  // namespace

@@ -79,7 +79,13 @@ class Torture : public MountFixture {
   // Fails the test unless the daemon was killed on purpose; false either way.
   bool Ok(bool ok, const std::string& what) {
     if (ok) return true;
-    if (!killing_.load()) ADD_FAILURE() << what << " failed with the daemon alive";
+    if (!killing_.load()) {
+      ADD_FAILURE() << what << " failed with the daemon alive";
+    } else {  // where the kill landed: "checkpoint", "snapfs gc", ...
+      std::string kind = what.substr(0, what.find(':'));
+      if (kind.starts_with("snapfs rm")) kind = "snapfs rm";
+      killed_in_[kind]++;
+    }
     return false;
   }
 
@@ -221,6 +227,7 @@ class Torture : public MountFixture {
   std::vector<std::string> savepoints_;         // completed (close of _metadata returned)
   std::vector<std::string> failed_savepoints_;  // interrupted by a kill
   std::atomic<bool> killing_{false};
+  std::map<std::string, uint64_t> killed_in_;  // what the writer was doing at each kill
   int jobs_made_ = 0;
   uint64_t kills_ = 0, steps_ = 0, checkpoints_ = 0, savepoints_made_ = 0, gcs_ = 0, rms_ = 0,
            prunes_ = 0, files_verified_ = 0, snapshots_verified_ = 0;
@@ -240,8 +247,9 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
     std::thread writer([&] {
       while (!stop.load()) {
         steps_++;
-        if (!Step(wrng)) break;
+        if (!Step(wrng)) return;
       }
+      killed_in_["between steps"]++;  // the kill came after the writer's last step
     });
     // A random moment: mostly within the first checkpoints, sometimes later.
     std::this_thread::sleep_for(
@@ -273,6 +281,9 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
             << " prune; verified " << files_verified_ << " fsync'd files and "
             << snapshots_verified_ << " completed checkpoints and savepoints (byte for byte); seed "
             << seed << std::endl;
+  std::cout << "torture: the kills landed in:";
+  for (const auto& [kind, n] : killed_in_) std::cout << " " << kind << " " << n << ",";
+  std::cout << std::endl;
 }
 
 }  // namespace
