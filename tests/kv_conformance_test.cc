@@ -348,6 +348,27 @@ TEST_P(KvEngineConformance, KeysReadWithMultiGetAreCheckedAtCommit) {
   EXPECT_EQ(Read(Cf::kInodes, "w"), "<absent>");
 }
 
+TEST_P(KvEngineConformance, ABoundedIteratorStopsBeforeItsBound) {
+  Commit([&](Txn& t) {
+    for (const char* k : {"a1", "a2", "b1", "c1"}) t.Put(Cf::kPinned, k, "v");
+  });
+  auto t = engine_->Begin();
+  t->Delete(Cf::kPinned, "a2");  // the transaction's own writes count, deletes too
+  t->Put(Cf::kPinned, "a3", "own");
+  t->Delete(Cf::kPinned, "b1");
+  auto it = t->NewBoundedIterator(Cf::kPinned, "b");
+  std::vector<std::string> seen;
+  for (it->Seek("a"); it->Valid(); it->Next()) seen.emplace_back(it->key());
+  ASSERT_OK(it->status());
+  EXPECT_EQ(seen, (std::vector<std::string>{"a1", "a3"}));
+  it->Seek("b");
+  EXPECT_FALSE(it->Valid());
+  auto rest = t->NewBoundedIterator(Cf::kPinned, "d");
+  seen.clear();
+  for (rest->Seek("b"); rest->Valid(); rest->Next()) seen.emplace_back(rest->key());
+  EXPECT_EQ(seen, (std::vector<std::string>{"c1"}));
+}
+
 TEST_P(KvEngineConformance, DisjointTransactionsBothCommit) {
   auto a = engine_->Begin();
   auto b = engine_->Begin();

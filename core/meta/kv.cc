@@ -19,6 +19,29 @@ Status Txn::Scan(Cf space, std::string_view begin, std::string_view end, size_t 
   return it->status();
 }
 
+namespace {
+// Ends an iterator at an exclusive upper bound.
+class BoundedIterator : public Iterator {
+ public:
+  BoundedIterator(std::unique_ptr<Iterator> it, std::string_view bound)
+      : it_(std::move(it)), bound_(bound) {}
+  void Seek(std::string_view key) override { it_->Seek(key); }
+  bool Valid() const override { return it_->Valid() && it_->key() < bound_; }
+  void Next() override { it_->Next(); }
+  std::string_view key() const override { return it_->key(); }
+  std::string_view value() const override { return it_->value(); }
+  Status status() const override { return it_->status(); }
+
+ private:
+  std::unique_ptr<Iterator> it_;
+  std::string bound_;
+};
+}  // namespace
+
+std::unique_ptr<Iterator> Txn::NewBoundedIterator(Cf space, std::string_view upper_bound) {
+  return std::make_unique<BoundedIterator>(NewIterator(space), upper_bound);
+}
+
 Status Txn::MultiGet(Cf space, const std::vector<std::string>& keys,
                      std::vector<std::optional<std::string>>* values) {
   values->assign(keys.size(), std::nullopt);

@@ -40,11 +40,22 @@ class RocksIterator : public Iterator {
   // `txn`: the transaction whose writes to `space` the iterator must see (null: none).
   explicit RocksIterator(rocksdb::Iterator* it, RocksTxn* txn = nullptr, size_t space = 0)
       : it_(it), txn_(txn), space_(space) {}
+  // For an iterator with an upper bound: the bound lives here (ReadOptions points at
+  // bound_slice_ for the iterator's life); the RocksDB iterator comes after.
+  RocksIterator(RocksTxn* txn, size_t space, std::string_view bound)
+      : txn_(txn), space_(space), bound_(bound), bound_slice_(bound_) {}
+  const rocksdb::Slice* bound() const { return &bound_slice_; }
+  void Reset(rocksdb::Iterator* it) { it_.reset(it); }
   void Seek(std::string_view key) override {
     ApplyPending();
     it_->Seek(S(key));
   }
-  bool Valid() const override { return it_->Valid(); }
+  // The bound is checked here too: with the base iterator stopped at the bound, Debian's
+  // RocksDB 7.8 lets the transaction's own index hand out its next entry past the bound
+  // (even a deleted key: ABoundedIteratorStopsBeforeItsBound).
+  bool Valid() const override {
+    return it_->Valid() && (bound_.empty() || it_->key().compare(bound_slice_) < 0);
+  }
   void Next() override {
     ApplyPending();
     it_->Next();
@@ -60,6 +71,8 @@ class RocksIterator : public Iterator {
   std::unique_ptr<rocksdb::Iterator> it_;
   RocksTxn* txn_;
   size_t space_;
+  std::string bound_;
+  rocksdb::Slice bound_slice_;
 };
 
 // The writes of a transaction wait in a plain buffer, one per key space, until something
@@ -96,6 +109,15 @@ class RocksTxn : public Txn {
     const size_t s = static_cast<size_t>(space);
     Apply(s);
     return std::make_unique<RocksIterator>(t_->GetIterator(ro_, e_->cf(space)), this, s);
+  }
+  std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override {
+    const size_t s = static_cast<size_t>(space);
+    Apply(s);
+    auto it = std::make_unique<RocksIterator>(this, s, upper_bound);
+    rocksdb::ReadOptions ro = ro_;
+    ro.iterate_upper_bound = it->bound();
+    it->Reset(t_->GetIterator(ro, e_->cf(space)));
+    return it;
   }
   void Put(Cf space, std::string_view key, std::string_view value) override {
     Buffer(kPut, space, key, value);

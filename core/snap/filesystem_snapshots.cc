@@ -33,7 +33,9 @@ Result<bool> Filesystem::IsPinned(Txn* t, uint64_t ino) {
   auto np = t->new_pins.lower_bound({ino, 0});
   if (np != t->new_pins.end() && np->first == ino) return true;
   std::string prefix = keys::Ino(ino);
-  auto* it = t->It(Cf::kPinned);
+  // Bounded to this inode's keys: a snapshot removal deletes the pins of thousands of
+  // files in this transaction, and an unbounded seek would walk all of them (kv.h).
+  auto it = t->kv().NewBoundedIterator(Cf::kPinned, keys::Ino(ino + 1));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     uint64_t snap = GetBE64(it->key().data() + 8);
     if (!t->gone_pins.count({ino, snap})) return true;
