@@ -7,8 +7,8 @@
 #                                    than the source); fails with the reason
 #   passthrough_mount BIN SRC MNT    mounts SRC on MNT: -o writeback (kernel writeback
 #                                    cache), -o source=SRC (libfuse 3.14), default cache=auto
-#                                    (1 s attr/entry timeouts), multi-threaded; returns once
-#                                    the mount is live
+#                                    (1 s attr/entry timeouts), multi-threaded, 1,048,576
+#                                    open files allowed; returns once the mount is live
 #   passthrough_umount MNT           unmounts (fusermount3 -u, retried while busy)
 
 PASSTHROUGH_SRC_DIR=${PASSTHROUGH_SRC_DIR:-/usr/share/doc/libfuse3-dev/examples}
@@ -40,7 +40,9 @@ passthrough_build() {
 
 passthrough_mount() {
   local bin=$1 src=$2 mnt=$3 i
-  "$bin" -o writeback -o source="$src" "$mnt" ||
+  # passthrough_ll holds an O_PATH descriptor for every inode the kernel knows: a folder of
+  # 200,000 files needs more than the usual 20,000 (root may raise the hard limit).
+  (ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$bin" -o writeback -o source="$src" "$mnt") ||
     { echo "passthrough_mount: $bin failed to mount $src on $mnt" >&2; return 1; }
   for ((i = 0; i < 100; i++)); do
     mountpoint -q "$mnt" && return 0
