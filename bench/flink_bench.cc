@@ -17,9 +17,10 @@
 //   Every file: open(O_CREAT|O_TRUNC|O_WRONLY), write() of 20 KiB pieces (Flink's write
 //   buffer), fsync, close.
 // Then the JobManager commits the checkpoint: chk-N/._metadata.inprogress.<uuid> (O_EXCL),
-// written in a few hundred tiny write() calls (Java DataOutputStream on an unbuffered
-// FileOutputStream: magic, version, then per file its writeUTF reference - shared files as
-// absolute file: URIs, private files as bare names - and its size), fsync, rename to
+// written in tiny write() calls (Java DataOutputStream on an unbuffered FileOutputStream:
+// magic, version, ids, then 4 per file it names - handle type, size, its writeUTF reference
+// (shared files as absolute file: URIs, private files as bare names), key-group data; ~110
+// calls per checkpoint with the defaults, as the live set is ~26 files), fsync, rename to
 // chk-N/_metadata. Retention keeps RETAIN checkpoints: once chk-N is committed, chk-(N-RETAIN)
 // is subsumed as Flink does (unlink _metadata, each private file, rmdir), and each shared
 // file no retained checkpoint references is unlinked. Subsuming is not timed (Flink does it

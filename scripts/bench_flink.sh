@@ -8,7 +8,7 @@
 # Measured (bench/flink_bench.cc describes the workload):
 #   inc_MBps, full_MBps        checkpoint upload throughput, incremental (new bytes) and full
 #                              (every checkpoint rewrites the whole state: bytes already stored)
-#   inc_metadata_ms, full_...  median _metadata write (few hundred tiny writes) + fsync + rename
+#   inc_metadata_ms, full_...  median _metadata write (~110 tiny writes) + fsync + rename
 #   inc_checkpoint_ms          median duration of one incremental checkpoint
 #   inc_subsume_ms             median time to subsume (delete) one checkpoint, not in MBps
 #   ls_cold_s, ls_warm_s       `ls -l` of a folder of LS_ENTRIES empty files: after a remount
