@@ -7,8 +7,9 @@
 #                                    than the source); fails with the reason
 #   passthrough_mount BIN SRC MNT    mounts SRC on MNT: -o writeback (kernel writeback
 #                                    cache), -o source=SRC (libfuse 3.14), default cache=auto
-#                                    (1 s attr/entry timeouts), multi-threaded, 1,048,576
-#                                    open files allowed; returns once the mount is live
+#                                    (1 s attr/entry timeouts), multi-threaded, with as many
+#                                    open files as the hard limit allows (up to 1,048,576);
+#                                    returns once the mount is live
 #   passthrough_umount MNT           unmounts (fusermount3 -u, retried while busy)
 
 PASSTHROUGH_SRC_DIR=${PASSTHROUGH_SRC_DIR:-/usr/share/doc/libfuse3-dev/examples}
