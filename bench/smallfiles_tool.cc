@@ -2,6 +2,8 @@
 // overhead skews the comparison between a native folder and a mount.
 //   snapfs_smallfiles create DIR COUNT SIZE   open(O_CREAT|O_TRUNC|O_WRONLY), write, fsync, close
 //   snapfs_smallfiles delete DIR COUNT        unlink each file
+//   snapfs_smallfiles touch DIR COUNT         open(O_CREAT|O_WRONLY), close: empty files, no
+//                                             fsync (fills a folder for the `ls -l` benchmark)
 //   snapfs_smallfiles marker DIR COUNT        write DIR/_metadata naming the COUNT files
 //                                             (Flink's writeUTF bare names), making DIR a snapshot
 // Prints "<ops per second>" on stdout.
@@ -16,7 +18,7 @@
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: %s create DIR COUNT SIZE | delete DIR COUNT\n", argv[0]);
+    fprintf(stderr, "usage: %s create DIR COUNT SIZE | delete DIR COUNT | touch DIR COUNT | marker DIR COUNT\n", argv[0]);
     return 2;
   }
   std::string mode = argv[1], dir = argv[2];
@@ -63,6 +65,12 @@ int main(int argc, char** argv) {
         return 1;
       }
       close(fd);
+    } else if (mode == "touch") {
+      int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+      if (fd < 0 || close(fd) != 0) {
+        perror(path.c_str());
+        return 1;
+      }
     } else if (mode == "delete") {
       if (unlink(path.c_str()) != 0) {
         perror(path.c_str());

@@ -7,10 +7,16 @@
 #                    16 KiB small files
 # and prints the medians (and ratios to native) at the end.
 #
-#   scripts/bench.sh [--engine-only | --all | --s3]  (default --all: engine, then the mount
-#                                                 benchmarks of scripts/bench_mount.sh;
-#                                                 --s3: scripts/bench_s3.sh alone, snapfs
-#                                                 on S3 vs a plain S3 client, own Ceph)
+#   scripts/bench.sh [--engine-only | --mount | --flink | --all | --s3]
+#       default --all: engine, then the mount benchmarks of scripts/bench_mount.sh (native,
+#                      passthrough_ll, snapfs), then the Flink-like checkpoint benchmark of
+#                      scripts/bench_flink.sh (native, passthrough_ll, snapfs; `ls -l` of a
+#                      200,000-entry folder)
+#       --mount:       only the mount benchmarks; --flink: only the Flink-like benchmark
+#       --s3:          scripts/bench_s3.sh alone, snapfs on S3 vs a plain S3 client, own Ceph
+#   The passthrough_ll baseline is built at bench time from Debian's libfuse3-dev example
+#   source (scripts/bench_passthrough.sh), never committed. bench_flink.sh's and
+#   bench_mount.sh's own variables (FLINK_CHECKPOINTS, LS_ENTRIES, FILES, ...) pass through.
 #
 # Environment:
 #   RUNS=3              repetitions; medians are reported
@@ -68,7 +74,7 @@ build() {
     BENCH_BIN=$SNAPFS_BENCH_BIN
   else
     BUILD=$(BUILD_DIR="$BUILD_DIR" bash scripts/build.sh --release --target snapfs_bench \
-      --target snapfs --target snapfs_smallfiles | tail -n 1)
+      --target snapfs --target snapfs_smallfiles --target snapfs_flink | tail -n 1)
     BENCH_BIN=$BUILD/snapfs_bench
   fi
   [[ -x "$BENCH_BIN" ]] || die "no benchmark binary at $BENCH_BIN"
@@ -180,25 +186,35 @@ main() {
   for a in "$@"; do
     case "$a" in
       --engine-only) mode=engine ;;
+      --mount) mode=mount ;;
+      --flink) mode=flink ;;
       --all) mode=all ;;
       --s3) exec bash scripts/bench_s3.sh ;;
       -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown option $a (use --engine-only or --all)" ;;
+      *) die "unknown option $a (use --engine-only, --mount, --flink or --all)" ;;
     esac
   done
   command -v jq >/dev/null || command -v python3 >/dev/null ||
     die "jq or python3 is needed to read benchmark results"
   build
   setup_workdir
-  native_baseline
-  engine_bench
-  summary
-  if [[ $mode == all ]]; then
-    # Through the mount: native folder vs snapfs mount, side by side (bench_mount.sh).
-    [[ -n "$BUILD" ]] || die "--all needs a build (unset SNAPFS_BENCH_BIN)"
+  if [[ $mode == engine || $mode == all ]]; then
+    native_baseline
+    engine_bench
+    summary
+  fi
+  if [[ $mode != engine ]]; then
+    [[ -n "$BUILD" ]] || die "--$mode needs a build (unset SNAPFS_BENCH_BIN)"
+  fi
+  if [[ $mode == mount || $mode == all ]]; then
+    # Through the mount: native folder, passthrough_ll and snapfs mount, side by side.
     BENCH_DIR="$WORK/mount" RUNS="$RUNS" \
       SIZE_MIB=$(awk -v g="$GIB" 'BEGIN { printf "%d", g * 1024 }') \
       bash scripts/bench_mount.sh "$BUILD"
+  fi
+  if [[ $mode == flink || $mode == all ]]; then
+    # Flink-like checkpoints and `ls -l`: native, passthrough_ll and snapfs side by side.
+    BENCH_DIR="$WORK/flink" RUNS="$RUNS" bash scripts/bench_flink.sh "$BUILD"
   fi
 }
 
