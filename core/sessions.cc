@@ -7,13 +7,15 @@
 
 namespace snapfs {
 
-namespace {
-
 std::string HostName() {
   char h[256] = {};
   if (::gethostname(h, sizeof h - 1) != 0) return "?";
   return h;
 }
+
+std::string MountWhat(const std::string& mountpoint) { return "mount " + mountpoint; }
+
+namespace {
 
 // Keys of `space` starting with `prefix`, read in `t` (conflict-free iteration).
 Status ScanPrefix(kv::Txn& t, std::string_view prefix, std::vector<kv::KeyValue>* out) {

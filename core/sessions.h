@@ -48,6 +48,11 @@ struct SessionOptions {
 };
 
 int64_t WallMs();
+// This host's name, as sessions record it.
+std::string HostName();
+// What a daemon's session says it is ("mount /mnt/ckpt"): how `status` and `umount` find
+// the daemon of a mount point among the sessions (with HostName()).
+std::string MountWhat(const std::string& mountpoint);
 
 class Session {
  public:

@@ -194,7 +194,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   open_opts.cache_bytes = opts.cache_bytes;
   open_opts.state_dir = opts.state_dir;
   open_opts.session_timeout = std::chrono::milliseconds(opts.session_timeout_ms);
-  open_opts.session_what = "mount " + opts.mountpoint;
+  open_opts.session_what = MountWhat(opts.mountpoint);
   open_opts.db_max_connections = opts.db_max_connections;
   auto store = Store::Open(store_path, std::move(open_opts));
   if (!store.ok()) {

@@ -21,6 +21,14 @@ BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # The socket file is DIR/.s.PGSQL.PORT; the number only names it (no TCP listener).
 PORT=${PG_TEST_PORT:-54329}
 
+# fsync off: a test server's data may die with it, and commits get cheap enough that
+# the suites measure the engine, not the disk. A short deadlock_timeout so that the
+# rare lock cycle between two commits is broken (and retried) quickly.
+server_opts() {
+  echo "-k $1 -c listen_addresses= -p $PORT -c fsync=off -c full_page_writes=off" \
+    "-c deadlock_timeout=100ms -c max_connections=200"
+}
+
 as_pg() {
   if [[ $(id -u) -eq 0 ]]; then
     runuser -u postgres -- "$@"
@@ -43,12 +51,7 @@ case "$cmd" in
       cat "$dir/initdb.log" >&2
       exit 1
     fi
-    # fsync off: a test server's data may die with it, and commits get cheap enough that
-    # the suites measure the engine, not the disk. A short deadlock_timeout so that the
-    # rare lock cycle between two commits is broken (and retried) quickly.
-    opts="-k $dir -c listen_addresses= -p $PORT -c fsync=off -c full_page_writes=off"
-    opts+=" -c deadlock_timeout=100ms -c max_connections=200"
-    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -o "$opts" -w -t 60 start >&2; then
+    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -o "$(server_opts "$dir")" -w -t 60 start >&2; then
       echo "pg-test-server: the server did not start; its log:" >&2
       cat "$dir/log" >&2 || true
       exit 1
@@ -57,9 +60,7 @@ case "$cmd" in
     ;;
   start)
     dir=$(cd "$dir" && pwd)
-    opts="-k $dir -c listen_addresses= -p $PORT -c fsync=off -c full_page_writes=off"
-    opts+=" -c deadlock_timeout=100ms -c max_connections=200"
-    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -o "$opts" -w -t 60 start >&2; then
+    if ! as_pg "$BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -o "$(server_opts "$dir")" -w -t 60 start >&2; then
       echo "pg-test-server: the server did not start again; its log:" >&2
       tail -n 30 "$dir/log" >&2 || true
       exit 1

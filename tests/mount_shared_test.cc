@@ -4,10 +4,7 @@
 // on both mount points, the CLI from either side, kill -9 of one daemon.
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <sstream>
@@ -141,19 +138,6 @@ class MountShared : public ::testing::Test {
   std::string tmp_, conninfo_, url_;
   std::vector<int> pids_;
 };
-
-// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return -1;
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // The value of an unlabelled sample in a Prometheus exposition, or -1.
 double Sample(const std::string& text, const std::string& name) {
@@ -358,9 +342,7 @@ class MountSharedDbRestart : public MountShared {
     char tmpl[] = "/tmp/snapfs-pgr-XXXXXX";
     EXPECT_NE(::mkdtemp(tmpl), nullptr);
     pg_dir_ = tmpl;
-    CmdResult up = RunCmd({"bash", std::string(SNAPFS_SOURCE_DIR) + "/scripts/pg-test-server.sh",
-                           "up", pg_dir_},
-                          120);
+    CmdResult up = Server("up");
     EXPECT_EQ(up.code, 0) << up.Describe();
     std::string conninfo = up.out.substr(0, up.out.find_last_not_of('\n') + 1);
     conninfo = conninfo.substr(conninfo.rfind('\n') + 1);
@@ -371,9 +353,7 @@ class MountSharedDbRestart : public MountShared {
   void TearDown() override {
     MountShared::TearDown();
     if (!pg_dir_.empty()) {
-      (void)RunCmd({"bash", std::string(SNAPFS_SOURCE_DIR) + "/scripts/pg-test-server.sh", "down",
-                    pg_dir_},
-                   120);
+      (void)Server("down");
       std::error_code ec;
       std::filesystem::remove_all(pg_dir_, ec);
     }

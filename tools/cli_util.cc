@@ -293,6 +293,15 @@ bool IsDeadMount(const std::string& mountpoint, const std::string& store) {
   return !store.empty() && !IsDatabaseLocation(store) && !StoreLockHeld(store, &pid);
 }
 
+bool ProcessRunning(int pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(f, stat);
+  auto rp = stat.rfind(')');
+  return rp == std::string::npos || rp + 2 >= stat.size() || stat[rp + 2] != 'Z';
+}
+
 Target ResolveTarget(const std::string& arg) {
   Target t;
   if (IsDatabaseLocation(arg)) {  // a shared store: always opened here, as a session
@@ -306,8 +315,7 @@ Target ResolveTarget(const std::string& arg) {
   std::string mounted = StoreOfMount(path);
   t.store = mounted.empty() ? path : mounted;
   if (IsDatabaseLocation(t.store)) {
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0 && errno == ENOTCONN) t.dead_mount = path;
+    if (IsDeadMount(path, t.store)) t.dead_mount = path;
     return t;
   }
   int pid = 0;
@@ -334,8 +342,8 @@ Status CheckNotDead(const Target& t) {
 // needs --offline (CheckNotDead).
 bool DaemonLetGo(const Target& t) {
   if (IsDatabaseLocation(t.store) || g_offline) return false;
-  for (const auto& m : fuse::ReadMountTable()) {
-    if (m.type == "fuse.snapfs" && m.source == "snapfs:" + t.store) return false;
+  for (const auto& [mp, store] : SnapfsMounts()) {
+    if (store == t.store) return false;
   }
   for (int i = 0; i < 150; i++) {
     if (!StoreLockHeld(t.store)) return true;
@@ -567,10 +575,7 @@ Result<PathTarget> ResolvePathArg(const std::string& arg) {
     // A mount whose daemon is gone (ENOTCONN): the store is free, but the user expects
     // the daemon; only --offline opens it directly. (A shared store is always opened
     // here; its mount is dead only if it answers ENOTCONN.)
-    if (IsDatabaseLocation(store)) {
-      struct stat st;
-      if (::stat(mp.c_str(), &st) != 0 && errno == ENOTCONN) pt.target.dead_mount = mp;
-    } else if (pt.target.daemon_pid == 0) {
+    if (IsDatabaseLocation(store) ? IsDeadMount(mp, store) : pt.target.daemon_pid == 0) {
       pt.target.dead_mount = mp;
     }
     RETURN_IF_ERROR(CheckNotDead(pt.target));

@@ -87,6 +87,8 @@ Status CheckNotDead(const Target& t);
 // A snapfs mount point (in /proc/self/mounts) whose daemon is gone: the store it names
 // is not locked, or the mount point answers ENOTCONN.
 bool IsDeadMount(const std::string& mountpoint, const std::string& store);
+// False for a pid that is gone or a zombie.
+bool ProcessRunning(int pid);
 
 // Answers `request` for the store `t` names: through its daemon's control socket when a
 // daemon has it open, else by opening the store and calling `direct`. The answer is

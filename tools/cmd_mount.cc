@@ -32,16 +32,6 @@ void WriteAll(int fd, const std::string& s) {
   }
 }
 
-// False for a pid that is gone or a zombie.
-bool ProcessRunning(int pid) {
-  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  std::getline(f, stat);
-  auto rp = stat.rfind(')');
-  return rp == std::string::npos || rp + 2 >= stat.size() || stat[rp + 2] != 'Z';
-}
-
 }  // namespace
 
 int CmdMount(const Args& args) {

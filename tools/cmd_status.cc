@@ -226,11 +226,8 @@ void PrintHuman(const json& j) {
 // A shared (database) store: opened here as one more session; what every host's
 // sessions are doing comes from the database. `mp`: the mount point asked about, if any.
 Result<json> SharedStatus(const std::string& store, const std::string& mp) {
-  if (!mp.empty()) {
-    struct stat st;
-    if (::stat(mp.c_str(), &st) != 0 && errno == ENOTCONN) {
-      return DeadJson(store, mp, "the daemon is gone (the mount point answers ENOTCONN)");
-    }
+  if (!mp.empty() && IsDeadMount(mp, store)) {
+    return DeadJson(store, mp, "the daemon is gone (the mount point answers ENOTCONN)");
   }
   OpenOptions oo;
   oo.session_what = "snapfs status";
@@ -245,8 +242,7 @@ Result<json> SharedStatus(const std::string& store, const std::string& mp) {
             {"data", (*st)->backend().Describe()}};
   auto sessions = ListSessions((*st)->meta().engine());
   if (!sessions.ok()) return sessions.status();
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
+  const std::string host = HostName();
   const int64_t now = WallMs();
   json list = json::array();
   bool found = mp.empty();
@@ -266,7 +262,7 @@ Result<json> SharedStatus(const std::string& store, const std::string& mp) {
                         ") missed its heartbeats (by this host's clock); a daemon will clean "
                         "up after it");
     }
-    if (!mp.empty() && x.value.host == host && x.value.what == "mount " + mp && !x.overdue) {
+    if (!mp.empty() && x.value.host == host && x.value.what == MountWhat(mp) && !x.overdue) {
       found = true;
       j["pid"] = static_cast<int>(x.value.pid);
       j["started"] = Rfc3339(x.value.started_ms * 1000000);

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -40,15 +39,16 @@ int CmdUmount(const Args& args) {
   if (IsDatabaseLocation(store)) {
     // A shared store has no lock file: its daemon is the session of this host that
     // mounted this mount point.
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
     if (auto e = kv::PostgresEngine::Open(store); e.ok()) {
       if (auto ss = ListSessions(**e); ss.ok()) {
         for (const auto& x : *ss) {
-          if (x.value.host == host && x.value.what == "mount " + mp) daemon = static_cast<int>(x.value.pid);
+          if (x.value.host == HostName() && x.value.what == MountWhat(mp)) {
+            daemon = static_cast<int>(x.value.pid);
+          }
         }
       }
     }
+    held = daemon > 0;
   } else {
     held = StoreLockHeld(store, &daemon);
   }
@@ -70,29 +70,14 @@ int CmdUmount(const Args& args) {
     return Fail("umount", Status::Busy("could not unmount " + mp + " (see above; is it in use?)"));
   }
   // The daemon flushes and releases the store after the unmount: wait until its lock is
-  // free (the lock, not the pid: a dead or zombie process holds no lock).
-  if (IsDatabaseLocation(store) && daemon > 0) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
-    auto running = [&] {
-      if (::kill(daemon, 0) != 0) return false;
-      std::ifstream f("/proc/" + std::to_string(daemon) + "/stat");
-      std::string stat;
-      std::getline(f, stat);
-      auto rp = stat.rfind(')');
-      return rp == std::string::npos || rp + 2 >= stat.size() || stat[rp + 2] != 'Z';
-    };
-    while (running()) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        std::cerr << "snapfs umount: unmounted, but daemon pid " << daemon
-                  << " is still flushing after " << wait_s << " s\n";
-        return kExitFailure;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
+  // free (the lock, not the pid: a dead or zombie process holds no lock); a shared
+  // store's daemon has no lock: wait until its process is gone.
+  auto busy = [&] {
+    return IsDatabaseLocation(store) ? ProcessRunning(daemon) : StoreLockHeld(store);
+  };
   if (held) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
-    while (StoreLockHeld(store)) {
+    while (busy()) {
       if (std::chrono::steady_clock::now() > deadline) {
         std::cerr << "snapfs umount: unmounted, but daemon pid " << daemon
                   << " is still flushing after " << wait_s << " s\n";

@@ -16,6 +16,9 @@
 // main thread); the free functions that only take paths/descriptors are.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -369,6 +372,20 @@ inline std::vector<std::string> MountsBelow(const std::string& dir) {
 }
 
 // A process is gone when kill(0) fails or it is a zombie nobody has reaped yet.
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago (for --metrics).
+inline int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
 inline bool ProcessGone(int pid) {
   if (pid <= 0) return true;
   if (::kill(pid, 0) != 0) return errno == ESRCH;
