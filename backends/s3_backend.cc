@@ -265,11 +265,16 @@ class S3BackendImpl final : public S3Backend {
 
   void Prefetch(PackId id, uint64_t offset, uint64_t len) const override {
     if (len == 0 || prefetchers_.empty() || Spooled(id)) return;
+    len = std::max(len, opts_.readahead_bytes);
     const uint64_t bs = opts_.block_size;
-    const uint64_t last = (offset + len - 1) / bs;
+    uint64_t last = (offset + len - 1) / bs;
     std::vector<std::pair<PackId, uint64_t>> want;
     {
       std::lock_guard l(cache_mu_);
+      if (auto it = pack_blocks_.find(id); it != pack_blocks_.end()) {
+        if (offset / bs >= it->second) return;
+        last = std::min(last, it->second - 1);
+      }
       for (uint64_t b = offset / bs; b <= last; ++b) {
         if (!cache_.count({id, b})) want.emplace_back(id, b);
       }
@@ -465,52 +470,92 @@ class S3BackendImpl final : public S3Backend {
   Result<uint64_t> ObjectSize(PackId id) const { return client_->Head(PackKey(id)); }
 
   // Block `block` of pack `id`, from the cache or one ranged GET (shorter at the end).
+  // One block of an uploaded pack: from memory, else from the disk cache, else one ranged
+  // GET. A block already being fetched (by a prefetcher or another reader) is waited for,
+  // not fetched twice: without that, a sequential reader that catches up with its
+  // read-ahead doubled the GETs and the prefetch threads only competed with it.
   Result<std::shared_ptr<const std::string>> Block(PackId id, uint64_t block) const {
     const auto key = std::make_pair(id, block);
+    std::shared_ptr<Fetch> fetch;
     {
-      std::lock_guard l(cache_mu_);
+      std::unique_lock l(cache_mu_);
       if (auto it = cache_.find(key); it != cache_.end()) {
         lru_.splice(lru_.begin(), lru_, it->second.lru);
         return it->second.data;
       }
+      if (auto it = fetching_.find(key); it != fetching_.end()) {
+        std::shared_ptr<Fetch> f = it->second;
+        fetch_cv_.wait(l, [&] { return f->done; });
+        if (!f->status.ok()) return f->status;
+        return f->data;
+      }
+      fetch = std::make_shared<Fetch>();
+      fetching_.emplace(key, fetch);
     }
-    std::shared_ptr<std::string> data;
-    if (disk_cache_) {
-      if (auto hit = disk_cache_->Get(id, block)) data = std::make_shared<std::string>(std::move(*hit));
+    bool from_disk = false;
+    auto fetched = FetchBlock(id, block, &from_disk);
+    if (fetched.ok() && (*fetched)->size() < opts_.block_size) {
+      NoteEnd(id, block * opts_.block_size + (*fetched)->size());
+    } else if (fetched.status().Is(Code::kCorruption)) {  // 416: the block starts past the end
+      NoteEnd(id, block * opts_.block_size);
     }
-    if (!data) {
-      data = std::make_shared<std::string>(opts_.block_size, '\0');
-      size_t got = 0;
-      RETURN_IF_ERROR(client_->GetRange(PackKey(id), block * opts_.block_size, opts_.block_size,
-                                        reinterpret_cast<uint8_t*>(data->data()), &got));
-      data->resize(got);
-      if (disk_cache_) {
-        disk_cache_->Put(id, block, *data);
-        std::lock_guard l(cache_mu_);
-        // Remove may have dropped the pack's blocks while we wrote ours.
-        if (removed_.count(id)) disk_cache_->DropPack(id);
+    std::shared_ptr<const std::string> result;
+    {
+      std::lock_guard l(cache_mu_);
+      fetching_.erase(key);
+      fetch->done = true;
+      fetch_cv_.notify_all();
+      if (!fetched.ok()) {
+        fetch->status = fetched.status();
+        return fetched.status();
+      }
+      result = std::move(*fetched);
+      fetch->data = result;
+      // A Remove that ran while we fetched must not find these bytes cached afterwards.
+      if (!removed_.count(id) && !cache_.count(key)) {
+        lru_.push_front(key);
+        cache_.emplace(key, CachedBlock{result, lru_.begin()});
+        cached_bytes_ += result->size();
+        while (cached_bytes_ > opts_.block_cache_bytes && !lru_.empty()) {
+          auto victim = cache_.find(lru_.back());
+          cached_bytes_ -= victim->second.data->size();
+          cache_.erase(victim);
+          lru_.pop_back();
+        }
       }
     }
-    std::shared_ptr<const std::string> result = data;
-    std::lock_guard l(cache_mu_);
-    // A Remove that ran while we fetched must not find these bytes cached afterwards.
-    if (removed_.count(id)) return result;
-    if (cache_.count(key)) return result;
-    lru_.push_front(key);
-    cache_.emplace(key, CachedBlock{result, lru_.begin()});
-    cached_bytes_ += result->size();
-    while (cached_bytes_ > opts_.block_cache_bytes && !lru_.empty()) {
-      auto victim = cache_.find(lru_.back());
-      cached_bytes_ -= victim->second.data->size();
-      cache_.erase(victim);
-      lru_.pop_back();
+    // To the disk cache after the waiting readers have the bytes: a file write is not
+    // something a reader should wait for.
+    if (disk_cache_ && !from_disk) {
+      disk_cache_->Put(id, block, *result);
+      std::lock_guard l(cache_mu_);
+      // Remove may have dropped the pack's blocks while we wrote ours.
+      if (removed_.count(id)) disk_cache_->DropPack(id);
     }
     return result;
+  }
+
+  // The bytes of a block from the disk cache or the bucket (no locks held).
+  Result<std::shared_ptr<const std::string>> FetchBlock(PackId id, uint64_t block,
+                                                        bool* from_disk) const {
+    if (disk_cache_) {
+      if (auto hit = disk_cache_->Get(id, block)) {
+        *from_disk = true;
+        return std::shared_ptr<const std::string>(std::make_shared<std::string>(std::move(*hit)));
+      }
+    }
+    auto data = std::make_shared<std::string>(opts_.block_size, '\0');
+    size_t got = 0;
+    RETURN_IF_ERROR(client_->GetRange(PackKey(id), block * opts_.block_size, opts_.block_size,
+                                      reinterpret_cast<uint8_t*>(data->data()), &got));
+    data->resize(got);
+    return std::shared_ptr<const std::string>(std::move(data));
   }
 
   void MarkRemoved(PackId id) {
     std::lock_guard l(cache_mu_);
     removed_.insert(id);
+    pack_blocks_.erase(id);
     if (disk_cache_) disk_cache_->DropPack(id);
     for (auto it = cache_.lower_bound({id, 0}); it != cache_.end() && it->first.first == id;) {
       cached_bytes_ -= it->second.data->size();
@@ -537,7 +582,9 @@ class S3BackendImpl final : public S3Backend {
       const auto k = prefetch_queue_.front();
       prefetch_queue_.pop_front();
       l.unlock();
-      (void)Block(k.first, k.second);  // errors surface to the reader that needs the bytes
+      if (!PastKnownEnd(k.first, k.second)) {
+        (void)Block(k.first, k.second);  // errors surface to the reader that needs the bytes
+      }
       l.lock();
       prefetch_pending_.erase(k);
     }
@@ -610,7 +657,25 @@ class S3BackendImpl final : public S3Backend {
                                 " bytes; the spool has " + std::to_string(size));
       }
     }
+    if (st.ok()) NoteEnd(f.id, size);
     return st;
+  }
+
+  // Whether `block` lies behind a pack's end that NoteEnd learned (read-ahead skips it).
+  bool PastKnownEnd(PackId id, uint64_t block) const {
+    std::lock_guard l(cache_mu_);
+    auto it = pack_blocks_.find(id);
+    return it != pack_blocks_.end() && block >= it->second;
+  }
+
+  // Learns where a pack ends (from an upload, a short block, or a read past the end), so
+  // that read-ahead never asks for blocks behind it: each such GET would be a request
+  // billed for a 416.
+  void NoteEnd(PackId id, uint64_t size) const {
+    const uint64_t blocks = (size + opts_.block_size - 1) / opts_.block_size;
+    std::lock_guard l(cache_mu_);
+    auto [it, added] = pack_blocks_.emplace(id, blocks);
+    if (!added) it->second = std::min(it->second, blocks);
   }
 
   using Clock = std::chrono::steady_clock;
@@ -643,6 +708,15 @@ class S3BackendImpl final : public S3Backend {
   mutable std::list<std::pair<PackId, uint64_t>> lru_;                // GUARDED_BY(cache_mu_)
   mutable uint64_t cached_bytes_ = 0;                                 // GUARDED_BY(cache_mu_)
   std::set<PackId> removed_;                                          // GUARDED_BY(cache_mu_)
+  // Blocks being fetched right now; readers of the same block wait on fetch_cv_.
+  struct Fetch {
+    bool done = false;                        // GUARDED_BY(cache_mu_)
+    Status status;                            // GUARDED_BY(cache_mu_)
+    std::shared_ptr<const std::string> data;  // GUARDED_BY(cache_mu_)
+  };
+  mutable std::map<std::pair<PackId, uint64_t>, std::shared_ptr<Fetch>> fetching_;  // GUARDED_BY(cache_mu_)
+  mutable std::condition_variable fetch_cv_;
+  mutable std::map<PackId, uint64_t> pack_blocks_;  // GUARDED_BY(cache_mu_): NoteEnd
   std::unique_ptr<DiskBlockCache> disk_cache_;  // set in Start; thread-safe itself
 
   mutable std::mutex prefetch_mu_;

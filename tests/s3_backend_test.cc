@@ -39,7 +39,7 @@ using test::TempDir;
 // signed, and the server checks it against what it receives, not against its own port.
 class FaultProxy {
  public:
-  enum class Action { kForward, kError500, kSlowDown, kStall, kTruncate };
+  enum class Action { kForward, kDelay, kError500, kSlowDown, kStall, kTruncate };
   // Decides what happens to request number `n` (1-based) with this request line.
   using Policy = std::function<Action(int n, const std::string& request_line)>;
 
@@ -173,6 +173,12 @@ class FaultProxy {
       const std::string close = "Connection: close\r\n";
       switch (act) {
         case Action::kForward:
+          SendAll(c, Forward(req));
+          break;
+        case Action::kDelay:  // held for the stall time, then answered normally
+          for (int waited = 0; waited < stall_ms_ && !stop_; waited += 10) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          }
           SendAll(c, Forward(req));
           break;
         case Action::kError500: {
@@ -550,6 +556,49 @@ TEST_F(S3SpoolTest, PrefetchFetchesAheadOfTheReader) {
   ASSERT_TRUE((*b)->Read(2, 1 << 20, got.size(), got.data()).ok());
   EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + (1 << 20)));
   EXPECT_EQ((*b)->client_stats().gets, gets) << "the prefetched blocks were fetched again";
+}
+
+// Readers of a block that is being fetched (by read-ahead or another reader) wait for that
+// GET instead of issuing their own: a slow server makes sure they overlap.
+TEST_F(S3SpoolTest, ReadersOfABlockBeingFetchedShareOneGet) {
+  const auto data = Bytes(2ull << 20, 79);
+  {
+    auto b = OpenS3Backend(opts_);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    auto w = (*b)->Create(3);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append(data).ok());
+    ASSERT_TRUE((*w)->Seal().ok());
+    ASSERT_TRUE((*b)->WaitForUploads().ok());
+  }
+  FaultProxy proxy(env_.endpoint);
+  proxy.SetStall(std::chrono::milliseconds(300));
+  proxy.SetPolicy([](int, const std::string& line) {
+    return line.starts_with("GET ") ? FaultProxy::Action::kDelay : FaultProxy::Action::kForward;
+  });
+  opts_.client.endpoint = proxy.endpoint();
+  opts_.readahead_bytes = 0;  // the hint as given: block 1 alone
+  auto b = OpenS3Backend(opts_);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  const uint64_t gets0 = (*b)->client_stats().gets;
+  (*b)->Prefetch(3, 1 << 20, 1 << 20);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the prefetcher's GET is held
+  std::vector<std::thread> readers;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 4; ++i) {
+    readers.emplace_back([&, i] {
+      std::vector<uint8_t> got(64 << 10);
+      const uint64_t off = (1 << 20) + i * 4096;
+      if ((*b)->Read(3, off, got.size(), got.data()).ok() &&
+          std::equal(got.begin(), got.end(), data.begin() + static_cast<long>(off))) {
+        good++;
+      }
+    });
+  }
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(good.load(), 4);
+  EXPECT_EQ((*b)->client_stats().gets - gets0, 1u)
+      << "the prefetcher and four readers of one block made more than one GET";
 }
 
 // ---- Parsing (no server needed) ----
