@@ -48,8 +48,8 @@ struct S3BackendOptions {
   // Threads fetching the blocks Prefetch asks for ahead of the reader, and how far ahead
   // (at least; a longer hint is kept). A ranged GET on a loopback radosgw takes ~10 ms
   // for 1 MiB: a reader at 100+ MiB/s needs that many blocks in flight to never wait.
-  int prefetch_threads = 8;
-  uint64_t readahead_bytes = 8ull << 20;
+  int prefetch_threads = 16;
+  uint64_t readahead_bytes = 16ull << 20;
 };
 
 class S3Backend;
