@@ -88,10 +88,28 @@ Result<std::string> Filesystem::GetXattr(uint64_t ino, std::string_view name) {
   if (ino >= kViewInoBase || name.starts_with(kXattrPrefix)) {
     return views_->GetXattr(ino, name);
   }
+  // The kernel asks for security.capability before every write() (file_remove_privs;
+  // a FUSE inode never gets S_NOSEC): ~100,000 asks per Flink checkpoint run, each two
+  // metadata reads (two database transactions on a shared store, where it took more time
+  // than the writes). While the file is open here the answer "absent" is remembered; our
+  // own xattr changes forget it (xattr_gen), another host's are seen at the next open:
+  // close-to-open, as for the file's data (docs/scale-out.md).
+  std::shared_ptr<OpenFile> open;
+  uint64_t gen = 0;
+  if (name == kCapabilityXattr) {
+    open = FindOpenFile(ino);
+    if (open) {
+      gen = open->xattr_gen.load();
+      if (open->caps_absent_at.load() == gen + 1) return Status::NoData();
+    }
+  }
   ASSIGN_OR_RETURN(auto node, LoadInode(ino));
   std::string v;
   Status s = meta_.Get(Cf::kXattrs, keys::Xattr(ino, name), &v);
-  if (s.Is(Code::kNotFound)) return Status::NoData();
+  if (s.Is(Code::kNotFound)) {
+    if (open) open->caps_absent_at.store(gen + 1);
+    return Status::NoData();
+  }
   RETURN_IF_ERROR(s);
   return v;
 }
@@ -113,6 +131,14 @@ Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_vie
 
 Status Filesystem::ChangeXattr(uint64_t ino, std::string_view name,
                                const std::function<Status(kv::Txn&, bool had)>& change) {
+  // Whatever happens below, a remembered "no security.capability" is void afterwards.
+  struct Forget {
+    Filesystem* fs;
+    uint64_t ino;
+    ~Forget() {
+      if (auto f = fs->FindOpenFile(ino)) f->xattr_gen.fetch_add(1);
+    }
+  } forget{this, ino};
   return kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&ns_mu_);
     Txn t(this);

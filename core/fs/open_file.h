@@ -2,6 +2,7 @@
 // shared by every handle of the inode. Private to core/fs/ and core/snap/.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -30,6 +31,11 @@ struct Filesystem::OpenFile {
   // A threshold flush runs when dirty_bytes reaches this (what a flush had to keep
   // buffered plus the threshold), so that held-back bytes do not flush on every write.
   size_t flush_at = kFlushThreshold;
+
+  // security.capability known to be absent while the file is open here (GetXattr): valid
+  // while `caps_absent_at == xattr_gen + 1`; a change of the file's xattrs bumps xattr_gen.
+  std::atomic<uint64_t> xattr_gen{0};
+  std::atomic<uint64_t> caps_absent_at{0};
 
   // Adds a write to the buffer, merging with the ranges it overlaps or touches.
   void AddDirty(uint64_t off, const char* data, size_t n);
