@@ -19,6 +19,7 @@ class CAPABILITY("mutex") Mutex {
 
   void Lock() ACQUIRE() { mu_.lock(); }
   void Unlock() RELEASE() { mu_.unlock(); }
+  bool TryLock() TRY_ACQUIRE(true) { return mu_.try_lock(); }
   // For code the analysis cannot follow (a callback run under the lock): documents and
   // tells the analysis that the caller holds it.
   void AssertHeld() const ASSERT_CAPABILITY(this) {}

@@ -249,18 +249,21 @@ Status ChunkStore::Fence(kv::Txn& t) const {
 
 Status ChunkStore::ReleaseClosedPacks() {
   std::vector<PackId> done;
-  {
-    MutexLock l(&mu_);
-    for (auto it = open_records_.begin(); it != open_records_.end();) {
-      PackId p = *it;
-      if ((active_ && active_->id() == p) || PackHasInflightLocked(p)) {
-        ++it;
-        continue;
-      }
-      done.push_back(p);
-      it = open_records_.erase(it);
+  // Runs on the heartbeat thread: it must never wait behind a writer that holds mu_ (a
+  // seal uploading a pack to S3 can take seconds; the session's heartbeat would miss its
+  // timeout). A busy store is asked again at the next heartbeat; until then GC only keeps
+  // away from those packs a little longer.
+  if (!mu_.TryLock()) return Status::OK();
+  for (auto it = open_records_.begin(); it != open_records_.end();) {
+    PackId p = *it;
+    if ((active_ && active_->id() == p) || PackHasInflightLocked(p)) {
+      ++it;
+      continue;
     }
+    done.push_back(p);
+    it = open_records_.erase(it);
   }
+  mu_.Unlock();
   if (done.empty()) return Status::OK();
   Status st = kv::RunTxn(meta_->engine(), [&](kv::Txn& t) -> Status {
     for (PackId p : done) t.Delete(Cf::kDefault, keys::OpenPack(p));
