@@ -3,7 +3,10 @@
 #include <sys/stat.h>
 
 #include "base/coding.h"
+#include "core/fs/file_data.h"
+#include "core/fs/namespace.h"
 #include "core/meta/meta_store.h"
+#include "core/snap/snapshot_queries.h"
 
 namespace snapfs {
 
@@ -45,7 +48,7 @@ Result<std::map<std::string, uint64_t>> Filesystem::Views::SnapshotPaths() {
 }
 
 Result<const Filesystem::Views::Tree*> Filesystem::Views::TreeOf(uint64_t snap) {
-  uint64_t gen = fs_->snapshot_gen_.load();
+  uint64_t gen = fs_->ns_->snapshot_gen();
   int64_t now = NowNs();
   auto it = trees_.find(snap);
   if (it != trees_.end() && it->second.gen == gen && now - it->second.built_ns < kTreeTtlNs) {
@@ -115,15 +118,15 @@ Result<std::vector<Filesystem::Views::Child>> Filesystem::Views::Children(const 
 
 Result<Attr> Filesystem::Views::AttrOf(uint64_t ino, const ViewNode& n, bool is_dir) {
   if (!is_dir) {
-    ASSIGN_OR_RETURN(auto node, fs_->LoadInode(n.real));
-    Attr a = fs_->ToAttr(node);
+    ASSIGN_OR_RETURN(auto node, fs_->ns_->LoadInode(n.real));
+    Attr a = fs_->data_->ToAttr(node);
     a.ino = ino;
     a.mode &= ~static_cast<uint32_t>(0222);
     a.nlink = 1;
     return a;
   }
   uint64_t owner = n.snap ? n.snap : kRootIno;
-  ASSIGN_OR_RETURN(auto node, fs_->LoadInode(owner));
+  ASSIGN_OR_RETURN(auto node, fs_->ns_->LoadInode(owner));
   Attr a;
   a.ino = ino;
   a.mode = S_IFDIR | 0555;
@@ -132,7 +135,7 @@ Result<Attr> Filesystem::Views::AttrOf(uint64_t ino, const ViewNode& n, bool is_
   a.gid = node.gid;
   a.atime_ns = a.mtime_ns = a.ctime_ns = node.mtime_ns;
   if (n.snap) {
-    if (auto snap = fs_->LoadSnapshot(n.snap); snap.ok()) {
+    if (auto snap = fs_->queries_->LoadSnapshot(n.snap); snap.ok()) {
       a.atime_ns = a.mtime_ns = a.ctime_ns = snap->completed_ns;
     }
   }
@@ -185,7 +188,7 @@ Result<Attr> Filesystem::Views::GetAttr(uint64_t ino) {
   ASSIGN_OR_RETURN(auto n, Node(ino));
   if (n.snap) {
     // Gone with its snapshot.
-    if (!fs_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
+    if (!fs_->queries_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
   }
   return AttrOf(ino, n, n.real == 0);
 }
@@ -214,12 +217,12 @@ Status Filesystem::Views::ReadDir(uint64_t ino, uint64_t cookie,
 
 Result<uint64_t> Filesystem::Views::RealInode(uint64_t ino) {
   ASSIGN_OR_RETURN(auto n, Node(ino));
-  if (n.snap && !fs_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
+  if (n.snap && !fs_->queries_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
   return n.real;
 }
 
 Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view key) {
-  ASSIGN_OR_RETURN(auto node, fs_->LoadInode(ino));
+  ASSIGN_OR_RETURN(auto node, fs_->ns_->LoadInode(ino));
   if (key == "pinned_by") {
     ASSIGN_OR_RETURN(auto why, fs_->WhyPinned(ino));
     std::string v;
@@ -227,7 +230,7 @@ Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view 
     return v;
   }
   if (node.is_dir()) {
-    auto snap = fs_->LoadSnapshot(ino);
+    auto snap = fs_->queries_->LoadSnapshot(ino);
     if (!snap.ok()) return Status::NoData();
     if (key == "marker") return snap->marker_name;
     ASSIGN_OR_RETURN(auto u, fs_->MeasureSnapshots({ino}));
@@ -244,7 +247,7 @@ Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view 
   std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> uses;
   uint64_t chunks = 0;
   std::string prefix = keys::Ino(ino);
-  auto it = fs_->meta_.NewIterator(Cf::kExtents);
+  auto it = fs_->store_->meta().NewIterator(Cf::kExtents);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
     auto& u = uses[e.id];
@@ -256,7 +259,7 @@ Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view 
   if (key == "chunks") return std::to_string(chunks);
   uint64_t alone = 0;
   for (auto& [id, u] : uses) {
-    ASSIGN_OR_RETURN(int64_t refs, fs_->meta_.RefCount(id));
+    ASSIGN_OR_RETURN(int64_t refs, fs_->store_->meta().RefCount(id));
     if (refs <= u.first) alone += u.second;
   }
   return std::to_string(alone);

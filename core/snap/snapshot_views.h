@@ -1,5 +1,5 @@
 // Filesystem::Views: the read-only tree under MOUNT/.snapshots/ and the virtual xattrs.
-// Private to core/.
+// Private to core/: it answers from the facade's queries and namespace.
 //
 // /.snapshots/<path of the snapshot folder>/ holds the snapshot's marker, its own files
 // and every file it references, at the path it had relative to the job folder
@@ -7,6 +7,8 @@
 // on the way to a snapshot are plain read-only folders. Nodes get inode numbers from
 // kViewInoBase up, handed out as the kernel looks them up and kept for the life of the
 // mount; a file node reads the real inode's data.
+//
+// Thread-safety: thread-safe. mu_ (a leaf) guards the node table and the tree cache.
 #pragma once
 
 #include <map>
