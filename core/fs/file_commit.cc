@@ -45,6 +45,17 @@ bool ExtentCovering(kv::Iterator* it, uint64_t ino, uint64_t off, uint32_t max_l
   return false;
 }
 
+// The inode update of a commit that sets the size (truncate, clone): extents added or
+// dropped change `allocated` by `allocated_delta`; mtime and ctime become `now`.
+std::function<void(Inode*)> Resized(uint64_t size, int64_t allocated_delta, int64_t now) {
+  return [=](Inode* node) {
+    node->size = size;
+    node->allocated =
+        static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+    node->mtime_ns = node->ctime_ns = now;
+  };
+}
+
 }  // namespace
 
 Status FileData::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf) {
@@ -314,12 +325,7 @@ Status FileData::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
     }
     RETURN_IF_ERROR(it->status().WithContext("scan extents"));
   }
-  RETURN_IF_ERROR(CommitData(f->ino, &txn, false, [&](Inode* node) {
-    node->size = size;
-    node->allocated =
-        static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
-    node->mtime_ns = node->ctime_ns = now;
-  }));
+  RETURN_IF_ERROR(CommitData(f->ino, &txn, false, Resized(size, allocated_delta, now)));
   f->size = f->committed_size = size;
   f->mtime_ns = now;
   f->attr_dirty = false;
@@ -450,12 +456,7 @@ Status FileData::ShareChunks(OpenFile* fs, uint64_t src_off, OpenFile* fd, uint6
   if (first_full == UINT64_MAX) return Status::OK();
   uint64_t new_size = std::max<uint64_t>(fd->size, dst_off + (last_full_end - src_off));
   int64_t now = NowNs();
-  RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, [&](Inode* node) {
-    node->size = new_size;
-    node->allocated =
-        static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
-    node->mtime_ns = node->ctime_ns = now;
-  }));
+  RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, Resized(new_size, allocated_delta, now)));
   fd->size = fd->committed_size = new_size;
   fd->mtime_ns = now;
   *first_shared = first_full;

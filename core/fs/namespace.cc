@@ -27,6 +27,14 @@ Status Namespace::CheckName(std::string_view name) {
   return Status::OK();
 }
 
+Status Namespace::CheckChangeableName(uint64_t parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckName(name));
+  if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
+    return Status::ReadOnly("snapshot views are read-only");
+  }
+  return Status::OK();
+}
+
 Namespace::Namespace(Store* store) : store_(store), meta_(store->meta()) {}
 
 // ---- metadata helpers ----
@@ -250,10 +258,7 @@ Status Namespace::LinkInTxn(NsTxn* tp, uint64_t ino, uint64_t new_parent,
 // ---- removing ----
 
 Status Namespace::Unlink(uint64_t parent, std::string_view name) {
-  RETURN_IF_ERROR(CheckName(name));
-  if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
-    return Status::ReadOnly("snapshot views are read-only");
-  }
+  RETURN_IF_ERROR(CheckChangeableName(parent, name));
   return kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&mu_);
     NsTxn t(*this);
@@ -277,10 +282,7 @@ Status Namespace::Unlink(uint64_t parent, std::string_view name) {
 Status Namespace::Rmdir(uint64_t parent, std::string_view name) {
   if (name == ".") return Status::InvalidArgument();
   if (name == "..") return Status::NotEmpty();
-  RETURN_IF_ERROR(CheckName(name));
-  if (parent >= kViewInoBase || (parent == kRootIno && name == kViewsName)) {
-    return Status::ReadOnly("snapshot views are read-only");
-  }
+  RETURN_IF_ERROR(CheckChangeableName(parent, name));
   return kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&mu_);
     NsTxn t(*this);

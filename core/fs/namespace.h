@@ -72,6 +72,8 @@ class Namespace {
   static Status DecodeEntry(std::string_view v, Dentry* e);  // a dentries value
   // InvalidArgument or NameTooLong unless `name` can be an entry's name.
   static Status CheckName(std::string_view name);
+  // CheckName, and ReadOnly for a name in the /.snapshots/ views or of the views.
+  static Status CheckChangeableName(uint64_t parent, std::string_view name);
   // The path of a folder relative to the mount root.
   Result<std::string> PathOf(uint64_t dir);
   // A path relative to the mount root -> inode; hidden entries resolve too.

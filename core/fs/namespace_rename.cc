@@ -16,13 +16,8 @@ Status Namespace::Rename(uint64_t parent, std::string_view name, uint64_t new_pa
   if ((flags & kRenameNoReplace) && (flags & kRenameExchange)) {
     return Status::InvalidArgument("RENAME_NOREPLACE with RENAME_EXCHANGE");
   }
-  RETURN_IF_ERROR(CheckName(name));
-  RETURN_IF_ERROR(CheckName(new_name));
-  if (parent >= kViewInoBase || new_parent >= kViewInoBase ||
-      (parent == kRootIno && name == kViewsName) ||
-      (new_parent == kRootIno && new_name == kViewsName)) {
-    return Status::ReadOnly("snapshot views are read-only");
-  }
+  RETURN_IF_ERROR(CheckChangeableName(parent, name));
+  RETURN_IF_ERROR(CheckChangeableName(new_parent, new_name));
   return kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&mu_);
     NsTxn t(*this);
