@@ -34,7 +34,7 @@
 
 namespace snapfs {
 
-class ChunkTxn;
+struct ChunkTxn;
 class Namespace;
 
 class FileData {

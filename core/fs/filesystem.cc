@@ -20,7 +20,7 @@ Filesystem::Filesystem(Store* store)
       data_(std::make_unique<FileData>(store, ns_.get())),
       queries_(std::make_unique<SnapshotQueries>(store, ns_.get(), data_.get())),
       snap_(std::make_unique<SnapshotEngine>(store, ns_.get(), data_.get(), queries_.get())),
-      views_(std::make_unique<Views>(this)) {
+      views_(std::make_unique<SnapshotViews>(store, ns_.get(), data_.get(), queries_.get())) {
   ns_->SetSnapshotEngine(snap_.get());
 }
 

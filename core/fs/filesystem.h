@@ -8,7 +8,7 @@
 //   SnapshotEngine  (core/snap/snapshot_engine.h)  recognition, pins, deferred delete,
 //                                          copy-on-write, `snapfs rm`
 //   SnapshotQueries (core/snap/snapshot_queries.h) read-only: ls, du, why, orphans, check
-//   Views           (core/snap/snapshot_views.h)   the read-only /.snapshots/ tree
+//   SnapshotViews   (core/snap/snapshot_views.h)   the read-only /.snapshots/ tree
 //
 // The facade routes each call, handles the /.snapshots/ inode range, and joins what
 // crosses two of them: an open for writing asks the snapshot engine first, a flush of a
@@ -31,7 +31,7 @@
 // Thread-safety: all methods are thread-safe; the facade holds no lock itself. Lock
 // order across the classes: OpenFile::mu (ascending inode number when two are needed)
 // before Namespace::mu() before the leaves (FileData::files_mu_, Namespace's users_mu_
-// and ino_mu_, SnapshotEngine::mount_mu_, Views::mu_) before ChunkStore locks.
+// and ino_mu_, SnapshotEngine::mount_mu_, SnapshotViews::mu_) before ChunkStore locks.
 #pragma once
 
 #include <atomic>
@@ -56,6 +56,7 @@ class FileData;
 class Namespace;
 class SnapshotEngine;
 class SnapshotQueries;
+class SnapshotViews;
 
 class Filesystem {
  public:
@@ -167,9 +168,6 @@ class Filesystem {
   Result<size_t> PurgeDeadOrphans();
 
  private:
-  struct ViewNode;
-  class Views;
-
   explicit Filesystem(Store* store);
 
   Store* const store_;
@@ -179,7 +177,7 @@ class Filesystem {
   std::unique_ptr<FileData> data_;
   std::unique_ptr<SnapshotQueries> queries_;
   std::unique_ptr<SnapshotEngine> snap_;
-  std::unique_ptr<Views> views_;
+  std::unique_ptr<SnapshotViews> views_;
 };
 
 }  // namespace snapfs
