@@ -21,7 +21,7 @@ Filesystem::Filesystem(Store* store)
       queries_(std::make_unique<SnapshotQueries>(store, ns_.get(), data_.get())),
       snap_(std::make_unique<SnapshotEngine>(store, ns_.get(), data_.get(), queries_.get())),
       views_(std::make_unique<SnapshotViews>(store, ns_.get(), data_.get(), queries_.get())) {
-  ns_->SetSnapshotEngine(snap_.get());
+  ns_->SetSnapshotHooks(snap_.get());
 }
 
 Filesystem::~Filesystem() { (void)FlushAll(); }

@@ -8,7 +8,6 @@
 #include "core/fs/extent_map.h"
 #include "core/fs/namespace.h"
 #include "core/fs/ns_txn.h"
-#include "core/snap/snapshot_engine.h"
 
 namespace snapfs {
 

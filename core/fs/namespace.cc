@@ -7,7 +7,6 @@
 
 #include "base/coding.h"
 #include "core/fs/ns_txn.h"
-#include "core/snap/snapshot_engine.h"
 
 namespace snapfs {
 

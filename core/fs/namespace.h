@@ -8,9 +8,10 @@
 //
 // Snapshots take part in removals: an entry a snapshot still needs is hidden rather than
 // removed, a hidden folder comes back when something is made in it, a file renamed onto
-// a marker name commits a snapshot. The namespace asks the SnapshotEngine
-// (core/snap/snapshot_engine.h) at those points, on the same NsTxn, and the engine calls
-// back here for entries and links (AddEntry, RemoveEntry, DropLink, PurgeIfUnused).
+// a marker name commits a snapshot. The namespace asks the snapshot layer at those
+// points through SnapshotHooks (below; the SnapshotEngine implements it), on the same
+// NsTxn, and the engine calls back here for entries and links (AddEntry, RemoveEntry,
+// DropLink, PurgeIfUnused).
 //
 // Reads without a transaction (LoadInode, LookupEntry, PathOf, ResolvePath) see
 // committed state.
@@ -38,7 +39,7 @@
 namespace snapfs {
 
 class NsTxn;
-class SnapshotEngine;
+struct RemoveReport;
 
 // A folder entry as stored (dentries key space).
 struct Dentry {
@@ -47,15 +48,57 @@ struct Dentry {
   bool hidden = false;
 };
 
+// What a namespace change asks the snapshot layer, on the change's own NsTxn: whether a
+// file is pinned or reachable only through hidden entries, and the steps that hide, bring
+// back or end things for snapshots. SnapshotEngine (core/snap/snapshot_engine.h)
+// implements it; core/fs knows nothing else of snapshots.
+class SnapshotHooks {
+ public:
+  virtual ~SnapshotHooks() = default;
+
+  // Whether a file of this name, when committed, makes its folder a snapshot.
+  virtual bool IsMarkerName(std::string_view name) const = 0;
+  // Whether a snapshot pins the inode (pins this transaction added or dropped count).
+  virtual Result<bool> IsPinned(NsTxn* t, uint64_t ino) = 0;
+  // True if the inode is reachable only through hidden entries (or not at all, and
+  // pinned): it is kept read-only for snapshots.
+  virtual Result<bool> IsHiddenInode(NsTxn* t, const Inode& node) = 0;
+  // Takes the entry out of listings; its exact path still resolves (deferred delete).
+  virtual Status HideEntry(NsTxn* t, uint64_t parent, std::string_view name, const Dentry& e) = 0;
+  // Makes a hidden folder (and hidden folders above it) visible again; NotFound if it
+  // hangs off a folder that is gone.
+  virtual Status ResurrectDir(NsTxn* t, uint64_t dir) = 0;
+  // Drops a hidden entry (a new entry of its name takes its place, or the last snapshot
+  // needing it ended) and the link it held.
+  virtual Status DropHiddenEntry(NsTxn* t, uint64_t parent, std::string_view name,
+                                 uint64_t child) = 0;
+  // Folders noted in the transaction that only stayed for hidden entries and hold none
+  // now go too. Every change that may empty a folder ends with it.
+  virtual Status CollapseHiddenDirs(NsTxn* t) = 0;
+  // Removes the entry, or hides it if a snapshot pins the file; ends the snapshot whose
+  // marker it was. `report` (may be null) counts what happened.
+  virtual Status UnlinkInTxn(NsTxn* t, uint64_t parent, std::string_view name, const Dentry& e,
+                             RemoveReport* report) = 0;
+  // Records `dir` as a snapshot whose marker `marker_ino` holds `bytes` (its pins count
+  // from now on in `t`); FinishSnapshots writes every prepared snapshot, ending the one
+  // each replaces. Two halves, for a rename that commits two markers at once.
+  virtual Status PrepareSnapshot(NsTxn* t, uint64_t dir, uint64_t marker_ino,
+                                 std::string_view marker_name, std::string_view bytes) = 0;
+  virtual Status FinishSnapshots(NsTxn* t) = 0;
+  // After a change that took `ino` away from (parent, name): ends the snapshot it was
+  // the marker of.
+  virtual Status MarkerGone(NsTxn* t, uint64_t parent, std::string_view name, uint64_t ino) = 0;
+};
+
 class Namespace {
  public:
   explicit Namespace(Store* store);
   Namespace(const Namespace&) = delete;
   Namespace& operator=(const Namespace&) = delete;
 
-  // The engine that decides what removals keep for snapshots. Set once, before any
-  // other call; it outlives the namespace's use of it.
-  void SetSnapshotEngine(SnapshotEngine* snap) { snap_ = snap; }
+  // The snapshot layer that decides what removals keep. Set once, before any other
+  // call; it outlives the namespace's use of it.
+  void SetSnapshotHooks(SnapshotHooks* snap) { snap_ = snap; }
 
   // Held around every NsTxn (see the thread-safety note above).
   Mutex* mu() RETURN_CAPABILITY(mu_) { return &mu_; }
@@ -160,7 +203,7 @@ class Namespace {
 
   Store* const store_;
   MetaStore& meta_;
-  SnapshotEngine* snap_ = nullptr;
+  SnapshotHooks* snap_ = nullptr;
 
   // Guards no member: it serialises transactions (see the top of this file).
   Mutex mu_;

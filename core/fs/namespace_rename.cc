@@ -5,7 +5,6 @@
 
 #include "core/fs/namespace.h"
 #include "core/fs/ns_txn.h"
-#include "core/snap/snapshot_engine.h"
 
 namespace snapfs {
 

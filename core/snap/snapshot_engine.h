@@ -5,10 +5,11 @@
 // the explicit removal of snapshots (`snapfs rm`). The model is in DESIGN.md section 2
 // and docs/snapshots.md.
 //
-// Most of the work happens inside namespace changes: the Namespace calls the steps below
-// on its NsTxn (an unlink asks UnlinkInTxn whether to hide; a rename onto a marker name
-// runs PrepareSnapshot and FinishSnapshots), and these call back into the Namespace for
-// entries and links. The read-only questions are SnapshotQueries'.
+// Most of the work happens inside namespace changes: the Namespace calls the engine
+// through SnapshotHooks (core/fs/namespace.h) on its NsTxn (an unlink asks UnlinkInTxn
+// whether to hide; a rename onto a marker name runs PrepareSnapshot and FinishSnapshots),
+// and the engine calls back into the Namespace for entries and links. The read-only
+// questions are SnapshotQueries'.
 //
 // Thread-safety: thread-safe. Its own state is the mount points (mount_mu_) and the entry
 // invalidator (invalidator_mu_); every change runs under Namespace::mu() in an NsTxn.
@@ -36,7 +37,7 @@ class FileData;
 class NsTxn;
 class SnapshotQueries;
 
-class SnapshotEngine {
+class SnapshotEngine final : public SnapshotHooks {
  public:
   SnapshotEngine(Store* store, Namespace* ns, FileData* data, SnapshotQueries* queries);
   SnapshotEngine(const SnapshotEngine&) = delete;
@@ -44,7 +45,6 @@ class SnapshotEngine {
 
   // The names whose commit makes a folder a snapshot (store config `marker_names`).
   const std::vector<std::string>& MarkerNames() const { return marker_names_; }
-  bool IsMarkerName(std::string_view name) const;
 
   // Where the store has been mounted, newest first: references written under any of
   // them resolve (the marker scan needs them). Load reads the stored list at open.
@@ -87,30 +87,20 @@ class SnapshotEngine {
       EXCLUDES(invalidator_mu_);
   void InvalidateEntry(uint64_t parent, std::string_view name) EXCLUDES(invalidator_mu_);
 
-  // ---- steps inside a namespace transaction (the Namespace calls these) ----
-  Result<bool> IsPinned(NsTxn* t, uint64_t ino);  // reads only
-  // True if the inode is reachable only through hidden entries (or not at all): read-only.
-  Result<bool> IsHiddenInode(NsTxn* t, const Inode& node);
-  Status HideEntry(NsTxn* t, uint64_t parent, std::string_view name, const Dentry& e);
-  // Makes a hidden folder (and hidden folders above it) visible again.
-  Status ResurrectDir(NsTxn* t, uint64_t dir);
-  Status DropHiddenEntry(NsTxn* t, uint64_t parent, std::string_view name, uint64_t child);
-  // Folders noted in the transaction that only stayed for hidden entries and hold none
-  // now go too.
-  Status CollapseHiddenDirs(NsTxn* t);
-  // Removes the entry, or hides it if a snapshot pins the file; ends the snapshot whose
-  // marker it was.
+  // ---- SnapshotHooks (core/fs/namespace.h): steps inside a namespace change ----
+  bool IsMarkerName(std::string_view name) const override;
+  Result<bool> IsPinned(NsTxn* t, uint64_t ino) override;
+  Result<bool> IsHiddenInode(NsTxn* t, const Inode& node) override;
+  Status HideEntry(NsTxn* t, uint64_t parent, std::string_view name, const Dentry& e) override;
+  Status ResurrectDir(NsTxn* t, uint64_t dir) override;
+  Status DropHiddenEntry(NsTxn* t, uint64_t parent, std::string_view name, uint64_t child) override;
+  Status CollapseHiddenDirs(NsTxn* t) override;
   Status UnlinkInTxn(NsTxn* t, uint64_t parent, std::string_view name, const Dentry& e,
-                     RemoveReport* report);
-  // Records `dir` as a snapshot whose marker `marker_ino` holds `bytes` (its pins count
-  // from now on in `t`); FinishSnapshots writes every prepared snapshot, ending the one
-  // each replaces. Two halves, for a rename that commits two markers at once.
+                     RemoveReport* report) override;
   Status PrepareSnapshot(NsTxn* t, uint64_t dir, uint64_t marker_ino, std::string_view marker_name,
-                         std::string_view bytes);
-  Status FinishSnapshots(NsTxn* t);
-  // After a namespace change that took `ino` away from (parent, name): ends the snapshot
-  // it was the marker of.
-  Status MarkerGone(NsTxn* t, uint64_t parent, std::string_view name, uint64_t ino);
+                         std::string_view bytes) override;
+  Status FinishSnapshots(NsTxn* t) override;
+  Status MarkerGone(NsTxn* t, uint64_t parent, std::string_view name, uint64_t ino) override;
 
  private:
   // The hidden entries (parent, name) of an inode, as this transaction sees it.
