@@ -104,8 +104,8 @@ class Namespace {
   Mutex* mu() RETURN_CAPABILITY(mu_) { return &mu_; }
   Store& store() { return *store_; }
   MetaStore& meta() { return meta_; }
-  // Bumped by every committed NsTxn that changed snapshots, pins or hidden entries: the
-  // key of the /.snapshots/ views' caches.
+  // Bumped (by NsTxn::Commit) for every committed change of snapshots, pins or hidden
+  // entries: the key of the /.snapshots/ views' caches.
   uint64_t snapshot_gen() const { return snapshot_gen_.load(); }
   void SnapshotsChanged() { snapshot_gen_++; }
 
@@ -122,7 +122,7 @@ class Namespace {
   // A path relative to the mount root -> inode; hidden entries resolve too.
   Result<uint64_t> ResolvePath(std::string_view rel);
 
-  // ---- operations: each its own transaction ----
+  // ---- operations (each change is its own transaction; reads see committed state) ----
   // The entry (parent, name); "." and ".." too (never hidden).
   Result<Dentry> Lookup(uint64_t parent, std::string_view name);
   // New inodes at (parent, name), owned by `who`; each returned as stored.
