@@ -4,10 +4,15 @@
 //   snapfs_smallfiles delete DIR COUNT        unlink each file
 //   snapfs_smallfiles touch DIR COUNT         open(O_CREAT|O_WRONLY), close: empty files, no
 //                                             fsync (fills a folder for the `ls -l` benchmark)
+//   snapfs_smallfiles stat DIR COUNT          lstat each file (names as create/touch make them)
+//   snapfs_smallfiles list DIR COUNT          read the whole folder (opendir, readdir to the
+//                                             end) COUNT times; prints entries per second
 //   snapfs_smallfiles marker DIR COUNT        write DIR/_metadata naming the COUNT files
 //                                             (Flink's writeUTF bare names), making DIR a snapshot
 // Prints "<ops per second>" on stdout.
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,7 +23,7 @@
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: %s create DIR COUNT SIZE | delete DIR COUNT | touch DIR COUNT | marker DIR COUNT\n", argv[0]);
+    fprintf(stderr, "usage: %s create DIR COUNT SIZE | delete|touch|stat|list|marker DIR COUNT\n", argv[0]);
     return 2;
   }
   std::string mode = argv[1], dir = argv[2];
@@ -27,6 +32,21 @@ int main(int argc, char** argv) {
   std::vector<char> buf(size);
   uint64_t x = 88172645463325252ull;
   auto t0 = std::chrono::steady_clock::now();
+  if (mode == "list") {
+    long entries = 0;
+    for (long i = 0; i < count; i++) {
+      DIR* d = opendir(dir.c_str());
+      if (!d) {
+        perror(dir.c_str());
+        return 1;
+      }
+      while (readdir(d)) entries++;
+      closedir(d);
+    }
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    printf("%.1f\n", entries / s);
+    return 0;
+  }
   if (mode == "marker") {
     std::string md = "\x49\x60\x67\x2d";
     md += std::string("\0\0\0\3", 4);
@@ -68,6 +88,12 @@ int main(int argc, char** argv) {
     } else if (mode == "touch") {
       int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
       if (fd < 0 || close(fd) != 0) {
+        perror(path.c_str());
+        return 1;
+      }
+    } else if (mode == "stat") {
+      struct stat st;
+      if (lstat(path.c_str(), &st) != 0) {
         perror(path.c_str());
         return 1;
       }

@@ -7,13 +7,14 @@
 #                    16 KiB small files
 # and prints the medians (and ratios to native) at the end.
 #
-#   scripts/bench.sh [--engine-only | --mount | --flink | --all | --s3]
+#   scripts/bench.sh [--engine-only | --mount | --flink | --all | --s3 | --shared]
 #       default --all: engine, then the mount benchmarks of scripts/bench_mount.sh (native,
 #                      passthrough_ll, snapfs), then the Flink-like checkpoint benchmark of
 #                      scripts/bench_flink.sh (native, passthrough_ll, snapfs; `ls -l` of a
 #                      200,000-entry folder)
 #       --mount:       only the mount benchmarks; --flink: only the Flink-like benchmark
 #       --s3:          scripts/bench_s3.sh alone, snapfs on S3 vs a plain S3 client, own Ceph
+#       --shared:      scripts/bench_shared.sh alone, a PostgreSQL store vs the local store
 #   The passthrough_ll baseline is built at bench time from Debian's libfuse3-dev example
 #   source (scripts/bench_passthrough.sh), never committed. bench_flink.sh's and
 #   bench_mount.sh's own variables (FLINK_CHECKPOINTS, LS_ENTRIES, FILES, ...) pass through.
@@ -190,6 +191,7 @@ main() {
       --flink) mode=flink ;;
       --all) mode=all ;;
       --s3) exec bash scripts/bench_s3.sh ;;
+      --shared) exec bash scripts/bench_shared.sh ;;
       -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
       *) die "unknown option $a (use --engine-only, --mount, --flink or --all)" ;;
     esac

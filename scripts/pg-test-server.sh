@@ -22,10 +22,12 @@ BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PORT=${PG_TEST_PORT:-54329}
 
 # fsync off: a test server's data may die with it, and commits get cheap enough that
-# the suites measure the engine, not the disk. A short deadlock_timeout so that the
-# rare lock cycle between two commits is broken (and retried) quickly.
+# the suites measure the engine, not the disk (PG_TEST_FSYNC=on: durable commits, as a
+# real server; the benchmarks use that). A short deadlock_timeout so that the rare lock
+# cycle between two commits is broken (and retried) quickly.
+FSYNC=${PG_TEST_FSYNC:-off}
 server_opts() {
-  echo "-k $1 -c listen_addresses= -p $PORT -c fsync=off -c full_page_writes=off" \
+  echo "-k $1 -c listen_addresses= -p $PORT -c fsync=$FSYNC -c full_page_writes=$FSYNC" \
     "-c deadlock_timeout=100ms -c max_connections=200"
 }
 

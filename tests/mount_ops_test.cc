@@ -578,6 +578,44 @@ TEST_F(MountOps, Xattrs) {
   EXPECT_ERRNO(::getxattr(p, "user.b", buf, sizeof buf), ENODATA);
 }
 
+// File capabilities of a file open for writing: snapfs remembers "none" for the kernel's
+// check before each write() (core/fs/filesystem_attrs.cc), so setting them must void that,
+// and the next write() must drop them again, exactly as on a native file system.
+TEST_F(MountOps, FileCapabilitiesOfAnOpenFileAreSeenAndDroppedByWrites) {
+  // struct vfs_cap_data, revision 2, effective, CAP_NET_BIND_SERVICE permitted.
+  const uint32_t caps[5] = {0x02000001u, 1u << 10, 0, 0, 0};
+  const std::string blob(reinterpret_cast<const char*>(caps), sizeof caps);
+  auto run = [&](const std::string& p) {
+    std::vector<std::string> seen;
+    auto get = [&](int fd) {
+      char buf[64];
+      ssize_t n = ::fgetxattr(fd, "security.capability", buf, sizeof buf);
+      seen.push_back(n < 0 ? ErrnoName(errno) : std::string(buf, static_cast<size_t>(n)) == blob ? "caps" : "other");
+    };
+    UniqueFd fd(::open(p.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0755));
+    if (!fd.ok()) return std::vector<std::string>{"open " + ErrnoName(errno)};
+    for (int i = 0; i < 3; i++) seen.push_back(std::to_string(::write(fd.get(), "abc", 3)));
+    get(fd.get());
+    seen.push_back(std::to_string(::fsetxattr(fd.get(), "security.capability", blob.data(), blob.size(), 0)));
+    get(fd.get());
+    seen.push_back(std::to_string(::write(fd.get(), "d", 1)));  // drops them
+    get(fd.get());
+    seen.push_back(std::to_string(::write(fd.get(), "e", 1)));
+    seen.push_back(std::to_string(::fsetxattr(fd.get(), "security.capability", blob.data(), blob.size(), 0)));
+    fd = UniqueFd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    get(fd.get());  // kept: no write since
+    return seen;
+  };
+  const std::string native = tmp() + "/native-caps";
+  const auto want = run(native);
+  const auto got = run(Path("caps"));
+  EXPECT_EQ(got, want) << "snapfs: " << ShellJoin(got) << "\nnative: " << ShellJoin(want);
+  // What the comparison is worth: natively, the caps were set, seen, and dropped by a write.
+  ASSERT_EQ(want.size(), 11u) << ShellJoin(want);
+  EXPECT_EQ(want[5], "caps") << ShellJoin(want);
+  EXPECT_TRUE(want[7].starts_with("ENODATA")) << ShellJoin(want);
+}
+
 TEST_F(MountOps, FsyncAndFdatasync) {
   const std::string f = Path("durable");
   const std::string data = RandomBytes(700 * kKiB, 7);

@@ -284,6 +284,22 @@ Result<std::string> FileData::ReadFile(uint64_t ino, uint64_t limit) {
   return bytes;
 }
 
+Result<std::string> FileData::GetCapabilityXattr(
+    uint64_t ino, const std::function<Result<std::string>()>& read) {
+  std::shared_ptr<OpenFile> open = FindOpenFile(ino);
+  if (!open) return read();
+  const uint64_t gen = open->xattr_gen.load();
+  if (open->caps_absent_at.load() == gen + 1) return Status::NoData();
+  auto v = read();
+  // Remembered for the generation read before asking: a change meanwhile voids it.
+  if (v.status().Is(Code::kNoData)) open->caps_absent_at.store(gen + 1);
+  return v;
+}
+
+void FileData::XattrsChanged(uint64_t ino) {
+  if (auto f = FindOpenFile(ino)) f->xattr_gen.fetch_add(1);
+}
+
 Attr FileData::ToAttr(const Inode& i) {
   Attr a;
   a.ino = i.ino;

@@ -84,6 +84,13 @@ class FileData {
   Result<std::string> ReadFile(uint64_t ino, uint64_t limit);
   // The inode as a caller sees it: size, mtime and blocks include buffered writes.
   Attr ToAttr(const Inode& i);
+  // security.capability of `ino`: NoData without asking `read` while the file is open
+  // here and an earlier answer was NoData (see Filesystem::GetXattr); otherwise `read`'s
+  // answer, remembered if it is NoData.
+  Result<std::string> GetCapabilityXattr(uint64_t ino,
+                                         const std::function<Result<std::string>()>& read);
+  // After our own change of the file's xattrs: forgets what GetCapabilityXattr remembered.
+  void XattrsChanged(uint64_t ino);
 
  private:
   struct Handle {

@@ -213,12 +213,24 @@ Status Filesystem::FlushAll() { return data_->FlushAll(); }
 Result<std::string> Filesystem::GetXattr(uint64_t ino, std::string_view name) {
   RETURN_IF_ERROR(Namespace::CheckXattrName(name));
   if (ino >= kViewInoBase || name.starts_with(kXattrPrefix)) return views_->GetXattr(ino, name);
+  // The kernel asks for security.capability before every write() (file_remove_privs;
+  // a FUSE inode never gets S_NOSEC): ~100,000 asks per Flink checkpoint run, each two
+  // metadata reads (two database transactions on a shared store, where it took more time
+  // than the writes). While the file is open here the answer "absent" is remembered; our
+  // own xattr changes forget it (XattrsChanged), another host's are seen at the next
+  // open: close-to-open, as for the file's data (docs/scale-out.md).
+  if (name == kCapabilityXattr) {
+    return data_->GetCapabilityXattr(ino, [&] { return ns_->GetXattr(ino, name); });
+  }
   return ns_->GetXattr(ino, name);
 }
 
 Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_view value,
                             int flags) {
-  return ns_->SetXattr(ino, name, value, flags);
+  Status s = ns_->SetXattr(ino, name, value, flags);
+  // Whatever happened, a remembered "no security.capability" is void afterwards.
+  data_->XattrsChanged(ino);
+  return s;
 }
 
 Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
@@ -227,7 +239,9 @@ Result<std::vector<std::string>> Filesystem::ListXattr(uint64_t ino) {
 }
 
 Status Filesystem::RemoveXattr(uint64_t ino, std::string_view name) {
-  return ns_->RemoveXattr(ino, name);
+  Status s = ns_->RemoveXattr(ino, name);
+  data_->XattrsChanged(ino);
+  return s;
 }
 
 Result<FsStats> Filesystem::StatFs() { return ns_->StatFs(); }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace snapfs {
 
@@ -65,6 +66,8 @@ inline constexpr const char* kViewsName = ".snapshots";
 inline constexpr const char* kOtherJobsDir = "_other_jobs";
 // Virtual xattrs (read by exact name only, never listed, so `cp -a` does not copy them).
 inline constexpr const char* kXattrPrefix = "user.snapfs.";
+// The attribute the kernel reads before every write() (file capabilities).
+inline constexpr std::string_view kCapabilityXattr = "security.capability";
 
 struct FsStats {
   uint64_t block_size = 4096;

@@ -1,11 +1,12 @@
 // OpenFile: per-inode state of a file that is open (or being truncated/cloned): the write
 // buffer shared by every handle of the inode. Private to core/fs/ (FileData).
 //
-// Thread-safety: every field but `ino` is guarded by `mu`. Reads take it shared (they
-// change nothing once `loaded`, which Open sets), so concurrent reads of one file reach
-// the disk in parallel; everything else takes it exclusively.
+// Thread-safety: every field but `ino` and the atomics is guarded by `mu`. Reads take it
+// shared (they change nothing once `loaded`, which Open sets), so concurrent reads of one
+// file reach the disk in parallel; everything else takes it exclusively.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -35,6 +36,11 @@ struct OpenFile {
   // A threshold flush runs when dirty_bytes reaches this (what a flush had to keep
   // buffered plus the threshold), so that held-back bytes do not flush on every write.
   size_t flush_at GUARDED_BY(mu) = kFlushThreshold;
+
+  // security.capability known to be absent while the file is open here (GetXattr): valid
+  // while `caps_absent_at == xattr_gen + 1`; a change of the file's xattrs bumps xattr_gen.
+  std::atomic<uint64_t> xattr_gen{0};
+  std::atomic<uint64_t> caps_absent_at{0};
 
   // Adds a write to the buffer, merging with the ranges it overlaps or touches.
   void AddDirty(uint64_t off, const char* data, size_t n) REQUIRES(mu);

@@ -17,14 +17,20 @@ namespace snapfs::kv {
 struct PostgresEngine::Conn {
   PGconn* pg = nullptr;
   bool pooled = false;  // came from the idle pool (may have died while idle)
+  // A ROLLBACK was sent and its answer not read yet: a transaction that wrote nothing
+  // ends without waiting for the server (Acquire reads the answer before reuse).
+  bool rollback_sent = false;
   PostgresEngine* owner = nullptr;  // counts its open connections
   ~Conn() {
     if (pg) PQfinish(pg);
     if (owner) owner->ConnectionClosed();
   }
   bool healthy() const {
-    return pg && PQstatus(pg) == CONNECTION_OK && PQtransactionStatus(pg) == PQTRANS_IDLE &&
-           PQpipelineStatus(pg) == PQ_PIPELINE_OFF;
+    if (!pg || PQstatus(pg) != CONNECTION_OK || PQpipelineStatus(pg) != PQ_PIPELINE_OFF) {
+      return false;
+    }
+    const auto t = PQtransactionStatus(pg);
+    return t == PQTRANS_IDLE || (rollback_sent && t == PQTRANS_ACTIVE);
   }
 };
 
@@ -438,7 +444,15 @@ class PgTxn : public BufferingTxn {
     if (!conn_) return;
     if (conn_->pg && PQstatus(conn_->pg) == CONNECTION_OK &&
         PQtransactionStatus(conn_->pg) != PQTRANS_IDLE) {
-      (void)Wire(e_, conn_.get()).Simple("ROLLBACK", "abort transaction");
+      // Sent, not waited for: a lookup's or getattr's transaction (BEGIN, one read) costs
+      // two round trips instead of three. Nothing was written, so there is nothing to
+      // learn from the answer; the next user of the connection reads it (Acquire).
+      if (PQsendQuery(conn_->pg, "ROLLBACK") && PQflush(conn_->pg) == 0) {
+        conn_->rollback_sent = true;
+      } else {
+        conn_.reset();  // unknown protocol state: closed, not reused
+        return;
+      }
     }
     e_->Release(std::move(conn_));
   }
@@ -738,17 +752,24 @@ Result<std::unique_ptr<Conn>> PostgresEngine::Connect() {
 Result<std::unique_ptr<Conn>> PostgresEngine::Acquire() {
   const auto until = std::chrono::steady_clock::now() + opts_.connection_wait;
   while (true) {
+    std::unique_ptr<Conn> c;
     {
       MutexLock l(&mu_);
-      while (!idle_.empty()) {
-        auto c = std::move(idle_.back());
+      if (!idle_.empty()) {
+        c = std::move(idle_.back());
         idle_.pop_back();
-        if (c->healthy()) {
-          c->pooled = true;
-          return c;
-        }
-        // (closed here, under mu_: ConnectionClosed takes only freed_mu_)
       }
+    }
+    if (c) {
+      // The answer to the ROLLBACK its last transaction sent (usually here already).
+      bool ok = c->healthy() &&
+                (!c->rollback_sent || Wire(this, c.get()).Collect("end transaction").ok());
+      c->rollback_sent = false;
+      if (ok && c->healthy()) {
+        c->pooled = true;
+        return c;
+      }
+      continue;  // closed (outside mu_: ConnectionClosed notifies)
     }
     if (open_.load() < opts_.max_open || std::chrono::steady_clock::now() >= until) break;
     // All busy: wait for one to come back or close; past the wait, one more anyway.
