@@ -80,22 +80,25 @@ Result<std::vector<SnapshotInfo>> SnapshotQueries::ListSnapshots(uint64_t under)
   return out;
 }
 
-Status SnapshotQueries::OwnFiles(uint64_t dir, const std::string& prefix,
-                                 std::vector<std::pair<std::string, uint64_t>>* out) {
+Status SnapshotQueries::ForEachListed(
+    uint64_t dir, const std::function<Status(uint64_t, uint32_t, std::string_view)>& fn) {
   std::string key = keys::Ino(dir);
   auto it = meta_.NewIterator(Cf::kDirIndex);
   for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
     ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value()));
-    const uint64_t child = di.child;
-    const uint32_t mode = di.mode;
-    std::string path = prefix + std::string(di.name);
-    if (S_ISDIR(mode)) {
-      RETURN_IF_ERROR(OwnFiles(child, path + "/", out));
-    } else if (S_ISREG(mode)) {
-      out->emplace_back(std::move(path), child);
-    }
+    RETURN_IF_ERROR(fn(di.child, di.mode, di.name));
   }
-  return it->status().WithContext("scan snapshot folder");
+  return it->status().WithContext("scan folder");
+}
+
+Status SnapshotQueries::OwnFiles(uint64_t dir, const std::string& prefix,
+                                 std::vector<std::pair<std::string, uint64_t>>* out) {
+  return ForEachListed(dir, [&](uint64_t child, uint32_t mode, std::string_view name) {
+    std::string path = prefix + std::string(name);
+    if (S_ISDIR(mode)) return OwnFiles(child, path + "/", out);
+    if (S_ISREG(mode)) out->emplace_back(std::move(path), child);
+    return Status::OK();
+  });
 }
 
 Result<std::vector<ViewFile>> SnapshotQueries::SnapshotFiles(uint64_t dir) {
@@ -278,32 +281,29 @@ Result<std::vector<OrphanFile>> SnapshotQueries::FindOrphans(uint64_t under,
   ASSIGN_OR_RETURN(std::string base, ns_->PathOf(under));
   std::vector<std::pair<uint64_t, std::string>> stack{{under, base}};
   while (!stack.empty()) {
-    auto [dir, path] = stack.back();
+    const uint64_t dir = stack.back().first;
+    const std::string path = std::move(stack.back().second);
     stack.pop_back();
     // Everything in a snapshot folder belongs to that snapshot.
     if (LoadSnapshot(dir).ok()) continue;
-    std::string key = keys::Ino(dir);
-    auto it = meta_.NewIterator(Cf::kDirIndex);
-    for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-      ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value()));
-      const uint64_t child = di.child;
-      const uint32_t mode = di.mode;
-      std::string name(di.name);
-      std::string cpath = path.empty() ? name : path + "/" + name;
-      if (S_ISDIR(mode)) {
-        stack.emplace_back(child, cpath);
-        continue;
-      }
-      if (!S_ISREG(mode)) continue;
-      auto node = ns_->LoadInode(child);
-      if (!node.ok() || node->mtime_ns > cutoff) continue;
-      std::string pk = keys::Ino(child);
-      auto pit = meta_.NewIterator(Cf::kPinned);
-      pit->Seek(pk);
-      if (pit->Valid() && pit->key().starts_with(pk)) continue;
-      out.push_back(OrphanFile{cpath, dir, name, child, node->size, node->mtime_ns});
-    }
-    RETURN_IF_ERROR(it->status().WithContext("scan folder"));
+    RETURN_IF_ERROR(
+        ForEachListed(dir, [&](uint64_t child, uint32_t mode, std::string_view name) -> Status {
+          std::string cpath = path.empty() ? std::string(name) : path + "/" + std::string(name);
+          if (S_ISDIR(mode)) {
+            stack.emplace_back(child, cpath);
+            return Status::OK();
+          }
+          if (!S_ISREG(mode)) return Status::OK();
+          auto node = ns_->LoadInode(child);
+          if (!node.ok() || node->mtime_ns > cutoff) return Status::OK();
+          std::string pk = keys::Ino(child);
+          auto pit = meta_.NewIterator(Cf::kPinned);
+          pit->Seek(pk);
+          if (pit->Valid() && pit->key().starts_with(pk)) return Status::OK();
+          out.push_back(
+              OrphanFile{cpath, dir, std::string(name), child, node->size, node->mtime_ns});
+          return Status::OK();
+        }));
   }
   std::sort(out.begin(), out.end(),
             [](const OrphanFile& a, const OrphanFile& b) { return a.path < b.path; });

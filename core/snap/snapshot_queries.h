@@ -8,7 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -56,6 +58,10 @@ class SnapshotQueries {
   Result<std::vector<std::string>> CheckSnapshots(const std::vector<std::string>& mounts);
 
  private:
+  // Calls `fn(child, mode, name)` for every listed (not hidden) entry of `dir`, in
+  // sequence order; stops at the first error.
+  Status ForEachListed(uint64_t dir,
+                       const std::function<Status(uint64_t, uint32_t, std::string_view)>& fn);
   Status OwnFiles(uint64_t dir, const std::string& prefix,
                   std::vector<std::pair<std::string, uint64_t>>* out);
 
