@@ -82,7 +82,7 @@ Result<std::unique_ptr<DiskBlockCache>> DiskBlockCache::Open(const std::string& 
   ::closedir(d);
   std::sort(found.begin(), found.end(),
             [](const Found& a, const Found& b) { return a.mtime_ns < b.mtime_ns; });
-  std::lock_guard l(c->mu_);
+  MutexLock l(&c->mu_);
   for (const Found& f : found) c->InsertLocked(f.key, f.size);  // newest ends up first
   c->EvictLocked();
   return c;
@@ -117,7 +117,7 @@ void DiskBlockCache::EvictLocked() {
 std::optional<std::string> DiskBlockCache::Get(uint64_t pack, uint64_t block) {
   const Key k{pack, block};
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     auto it = entries_.find(k);
     if (it == entries_.end()) {
       misses_++;
@@ -133,7 +133,7 @@ std::optional<std::string> DiskBlockCache::Get(uint64_t pack, uint64_t block) {
     data.resize(data.size() - kTrailerSize);
     ok = XXH64(data.data(), data.size(), 0) == want;
   }
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   if (!ok) {
     misses_++;
     if (auto it = entries_.find(k); it != entries_.end()) {
@@ -152,7 +152,7 @@ void DiskBlockCache::Put(uint64_t pack, uint64_t block, const std::string& data)
   const Key k{pack, block};
   std::string tmp;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     if (entries_.count(k)) return;
     tmp = PathOf(k) + "." + std::to_string(tmp_seq_++) + ".tmp";
   }
@@ -175,13 +175,13 @@ void DiskBlockCache::Put(uint64_t pack, uint64_t block, const std::string& data)
     ::unlink(tmp.c_str());
     return;
   }
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   InsertLocked(k, data.size() + kTrailerSize);
   EvictLocked();
 }
 
 void DiskBlockCache::DropPack(uint64_t pack) {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   for (auto it = entries_.lower_bound({pack, 0}); it != entries_.end() && it->first.first == pack;) {
     bytes_ -= it->second.size;
     lru_.erase(it->second.lru);
@@ -191,15 +191,15 @@ void DiskBlockCache::DropPack(uint64_t pack) {
 }
 
 uint64_t DiskBlockCache::bytes() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return bytes_;
 }
 uint64_t DiskBlockCache::hits() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return hits_;
 }
 uint64_t DiskBlockCache::misses() const {
-  std::lock_guard l(mu_);
+  MutexLock l(&mu_);
   return misses_;
 }
 

@@ -21,6 +21,7 @@
 #include <string>
 #include <utility>
 
+#include "base/mutex.h"
 #include "base/status.h"
 
 namespace snapfs {
@@ -48,17 +49,18 @@ class DiskBlockCache {
   };
   DiskBlockCache(std::string dir, uint64_t max_bytes) : dir_(std::move(dir)), max_bytes_(max_bytes) {}
   std::string PathOf(const Key& k) const;
-  void InsertLocked(const Key& k, uint64_t size);  // requires mu_
-  void EvictLocked();                              // requires mu_
+  void InsertLocked(const Key& k, uint64_t size) REQUIRES(mu_);
+  void EvictLocked() REQUIRES(mu_);
 
   const std::string dir_;
   const uint64_t max_bytes_;
-  mutable std::mutex mu_;
-  std::map<Key, Entry> entries_;  // GUARDED_BY(mu_)
-  std::list<Key> lru_;            // GUARDED_BY(mu_); most recent first
-  uint64_t bytes_ = 0;            // GUARDED_BY(mu_)
-  uint64_t hits_ = 0, misses_ = 0;  // GUARDED_BY(mu_)
-  uint64_t tmp_seq_ = 0;          // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<Key, Entry> entries_ GUARDED_BY(mu_);
+  std::list<Key> lru_ GUARDED_BY(mu_);  // most recent first
+  uint64_t bytes_ GUARDED_BY(mu_) = 0;
+  uint64_t hits_ GUARDED_BY(mu_) = 0;
+  uint64_t misses_ GUARDED_BY(mu_) = 0;
+  uint64_t tmp_seq_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace snapfs

@@ -3,7 +3,8 @@
 #include <atomic>
 #include <map>
 #include <mutex>
-#include <shared_mutex>
+
+#include "base/mutex.h"
 
 namespace snapfs {
 
@@ -17,12 +18,12 @@ struct FaultInjectionBackend::State {
   std::atomic<bool> corrupt_reads{false};
 
   // Every call holds it shared; DropUnsynced holds it exclusively.
-  std::shared_mutex crash_mu;
-  uint64_t epoch = 0;  // GUARDED_BY(crash_mu); bumped by each DropUnsynced
+  SharedMutex crash_mu;
+  uint64_t epoch GUARDED_BY(crash_mu) = 0;  // bumped by each DropUnsynced
 
-  std::mutex mu;
+  Mutex mu;
   // Size at the last successful Sync/Seal of each pack created through the wrapper.
-  std::map<PackId, uint64_t> synced;  // GUARDED_BY(mu)
+  std::map<PackId, uint64_t> synced GUARDED_BY(mu);
 
   // Takes `n` bytes from the append budget; false if they do not fit.
   bool TakeBudget(uint64_t n) {
@@ -34,8 +35,8 @@ struct FaultInjectionBackend::State {
     return true;
   }
 
-  void MarkSynced(PackId id, uint64_t size) {
-    std::lock_guard lock(mu);
+  void MarkSynced(PackId id, uint64_t size) EXCLUDES(mu) {
+    MutexLock lock(&mu);
     if (auto it = synced.find(id); it != synced.end()) it->second = size;
   }
 };
@@ -51,14 +52,14 @@ class FaultPackWriter final : public PackWriterWrapper {
       : PackWriterWrapper(std::move(inner)), state_(std::move(state)), epoch_(epoch) {}
 
   Result<uint64_t> Append(std::span<const uint8_t> data) override {
-    std::shared_lock crash(state_->crash_mu);
+    ReaderMutexLock crash(&state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
     if (!state_->TakeBudget(data.size())) return Status::NoSpace("injected: device full");
     return PackWriterWrapper::Append(data);
   }
 
   Status Sync() override {
-    std::shared_lock crash(state_->crash_mu);
+    ReaderMutexLock crash(&state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
     if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
     RETURN_IF_ERROR(PackWriterWrapper::Sync());
@@ -68,7 +69,7 @@ class FaultPackWriter final : public PackWriterWrapper {
 
   Status Seal() override {
     if (sealed_) return Status::OK();
-    std::shared_lock crash(state_->crash_mu);
+    ReaderMutexLock crash(&state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
     if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
     RETURN_IF_ERROR(PackWriterWrapper::Seal());
@@ -78,7 +79,7 @@ class FaultPackWriter final : public PackWriterWrapper {
   }
 
  private:
-  Status CheckAlive() const {  // requires crash_mu (shared)
+  Status CheckAlive() const REQUIRES_SHARED(state_->crash_mu) {
     if (state_->epoch != epoch_) {
       return Status::IOError("injected: pack " + std::to_string(id()) + " lost in power loss");
     }
@@ -103,11 +104,11 @@ void FaultInjectionBackend::FailReads(bool fail) { state_->fail_reads = fail; }
 void FaultInjectionBackend::CorruptReads(bool corrupt) { state_->corrupt_reads = corrupt; }
 
 Status FaultInjectionBackend::DropUnsynced() {
-  std::unique_lock crash(state_->crash_mu);
+  WriterMutexLock crash(&state_->crash_mu);
   ++state_->epoch;  // every writer opened so far is now dead
   std::map<PackId, uint64_t> synced;
   {
-    std::lock_guard lock(state_->mu);
+    MutexLock lock(&state_->mu);
     synced = state_->synced;
   }
   ASSIGN_OR_RETURN(std::vector<PackInfo> packs, target()->List());
@@ -129,16 +130,16 @@ Status FaultInjectionBackend::DropUnsynced() {
     RETURN_IF_ERROR(writer->Append(keep).status());
     RETURN_IF_ERROR(writer->Seal());
   }
-  std::lock_guard lock(state_->mu);
+  MutexLock lock(&state_->mu);
   state_->synced = std::move(survivors);
   return Status::OK();
 }
 
 Result<std::unique_ptr<PackWriter>> FaultInjectionBackend::Create(PackId id) {
-  std::shared_lock crash(state_->crash_mu);
+  ReaderMutexLock crash(&state_->crash_mu);
   ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> inner, target()->Create(id));
   {
-    std::lock_guard lock(state_->mu);
+    MutexLock lock(&state_->mu);
     state_->synced[id] = State::kNeverSynced;
   }
   return std::unique_ptr<PackWriter>(
@@ -146,7 +147,7 @@ Result<std::unique_ptr<PackWriter>> FaultInjectionBackend::Create(PackId id) {
 }
 
 Status FaultInjectionBackend::Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const {
-  std::shared_lock crash(state_->crash_mu);
+  ReaderMutexLock crash(&state_->crash_mu);
   if (state_->fail_reads.load()) return Status::IOError("injected: read failed");
   RETURN_IF_ERROR(target()->Read(id, offset, len, out));
   if (state_->corrupt_reads.load() && len > 0) out[len / 2] ^= 0xff;
@@ -154,15 +155,15 @@ Status FaultInjectionBackend::Read(PackId id, uint64_t offset, size_t len, uint8
 }
 
 Status FaultInjectionBackend::Remove(PackId id) {
-  std::shared_lock crash(state_->crash_mu);
+  ReaderMutexLock crash(&state_->crash_mu);
   RETURN_IF_ERROR(target()->Remove(id));
-  std::lock_guard lock(state_->mu);
+  MutexLock lock(&state_->mu);
   state_->synced.erase(id);
   return Status::OK();
 }
 
 Result<std::vector<PackInfo>> FaultInjectionBackend::List() const {
-  std::shared_lock crash(state_->crash_mu);
+  ReaderMutexLock crash(&state_->crash_mu);
   return target()->List();
 }
 

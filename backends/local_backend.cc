@@ -25,6 +25,7 @@
 
 #include "backends/backend.h"
 #include "backends/pack_names.h"
+#include "base/mutex.h"
 
 namespace snapfs {
 namespace {
@@ -255,7 +256,7 @@ class LocalBackend final : public Backend {
     if (::unlink(path.c_str()) != 0) return PosixError("remove pack " + path, errno);
     // After the unlink: a reader that opened the file before it has already cached its fd
     // (OpenForRead opens and caches under one lock), so this drops it for good.
-    std::lock_guard lock(cache_mu_);
+    MutexLock lock(&cache_mu_);
     DropCached(id);
     return Status::OK();
   }
@@ -302,7 +303,7 @@ class LocalBackend final : public Backend {
   // A read-only fd for pack `id`, from the cache or newly opened. Opening and caching
   // happen under one lock so Remove can never leave a removed pack's fd in the cache.
   Result<std::shared_ptr<const UniqueFd>> OpenForRead(PackId id) const {
-    std::lock_guard lock(cache_mu_);
+    MutexLock lock(&cache_mu_);
     if (auto it = cache_.find(id); it != cache_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second.lru_pos);
       return it->second.fd;
@@ -318,7 +319,7 @@ class LocalBackend final : public Backend {
   }
 
   // Readers holding the fd keep it open until they finish.
-  void DropCached(PackId id) const {  // requires cache_mu_
+  void DropCached(PackId id) const REQUIRES(cache_mu_) {
     auto it = cache_.find(id);
     if (it == cache_.end()) return;
     lru_.erase(it->second.lru_pos);
@@ -361,9 +362,9 @@ class LocalBackend final : public Backend {
   }
 
   const std::shared_ptr<LocalShared> shared_;
-  mutable std::mutex cache_mu_;
-  mutable std::unordered_map<PackId, CachedFd> cache_;  // GUARDED_BY(cache_mu_)
-  mutable std::list<PackId> lru_;  // GUARDED_BY(cache_mu_); most recently used first
+  mutable Mutex cache_mu_;
+  mutable std::unordered_map<PackId, CachedFd> cache_ GUARDED_BY(cache_mu_);
+  mutable std::list<PackId> lru_ GUARDED_BY(cache_mu_);  // most recently used first
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "backends/backend.h"
+#include "base/mutex.h"
 
 namespace snapfs {
 namespace {
@@ -15,11 +16,11 @@ constexpr uint64_t kTotalBytes = uint64_t{1} << 40;  // 1 TiB
 
 // One pack's bytes, shared by the backend's map and the pack's writer.
 struct MemPack {
-  mutable std::mutex mu;
-  std::vector<uint8_t> data;  // GUARDED_BY(mu)
+  mutable Mutex mu;
+  std::vector<uint8_t> data GUARDED_BY(mu);
 
   uint64_t size() const {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     return data.size();
   }
 };
@@ -36,7 +37,7 @@ class MemoryPackWriter final : public PackWriter {
     if (sealed_) return Status::InvalidArgument("append to sealed pack " + std::to_string(id_));
     const uint64_t offset = size_;
     {
-      std::lock_guard lock(pack_->mu);
+      MutexLock lock(&pack_->mu);
       pack_->data.insert(pack_->data.end(), data.begin(), data.end());
     }
     size_ += data.size();
@@ -63,7 +64,7 @@ class MemoryBackend final : public Backend {
   Result<std::unique_ptr<PackWriter>> Create(PackId id) override {
     auto pack = std::make_shared<MemPack>();
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       if (!packs_.emplace(id, pack).second) {
         return Status::AlreadyExists("pack " + std::to_string(id));
       }
@@ -74,7 +75,7 @@ class MemoryBackend final : public Backend {
   Status Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const override {
     std::shared_ptr<MemPack> pack = Find(id);
     if (pack == nullptr) return Status::NotFound("pack " + std::to_string(id));
-    std::lock_guard lock(pack->mu);
+    MutexLock lock(&pack->mu);
     const uint64_t size = pack->data.size();
     if (offset > size || len > size - offset) {
       return Status::Corruption("pack " + std::to_string(id) + " (" + std::to_string(size) +
@@ -86,13 +87,13 @@ class MemoryBackend final : public Backend {
   }
 
   Status Remove(PackId id) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (packs_.erase(id) == 0) return Status::NotFound("pack " + std::to_string(id));
     return Status::OK();
   }
 
   Result<std::vector<PackInfo>> List() const override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     std::vector<PackInfo> packs;
     packs.reserve(packs_.size());
     for (const auto& [id, pack] : packs_) packs.push_back(PackInfo{id, pack->size()});
@@ -102,7 +103,7 @@ class MemoryBackend final : public Backend {
   Result<SpaceInfo> Space() const override {
     uint64_t used = 0;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       for (const auto& [id, pack] : packs_) used += pack->size();
     }
     SpaceInfo info;
@@ -115,13 +116,13 @@ class MemoryBackend final : public Backend {
 
  private:
   std::shared_ptr<MemPack> Find(PackId id) const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = packs_.find(id);
     return it == packs_.end() ? nullptr : it->second;
   }
 
-  mutable std::mutex mu_;
-  std::map<PackId, std::shared_ptr<MemPack>> packs_;  // GUARDED_BY(mu_); ascending id
+  mutable Mutex mu_;
+  std::map<PackId, std::shared_ptr<MemPack>> packs_ GUARDED_BY(mu_);  // ascending id
 };
 
 }  // namespace

@@ -263,12 +263,12 @@ S3Client::S3Client(S3ClientOptions opts) : opts_(std::move(opts)) {}
 S3Client::~S3Client() = default;
 
 void S3Client::Count(uint64_t S3ClientStats::*counter) {
-  std::lock_guard l(stats_mu_);
+  MutexLock l(&stats_mu_);
   stats_.*counter += 1;
 }
 
 S3ClientStats S3Client::stats() const {
-  std::lock_guard l(stats_mu_);
+  MutexLock l(&stats_mu_);
   return stats_;
 }
 
@@ -287,7 +287,7 @@ std::string S3Client::Url(const std::string& key, const std::string& query) cons
 
 std::unique_ptr<S3Client::Handle> S3Client::TakeHandle() {
   {
-    std::lock_guard l(pool_mu_);
+    MutexLock l(&pool_mu_);
     if (!pool_.empty()) {
       auto h = std::move(pool_.back());
       pool_.pop_back();
@@ -300,7 +300,7 @@ std::unique_ptr<S3Client::Handle> S3Client::TakeHandle() {
 }
 
 void S3Client::ReturnHandle(std::unique_ptr<Handle> h) {
-  std::lock_guard l(pool_mu_);
+  MutexLock l(&pool_mu_);
   if (pool_.size() < 32) pool_.push_back(std::move(h));
 }
 
@@ -367,7 +367,7 @@ Result<S3Client::Response> S3Client::SendOnce(Request& req) {
   curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
   curl_easy_getinfo(c, CURLINFO_SIZE_DOWNLOAD_T, &down);
   {
-    std::lock_guard l(stats_mu_);
+    MutexLock l(&stats_mu_);
     stats_.requests++;
     stats_.bytes_up += static_cast<uint64_t>(up);
     stats_.bytes_down += static_cast<uint64_t>(down);

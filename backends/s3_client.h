@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
 
 namespace snapfs {
@@ -120,11 +121,11 @@ class S3Client {
   void Count(uint64_t S3ClientStats::*counter);
 
   const S3ClientOptions opts_;
-  std::mutex pool_mu_;
-  std::vector<std::unique_ptr<Handle>> pool_;  // GUARDED_BY(pool_mu_)
+  Mutex pool_mu_;
+  std::vector<std::unique_ptr<Handle>> pool_ GUARDED_BY(pool_mu_);
 
-  mutable std::mutex stats_mu_;
-  S3ClientStats stats_;  // GUARDED_BY(stats_mu_)
+  mutable Mutex stats_mu_;
+  S3ClientStats stats_ GUARDED_BY(stats_mu_);
 };
 
 // Where an S3 store's data lives, as written in `--data s3://bucket/prefix`.

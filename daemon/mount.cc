@@ -17,6 +17,7 @@
 
 #include "core/fs/filesystem.h"
 #include "core/chunks/gc.h"
+#include "base/mutex.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "core/meta/postgres_engine.h"
@@ -89,19 +90,19 @@ std::string Bytes(uint64_t n) { return std::to_string(n) + " bytes"; }
 class GaugeCache {
  public:
   void Set(const StoreGauges& g) {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     g_ = g;
     when_ns_ = NowNs();
   }
   std::pair<StoreGauges, int64_t> Get() {
-    std::lock_guard l(mu_);
+    MutexLock l(&mu_);
     return {g_, when_ns_};
   }
 
  private:
-  std::mutex mu_;
-  StoreGauges g_;        // GUARDED_BY(mu_)
-  int64_t when_ns_ = 0;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  StoreGauges g_ GUARDED_BY(mu_);
+  int64_t when_ns_ GUARDED_BY(mu_) = 0;
 };
 
 // Samples computed at scrape time from what the store already counts (ChunkStoreStats),

@@ -1,4 +1,4 @@
-// Filesystem: the end of an inode's life. A file whose last link goes is purged at once,
+// Namespace: the end of an inode's life. A file whose last link goes is purged at once,
 // or, while it is open or a snapshot references it, recorded in `orphans` and purged by
 // whoever lets go last (or, after a crash, by the next namespace that opens: for a shared
 // store, once the session that had it open is gone).
@@ -6,12 +6,12 @@
 
 #include "base/coding.h"
 #include "core/fs/extent_map.h"
-#include "core/fs/filesystem.h"
+#include "core/fs/namespace.h"
 #include "core/fs/ns_txn.h"
 
 namespace snapfs {
 
-Result<size_t> Filesystem::PurgeDeadOrphans() {
+Result<size_t> Namespace::PurgeDeadOrphans() {
   // Inodes unlinked while open by a process that is gone: nobody can reach them now.
   // Folder store: that is every one at open (the store is ours alone). Shared store: an
   // orphan's value names the session that has it open; those of live sessions stay.
@@ -31,8 +31,8 @@ Result<size_t> Filesystem::PurgeDeadOrphans() {
   RETURN_IF_ERROR(it->status().WithContext("scan orphans"));
   for (uint64_t ino : orphans) {
     RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
-      MutexLock l(&ns_mu_);
-      Txn t(this);
+      MutexLock l(&mu_);
+      NsTxn t(*this);
       RETURN_IF_ERROR(PurgeIfUnused(&t, ino));
       return t.Commit();
     }));
@@ -40,13 +40,13 @@ Result<size_t> Filesystem::PurgeDeadOrphans() {
   return orphans.size();
 }
 
-bool Filesystem::InUse(uint64_t ino) {
-  MutexLock l(&files_mu_);
-  auto it = refs_.find(ino);
-  return it != refs_.end() && it->second > 0;
+bool Namespace::InUse(uint64_t ino) {
+  MutexLock l(&users_mu_);
+  auto it = users_.find(ino);
+  return it != users_.end() && it->second > 0;
 }
 
-Status Filesystem::DropLink(Txn* t, Inode* ino, int64_t now) {
+Status Namespace::DropLink(NsTxn* t, Inode* ino, int64_t now) {
   if (ino->is_dir()) {
     ino->nlink = 0;
   } else if (ino->nlink > 0) {
@@ -58,11 +58,11 @@ Status Filesystem::DropLink(Txn* t, Inode* ino, int64_t now) {
   return PurgeIfUnused(t, ino->ino);
 }
 
-Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
+Status Namespace::PurgeIfUnused(NsTxn* t, uint64_t ino) {
   auto node = t->Get(ino);
   if (!node.ok()) return node.status().Is(Code::kNotFound) ? Status::OK() : node.status();
   if ((*node)->nlink > 0) return Status::OK();
-  ASSIGN_OR_RETURN(bool pinned, IsPinned(t, ino));
+  ASSIGN_OR_RETURN(bool pinned, snap_->IsPinned(t, ino));
   bool keep = pinned;  // a snapshot references it: reached through /.snapshots/
   if (!keep && (*node)->is_dir()) {
     // Replaced while it held hidden entries: it lives detached until they go.
@@ -84,7 +84,7 @@ Status Filesystem::PurgeIfUnused(Txn* t, uint64_t ino) {
   return PurgeInode(t, ino);
 }
 
-Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
+Status Namespace::PurgeInode(NsTxn* t, uint64_t ino) {
   t->Purged(ino);
   kv::Txn& kv = t->kv();
   std::string prefix = keys::Ino(ino);
@@ -109,20 +109,20 @@ Status Filesystem::PurgeInode(Txn* t, uint64_t ino) {
   return Status::OK();
 }
 
-void Filesystem::MaybePurgeUnused(uint64_t ino) {
+void Namespace::MaybePurgeUnused(uint64_t ino) {
   if (ino >= kViewInoBase) return;
   (void)kv::RetryOnConflict([&]() -> Status {
-    MutexLock l(&ns_mu_);
+    MutexLock l(&mu_);
     if (InUse(ino)) return Status::OK();
     // Most releases are of files that still have a name. That is decided on the
     // committed inode, read without a transaction: the transaction below commits nothing
     // in that case either, so its read would guard nothing, and an unlink that commits
-    // after this read (it takes ns_mu_) finds the file unused and purges it itself.
+    // after this read (it takes mu_) finds the file unused and purges it itself.
     if (auto committed = LoadInode(ino);
         committed.status().Is(Code::kNotFound) || (committed.ok() && committed->nlink > 0)) {
       return Status::OK();
     }
-    Txn t(this);
+    NsTxn t(*this);
     auto node = t.Get(ino);
     if (!node.ok() || (*node)->nlink > 0) return Status::OK();
     RETURN_IF_ERROR(PurgeIfUnused(&t, ino));

@@ -1,29 +1,34 @@
-// Filesystem::Txn: one namespace change as one metadata engine transaction (kv::Txn),
+// NsTxn: one namespace change as one metadata engine transaction (kv::Txn),
 // with the inodes it touches kept in memory so that several steps of the change (a
 // rename, then the end of the snapshot whose marker it replaced, then the hidden entries
-// that end frees) see each other's edits. Private to core/fs/filesystem*.cc and
-// core/snap/*.cc.
+// that end frees) see each other's edits. Shared by the Namespace and the SnapshotEngine,
+// which work on one change together; private to core/fs/ and core/snap/.
 //
 // Reads that decide the change (inodes, entries) go through the transaction: they are
 // conflict-checked, so a namespace change that raced another (a thread of this daemon
 // holding no common lock, or another daemon on a shared store) fails its Commit with
 // Conflict and the public operation runs again from the start (RetryOnConflict).
-// ns_mu_ is still held around each attempt: it keeps this process's own namespace
+// Namespace::mu() is held around each attempt (the constructor requires it, so a
+// function handed an NsTxn runs under it): it keeps this process's own namespace
 // changes from conflicting needlessly, it decides nothing.
+//
+// Thread-safety: not thread-safe; one thread uses a transaction.
 #pragma once
 
 #include <map>
 #include <set>
 #include <string>
 
-#include "core/fs/filesystem.h"
+#include "core/fs/namespace.h"
 #include "core/meta/meta_store.h"
 
 namespace snapfs {
 
-class Filesystem::Txn {
+class NsTxn {
  public:
-  explicit Txn(Filesystem* fs) : fs_(fs), kv_(fs->meta_.engine().Begin()) {}
+  explicit NsTxn(Namespace& ns) REQUIRES(ns.mu()) : ns_(ns), kv_(ns.meta().engine().Begin()) {}
+  NsTxn(const NsTxn&) = delete;
+  NsTxn& operator=(const NsTxn&) = delete;
 
   // The engine transaction: every write of the change goes here.
   kv::Txn& kv() { return *kv_; }
@@ -46,10 +51,10 @@ class Filesystem::Txn {
     return *n;
   }
   // The entry (parent, name), conflict-checked. NotFound if absent.
-  Status Lookup(uint64_t parent, std::string_view name, Entry* e) {
+  Status Lookup(uint64_t parent, std::string_view name, Dentry* e) {
     std::string v;
     RETURN_IF_ERROR(kv_->Get(Cf::kDentries, keys::Dentry(parent, name), &v));
-    return DecodeEntry(v, e);
+    return Namespace::DecodeEntry(v, e);
   }
   // Takes the caller's copy as the current state of the inode.
   void Put(const Inode& n) {
@@ -64,12 +69,12 @@ class Filesystem::Txn {
 
   // What the transaction changed, kept for the code that decides on it (the iterators
   // below see the transaction's writes too; these sets say it without a scan).
-  std::set<std::string> gone_dentries;            // dentry keys deleted
-  std::set<std::pair<uint64_t, uint64_t>> gone_pins;   // (ino, snapshot folder)
-  std::set<std::pair<uint64_t, uint64_t>> new_pins;    // (ino, snapshot folder)
-  std::set<std::string> gone_hidden;              // hidden keys deleted
-  std::set<uint64_t> collapse;                    // folders that may now hold nothing
-  std::set<uint64_t> ended;                       // snapshots ended
+  std::set<std::string> gone_dentries;                // dentry keys deleted
+  std::set<std::pair<uint64_t, uint64_t>> gone_pins;  // (ino, snapshot folder)
+  std::set<std::pair<uint64_t, uint64_t>> new_pins;   // (ino, snapshot folder)
+  std::set<std::string> gone_hidden;                  // hidden keys deleted
+  std::set<uint64_t> collapse;                        // folders that may now hold nothing
+  std::set<uint64_t> ended;                           // snapshots ended
   // Snapshots being committed: their pins are resolved (and in new_pins) before any old
   // snapshot lets go of its own; FinishSnapshots writes them.
   struct Prepared {
@@ -109,18 +114,18 @@ class Filesystem::Txn {
       // Pack bytes first (the marker's and any file it pins that nobody fsync'd), then
       // the log with this transaction and everything before it. Usually the writers'
       // fsyncs have synced the pack already and this costs one log sync.
-      RETURN_IF_ERROR(fs_->chunks_.SyncAll().WithContext("make the snapshot durable"));
+      RETURN_IF_ERROR(ns_.store().chunks().SyncAll().WithContext("make the snapshot durable"));
       sync = true;
     }
     for (auto& s : its_) s.reset();  // iterators must not outlive the transaction
     Status s = kv_->Commit(sync);
-    if (s.ok() && sync) fs_->meta_.CountLogSync();
-    if (s.ok() && snapshots_changed) fs_->snapshot_gen_++;
+    if (s.ok() && sync) ns_.meta().CountLogSync();
+    if (s.ok() && snapshots_changed) ns_.SnapshotsChanged();
     return s;
   }
 
  private:
-  Filesystem* fs_;
+  Namespace& ns_;
   std::unique_ptr<kv::Txn> kv_;
   struct Node {
     Inode node;

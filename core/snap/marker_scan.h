@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -21,6 +22,10 @@
 #include "base/status.h"
 
 namespace snapfs {
+
+// Markers are small (Flink's hold references and state under 20 KiB); a bigger one is
+// scanned up to here, so a stray huge file named like a marker cannot stall the daemon.
+inline constexpr uint64_t kMaxMarkerScan = 64ull << 20;
 
 struct MarkerReference {
   enum Kind { kInMount, kBareName };

@@ -3,9 +3,16 @@
 #include <sys/stat.h>
 
 #include "base/coding.h"
+#include "core/fs/file_data.h"
+#include "core/fs/namespace.h"
 #include "core/meta/meta_store.h"
+#include "core/snap/snapshot_queries.h"
 
 namespace snapfs {
+
+SnapshotViews::SnapshotViews(Store* store, Namespace* ns, FileData* data,
+                             SnapshotQueries* queries)
+    : meta_(store->meta()), ns_(ns), data_(data), queries_(queries) {}
 
 namespace {
 // A view rebuilds when snapshots change, and at least this often (own files of a
@@ -17,7 +24,7 @@ std::string Join(const std::string& a, std::string_view b) {
 }
 }  // namespace
 
-uint64_t Filesystem::Views::IdOf(const ViewNode& n) {
+uint64_t SnapshotViews::IdOf(const ViewNode& n) {
   auto key = std::make_tuple(n.snap, n.path, n.real);
   auto it = ids_.find(key);
   if (it != ids_.end()) return it->second;
@@ -27,7 +34,7 @@ uint64_t Filesystem::Views::IdOf(const ViewNode& n) {
   return id;
 }
 
-Result<Filesystem::ViewNode> Filesystem::Views::Node(uint64_t ino) {
+Result<ViewNode> SnapshotViews::Node(uint64_t ino) {
   if (ino == kViewInoBase) return ViewNode{};
   MutexLock l(&mu_);
   auto it = nodes_.find(ino);
@@ -35,23 +42,23 @@ Result<Filesystem::ViewNode> Filesystem::Views::Node(uint64_t ino) {
   return it->second;
 }
 
-Result<std::map<std::string, uint64_t>> Filesystem::Views::SnapshotPaths() {
+Result<std::map<std::string, uint64_t>> SnapshotViews::SnapshotPaths() {
   std::map<std::string, uint64_t> out;
-  ASSIGN_OR_RETURN(auto snaps, fs_->ListSnapshots());
+  ASSIGN_OR_RETURN(auto snaps, queries_->ListSnapshots());
   for (auto& s : snaps) {
     if (!s.path.empty() && !s.path.starts_with("?")) out.emplace(s.path, s.dir);
   }
   return out;
 }
 
-Result<const Filesystem::Views::Tree*> Filesystem::Views::TreeOf(uint64_t snap) {
-  uint64_t gen = fs_->snapshot_gen_.load();
+Result<const SnapshotViews::Tree*> SnapshotViews::TreeOf(uint64_t snap) {
+  uint64_t gen = ns_->snapshot_gen();
   int64_t now = NowNs();
   auto it = trees_.find(snap);
   if (it != trees_.end() && it->second.gen == gen && now - it->second.built_ns < kTreeTtlNs) {
     return &it->second;
   }
-  ASSIGN_OR_RETURN(auto files, fs_->SnapshotFiles(snap));
+  ASSIGN_OR_RETURN(auto files, queries_->SnapshotFiles(snap));
   Tree t;
   t.gen = gen;
   t.built_ns = now;
@@ -68,7 +75,7 @@ Result<const Filesystem::Views::Tree*> Filesystem::Views::TreeOf(uint64_t snap) 
   return &slot;
 }
 
-Result<std::vector<Filesystem::Views::Child>> Filesystem::Views::Children(const ViewNode& n) {
+Result<std::vector<SnapshotViews::Child>> SnapshotViews::Children(const ViewNode& n) {
   std::vector<Child> out;
   if (n.snap == 0) {
     ASSIGN_OR_RETURN(auto paths, SnapshotPaths());
@@ -113,17 +120,17 @@ Result<std::vector<Filesystem::Views::Child>> Filesystem::Views::Children(const 
   return out;
 }
 
-Result<Attr> Filesystem::Views::AttrOf(uint64_t ino, const ViewNode& n, bool is_dir) {
+Result<Attr> SnapshotViews::AttrOf(uint64_t ino, const ViewNode& n, bool is_dir) {
   if (!is_dir) {
-    ASSIGN_OR_RETURN(auto node, fs_->LoadInode(n.real));
-    Attr a = fs_->ToAttr(node);
+    ASSIGN_OR_RETURN(auto node, ns_->LoadInode(n.real));
+    Attr a = data_->ToAttr(node);
     a.ino = ino;
     a.mode &= ~static_cast<uint32_t>(0222);
     a.nlink = 1;
     return a;
   }
   uint64_t owner = n.snap ? n.snap : kRootIno;
-  ASSIGN_OR_RETURN(auto node, fs_->LoadInode(owner));
+  ASSIGN_OR_RETURN(auto node, ns_->LoadInode(owner));
   Attr a;
   a.ino = ino;
   a.mode = S_IFDIR | 0555;
@@ -132,21 +139,24 @@ Result<Attr> Filesystem::Views::AttrOf(uint64_t ino, const ViewNode& n, bool is_
   a.gid = node.gid;
   a.atime_ns = a.mtime_ns = a.ctime_ns = node.mtime_ns;
   if (n.snap) {
-    if (auto snap = fs_->LoadSnapshot(n.snap); snap.ok()) {
+    if (auto snap = queries_->LoadSnapshot(n.snap); snap.ok()) {
       a.atime_ns = a.mtime_ns = a.ctime_ns = snap->completed_ns;
     }
   }
   return a;
 }
 
-Result<Attr> Filesystem::Views::Root() { return AttrOf(kViewInoBase, ViewNode{}, true); }
+Result<Attr> SnapshotViews::Root() { return AttrOf(kViewInoBase, ViewNode{}, true); }
 
-Result<Attr> Filesystem::Views::Lookup(uint64_t parent, std::string_view name) {
+Result<Attr> SnapshotViews::Lookup(uint64_t parent, std::string_view name) {
   ASSIGN_OR_RETURN(auto p, Node(parent));
   if (p.real) return Status::NotDirectory();
   if (name == ".") return GetAttr(parent);
   if (name == "..") {
-    if (parent == kViewInoBase) return fs_->GetAttr(kRootIno);
+    if (parent == kViewInoBase) {
+      ASSIGN_OR_RETURN(auto root, ns_->LoadInode(kRootIno));
+      return data_->ToAttr(root);
+    }
     // The view's folders are never moved; going up recomputes the parent node.
     ViewNode up;
     if (p.snap && !p.path.empty()) {
@@ -155,7 +165,7 @@ Result<Attr> Filesystem::Views::Lookup(uint64_t parent, std::string_view name) {
     } else {
       std::string full = p.path;
       if (p.snap) {
-        ASSIGN_OR_RETURN(full, fs_->PathOf(p.snap));
+        ASSIGN_OR_RETURN(full, ns_->PathOf(p.snap));
       }
       size_t slash = full.rfind('/');
       if (slash == std::string::npos) return Root();
@@ -181,16 +191,16 @@ Result<Attr> Filesystem::Views::Lookup(uint64_t parent, std::string_view name) {
   return Status::NotFound();
 }
 
-Result<Attr> Filesystem::Views::GetAttr(uint64_t ino) {
+Result<Attr> SnapshotViews::GetAttr(uint64_t ino) {
   ASSIGN_OR_RETURN(auto n, Node(ino));
   if (n.snap) {
     // Gone with its snapshot.
-    if (!fs_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
+    if (!queries_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
   }
   return AttrOf(ino, n, n.real == 0);
 }
 
-Status Filesystem::Views::ReadDir(uint64_t ino, uint64_t cookie,
+Status SnapshotViews::ReadDir(uint64_t ino, uint64_t cookie,
                                   const std::function<bool(const DirEntry&)>& emit) {
   ASSIGN_OR_RETURN(auto n, Node(ino));
   if (n.real) return Status::NotDirectory();
@@ -212,25 +222,25 @@ Status Filesystem::Views::ReadDir(uint64_t ino, uint64_t cookie,
   return Status::OK();
 }
 
-Result<uint64_t> Filesystem::Views::RealInode(uint64_t ino) {
+Result<uint64_t> SnapshotViews::RealInode(uint64_t ino) {
   ASSIGN_OR_RETURN(auto n, Node(ino));
-  if (n.snap && !fs_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
+  if (n.snap && !queries_->LoadSnapshot(n.snap).ok()) return Status::NotFound("snapshot was removed");
   return n.real;
 }
 
-Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view key) {
-  ASSIGN_OR_RETURN(auto node, fs_->LoadInode(ino));
+Result<std::string> SnapshotViews::FileXattr(uint64_t ino, std::string_view key) {
+  ASSIGN_OR_RETURN(auto node, ns_->LoadInode(ino));
   if (key == "pinned_by") {
-    ASSIGN_OR_RETURN(auto why, fs_->WhyPinned(ino));
+    ASSIGN_OR_RETURN(auto why, queries_->WhyPinned(ino));
     std::string v;
     for (auto& p : why) v += p.snapshot.path + "\n";
     return v;
   }
   if (node.is_dir()) {
-    auto snap = fs_->LoadSnapshot(ino);
+    auto snap = queries_->LoadSnapshot(ino);
     if (!snap.ok()) return Status::NoData();
     if (key == "marker") return snap->marker_name;
-    ASSIGN_OR_RETURN(auto u, fs_->MeasureSnapshots({ino}));
+    ASSIGN_OR_RETURN(auto u, queries_->MeasureSnapshots({ino}));
     if (key == "logical_bytes") return std::to_string(u.logical);
     if (key == "exclusive_bytes") return std::to_string(u.exclusive);
     if (key == "shared_bytes") return std::to_string(u.shared);
@@ -244,7 +254,7 @@ Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view 
   std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> uses;
   uint64_t chunks = 0;
   std::string prefix = keys::Ino(ino);
-  auto it = fs_->meta_.NewIterator(Cf::kExtents);
+  auto it = meta_.NewIterator(Cf::kExtents);
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
     auto& u = uses[e.id];
@@ -256,13 +266,13 @@ Result<std::string> Filesystem::Views::FileXattr(uint64_t ino, std::string_view 
   if (key == "chunks") return std::to_string(chunks);
   uint64_t alone = 0;
   for (auto& [id, u] : uses) {
-    ASSIGN_OR_RETURN(int64_t refs, fs_->meta_.RefCount(id));
+    ASSIGN_OR_RETURN(int64_t refs, meta_.RefCount(id));
     if (refs <= u.first) alone += u.second;
   }
   return std::to_string(alone);
 }
 
-Result<std::string> Filesystem::Views::GetXattr(uint64_t ino, std::string_view name) {
+Result<std::string> SnapshotViews::GetXattr(uint64_t ino, std::string_view name) {
   std::string_view key = name;
   bool ours = key.starts_with(kXattrPrefix);
   if (ours) key.remove_prefix(std::string_view(kXattrPrefix).size());

@@ -1,5 +1,5 @@
-// Filesystem::Views: the read-only tree under MOUNT/.snapshots/ and the virtual xattrs.
-// Private to core/.
+// SnapshotViews: the read-only tree under MOUNT/.snapshots/ and the virtual xattrs.
+// Private to core/: the Filesystem facade routes the view inode range here.
 //
 // /.snapshots/<path of the snapshot folder>/ holds the snapshot's marker, its own files
 // and every file it references, at the path it had relative to the job folder
@@ -7,29 +7,40 @@
 // on the way to a snapshot are plain read-only folders. Nodes get inode numbers from
 // kViewInoBase up, handed out as the kernel looks them up and kept for the life of the
 // mount; a file node reads the real inode's data.
+//
+// Thread-safety: thread-safe. mu_ (a leaf) guards the node table and the tree cache.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
-#include "core/fs/filesystem.h"
 #include "base/mutex.h"
+#include "core/fs/fs_types.h"
+#include "core/store.h"
 
 namespace snapfs {
 
-struct Filesystem::ViewNode {
+class FileData;
+class Namespace;
+class SnapshotQueries;
+
+struct ViewNode {
   uint64_t snap = 0;  // the snapshot folder's inode; 0 for /.snapshots/ and folders above
   std::string path;   // snap == 0: path in the mount; else: path inside the snapshot's view
   uint64_t real = 0;  // files: the inode whose data it shows
 };
 
-class Filesystem::Views {
+class SnapshotViews {
  public:
-  explicit Views(Filesystem* fs) : fs_(fs) {}
+  SnapshotViews(Store* store, Namespace* ns, FileData* data, SnapshotQueries* queries);
+  SnapshotViews(const SnapshotViews&) = delete;
+  SnapshotViews& operator=(const SnapshotViews&) = delete;
 
   Result<Attr> Root();
   Result<Attr> Lookup(uint64_t parent, std::string_view name);
@@ -61,7 +72,10 @@ class Filesystem::Views {
   Result<Attr> AttrOf(uint64_t ino, const ViewNode& n, bool is_dir);
   Result<std::string> FileXattr(uint64_t ino, std::string_view key);
 
-  Filesystem* const fs_;
+  MetaStore& meta_;
+  Namespace* const ns_;
+  FileData* const data_;
+  SnapshotQueries* const queries_;
   Mutex mu_;
   std::unordered_map<uint64_t, ViewNode> nodes_ GUARDED_BY(mu_);
   // (snapshot, view path, real inode) -> view inode. The real inode is part of the key: a

@@ -1,101 +1,70 @@
-// Filesystem: what the snapshot CLI asks (ls, du, why, ls --hidden, orphans) and the
-// consistency check of snapshots, pins and hidden entries. Read-only: these run without
-// ns_mu_ and see the committed state.
+// SnapshotQueries: read-only answers about snapshots (snapshot_queries.h).
+#include "core/snap/snapshot_queries.h"
+
 #include <algorithm>
 #include <functional>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "base/coding.h"
-#include "core/snap/marker_scan.h"
+#include "core/fs/file_data.h"
+#include "core/fs/namespace.h"
 #include "core/fs/ns_txn.h"
+#include "core/snap/marker_scan.h"
+#include "core/snap/snapshot_record.h"
 
 namespace snapfs {
 
-Status Filesystem::RecordMountPoint(const std::string& abs_path) {
-  MutexLock l(&ns_mu_);
-  if (std::find(mount_points_.begin(), mount_points_.end(), abs_path) != mount_points_.end()) {
-    return Status::OK();
-  }
-  // The newest first: it decides the paths shown for references under several of them.
-  mount_points_.insert(mount_points_.begin(), abs_path);
+SnapshotQueries::SnapshotQueries(Store* store, Namespace* ns, FileData* data)
+    : meta_(store->meta()), ns_(ns), data_(data) {}
+
+Result<SnapshotInfo> SnapshotQueries::LoadSnapshot(uint64_t dir, NsTxn* t) {
   std::string v;
-  for (const auto& m : mount_points_) v += m + "\n";
-  const std::vector<std::string> mine = mount_points_;
-  // Mount points only accumulate: a racing writer's list is merged on retry.
-  return kv::RunTxn(
-      meta_.engine(),
-      [&](kv::Txn& t) -> Status {
-        std::string old;
-        Status s = t.Get(Cf::kDefault, kMountPointsKey, &old);
-        if (!s.ok() && !s.Is(Code::kNotFound)) return s;
-        std::string merged = v;
-        for (size_t i = 0; i < old.size();) {
-          size_t j = old.find('\n', i);
-          if (j == std::string::npos) j = old.size();
-          std::string m = old.substr(i, j - i);
-          if (!m.empty() && std::find(mine.begin(), mine.end(), m) == mine.end()) {
-            merged += m + "\n";
-          }
-          i = j + 1;
-        }
-        t.Put(Cf::kDefault, kMountPointsKey, merged);
-        return Status::OK();
-      },
-      kv::RunOptions{.sync = true});
+  Status s = t ? t->kv().Get(Cf::kSnapshots, keys::Ino(dir), &v)
+               : meta_.Get(Cf::kSnapshots, keys::Ino(dir), &v);
+  if (s.Is(Code::kNotFound)) return Status::NotFound("not a snapshot (no committed marker)");
+  RETURN_IF_ERROR(s);
+  ASSIGN_OR_RETURN(auto r, SnapshotRecord::Decode(v));
+  SnapshotInfo info;
+  info.dir = dir;
+  info.marker = r.marker;
+  info.marker_name = r.marker_name;
+  info.completed_ns = r.completed_ns;
+  info.pins = r.pins;
+  return info;
 }
-
-std::vector<std::string> Filesystem::MountPoints() {
-  MutexLock l(&ns_mu_);
-  return mount_points_;
-}
-
-Result<std::string> Filesystem::PathOf(uint64_t dir) {
-  std::vector<std::string> parts;
-  uint64_t ino = dir;
-  for (int depth = 0; ino != kRootIno; depth++) {
-    if (depth > 4096) return Status::Loop("folder tree too deep");
-    ASSIGN_OR_RETURN(auto n, LoadInode(ino));
-    if (!n.is_dir()) return Status::NotDirectory();
-    std::string name = n.name;
-    uint64_t child = 0;
-    if (name.empty() || !LookupEntry(n.parent, name, &child, nullptr, nullptr).ok() ||
-        child != ino) {
-      // A folder from before names were kept, or one that was replaced: look for it.
-      name.clear();
-      std::string prefix = keys::Ino(n.parent);
-      auto it = meta_.NewIterator(Cf::kDentries);
-      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-        auto d = DentryValue::Decode(it->value());
-        if (d.ok() && d->child == ino) {
-          ASSIGN_OR_RETURN(auto k, keys::DecodeDentry(it->key()));
-          name.assign(k.name);
-          break;
-        }
-      }
-      if (name.empty()) name = "?";  // detached: replaced while it held hidden entries
-    }
-    parts.push_back(name);
-    ino = n.parent;
+Result<std::vector<std::pair<uint64_t, std::string>>> SnapshotQueries::PinsOf(uint64_t dir,
+                                                                              NsTxn* t) {
+  std::vector<std::pair<uint64_t, std::string>> pins;
+  std::string prefix = keys::Ino(dir);
+  std::unique_ptr<kv::Iterator> own;
+  kv::Iterator* it = t ? t->It(Cf::kPins) : (own = meta_.engine().NewIterator(Cf::kPins)).get();
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    pins.emplace_back(GetBE64(it->key().data() + 8), std::string(it->value()));
   }
-  std::string path;
-  for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
-    if (!path.empty()) path.push_back('/');
-    path += *it;
-  }
-  return path;
+  RETURN_IF_ERROR(it->status().WithContext("scan pins"));
+  return pins;
+}
+Result<SnapshotInfo> SnapshotQueries::SnapshotOfMarker(uint64_t ino) {
+  std::string v;
+  RETURN_IF_ERROR(meta_.Get(Cf::kDefault, keys::MarkerIndex(ino), &v));
+  if (v.size() != 8)
+    return Status::Corruption("marker index value of inode " + std::to_string(ino));
+  ASSIGN_OR_RETURN(auto snap, LoadSnapshot(GetBE64(v.data())));
+  if (snap.marker != ino) return Status::NotFound("not the snapshot's marker");
+  return snap;
 }
 
-Result<SnapshotInfo> Filesystem::GetSnapshot(uint64_t dir) {
+Result<SnapshotInfo> SnapshotQueries::GetSnapshot(uint64_t dir) {
   ASSIGN_OR_RETURN(auto info, LoadSnapshot(dir));
-  ASSIGN_OR_RETURN(info.path, PathOf(dir));
+  ASSIGN_OR_RETURN(info.path, ns_->PathOf(dir));
   return info;
 }
 
-Result<std::vector<SnapshotInfo>> Filesystem::ListSnapshots(uint64_t under) {
+Result<std::vector<SnapshotInfo>> SnapshotQueries::ListSnapshots(uint64_t under) {
   std::string prefix;
   if (under != kRootIno) {
-    ASSIGN_OR_RETURN(prefix, PathOf(under));
+    ASSIGN_OR_RETURN(prefix, ns_->PathOf(under));
   }
   std::vector<SnapshotInfo> out;
   auto it = meta_.NewIterator(Cf::kSnapshots);
@@ -111,25 +80,28 @@ Result<std::vector<SnapshotInfo>> Filesystem::ListSnapshots(uint64_t under) {
   return out;
 }
 
-Status Filesystem::OwnFiles(uint64_t dir, const std::string& prefix,
-                            std::vector<std::pair<std::string, uint64_t>>* out) {
+Status SnapshotQueries::ForEachListed(
+    uint64_t dir, const std::function<Status(uint64_t, uint32_t, std::string_view)>& fn) {
   std::string key = keys::Ino(dir);
   auto it = meta_.NewIterator(Cf::kDirIndex);
   for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
     ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value()));
-    const uint64_t child = di.child;
-    const uint32_t mode = di.mode;
-    std::string path = prefix + std::string(di.name);
-    if (S_ISDIR(mode)) {
-      RETURN_IF_ERROR(OwnFiles(child, path + "/", out));
-    } else if (S_ISREG(mode)) {
-      out->emplace_back(std::move(path), child);
-    }
+    RETURN_IF_ERROR(fn(di.child, di.mode, di.name));
   }
-  return it->status().WithContext("scan snapshot folder");
+  return it->status().WithContext("scan folder");
 }
 
-Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
+Status SnapshotQueries::OwnFiles(uint64_t dir, const std::string& prefix,
+                                 std::vector<std::pair<std::string, uint64_t>>* out) {
+  return ForEachListed(dir, [&](uint64_t child, uint32_t mode, std::string_view name) {
+    std::string path = prefix + std::string(name);
+    if (S_ISDIR(mode)) return OwnFiles(child, path + "/", out);
+    if (S_ISREG(mode)) out->emplace_back(std::move(path), child);
+    return Status::OK();
+  });
+}
+
+Result<std::vector<ViewFile>> SnapshotQueries::SnapshotFiles(uint64_t dir) {
   ASSIGN_OR_RETURN(auto snap, LoadSnapshot(dir));
   std::vector<std::pair<std::string, uint64_t>> files;
   files.emplace_back(snap.marker_name, snap.marker);
@@ -143,15 +115,16 @@ Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
   std::unordered_set<uint64_t> inos;
   for (auto& [path, ino] : files) {
     if (!paths.insert(path).second || !inos.insert(ino).second) continue;
-    auto node = LoadInode(ino);
+    auto node = ns_->LoadInode(ino);
     if (!node.ok()) continue;
     out.push_back(ViewFile{path, ino, node->size, node->nlink});
   }
-  std::sort(out.begin(), out.end(), [](const ViewFile& a, const ViewFile& b) { return a.path < b.path; });
+  std::sort(out.begin(), out.end(),
+            [](const ViewFile& a, const ViewFile& b) { return a.path < b.path; });
   return out;
 }
 
-Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& dirs) {
+Result<SnapshotUsage> SnapshotQueries::MeasureSnapshots(const std::vector<uint64_t>& dirs) {
   std::unordered_set<uint64_t> set(dirs.begin(), dirs.end());
   SnapshotUsage u;
   std::unordered_set<uint64_t> view;   // every file the snapshots show
@@ -201,7 +174,7 @@ Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& 
   return u;
 }
 
-Result<std::vector<PinInfo>> Filesystem::WhyPinned(uint64_t ino) {
+Result<std::vector<PinInfo>> SnapshotQueries::WhyPinned(uint64_t ino) {
   std::vector<PinInfo> out;
   std::string prefix = keys::Ino(ino);
   auto it = meta_.NewIterator(Cf::kPinned);
@@ -212,14 +185,15 @@ Result<std::vector<PinInfo>> Filesystem::WhyPinned(uint64_t ino) {
     PinInfo p;
     p.snapshot = std::move(*snap);
     std::string v;
-    if (meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) p.view_path = PinValue::Decode(v).view_path;
+    if (meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok())
+      p.view_path = PinValue::Decode(v).view_path;
     out.push_back(std::move(p));
   }
   RETURN_IF_ERROR(it->status().WithContext("scan pins"));
   return out;
 }
 
-Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
+Result<std::vector<HiddenEntry>> SnapshotQueries::ListHidden() {
   std::vector<HiddenEntry> out;
   auto it = meta_.NewIterator(Cf::kHidden);
   for (it->Seek(""); it->Valid(); it->Next()) {
@@ -227,10 +201,10 @@ Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
     h.ino = GetBE64(it->key().data());
     uint64_t parent = GetBE64(it->key().data() + 8);
     std::string name(it->key().data() + 16, it->key().size() - 16);
-    auto ppath = PathOf(parent);
+    auto ppath = ns_->PathOf(parent);
     std::string pp = ppath.ok() ? *ppath : "?";
     h.path = pp.empty() ? name : pp + "/" + name;
-    auto node = LoadInode(h.ino);
+    auto node = ns_->LoadInode(h.ino);
     if (node.ok()) {
       h.is_dir = node->is_dir();
       h.size = node->is_reg() ? node->size : 0;
@@ -240,11 +214,13 @@ Result<std::vector<HiddenEntry>> Filesystem::ListHidden() {
     out.push_back(std::move(h));
   }
   RETURN_IF_ERROR(it->status().WithContext("scan hidden"));
-  std::sort(out.begin(), out.end(), [](const HiddenEntry& a, const HiddenEntry& b) { return a.path < b.path; });
+  std::sort(out.begin(), out.end(),
+            [](const HiddenEntry& a, const HiddenEntry& b) { return a.path < b.path; });
   return out;
 }
 
-Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<uint64_t>& inos) {
+Result<std::vector<InodeLocation>> SnapshotQueries::LocateInodes(
+    const std::vector<uint64_t>& inos) {
   std::unordered_map<uint64_t, size_t> at;
   std::vector<InodeLocation> out;
   for (uint64_t ino : inos) {
@@ -256,9 +232,10 @@ Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<ui
     auto c = dir_hidden.find(dir);
     if (c != dir_hidden.end()) return c->second;
     bool hidden = true;  // a folder we cannot place is detached: reached only by snapshots
-    auto n = LoadInode(dir);
-    Entry e;
-    if (n.ok() && !n->name.empty() && LookupEntry(n->parent, n->name, &e).ok() && e.child == dir) {
+    auto n = ns_->LoadInode(dir);
+    Dentry e;
+    if (n.ok() && !n->name.empty() && ns_->LookupEntry(n->parent, n->name, &e).ok() &&
+        e.child == dir) {
       dir_hidden[dir] = true;  // a loop in a broken tree ends here
       hidden = e.hidden || under_hidden(n->parent);
     }
@@ -267,13 +244,13 @@ Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<ui
   };
   auto it = meta_.NewIterator(Cf::kDentries);
   for (it->Seek(""); it->Valid(); it->Next()) {
-    Entry e;
-    if (!DecodeEntry(it->value(), &e).ok()) continue;
+    Dentry e;
+    if (!Namespace::DecodeEntry(it->value(), &e).ok()) continue;
     auto a = at.find(e.child);
     if (a == at.end()) continue;
     uint64_t parent = GetBE64(it->key().data());
     std::string name(it->key().data() + 8, it->key().size() - 8);
-    auto ppath = PathOf(parent);
+    auto ppath = ns_->PathOf(parent);
     std::string pp = ppath.ok() ? *ppath : "?";
     out[a->second].names.push_back(
         FileName{pp.empty() ? name : pp + "/" + name, e.hidden || under_hidden(parent)});
@@ -297,47 +274,46 @@ Result<std::vector<InodeLocation>> Filesystem::LocateInodes(const std::vector<ui
   return out;
 }
 
-Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t older_than_ns) {
+Result<std::vector<OrphanFile>> SnapshotQueries::FindOrphans(uint64_t under,
+                                                             int64_t older_than_ns) {
   std::vector<OrphanFile> out;
   int64_t cutoff = NowNs() - older_than_ns;
-  ASSIGN_OR_RETURN(std::string base, PathOf(under));
+  ASSIGN_OR_RETURN(std::string base, ns_->PathOf(under));
   std::vector<std::pair<uint64_t, std::string>> stack{{under, base}};
   while (!stack.empty()) {
-    auto [dir, path] = stack.back();
+    const uint64_t dir = stack.back().first;
+    const std::string path = std::move(stack.back().second);
     stack.pop_back();
     // Everything in a snapshot folder belongs to that snapshot.
     if (LoadSnapshot(dir).ok()) continue;
-    std::string key = keys::Ino(dir);
-    auto it = meta_.NewIterator(Cf::kDirIndex);
-    for (it->Seek(key); it->Valid() && it->key().starts_with(key); it->Next()) {
-      ASSIGN_OR_RETURN(auto di, DirIndexValue::Decode(it->value()));
-      const uint64_t child = di.child;
-      const uint32_t mode = di.mode;
-      std::string name(di.name);
-      std::string cpath = path.empty() ? name : path + "/" + name;
-      if (S_ISDIR(mode)) {
-        stack.emplace_back(child, cpath);
-        continue;
-      }
-      if (!S_ISREG(mode)) continue;
-      auto node = LoadInode(child);
-      if (!node.ok() || node->mtime_ns > cutoff) continue;
-      std::string pk = keys::Ino(child);
-      auto pit = meta_.NewIterator(Cf::kPinned);
-      pit->Seek(pk);
-      if (pit->Valid() && pit->key().starts_with(pk)) continue;
-      out.push_back(OrphanFile{cpath, dir, name, child, node->size, node->mtime_ns});
-    }
-    RETURN_IF_ERROR(it->status().WithContext("scan folder"));
+    RETURN_IF_ERROR(
+        ForEachListed(dir, [&](uint64_t child, uint32_t mode, std::string_view name) -> Status {
+          std::string cpath = path.empty() ? std::string(name) : path + "/" + std::string(name);
+          if (S_ISDIR(mode)) {
+            stack.emplace_back(child, cpath);
+            return Status::OK();
+          }
+          if (!S_ISREG(mode)) return Status::OK();
+          auto node = ns_->LoadInode(child);
+          if (!node.ok() || node->mtime_ns > cutoff) return Status::OK();
+          std::string pk = keys::Ino(child);
+          auto pit = meta_.NewIterator(Cf::kPinned);
+          pit->Seek(pk);
+          if (pit->Valid() && pit->key().starts_with(pk)) return Status::OK();
+          out.push_back(
+              OrphanFile{cpath, dir, std::string(name), child, node->size, node->mtime_ns});
+          return Status::OK();
+        }));
   }
-  std::sort(out.begin(), out.end(), [](const OrphanFile& a, const OrphanFile& b) { return a.path < b.path; });
+  std::sort(out.begin(), out.end(),
+            [](const OrphanFile& a, const OrphanFile& b) { return a.path < b.path; });
   return out;
 }
 
-Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
+Result<std::vector<std::string>> SnapshotQueries::CheckSnapshots(
+    const std::vector<std::string>& mounts) {
   std::vector<std::string> problems;
   auto problem = [&](std::string s) { problems.push_back(std::move(s)); };
-  std::vector<std::string> mounts = MountPoints();
   // Snapshots: marker in place; pins match their reverse records; the marker still names
   // every pinned file it could name when the snapshot completed.
   auto it = meta_.NewIterator(Cf::kSnapshots);
@@ -348,12 +324,12 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
       problem("snapshot of folder " + std::to_string(dir) + ": " + snap.status().ToString());
       continue;
     }
-    auto path = PathOf(dir);
+    auto path = ns_->PathOf(dir);
     std::string name = path.ok() ? *path : "folder " + std::to_string(dir);
-    uint64_t child = 0;
-    if (!LookupEntry(dir, snap->marker_name, &child, nullptr, nullptr).ok() ||
-        child != snap->marker) {
-      problem("snapshot " + name + ": marker " + snap->marker_name + " is gone but the snapshot was not ended");
+    Dentry m;
+    if (!ns_->LookupEntry(dir, snap->marker_name, &m).ok() || m.child != snap->marker) {
+      problem("snapshot " + name + ": marker " + snap->marker_name +
+              " is gone but the snapshot was not ended");
       continue;
     }
     ASSIGN_OR_RETURN(auto pins, PinsOf(dir));
@@ -366,13 +342,15 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
       pinned.insert(ino);
       std::string rv;
       if (!meta_.Get(Cf::kPinned, keys::Pair(ino, dir), &rv).ok()) {
-        problem("snapshot " + name + ": pin of inode " + std::to_string(ino) + " has no reverse record");
+        problem("snapshot " + name + ": pin of inode " + std::to_string(ino) +
+                " has no reverse record");
       }
-      if (!LoadInode(ino).ok()) {
-        problem("snapshot " + name + ": pinned inode " + std::to_string(ino) + " is gone (data lost)");
+      if (!ns_->LoadInode(ino).ok()) {
+        problem("snapshot " + name + ": pinned inode " + std::to_string(ino) +
+                " is gone (data lost)");
       }
     }
-    auto bytes = ReadMarkerBytes(snap->marker);
+    auto bytes = data_->ReadFile(snap->marker, kMaxMarkerScan);
     if (!bytes.ok()) {
       problem("snapshot " + name + ": marker unreadable: " + bytes.status().ToString());
       continue;
@@ -380,14 +358,13 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
     for (const auto& r : ScanMarker(*bytes, mounts)) {
       Result<uint64_t> ino = Status::NotFound();
       if (r.kind == MarkerReference::kBareName) {
-        uint64_t c = 0;
-        uint32_t mode = 0;
-        if (LookupEntry(dir, r.path, &c, nullptr, &mode).ok() && S_ISREG(mode)) ino = c;
+        Dentry e;
+        if (ns_->LookupEntry(dir, r.path, &e).ok() && S_ISREG(e.mode)) ino = e.child;
       } else {
-        ino = ResolvePath(r.path);
+        ino = ns_->ResolvePath(r.path);
       }
       if (!ino.ok() || *ino == snap->marker || pinned.count(*ino)) continue;
-      auto node = LoadInode(*ino);
+      auto node = ns_->LoadInode(*ino);
       // Named, older than the snapshot, yet not pinned: deleting it would break it.
       if (node.ok() && node->is_reg() && node->btime_ns < snap->completed_ns) {
         problem("snapshot " + name + ": references " + r.path + " but does not pin it");
@@ -409,14 +386,12 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
   for (hi->Seek(""); hi->Valid(); hi->Next()) {
     uint64_t ino = GetBE64(hi->key().data()), parent = GetBE64(hi->key().data() + 8);
     std::string name(hi->key().data() + 16, hi->key().size() - 16);
-    uint64_t child = 0;
-    bool hidden = false;
-    if (!LookupEntry(parent, name, &child, nullptr, nullptr, &hidden).ok() || child != ino ||
-        !hidden) {
+    Dentry e;
+    if (!ns_->LookupEntry(parent, name, &e).ok() || e.child != ino || !e.hidden) {
       problem("hidden record " + std::to_string(parent) + "/" + name + " has no hidden entry");
       continue;
     }
-    auto node = LoadInode(ino);
+    auto node = ns_->LoadInode(ino);
     if (!node.ok()) continue;
     std::string pk = keys::Ino(ino);
     bool needed = false;
@@ -429,7 +404,9 @@ Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
       pit->Seek(pk);
       needed = pit->Valid() && pit->key().starts_with(pk);
     }
-    if (!needed) problem("hidden entry " + std::to_string(parent) + "/" + name + " is kept for nothing (leak)");
+    if (!needed)
+      problem("hidden entry " + std::to_string(parent) + "/" + name +
+              " is kept for nothing (leak)");
   }
   return problems;
 }

@@ -1,0 +1,467 @@
+// FileData: committing buffered bytes. A flush re-chunks the buffered regions and
+// commits chunks, extents (with their refcounts) and the inode in one transaction;
+// truncate and clone do the same for their changes. Reads of committed data are here
+// too, as they find extents the same way (docs/write-path.md).
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/coding.h"
+#include "core/chunks/chunk_store.h"
+#include "core/fs/extent_map.h"
+#include "core/fs/file_data.h"
+#include "core/fs/namespace.h"
+#include "core/meta/kv.h"
+
+namespace snapfs {
+
+namespace {
+
+struct Extent {
+  uint64_t offset = 0;
+  ExtentValue v;
+  uint64_t end() const { return offset + v.length; }
+};
+
+// The extent covering `off` (offset <= off < end), if any; `it` is left on it. An extent
+// is one chunk, at most the store's max chunk size long, so the one covering `off`
+// starts after off - max_len: a forward scan of that window finds it (the metadata
+// engine interface has forward iterators only).
+bool ExtentCovering(kv::Iterator* it, uint64_t ino, uint64_t off, uint32_t max_len, Extent* out) {
+  uint64_t from = off >= max_len ? off - max_len + 1 : 0;
+  for (it->Seek(keys::Extent(ino, from)); it->Valid() && GetBE64(it->key().data()) == ino;
+       it->Next()) {
+    uint64_t at = GetBE64(it->key().data() + 8);
+    if (at > off) return false;
+    auto v = ExtentValue::Decode(it->value());
+    if (!v.ok()) return false;
+    if (at + v->length > off) {
+      out->offset = at;
+      out->v = *v;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The inode update of a commit that sets the size (truncate, clone): extents added or
+// dropped change `allocated` by `allocated_delta`; mtime and ctime become `now`.
+std::function<void(Inode*)> Resized(uint64_t size, int64_t allocated_delta, int64_t now) {
+  return [=](Inode* node) {
+    node->size = size;
+    node->allocated =
+        static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+    node->mtime_ns = node->ctime_ns = now;
+  };
+}
+
+}  // namespace
+
+Status FileData::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf) {
+  std::memset(buf, 0, n);  // holes read as zeros
+  uint64_t end = offset + n;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  Extent e;
+  if (ExtentCovering(it.get(), ino, offset, chunker_.params().max_size, &e)) {
+    // start at the extent covering `offset`
+  } else {
+    it->Seek(keys::Extent(ino, offset));
+  }
+  for (; it->Valid() && GetBE64(it->key().data()) == ino; it->Next()) {
+    e.offset = GetBE64(it->key().data() + 8);
+    if (e.offset >= end) break;
+    ASSIGN_OR_RETURN(e.v, ExtentValue::Decode(it->value()));
+    if (e.end() <= offset) continue;
+    ASSIGN_OR_RETURN(auto data, chunks_.Get(e.v.id));
+    if (data->size() != e.v.length) return Status::Corruption("extent length mismatch");
+    uint64_t from = std::max(offset, e.offset), to = std::min(end, e.end());
+    std::memcpy(buf + (from - offset), data->data() + (from - e.offset), to - from);
+  }
+  return it->status().WithContext("read extents");
+}
+
+Status FileData::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
+                            const std::function<void(Inode*)>& update) {
+  struct ReleaseOnExit {
+    ChunkStore& c;
+    ChunkTxn* t;
+    ~ReleaseOnExit() { c.Release(t); }
+  } release{chunks_, txn};
+  // Pack bytes become durable before the metadata that points at them.
+  if (txn->wrote_pack) RETURN_IF_ERROR(chunks_.Sync(*txn));
+  // The namespace's mutex keeps this process's namespace transactions from conflicting
+  // with the inode update needlessly; correctness is the transaction's: the inode and
+  // every chunk entry it read are conflict-checked.
+  MutexLock l(ns_->mu());
+  std::string v;
+  Status s = txn->kv->Get(Cf::kInodes, keys::Ino(ino), &v);
+  if (s.Is(Code::kNotFound)) return Status::NotFound();
+  RETURN_IF_ERROR(s);
+  ASSIGN_OR_RETURN(auto node, Inode::Decode(ino, v));
+  update(&node);
+  txn->kv->Put(Cf::kInodes, keys::Ino(ino), node.Encode());
+  if (sync) meta_.CountLogSync();
+  return txn->kv->Commit(sync);
+}
+
+// Re-chunks the buffered regions of `f` and commits them. With `all` false (a threshold
+// flush), bytes after a region's last content-defined cut stay buffered, and so do
+// islands that start after a gap, so that cut points never depend on when (or in which
+// order, with the kernel's writeback cache) data arrived.
+Status FileData::FlushLocked(OpenFile* f, bool all, bool sync) {
+  // A data commit conflicts when another transaction changed what it read (GC deleted a
+  // chunk it deduplicated against, ...). A failed attempt put everything back into the
+  // buffer, so the flush simply runs again.
+  return kv::RetryOnConflict([&] {
+    f->mu.AssertHeld();
+    return FlushOnce(f, all, sync);
+  });
+}
+
+Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
+  if (!f->loaded || (f->dirty.empty() && !f->attr_dirty)) {
+    if (sync) RETURN_IF_ERROR(meta_.SyncWal());
+    return Status::OK();
+  }
+  ChunkTxn txn(meta_.engine());
+  int64_t allocated_delta = 0;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  // Everything taken out of the buffer stays here until the commit succeeded: `keep` is
+  // the next buffer; `taken` is what was chunked (restored as buffered data on failure).
+  std::map<uint64_t, std::string> keep;
+  std::vector<std::pair<uint64_t, std::string>> taken;
+
+  Status st = [&]() -> Status {
+    f->mu.AssertHeld();
+    auto d = f->dirty.begin();
+    while (d != f->dirty.end()) {
+      // Expand the dirty range to the chunks it touches, and to the chunk it continues if
+      // that one was cut by EOF rather than by content.
+      uint64_t s = d->first, e = d->first + d->second.size();
+      Extent x;
+      bool anchored = s == 0;  // starts where a content-defined cut can be
+      // The extent covering s, else the one ending exactly at s.
+      const uint32_t max_len = chunker_.params().max_size;
+      if (ExtentCovering(it.get(), f->ino, s, max_len, &x) ||
+          (s > 0 && ExtentCovering(it.get(), f->ino, s - 1, max_len, &x))) {
+        anchored = true;
+        if (x.end() > s || !x.v.stable) s = x.offset;
+      }
+      auto end_of = [&](uint64_t end) {
+        Extent y;
+        if (ExtentCovering(it.get(), f->ino, end - 1, chunker_.params().max_size, &y) &&
+            y.end() > end) {
+          return y.end();
+        }
+        return end;
+      };
+      e = end_of(e);
+      auto last = std::next(d);
+      while (last != f->dirty.end() && last->first <= e) {
+        uint64_t le = last->first + last->second.size();
+        if (le > e) e = end_of(le);
+        ++last;
+      }
+      if (!all && !anchored) {
+        // An island after a gap: chunking it now would start at an arbitrary offset and
+        // defeat dedup. It waits for the gap to fill, or for a full flush.
+        for (auto j = d; j != last; ++j) keep.emplace(j->first, std::move(j->second));
+        d = last;
+        continue;
+      }
+      // Region bytes: committed data overlaid with the buffered writes. The common case of
+      // streamed writes is one buffered range and nothing else: taken without a copy.
+      std::string region;
+      if (s == d->first && e == d->first + d->second.size()) {
+        region = std::move(d->second);
+      } else {
+        region.reserve(e - s);
+        uint64_t at = s;
+        auto fill_committed = [&](uint64_t to) -> Status {
+          f->mu.AssertHeld();
+          if (to <= at) return Status::OK();
+          size_t old = region.size();
+          region.resize(old + (to - at));  // zeros for holes and beyond the committed end
+          uint64_t cend = std::min<uint64_t>(to, f->committed_size);
+          if (at < cend) RETURN_IF_ERROR(ReadCommitted(f->ino, at, cend - at, region.data() + old));
+          at = to;
+          return Status::OK();
+        };
+        for (auto j = d; j != last; ++j) {
+          RETURN_IF_ERROR(fill_committed(j->first));
+          region.append(j->second);
+          at = j->first + j->second.size();
+        }
+        RETURN_IF_ERROR(fill_committed(e));
+      }
+      taken.emplace_back(s, std::move(region));
+      const std::string& bytes = taken.back().second;
+      // Old extents inside the region go.
+      uint64_t old_end = s;  // end of the last committed extent in the region
+      for (it->Seek(keys::Extent(f->ino, s)); it->Valid() && GetBE64(it->key().data()) == f->ino;
+           it->Next()) {
+        uint64_t off = GetBE64(it->key().data() + 8);
+        if (off >= e) break;
+        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
+        extent_map::Remove(*txn.kv, f->ino, off, v);
+        allocated_delta -= v.length;
+        old_end = off + v.length;
+      }
+      RETURN_IF_ERROR(it->status().WithContext("scan extents"));
+      // New chunks. Held-back bytes may only be bytes that replace no committed extent:
+      // committed bytes never leave the store before their replacement is committed.
+      const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
+      const uint32_t max_chunk = chunker_.params().max_size;
+      size_t pos = 0, n = bytes.size();
+      std::vector<std::span<const uint8_t>> cuts;
+      std::vector<bool> stables;
+      while (pos < n) {
+        // A cut is stable when the chunker chose it from the content (or hit max_size); a
+        // cut forced by the end of the data is not, and is re-chunked when data follows.
+        size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/all);
+        bool stable = !all || cut < n - pos || cut == max_chunk;
+        if (cut == 0) {
+          if (s + pos >= old_end) break;
+          cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
+          stable = false;
+        }
+        cuts.emplace_back(p + pos, cut);
+        stables.push_back(stable);
+        pos += cut;
+      }
+      // All chunks of the region at once: one index read for all of them.
+      ASSIGN_OR_RETURN(auto ids, chunks_.PutMany(cuts, &txn));
+      uint64_t at = s;
+      for (size_t i = 0; i < cuts.size(); i++) {
+        const auto len = static_cast<uint32_t>(cuts[i].size());
+        extent_map::Put(*txn.kv, f->ino, at, ExtentValue{ids[i], len, stables[i]});
+        allocated_delta += len;
+        at += len;
+      }
+      if (pos < n) keep.emplace(s + pos, bytes.substr(pos));
+      d = last;
+    }
+    return Status::OK();
+  }();
+
+  // A buffered range at the end of the file is not part of the committed size: after a
+  // crash the file ends where its committed data does.
+  uint64_t new_committed = f->size;
+  if (!keep.empty()) {
+    auto tail = std::prev(keep.end());
+    if (tail->first + tail->second.size() == f->size) {
+      // Never below what was committed before (e.g. a size grown by truncate).
+      new_committed = std::max<uint64_t>(tail->first, f->committed_size);
+    }
+  }
+  int64_t mtime = f->mtime_ns;
+  if (st.ok())
+    st = CommitData(f->ino, &txn, sync, [&](Inode* node) {
+      f->mu.AssertHeld();
+      node->size = new_committed;
+      node->allocated =
+          static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+      if (f->attr_dirty) {
+        node->mtime_ns = mtime;
+        node->ctime_ns = std::max(node->ctime_ns, mtime);  // ctime never goes back
+      }
+    });
+  if (!st.ok()) {
+    // Nothing was committed: everything goes back into the buffer (the chunked regions
+    // as buffered data; where they hold committed bytes those are rewritten unchanged).
+    for (auto& [off, bytes] : f->dirty) {
+      if (!bytes.empty()) keep.emplace(off, std::move(bytes));  // not reached by the loop
+    }
+    for (auto& [off, bytes] : taken) {
+      auto k = keep.lower_bound(off);
+      if (k != keep.end() && k->first < off + bytes.size()) keep.erase(k);  // its tail
+      keep.emplace(off, std::move(bytes));
+    }
+  } else {
+    f->committed_size = new_committed;
+  }
+  f->dirty = std::move(keep);
+  f->dirty_bytes = 0;
+  for (auto& [o, bytes] : f->dirty) f->dirty_bytes += bytes.size();
+  f->attr_dirty = !f->dirty.empty() || !st.ok();
+  // The next threshold flush waits until this much more has been written.
+  f->flush_at = f->dirty_bytes + OpenFile::kFlushThreshold;
+  return st;
+}
+
+Status FileData::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {
+  return kv::RetryOnConflict([&] {
+    f->mu.AssertHeld();
+    return TruncateOnce(f, size, now);
+  });
+}
+
+Status FileData::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
+  RETURN_IF_ERROR(f->EnsureLoaded(meta_));
+  ChunkTxn txn(meta_.engine());
+  int64_t allocated_delta = 0;
+  if (size < f->committed_size) {
+    auto it = meta_.NewIterator(Cf::kExtents);
+    Extent x;
+    uint64_t from = size;
+    if (ExtentCovering(it.get(), f->ino, size, chunker_.params().max_size, &x) && x.offset < size) {
+      // The chunk cut by the new end is replaced by its prefix.
+      ASSIGN_OR_RETURN(auto data, chunks_.Get(x.v.id));
+      size_t keep = static_cast<size_t>(size - x.offset);
+      ASSIGN_OR_RETURN(
+          auto id,
+          chunks_.Put(std::span(reinterpret_cast<const uint8_t*>(data->data()), keep), &txn));
+      extent_map::Remove(*txn.kv, f->ino, x.offset, x.v);
+      extent_map::Put(*txn.kv, f->ino, x.offset, ExtentValue{id, static_cast<uint32_t>(keep)});
+      allocated_delta += static_cast<int64_t>(keep) - x.v.length;
+      from = x.end();
+    }
+    for (it->Seek(keys::Extent(f->ino, from)); it->Valid() && GetBE64(it->key().data()) == f->ino;
+         it->Next()) {
+      ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
+      extent_map::Remove(*txn.kv, f->ino, GetBE64(it->key().data() + 8), v);
+      allocated_delta -= v.length;
+    }
+    RETURN_IF_ERROR(it->status().WithContext("scan extents"));
+  }
+  RETURN_IF_ERROR(CommitData(f->ino, &txn, false, Resized(size, allocated_delta, now)));
+  f->size = f->committed_size = size;
+  f->mtime_ns = now;
+  f->attr_dirty = false;
+  return Status::OK();
+}
+
+// ---- clone ----
+
+namespace {
+// Both files' locks for a clone, the lower inode number first (one lock when both are
+// the same file). The analysis cannot follow the branches: it is told what is held.
+class SCOPED_CAPABILITY FilePairLock {
+ public:
+  FilePairLock(OpenFile* a, OpenFile* b) ACQUIRE(a->mu, b->mu) NO_THREAD_SAFETY_ANALYSIS
+      : first_(a->ino <= b->ino ? a : b),
+        second_(a->ino <= b->ino ? b : a) {
+    first_->mu.Lock();
+    if (second_ != first_) second_->mu.Lock();
+  }
+  ~FilePairLock() RELEASE() NO_THREAD_SAFETY_ANALYSIS {
+    if (second_ != first_) second_->mu.Unlock();
+    first_->mu.Unlock();
+  }
+  FilePairLock(const FilePairLock&) = delete;
+  FilePairLock& operator=(const FilePairLock&) = delete;
+
+ private:
+  OpenFile* const first_;
+  OpenFile* const second_;
+};
+}  // namespace
+
+Result<uint64_t> FileData::CloneRange(FileHandle src_fh, uint64_t src_off, FileHandle dst_fh,
+                                      uint64_t dst_off, uint64_t n) {
+  ASSIGN_OR_RETURN(auto src, GetHandle(src_fh));
+  ASSIGN_OR_RETURN(auto dst, GetHandle(dst_fh));
+  if ((src.flags & O_ACCMODE) == O_WRONLY) return Status::BadHandle("source not readable");
+  if ((dst.flags & O_ACCMODE) == O_RDONLY) return Status::BadHandle("target not writable");
+  if (dst.flags & O_APPEND) return Status::BadHandle("target opened with O_APPEND");
+  OpenFile* fs = src.file.get();
+  OpenFile* fd = dst.file.get();
+  if (dst_off + n > kMaxFileSize || dst_off + n < dst_off) return Status::FileTooBig();
+
+  FilePairLock lock(fs, fd);
+  RETURN_IF_ERROR(fs->EnsureLoaded(meta_));
+  RETURN_IF_ERROR(fd->EnsureLoaded(meta_));
+  if (src_off >= fs->size) return uint64_t{0};
+  n = std::min<uint64_t>(n, fs->size - src_off);
+  if (n == 0) return uint64_t{0};
+  RETURN_IF_ERROR(FlushLocked(fs, true, false));
+  if (fd != fs) RETURN_IF_ERROR(FlushLocked(fd, true, false));
+
+  // Fast path: the target has no data at or after dst_off (cp --reflink into a new or
+  // shorter file): whole source chunks are shared by adding extents; only the partial
+  // chunks at the edges are copied.
+  bool share = fd != fs && fd->committed_size <= dst_off;
+  uint64_t copied_head_end = src_off, shared_end = src_off;
+  if (share) {
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      fs->mu.AssertHeld();
+      fd->mu.AssertHeld();
+      return ShareChunks(fs, src_off, fd, dst_off, n, &copied_head_end, &shared_end);
+    }));
+  }
+  // Everything not shared is copied through the buffer (and dedups on flush).
+  auto copy = [&](uint64_t from, uint64_t to) -> Status {
+    fs->mu.AssertHeld();
+    fd->mu.AssertHeld();
+    std::string buf;
+    for (uint64_t o = from; o < to;) {
+      size_t step = static_cast<size_t>(std::min<uint64_t>(to - o, 4 << 20));
+      buf.resize(step);
+      size_t got = 0;
+      RETURN_IF_ERROR(ReadLocked(fs, o, step, buf.data(), &got));
+      if (got < step) std::memset(buf.data() + got, 0, step - got);
+      fd->AddDirty(dst_off + (o - src_off), buf.data(), step);
+      fd->size = std::max<uint64_t>(fd->size, dst_off + (o - src_off) + step);
+      fd->mtime_ns = NowNs();
+      fd->attr_dirty = true;
+      if (fd->dirty_bytes >= OpenFile::kFlushThreshold)
+        RETURN_IF_ERROR(FlushLocked(fd, true, false));
+      o += step;
+    }
+    return Status::OK();
+  };
+  if (shared_end > src_off) {
+    RETURN_IF_ERROR(copy(src_off, copied_head_end));
+    RETURN_IF_ERROR(copy(shared_end, src_off + n));
+  } else if (fs == fd) {
+    // Overlapping ranges in one file: read everything first, then write.
+    std::string all(n, '\0');
+    size_t got = 0;
+    RETURN_IF_ERROR(ReadLocked(fs, src_off, n, all.data(), &got));
+    fd->AddDirty(dst_off, all.data(), n);
+    fd->size = std::max<uint64_t>(fd->size, dst_off + n);
+    fd->mtime_ns = NowNs();
+    fd->attr_dirty = true;
+  } else {
+    RETURN_IF_ERROR(copy(src_off, src_off + n));
+  }
+  RETURN_IF_ERROR(FlushLocked(fd, true, false));
+  return n;
+}
+
+Status FileData::ShareChunks(OpenFile* fs, uint64_t src_off, OpenFile* fd, uint64_t dst_off,
+                             uint64_t n, uint64_t* first_shared, uint64_t* shared_end) {
+  ChunkTxn txn(meta_.engine());
+  int64_t allocated_delta = 0;
+  auto it = meta_.NewIterator(Cf::kExtents);
+  uint64_t first_full = UINT64_MAX, last_full_end = 0;
+  for (it->Seek(keys::Extent(fs->ino, src_off));
+       it->Valid() && GetBE64(it->key().data()) == fs->ino; it->Next()) {
+    uint64_t off = GetBE64(it->key().data() + 8);
+    ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
+    if (off + v.length > src_off + n) break;
+    // Read the chunk's entry in the transaction: GC deleting it before we commit (the
+    // source's last reference gone meanwhile) then conflicts.
+    std::string loc;
+    Status cs = txn.kv->Get(Cf::kChunks, keys::Chunk(v.id), &loc);
+    if (cs.Is(Code::kNotFound)) return Status::Conflict("shared chunk collected meanwhile");
+    RETURN_IF_ERROR(cs);
+    if (first_full == UINT64_MAX) first_full = off;
+    last_full_end = off + v.length;
+    extent_map::Put(*txn.kv, fd->ino, dst_off + (off - src_off), v);
+    allocated_delta += v.length;
+  }
+  RETURN_IF_ERROR(it->status().WithContext("scan extents"));
+  if (first_full == UINT64_MAX) return Status::OK();
+  uint64_t new_size = std::max<uint64_t>(fd->size, dst_off + (last_full_end - src_off));
+  int64_t now = NowNs();
+  RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, Resized(new_size, allocated_delta, now)));
+  fd->size = fd->committed_size = new_size;
+  fd->mtime_ns = now;
+  *first_shared = first_full;
+  *shared_end = last_full_end;
+  return Status::OK();
+}
+
+}  // namespace snapfs
