@@ -132,7 +132,7 @@ Result<std::string> StatusJson(Store& store, Filesystem& fs) {
   }
   j.update(Counts(store, &reasons));
   SetHealth(&j, reasons);
-  return j.dump(2) + "\n";
+  return DumpJson(j, 2) + "\n";
 }
 
 // Runs in the daemon: a `gc` control request, counted and logged as a GC run.

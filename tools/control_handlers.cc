@@ -62,8 +62,9 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
       return Status::InvalidArgument(verb + ": the arguments are not a JSON object");
     }
     ASSIGN_OR_RETURN(auto answer, HandleSnapRequest(fs, verb, req));
-    return answer.dump() + "\n";
+    return DumpJson(answer) + "\n";
   }
+  if (verb.size() > 64) verb = verb.substr(0, 64) + "...";  // the message stays short
   return Status::InvalidArgument("unknown control request '" + verb + "'");
 }
 
@@ -77,7 +78,7 @@ std::string HandleControl(Store& store, Filesystem& fs, const std::string& reque
     r = Status::IOError(std::string("control request failed: ") + e.what());
   }
   if (r.ok()) return *r;
-  return ErrorJson(r.status()).dump() + "\n";
+  return DumpJson(ErrorJson(r.status())) + "\n";
 }
 
 }  // namespace snapfs::cli

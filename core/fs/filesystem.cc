@@ -397,7 +397,8 @@ Status Filesystem::RmdirInTxn(Txn* tp, uint64_t parent, std::string_view name) {
   RETURN_IF_ERROR(t.Get(e.child).status());
   std::string prefix = keys::Ino(e.child);
   {
-    auto* it = t.It(Cf::kDirIndex);
+    // Bounded, as in DirHasEntries: an unbounded seek walks the tombstones after it.
+    auto it = t.kv().NewBoundedIterator(Cf::kDirIndex, keys::Ino(e.child + 1));
     it->Seek(prefix);
     if (it->Valid() && it->key().starts_with(prefix)) return Status::NotEmpty();
     RETURN_IF_ERROR(it->status().WithContext("scan folder"));

@@ -71,7 +71,10 @@ Result<bool> Filesystem::IsHiddenInode(Txn* t, const Inode& node) {
 
 Result<bool> Filesystem::DirHasEntries(Txn* t, uint64_t dir) {
   std::string prefix = keys::Ino(dir);
-  auto* it = t->It(Cf::kDentries);
+  // Bounded to this folder's keys: past them lie the tombstones of every entry removed
+  // since the last compaction (a deep tree removed bottom up: one per level, so each
+  // unbounded seek walked all of them and rmdir got linear in the depth).
+  auto it = t->kv().NewBoundedIterator(Cf::kDentries, keys::Ino(dir + 1));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (!t->gone_dentries.count(std::string(it->key()))) return true;
   }
