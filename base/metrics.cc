@@ -204,8 +204,9 @@ namespace {
 
 struct DaemonState {
   std::mutex mu;
-  std::optional<GcRun> last_gc;  // GUARDED_BY(mu)
-  DaemonInfo info;               // GUARDED_BY(mu)
+  std::optional<GcRun> last_gc;      // GUARDED_BY(mu)
+  std::optional<FsckRun> last_fsck;  // GUARDED_BY(mu)
+  DaemonInfo info;                   // GUARDED_BY(mu)
 };
 
 DaemonState& State() {
@@ -260,6 +261,16 @@ std::optional<GcRun> LastGcRun() {
 }
 
 uint64_t GcFailures() { return GcRunsCounter(false).value(); }
+
+void RecordFsckRun(const FsckRun& run) {
+  std::lock_guard l(State().mu);
+  State().last_fsck = run;
+}
+
+std::optional<FsckRun> LastFsckRun() {
+  std::lock_guard l(State().mu);
+  return State().last_fsck;
+}
 
 void SetDaemonInfo(const DaemonInfo& info) {
   std::lock_guard l(State().mu);

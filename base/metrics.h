@@ -152,6 +152,17 @@ void RecordGcRun(const GcRun& run);
 std::optional<GcRun> LastGcRun();
 uint64_t GcFailures();
 
+// An fsck the daemon ran (snapfs fsck on a mount): what it found. `snapfs status` says
+// degraded while the last one found problems or failed, until a later one is clean.
+struct FsckRun {
+  int64_t when_ns = 0;    // wall clock at the end of the run
+  bool verified = false;  // --verify (chunk bytes re-hashed)
+  uint64_t problems = 0;
+  std::string error;  // empty unless fsck itself failed (e.g. unreadable metadata)
+};
+void RecordFsckRun(const FsckRun& run);
+std::optional<FsckRun> LastFsckRun();
+
 struct DaemonInfo {
   int64_t start_ns = 0;
   std::string store, mountpoint;

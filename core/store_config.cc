@@ -61,7 +61,10 @@ Result<StoreConfig> StoreConfig::Parse(const std::string& text) {
     if (line.empty() || line[0] == '#') continue;
     size_t eq = line.find('=');
     if (eq == std::string::npos) {
-      return Status::Corruption("config line " + std::to_string(lineno) + ": expected key = value");
+      std::string what = "config line " + std::to_string(lineno) + ": expected key = value";
+      // Before our magic line, a file that is not ours (or cut off before it).
+      if (!magic) return Status::NotFound("not a snapfs store (" + what + ", no magic line)");
+      return Status::Corruption(what);
     }
     std::string k = Trim(line.substr(0, eq)), v = Trim(line.substr(eq + 1));
     uint64_t n = 0;
@@ -70,7 +73,7 @@ Result<StoreConfig> StoreConfig::Parse(const std::string& text) {
       return Status::OK();
     };
     if (k == "magic") {
-      if (v != kMagic) return Status::InvalidArgument("not a snapfs store (bad magic)");
+      if (v != kMagic) return Status::NotFound("not a snapfs store (bad magic)");
       magic = true;
     } else if (k == "format_version") {
       RETURN_IF_ERROR(num(&n));
@@ -108,7 +111,8 @@ Result<StoreConfig> StoreConfig::Parse(const std::string& text) {
       unknown = k;
     }
   }
-  if (!magic) return Status::InvalidArgument("not a snapfs store (no magic line)");
+  // Not ours (or cut off before its magic line): "not a store", as a folder without one.
+  if (!magic) return Status::NotFound("not a snapfs store (no magic line)");
   if (!version) return Status::Corruption("config has no format_version");
   if (c.format_version < kFormatVersion || c.format_version > kNewestFormatVersion) {
     return Status::NotSupported("store format version " + std::to_string(c.format_version) +

@@ -8,6 +8,10 @@
 
 namespace snapfs::fuse {
 
+namespace {
+constexpr size_t kMaxRequest = 1 << 20;  // longer requests are refused unread
+}  // namespace
+
 std::string ControlSocketPath(const std::string& store_dir) { return store_dir + "/control.sock"; }
 
 ControlServer::~ControlServer() { Stop(); }
@@ -39,14 +43,27 @@ void ControlServer::Loop() {
     }
     std::string req;
     char buf[4096];
+    // One client at a time: one that stops sending, or never reads its answer, must not
+    // hold the socket for longer than this.
     timeval tv{5, 0};
     ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    while (req.find('\n') == std::string::npos && req.size() < (1 << 20)) {
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    while (req.find('\n') == std::string::npos && req.size() < kMaxRequest) {
       ssize_t n = ::recv(c, buf, sizeof buf, 0);
       if (n <= 0) break;
       req.append(buf, static_cast<size_t>(n));
     }
-    if (auto nl = req.find('\n'); nl != std::string::npos) req.resize(nl);
+    // Nothing more is read: a client still sending gets EPIPE at once, instead of both
+    // sides waiting for the other to read.
+    ::shutdown(c, SHUT_RD);
+    if (auto nl = req.find('\n'); nl != std::string::npos) {
+      req.resize(nl);
+    } else if (req.size() >= kMaxRequest) {
+      SendAll(c, "{\"error\":\"control request longer than 1 MiB: invalid argument\",\"code\":" +
+                     std::to_string(static_cast<int>(Code::kInvalidArgument)) +
+                     ",\"message\":\"control request longer than 1 MiB\"}\n");
+      continue;
+    }
     SendAll(c, handler_(req));
   }
 }

@@ -1,7 +1,9 @@
 // The daemon's control socket: STORE/control.sock, owner-only, one request per
 // connection. The CLI uses it for a store that a daemon has open (and locked).
-//   request:  one line, a verb and its arguments (e.g. "stats")
+//   request:  one line, a verb and its arguments (e.g. "stats"), at most 1 MiB (a longer
+//             one is answered with an error, unread)
 //   response: the handler's text (JSON), then EOF
+// A client gets 5 s to send its request and 5 s to take each part of the answer.
 // Thread-safety: Start and Stop from one thread; one accept thread, handlers run on it,
 // one at a time.
 #pragma once

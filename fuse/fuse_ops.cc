@@ -437,6 +437,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
   std::vector<char> buf(size);
   size_t used = 0;
   Filesystem& fs = Fs(req);
+  Status entry_error;  // an entry whose inode could not be read (not: deleted meanwhile)
   Status s = fs.ReadDir(ino, static_cast<uint64_t>(off), [&](const DirEntry& e) {
     size_t n;
     if (plus) {
@@ -445,7 +446,13 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
       bool dot = e.name == "." || e.name == "..";
       if (!dot) {
         auto a = fs.GetAttr(e.ino);
-        if (!a.ok()) return true;  // deleted meanwhile: skip it
+        if (!a.ok() && a.status().Is(Code::kNotFound)) return true;  // deleted meanwhile
+        if (!a.ok()) {
+          // Fail the listing (now, or with the next call, which starts at this entry)
+          // instead of leaving the name out as if it did not exist.
+          entry_error = a.status();
+          return false;
+        }
         p.ino = e.ino;
         p.generation = a->generation;
         p.attr = ToStat(*a);
@@ -472,6 +479,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
     return true;
   });
   if (!s.ok()) return ReplyErr(req, s);
+  if (!entry_error.ok() && used == 0) return ReplyErr(req, entry_error);
   fuse_reply_buf(req, buf.data(), used);
 }
 

@@ -5,100 +5,19 @@
 // (DESIGN.md invariant 6).
 #include <cinttypes>
 
-#include "base/coding.h"
-#include "core/fs/filesystem.h"
-#include "core/meta/meta_store.h"
-#include "core/store.h"
 #include "tests/util/flink_sim.h"
+#include "tests/util/store_damage.h"
 
 namespace snapfs::mounttest {
 namespace {
 
-struct ChunkAt {
-  std::string hex;
-  ChunkLocation loc;
-};
-
 class MountFsck : public MountFixture {
  protected:
-  // The chunks of a file of the unmounted store, in file order, read with the engine in
-  // this process (a hidden entry resolves too).
   std::vector<ChunkAt> ChunksOf(const std::string& rel) {
-    std::vector<ChunkAt> out;
-    auto st = Store::Open(store());
-    EXPECT_TRUE(st.ok()) << st.status().ToString();
-    if (!st.ok()) return out;
-    auto fs = Filesystem::Open(st->get());
-    EXPECT_TRUE(fs.ok()) << fs.status().ToString();
-    if (!fs.ok()) return out;
-    auto ino = (*fs)->ResolvePath(rel);
-    EXPECT_TRUE(ino.ok()) << rel << ": " << ino.status().ToString();
-    if (!ino.ok()) return out;
-    MetaStore& meta = (*st)->meta();
-    std::string prefix = keys::Ino(*ino);
-    auto it = meta.NewIterator(Cf::kExtents);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      auto e = ExtentValue::Decode(it->value());
-      EXPECT_TRUE(e.ok());
-      if (!e.ok()) continue;
-      std::string v;
-      EXPECT_TRUE(meta.Get(Cf::kChunks, keys::Chunk(e->id), &v).ok());
-      auto loc = ChunkLocation::Decode(v);
-      EXPECT_TRUE(loc.ok());
-      if (loc.ok()) out.push_back(ChunkAt{e->id.Hex(), *loc});
-    }
-    fs->reset();
-    return out;
+    return mounttest::ChunksOf(store(), rel);
   }
+  void Corrupt(const ChunkAt& c) { FlipChunkByte(store(), c); }
 
-  // Flips one byte in the middle of the chunk's bytes in its pack file
-  // (backends/local_backend.cc: packs/<id % 256 as 2 hex>/<id as 16 hex>.pack).
-  void Corrupt(const ChunkAt& c) {
-    ASSERT_FALSE(c.loc.is_inline()) << "an inline chunk has no pack bytes to corrupt";
-    char name[64];
-    std::snprintf(name, sizeof name, "/packs/%02" PRIx64 "/%016" PRIx64 ".pack", c.loc.pack % 256,
-                  c.loc.pack);
-    std::string path = store() + name;
-    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    ASSERT_TRUE(fd.ok()) << path << ": " << ErrnoName(errno);
-    off_t at = static_cast<off_t>(c.loc.offset + c.loc.length / 2);
-    char b = 0;
-    ASSERT_EQ(::pread(fd.get(), &b, 1, at), 1);
-    b = static_cast<char>(b ^ 0x5a);
-    ASSERT_EQ(::pwrite(fd.get(), &b, 1, at), 1);
-  }
-
-  // `snapfs fsck ARGS... --json`, parsed; the exit code goes to *code.
-  nlohmann::json FsckJson(std::vector<std::string> args, int* code) {
-    args.insert(args.begin(), "fsck");
-    args.push_back("--json");
-    CmdResult r = Snapfs(args);
-    *code = r.code;
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    EXPECT_TRUE(j.is_object()) << ShellJoin(args) << " printed no JSON:\n" << r.Describe();
-    return j.is_object() ? j : nlohmann::json::object();
-  }
-
-  // damaged_chunks by chunk id.
-  static std::map<std::string, nlohmann::json> Damaged(const nlohmann::json& j) {
-    std::map<std::string, nlohmann::json> out;
-    for (const auto& d : j.value("damaged_chunks", nlohmann::json::array())) {
-      out[d["chunk"].get<std::string>()] = d;
-    }
-    return out;
-  }
-  // "path" or "path (hidden)" of each file of a damaged chunk, sorted.
-  static std::vector<std::string> Files(const nlohmann::json& d) {
-    std::vector<std::string> out;
-    for (const auto& f : d["files"]) {
-      out.push_back(f["path"].get<std::string>() + (f["hidden"].get<bool>() ? " (hidden)" : ""));
-    }
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-  static std::vector<std::string> Snaps(const nlohmann::json& d) {
-    return d["snapshots"].get<std::vector<std::string>>();
-  }
   std::string Rel(const std::string& abs) const { return abs.substr(mnt().size() + 1); }
 
   ContentMap content_;

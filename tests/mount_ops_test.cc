@@ -21,19 +21,6 @@ namespace {
 
 class MountOps : public MountFixture {};
 
-// Expects `expr` to return -1 with errno `err`.
-#define EXPECT_ERRNO(expr, err)                                                                    \
-  do {                                                                                             \
-    errno = 0;                                                                                     \
-    auto rc_ = (expr);                                                                             \
-    int e_ = errno;                                                                                \
-    EXPECT_EQ(rc_, -1) << #expr << " should fail with " << ErrnoName(err);                         \
-    EXPECT_EQ(e_, (err)) << #expr << ": expected " << ErrnoName(err) << ", got " << ErrnoName(e_); \
-  } while (0)
-
-#define ASSERT_SYS(expr) ASSERT_NE((expr), -1) << #expr << ": " << ErrnoName(errno)
-#define EXPECT_SYS(expr) EXPECT_NE((expr), -1) << #expr << ": " << ErrnoName(errno)
-
 struct stat Stat(const std::string& p) {
   struct stat st;
   std::memset(&st, 0, sizeof st);

@@ -98,9 +98,13 @@ const char* const kExitCodesHelp =
 bool JsonOutput() { return g_json; }
 bool OfflineAllowed() { return g_offline; }
 
+std::string DumpJson(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 void PrintJson(nlohmann::json j) {
   if (j.is_object()) j["schema"] = 1;
-  std::cout << j.dump(2) << "\n";
+  std::cout << DumpJson(j, 2) << "\n";
 }
 
 std::optional<int> Parse(const std::string& verb, const std::string& synopsis, const Args& args,
@@ -652,7 +656,7 @@ Result<nlohmann::json> FsClient::Ask(const std::string& verb, const nlohmann::js
     ASSIGN_OR_RETURN(Filesystem * fs, DirectFs());
     return HandleSnapRequest(*fs, verb, req);
   }
-  ASSIGN_OR_RETURN(std::string text, fuse::CallDaemon(t_.store, verb + " " + req.dump()));
+  ASSIGN_OR_RETURN(std::string text, fuse::CallDaemon(t_.store, verb + " " + DumpJson(req)));
   auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::IOError("bad answer from the daemon");
   if (j.is_object() && j.contains("error")) return StatusFromJson(j);

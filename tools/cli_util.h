@@ -50,6 +50,9 @@ inline constexpr const char* kOfflineHelp =
 
 // Prints a JSON document for scripts: `j` with "schema": 1 added, indented, to stdout.
 void PrintJson(nlohmann::json j);
+// j as text; bytes that are not UTF-8 (file names may hold any) become U+FFFD instead of
+// throwing, so that no answer or output can take the daemon or the CLI down.
+std::string DumpJson(const nlohmann::json& j, int indent = -1);
 
 // "64K", "1M", "1048576" -> bytes. InvalidArgument on anything else.
 Result<uint64_t> ParseSize(const std::string& s);

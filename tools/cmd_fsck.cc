@@ -149,7 +149,7 @@ Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify, const st
                       {"problems", problems},
                       {"damaged_chunks", std::move(damaged)},
                       {"snapshot_problems", snap_problems}};
-  return j.dump(2) + "\n";
+  return DumpJson(j, 2) + "\n";
 }
 
 namespace {

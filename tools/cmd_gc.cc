@@ -75,7 +75,7 @@ Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bo
     j["pack_bytes_after"] = after->pack_bytes;
     j["dead_pack_bytes_after"] = after->dead_bytes;
   }
-  return j.dump(2) + "\n";
+  return DumpJson(j, 2) + "\n";
 }
 
 namespace {

@@ -54,6 +54,20 @@ int CmdInit(const Args& args) {
     *field = static_cast<uint32_t>(*n);
   }
   io.verify_dedup = vm["verify-dedup"].as<bool>();
+  // Each marker is a file name: an empty list would make no folder ever a snapshot, and a
+  // line break would end up as a line of its own in snapfs.conf.
+  for (size_t from = 0;;) {
+    size_t comma = markers.find(',', from);
+    std::string name = markers.substr(from, comma == std::string::npos ? comma : comma - from);
+    if (name.empty() || name == "." || name == ".." || name.size() > 255 ||
+        name.find_first_of(std::string("/\n\r\0", 4)) != std::string::npos) {
+      return Fail("init", Status::InvalidArgument(
+                              "--markers: '" + name +
+                              "' is not a file name (comma-separated names, e.g. _metadata)"));
+    }
+    if (comma == std::string::npos) break;
+    from = comma + 1;
+  }
   io.marker_names = markers;
   io.data = data;
   io.s3_endpoint = s3_endpoint;

@@ -187,6 +187,12 @@ int CmdMount(const Args& args) {
     auto s = Store::Open(store);  // produces the precise reason
     return Fail("mount", s.ok() ? Status::InvalidArgument(store + " is not a store") : s.status());
   }
+  // A config that is not ours, cut off or from a newer snapfs: refused here with the exit
+  // code every other verb gives (the daemon would only say that it failed).
+  if (!database) {
+    auto config = StoreConfig::Load(store + "/snapfs.conf");
+    if (!config.ok()) return Fail("mount", config.status());
+  }
   // A daemon that just died (killed) releases its lock when its last thread has exited;
   // give a dead or zombie holder a moment rather than refuse.
   for (int i = 0, pid = 0; !database && i < 100 && StoreLockHeld(store, &pid) && !ProcessRunning(pid); i++) {

@@ -33,7 +33,7 @@ Result<std::string> StatsJson(Store& store) {
                       {"garbage_chunks", r->garbage_chunks},
                       {"packs", space->packs},
                       {"inodes", r->inodes}};
-  return j.dump(2) + "\n";
+  return DumpJson(j, 2) + "\n";
 }
 
 int CmdStats(const Args& args) {

@@ -1,7 +1,8 @@
 // snapfs status MOUNT|STORE [--json]: is it mounted, is the daemon alive and healthy.
 //
 // Health: "ok"; "degraded" with reasons (I/O errors seen, hash mismatches, the disk of
-// the store nearly full, the last GC failed, metrics not listening); "dead" (a mount
+// the store nearly full, the last GC failed, the last fsck through the daemon found
+// problems or failed, metrics not listening); "dead" (a mount
 // whose daemon is gone). Exit 0 ok, 1 degraded or dead, 2 bad arguments. An unmounted
 // store that opens fine is "not mounted" and exits 0 (nothing is wrong with it).
 //
@@ -103,6 +104,21 @@ Result<std::string> StatusJson(Store& store, Filesystem& fs) {
     j["last_gc"] = nullptr;
   }
   j["gc_failures"] = metrics::GcFailures();
+  if (auto f = metrics::LastFsckRun()) {
+    j["last_fsck"] = {{"time", Rfc3339(f->when_ns)},
+                      {"verified", f->verified},
+                      {"problems", f->problems},
+                      {"error", f->error.empty() ? json(nullptr) : json(f->error)}};
+    if (!f->error.empty()) {
+      reasons.push_back("the last fsck (" + Rfc3339(f->when_ns) + ") failed: " + f->error);
+    } else if (f->problems) {
+      reasons.push_back("the last fsck (" + Rfc3339(f->when_ns) + ") found " +
+                        std::to_string(f->problems) + " problem(s): snapfs fsck " +
+                        info.mountpoint + (f->verified ? " --verify" : "") + " names them");
+    }
+  } else {
+    j["last_fsck"] = nullptr;
+  }
   if (info.metrics_address.empty()) {
     j["metrics"] = {{"address", nullptr}, {"listening", false}, {"error", nullptr}};
   } else {
@@ -116,7 +132,7 @@ Result<std::string> StatusJson(Store& store, Filesystem& fs) {
   }
   j.update(Counts(store, &reasons));
   SetHealth(&j, reasons);
-  return j.dump(2) + "\n";
+  return DumpJson(j, 2) + "\n";
 }
 
 // Runs in the daemon: a `gc` control request, counted and logged as a GC run.
@@ -139,6 +155,27 @@ Result<std::string> RecordedGc(bool dry_run, const std::function<Result<std::str
     SNAPFS_LOG_ERROR("gc (snapfs gc) failed: " + g.error);
   }
   metrics::RecordGcRun(g);
+  return r;
+}
+
+// Runs in the daemon: an `fsck` control request, remembered for `status` (degraded while
+// the last one found problems or failed).
+Result<std::string> RecordedFsck(bool verify, const std::function<Result<std::string>()>& run) {
+  Result<std::string> r = run();
+  metrics::FsckRun f;
+  f.when_ns = NowNs();
+  f.verified = verify;
+  if (r.ok()) {
+    auto j = json::parse(*r, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("problems") && j["problems"].is_array()) {
+      f.problems = j["problems"].size();
+    }
+    if (f.problems) SNAPFS_LOG_ERROR("fsck: " + std::to_string(f.problems) + " problem(s) found");
+  } else {
+    f.error = r.status().ToString();
+    SNAPFS_LOG_ERROR("fsck failed: " + f.error);
+  }
+  metrics::RecordFsckRun(f);
   return r;
 }
 
@@ -202,6 +239,17 @@ void PrintHuman(const json& j) {
       printf("last gc      %s, freed %s in %.1f s\n", g["time"].get<std::string>().c_str(),
              HumanBytes(g["freed_bytes"].get<uint64_t>()).c_str(),
              g["duration_seconds"].get<double>());
+    }
+  }
+  if (j.contains("last_fsck") && !j["last_fsck"].is_null()) {
+    const json& f = j["last_fsck"];
+    if (!f["error"].is_null()) {
+      printf("last fsck    %s, FAILED: %s\n", f["time"].get<std::string>().c_str(),
+             f["error"].get<std::string>().c_str());
+    } else {
+      printf("last fsck    %s%s, %llu problem(s)\n", f["time"].get<std::string>().c_str(),
+             f["verified"].get<bool>() ? " (--verify)" : "",
+             static_cast<unsigned long long>(f["problems"].get<uint64_t>()));
     }
   }
   if (j.contains("snapshots")) {

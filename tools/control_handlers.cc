@@ -23,6 +23,7 @@ Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify,
 Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bool dry_run);
 Result<std::string> StatusJson(Store& store, Filesystem& fs);  // tools/cmd_status.cc
 Result<std::string> RecordedGc(bool dry_run, const std::function<Result<std::string>()>& run);
+Result<std::string> RecordedFsck(bool verify, const std::function<Result<std::string>()>& run);
 
 namespace {
 
@@ -38,7 +39,8 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
     std::string opt, subset;  // "fsck [--verify [SUBSET]]", SUBSET as for --subset
     in >> opt >> subset;
     RETURN_IF_ERROR(fs.FlushAll());  // buffered data is committed first, as at unmount
-    return FsckJson(store, &fs, opt == "--verify", subset);
+    bool verify = opt == "--verify";
+    return RecordedFsck(verify, [&] { return FsckJson(store, &fs, verify, subset); });
   }
   if (verb == "gc") {  // "gc REWRITE_BELOW [--dry-run] [max-unused=F]" (tools/cmd_gc.cc)
     GcOptions go;
@@ -60,8 +62,9 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
       return Status::InvalidArgument(verb + ": the arguments are not a JSON object");
     }
     ASSIGN_OR_RETURN(auto answer, HandleSnapRequest(fs, verb, req));
-    return answer.dump() + "\n";
+    return DumpJson(answer) + "\n";
   }
+  if (verb.size() > 64) verb = verb.substr(0, 64) + "...";  // the message stays short
   return Status::InvalidArgument("unknown control request '" + verb + "'");
 }
 
@@ -75,7 +78,7 @@ std::string HandleControl(Store& store, Filesystem& fs, const std::string& reque
     r = Status::IOError(std::string("control request failed: ") + e.what());
   }
   if (r.ok()) return *r;
-  return ErrorJson(r.status()).dump() + "\n";
+  return DumpJson(ErrorJson(r.status())) + "\n";
 }
 
 }  // namespace snapfs::cli

@@ -27,21 +27,23 @@ struct Extent {
 // The extent covering `off` (offset <= off < end), if any; `it` is left on it. An extent
 // is one chunk, at most the store's max chunk size long, so the one covering `off`
 // starts after off - max_len: a forward scan of that window finds it (the metadata
-// engine interface has forward iterators only).
-bool ExtentCovering(kv::Iterator* it, uint64_t ino, uint64_t off, uint32_t max_len, Extent* out) {
+// engine interface has forward iterators only). An unreadable window is an error, never
+// "no extent": that would read as a hole of zeros.
+Result<bool> ExtentCovering(kv::Iterator* it, uint64_t ino, uint64_t off, uint32_t max_len,
+                            Extent* out) {
   uint64_t from = off >= max_len ? off - max_len + 1 : 0;
   for (it->Seek(keys::Extent(ino, from)); it->Valid() && GetBE64(it->key().data()) == ino;
        it->Next()) {
     uint64_t at = GetBE64(it->key().data() + 8);
     if (at > off) return false;
-    auto v = ExtentValue::Decode(it->value());
-    if (!v.ok()) return false;
-    if (at + v->length > off) {
+    ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
+    if (at + v.length > off) {
       out->offset = at;
-      out->v = *v;
+      out->v = v;
       return true;
     }
   }
+  RETURN_IF_ERROR(it->status().WithContext("scan extents"));
   return false;
 }
 
@@ -63,11 +65,9 @@ Status FileData::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* bu
   uint64_t end = offset + n;
   auto it = meta_.NewIterator(Cf::kExtents);
   Extent e;
-  if (ExtentCovering(it.get(), ino, offset, chunker_.params().max_size, &e)) {
-    // start at the extent covering `offset`
-  } else {
-    it->Seek(keys::Extent(ino, offset));
-  }
+  ASSIGN_OR_RETURN(bool covered,
+                   ExtentCovering(it.get(), ino, offset, chunker_.params().max_size, &e));
+  if (!covered) it->Seek(keys::Extent(ino, offset));  // else: start at the covering extent
   for (; it->Valid() && GetBE64(it->key().data()) == ino; it->Next()) {
     e.offset = GetBE64(it->key().data() + 8);
     if (e.offset >= end) break;
@@ -143,24 +143,27 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       bool anchored = s == 0;  // starts where a content-defined cut can be
       // The extent covering s, else the one ending exactly at s.
       const uint32_t max_len = chunker_.params().max_size;
-      if (ExtentCovering(it.get(), f->ino, s, max_len, &x) ||
-          (s > 0 && ExtentCovering(it.get(), f->ino, s - 1, max_len, &x))) {
+      ASSIGN_OR_RETURN(bool found, ExtentCovering(it.get(), f->ino, s, max_len, &x));
+      if (!found && s > 0) {
+        ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s - 1, max_len, &x));
+      }
+      if (found) {
         anchored = true;
         if (x.end() > s || !x.v.stable) s = x.offset;
       }
-      auto end_of = [&](uint64_t end) {
+      auto end_of = [&](uint64_t end) -> Result<uint64_t> {
         Extent y;
-        if (ExtentCovering(it.get(), f->ino, end - 1, chunker_.params().max_size, &y) &&
-            y.end() > end) {
-          return y.end();
-        }
-        return end;
+        ASSIGN_OR_RETURN(bool covered,
+                         ExtentCovering(it.get(), f->ino, end - 1, chunker_.params().max_size, &y));
+        return covered && y.end() > end ? y.end() : end;
       };
-      e = end_of(e);
+      ASSIGN_OR_RETURN(e, end_of(e));
       auto last = std::next(d);
       while (last != f->dirty.end() && last->first <= e) {
         uint64_t le = last->first + last->second.size();
-        if (le > e) e = end_of(le);
+        if (le > e) {
+          ASSIGN_OR_RETURN(e, end_of(le));
+        }
         ++last;
       }
       if (!all && !anchored) {
@@ -305,7 +308,9 @@ Status FileData::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
     auto it = meta_.NewIterator(Cf::kExtents);
     Extent x;
     uint64_t from = size;
-    if (ExtentCovering(it.get(), f->ino, size, chunker_.params().max_size, &x) && x.offset < size) {
+    ASSIGN_OR_RETURN(bool covered,
+                     ExtentCovering(it.get(), f->ino, size, chunker_.params().max_size, &x));
+    if (covered && x.offset < size) {
       // The chunk cut by the new end is replaced by its prefix.
       ASSIGN_OR_RETURN(auto data, chunks_.Get(x.v.id));
       size_t keep = static_cast<size_t>(size - x.offset);

@@ -300,7 +300,8 @@ Status Namespace::RmdirInTxn(NsTxn* tp, uint64_t parent, std::string_view name) 
   RETURN_IF_ERROR(t.Get(e.child).status());
   std::string prefix = keys::Ino(e.child);
   {
-    auto* it = t.It(Cf::kDirIndex);
+    // Bounded, as in DirHasEntries: an unbounded seek walks the tombstones after it.
+    auto it = t.kv().NewBoundedIterator(Cf::kDirIndex, keys::Ino(e.child + 1));
     it->Seek(prefix);
     if (it->Valid() && it->key().starts_with(prefix)) return Status::NotEmpty();
     RETURN_IF_ERROR(it->status().WithContext("scan folder"));
@@ -424,7 +425,10 @@ Result<uint64_t> Namespace::ResolvePath(std::string_view rel) {
 }
 Result<bool> Namespace::DirHasEntries(NsTxn* t, uint64_t dir) {
   std::string prefix = keys::Ino(dir);
-  auto* it = t->It(Cf::kDentries);
+  // Bounded to this folder's keys: past them lie the tombstones of every entry removed
+  // since the last compaction (a deep tree removed bottom up: one per level, so each
+  // unbounded seek walked all of them and rmdir got linear in the depth).
+  auto it = t->kv().NewBoundedIterator(Cf::kDentries, keys::Ino(dir + 1));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (!t->gone_dentries.count(std::string(it->key()))) return true;
   }

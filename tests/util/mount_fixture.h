@@ -408,6 +408,21 @@ inline bool WaitPidVanished(int pid, std::chrono::milliseconds timeout) {
   return true;
 }
 
+// ---- Syscall expectations ----
+
+// Expects `expr` to return -1 with errno `err`.
+#define EXPECT_ERRNO(expr, err)                                                                    \
+  do {                                                                                             \
+    errno = 0;                                                                                     \
+    auto rc_ = (expr);                                                                             \
+    int e_ = errno;                                                                                \
+    EXPECT_EQ(rc_, -1) << #expr << " should fail with " << ErrnoName(err);                         \
+    EXPECT_EQ(e_, (err)) << #expr << ": expected " << ErrnoName(err) << ", got " << ErrnoName(e_); \
+  } while (0)
+
+#define ASSERT_SYS(expr) ASSERT_NE((expr), -1) << #expr << ": " << ErrnoName(errno)
+#define EXPECT_SYS(expr) EXPECT_NE((expr), -1) << #expr << ": " << ErrnoName(errno)
+
 // ---- The fixture ---------------------------------------------------------------------
 
 class MountFixture : public ::testing::Test {
