@@ -469,7 +469,6 @@ class S3BackendImpl final : public S3Backend {
   // The size of an uploaded pack (HEAD).
   Result<uint64_t> ObjectSize(PackId id) const { return client_->Head(PackKey(id)); }
 
-  // Block `block` of pack `id`, from the cache or one ranged GET (shorter at the end).
   // One block of an uploaded pack: from memory, else from the disk cache, else one ranged
   // GET. A block already being fetched (by a prefetcher or another reader) is waited for,
   // not fetched twice: without that, a sequential reader that catches up with its
@@ -503,7 +502,7 @@ class S3BackendImpl final : public S3Backend {
     {
       std::lock_guard l(cache_mu_);
       fetching_.erase(key);
-      fetch->done = true;
+      fetch->done = true;  // the waiters see status or data once we let go of cache_mu_
       fetch_cv_.notify_all();
       if (!fetched.ok()) {
         fetch->status = fetched.status();

@@ -67,33 +67,15 @@ void MountDifferential::RandomOpsSequentialThenConcurrentThenRemount() {
   {
     ::mkdir(Path("e").c_str(), 0755);
     ::mkdir((native_ + "/e").c_str(), 0755);
-    const int kThreads = 4, kOps = 300;
-    std::mutex mu;
-    std::vector<std::string> failures;
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; t++) {
-      threads.emplace_back([&, t] {
-        std::string pre = "t" + std::to_string(t) + "_";
-        std::vector<std::string> files;
-        for (int i = 0; i < 5; i++) files.push_back(pre + "f" + std::to_string(i));
-        for (int i = 0; i < 3; i++) files.push_back("d/" + pre + "g" + std::to_string(i));
-        files.push_back("e/" + pre + "h");
-        Differ diff(mnt(), native_, seed * 1000003 + static_cast<uint64_t>(t) + 1,
+    auto failures = RunDiffersConcurrently(4, 300, [&](int t) {
+      std::string pre = "t" + std::to_string(t) + "_";
+      std::vector<std::string> files;
+      for (int i = 0; i < 5; i++) files.push_back(pre + "f" + std::to_string(i));
+      for (int i = 0; i < 3; i++) files.push_back("d/" + pre + "g" + std::to_string(i));
+      files.push_back("e/" + pre + "h");
+      return Differ(mnt(), native_, seed * 1000003 + static_cast<uint64_t>(t) + 1,
                     "thread " + std::to_string(t), files, {});
-        for (int i = 1; i <= kOps; i++) {
-          std::string d = diff.Step(i);
-          if (!d.empty()) {
-            std::lock_guard<std::mutex> l(mu);
-            failures.push_back(d);
-            break;
-          }
-        }
-        diff.CloseAll();
-        std::lock_guard<std::mutex> l(mu);
-        std::cerr << "[ stats ] thread " << t << ": " << diff.Summary() << "\n";
-      });
-    }
-    for (auto& th : threads) th.join();
+    });
     for (const auto& f : failures) ADD_FAILURE() << "seed " << seed << ", " << f;
     ASSERT_TRUE(failures.empty());
     std::string t = CompareTrees(mnt(), native_);

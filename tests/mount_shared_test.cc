@@ -285,32 +285,15 @@ void MountShared::Differential() {
 
   // ---- Concurrent: one thread per host, own names, shared folders. ----
   {
-    std::mutex mu;
-    std::vector<std::string> failures;
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 3; t++) {
-      threads.emplace_back([&, t] {
-        std::string pre = "t" + std::to_string(t) + "_";
-        std::vector<std::string> mine;
-        for (int i = 0; i < 4; i++) mine.push_back(pre + "f" + std::to_string(i));
-        for (int i = 0; i < 3; i++) mine.push_back("d/" + pre + "g" + std::to_string(i));
-        mine.push_back("e/" + pre + "h");
-        Differ td(hosts[t], native, seed * 1000003 + static_cast<uint64_t>(t) + 1,
-                  "host " + hosts[t], mine, {});
-        for (int i = 1; i <= 200; i++) {
-          std::string d = td.Step(i);
-          if (!d.empty()) {
-            std::lock_guard<std::mutex> l(mu);
-            failures.push_back(d);
-            break;
-          }
-        }
-        td.CloseAll();
-        std::lock_guard<std::mutex> l(mu);
-        std::cerr << "[ stats ] thread on " << hosts[t] << ": " << td.Summary() << "\n";
-      });
-    }
-    for (auto& th : threads) th.join();
+    auto failures = RunDiffersConcurrently(3, 200, [&](int t) {
+      std::string pre = "t" + std::to_string(t) + "_";
+      std::vector<std::string> mine;
+      for (int i = 0; i < 4; i++) mine.push_back(pre + "f" + std::to_string(i));
+      for (int i = 0; i < 3; i++) mine.push_back("d/" + pre + "g" + std::to_string(i));
+      mine.push_back("e/" + pre + "h");
+      return Differ(hosts[t], native, seed * 1000003 + static_cast<uint64_t>(t) + 1,
+                    "host " + hosts[t], mine, {});
+    });
     for (const auto& f : failures) ADD_FAILURE() << "seed " << seed << ", " << f;
     ASSERT_TRUE(failures.empty());
   }

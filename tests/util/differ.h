@@ -12,11 +12,14 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/util/mount_fixture.h"
@@ -170,6 +173,10 @@ class Differ {
         files_(std::move(files)),
         dirs_(std::move(dirs)) {}
   ~Differ() { CloseAll(); }
+  // Movable (RunDiffersConcurrently makes one per thread), never copied: it owns fds.
+  Differ(Differ&&) = default;
+  Differ(const Differ&) = delete;
+  Differ& operator=(const Differ&) = delete;
 
   // Runs one random operation and compares; returns "" or a description of the mismatch.
   std::string Step(int step) {
@@ -572,5 +579,33 @@ class Differ {
   int next_id_ = 0;
   int succeeded_ = 0, failed_ = 0;
 };
+
+// The concurrent phase of a differential test: one Differ per thread, made by `make(t)`
+// on its own names, `ops` steps each (a thread stops at its first mismatch). Returns the
+// mismatches; prints each thread's summary.
+inline std::vector<std::string> RunDiffersConcurrently(int threads, int ops,
+                                                        const std::function<Differ(int)>& make) {
+  std::mutex mu;
+  std::vector<std::string> failures;
+  std::vector<std::thread> running;
+  for (int t = 0; t < threads; t++) {
+    running.emplace_back([&, t] {
+      Differ diff = make(t);
+      for (int i = 1; i <= ops; i++) {
+        std::string d = diff.Step(i);
+        if (!d.empty()) {
+          std::lock_guard<std::mutex> l(mu);
+          failures.push_back(d);
+          break;
+        }
+      }
+      diff.CloseAll();
+      std::lock_guard<std::mutex> l(mu);
+      std::cerr << "[ stats ] thread " << t << ": " << diff.Summary() << "\n";
+    });
+  }
+  for (auto& th : running) th.join();
+  return failures;
+}
 
 }  // namespace snapfs::mounttest
