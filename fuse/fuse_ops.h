@@ -6,6 +6,7 @@
 #include <fuse3/fuse_lowlevel.h>
 
 #include "core/fs/filesystem.h"
+#include "fuse/kill_priv.h"
 
 namespace snapfs::fuse {
 
@@ -19,6 +20,8 @@ struct FuseContext {
   bool shared = false;
   bool writeback = true;      // negotiate the kernel writeback cache
   bool writeback_on = false;  // what init negotiated
+  fuse_session* session = nullptr;  // set once mounted (notifications to the kernel)
+  KillPrivState kill_priv;    // FUSE_HANDLE_KILLPRIV_V2 (kill_priv.h)
 };
 
 // The operations table; userdata of the session must be a FuseContext*.
