@@ -42,6 +42,17 @@ class PackWriter {
   // Fails with NoSpace when the device is full, IOError otherwise; after a failure the
   // bytes past the last successful Append are undefined, and the pack should be sealed.
   virtual Result<uint64_t> Append(std::span<const uint8_t> data) = 0;
+  // Appends the concatenation of `parts` as one Append (a record's header and its chunk:
+  // the chunk store's writes). This default copies them into one buffer; a writer that can
+  // take them as they are (pwritev) overrides it and saves a pass over the bytes.
+  virtual Result<uint64_t> AppendParts(std::span<const std::span<const uint8_t>> parts) {
+    size_t n = 0;
+    for (const auto& p : parts) n += p.size();
+    std::vector<uint8_t> all;
+    all.reserve(n);
+    for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+    return Append(std::span<const uint8_t>(all.data(), all.size()));
+  }
   // Makes every byte appended so far durable (survives power loss). IOError on failure.
   virtual Status Sync() = 0;
   // Bytes appended so far.

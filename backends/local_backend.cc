@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "backends/backend.h"
+#include "backends/pack_file_io.h"
 #include "backends/pack_names.h"
 #include "base/mutex.h"
 
@@ -133,25 +134,24 @@ class LocalPackWriter final : public PackWriter {
   PackId id() const override { return id_; }
   uint64_t size() const override { return size_; }
 
-  // pwrite at size_, not write: after a failed Append left a partial tail, a retry
+  // pwritev at size_, not write: after a failed Append left a partial tail, a retry
   // overwrites it and the offsets we return stay true.
   Result<uint64_t> Append(std::span<const uint8_t> data) override {
+    const std::span<const uint8_t> parts[1] = {data};
+    return AppendParts(parts);
+  }
+
+  Result<uint64_t> AppendParts(std::span<const std::span<const uint8_t>> parts) override {
     if (sealed_) return Status::InvalidArgument("append to sealed pack " + path_);
     const uint64_t offset = size_;
-    if (data.size() > kMaxOffset - offset) return Status::FileTooBig("pack " + path_);
-    size_t done = 0;
-    while (done < data.size()) {
-      const ssize_t n = ::pwrite(fd_.get(), data.data() + done, data.size() - done,
-                                 static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        tail_dirty_ = true;
-        if (n == 0) return Status::IOError("append to " + path_ + ": wrote nothing");
-        return PosixError("append to " + path_, errno);
-      }
-      done += static_cast<size_t>(n);
+    uint64_t total = 0;
+    for (const auto& p : parts) total += p.size();
+    if (total > kMaxOffset - offset) return Status::FileTooBig("pack " + path_);
+    if (int e = PwriteParts(fd_.get(), parts, offset); e != 0) {
+      tail_dirty_ = true;
+      return PosixError("append to " + path_, e);
     }
-    size_ += data.size();
+    size_ += total;
     return offset;
   }
 

@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "backends/block_cache.h"
+#include "backends/pack_file_io.h"
 #include "backends/pack_names.h"
 #include "base/log.h"
 
@@ -73,21 +74,18 @@ class S3PackWriter final : public PackWriter {
   uint64_t size() const override { return size_; }
 
   Result<uint64_t> Append(std::span<const uint8_t> data) override {
+    const std::span<const uint8_t> parts[1] = {data};
+    return AppendParts(parts);
+  }
+
+  Result<uint64_t> AppendParts(std::span<const std::span<const uint8_t>> parts) override {
     if (sealed_) return Status::InvalidArgument("append to sealed pack " + file_->path);
     const uint64_t offset = size_;
-    size_t done = 0;
-    while (done < data.size()) {
-      const ssize_t n = ::pwrite(file_->fd, data.data() + done, data.size() - done,
-                                 static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        tail_dirty_ = true;
-        if (n == 0) return Status::IOError("append to " + file_->path + ": wrote nothing");
-        return PosixError("append to " + file_->path, errno);
-      }
-      done += static_cast<size_t>(n);
+    if (int e = PwriteParts(file_->fd, parts, offset); e != 0) {
+      tail_dirty_ = true;
+      return PosixError("append to " + file_->path, e);
     }
-    size_ += data.size();
+    for (const auto& p : parts) size_ += p.size();
     file_->size.store(size_);
     return offset;
   }

@@ -577,7 +577,6 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
 }
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  if (getenv("EXP_NOXATTR")) return (void)ReplyErrno(req, ENOSYS);
   auto r = Fs(req).GetXattr(ino, name);
   if (!r.ok()) return ReplyErr(req, r.status());
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());

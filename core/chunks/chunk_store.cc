@@ -94,11 +94,11 @@ Status ChunkStore::RotateLocked() {
 Result<ChunkLocation> ChunkStore::AppendLocked(const ChunkId& id,
                                                std::span<const uint8_t> data) {
   if (!active_ || active_->size() >= kPackTargetSize) RETURN_IF_ERROR(RotateLocked());
-  scratch_.clear();
+  scratch_.clear();  // the record header; the chunk's bytes are written from where they are
   pack::AppendRecordHeader(&scratch_, id, static_cast<uint32_t>(data.size()));
-  scratch_.append(reinterpret_cast<const char*>(data.data()), data.size());
-  auto r = active_->Append(
-      std::span(reinterpret_cast<const uint8_t*>(scratch_.data()), scratch_.size()));
+  const std::span<const uint8_t> parts[2] = {
+      std::span(reinterpret_cast<const uint8_t*>(scratch_.data()), scratch_.size()), data};
+  auto r = active_->AppendParts(parts);
   if (!r.ok()) {
     // The tail of this pack is now undefined: never append to it again. What earlier
     // appends put in it is durable only if the seal works (else their txns fail).

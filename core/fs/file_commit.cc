@@ -283,6 +283,7 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
     }
   } else {
     f->committed_size = new_committed;
+    for (auto& [off, bytes] : taken) pool_.Give(std::move(bytes));  // committed: reusable
   }
   f->dirty = std::move(keep);
   f->dirty_bytes = 0;
@@ -406,7 +407,7 @@ Result<uint64_t> FileData::CloneRange(FileHandle src_fh, uint64_t src_off, FileH
       size_t got = 0;
       RETURN_IF_ERROR(ReadLocked(fs, o, step, buf.data(), &got));
       if (got < step) std::memset(buf.data() + got, 0, step - got);
-      fd->AddDirty(dst_off + (o - src_off), buf.data(), step);
+      fd->AddDirty(dst_off + (o - src_off), buf.data(), step, nullptr);
       fd->size = std::max<uint64_t>(fd->size, dst_off + (o - src_off) + step);
       fd->mtime_ns = NowNs();
       fd->attr_dirty = true;
@@ -424,7 +425,7 @@ Result<uint64_t> FileData::CloneRange(FileHandle src_fh, uint64_t src_off, FileH
     std::string all(n, '\0');
     size_t got = 0;
     RETURN_IF_ERROR(ReadLocked(fs, src_off, n, all.data(), &got));
-    fd->AddDirty(dst_off, all.data(), n);
+    fd->AddDirty(dst_off, all.data(), n, nullptr);
     fd->size = std::max<uint64_t>(fd->size, dst_off + n);
     fd->mtime_ns = NowNs();
     fd->attr_dirty = true;

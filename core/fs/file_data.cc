@@ -14,7 +14,7 @@ namespace snapfs {
 FileData::FileData(Store* store, Namespace* ns)
     : meta_(store->meta()), chunks_(store->chunks()), chunker_(store->config().chunker), ns_(ns) {}
 
-void OpenFile::AddDirty(uint64_t off, const char* data, size_t n) {
+void OpenFile::AddDirty(uint64_t off, const char* data, size_t n, BufferPool* pool) {
   if (n == 0) return;
   uint64_t end = off + n;
   auto it = dirty.upper_bound(off);
@@ -26,6 +26,22 @@ void OpenFile::AddDirty(uint64_t off, const char* data, size_t n) {
     dirty.emplace(off, std::string(data, n));
     dirty_bytes += n;
     return;
+  }
+  // Streamed writes: an append to the range ending at `off`, touching no other range.
+  if (it->first + it->second.size() == off) {
+    auto next = std::next(it);
+    if (next == dirty.end() || next->first > end) {
+      std::string& r = it->second;
+      if (pool && r.capacity() < r.size() + n && r.size() + n >= BufferPool::kMinSize) {
+        std::string b = pool->Take();
+        b.append(r);
+        pool->Give(std::move(r));
+        r = std::move(b);
+      }
+      r.append(data, n);
+      dirty_bytes += n;
+      return;
+    }
   }
   // Merge every range overlapping or touching [off, end) into one. When the first range
   // starts at or before `off` (sequential appends), its string grows in place.
@@ -221,7 +237,7 @@ Result<size_t> FileData::Write(FileHandle fh, uint64_t offset, const char* data,
   RETURN_IF_ERROR(f->EnsureLoaded(meta_));
   if (h.flags & O_APPEND) offset = f->size;
   if (offset + n > kMaxFileSize || offset + n < offset) return Status::FileTooBig();
-  f->AddDirty(offset, data, n);
+  f->AddDirty(offset, data, n, &pool_);
   f->size = std::max<uint64_t>(f->size, offset + n);
   f->mtime_ns = NowNs();
   f->attr_dirty = true;

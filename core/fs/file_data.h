@@ -127,6 +127,7 @@ class FileData {
   const Chunker chunker_;
   Namespace* const ns_;
 
+  BufferPool pool_;  // large write buffers (buffer_pool.h)
   Mutex files_mu_;  // a leaf: never held while taking another lock
   std::unordered_map<uint64_t, std::weak_ptr<OpenFile>> open_files_ GUARDED_BY(files_mu_);
   std::unordered_map<FileHandle, Handle> handles_ GUARDED_BY(files_mu_);

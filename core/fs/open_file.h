@@ -13,6 +13,7 @@
 
 #include "base/mutex.h"
 #include "base/status.h"
+#include "core/fs/buffer_pool.h"
 #include "core/meta/meta_store.h"
 
 namespace snapfs {
@@ -42,8 +43,9 @@ struct OpenFile {
   std::atomic<uint64_t> xattr_gen{0};
   std::atomic<uint64_t> caps_absent_at{0};
 
-  // Adds a write to the buffer, merging with the ranges it overlaps or touches.
-  void AddDirty(uint64_t off, const char* data, size_t n) REQUIRES(mu);
+  // Adds a write to the buffer, merging with the ranges it overlaps or touches. A range
+  // that grows large takes its buffer from `pool` (if given).
+  void AddDirty(uint64_t off, const char* data, size_t n, BufferPool* pool) REQUIRES(mu);
   // Loads size and mtime from the inode record the first time the file is used.
   Status EnsureLoaded(MetaStore& meta) REQUIRES(mu);
 };
