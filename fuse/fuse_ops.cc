@@ -325,13 +325,15 @@ bool CallerInGroup(fuse_req_t req, uint32_t gid) {
 // With FUSE_HANDLE_KILLPRIV_V2 (kill_priv.h) dropping privileges is ours when the kernel
 // says so (a write, an O_TRUNC open or a truncate by a caller without CAP_FSETID, every
 // chown): S_ISUID always, S_ISGID if the group may execute the file or the caller is not
-// in its group (setattr_should_drop_sgid, as on ext4), and security.capability.
+// in its group (setattr_should_drop_sgid, as on ext4), and security.capability; on
+// every non-folder (a chown of a fifo or device drops its set-id bits too: pjdfstest
+// chown/00.t).
 // `invalidate`: the kernel caches the mode and learns nothing from the reply (a write or
 // an open), so its attributes are invalidated.
 Status DropPrivileges(fuse_req_t req, fuse_ino_t ino, bool invalidate) {
   auto a = Fs(req).GetAttr(ino);
   if (!a.ok()) return a.status();
-  if (!S_ISREG(a->mode)) return Status::OK();
+  if (S_ISDIR(a->mode)) return Status::OK();  // a chown of any other type drops them too
   uint32_t drop = S_ISUID;
   if ((a->mode & S_ISGID) && ((a->mode & S_IXGRP) || !CallerInGroup(req, a->gid))) {
     drop |= S_ISGID;
@@ -344,9 +346,11 @@ Status DropPrivileges(fuse_req_t req, fuse_ino_t ino, bool invalidate) {
     RETURN_IF_ERROR(Fs(req).SetAttr(ino, r).status());
     changed = true;
   }
-  Status s = Fs(req).RemoveXattr(ino, "security.capability");
-  if (s.ok()) changed = true;
-  else if (!s.Is(Code::kNoData)) return s;
+  if (S_ISREG(a->mode)) {  // file capabilities belong to executables
+    Status s = Fs(req).RemoveXattr(ino, "security.capability");
+    if (s.ok()) changed = true;
+    else if (!s.Is(Code::kNoData)) return s;
+  }
   if (changed && invalidate && Ctx(req)->session) {
     (void)fuse_lowlevel_notify_inval_inode(Ctx(req)->session, ino, -1, 0);  // attributes only
   }
@@ -578,6 +582,14 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto r = Fs(req).GetXattr(ino, name);
+  if (!r.ok() && r.status().Is(Code::kNoData) && std::strcmp(name, "security.selinux") == 0) {
+    // snapfs does not label files for SELinux (a FUSE mount is labeled as a whole, by
+    // policy or the context= option). "Not supported" rather than "absent" lets tools
+    // stop asking: `ls -l` asks for every file otherwise, one round trip each, while
+    // coreutils remembers ENOTSUP per device. A label set explicitly is stored and
+    // returned like any xattr.
+    return (void)ReplyErrno(req, EOPNOTSUPP);
+  }
   if (!r.ok()) return ReplyErr(req, r.status());
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());
   if (size < r->size()) return (void)ReplyErrno(req, ERANGE);
