@@ -231,6 +231,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
   }
   s->chunks_ = std::make_unique<ChunkStore>(s->backend_.get(), s->meta_.get(), s->config_,
                                             opts.chunk_cache_bytes);
+  if (!opts.engine) {  // the metadata is in dir/meta, on this machine's disk
+    s->space_guard_ = std::make_unique<SpaceGuard>(dir + "/meta", s->backend_.get());
+    s->chunks_->SetSpaceGuard(s->space_guard_.get());
+  }
   RETURN_IF_ERROR(s->chunks_->Open());
   return s;
 }

@@ -33,6 +33,7 @@
 #include "core/chunks/chunk_store.h"
 #include "core/meta/meta_store.h"
 #include "core/sessions.h"
+#include "core/space_guard.h"
 #include "core/store_config.h"
 
 namespace snapfs {
@@ -112,6 +113,9 @@ class Store {
   MetaStore& meta() { return *meta_; }
   ChunkStore& chunks() { return *chunks_; }
   Backend& backend() { return *backend_; }
+  // Folder stores: what keeps a full disk from reaching the metadata log
+  // (space_guard.h); null for database stores.
+  SpaceGuard* space_guard() { return space_guard_.get(); }
 
  private:
   Store() = default;
@@ -130,6 +134,7 @@ class Store {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<MetaStore> meta_;
   std::unique_ptr<ChunkStore> chunks_;
+  std::unique_ptr<SpaceGuard> space_guard_;
 };
 
 // True if `dir` has no entries besides "." and "..".

@@ -1,5 +1,6 @@
 #include "daemon/mount.h"
 
+#include <malloc.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -178,8 +179,22 @@ void Collect(metrics::Exposition& e, Store& store, GaugeCache& cache) {
 
 }  // namespace
 
+// The daemon's memory is meant to be its caches. Its large blocks (buffered write ranges
+// of up to ~10 MiB, RocksDB's memtable blocks) come and go on 16 worker threads, and
+// glibc's default gives each thread its own arena and raises the mmap threshold after the
+// first large free: the freed blocks then stay in the arenas, fragmented. Measured
+// (scripts/bench_rss.sh): 742 MiB RSS after 9 GiB of Flink checkpoints, ~14 arenas of
+// ~50 MiB each. A fixed 1 MiB threshold gives every large block back to the kernel when it
+// is freed (the hot ones are reused through BufferPool, so the page faults are few), and
+// fewer arenas bound the fragmentation of the rest.
+static void BoundMallocArenas() {
+  (void)mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  (void)mallopt(M_ARENA_MAX, 4);
+}
+
 int ServeMount(const MountOptions& opts, const std::function<void(const Status&)>& ready) {
   int64_t start_ns = NowNs();
+  BoundMallocArenas();
   if (Status ls = log::Configure(opts.log); !ls.ok()) {
     ready(ls);
     return 1;

@@ -180,6 +180,10 @@ Status ChunkStore::PutLocked(const ChunkId& id, const std::string& key,
     return Status::OK();
   }
   ChunkLocation loc;
+  if (space_guard_) {  // new bytes: a full disk must not reach the metadata log
+    RETURN_IF_ERROR(data.size() <= inline_max_ ? space_guard_->ForMetadata()
+                                               : space_guard_->ForData(data.size()));
+  }
   if (data.size() <= inline_max_) {
     loc.length = static_cast<uint32_t>(data.size());
     loc.inline_data.assign(reinterpret_cast<const char*>(data.data()), data.size());

@@ -30,6 +30,7 @@
 #include "core/meta/kv.h"
 #include "core/meta/meta_store.h"
 #include "base/mutex.h"
+#include "core/space_guard.h"
 #include "core/store_config.h"
 
 namespace snapfs {
@@ -84,6 +85,9 @@ class ChunkStore {
   Status Open();
   // Shared stores: set once, before Open.
   void SetSharing(ChunkStoreSharing sharing) { sharing_ = std::move(sharing); }
+  // Folder stores: new chunks ask `guard` for space first (space_guard.h). Set once,
+  // before Open. GC's Relocate does not ask: it frees more than it takes.
+  void SetSpaceGuard(SpaceGuard* guard) { space_guard_ = guard; }
   bool shared() const { return sharing_.session != 0; }
   // Shared stores: in `t`, reads this session's row (IOError if it was reaped), so that
   // `t` cannot commit after a reap that let GC take our open packs.
@@ -175,6 +179,7 @@ class ChunkStore {
   PackId synced_pack_ GUARDED_BY(sync_mu_) = 0;
   uint64_t synced_size_ GUARDED_BY(sync_mu_) = 0;
   ChunkStoreSharing sharing_;  // set before Open, then read-only
+  SpaceGuard* space_guard_ = nullptr;  // set before Open, then read-only
   // Shared stores: our packs whose openpack record is still in the metadata.
   std::set<PackId> open_records_ GUARDED_BY(mu_);
   // Packs whose final seal failed: their bytes may not be durable.

@@ -64,20 +64,28 @@ Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   return GetAttr(ino);
 }
 
+Status Filesystem::MetadataSpace() {
+  SpaceGuard* g = store_->space_guard();
+  return g ? g->ForMetadata() : Status::OK();
+}
+
 Result<Attr> Filesystem::Mknod(uint64_t parent, std::string_view name, uint32_t mode, uint64_t rdev,
                                const Caller& who) {
+  RETURN_IF_ERROR(MetadataSpace());
   ASSIGN_OR_RETURN(auto node, ns_->Mknod(parent, name, mode, rdev, who));
   return data_->ToAttr(node);
 }
 
 Result<Attr> Filesystem::Mkdir(uint64_t parent, std::string_view name, uint32_t mode,
                                const Caller& who) {
+  RETURN_IF_ERROR(MetadataSpace());
   ASSIGN_OR_RETURN(auto node, ns_->Mkdir(parent, name, mode, who));
   return data_->ToAttr(node);
 }
 
 Result<Attr> Filesystem::Symlink(std::string_view target, uint64_t parent, std::string_view name,
                                  const Caller& who) {
+  RETURN_IF_ERROR(MetadataSpace());
   ASSIGN_OR_RETURN(auto node, ns_->Symlink(target, parent, name, who));
   return data_->ToAttr(node);
 }
@@ -85,6 +93,7 @@ Result<Attr> Filesystem::Symlink(std::string_view target, uint64_t parent, std::
 Result<std::string> Filesystem::Readlink(uint64_t ino) { return ns_->Readlink(ino); }
 
 Result<Attr> Filesystem::Link(uint64_t ino, uint64_t new_parent, std::string_view new_name) {
+  RETURN_IF_ERROR(MetadataSpace());
   RETURN_IF_ERROR(ns_->Link(ino, new_parent, new_name));
   return GetAttr(ino);  // outside the namespace's lock: ToAttr may take OpenFile::mu
 }
@@ -165,9 +174,15 @@ Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::str
     mark(fh);
     return std::make_pair(*made, fh);
   }
-  // open(O_CREAT) without O_EXCL of a name that appeared meanwhile opens it.
-  if (!made.status().Is(Code::kAlreadyExists) || (flags & O_EXCL)) return made.status();
-  ASSIGN_OR_RETURN(auto attr, Lookup(parent, name));
+  // open(O_CREAT) without O_EXCL of a name that appeared meanwhile opens it, as does one
+  // of a name that exists on a full disk (the space check comes before the name's).
+  const bool full = made.status().Is(Code::kNoSpace);
+  if ((!made.status().Is(Code::kAlreadyExists) && !full) || (flags & O_EXCL)) {
+    return made.status();
+  }
+  auto found = Lookup(parent, name);
+  if (!found.ok()) return full ? made.status() : found.status();
+  Attr attr = *found;
   if (S_ISDIR(attr.mode)) return Status::IsDirectory();
   ASSIGN_OR_RETURN(auto fh, Open(attr.ino, flags));
   mark(fh);
@@ -227,6 +242,7 @@ Result<std::string> Filesystem::GetXattr(uint64_t ino, std::string_view name) {
 
 Status Filesystem::SetXattr(uint64_t ino, std::string_view name, std::string_view value,
                             int flags) {
+  RETURN_IF_ERROR(MetadataSpace());
   Status s = ns_->SetXattr(ino, name, value, flags);
   // Whatever happened, a remembered "no security.capability" is void afterwards.
   data_->XattrsChanged(ino);

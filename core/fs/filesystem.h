@@ -170,6 +170,8 @@ class Filesystem {
  private:
   explicit Filesystem(Store* store);
 
+  // NoSpace if the metadata's disk is down to its reserve (core/space_guard.h).
+  Status MetadataSpace();
   Store* const store_;
   // Destroyed in reverse: the views and the snapshot classes use the namespace and the
   // file data, which go last.

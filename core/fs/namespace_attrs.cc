@@ -105,7 +105,10 @@ Result<FsStats> Namespace::StatFs() {
   ASSIGN_OR_RETURN(auto space, store_->backend().Space());
   FsStats s;
   s.blocks = space.total_bytes / s.block_size;
-  s.blocks_free = s.blocks_avail = space.free_bytes / s.block_size;
+  s.blocks_free = space.free_bytes / s.block_size;
+  // What writers can still use: the reserve kept for the metadata log is not theirs.
+  s.blocks_avail = (store_->space_guard() ? SpaceGuard::Usable(space.free_bytes)
+                                          : space.free_bytes) / s.block_size;
   s.files = 1ull << 32;
   std::string v;
   uint64_t used = kRootIno + 1;
