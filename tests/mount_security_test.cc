@@ -11,7 +11,9 @@
 #include <sys/un.h>
 #include <sys/xattr.h>
 
+#include <atomic>
 #include <functional>
+#include <thread>
 
 #include "tests/util/mount_fixture.h"
 
@@ -263,7 +265,8 @@ std::string AskSocket(const std::string& path, const std::string& request) {
     ::close(fd);
     return e;
   }
-  (void)WriteAllFd(fd, request + "\n");
+  std::string line = request + "\n";
+  (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL);  // a refusing daemon reads nothing
   std::string out;
   char buf[4096];
   for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
@@ -304,6 +307,253 @@ TEST_F(Security, ControlSocketRefusesAnotherUid) {
   // And the daemon still serves its owner.
   own = AskSocket(sock, "stats");
   EXPECT_NE(own.find("\"pack_bytes\""), std::string::npos) << own;
+}
+
+}  // namespace
+}  // namespace snapfs::mounttest
+
+namespace snapfs::mounttest {
+namespace {
+
+// ---- export and hostile symlinks -------------------------------------------------------
+
+// Java writeUTF of an ASCII string: how Flink's _metadata names files.
+std::string Utf(const std::string& s) {
+  return std::string(1, static_cast<char>(s.size() >> 8)) + static_cast<char>(s.size() & 0xff) + s;
+}
+
+// Every entry below `dir` (relative path -> "f <content>", "d" or "l -> <target>").
+std::map<std::string, std::string> Tree(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::string rel = it->path().string().substr(dir.size() + 1);
+    if (it->is_symlink()) {
+      out[rel] = "l -> " + std::filesystem::read_symlink(it->path()).string();
+    } else if (it->is_directory()) {
+      out[rel] = "d";
+    } else {
+      out[rel] = "f " + ReadFile(it->path().string());
+    }
+  }
+  return out;
+}
+
+class SecurityExport : public Security {
+ protected:
+  // tmp/outside/secret: what no export may copy or touch; job/chk-1: a snapshot with a
+  // state file and symlinks out of the snapshot and the mount, all named by its marker.
+  void MakeHostileSnapshot() {
+    outside_ = tmp() + "/outside";
+    ASSERT_SYS(::mkdir(outside_.c_str(), 0755));
+    ASSERT_EQ(WriteFile(outside_ + "/secret", "outside secret", true, 0644), 0);
+    ASSERT_SYS(::mkdir(Path("job").c_str(), 0755));
+    ASSERT_SYS(::mkdir(Path("job/shared").c_str(), 0755));
+    ASSERT_SYS(::mkdir(Path("job/chk-1").c_str(), 0755));
+    ASSERT_EQ(WriteFile(Path("job/chk-1/state"), "state bytes", true), 0);
+    ASSERT_EQ(WriteFile(Path("job/shared/s1"), "shared bytes", true), 0);
+    const std::string c = Path("job/chk-1/");
+    ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), (c + "abs").c_str()));
+    ASSERT_SYS(::symlink("../../../outside/secret", (c + "rel").c_str()));
+    ASSERT_SYS(::symlink(outside_.c_str(), (c + "dir").c_str()));
+    ASSERT_SYS(::symlink("../../../outside", (c + "reldir").c_str()));
+    ASSERT_SYS(::symlink("/etc/passwd", (c + "passwd").c_str()));
+    // In the job folder too (references relative to it are viewed under the snapshot).
+    ASSERT_SYS(::symlink(outside_.c_str(), Path("job/shared/out").c_str()));
+    ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), Path("job/shared/s2").c_str()));
+    std::string marker = "\x49\x60\x67\x2d";
+    for (const char* bare : {"state", "abs", "rel", "dir", "reldir", "passwd"}) marker += Utf(bare);
+    for (const std::string& p :
+         {Path("job/chk-1/abs"), Path("job/chk-1/dir/secret"), Path("job/chk-1/reldir/secret"),
+          Path("job/shared/s1"), Path("job/shared/s2"), Path("job/shared/out/secret"),
+          Path("job/chk-1/../../../outside/secret"), outside_ + "/secret", std::string("/etc/passwd")}) {
+      marker += Utf("file:" + p);
+    }
+    ASSERT_EQ(WriteFile(Path("job/chk-1/_metadata"), marker, true), 0);
+    marker_ = marker;
+    // A marker that is a symlink (made in place, and renamed onto the name) is no snapshot.
+    ASSERT_SYS(::mkdir(Path("job/chk-2").c_str(), 0755));
+    ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), Path("job/chk-2/_metadata").c_str()));
+    ASSERT_SYS(::mkdir(Path("job/chk-3").c_str(), 0755));
+    ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), Path("job/chk-3/m").c_str()));
+    ASSERT_SYS(::rename(Path("job/chk-3/m").c_str(), Path("job/chk-3/_metadata").c_str()));
+  }
+
+  // What an export of chk-1 must hold: its marker, its state file and the shared file
+  // it names: no symlink, nothing from outside.
+  void ExpectCleanCopy(const std::string& dest) {
+    auto t = Tree(dest);
+    std::map<std::string, std::string> want = {{"_metadata", "f " + marker_},
+                                               {"state", "f state bytes"},
+                                               {"shared", "d"},
+                                               {"shared/s1", "f shared bytes"}};
+    if (t != want) {
+      std::string got;
+      for (auto& [k, v] : t) got += "  " + k + ": " + v.substr(0, 40) + "\n";
+      ADD_FAILURE() << dest << " holds:\n" << got;
+    }
+  }
+
+  void ExpectOutsideUntouched() {
+    auto t = Tree(outside_);
+    EXPECT_EQ(t, (std::map<std::string, std::string>{{"secret", "f outside secret"}}));
+  }
+
+  std::string outside_, marker_;
+};
+
+TEST_F(SecurityExport, ExportNeverFollowsASymlinkOutOfTheSnapshot) {
+  ASSERT_NO_FATAL_FAILURE(MakeHostileSnapshot());
+  // Mounted (read through the views) and unmounted (read in-process).
+  CmdResult r = Snapfs({"export", Path("job/chk-1"), tmp() + "/e1"});
+  EXPECT_EQ(r.code, 0) << r.Describe();
+  ExpectCleanCopy(tmp() + "/e1");
+  r = Snapfs({"export", Path("job/chk-1"), tmp() + "/e2", "--relocate"});
+  EXPECT_EQ(r.code, 0) << r.Describe();
+  EXPECT_EQ(Tree(tmp() + "/e2").size(), 4u);
+  for (const char* chk : {"job/chk-2", "job/chk-3"}) {
+    r = Snapfs({"export", Path(chk), tmp() + "/e-" + std::string(chk).substr(4)});
+    EXPECT_EQ(r.code, 5) << chk << " has a symlink for a marker: not a snapshot\n" << r.Describe();
+    EXPECT_FALSE(Exists(tmp() + "/e-" + std::string(chk).substr(4)));
+  }
+  // The views show no symlink either.
+  auto names = ListDir(Path(".snapshots/job/chk-1"));
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"_metadata", "shared", "state"}));
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  r = Snapfs({"export", store() + "/job/chk-1", tmp() + "/e3"});
+  EXPECT_EQ(r.code, 0) << r.Describe();
+  ExpectCleanCopy(tmp() + "/e3");
+  ExpectOutsideUntouched();
+}
+
+TEST_F(SecurityExport, ExportNeverWritesOutsideDest) {
+  ASSERT_NO_FATAL_FAILURE(MakeHostileSnapshot());
+  const std::string elsewhere = tmp() + "/elsewhere";
+  ASSERT_SYS(::mkdir(elsewhere.c_str(), 0755));
+  // DEST is a symlink: to an empty folder, to a folder that does not exist, to a file.
+  const std::string d1 = tmp() + "/d1", d2 = tmp() + "/d2", d3 = tmp() + "/d3";
+  ASSERT_SYS(::symlink(elsewhere.c_str(), d1.c_str()));
+  ASSERT_SYS(::symlink((tmp() + "/not-there").c_str(), d2.c_str()));
+  ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), d3.c_str()));
+  for (const auto& d : {d1, d2, d3, d1 + "/"}) {
+    CmdResult r = Snapfs({"export", Path("job/chk-1"), d});
+    EXPECT_NE(r.code, 0) << "export to a symlink " << d << " must be refused\n" << r.Describe();
+  }
+  EXPECT_TRUE(Tree(elsewhere).empty()) << "written through the DEST symlink";
+  EXPECT_FALSE(Exists(tmp() + "/not-there"));
+  // DEST holds symlinks where the copy's files and folders go: refused, not followed.
+  const std::string d4 = tmp() + "/d4";
+  ASSERT_SYS(::mkdir(d4.c_str(), 0755));
+  ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), (d4 + "/state").c_str()));
+  ASSERT_SYS(::symlink(elsewhere.c_str(), (d4 + "/shared").c_str()));
+  ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), (d4 + "/_metadata").c_str()));
+  CmdResult r = Snapfs({"export", Path("job/chk-1"), d4});
+  EXPECT_EQ(r.code, 2) << r.Describe();
+  EXPECT_TRUE(Tree(elsewhere).empty());
+  ExpectOutsideUntouched();
+  // A path through a symlinked parent is the user's own choice: it works (the symlink is
+  // above DEST, not DEST).
+  const std::string via = tmp() + "/via";
+  ASSERT_SYS(::symlink(elsewhere.c_str(), via.c_str()));
+  r = Snapfs({"export", Path("job/chk-1"), via + "/copy"});
+  EXPECT_EQ(r.code, 0) << r.Describe();
+  ExpectCleanCopy(elsewhere + "/copy");
+  ExpectOutsideUntouched();
+}
+
+// A symlink planted in DEST while the copy runs (another user's, in a shared folder) is
+// not followed: the copy fails instead of writing where it points.
+TEST_F(SecurityExport, ExportDoesNotFollowASymlinkPlantedWhileItRuns) {
+  ASSERT_NO_FATAL_FAILURE(MakeHostileSnapshot());
+  const std::string elsewhere = tmp() + "/elsewhere", dest = tmp() + "/dest";
+  ASSERT_SYS(::mkdir(elsewhere.c_str(), 0755));
+  // As soon as export has made DEST, "shared" in it becomes a link to elsewhere (export
+  // writes _metadata first, then shared/s1).
+  std::atomic<bool> stop{false}, planted{false};
+  std::thread attacker([&] {
+    while (!stop && !planted) {
+      if (::symlink(elsewhere.c_str(), (dest + "/shared").c_str()) == 0) planted = true;
+    }
+  });
+  CmdResult r = Snapfs({"export", Path("job/chk-1"), dest});
+  stop = true;
+  attacker.join();
+  if (!planted) GTEST_SKIP() << "the link was never planted (export made shared/ first)";
+  EXPECT_EQ(r.code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("symbolic link"), std::string::npos) << r.err;
+  EXPECT_TRUE(Tree(elsewhere).empty()) << "written through a link planted in DEST";
+  ExpectOutsideUntouched();
+}
+
+// ---- modes of what snapfs creates -------------------------------------------------------
+
+// The permission bits of everything below `dir` that group or others have.
+std::string OpenToOthers(const std::string& dir) {
+  std::string out;
+  std::error_code ec;
+  if ((ModeOf(dir) & 077) != 0) out += dir + " " + std::to_string(ModeOf(dir)) + "\n";
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    mode_t m = ModeOf(it->path().string());
+    if (m & 077) {
+      char b[16];
+      std::snprintf(b, sizeof b, "%04o", m);
+      out += it->path().string() + " " + b + "\n";
+    }
+  }
+  return out;
+}
+
+TEST_F(Security, StoreConfigLogsAndSocketAreOwnerOnlyEvenUnderUmaskZero) {
+  // A store made and mounted under umask 0 (the modes must not depend on it).
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  std::filesystem::remove_all(store());
+  ::umask(0);
+  CmdResult init = Snapfs({"init", store()});
+  ASSERT_EQ(init.code, 0) << init.Describe();
+  ASSERT_NO_FATAL_FAILURE(Mount({"--metrics", "off"}));
+  ASSERT_EQ(WriteFile(Path("f"), RandomBytes(300 * kKiB, 7), true), 0);
+  ASSERT_EQ(Snapfs({"status", mnt()}).code, 0);
+  ASSERT_EQ(Snapfs({"gc", mnt()}).code, 0);
+  EXPECT_EQ(ModeOf(store()), 0700u);
+  EXPECT_EQ(ModeOf(store() + "/snapfs.conf"), 0600u);
+  EXPECT_EQ(ModeOf(store() + "/lock"), 0600u);
+  EXPECT_EQ(ModeOf(store() + "/daemon.log"), 0600u);
+  EXPECT_EQ(ModeOf(store() + "/packs"), 0700u);
+  EXPECT_EQ(ModeOf(store() + "/meta"), 0700u);
+  EXPECT_EQ(ModeOf(store() + "/control.sock") & 077, 0u);
+  // The whole store: folders owner-only; RocksDB's own files inside meta/ are 0644 (it
+  // sets their mode itself), unreachable behind meta/ and the store folder.
+  std::string open = OpenToOthers(store());
+  std::string unexpected;
+  for (size_t i = 0, j; i < open.size(); i = j + 1) {
+    j = open.find('\n', i);
+    std::string line = open.substr(i, j - i);
+    if (!line.starts_with(store() + "/meta/") || !line.ends_with(" 0644")) unexpected += line + "\n";
+  }
+  EXPECT_EQ(unexpected, "") << "open to group or others";
+  // A log named with --log, and the daemon's stderr file.
+  ASSERT_NO_FATAL_FAILURE(RemountWith({"--metrics", "off", "--log", tmp() + "/my.log"}));
+  EXPECT_EQ(ModeOf(tmp() + "/my.log"), 0600u);
+  if (Exists(store() + "/daemon.stderr")) {
+    EXPECT_EQ(ModeOf(store() + "/daemon.stderr"), 0600u);
+  }
+  // Another uid reaches none of it.
+  if (CanBecomeNobody()) {
+    ASSERT_NO_FATAL_FAILURE(OpenTmpToOthers());
+    std::string found = AsNobody([&] {
+      std::string f;
+      REFUSED(f, TryOpendir(store()), EACCES);
+      REFUSED(f, TryOpen(store() + "/snapfs.conf", O_RDONLY), EACCES);
+      REFUSED(f, TryOpen(store() + "/daemon.log", O_RDONLY), EACCES);
+      REFUSED(f, TryOpen(store() + "/meta/CURRENT", O_RDONLY), EACCES);
+      REFUSED(f, TryOpen(tmp() + "/my.log", O_RDONLY), EACCES);
+      return f;
+    });
+    EXPECT_EQ(found, "") << found;
+  }
 }
 
 }  // namespace
