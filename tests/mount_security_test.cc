@@ -151,6 +151,10 @@ TEST_F(Security, SecondUidCannotReachAnotherUsersFilesUnderAllowOther) {
   ASSERT_EQ(WriteFile(secret, "root's secret", true, 0600), 0);
   ASSERT_SYS(::setxattr(secret.c_str(), "user.k", "v", 1, 0));
   ASSERT_EQ(WriteFile(pub, "for everyone", true, 0644), 0);
+  // Anyone may write this one: a write by another user drops its setuid and setgid bits.
+  const std::string suid = Path("suid");
+  ASSERT_EQ(WriteFile(suid, "#!/bin/sh\n", true, 0777), 0);
+  ASSERT_SYS(::chmod(suid.c_str(), 06777));
   // A 0700 folder (with a 0644 file in a 0755 subfolder), and 0700 folders above, at and
   // below snapshots: their files must not be reachable through /.snapshots/ either.
   ASSERT_SYS(::mkdir(Path("priv").c_str(), 0755));
@@ -175,6 +179,15 @@ TEST_F(Security, SecondUidCannotReachAnotherUsersFilesUnderAllowOther) {
     ALLOWED(f, ::truncate(Path("mine").c_str(), 3));
     if (ReadFile(Path(".snapshots/open/chk-5/pub")) != "readable by all") {
       f += "cannot read a 0644 file of a snapshot through its view\n";
+    }
+    {
+      int fd = ::open(suid.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+      ALLOWED(f, fd);
+      if (fd >= 0) {
+        ALLOWED(f, ::write(fd, "id\n", 3));
+        ALLOWED(f, ::fsync(fd));
+        ::close(fd);
+      }
     }
     // The 0600 file: no read, no write, no truncate.
     REFUSED(f, TryOpen(secret, O_RDONLY), EACCES);
@@ -221,6 +234,22 @@ TEST_F(Security, SecondUidCannotReachAnotherUsersFilesUnderAllowOther) {
   EXPECT_EQ(found, "") << "uid 65534 under allow_other:\n" << found << DaemonLog();
 
   // Nothing of root's changed; the second user's file is theirs.
+  EXPECT_EQ(ModeOf(suid), 0777u) << "setuid/setgid kept after another user's write";
+  EXPECT_EQ(ReadFile(suid), "#!/bin/sh\nid\n");
+  // And a setuid file planted on the mount gives nothing: nosuid, nodev.
+  std::ifstream mounts("/proc/self/mounts");
+  bool listed = false;
+  for (std::string line; std::getline(mounts, line);) {
+    std::istringstream in(line);
+    std::string src, point, type, opts;
+    in >> src >> point >> type >> opts;
+    if (point != mnt()) continue;
+    listed = true;
+    EXPECT_NE(("," + opts + ",").find(",nosuid,"), std::string::npos) << line;
+    EXPECT_NE(("," + opts + ",").find(",nodev,"), std::string::npos) << line;
+    EXPECT_NE(("," + opts + ",").find(",default_permissions,"), std::string::npos) << line;
+  }
+  EXPECT_TRUE(listed);
   EXPECT_EQ(ReadFile(secret), "root's secret");
   EXPECT_EQ(ModeOf(secret), 0600u);
   char v[8] = {};
