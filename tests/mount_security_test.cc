@@ -381,7 +381,7 @@ class SecurityExport : public Security {
     ASSERT_SYS(::mkdir(Path("job/shared").c_str(), 0755));
     ASSERT_SYS(::mkdir(Path("job/chk-1").c_str(), 0755));
     ASSERT_EQ(WriteFile(Path("job/chk-1/state"), "state bytes", true), 0);
-    ASSERT_EQ(WriteFile(Path("job/shared/s1"), "shared bytes", true), 0);
+    ASSERT_EQ(WriteFile(Path("job/shared/s1"), "shared bytes", true, 0600), 0);
     const std::string c = Path("job/chk-1/");
     ASSERT_SYS(::symlink((outside_ + "/secret").c_str(), (c + "abs").c_str()));
     ASSERT_SYS(::symlink("../../../outside/secret", (c + "rel").c_str()));
@@ -424,6 +424,12 @@ class SecurityExport : public Security {
     }
   }
 
+  // The copy does not open to others what the snapshot keeps owner-only.
+  void ExpectModes(const std::string& dest) {
+    EXPECT_EQ(ModeOf(dest + "/shared/s1"), 0600u) << "a 0600 file exported";
+    EXPECT_EQ(ModeOf(dest + "/state"), 0644u);
+  }
+
   void ExpectOutsideUntouched() {
     auto t = Tree(outside_);
     EXPECT_EQ(t, (std::map<std::string, std::string>{{"secret", "f outside secret"}}));
@@ -438,6 +444,7 @@ TEST_F(SecurityExport, ExportNeverFollowsASymlinkOutOfTheSnapshot) {
   CmdResult r = Snapfs({"export", Path("job/chk-1"), tmp() + "/e1"});
   EXPECT_EQ(r.code, 0) << r.Describe();
   ExpectCleanCopy(tmp() + "/e1");
+  ExpectModes(tmp() + "/e1");
   r = Snapfs({"export", Path("job/chk-1"), tmp() + "/e2", "--relocate"});
   EXPECT_EQ(r.code, 0) << r.Describe();
   EXPECT_EQ(Tree(tmp() + "/e2").size(), 4u);
@@ -454,6 +461,7 @@ TEST_F(SecurityExport, ExportNeverFollowsASymlinkOutOfTheSnapshot) {
   r = Snapfs({"export", store() + "/job/chk-1", tmp() + "/e3"});
   EXPECT_EQ(r.code, 0) << r.Describe();
   ExpectCleanCopy(tmp() + "/e3");
+  ExpectModes(tmp() + "/e3");
   ExpectOutsideUntouched();
 }
 

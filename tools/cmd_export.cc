@@ -401,8 +401,16 @@ int CmdExport(const Args& args) {
     }
     std::string out_path = dest + "/" + vpath;
     std::string leaf = vpath.substr(last == std::string::npos ? 0 : last + 1);
+    // The copy is readable by group and others only where the snapshot's file is: a 0600
+    // file stays 0600 (and the umask applies as to any new file).
+    uint32_t src_mode = 0;
+    if (fs) {
+      if (auto a = fs->GetAttr(ino); a.ok()) src_mode = a->mode;
+    } else if (struct stat sst; ::stat((view_base + "/" + vpath).c_str(), &sst) == 0) {
+      src_mode = sst.st_mode;
+    }
     int out = ::openat(*dir_fd, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                       0644);
+                       0600 | (src_mode & 044));
     int open_errno = errno;
     ::close(*dir_fd);
     if (out < 0) {
