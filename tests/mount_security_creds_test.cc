@@ -79,7 +79,8 @@ TEST_F(SecurityS3, SecretKeyNeverInArgvLogsStatusMetricsOrStore) {
   run({"status", mnt(), "--json"});
   run({"stats", mnt(), "--json"});
   run({"fsck", mnt()});
-  CmdResult m = Run({"curl", "-sS", "--max-time", "30", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+  CmdResult m = Run(
+      {"curl", "-sS", "--max-time", "30", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
   EXPECT_EQ(m.code, 0) << m.Describe();
   EXPECT_NE(m.out.find("snapfs_"), std::string::npos) << m.out.substr(0, 400);
   places.emplace_back("/metrics", m.out);
@@ -95,8 +96,7 @@ TEST_F(SecurityS3, SecretKeyNeverInArgvLogsStatusMetricsOrStore) {
   places.emplace_back("status STORE", Snapfs({"status", store()}).out);
   AddFilesBelow(store(), &places);  // config, logs, spool, metadata
   AddFilesBelow(cache, &places);
-  EXPECT_NE(Slurp(store() + "/snapfs.conf").find("s3://"), std::string::npos)
-      << "not an S3 store";
+  EXPECT_NE(Slurp(store() + "/snapfs.conf").find("s3://"), std::string::npos) << "not an S3 store";
 
   // Failures: a wrong secret key is not echoed either (init checks the credentials).
   const std::string wrong = "Wr0ngSecretKeyThatMustNotShow";
@@ -126,7 +126,8 @@ class SecurityPostgres : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "\n*** /dev/fuse is not available: PostgreSQL credential MOUNT tests NOT run ***";
+      GTEST_SKIP()
+          << "\n*** /dev/fuse is not available: PostgreSQL credential MOUNT tests NOT run ***";
     }
     if (!test::PgTestServer()) GTEST_SKIP() << test::kNoPgServer;
     char tmpl[] = "/tmp/snapfs-secpg-XXXXXX";
@@ -139,7 +140,8 @@ class SecurityPostgres : public ::testing::Test {
     // is where it shows.
     ASSERT_TRUE(url->starts_with("postgresql://snapfs@")) << *url;
     public_url_ = *url;
-    url_ = "postgresql://snapfs:" + kPassword + "@" + url->substr(std::string("postgresql://snapfs@").size());
+    url_ = "postgresql://snapfs:" + kPassword + "@" +
+           url->substr(std::string("postgresql://snapfs@").size());
   }
 
   void TearDown() override {
@@ -197,7 +199,8 @@ TEST_F(SecurityPostgres, PasswordNeverInArgvLogsStatusMetricsOrErrors) {
   run({"stats", url_, "--json"}, 0);
   run({"gc", url_}, 0);
   run({"fsck", url_}, 0);
-  CmdResult m = RunCmd({"curl", "-sS", "--max-time", "30", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+  CmdResult m = RunCmd(
+      {"curl", "-sS", "--max-time", "30", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
   EXPECT_EQ(m.code, 0) << m.Describe();
   places.emplace_back("/metrics", m.out);
   places.emplace_back("/proc/PID/cmdline", Slurp("/proc/" + std::to_string(pid_) + "/cmdline"));
@@ -220,7 +223,8 @@ TEST_F(SecurityPostgres, PasswordNeverInArgvLogsStatusMetricsOrErrors) {
   AddFilesBelow(tmp_ + "/data", &places);
   bool logged = false;
   for (const auto& [what, text] : places) {
-    if (what.starts_with(state) && what.ends_with(".log") && text.find("mounted on") != std::string::npos) {
+    if (what.starts_with(state) && what.ends_with(".log") &&
+        text.find("mounted on") != std::string::npos) {
       logged = true;
     }
   }

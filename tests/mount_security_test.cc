@@ -47,42 +47,43 @@ std::string AsNobody(const std::function<std::string()>& fn) {
   ::close(p[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) out += "child died (status " + std::to_string(status) + ")";
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    out += "child died (status " + std::to_string(status) + ")";
   return out;
 }
 
 bool CanBecomeNobody() { return ::geteuid() == 0; }
 
-#define SKIP_UNLESS_ROOT()                                                                   \
-  do {                                                                                       \
-    if (!CanBecomeNobody()) {                                                                \
-      GTEST_SKIP() << "\n########## SKIPPED: not root, so no second uid to test with "       \
-                      "(setuid 65534 needs root) ##########";                                \
-    }                                                                                        \
+#define SKIP_UNLESS_ROOT()                                                             \
+  do {                                                                                 \
+    if (!CanBecomeNobody()) {                                                          \
+      GTEST_SKIP() << "\n########## SKIPPED: not root, so no second uid to test with " \
+                      "(setuid 65534 needs root) ##########";                          \
+    }                                                                                  \
   } while (0)
 
 // In the child: `expr` must fail with `want`; appends a line to `f` otherwise.
-#define REFUSED(f, expr, want)                                                                 \
-  do {                                                                                         \
-    errno = 0;                                                                                 \
-    long rc_ = static_cast<long>(expr);                                                        \
-    int e_ = errno;                                                                            \
-    if (rc_ != -1 || e_ != (want)) {                                                           \
-      f += std::string(#expr) + ": want " + ErrnoName(want) + ", got " +                      \
-           (rc_ == -1 ? ErrnoName(e_) : "success (" + std::to_string(rc_) + ")") + "\n";      \
-    }                                                                                          \
+#define REFUSED(f, expr, want)                                                           \
+  do {                                                                                   \
+    errno = 0;                                                                           \
+    long rc_ = static_cast<long>(expr);                                                  \
+    int e_ = errno;                                                                      \
+    if (rc_ != -1 || e_ != (want)) {                                                     \
+      f += std::string(#expr) + ": want " + ErrnoName(want) + ", got " +                 \
+           (rc_ == -1 ? ErrnoName(e_) : "success (" + std::to_string(rc_) + ")") + "\n"; \
+    }                                                                                    \
   } while (0)
 
 // In the child: `expr` must fail with EPERM, EACCES or EOPNOTSUPP.
-#define REFUSED_ANY(f, expr)                                                                   \
-  do {                                                                                         \
-    errno = 0;                                                                                 \
-    long rc_ = static_cast<long>(expr);                                                        \
-    int e_ = errno;                                                                            \
-    if (rc_ != -1 || (e_ != EPERM && e_ != EACCES && e_ != EOPNOTSUPP)) {                      \
-      f += std::string(#expr) + ": want a refusal, got " +                                    \
-           (rc_ == -1 ? ErrnoName(e_) : "success (" + std::to_string(rc_) + ")") + "\n";     \
-    }                                                                                          \
+#define REFUSED_ANY(f, expr)                                                             \
+  do {                                                                                   \
+    errno = 0;                                                                           \
+    long rc_ = static_cast<long>(expr);                                                  \
+    int e_ = errno;                                                                      \
+    if (rc_ != -1 || (e_ != EPERM && e_ != EACCES && e_ != EOPNOTSUPP)) {                \
+      f += std::string(#expr) + ": want a refusal, got " +                               \
+           (rc_ == -1 ? ErrnoName(e_) : "success (" + std::to_string(rc_) + ")") + "\n"; \
+    }                                                                                    \
   } while (0)
 
 // In the child: `expr` must succeed.
@@ -125,8 +126,8 @@ class Security : public MountFixture {
   void OpenTmpToOthers() { ASSERT_EQ(::chmod(tmp().c_str(), 0755), 0) << ErrnoName(errno); }
 
   // A folder with a marker: a snapshot. Its folder's mode is set last.
-  void Snapshot(const std::string& dir, mode_t dir_mode, const std::string& file,
-                mode_t file_mode, std::string_view data) {
+  void Snapshot(const std::string& dir, mode_t dir_mode, const std::string& file, mode_t file_mode,
+                std::string_view data) {
     ASSERT_SYS(::mkdir(Path(dir).c_str(), 0755));
     std::string f = Path(dir + "/" + file);
     if (auto slash = file.rfind('/'); slash != std::string::npos) {
@@ -396,7 +397,8 @@ class SecurityExport : public Security {
     for (const std::string& p :
          {Path("job/chk-1/abs"), Path("job/chk-1/dir/secret"), Path("job/chk-1/reldir/secret"),
           Path("job/shared/s1"), Path("job/shared/s2"), Path("job/shared/out/secret"),
-          Path("job/chk-1/../../../outside/secret"), outside_ + "/secret", std::string("/etc/passwd")}) {
+          Path("job/chk-1/../../../outside/secret"), outside_ + "/secret",
+          std::string("/etc/passwd")}) {
       marker += Utf("file:" + p);
     }
     ASSERT_EQ(WriteFile(Path("job/chk-1/_metadata"), marker, true), 0);
@@ -568,7 +570,8 @@ TEST_F(Security, StoreConfigLogsAndSocketAreOwnerOnlyEvenUnderUmaskZero) {
   for (size_t i = 0, j; i < open.size(); i = j + 1) {
     j = open.find('\n', i);
     std::string line = open.substr(i, j - i);
-    if (!line.starts_with(store() + "/meta/") || !line.ends_with(" 0644")) unexpected += line + "\n";
+    if (!line.starts_with(store() + "/meta/") || !line.ends_with(" 0644"))
+      unexpected += line + "\n";
   }
   EXPECT_EQ(unexpected, "") << "open to group or others";
   // A log named with --log, and the daemon's stderr file.

@@ -138,8 +138,9 @@ Status PrepareDest(const std::string& dest, bool* created) {
   std::string bare = dest;  // "d/" names d itself, not what a link d points to
   while (bare.size() > 1 && bare.back() == '/') bare.pop_back();
   if (::lstat(bare.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-    return Status::InvalidArgument(dest + " is a symbolic link (refusing; nothing written): "
-                                          "name the folder it points to");
+    return Status::InvalidArgument(dest +
+                                   " is a symbolic link (refusing; nothing written): "
+                                   "name the folder it points to");
   }
   if (::stat(dest.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) {

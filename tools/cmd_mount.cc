@@ -105,7 +105,8 @@ int CmdMount(const Args& args) {
   auto level = log::ParseLevel(log_level);
   if (!level.ok()) return usage(level.status());
   mo.log.level = *level;
-  for (const auto& a : args) mo.options_text += (mo.options_text.empty() ? "" : " ") + HideSecrets(a);
+  for (const auto& a : args)
+    mo.options_text += (mo.options_text.empty() ? "" : " ") + HideSecrets(a);
   mo.store = store;
   mo.threads = threads;
   mo.gc_interval_s = gc_interval;

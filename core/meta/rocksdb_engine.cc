@@ -1,12 +1,11 @@
 #include "core/meta/rocksdb_engine.h"
 
-#include <sys/stat.h>
-
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <functional>

@@ -6,9 +6,9 @@
 // ("shared/<uuid>"); files of other jobs under _other_jobs/<path in the mount>. Folders
 // on the way to a snapshot are plain read-only folders. A view folder has the owner and
 // the permissions (less the write bits) of the real folder it stands for, so the views
-// never open to another user what the real tree keeps closed (a 0700 job folder). Nodes get inode numbers from
-// kViewInoBase up, handed out as the kernel looks them up and kept for the life of the
-// mount; a file node reads the real inode's data.
+// never open to another user what the real tree keeps closed (a 0700 job folder). Nodes
+// get inode numbers from kViewInoBase up, handed out as the kernel looks them up and kept
+// for the life of the mount; a file node reads the real inode's data.
 //
 // Thread-safety: thread-safe. mu_ (a leaf) guards the node table and the tree cache.
 #pragma once
