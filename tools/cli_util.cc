@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "core/fs/filesystem.h"
+#include "core/meta/postgres_engine.h"
 #include "core/store.h"
 #include "daemon/control.h"
 #include "daemon/mount_table.h"
@@ -761,6 +762,22 @@ void Progress::Done() {
   if (!enabled_ || !shown_) return;
   std::cerr << "\r\033[K" << std::flush;
   shown_ = false;
+}
+
+std::string HideSecrets(const std::string& arg) {
+  if (!IsDatabaseLocation(arg) && arg.find("password=") == std::string::npos) return arg;
+  return kv::PostgresEngine::HidePassword(arg);
+}
+
+void HideSecretsInArgv(int argc, char** argv) {
+  for (int i = 1; i < argc; i++) {
+    std::string shown = HideSecrets(argv[i]);
+    size_t len = std::strlen(argv[i]);
+    if (shown == argv[i]) continue;
+    shown.resize(std::min(shown.size(), len));
+    std::memcpy(argv[i], shown.data(), shown.size());
+    std::memset(argv[i] + shown.size(), 0, len - shown.size());
+  }
 }
 
 }  // namespace snapfs::cli

@@ -127,6 +127,14 @@ struct PathTarget {
 // InvalidArgument if it is neither, or if it points into the read-only /.snapshots/.
 Result<PathTarget> ResolvePathArg(const std::string& arg);
 
+// A command-line argument fit to be shown or logged: a PostgreSQL location (or anything
+// with a password= in it) without its password.
+std::string HideSecrets(const std::string& arg);
+// Overwrites, in the process's own argv (what /proc/PID/cmdline and ps show), every
+// argument that holds a password with HideSecrets of it (cut to the argument's length).
+// Call once the arguments are copied.
+void HideSecretsInArgv(int argc, char** argv);
+
 // Asks the store `t` names a snapshot request (tools/snap_requests.h): through its
 // daemon's control socket as "VERB <json>" when a daemon has it open, else by opening
 // the store and its namespace here. Errors keep their code and message either way.

@@ -130,10 +130,18 @@ bool SafeRelative(const std::string& p) {
   return true;
 }
 
-// DEST must not exist (its parent must) or be an empty folder. Sets *created.
+// DEST must not exist (its parent must) or be an empty folder, and must not be a
+// symbolic link (the copy goes where DEST names, never where a link points). Sets *created.
 Status PrepareDest(const std::string& dest, bool* created) {
   *created = false;
   struct stat st;
+  std::string bare = dest;  // "d/" names d itself, not what a link d points to
+  while (bare.size() > 1 && bare.back() == '/') bare.pop_back();
+  if (::lstat(bare.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    return Status::InvalidArgument(dest +
+                                   " is a symbolic link (refusing; nothing written): "
+                                   "name the folder it points to");
+  }
   if (::stat(dest.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) {
       return Status::InvalidArgument(dest +
@@ -152,6 +160,35 @@ Status PrepareDest(const std::string& dest, bool* created) {
   }
   *created = true;
   return Status::OK();
+}
+
+// The folder `rel` ("" for DEST itself) below the open DEST, made if missing, opened
+// without following a symbolic link anywhere on the way: nothing is written through a
+// link that appeared in DEST (another user's, in a shared DEST) while the copy runs.
+Result<int> OpenDestDir(int dest_fd, const std::string& dest, const std::string& rel) {
+  int fd = ::fcntl(dest_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return PosixError("dup " + dest, errno);
+  for (size_t i = 0; i < rel.size();) {
+    size_t j = rel.find('/', i);
+    if (j == std::string::npos) j = rel.size();
+    std::string part = rel.substr(i, j - i);
+    i = j + 1;
+    if (::mkdirat(fd, part.c_str(), 0755) != 0 && errno != EEXIST) {
+      Status s = PosixError("create " + dest + "/" + rel.substr(0, j), errno);
+      ::close(fd);
+      return s;
+    }
+    int next = ::openat(fd, part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    ::close(fd);
+    if (next < 0) {
+      return PosixError("open " + dest + "/" + rel.substr(0, j) +
+                            (e == ELOOP || e == ENOTDIR ? " (not a folder: a symbolic link?)" : ""),
+                        e);
+    }
+    fd = next;
+  }
+  return fd;
 }
 
 struct Exported {
@@ -306,6 +343,12 @@ int CmdExport(const Args& args) {
 
   bool created = false;
   if (Status s = PrepareDest(dest, &created); !s.ok()) return Fail("export", s);
+  int dest_fd = ::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dest_fd < 0) return Fail("export", PosixError("open " + dest, errno));
+  struct DestCloser {
+    int fd;
+    ~DestCloser() { ::close(fd); }
+  } dest_closer{dest_fd};
   std::vector<Exported> written;
   std::set<std::string> dirs;  // created under DEST, to fsync
   size_t rewritten = 0;        // references rewritten (--rewrite-prefix) or relocated
@@ -346,21 +389,34 @@ int CmdExport(const Args& args) {
       progress.Done();
       return failed(Status::Corruption("bad path in the snapshot view: '" + vpath + "'"));
     }
+    size_t last = vpath.rfind('/');
+    std::string parent = last == std::string::npos ? "" : vpath.substr(0, last);
     for (size_t slash = vpath.find('/'); slash != std::string::npos;
          slash = vpath.find('/', slash + 1)) {
-      std::string d = dest + "/" + vpath.substr(0, slash);
-      if (dirs.count(d)) continue;
-      if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) {
-        progress.Done();
-        return failed(PosixError("create " + d, errno));
-      }
-      dirs.insert(d);
+      dirs.insert(dest + "/" + vpath.substr(0, slash));
+    }
+    auto dir_fd = OpenDestDir(dest_fd, dest, parent);
+    if (!dir_fd.ok()) {
+      progress.Done();
+      return failed(dir_fd.status());
     }
     std::string out_path = dest + "/" + vpath;
-    int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    std::string leaf = vpath.substr(last == std::string::npos ? 0 : last + 1);
+    // The copy is readable by group and others only where the snapshot's file is: a 0600
+    // file stays 0600 (and the umask applies as to any new file).
+    uint32_t src_mode = 0;
+    if (fs) {
+      if (auto a = fs->GetAttr(ino); a.ok()) src_mode = a->mode;
+    } else if (struct stat sst; ::stat((view_base + "/" + vpath).c_str(), &sst) == 0) {
+      src_mode = sst.st_mode;
+    }
+    int out = ::openat(*dir_fd, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       0600 | (src_mode & 044));
+    int open_errno = errno;
+    ::close(*dir_fd);
     if (out < 0) {
       progress.Done();
-      return failed(PosixError("create " + out_path, errno));
+      return failed(PosixError("create " + out_path, open_errno));
     }
     Hasher h;
     uint64_t out_size = 0;

@@ -1,6 +1,7 @@
 // snapfs mount STORE MOUNTPOINT [-f] [-o opts] [--threads N]
 // Daemonises by default and returns once the mount is live, or prints why it failed.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,7 +105,8 @@ int CmdMount(const Args& args) {
   auto level = log::ParseLevel(log_level);
   if (!level.ok()) return usage(level.status());
   mo.log.level = *level;
-  for (const auto& a : args) mo.options_text += (mo.options_text.empty() ? "" : " ") + a;
+  for (const auto& a : args)
+    mo.options_text += (mo.options_text.empty() ? "" : " ") + HideSecrets(a);
   mo.store = store;
   mo.threads = threads;
   mo.gc_interval_s = gc_interval;
@@ -173,7 +175,8 @@ int CmdMount(const Args& args) {
     if (!url.ok()) return Fail("mount", url.status());
     mo.state_dir = state_dir.empty() ? DefaultStateDir(*url) : state_dir;
     std::error_code ec;
-    std::filesystem::create_directories(mo.state_dir, ec);
+    // A folder made here is owner-only (the log, the sessions' spools and caches).
+    if (std::filesystem::create_directories(mo.state_dir, ec)) ::chmod(mo.state_dir.c_str(), 0700);
     if (ec) return Fail("mount", PosixError("create " + mo.state_dir, ec.value()));
     own_dir = mo.state_dir;
     log_name = "mount" + mo.mountpoint;

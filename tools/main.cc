@@ -53,15 +53,19 @@ int main(int argc, char** argv) {
     Usage(stdout);
     return 0;
   }
+  // The arguments are copied, then a password in them (a postgresql:// location) is
+  // blanked out of argv: a daemon (a fork of this process) shows argv for its whole life.
+  const snapfs::cli::Args all(argv + 1, argv + argc);
+  snapfs::cli::HideSecretsInArgv(argc, argv);
   for (const auto& v : kVerbs) {
-    if (verb == v.name) return v.fn(snapfs::cli::Args(argv + 2, argv + argc));
+    if (verb == v.name) return v.fn(snapfs::cli::Args(all.begin() + 1, all.end()));
   }
   // mount(8) helper convention (mount -t fuse.snapfs STORE DIR -o opts, fstab):
   // mount.fuse3 runs "snapfs STORE DIR -o opts".
-  if (argc >= 3 && argv[1][0] != '-' && verb.find('/') != std::string::npos) {
-    return snapfs::cli::CmdMount(snapfs::cli::Args(argv + 1, argv + argc));
+  if (argc >= 3 && all[0][0] != '-' && verb.find('/') != std::string::npos) {
+    return snapfs::cli::CmdMount(all);
   }
-  fprintf(stderr, "snapfs: unknown command '%s'\n", verb.c_str());
+  fprintf(stderr, "snapfs: unknown command '%s'\n", snapfs::cli::HideSecrets(verb).c_str());
   Usage(stderr);
   return snapfs::cli::kExitUsage;
 }

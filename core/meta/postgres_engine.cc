@@ -272,13 +272,41 @@ PostgresEngine::PostgresEngine(std::string conninfo, Options opts)
 
 PostgresEngine::~PostgresEngine() = default;
 
+std::string PostgresEngine::HidePassword(std::string_view location) {
+  std::string s(location);
+  // postgresql://user:PASSWORD@host...: the user part ends at the last '@' before the path.
+  if (size_t scheme = s.find("://"); scheme != std::string::npos) {
+    size_t start = scheme + 3;
+    size_t end = std::min(s.find_first_of("/?", start), s.size());
+    size_t at = s.rfind('@', end == 0 ? 0 : end - 1);
+    if (at != std::string::npos && at >= start) {
+      size_t colon = s.find(':', start);
+      if (colon < at) s.replace(colon + 1, at - colon - 1, "***");
+    }
+  }
+  // ?password=...&, and the keyword form password=... (up to '&' or a space).
+  for (size_t p = 0; (p = s.find("password=", p)) != std::string::npos;) {
+    size_t v = p + 9;
+    size_t e = std::min(s.find_first_of("& ", v), s.size());
+    s.replace(v, e - v, "***");
+    p = v + 3;
+  }
+  return s;
+}
+
 Result<std::string> PostgresEngine::PublicUrl(const std::string& conninfo) {
   char* err = nullptr;
   PQconninfoOption* o = PQconninfoParse(conninfo.c_str(), &err);
   if (!o) {
+    if (err) PQfreemem(err);
+    // libpq's message quotes the location: take it from the location without its password.
+    std::string hidden = HidePassword(conninfo);
+    PQconninfoOption* again = PQconninfoParse(hidden.c_str(), &err);
+    if (again) PQconninfoFree(again);
     std::string m = err ? err : "unparsable";
     if (err) PQfreemem(err);
     while (!m.empty() && m.back() == '\n') m.pop_back();
+    if (m.find(hidden) == std::string::npos) m += " (in " + hidden + ")";
     return Status::InvalidArgument("bad PostgreSQL location: " + m);
   }
   auto enc = [](std::string_view v) {

@@ -121,6 +121,10 @@ class PostgresEngine : public Engine {
   // what the CLI reconnects with (the password again from PGPASSFILE/.pgpass).
   // InvalidArgument if libpq cannot parse the conninfo.
   static Result<std::string> PublicUrl(const std::string& conninfo);
+  // `location` as written, with the password of a URL's user part and every
+  // `password=` value replaced by "***": for messages and logs, also when the location
+  // does not parse.
+  static std::string HidePassword(std::string_view location);
   // The table of a key space ("kv_inodes"), for tests and tools.
   static std::string TableName(Cf space);
 

@@ -5,6 +5,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <functional>
@@ -274,6 +275,9 @@ Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, b
   rocksdb::Options opts;
   if (env != nullptr) opts.env = env;
   opts.create_if_missing = create;
+  // Owner-only, as the store folder: RocksDB would make it 0755 (its files are the
+  // namespace: names, owners, small files' extents).
+  if (create && env == nullptr) (void)::mkdir(dir.c_str(), 0700);
   // Stores made by an older snapfs lack the column families added since; they start empty.
   opts.create_missing_column_families = true;
   opts.error_if_exists = create;

@@ -129,21 +129,59 @@ Result<Attr> SnapshotViews::AttrOf(uint64_t ino, const ViewNode& n, bool is_dir)
     a.nlink = 1;
     return a;
   }
-  uint64_t owner = n.snap ? n.snap : kRootIno;
-  ASSIGN_OR_RETURN(auto node, ns_->LoadInode(owner));
+  ASSIGN_OR_RETURN(auto node, ns_->LoadInode(n.snap ? n.snap : kRootIno));
   Attr a;
   a.ino = ino;
-  a.mode = S_IFDIR | 0555;
   a.nlink = 2;
+  a.atime_ns = a.mtime_ns = a.ctime_ns = node.mtime_ns;
+  // Permissions and owner: the real folder's (with allow_other, the kernel checks them).
+  if (uint64_t real = RealDirOf(n); real != (n.snap ? n.snap : kRootIno)) {
+    ASSIGN_OR_RETURN(node, ns_->LoadInode(real));
+  }
+  a.mode = S_IFDIR | (node.mode & 0555);
   a.uid = node.uid;
   a.gid = node.gid;
-  a.atime_ns = a.mtime_ns = a.ctime_ns = node.mtime_ns;
   if (n.snap) {
     if (auto snap = queries_->LoadSnapshot(n.snap); snap.ok()) {
       a.atime_ns = a.mtime_ns = a.ctime_ns = snap->completed_ns;
     }
   }
   return a;
+}
+
+uint64_t SnapshotViews::RealDirOf(const ViewNode& n) {
+  // The folder at `rel` below `from`, following folders only; 0 if there is none.
+  auto walk = [this](uint64_t from, std::string_view rel) -> uint64_t {
+    uint64_t ino = from;
+    for (size_t i = 0; ino && i <= rel.size();) {
+      size_t j = rel.find('/', i);
+      if (j == std::string_view::npos) j = rel.size();
+      Dentry e;
+      if (j > i) {
+        if (!ns_->LookupEntry(ino, rel.substr(i, j - i), &e).ok() || !S_ISDIR(e.mode)) return 0;
+        ino = e.child;
+      }
+      i = j + 1;
+    }
+    return ino;
+  };
+  if (n.snap == 0) {
+    uint64_t d = walk(kRootIno, n.path);
+    return d ? d : kRootIno;
+  }
+  // Inside a snapshot's view: the folder of the snapshot itself, else of its job folder
+  // (shared/, taskowned/), else of the mount (_other_jobs/<path>); a folder that is gone
+  // takes the snapshot folder's.
+  if (n.path.empty()) return n.snap;
+  if (uint64_t d = walk(n.snap, n.path)) return d;
+  if (auto snap = ns_->LoadInode(n.snap); snap.ok() && snap->parent) {
+    if (uint64_t d = walk(snap->parent, n.path)) return d;
+  }
+  std::string other = std::string(kOtherJobsDir) + "/";
+  if (n.path.starts_with(other)) {
+    if (uint64_t d = walk(kRootIno, std::string_view(n.path).substr(other.size()))) return d;
+  }
+  return n.snap;
 }
 
 Result<Attr> SnapshotViews::Root() { return AttrOf(kViewInoBase, ViewNode{}, true); }

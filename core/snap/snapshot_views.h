@@ -4,9 +4,11 @@
 // /.snapshots/<path of the snapshot folder>/ holds the snapshot's marker, its own files
 // and every file it references, at the path it had relative to the job folder
 // ("shared/<uuid>"); files of other jobs under _other_jobs/<path in the mount>. Folders
-// on the way to a snapshot are plain read-only folders. Nodes get inode numbers from
-// kViewInoBase up, handed out as the kernel looks them up and kept for the life of the
-// mount; a file node reads the real inode's data.
+// on the way to a snapshot are plain read-only folders. A view folder has the owner and
+// the permissions (less the write bits) of the real folder it stands for, so the views
+// never open to another user what the real tree keeps closed (a 0700 job folder). Nodes
+// get inode numbers from kViewInoBase up, handed out as the kernel looks them up and kept
+// for the life of the mount; a file node reads the real inode's data.
 //
 // Thread-safety: thread-safe. mu_ (a leaf) guards the node table and the tree cache.
 #pragma once
@@ -70,6 +72,8 @@ class SnapshotViews {
   Result<std::map<std::string, uint64_t>> SnapshotPaths();  // path -> folder inode
   Result<const Tree*> TreeOf(uint64_t snap) REQUIRES(mu_);
   Result<Attr> AttrOf(uint64_t ino, const ViewNode& n, bool is_dir);
+  // The real folder whose owner and permissions a view folder takes (see the top).
+  uint64_t RealDirOf(const ViewNode& n);
   Result<std::string> FileXattr(uint64_t ino, std::string_view key);
 
   MetaStore& meta_;
