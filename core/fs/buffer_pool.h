@@ -6,7 +6,9 @@
 // more pass over the bytes) and a page fault per new page (the kernel zeroes each one):
 // together ~15% of the daemon's CPU in the Flink-like profile (docs/performance.md). A
 // range that grows past kMinSize takes a buffer from here instead, and the flush gives it
-// back once its bytes are committed.
+// back once its bytes are committed. A WRITE that arrives ahead of the one before it (the
+// writeback cache sends them in any order) takes one too, and gives it back when it is
+// merged into its neighbour.
 //
 // Memory: at most kMaxBuffers buffers of kCapacity bytes are kept (40 MiB); more in use
 // at once are plain allocations that are freed as usual.

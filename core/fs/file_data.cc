@@ -16,54 +16,72 @@ FileData::FileData(Store* store, Namespace* ns)
 
 void OpenFile::AddDirty(uint64_t off, const char* data, size_t n, BufferPool* pool) {
   if (n == 0) return;
-  uint64_t end = off + n;
+  const uint64_t end = off + n;
   auto it = dirty.upper_bound(off);
   if (it != dirty.begin()) {
     auto p = std::prev(it);
     if (p->first + p->second.size() >= off) it = p;
   }
-  if (it == dirty.end() || it->first > end) {
-    dirty.emplace(off, std::string(data, n));
+  if (it == dirty.end() || it->first > end) {  // touches nothing: a range of its own
+    // A large one (a WRITE the kernel sent ahead of the one before it) in a pooled
+    // buffer: it is merged into its neighbour soon and given back.
+    std::string r = pool && n >= BufferPool::kMinSize ? pool->Take() : std::string();
+    r.append(data, n);
+    dirty.emplace(off, std::move(r));
     dirty_bytes += n;
     return;
   }
-  // Streamed writes: an append to the range ending at `off`, touching no other range.
-  if (it->first + it->second.size() == off) {
-    auto next = std::next(it);
-    if (next == dirty.end() || next->first > end) {
-      std::string& r = it->second;
-      if (pool && r.capacity() < r.size() + n && r.size() + n >= BufferPool::kMinSize) {
-        std::string b = pool->Take();
-        b.append(r);
-        pool->Give(std::move(r));
-        r = std::move(b);
-      }
-      r.append(data, n);
-      dirty_bytes += n;
-      return;
-    }
-  }
-  // Merge every range overlapping or touching [off, end) into one. When the first range
-  // starts at or before `off` (sequential appends), its string grows in place.
-  auto first = it, last = it;
-  uint64_t ns = std::min(off, first->first), ne = end;
+  // Every range from `it` up to `last` overlaps or touches [off, end) (ranges are disjoint
+  // and not adjacent, so only the first can start before `off`): their union with the
+  // write is contiguous and becomes one range, the new bytes over the old.
+  auto last = it;
+  const uint64_t ns = std::min(off, it->first);
+  uint64_t ne = end;
   for (; last != dirty.end() && last->first <= end; ++last) {
     ne = std::max<uint64_t>(ne, last->first + last->second.size());
     dirty_bytes -= last->second.size();
   }
   std::string merged;
-  if (first->first == ns) {
-    merged = std::move(first->second);
-  } else {
-    merged.assign(first->first - ns, '\0');
-    merged += first->second;
+  auto j = it;
+  if (it->first == ns) {
+    // The first range starts the union: it grows in place (a stream of appends), keeping
+    // its bytes before the write.
+    merged = std::move(it->second);
+    ++j;
+    if (ns + merged.size() > end) {  // the write lies inside it: nothing else to merge
+      std::memcpy(merged.data() + (off - ns), data, n);
+    } else {
+      merged.resize(off - ns);  // never grows here: no fill
+    }
   }
-  merged.resize(ne - ns);
-  for (auto j = std::next(first); j != last; ++j) {
-    std::memcpy(merged.data() + (j->first - ns), j->second.data(), j->second.size());
+  if (merged.size() < ne - ns && merged.capacity() < ne - ns) {
+    // Grow once, into a pooled buffer when large (no reallocation at every doubling, no
+    // page faults on fresh memory).
+    std::string b;
+    if (pool && ne - ns >= BufferPool::kMinSize) b = pool->Take();
+    // Geometric, as append's own growth: a stream of small writes (no writeback cache)
+    // must not reallocate at every write.
+    b.reserve(std::max<uint64_t>(ne - ns, 2 * merged.capacity()));
+    b.append(merged);
+    if (pool) pool->Give(std::move(merged));
+    merged = std::move(b);
   }
-  std::memcpy(merged.data() + (off - ns), data, n);
-  dirty.erase(first, last);
+  // Then the write, and the old bytes past it. `merged` holds [ns, off) here, or all of
+  // the union when the write lay inside the first range.
+  uint64_t at = ns + merged.size();
+  if (at == off) {
+    merged.append(data, n);
+    at = end;
+  }
+  for (; j != last; ++j) {  // each starts at or before `end`
+    const uint64_t js = j->first, je = js + j->second.size();
+    if (je > at) {
+      merged.append(j->second, at - js, je - at);
+      at = je;
+    }
+    if (pool) pool->Give(std::move(j->second));
+  }
+  dirty.erase(it, last);
   dirty_bytes += merged.size();
   dirty.emplace(ns, std::move(merged));
 }
