@@ -288,9 +288,18 @@ Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t 
   return queries_->FindOrphans(under, older_than_ns);
 }
 
-Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run) {
-  return snap_->RemoveSnapshots(dirs, dry_run);
+Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run,
+                                                 bool wait) {
+  return snap_->RemoveSnapshots(dirs, dry_run, wait);
 }
+
+void Filesystem::SetPurgeNotifier(std::function<void()> f) {
+  snap_->SetPurgeNotifier(std::move(f));
+}
+
+Result<PurgeProgress> Filesystem::PurgeStep(size_t budget) { return snap_->PurgeStep(budget); }
+
+Result<PurgeBacklog> Filesystem::GetPurgeBacklog() { return snap_->GetPurgeBacklog(); }
 
 Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
   return queries_->CheckSnapshots(snap_->MountPoints());

@@ -1,6 +1,7 @@
 // SnapshotEngine: removing snapshots (`snapfs rm`, prune) and the unlink that decides
 // between removing an entry and hiding it for the snapshots that still need it.
 #include <algorithm>
+#include <set>
 
 #include "base/coding.h"
 #include "core/fs/ns_txn.h"
@@ -74,22 +75,77 @@ Result<bool> SnapshotEngine::RemoveTreeInTxn(NsTxn* t, uint64_t parent, std::str
 }
 
 Result<RemoveReport> SnapshotEngine::RemoveSnapshots(const std::vector<uint64_t>& dirs,
-                                                     bool dry_run) {
-  ASSIGN_OR_RETURN(auto usage, queries_->MeasureSnapshots(dirs));
+                                                     bool dry_run, bool wait) {
+  if (dry_run) {
+    // The whole removal as one transaction that is not committed: exact counts.
+    ASSIGN_OR_RETURN(auto usage, queries_->MeasureSnapshots(dirs));
+    RemoveReport report;
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      report = RemoveReport{};
+      report.bytes_freed = usage.exclusive;
+      MutexLock l(ns_->mu());
+      NsTxn t(*ns_);
+      return RemoveSnapshotsInTxn(&t, dirs, &report);
+    }));
+    return report;
+  }
+  std::function<void()> notify = wait ? nullptr : PurgeNotifier();
+  // Without a background purger (or when asked to wait) the removal finishes here and
+  // reports in full, as the single transaction did (MeasureSnapshots walks the
+  // snapshots: only then).
+  SnapshotUsage usage;
+  if (!notify) {
+    ASSIGN_OR_RETURN(usage, queries_->MeasureSnapshots(dirs));
+  }
   RemoveReport report;
+  std::vector<uint64_t> queued;
   std::vector<std::pair<uint64_t, std::string>> touched;
+  std::set<uint64_t> only;
   RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
     report = RemoveReport{};
-    report.bytes_freed = usage.exclusive;
+    queued.clear();
     MutexLock l(ns_->mu());
     NsTxn t(*ns_);
-    RETURN_IF_ERROR(RemoveSnapshotsInTxn(&t, dirs, &report));
-    if (dry_run) return Status::OK();
+    RETURN_IF_ERROR(DetachSnapshotsInTxn(&t, dirs, &report, &queued));
+    if (!notify) {
+      // Before the commit: the background purger must not take a batch of them.
+      MutexLock p(&purger_mu_);
+      for (uint64_t d : queued) {
+        if (waited_.insert(d).second) only.insert(d);
+      }
+    }
     RETURN_IF_ERROR(t.Commit());
     touched = std::move(t.touched);
     return Status::OK();
   }));
   for (auto& [parent, name] : touched) InvalidateEntry(parent, name);
+  if (notify) {
+    report.purging = true;
+    notify();
+    return report;
+  }
+  Status s;
+  std::set<uint64_t> left = only;
+  while (!left.empty()) {
+    auto p = PurgeStep(kPurgeBatch, &left);
+    if (!p.ok()) {
+      s = p.status();
+      break;
+    }
+    report.files_removed += p->folder_removed;
+    report.files_hidden += p->folder_hidden;
+    if (!p->more) break;
+  }
+  {
+    MutexLock p(&purger_mu_);
+    for (uint64_t d : only) waited_.erase(d);
+  }
+  if (!s.ok()) {
+    // The folders stay queued: the background purger (or the next removal) goes on.
+    if (auto n = PurgeNotifier()) n();
+    return s;
+  }
+  report.bytes_freed = usage.exclusive;
   return report;
 }
 
