@@ -381,7 +381,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   }
 
   // The purge queue (snapfs rm, prune: docs/snapshots.md): a removal wakes this thread,
-  // which drops the removed folders' files in batches of kPurgeBatch,
+  // which drops the removed folders' files in batches of opts.purge_batch (0: never),
   // one transaction each. It also looks every kPurgePollS: a queue left by a crash (it
   // starts with a look), or by another daemon of a shared store, is drained too.
   constexpr unsigned kPurgePollS = 30;
@@ -399,8 +399,8 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
       l.unlock();
       auto t0 = std::chrono::steady_clock::now();
       uint64_t removed = 0, folders = 0, batches = 0;
-      while (!purge_stop) {
-        auto p = (*fs)->PurgeStep(kPurgeBatch);
+      while (!purge_stop && opts.purge_batch > 0) {
+        auto p = (*fs)->PurgeStep(opts.purge_batch);
         if (!p.ok()) {
           SNAPFS_LOG_WARN("purge of removed snapshots (tried again later): " +
                           p.status().ToString());

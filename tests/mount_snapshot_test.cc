@@ -536,7 +536,6 @@ TEST_F(MountPurge, RmOfALargeSnapshotReturnsAtOnceAndPurgesInTheBackground) {
   EXPECT_EQ(std::count(listed.begin(), listed.end(), "chk-1"), 0);
   nlohmann::json ls = SnapfsJson({"ls", mnt()});
   EXPECT_EQ(ls.dump().find("chk-1"), std::string::npos) << ls.dump();
-  EXPECT_EQ(Snapfs({"fsck", mnt()}).code, 0) << "fsck while the purge may run";
   ASSERT_NO_FATAL_FAILURE(WaitForPurge());
   ExpectChk1Purged(job);
   // The human report says what happened.
@@ -550,6 +549,27 @@ TEST_F(MountPurge, RmOfALargeSnapshotReturnsAtOnceAndPurgesInTheBackground) {
   ExpectFsckClean("after rm and the purge");
 }
 
+TEST_F(MountPurge, Kill9WithAQueuedFolderLosesNothingAndLeaksNothing) {
+  // No background purge: the removed folder certainly waits in the queue.
+  ASSERT_NO_FATAL_FAILURE(RemountWith({"--purge-batch", "0"}));
+  const std::string job = Path("job-r");
+  ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 3000, &content_));
+  nlohmann::json rm = SnapfsJsonObject({"rm", job + "/chk-1"});
+  ASSERT_TRUE(rm["report"]["purging"].get<bool>()) << rm.dump();
+  nlohmann::json st = SnapfsJsonObject({"status", mnt()});
+  EXPECT_EQ(st["purge_backlog"]["folders"].get<uint64_t>(), 1u) << st.dump();
+  std::vector<std::string> listed = ListDir(job);
+  EXPECT_EQ(std::count(listed.begin(), listed.end(), "chk-1"), 0);
+  EXPECT_EQ(Snapfs({"fsck", mnt()}).code, 0) << "fsck with a queued folder";
+  ASSERT_NO_FATAL_FAILURE(KillDaemon9());
+  ExpectFsckClean("after kill -9 with a queued folder");
+  ASSERT_NO_FATAL_FAILURE(Mount());  // with the purger: it resumes by itself
+  ASSERT_NO_FATAL_FAILURE(WaitForPurge());
+  ExpectChk1Purged(job);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the resumed purge");
+}
+
 TEST_F(MountPurge, Kill9DuringThePurgeLosesNothingAndLeaksNothing) {
   const std::string job = Path("job-r");
   ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 3000, &content_));
@@ -557,11 +577,25 @@ TEST_F(MountPurge, Kill9DuringThePurgeLosesNothingAndLeaksNothing) {
   ASSERT_TRUE(rm["report"]["purging"].get<bool>()) << rm.dump();
   ASSERT_NO_FATAL_FAILURE(KillDaemon9());  // most likely in the middle of the purge
   ExpectFsckClean("after kill -9, the queue maybe not empty");
-  ASSERT_NO_FATAL_FAILURE(Mount());  // the purger resumes by itself
+  ASSERT_NO_FATAL_FAILURE(Mount());
   ASSERT_NO_FATAL_FAILURE(WaitForPurge());
   ExpectChk1Purged(job);
   ASSERT_NO_FATAL_FAILURE(Unmount());
   ExpectFsckClean("after the resumed purge");
+}
+
+TEST_F(MountPurge, GcPurgesWhatTheBackgroundPurgerHasNotYet) {
+  ASSERT_NO_FATAL_FAILURE(RemountWith({"--purge-batch", "0"}));
+  const std::string job = Path("job-r");
+  ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 300, &content_));
+  ASSERT_TRUE(SnapfsJsonObject({"rm", job + "/chk-1"})["report"]["purging"].get<bool>());
+  nlohmann::json gc = SnapfsJsonObject({"gc", mnt()});
+  EXPECT_EQ(gc["purged_entries"].get<uint64_t>(), 301u) << "299 files, _metadata, s1";
+  EXPECT_GT(gc["dead_bytes"].get<uint64_t>(), 0u) << gc.dump();
+  EXPECT_EQ(SnapfsJsonObject({"status", mnt()})["purge_backlog"]["folders"].get<uint64_t>(), 0u);
+  ExpectChk1Purged(job);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after gc");
 }
 
 TEST_F(MountPurge, RmWaitReportsWhatItRemovedAndFreed) {

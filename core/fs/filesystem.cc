@@ -301,6 +301,10 @@ Result<PurgeProgress> Filesystem::PurgeStep(size_t budget) { return snap_->Purge
 
 Result<PurgeBacklog> Filesystem::GetPurgeBacklog() { return snap_->GetPurgeBacklog(); }
 
+void Filesystem::WithPurgesPaused(const std::function<void()>& f) {
+  snap_->WithPurgesPaused(f);
+}
+
 Result<std::vector<std::string>> Filesystem::CheckSnapshots() {
   return queries_->CheckSnapshots(snap_->MountPoints());
 }

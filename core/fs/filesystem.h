@@ -163,6 +163,9 @@ class Filesystem {
   void SetPurgeNotifier(std::function<void()> f);
   Result<PurgeProgress> PurgeStep(size_t budget);
   Result<PurgeBacklog> GetPurgeBacklog();
+  // Runs `f` with no purge batch of this process running (they wait): the daemon's fsck,
+  // which reads the key spaces one after another, sees no purge half-way.
+  void WithPurgesPaused(const std::function<void()>& f);
   // Consistency of snapshots, pins and hidden entries (fsck); one line per problem.
   Result<std::vector<std::string>> CheckSnapshots();
 

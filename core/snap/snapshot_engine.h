@@ -98,8 +98,11 @@ class SnapshotEngine final : public SnapshotHooks {
   // ending snapshots need is removed, never hidden for one of them). `only`: just those
   // queued folders. Safe from any number of threads and daemons: every batch reads and
   // writes its queue key, so two purgers of one folder conflict and one runs again.
-  Result<PurgeProgress> PurgeStep(size_t budget, const std::set<uint64_t>* only = nullptr);
+  Result<PurgeProgress> PurgeStep(size_t budget, const std::set<uint64_t>* only = nullptr)
+      EXCLUDES(purge_run_mu_);
   Result<PurgeBacklog> GetPurgeBacklog();
+  // Runs `f` while no PurgeStep of this process runs (they wait for it).
+  void WithPurgesPaused(const std::function<void()>& f) EXCLUDES(purge_run_mu_);
 
   // Operations the daemon runs for the CLI (rm, prune, orphans --delete) change names
   // the kernel may have cached: this hook (set by the FUSE layer) tells it. Never call
@@ -169,6 +172,9 @@ class SnapshotEngine final : public SnapshotHooks {
   std::vector<std::string> mount_points_ GUARDED_BY(mount_mu_);
   Mutex invalidator_mu_;
   std::function<void(uint64_t, std::string_view)> invalidator_ GUARDED_BY(invalidator_mu_);
+  // Held shared by each purge batch, exclusively by WithPurgesPaused. Before
+  // Namespace::mu() in the lock order.
+  SharedMutex purge_run_mu_;
   Mutex purger_mu_;
   std::function<void()> purge_notifier_ GUARDED_BY(purger_mu_);
   // Folders a `rm --wait` purges itself: the background purger leaves them alone, so

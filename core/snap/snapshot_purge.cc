@@ -50,8 +50,7 @@ void SnapshotEngine::EndSnapshotRecord(NsTxn* t, uint64_t dir, const SnapshotInf
 }
 
 Status SnapshotEngine::DetachSnapshotsInTxn(NsTxn* t, const std::vector<uint64_t>& dirs,
-                                            RemoveReport* report,
-                                            std::vector<uint64_t>* queued) {
+                                            RemoveReport* report, std::vector<uint64_t>* queued) {
   // The snapshots under each folder (itself included): O(snapshots), not O(files).
   std::map<uint64_t, std::vector<SnapshotInfo>> under;
   std::set<uint64_t> nested;  // folders of `dirs` inside another one of them
@@ -117,7 +116,8 @@ Result<bool> SnapshotEngine::ReleasePinsInTxn(NsTxn* t, const PurgeValue& pv, si
     auto it = t->kv().NewBoundedIterator(Cf::kPins, keys::Ino(snap + 1));
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       if (batch.size() >= *budget) break;
-      batch.push_back(Pin{snap, GetBE64(it->key().data() + 8), PinValue::Decode(it->value()), &job});
+      batch.push_back(
+          Pin{snap, GetBE64(it->key().data() + 8), PinValue::Decode(it->value()), &job});
     }
     RETURN_IF_ERROR(it->status().WithContext("scan pins"));
   }
@@ -272,65 +272,77 @@ Result<PurgeProgress> SnapshotEngine::PurgeStep(size_t budget, const std::set<ui
   budget = std::max<size_t>(1, budget);
   PurgeProgress out;
   std::vector<std::pair<uint64_t, std::string>> touched;
-  RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
-    out = PurgeProgress{};
-    touched.clear();
-    MutexLock l(ns_->mu());
-    NsTxn t(*ns_);
-    std::vector<std::pair<uint64_t, PurgeValue>> items;
-    {
-      auto it = t.kv().NewIterator(Cf::kDefault);
-      for (it->Seek(keys::kPurgePrefix); it->Valid() && it->key().starts_with(keys::kPurgePrefix);
-           it->Next()) {
-        ASSIGN_OR_RETURN(uint64_t folder, keys::DecodeSuffixId(it->key(), keys::kPurgePrefix));
-        if (only ? !only->count(folder) : IsWaitedFor(folder)) continue;
-        ASSIGN_OR_RETURN(PurgeValue pv, PurgeValue::Decode(it->value()));
-        items.emplace_back(folder, std::move(pv));
+  Status s;
+  {
+    ReaderMutexLock running(&purge_run_mu_);
+    s = kv::RetryOnConflict([&]() -> Status {
+      out = PurgeProgress{};
+      touched.clear();
+      MutexLock l(ns_->mu());
+      NsTxn t(*ns_);
+      std::vector<std::pair<uint64_t, PurgeValue>> items;
+      {
+        auto it = t.kv().NewIterator(Cf::kDefault);
+        for (it->Seek(keys::kPurgePrefix); it->Valid() && it->key().starts_with(keys::kPurgePrefix);
+             it->Next()) {
+          ASSIGN_OR_RETURN(uint64_t folder, keys::DecodeSuffixId(it->key(), keys::kPurgePrefix));
+          if (only ? !only->count(folder) : IsWaitedFor(folder)) continue;
+          ASSIGN_OR_RETURN(PurgeValue pv, PurgeValue::Decode(it->value()));
+          items.emplace_back(folder, std::move(pv));
+        }
+        RETURN_IF_ERROR(it->status().WithContext("scan the purge queue"));
       }
-      RETURN_IF_ERROR(it->status().WithContext("scan the purge queue"));
-    }
-    if (items.empty()) return Status::OK();
-    RemoveReport report;
-    size_t left = budget;
-    size_t chosen = 0;
-    bool released = false;
-    for (size_t i = 0; i < items.size() && !released; i++) {
-      ASSIGN_OR_RETURN(released, ReleasePinsInTxn(&t, items[i].second, &left, &report, &out.pins));
-      if (released) chosen = i;
-    }
-    auto& [folder, pv] = items[chosen];
-    // The decision rests on the queue key: read it conflict-checked, write it back.
-    const std::string qk = keys::Purge(folder);
-    std::string v;
-    RETURN_IF_ERROR(t.kv().Get(Cf::kDefault, qk, &v));
-    bool done = false;
-    if (!released) {
-      ASSIGN_OR_RETURN(done, PurgeFolderInTxn(&t, folder, &left, &report));
-    }
-    RETURN_IF_ERROR(CollapseHiddenDirs(&t));
-    pv.removed += report.files_removed;
-    pv.hidden += report.files_hidden;
-    if (done) {
-      t.kv().Delete(Cf::kDefault, qk);
-      out.folders_done = 1;
-      out.folder_removed = pv.removed;
-      out.folder_hidden = pv.hidden;
-      SNAPFS_LOG_INFO("purged removed folder " + std::to_string(folder) + ": " +
-                      std::to_string(pv.removed) + " entries removed, " +
-                      std::to_string(pv.hidden) + " kept hidden for other snapshots, " +
-                      std::to_string((NowNs() - pv.queued_ns) / 1000000) + " ms after its rm");
-    } else {
-      t.kv().Put(Cf::kDefault, qk, pv.Encode());
-    }
-    out.removed = report.files_removed;
-    out.hidden = report.files_hidden;
-    out.more = !done || items.size() > 1;
-    RETURN_IF_ERROR(t.Commit());
-    touched = std::move(t.touched);
-    return Status::OK();
-  }));
+      if (items.empty()) return Status::OK();
+      RemoveReport report;
+      size_t left = budget;
+      size_t chosen = 0;
+      bool released = false;
+      for (size_t i = 0; i < items.size() && !released; i++) {
+        ASSIGN_OR_RETURN(released,
+                         ReleasePinsInTxn(&t, items[i].second, &left, &report, &out.pins));
+        if (released) chosen = i;
+      }
+      auto& [folder, pv] = items[chosen];
+      // The decision rests on the queue key: read it conflict-checked, write it back.
+      const std::string qk = keys::Purge(folder);
+      std::string v;
+      RETURN_IF_ERROR(t.kv().Get(Cf::kDefault, qk, &v));
+      bool done = false;
+      if (!released) {
+        ASSIGN_OR_RETURN(done, PurgeFolderInTxn(&t, folder, &left, &report));
+      }
+      RETURN_IF_ERROR(CollapseHiddenDirs(&t));
+      pv.removed += report.files_removed;
+      pv.hidden += report.files_hidden;
+      if (done) {
+        t.kv().Delete(Cf::kDefault, qk);
+        out.folders_done = 1;
+        out.folder_removed = pv.removed;
+        out.folder_hidden = pv.hidden;
+        SNAPFS_LOG_INFO("purged removed folder " + std::to_string(folder) + ": " +
+                        std::to_string(pv.removed) + " entries removed, " +
+                        std::to_string(pv.hidden) + " kept hidden for other snapshots, " +
+                        std::to_string((NowNs() - pv.queued_ns) / 1000000) + " ms after its rm");
+      } else {
+        t.kv().Put(Cf::kDefault, qk, pv.Encode());
+      }
+      out.removed = report.files_removed;
+      out.hidden = report.files_hidden;
+      out.more = !done || items.size() > 1;
+      RETURN_IF_ERROR(t.Commit());
+      touched = std::move(t.touched);
+      return Status::OK();
+    });
+  }
+  RETURN_IF_ERROR(s);
+  // After the pause lock: the kernel may wait on a request of ours to invalidate.
   for (auto& [parent, name] : touched) InvalidateEntry(parent, name);
   return out;
+}
+
+void SnapshotEngine::WithPurgesPaused(const std::function<void()>& f) {
+  WriterMutexLock paused(&purge_run_mu_);
+  f();
 }
 
 Result<PurgeBacklog> SnapshotEngine::GetPurgeBacklog() {
