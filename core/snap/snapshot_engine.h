@@ -11,10 +11,12 @@
 // and the engine calls back into the Namespace for entries and links. The read-only
 // questions are SnapshotQueries'.
 //
-// Thread-safety: thread-safe. Its own state is the mount points (mount_mu_) and the entry
-// invalidator (invalidator_mu_); every change runs under Namespace::mu() in an NsTxn.
-// Lock order: OpenFile::mu before Namespace::mu() before mount_mu_ (before the metadata
-// engine); invalidator_mu_ is taken with no other lock of ours held.
+// Thread-safety: thread-safe. Its own state is the mount points (mount_mu_), the entry
+// invalidator (invalidator_mu_) and the purge notifier and waited-for folders
+// (purger_mu_, a leaf); every change runs under Namespace::mu() in an NsTxn.
+// Lock order: purge_run_mu_ (shared by each purge batch) before OpenFile::mu before
+// Namespace::mu() before mount_mu_ and purger_mu_ (before the metadata engine);
+// invalidator_mu_ is taken with no other lock of ours held.
 #pragma once
 
 #include <cstdint>
