@@ -397,6 +397,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
       if (purge_stop) return;
       purge_now = false;
       l.unlock();
+      (*fs)->InvalidatePendingEntries();  // what the removal left for the kernel
       auto t0 = std::chrono::steady_clock::now();
       uint64_t removed = 0, folders = 0, batches = 0;
       while (!purge_stop && opts.purge_batch > 0) {

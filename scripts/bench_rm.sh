@@ -31,7 +31,7 @@ backlog() { "$SNAPFS" status "$BENCH_DIR/mnt" --json | python3 -c \
 mkdir -p "$BENCH_DIR/mnt"
 "$SNAPFS" mount "$BENCH_DIR/store" "$BENCH_DIR/mnt"
 mkdir -p "$BENCH_DIR/mnt/job"
-rms=() purges=() daemon=()
+rms=() purges=() daemon=() detach=()
 for run in $(seq "$RUNS"); do
   dir=$BENCH_DIR/mnt/job/chk-$run
   mkdir -p "$dir"
@@ -43,8 +43,12 @@ for run in $(seq "$RUNS"); do
   t2=$(now)
   d=$(grep -o 'purged 1 removed folder(s): [0-9]* entries in [0-9]* batches, [0-9.]* s' \
         "$BENCH_DIR/store/daemon.log" | tail -n 1 | awk '{ printf "%.1f", $(NF-1) * 1000 }')
-  rms+=("$(ms "$t0" "$t1")") purges+=("$(ms "$t1" "$t2")") daemon+=("$d")
-  echo "run $run: snapfs rm ${rms[-1]} ms; purge done (status) after ${purges[-1]} ms; daemon's purge ${d} ms"
+  q=$(grep -o 'queued for the purger in [0-9.]* ms' "$BENCH_DIR/store/daemon.log" | tail -n 1 |
+        awk '{ printf "%.2f", $(NF-1) }')
+  rms+=("$(ms "$t0" "$t1")") purges+=("$(ms "$t1" "$t2")") daemon+=("$d") detach+=("$q")
+  echo "run $run: snapfs rm ${rms[-1]} ms (in the daemon: $q ms); purge done (status) after" \
+    "${purges[-1]} ms; daemon's purge ${d} ms"
 done
-echo "median: snapfs rm $(median "${rms[@]}") ms; purge (status) $(median "${purges[@]}") ms;" \
+echo "median: snapfs rm $(median "${rms[@]}") ms (in the daemon $(median "${detach[@]}") ms);" \
+  "purge (status) $(median "${purges[@]}") ms;" \
   "daemon's purge $(median "${daemon[@]}") ms ($FILES files, $RUNS runs)"

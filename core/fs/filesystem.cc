@@ -301,6 +301,8 @@ Result<PurgeProgress> Filesystem::PurgeStep(size_t budget) { return snap_->Purge
 
 Result<PurgeBacklog> Filesystem::GetPurgeBacklog() { return snap_->GetPurgeBacklog(); }
 
+void Filesystem::InvalidatePendingEntries() { snap_->InvalidatePending(); }
+
 void Filesystem::WithPurgesPaused(const std::function<void()>& f) {
   snap_->WithPurgesPaused(f);
 }

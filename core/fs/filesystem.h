@@ -162,6 +162,8 @@ class Filesystem {
   // queued folders, no locks held) and calls PurgeStep until it reports no more work.
   void SetPurgeNotifier(std::function<void()> f);
   Result<PurgeProgress> PurgeStep(size_t budget);
+  // The kernel invalidations a background removal left to the purger's thread.
+  void InvalidatePendingEntries();
   Result<PurgeBacklog> GetPurgeBacklog();
   // Runs `f` with no purge batch of this process running (they wait): the daemon's fsck,
   // which reads the key spaces one after another, sees no purge half-way.

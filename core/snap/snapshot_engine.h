@@ -103,6 +103,9 @@ class SnapshotEngine final : public SnapshotHooks {
   Result<PurgeProgress> PurgeStep(size_t budget, const std::set<uint64_t>* only = nullptr)
       EXCLUDES(purge_run_mu_);
   Result<PurgeBacklog> GetPurgeBacklog();
+  // Passes the kernel the entry invalidations a background removal left for later (the
+  // purger's thread calls it when woken; PurgeStep too). No locks held by the caller.
+  void InvalidatePending() EXCLUDES(purger_mu_, invalidator_mu_);
   // Runs `f` while no PurgeStep of this process runs (they wait for it).
   void WithPurgesPaused(const std::function<void()>& f) EXCLUDES(purge_run_mu_);
 
@@ -182,6 +185,7 @@ class SnapshotEngine final : public SnapshotHooks {
   // Folders a `rm --wait` purges itself: the background purger leaves them alone, so
   // that the caller's report counts every entry.
   std::set<uint64_t> waited_ GUARDED_BY(purger_mu_);
+  std::vector<std::pair<uint64_t, std::string>> pending_invalidations_ GUARDED_BY(purger_mu_);
 };
 
 }  // namespace snapfs

@@ -270,6 +270,7 @@ Result<bool> SnapshotEngine::PurgeFolderInTxn(NsTxn* t, uint64_t folder, size_t*
 
 Result<PurgeProgress> SnapshotEngine::PurgeStep(size_t budget, const std::set<uint64_t>* only) {
   budget = std::max<size_t>(1, budget);
+  InvalidatePending();
   PurgeProgress out;
   std::vector<std::pair<uint64_t, std::string>> touched;
   Status s;
@@ -338,6 +339,15 @@ Result<PurgeProgress> SnapshotEngine::PurgeStep(size_t budget, const std::set<ui
   // After the pause lock: the kernel may wait on a request of ours to invalidate.
   for (auto& [parent, name] : touched) InvalidateEntry(parent, name);
   return out;
+}
+
+void SnapshotEngine::InvalidatePending() {
+  std::vector<std::pair<uint64_t, std::string>> todo;
+  {
+    MutexLock l(&purger_mu_);
+    todo.swap(pending_invalidations_);
+  }
+  for (auto& [parent, name] : todo) InvalidateEntry(parent, name);
 }
 
 void SnapshotEngine::WithPurgesPaused(const std::function<void()>& f) {

@@ -1,9 +1,11 @@
 // SnapshotEngine: removing snapshots (`snapfs rm`, prune) and the unlink that decides
 // between removing an entry and hiding it for the snapshots that still need it.
 #include <algorithm>
+#include <chrono>
 #include <set>
 
 #include "base/coding.h"
+#include "base/log.h"
 #include "core/fs/ns_txn.h"
 #include "core/snap/snapshot_engine.h"
 #include "core/snap/snapshot_queries.h"
@@ -89,6 +91,7 @@ Result<RemoveReport> SnapshotEngine::RemoveSnapshots(const std::vector<uint64_t>
     }));
     return report;
   }
+  const auto t0 = std::chrono::steady_clock::now();
   std::function<void()> notify = wait ? nullptr : PurgeNotifier();
   // Without a background purger (or when asked to wait) the removal finishes here and
   // reports in full, as the single transaction did (MeasureSnapshots walks the
@@ -118,12 +121,26 @@ Result<RemoveReport> SnapshotEngine::RemoveSnapshots(const std::vector<uint64_t>
     touched = std::move(t.touched);
     return Status::OK();
   }));
-  for (auto& [parent, name] : touched) InvalidateEntry(parent, name);
   if (notify) {
+    // The kernel learns of the hidden folder from the purger's thread, not here: a
+    // folder whose 10,000 entries the kernel has cached takes it tens of ms to drop
+    // (and as many FORGETs for the daemon). Meanwhile a cached lookup of the folder
+    // answers what a fresh one would (a hidden entry resolves by its exact name), and
+    // listings come from the daemon, without it.
+    {
+      MutexLock p(&purger_mu_);
+      for (auto& e : touched) pending_invalidations_.push_back(std::move(e));
+    }
     report.purging = true;
     notify();
+    SNAPFS_LOG_INFO(std::to_string(queued.size()) + " removed folder(s) queued for the purger in " +
+                    std::to_string(std::chrono::duration<double, std::milli>(
+                                       std::chrono::steady_clock::now() - t0)
+                                       .count()) +
+                    " ms");
     return report;
   }
+  for (auto& [parent, name] : touched) InvalidateEntry(parent, name);
   Status s;
   std::set<uint64_t> left = only;
   while (!left.empty()) {
