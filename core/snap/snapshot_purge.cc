@@ -308,6 +308,7 @@ Result<PurgeProgress> SnapshotEngine::PurgeStep(size_t budget, const std::set<ui
       const std::string qk = keys::Purge(folder);
       std::string v;
       RETURN_IF_ERROR(t.kv().Get(Cf::kDefault, qk, &v));
+      ASSIGN_OR_RETURN(pv, PurgeValue::Decode(v));
       bool done = false;
       if (!released) {
         ASSIGN_OR_RETURN(done, PurgeFolderInTxn(&t, folder, &left, &report));
