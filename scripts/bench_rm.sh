@@ -24,12 +24,12 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-backlog() { "$SNAPFS" status "$BENCH_DIR/mnt" --json | python3 -c \
+backlog() { { "$SNAPFS" status "$BENCH_DIR/mnt" --json || true; } | python3 -c \
   'import json,sys; print(json.load(sys.stdin)["purge_backlog"]["folders"])'; }
 
 "$SNAPFS" init "$BENCH_DIR/store" >/dev/null
 mkdir -p "$BENCH_DIR/mnt"
-"$SNAPFS" mount "$BENCH_DIR/store" "$BENCH_DIR/mnt"
+"$SNAPFS" mount "$BENCH_DIR/store" "$BENCH_DIR/mnt" --metrics off
 mkdir -p "$BENCH_DIR/mnt/job"
 rms=() purges=() daemon=() detach=()
 for run in $(seq "$RUNS"); do
