@@ -104,7 +104,11 @@ Result<RemoveReport> SnapshotEngine::RemoveSnapshots(const std::vector<uint64_t>
   std::vector<uint64_t> queued;
   std::vector<std::pair<uint64_t, std::string>> touched;
   std::set<uint64_t> only;
-  RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+  auto unwait = [&] {
+    MutexLock p(&purger_mu_);
+    for (uint64_t d : only) waited_.erase(d);
+  };
+  Status detached = kv::RetryOnConflict([&]() -> Status {
     report = RemoveReport{};
     queued.clear();
     MutexLock l(ns_->mu());
@@ -120,7 +124,11 @@ Result<RemoveReport> SnapshotEngine::RemoveSnapshots(const std::vector<uint64_t>
     RETURN_IF_ERROR(t.Commit());
     touched = std::move(t.touched);
     return Status::OK();
-  }));
+  });
+  if (!detached.ok()) {
+    unwait();  // an attempt that failed may have marked folders it never queued
+    return detached;
+  }
   if (notify) {
     // The kernel learns of the hidden folder from the purger's thread, not here: a
     // folder whose 10,000 entries the kernel has cached takes it tens of ms to drop
@@ -153,10 +161,7 @@ Result<RemoveReport> SnapshotEngine::RemoveSnapshots(const std::vector<uint64_t>
     report.files_hidden += p->folder_hidden;
     if (!p->more) break;
   }
-  {
-    MutexLock p(&purger_mu_);
-    for (uint64_t d : only) waited_.erase(d);
-  }
+  unwait();
   if (!s.ok()) {
     // The folders stay queued: the background purger (or the next removal) goes on.
     if (auto n = PurgeNotifier()) n();
