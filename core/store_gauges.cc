@@ -25,6 +25,14 @@ Result<StoreGauges> CountSnapshots(Store& store) {
   ASSIGN_OR_RETURN(g.snapshots, CountKeys(store.meta(), Cf::kSnapshots));
   ASSIGN_OR_RETURN(g.pins, CountKeys(store.meta(), Cf::kPins));
   ASSIGN_OR_RETURN(g.hidden_entries, CountKeys(store.meta(), Cf::kHidden));
+  auto it = store.meta().NewIterator(Cf::kDefault);
+  for (it->Seek(keys::kPurgePrefix); it->Valid() && it->key().starts_with(keys::kPurgePrefix);
+       it->Next()) {
+    g.purge_folders++;
+    auto pv = PurgeValue::Decode(it->value());
+    if (pv.ok()) g.purge_removed += pv->removed;
+  }
+  RETURN_IF_ERROR(it->status().WithContext("scan the purge queue"));
   return g;
 }
 

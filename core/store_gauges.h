@@ -20,9 +20,12 @@ struct StoreGauges {
   uint64_t packs = 0;
   uint64_t chunks = 0;
   uint64_t snapshots = 0, pins = 0, hidden_entries = 0;
+  // The purge queue: folders `snapfs rm`/prune removed whose files are not all dropped
+  // yet, and the entries dropped of them so far.
+  uint64_t purge_folders = 0, purge_removed = 0;
 };
 
-// Only the snapshot, pin and hidden-entry counts (cheap: those key spaces are small).
+// Only the snapshot, pin, hidden-entry and purge-queue counts (cheap: those key spaces are small).
 Result<StoreGauges> CountSnapshots(Store& store);
 Result<StoreGauges> ComputeStoreGauges(Store& store);
 

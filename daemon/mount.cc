@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -157,6 +158,9 @@ void Collect(metrics::Exposition& e, Store& store, GaugeCache& cache) {
     gauge("snapfs_snapshots", "Completed snapshots", static_cast<double>(g.snapshots));
     gauge("snapfs_pins", "Files referenced by snapshots (one per snapshot and file)",
           static_cast<double>(g.pins));
+    gauge("snapfs_purge_queue_folders",
+          "Folders snapfs rm/prune removed whose files the purger has not dropped yet",
+          static_cast<double>(g.purge_folders));
     gauge("snapfs_hidden_entries", "Deleted entries kept hidden for snapshots",
           static_cast<double>(g.hidden_entries));
     gauge("snapfs_store_gauges_timestamp_seconds",
@@ -396,12 +400,77 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     });
   }
 
+  // The purge queue (snapfs rm, prune: docs/snapshots.md): a removal wakes this thread,
+  // which drops the removed folders' files in batches of opts.purge_batch (0: never),
+  // one transaction each. It also looks every kPurgePollS: a queue left by a crash (it
+  // starts with a look), or by another daemon of a shared store, is drained too.
+  constexpr unsigned kPurgePollS = 30;
+  std::mutex purge_mu;
+  std::condition_variable purge_cv;
+  bool purge_now = true;
+  std::atomic<bool> purge_stop{false};
+  std::thread purge_thread([&] {
+    std::unique_lock l(purge_mu);
+    while (true) {
+      purge_cv.wait_for(l, std::chrono::seconds(kPurgePollS),
+                        [&] { return purge_now || purge_stop.load(); });
+      if (purge_stop) return;
+      purge_now = false;
+      l.unlock();
+      (*fs)->InvalidatePendingEntries();  // what the removal left for the kernel
+      auto t0 = std::chrono::steady_clock::now();
+      uint64_t removed = 0, folders = 0, batches = 0;
+      while (!purge_stop && opts.purge_batch > 0) {
+        auto p = (*fs)->PurgeStep(opts.purge_batch);
+        if (!p.ok()) {
+          SNAPFS_LOG_WARN("purge of removed snapshots (tried again later): " +
+                          p.status().ToString());
+          break;
+        }
+        batches++;
+        removed += p->removed;
+        folders += p->folders_done;
+        if (!p->more) break;
+      }
+      if (folders > 0) {
+        SNAPFS_LOG_INFO("purged " + std::to_string(folders) + " removed folder(s): " +
+                        std::to_string(removed) + " entries in " + std::to_string(batches) +
+                        " batches, " +
+                        std::to_string(std::chrono::duration<double>(
+                                           std::chrono::steady_clock::now() - t0)
+                                           .count()) +
+                        " s");
+        {
+          std::lock_guard gl(gauge_mu);
+          gauge_now = true;
+        }
+        gauge_cv.notify_all();
+      }
+      l.lock();
+    }
+  });
+  (*fs)->SetPurgeNotifier([&] {
+    {
+      std::lock_guard l(purge_mu);
+      purge_now = true;
+    }
+    purge_cv.notify_all();
+  });
+
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, opts.threads);
   fuse_loop_cfg_set_idle_threads(cfg, std::min(opts.threads, 10u));
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
 
+  // A removal from now on purges before it returns (no background purger).
+  (*fs)->SetPurgeNotifier(nullptr);
+  {
+    std::lock_guard l(purge_mu);
+    purge_stop = true;
+  }
+  purge_cv.notify_all();
+  purge_thread.join();
   if (gc_thread.joinable()) {
     {
       std::lock_guard l(gc_mu);

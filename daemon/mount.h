@@ -25,6 +25,10 @@ struct MountOptions {
   double timeout = 60.0;
   // GC runs by itself this often while mounted (0: only when asked, `snapfs gc`).
   unsigned gc_interval_s = 600;
+  // Entries (or pins) per transaction of the background purge of what `snapfs rm` and
+  // prune removed (docs/snapshots.md). 0: no background purge; removed folders wait in
+  // the queue (gone from the namespace) until `snapfs gc` or a mount that purges.
+  unsigned purge_batch = 1000;
   // Serves Prometheus metrics here ("ADDR:PORT"); empty: not at all. If it cannot listen
   // (the port is taken), the mount goes on without metrics and says so (log, status).
   std::string metrics = "127.0.0.1:9567";

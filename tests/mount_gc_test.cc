@@ -44,7 +44,7 @@ void MountGc::DefaultGcReclaimsWhatRmFreedFromTheActivePack() {
   for (const auto& r : c1.refs) gone.insert(r);
   for (const auto& p : c1.priv) gone.insert(job.Path(c1.name + "/" + p));
   gone.insert(job.Path(c1.name + "/_metadata"));
-  nlohmann::json rm = SnapfsJsonObject({"rm", job.Path(c1.name)});
+  nlohmann::json rm = SnapfsJsonObject({"rm", job.Path(c1.name), "--wait"});
   const uint64_t freed = rm["report"]["bytes_freed"].get<uint64_t>();
   ASSERT_GT(freed, 1 * kMiB) << rm.dump();
 

@@ -5,7 +5,12 @@
 // virtual xattrs, and that nothing leaks (fsck, GC), also across remount and kill -9.
 #include <sys/xattr.h>
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include "tests/util/flink_sim.h"
+#include "tests/util/java_data.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -346,7 +351,8 @@ TEST_F(MountSnapshot, RmAndPruneFreeWhatDuSaid) {
   EXPECT_EQ(bad.code, 5) << "not found: not a snapshot\n" << bad.Describe();
   EXPECT_NE(bad.err.find("not a snapshot"), std::string::npos) << bad.err;
 
-  nlohmann::json rm = SnapfsJson({"rm", job.Path("chk-1")});
+  // --wait: the purge is done when it returns (without, it runs in the background).
+  nlohmann::json rm = SnapfsJson({"rm", job.Path("chk-1"), "--wait"});
   EXPECT_EQ(rm["report"]["snapshots"].get<int>(), 1);
   EXPECT_FALSE(Exists(job.Path("chk-1")));
   for (const auto& r : only1) EXPECT_FALSE(Exists(r)) << r << " only chk-1 used it";
@@ -354,7 +360,7 @@ TEST_F(MountSnapshot, RmAndPruneFreeWhatDuSaid) {
   nlohmann::json gc = SnapfsJson({"gc", mnt(), "--dry-run"});
   EXPECT_EQ(gc["dead_bytes"].get<uint64_t>(), freed1) << "GC must find exactly what rm freed";
 
-  nlohmann::json prune = SnapfsJson({"prune", job.Dir(), "--keep-last", "1"});
+  nlohmann::json prune = SnapfsJson({"prune", job.Dir(), "--keep-last", "1", "--wait"});
   EXPECT_EQ(prune["kept"].size(), 1u) << prune.dump();
   EXPECT_EQ(prune["removed"].size(), 2u);
   EXPECT_EQ(SnapshotPaths(), (std::vector<std::string>{"job-p/chk-4"}));
@@ -453,6 +459,169 @@ TEST_F(MountSnapshot, ExportIsSelfContainedAndRewritesReferences) {
   ASSERT_EQ(un.code, 0) << un.Describe();
   EXPECT_EQ(Restore(e3, orig, content_, ViewOf(job, e3)), "");
   ExpectFsckClean("after exports");
+}
+
+// ---- snapfs rm in O(1), the purge in the background (docs/snapshots.md) ------------------
+
+// job/chk-1 with `files` small own files (f0, f1, ...), shared/s0 and shared/s1 named by
+// it; job/chk-2 naming chk-1/f5 by absolute path (as after a CLAIM restore) and s0.
+// Markers by rename, as Flink on a local path.
+void MakeLargeSnapshot(const std::string& job, int files, ContentMap* content) {
+  auto put = [&](const std::string& path, const std::string& bytes) {
+    ASSERT_EQ(WriteFile(path, bytes), 0) << path;
+    (*content)[path] = bytes;
+  };
+  auto marker = [&](const std::string& dir, const std::vector<std::string>& refs) {
+    test::JavaDataOutput o;
+    o.WriteInt(0x4960672d);
+    o.WriteInt(3);
+    o.WriteLong(1);
+    for (const auto& r : refs) o.WriteUTF(r);
+    ASSERT_EQ(WriteFile(dir + "/._metadata.inprogress.x", o.bytes(), true), 0);
+    ASSERT_EQ(::rename((dir + "/._metadata.inprogress.x").c_str(), (dir + "/_metadata").c_str()),
+              0);
+  };
+  for (const char* d : {"", "/shared", "/chk-1", "/chk-2"}) {
+    ASSERT_EQ(::mkdir((job + d).c_str(), 0755), 0) << job + d;
+  }
+  put(job + "/shared/s0", "shared zero");
+  put(job + "/shared/s1", "shared one");
+  std::vector<std::string> refs = {"file:" + job + "/shared/s0", "file:" + job + "/shared/s1"};
+  for (int i = 0; i < files; i++) {
+    std::string name = "f" + std::to_string(i);
+    put(job + "/chk-1/" + name, "chk-1 " + name);
+    refs.push_back(name);
+  }
+  marker(job + "/chk-1", refs);
+  put(job + "/chk-2/own", "chk-2 own");
+  marker(job + "/chk-2", {"own", "file:" + job + "/chk-1/f5", "file:" + job + "/shared/s0"});
+}
+
+class MountPurge : public MountSnapshot {
+ protected:
+  // `snapfs status --json`; exit 1 (degraded) is fine here: tests run in parallel, and
+  // all but one find the default metrics port taken.
+  nlohmann::json Status() {
+    CmdResult r = Snapfs({"status", mnt(), "--json"});
+    EXPECT_TRUE(r.code == 0 || r.code == 1) << r.Describe();
+    nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+    EXPECT_TRUE(j.is_object() && j.contains("purge_backlog")) << r.Describe();
+    return j.is_object() && j.contains("purge_backlog") ? j
+                                                         : nlohmann::json{{"purge_backlog",
+                                                                            {{"folders", 0}}}};
+  }
+  uint64_t Backlog() { return Status()["purge_backlog"]["folders"].get<uint64_t>(); }
+  // Polls `snapfs status` until the purge queue is empty.
+  void WaitForPurge() {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (true) {
+      nlohmann::json st = Status();
+      if (st["purge_backlog"]["folders"].get<uint64_t>() == 0) return;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "purge never ended: " << st.dump();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  // What must hold once chk-1's purge is over.
+  void ExpectChk1Purged(const std::string& job) {
+    std::vector<std::string> listed = ListDir(job);
+    std::sort(listed.begin(), listed.end());
+    EXPECT_EQ(listed, (std::vector<std::string>{"chk-2", "shared"}));
+    EXPECT_EQ(ListDir(job + "/shared"), (std::vector<std::string>{"s0"})) << "s1 only chk-1 used";
+    // chk-2 reads its whole state in place, chk-1/f5 included (hidden, kept).
+    EXPECT_EQ(ReadFile(job + "/chk-1/f5"), content_[job + "/chk-1/f5"]);
+    EXPECT_EQ(ReadFile(job + "/shared/s0"), content_[job + "/shared/s0"]);
+    EXPECT_FALSE(Exists(job + "/chk-1/f6"));
+    EXPECT_EQ(Hidden(), (std::vector<std::string>{"job-r/chk-1", "job-r/chk-1/f5"}));
+  }
+};
+
+TEST_F(MountPurge, RmOfALargeSnapshotReturnsAtOnceAndPurgesInTheBackground) {
+  const std::string job = Path("job-r");
+  ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 3000, &content_));
+  nlohmann::json rm = SnapfsJsonObject({"rm", job + "/chk-1"});
+  EXPECT_EQ(rm["report"]["snapshots"].get<int>(), 1) << rm.dump();
+  EXPECT_TRUE(rm["report"]["purging"].get<bool>()) << rm.dump();
+  EXPECT_TRUE(rm["report"]["entries_removed"].is_null()) << rm.dump();
+  // At once: gone from the listing and from `snapfs ls`, whatever the purge has done.
+  std::vector<std::string> listed = ListDir(job);
+  EXPECT_EQ(std::count(listed.begin(), listed.end(), "chk-1"), 0);
+  nlohmann::json ls = SnapfsJson({"ls", mnt()});
+  EXPECT_EQ(ls.dump().find("chk-1"), std::string::npos) << ls.dump();
+  ASSERT_NO_FATAL_FAILURE(WaitForPurge());
+  ExpectChk1Purged(job);
+  // The human report says what happened.
+  CmdResult rm2 = Snapfs({"rm", job + "/chk-2"});
+  ASSERT_EQ(rm2.code, 0) << rm2.Describe();
+  EXPECT_NE(rm2.out.find("purged in the background"), std::string::npos) << rm2.out;
+  ASSERT_NO_FATAL_FAILURE(WaitForPurge());
+  EXPECT_TRUE(Hidden().empty());
+  EXPECT_TRUE(ListDir(job + "/shared").empty());
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after rm and the purge");
+}
+
+TEST_F(MountPurge, Kill9WithAQueuedFolderLosesNothingAndLeaksNothing) {
+  // No background purge: the removed folder certainly waits in the queue.
+  ASSERT_NO_FATAL_FAILURE(RemountWith({"--purge-batch", "0"}));
+  const std::string job = Path("job-r");
+  ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 3000, &content_));
+  nlohmann::json rm = SnapfsJsonObject({"rm", job + "/chk-1"});
+  ASSERT_TRUE(rm["report"]["purging"].get<bool>()) << rm.dump();
+  EXPECT_EQ(Backlog(), 1u);
+  std::vector<std::string> listed = ListDir(job);
+  EXPECT_EQ(std::count(listed.begin(), listed.end(), "chk-1"), 0);
+  EXPECT_EQ(Snapfs({"fsck", mnt()}).code, 0) << "fsck with a queued folder";
+  ASSERT_NO_FATAL_FAILURE(KillDaemon9());
+  ExpectFsckClean("after kill -9 with a queued folder");
+  ASSERT_NO_FATAL_FAILURE(Mount());  // with the purger: it resumes by itself
+  ASSERT_NO_FATAL_FAILURE(WaitForPurge());
+  ExpectChk1Purged(job);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the resumed purge");
+}
+
+TEST_F(MountPurge, Kill9DuringThePurgeLosesNothingAndLeaksNothing) {
+  const std::string job = Path("job-r");
+  ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 3000, &content_));
+  nlohmann::json rm = SnapfsJsonObject({"rm", job + "/chk-1"});
+  ASSERT_TRUE(rm["report"]["purging"].get<bool>()) << rm.dump();
+  ASSERT_NO_FATAL_FAILURE(KillDaemon9());  // most likely in the middle of the purge
+  ExpectFsckClean("after kill -9, the queue maybe not empty");
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  ASSERT_NO_FATAL_FAILURE(WaitForPurge());
+  ExpectChk1Purged(job);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after the resumed purge");
+}
+
+TEST_F(MountPurge, GcPurgesWhatTheBackgroundPurgerHasNotYet) {
+  ASSERT_NO_FATAL_FAILURE(RemountWith({"--purge-batch", "0"}));
+  const std::string job = Path("job-r");
+  ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 300, &content_));
+  ASSERT_TRUE(SnapfsJsonObject({"rm", job + "/chk-1"})["report"]["purging"].get<bool>());
+  nlohmann::json gc = SnapfsJsonObject({"gc", mnt()});
+  EXPECT_EQ(gc["purged_entries"].get<uint64_t>(), 301u) << "299 files, _metadata, s1";
+  EXPECT_GT(gc["dead_bytes"].get<uint64_t>(), 0u) << gc.dump();
+  EXPECT_EQ(Backlog(), 0u);
+  ExpectChk1Purged(job);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after gc");
+}
+
+TEST_F(MountPurge, RmWaitReportsWhatItRemovedAndFreed) {
+  const std::string job = Path("job-r");
+  ASSERT_NO_FATAL_FAILURE(MakeLargeSnapshot(job, 200, &content_));
+  nlohmann::json dry = SnapfsJsonObject({"rm", job + "/chk-1", "--dry-run"});
+  nlohmann::json rm = SnapfsJsonObject({"rm", job + "/chk-1", "--wait"});
+  EXPECT_FALSE(rm["report"]["purging"].get<bool>()) << rm.dump();
+  for (const char* k : {"entries_removed", "entries_hidden", "bytes_freed"}) {
+    EXPECT_EQ(rm["report"][k], dry["report"][k]) << k << "\n" << rm.dump() << "\n" << dry.dump();
+  }
+  EXPECT_EQ(rm["report"]["entries_removed"].get<uint64_t>(), 201u) << "199 files, _metadata, s1";
+  EXPECT_EQ(Backlog(), 0u);
+  ExpectChk1Purged(job);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  ExpectFsckClean("after rm --wait");
 }
 
 }  // namespace

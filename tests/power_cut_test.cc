@@ -233,6 +233,15 @@ class Workload {
       }
       totals_.renames_verified++;
     }
+    // A removal the cut interrupted between its batches (its queue entry survived) is
+    // purged as a mount's purger would, and the store stays clean.
+    if (MUST(fs.GetPurgeBacklog()).folders > 0) {
+      while (MUST(fs.PurgeStep(kPurgeBatch)).more) {
+      }
+      EXPECT_EQ(MUST(fs.GetPurgeBacklog()).folders, 0u);
+      EXPECT_FSCK_OK(MUST(Fsck(rig_->store(), FsckOptions{})));
+      for (const auto& p : MUST(fs.CheckSnapshots())) ADD_FAILURE() << "after the purge: " << p;
+    }
   }
 
   // The jobs restart as Flink's would after a crash: each resumes from its latest

@@ -8,7 +8,9 @@
 
 #include <fcntl.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "core/chunks/gc.h"
 #include "core/fs/filesystem.h"
@@ -16,6 +18,7 @@
 #include "core/meta/postgres_engine.h"
 #include "core/sessions.h"
 #include "core/store.h"
+#include "tests/util/java_data.h"
 #include "tests/util/pg_test_db.h"
 #include "tests/util/random.h"
 #include "tests/util/status_matchers.h"
@@ -296,6 +299,74 @@ TEST_F(SharedStore, RoundTripsPerOperation) {
   EXPECT_LE(lookup, 5u);
   EXPECT_LE(rename, 9u);
   EXPECT_LE(unlink, 12u);
+}
+
+// `snapfs rm` on one host; the purge queue drained by both at once (each a daemon's
+// purger): every batch reads and writes its queue key, so the two conflict and one runs
+// again, never freeing anything twice. The counts add up to the dry run's, what the
+// other snapshot needs stays, fsck is clean.
+TEST_F(SharedStore, TwoPurgersDrainOneQueue) {
+  auto a = OpenHost("a"), b = OpenHost("b");
+  auto fa = MUST(Filesystem::Open(a.get())), fb = MUST(Filesystem::Open(b.get()));
+  ASSERT_OK(fa->RecordMountPoint("/mnt/ckpt"));
+  const Caller who{1000, 1000};
+  auto put = [&](uint64_t dir, const std::string& name, const std::string& data) {
+    auto [attr, fh] = MUST(fa->Create(dir, name, 0644, O_WRONLY | O_CREAT | O_TRUNC, who));
+    EXPECT_EQ(MUST(fa->Write(fh, 0, data.data(), data.size())), data.size());
+    ASSERT_OK(fa->Release(fh));
+  };
+  auto marker = [&](uint64_t dir, const std::vector<std::string>& refs) {
+    test::JavaDataOutput o;
+    o.WriteInt(0x4960672d);
+    o.WriteInt(3);
+    o.WriteLong(1);
+    for (const auto& r : refs) o.WriteUTF(r);
+    put(dir, "_metadata", o.bytes());
+  };
+  put(kRootIno, "shared", "shared bytes");
+  uint64_t c1 = MUST(fa->Mkdir(kRootIno, "chk-1", 0755, who)).ino;
+  std::vector<std::string> refs = {"file:/mnt/ckpt/shared"};
+  for (int i = 0; i < 300; i++) {
+    put(c1, "f" + std::to_string(i), "file " + std::to_string(i));
+    refs.push_back("f" + std::to_string(i));
+  }
+  marker(c1, refs);
+  uint64_t c2 = MUST(fa->Mkdir(kRootIno, "chk-2", 0755, who)).ino;
+  marker(c2, {"file:/mnt/ckpt/chk-1/f7"});
+
+  RemoveReport dry = MUST(fa->RemoveSnapshots({c1}, true));
+  fa->SetPurgeNotifier([] {});
+  RemoveReport r = MUST(fa->RemoveSnapshots({c1}, false));
+  ASSERT_TRUE(r.purging);
+  EXPECT_EQ(MUST(fb->GetPurgeBacklog()).folders, 1u);
+  std::atomic<uint64_t> removed{0}, hidden{0}, done{0};
+  auto purger = [&](Filesystem* fs) {
+    for (int i = 0; i < 10000; i++) {
+      auto p = fs->PurgeStep(25);
+      ASSERT_TRUE(p.ok()) << p.status().ToString();
+      removed += p->removed;
+      hidden += p->hidden;
+      done += p->folders_done;
+      if (!p->more) return;
+    }
+  };
+  std::thread ta(purger, fa.get()), tb(purger, fb.get());
+  ta.join();
+  tb.join();
+  EXPECT_EQ(done.load(), 1u);
+  EXPECT_EQ(removed.load(), dry.files_removed);
+  EXPECT_EQ(hidden.load(), dry.files_hidden);
+  EXPECT_EQ(MUST(fa->GetPurgeBacklog()).folders, 0u);
+  auto hidden_c1 = MUST(fb->Lookup(kRootIno, "chk-1"));
+  auto f7 = MUST(fb->Lookup(hidden_c1.ino, "f7"));
+  FileHandle fh = MUST(fb->Open(f7.ino, O_RDONLY));
+  std::string got(64, '\0');
+  got.resize(MUST(fb->Read(fh, 0, got.size(), got.data())));
+  EXPECT_EQ(got, "file 7");
+  ASSERT_OK(fb->Release(fh));
+  EXPECT_FALSE(fb->Lookup(kRootIno, "shared").ok()) << "only chk-1 needed it";
+  EXPECT_TRUE(MUST(fb->CheckSnapshots()).empty());
+  ExpectFsckClean(*b);
 }
 
 }  // namespace

@@ -40,6 +40,17 @@ Result<double> ParseFraction(const std::string& s, bool allow_percent) {
 Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bool dry_run) {
   // Pins are what keep snapshot data alive: report any that disagree with the markers.
   ASSIGN_OR_RETURN(auto snap_problems, SnapshotProblems(store, fs));
+  // "Reclaim space now" includes what `snapfs rm` removed a moment ago: the purge of the
+  // removed folders (docs/snapshots.md) is finished first, in this thread, alongside
+  // the daemon's purger (their batches are transactions: they never free twice).
+  uint64_t purged = 0;
+  if (fs && !dry_run) {
+    while (true) {
+      ASSIGN_OR_RETURN(PurgeProgress p, fs->PurgeStep(kPurgeBatch));
+      purged += p.removed;
+      if (!p.more) break;
+    }
+  }
   auto plan = PlanGc(store, go);
   if (!plan.ok()) return plan.status();
   bool active = false;
@@ -60,6 +71,7 @@ Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bo
       {"planned_pack_bytes_after", plan->pack_bytes_after},
       {"planned_dead_pack_bytes_after", plan->dead_bytes_after},
       {"dry_run", dry_run},
+      {"purged_entries", purged},
       {"snapshot_problems", snap_problems}};
   if (!dry_run) {
     auto r = ExecuteGc(store, *plan);

@@ -39,7 +39,7 @@ int CmdMount(const Args& args) {
   po::options_description opts("options");
   std::string store, mountpoint;
   std::vector<std::string> fuse_opts;
-  unsigned threads = 16, gc_interval = 600;
+  unsigned threads = 16, gc_interval = 600, purge_batch = 1000;
   std::string metrics = "127.0.0.1:9567", log_level = "info", log_dest;
   std::string cache_dir, cache_size = "4G", state_dir;
   double session_timeout = 60, entry_timeout = 1;
@@ -55,6 +55,9 @@ int CmdMount(const Args& args) {
       "no-writeback", po::bool_switch(), "do not use the kernel writeback cache")(
       "gc-interval", po::value(&gc_interval)->default_value(gc_interval),
       "seconds between automatic GC runs while mounted (0: never, only snapfs gc)")(
+      "purge-batch", po::value(&purge_batch)->default_value(purge_batch),
+      "entries per transaction of the background purge of removed snapshots (0: no "
+      "background purge; snapfs gc purges)")(
       "metrics", po::value(&metrics)->default_value(metrics),
       "serve Prometheus metrics on http://ADDR:PORT/metrics, or 'off'")(
       "log-level", po::value(&log_level)->default_value(log_level),
@@ -110,6 +113,7 @@ int CmdMount(const Args& args) {
   mo.store = store;
   mo.threads = threads;
   mo.gc_interval_s = gc_interval;
+  mo.purge_batch = purge_batch;
   mo.debug = vm["debug"].as<bool>();
   mo.writeback = !vm["no-writeback"].as<bool>();
   mo.control = HandleControl;

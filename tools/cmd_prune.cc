@@ -138,7 +138,7 @@ Result<nlohmann::json> PruneRequest(Filesystem& fs, const nlohmann::json& req) {
   for (const auto& s : drop) dirs.push_back(s.dir);
   RemoveReport r;
   if (!dirs.empty()) {
-    ASSIGN_OR_RETURN(r, fs.RemoveSnapshots(dirs, dry));
+    ASSIGN_OR_RETURN(r, fs.RemoveSnapshots(dirs, dry, req.value("wait", false)));
   }
   return nlohmann::json{
       {"keep_last", keep_last ? nlohmann::json(*keep_last) : nlohmann::json(nullptr)},
@@ -159,8 +159,12 @@ void AddReport(nlohmann::json* sum, const nlohmann::json& r) {
     return;
   }
   for (const char* k : {"snapshots", "entries_removed", "entries_hidden", "bytes_freed"}) {
-    (*sum)[k] = (*sum)[k].get<uint64_t>() + r[k].get<uint64_t>();
+    // null: purging in the background, not counted yet.
+    (*sum)[k] = (*sum)[k].is_null() || r[k].is_null()
+                    ? nlohmann::json(nullptr)
+                    : nlohmann::json((*sum)[k].get<uint64_t>() + r[k].get<uint64_t>());
   }
+  (*sum)["purging"] = sum->value("purging", false) || r.value("purging", false);
 }
 
 void PrintJob(const nlohmann::json& job, bool dry) {
@@ -204,6 +208,7 @@ int CmdPrune(const Args& args) {
       "keep the snapshots completed within DURATION of now (30m, 12h, 7d); with "
       "--keep-last, keep what either keeps")("dry-run,n", po::bool_switch(),
                                              "only report what would be removed")(
+      "wait", po::bool_switch(), "purge the removed folders before returning (see snapfs rm)")(
       "force", po::bool_switch(), "allow rules that keep no snapshot of a job (--keep-last 0)")(
       "offline", po::bool_switch(), kOfflineHelp)("json", po::bool_switch(),
                                                   "print JSON (raw numbers)");
@@ -257,7 +262,10 @@ int CmdPrune(const Args& args) {
     g->rels.push_back(pt->rel);
     g->labels.push_back(p);
   }
-  nlohmann::json base = {{"dry_run", dry}, {"force", force}, {"now_ns", NowNs()}};
+  nlohmann::json base = {{"dry_run", dry},
+                         {"force", force},
+                         {"wait", vm["wait"].as<bool>()},
+                         {"now_ns", NowNs()}};
   if (has_last) base["keep_last"] = keep;
   if (has_within) base["keep_within_ns"] = within_ns;
   auto request = [&](const Group& g, bool dry_run) {

@@ -1,6 +1,9 @@
-// snapfs rm SNAPSHOT... [--dry-run] [--json]: drop snapshots and every file only they
-// need (their folders, and referenced files nothing else references) in one transaction.
-// Files other snapshots still need are hidden, not removed. GC reclaims the space.
+// snapfs rm SNAPSHOT... [--dry-run] [--wait] [--json]: drop snapshots and every file only
+// they need (their folders, and referenced files nothing else references). Files other
+// snapshots still need are hidden, not removed. GC reclaims the space.
+// The snapshots end and their folders leave the namespace in one small transaction; a
+// mounted daemon's purger drops the files in the background (docs/snapshots.md), so the
+// report says "purging" instead of counts, unless --wait (or --offline) purges first.
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -18,6 +21,7 @@ Result<nlohmann::json> RmRequest(Filesystem& fs, const nlohmann::json& req) {
   }
   const nlohmann::json labels = req.value("labels", nlohmann::json::array());
   bool dry = req.value("dry_run", false);
+  bool wait = req.value("wait", false);
   // Every path is checked before anything is removed: one bad path removes nothing.
   std::vector<uint64_t> dirs;
   std::vector<SnapshotInfo> infos;
@@ -38,7 +42,7 @@ Result<nlohmann::json> RmRequest(Filesystem& fs, const nlohmann::json& req) {
     infos.push_back(std::move(s));
   }
   RETURN_IF_ERROR(CheckNoNestedSnapshots(fs, infos));
-  ASSIGN_OR_RETURN(RemoveReport r, fs.RemoveSnapshots(dirs, dry));
+  ASSIGN_OR_RETURN(RemoveReport r, fs.RemoveSnapshots(dirs, dry, wait));
   return nlohmann::json{{"snapshots", std::move(snaps)}, {"report", ReportJson(r, dry)}};
 }
 
@@ -49,6 +53,11 @@ void PrintRemoveReport(const nlohmann::json& report, const std::string& gc_targe
   auto line = [](const char* what, const std::string& value) {
     printf("  %-41s %s\n", what, value.c_str());
   };
+  if (report.value("purging", false)) {
+    printf("  their folders are gone; the files are purged in the background (snapfs status\n"
+           "  shows the backlog; --wait waits and counts), the space comes back when GC runs\n");
+    return;
+  }
   line("entries removed", std::to_string(u("entries_removed")));
   line("entries kept hidden for other snapshots", std::to_string(u("entries_hidden")));
   line(dry ? "bytes to free" : "bytes freed",
@@ -65,12 +74,15 @@ int CmdRm(const Args& args) {
   opts.add_options()("snapshot", po::value(&paths)->required()->multitoken(),
                      "snapshot folders (inside a snapfs mount, or STORE/path)")(
       "dry-run,n", po::bool_switch(), "only report what would be removed")(
+      "wait", po::bool_switch(),
+      "purge the files before returning and report what was removed and freed (by default "
+      "a mounted daemon purges them in the background)")(
       "offline", po::bool_switch(), kOfflineHelp)(
       "json", po::bool_switch(), "print JSON (raw numbers)");
   po::positional_options_description pos;
   pos.add("snapshot", -1);
   po::variables_map vm;
-  if (auto rc = Parse("rm", "SNAPSHOT... [--dry-run] [--json]", args, opts, pos, &vm)) return *rc;
+  if (auto rc = Parse("rm", "SNAPSHOT... [--dry-run] [--wait] [--json]", args, opts, pos, &vm)) return *rc;
   bool dry = vm["dry-run"].as<bool>();
 
   std::optional<PathTarget> first;
@@ -91,7 +103,7 @@ int CmdRm(const Args& args) {
   progress.Show(
       (dry ? "measuring " : "removing ") + std::to_string(paths.size()) + " snapshot(s)...", true);
   auto answer =
-      AskFs(first->target, "snap-rm", {{"paths", rels}, {"labels", labels}, {"dry_run", dry}});
+      AskFs(first->target, "snap-rm", {{"paths", rels}, {"labels", labels}, {"dry_run", dry}, {"wait", vm["wait"].as<bool>()}});
   progress.Done();
   if (!answer.ok()) return Fail("rm", answer.status());
   nlohmann::json j = std::move(answer).value();

@@ -45,7 +45,10 @@ json Counts(Store& store, std::vector<std::string>* reasons) {
     reasons->push_back("cannot count snapshots: " + c.status().ToString());
     return json::object();
   }
-  return {{"snapshots", c->snapshots}, {"pins", c->pins}, {"hidden_entries", c->hidden_entries}};
+  return {{"snapshots", c->snapshots},
+          {"pins", c->pins},
+          {"hidden_entries", c->hidden_entries},
+          {"purge_backlog", {{"folders", c->purge_folders}, {"entries_removed", c->purge_removed}}}};
 }
 
 json Disk(const std::string& dir, std::vector<std::string>* reasons) {
@@ -257,6 +260,11 @@ void PrintHuman(const json& j) {
            static_cast<unsigned long long>(j["snapshots"].get<uint64_t>()),
            static_cast<unsigned long long>(j["pins"].get<uint64_t>()),
            static_cast<unsigned long long>(j["hidden_entries"].get<uint64_t>()));
+  }
+  if (j.contains("purge_backlog") && j["purge_backlog"]["folders"].get<uint64_t>() > 0) {
+    printf("purging      %llu removed folder(s) in the background (%llu entries dropped so far)\n",
+           static_cast<unsigned long long>(j["purge_backlog"]["folders"].get<uint64_t>()),
+           static_cast<unsigned long long>(j["purge_backlog"]["entries_removed"].get<uint64_t>()));
   }
   if (j.contains("io_errors")) {
     printf("io errors    %llu (%llu hash mismatches)\n",

@@ -40,7 +40,11 @@ Result<std::string> Dispatch(Store& store, Filesystem& fs, const std::string& re
     in >> opt >> subset;
     RETURN_IF_ERROR(fs.FlushAll());  // buffered data is committed first, as at unmount
     bool verify = opt == "--verify";
-    return RecordedFsck(verify, [&] { return FsckJson(store, &fs, verify, subset); });
+    // The purger pauses meanwhile (fsck reads the key spaces one after another).
+    Result<std::string> out = Status::OK();
+    fs.WithPurgesPaused(
+        [&] { out = RecordedFsck(verify, [&] { return FsckJson(store, &fs, verify, subset); }); });
+    return out;
   }
   if (verb == "gc") {  // "gc REWRITE_BELOW [--dry-run] [max-unused=F]" (tools/cmd_gc.cc)
     GcOptions go;

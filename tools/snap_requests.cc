@@ -91,10 +91,17 @@ nlohmann::json UsageJson(const SnapshotUsage& u) {
 }
 
 nlohmann::json ReportJson(const RemoveReport& r, bool dry_run) {
+  if (r.purging) {
+    // Ended and detached; the daemon's purger drops the files now: not counted yet.
+    return {{"snapshots", r.snapshots}, {"entries_removed", nullptr},
+            {"entries_hidden", nullptr}, {"bytes_freed", nullptr},
+            {"purging", true},           {"dry_run", dry_run}};
+  }
   return {{"snapshots", r.snapshots},
           {"entries_removed", r.files_removed},
           {"entries_hidden", r.files_hidden},
           {"bytes_freed", r.bytes_freed},
+          {"purging", false},
           {"dry_run", dry_run}};
 }
 

@@ -12,9 +12,9 @@
 //   snap-hidden  {"path"}                         -> {"hidden":[{path,ino,kind,size,pinned_by}],
 //                                                     "bytes"}
 //   snap-du      {"path"}                         -> {"snapshots":[SNAP + usage], "total":usage}
-//   snap-rm      {"paths":[..], "dry_run"}        -> {"snapshots":[SNAP], "report":REPORT}
+//   snap-rm      {"paths":[..], "dry_run", "wait"} -> {"snapshots":[SNAP], "report":REPORT}
 //   snap-prune   {"paths":[..] (or "path"), "keep_last", "keep_within_ns", "now_ns", "dry_run",
-//                 "force", "check"}   (keep_last and/or keep_within_ns; now_ns defaults to
+//                 "force", "check", "wait"}   (keep_last and/or keep_within_ns; now_ns defaults to
 //                 the daemon's clock; check: a dry run refusing what a real run would)
 //                                     -> {"jobs":[{path,label,snapshots,skipped,markers,
 //                                         kept:[SNAP+kept_by],removed:[SNAP]}],
@@ -34,7 +34,9 @@
 //                 the view, null if it resolved to no file when the snapshot was committed)
 // SNAP = {path, dir, job, id, marker_name, completed_ns, completed, pins};
 // usage = {files, logical, freed_if_deleted, shared};
-// REPORT = {snapshots, entries_removed, entries_hidden, bytes_freed, dry_run}.
+// REPORT = {snapshots, entries_removed, entries_hidden, bytes_freed, purging, dry_run}:
+// purging true (the files go in the background: docs/snapshots.md) has the three counts
+// null; "wait" (rm, prune) purges before answering, with the counts.
 // Errors: {"error": text, "code": n, "message": text}.
 #pragma once
 

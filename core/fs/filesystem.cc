@@ -304,8 +304,23 @@ Result<std::vector<OrphanFile>> Filesystem::FindOrphans(uint64_t under, int64_t 
   return queries_->FindOrphans(under, older_than_ns);
 }
 
-Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run) {
-  return snap_->RemoveSnapshots(dirs, dry_run);
+Result<RemoveReport> Filesystem::RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run,
+                                                 bool wait) {
+  return snap_->RemoveSnapshots(dirs, dry_run, wait);
+}
+
+void Filesystem::SetPurgeNotifier(std::function<void()> f) {
+  snap_->SetPurgeNotifier(std::move(f));
+}
+
+Result<PurgeProgress> Filesystem::PurgeStep(size_t budget) { return snap_->PurgeStep(budget); }
+
+Result<PurgeBacklog> Filesystem::GetPurgeBacklog() { return snap_->GetPurgeBacklog(); }
+
+void Filesystem::InvalidatePendingEntries() { snap_->InvalidatePending(); }
+
+void Filesystem::WithPurgesPaused(const std::function<void()>& f) {
+  snap_->WithPurgesPaused(f);
 }
 
 Result<std::vector<std::string>> Filesystem::CheckSnapshots() {

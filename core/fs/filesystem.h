@@ -150,9 +150,24 @@ class Filesystem {
   // unmodified for `older_than_ns`.
   Result<std::vector<OrphanFile>> FindOrphans(uint64_t under, int64_t older_than_ns);
   // Drops the snapshots and every file only they need (their folders, and referenced
-  // files nothing else references), as one transaction. Files other snapshots still
-  // reference are hidden, not removed. Space comes back with GC.
-  Result<RemoveReport> RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run);
+  // files nothing else references). Files other snapshots still reference are hidden,
+  // not removed. Space comes back with GC. One small transaction ends the snapshots and
+  // hides and queues their folders; with a purge notifier set (the daemon) the files go
+  // in the background (PurgeStep), otherwise before this returns
+  // (SnapshotEngine::RemoveSnapshots, docs/snapshots.md).
+  // `wait`: purge before returning even with a purger (`snapfs rm --wait`).
+  Result<RemoveReport> RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run,
+                                       bool wait = false);
+  // The purge queue: the daemon's purger sets the notifier (called after a removal
+  // queued folders, no locks held) and calls PurgeStep until it reports no more work.
+  void SetPurgeNotifier(std::function<void()> f);
+  Result<PurgeProgress> PurgeStep(size_t budget);
+  // The kernel invalidations a background removal left to the purger's thread.
+  void InvalidatePendingEntries();
+  Result<PurgeBacklog> GetPurgeBacklog();
+  // Runs `f` with no purge batch of this process running (they wait): the daemon's fsck,
+  // which reads the key spaces one after another, sees no purge half-way.
+  void WithPurgesPaused(const std::function<void()>& f);
   // Consistency of snapshots, pins and hidden entries (fsck); one line per problem.
   Result<std::vector<std::string>> CheckSnapshots();
 

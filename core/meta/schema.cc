@@ -43,6 +43,7 @@ std::string MarkerIndex(uint64_t marker_ino) {
 
 std::string Session(uint64_t id) { return kSessionPrefix + EncodeBE64(id); }
 std::string OpenPack(uint64_t pack) { return kOpenPackPrefix + EncodeBE64(pack); }
+std::string Purge(uint64_t folder) { return kPurgePrefix + EncodeBE64(folder); }
 
 Result<uint64_t> DecodeSuffixId(std::string_view key, std::string_view prefix) {
   if (key.size() != prefix.size() + 8 || !key.starts_with(prefix)) {
@@ -196,6 +197,42 @@ Result<SessionValue> SessionValue::Decode(std::string_view v) {
   s.host = std::string(v.substr(kFixed, n));
   s.what = std::string(v.substr(kFixed + n));
   return s;
+}
+
+// U8 version (1) | LE64 queued_ns | LE64 removed | LE64 hidden | LE32 n |
+// n x (LE64 snapshot folder | LE32 length | job path)
+std::string PurgeValue::Encode() const {
+  std::string v(1, '\x01');
+  PutLE64(&v, static_cast<uint64_t>(queued_ns));
+  PutLE64(&v, removed);
+  PutLE64(&v, hidden);
+  PutLE32(&v, static_cast<uint32_t>(ended.size()));
+  for (const auto& [dir, job] : ended) {
+    PutLE64(&v, dir);
+    PutLE32(&v, static_cast<uint32_t>(job.size()));
+    v.append(job);
+  }
+  return v;
+}
+
+Result<PurgeValue> PurgeValue::Decode(std::string_view v) {
+  Decoder d(v);
+  if (d.U8() != 1) return Status::Corruption("purge value: unknown version");
+  PurgeValue p;
+  p.queued_ns = static_cast<int64_t>(d.U64());
+  p.removed = d.U64();
+  p.hidden = d.U64();
+  uint32_t n = d.U32();
+  if (!d.ok() || n > v.size() / 12) return Status::Corruption("purge value too short");
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t dir = d.U64();
+    uint32_t len = d.U32();
+    std::string_view job = d.Bytes(len);
+    if (!d.ok()) return Status::Corruption("purge value too short");
+    p.ended.emplace_back(dir, std::string(job));
+  }
+  if (!d.Rest().empty()) return Status::Corruption("purge value too long");
+  return p;
 }
 
 std::string EncodeBE64(uint64_t v) {

@@ -23,6 +23,8 @@
 //             "session/" BE64 id        -> SessionValue (a daemon or CLI of a shared store)
 //             "openpack/" BE64 pack     -> BE64 session (a pack a session is filling)
 //             "gc_lease"                -> BE64 session (the one GC running store-wide)
+//             "purge/" BE64 folder      -> PurgeValue (a removed snapshot folder, hidden,
+//                                          whose files the purger still has to drop)
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -30,6 +32,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/chunk_id.h"
 #include "base/status.h"
@@ -55,8 +59,10 @@ inline constexpr const char kConfig[] = "config";
 inline constexpr const char kGcLease[] = "gc_lease";
 inline constexpr const char kSessionPrefix[] = "session/";
 inline constexpr const char kOpenPackPrefix[] = "openpack/";
+inline constexpr const char kPurgePrefix[] = "purge/";
 std::string Session(uint64_t id);    // default space: "session/" BE64 id
 std::string OpenPack(uint64_t pack);  // default space: "openpack/" BE64 pack
+std::string Purge(uint64_t folder);   // default space: "purge/" BE64 folder
 // The id after `prefix` in a session or openpack key.
 Result<uint64_t> DecodeSuffixId(std::string_view key, std::string_view prefix);
 
@@ -143,6 +149,19 @@ struct SessionValue {
   std::string what;  // "mount /mnt/ckpt", "snapfs gc", ...
   std::string Encode() const;
   static Result<SessionValue> Decode(std::string_view v);
+};
+
+// A folder `snapfs rm` (or prune) removed: its snapshots ended and its entry was hidden in
+// one small transaction; the purger drops what is in it in batches (docs/snapshots.md,
+// "Removal in the background"). `ended` lists the snapshots that ended with it (the
+// folder's own and those nested in it) with the folder their job is in (the path the
+// pins' view paths are relative to); their pins stay until the purger releases them.
+struct PurgeValue {
+  int64_t queued_ns = 0;
+  uint64_t removed = 0, hidden = 0;  // entries the purger dropped / kept hidden so far
+  std::vector<std::pair<uint64_t, std::string>> ended;  // (snapshot folder, its job path)
+  std::string Encode() const;
+  static Result<PurgeValue> Decode(std::string_view v);
 };
 
 // BE64 values (the marker index's snapshot folder) and LE64 counters.

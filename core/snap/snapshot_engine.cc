@@ -115,6 +115,12 @@ Status SnapshotEngine::ResurrectDir(NsTxn* t, uint64_t dir) {
       if (node->nlink == 0) return Status::NotFound("folder was removed");
       return Status::OK();
     }
+    // A folder `snapfs rm` removed is hidden until the purger is done with it: nothing
+    // new goes in (it would bring the half-purged folder back).
+    std::string v;
+    Status q = t->kv().Get(Cf::kDefault, keys::Purge(dir), &v);
+    if (q.ok()) return Status::NotFound("folder was removed (snapfs rm; being purged)");
+    if (!q.Is(Code::kNotFound)) return q;
     for (auto& [parent, name] : entries) {
       Dentry e;
       RETURN_IF_ERROR(t->Lookup(parent, name, &e));

@@ -11,15 +11,18 @@
 // and the engine calls back into the Namespace for entries and links. The read-only
 // questions are SnapshotQueries'.
 //
-// Thread-safety: thread-safe. Its own state is the mount points (mount_mu_) and the entry
-// invalidator (invalidator_mu_); every change runs under Namespace::mu() in an NsTxn.
-// Lock order: OpenFile::mu before Namespace::mu() before mount_mu_ (before the metadata
-// engine); invalidator_mu_ is taken with no other lock of ours held.
+// Thread-safety: thread-safe. Its own state is the mount points (mount_mu_), the entry
+// invalidator (invalidator_mu_) and the purge notifier and waited-for folders
+// (purger_mu_, a leaf); every change runs under Namespace::mu() in an NsTxn.
+// Lock order: purge_run_mu_ (shared by each purge batch) before OpenFile::mu before
+// Namespace::mu() before mount_mu_ and purger_mu_ (before the metadata engine);
+// invalidator_mu_ is taken with no other lock of ours held.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -28,6 +31,7 @@
 #include "base/mutex.h"
 #include "core/fs/inode.h"
 #include "core/fs/namespace.h"
+#include "core/meta/schema.h"
 #include "core/snap/snapshot_types.h"
 #include "core/store.h"
 
@@ -76,9 +80,34 @@ class SnapshotEngine final : public SnapshotHooks {
   Status CommitMarkerAt(uint64_t parent, std::string_view name, uint64_t ino);
 
   // Drops the snapshots and every file only they need (their folders, and referenced
-  // files nothing else references), as one transaction. Files other snapshots still
-  // reference are hidden, not removed. Space comes back with GC.
-  Result<RemoveReport> RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run);
+  // files nothing else references). Files other snapshots still reference are hidden,
+  // not removed. Space comes back with GC.
+  // One small transaction, whatever the folders hold (snapshot_purge.cc): the snapshots
+  // end (records, marker index), each folder's entry is hidden (gone from listings, its
+  // name free; exact paths still resolve, read-only) and queued under "purge/". With a
+  // purge notifier set (the daemon), it returns then, report.purging set; without one,
+  // it purges the queued folders itself before returning, with the full report; `wait`
+  // does that with a purger too. dry_run: the whole removal in one transaction that is
+  // not committed (exact counts).
+  Result<RemoveReport> RemoveSnapshots(const std::vector<uint64_t>& dirs, bool dry_run,
+                                       bool wait = false);
+
+  // ---- the purge queue (snapshot_purge.cc, docs/snapshots.md) ----
+  // Called (no locks held) after a removal queued folders: wakes the daemon's purger.
+  void SetPurgeNotifier(std::function<void()> f) EXCLUDES(purger_mu_);
+  // One batch, one transaction: up to `budget` pins of ended snapshots released, or
+  // entries of a queued folder dropped (pins first, over the whole queue: a file only
+  // ending snapshots need is removed, never hidden for one of them). `only`: just those
+  // queued folders. Safe from any number of threads and daemons: every batch reads and
+  // writes its queue key, so two purgers of one folder conflict and one runs again.
+  Result<PurgeProgress> PurgeStep(size_t budget, const std::set<uint64_t>* only = nullptr)
+      EXCLUDES(purge_run_mu_);
+  Result<PurgeBacklog> GetPurgeBacklog();
+  // Passes the kernel the entry invalidations a background removal left for later (the
+  // purger's thread calls it when woken; PurgeStep too). No locks held by the caller.
+  void InvalidatePending() EXCLUDES(purger_mu_, invalidator_mu_);
+  // Runs `f` while no PurgeStep of this process runs (they wait for it).
+  void WithPurgesPaused(const std::function<void()>& f) EXCLUDES(purge_run_mu_);
 
   // Operations the daemon runs for the CLI (rm, prune, orphans --delete) change names
   // the kernel may have cached: this hook (set by the FUSE layer) tells it. Never call
@@ -114,6 +143,27 @@ class SnapshotEngine final : public SnapshotHooks {
   Status RemoveSnapshotsInTxn(NsTxn* t, const std::vector<uint64_t>& dirs, RemoveReport* report);
   Result<bool> RemoveTreeInTxn(NsTxn* t, uint64_t parent, std::string_view name, const Dentry& e,
                                RemoveReport* report);
+  // The removal's small transaction: ends the snapshots, hides and queues the folders.
+  Status DetachSnapshotsInTxn(NsTxn* t, const std::vector<uint64_t>& dirs, RemoveReport* report,
+                              std::vector<uint64_t>* queued);
+  void EndSnapshotRecord(NsTxn* t, uint64_t dir, const SnapshotInfo& snap);
+  struct TreeStep {
+    bool done = true;   // everything under it was handled (else: the budget ran out)
+    bool kept = false;  // something under it stays hidden for another snapshot
+  };
+  Result<TreeStep> PurgeTreeInTxn(NsTxn* t, uint64_t parent, std::string_view name,
+                                  const Dentry& e, size_t* budget, RemoveReport* report);
+  Result<TreeStep> PurgeChildrenInTxn(NsTxn* t, uint64_t dir, size_t* budget,
+                                      RemoveReport* report);
+  // Phase 1 of a queued folder: releases up to `budget` pins of its ended snapshots;
+  // false if none were left.
+  Result<bool> ReleasePinsInTxn(NsTxn* t, const PurgeValue& pv, size_t* budget,
+                                RemoveReport* report, uint64_t* released);
+  // Phase 2: drops up to `budget` entries of the folder; true when it is done.
+  Result<bool> PurgeFolderInTxn(NsTxn* t, uint64_t folder, size_t* budget, RemoveReport* report);
+  std::function<void()> PurgeNotifier() EXCLUDES(purger_mu_);
+  bool IsWaitedFor(uint64_t folder) EXCLUDES(purger_mu_);
+
   // A whole file (buffered data included), up to kMaxMarkerScan; no locks held.
   Result<std::string> ReadMarkerBytes(uint64_t ino);
 
@@ -127,6 +177,15 @@ class SnapshotEngine final : public SnapshotHooks {
   std::vector<std::string> mount_points_ GUARDED_BY(mount_mu_);
   Mutex invalidator_mu_;
   std::function<void(uint64_t, std::string_view)> invalidator_ GUARDED_BY(invalidator_mu_);
+  // Held shared by each purge batch, exclusively by WithPurgesPaused. Before
+  // Namespace::mu() in the lock order.
+  SharedMutex purge_run_mu_;
+  Mutex purger_mu_;
+  std::function<void()> purge_notifier_ GUARDED_BY(purger_mu_);
+  // Folders a `rm --wait` purges itself: the background purger leaves them alone, so
+  // that the caller's report counts every entry.
+  std::set<uint64_t> waited_ GUARDED_BY(purger_mu_);
+  std::vector<std::pair<uint64_t, std::string>> pending_invalidations_ GUARDED_BY(purger_mu_);
 };
 
 }  // namespace snapfs

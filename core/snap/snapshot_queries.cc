@@ -372,14 +372,51 @@ Result<std::vector<std::string>> SnapshotQueries::CheckSnapshots(
     }
   }
   RETURN_IF_ERROR(it->status().WithContext("scan snapshots"));
-  // Reverse pins point back; hidden entries are real hidden dentries that something needs.
+  // The purge queue (removed folders the purger has not finished): each names a folder
+  // that still exists, hidden or replaced; the snapshots that ended with it may still
+  // have pins (the purger releases them first).
+  std::unordered_set<uint64_t> ending;
+  auto scan_queue = [&](bool report) -> Status {
+    ending.clear();
+    auto qi = meta_.NewIterator(Cf::kDefault);
+    for (qi->Seek(keys::kPurgePrefix);
+         qi->Valid() && qi->key().starts_with(keys::kPurgePrefix); qi->Next()) {
+      auto folder = keys::DecodeSuffixId(qi->key(), keys::kPurgePrefix);
+      auto pv = PurgeValue::Decode(qi->value());
+      if (!folder.ok() || !pv.ok()) {
+        if (report) {
+          problem("purge queue entry " + std::string(qi->key()) + ": " +
+                  (folder.ok() ? pv.status() : folder.status()).ToString());
+        }
+        continue;
+      }
+      std::string again;  // a purge may have finished it since the scan read it
+      if (report && !ns_->LoadInode(*folder).ok() &&
+          meta_.Get(Cf::kDefault, keys::Purge(*folder), &again).ok()) {
+        problem("purge queue names folder " + std::to_string(*folder) + ", which is gone");
+      }
+      for (const auto& [snap, job] : pv->ended) ending.insert(snap);
+    }
+    return qi->status().WithContext("scan the purge queue");
+  };
+  RETURN_IF_ERROR(scan_queue(true));
+  // Reverse pins point back; every pin belongs to a snapshot or to one ending in the
+  // queue; hidden entries are real hidden dentries that something needs.
   auto pi = meta_.NewIterator(Cf::kPinned);
+  std::unordered_set<uint64_t> checked;
   for (pi->Seek(""); pi->Valid(); pi->Next()) {
     uint64_t ino = GetBE64(pi->key().data()), dir = GetBE64(pi->key().data() + 8);
     std::string v;
     if (!meta_.Get(Cf::kPins, keys::Pair(dir, ino), &v).ok()) {
       problem("inode " + std::to_string(ino) + " is pinned by folder " + std::to_string(dir) +
               " which does not pin it");
+    }
+    if (checked.insert(dir).second && !ending.count(dir) && !LoadSnapshot(dir).ok()) {
+      // A removal may have queued it since the queue was read (a live daemon).
+      RETURN_IF_ERROR(scan_queue(false));
+      if (ending.count(dir)) continue;
+      problem("folder " + std::to_string(dir) +
+              " pins files but is neither a snapshot nor queued for purge (leak)");
     }
   }
   auto hi = meta_.NewIterator(Cf::kHidden);

@@ -1,8 +1,11 @@
 // SnapshotEngine: removing snapshots (`snapfs rm`, prune) and the unlink that decides
 // between removing an entry and hiding it for the snapshots that still need it.
 #include <algorithm>
+#include <chrono>
+#include <set>
 
 #include "base/coding.h"
+#include "base/log.h"
 #include "core/fs/ns_txn.h"
 #include "core/snap/snapshot_engine.h"
 #include "core/snap/snapshot_queries.h"
@@ -74,22 +77,97 @@ Result<bool> SnapshotEngine::RemoveTreeInTxn(NsTxn* t, uint64_t parent, std::str
 }
 
 Result<RemoveReport> SnapshotEngine::RemoveSnapshots(const std::vector<uint64_t>& dirs,
-                                                     bool dry_run) {
-  ASSIGN_OR_RETURN(auto usage, queries_->MeasureSnapshots(dirs));
+                                                     bool dry_run, bool wait) {
+  if (dry_run) {
+    // The whole removal as one transaction that is not committed: exact counts.
+    ASSIGN_OR_RETURN(auto usage, queries_->MeasureSnapshots(dirs));
+    RemoveReport report;
+    RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+      report = RemoveReport{};
+      report.bytes_freed = usage.exclusive;
+      MutexLock l(ns_->mu());
+      NsTxn t(*ns_);
+      return RemoveSnapshotsInTxn(&t, dirs, &report);
+    }));
+    return report;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::function<void()> notify = wait ? nullptr : PurgeNotifier();
+  // Without a background purger (or when asked to wait) the removal finishes here and
+  // reports in full, as the single transaction did (MeasureSnapshots walks the
+  // snapshots: only then).
+  SnapshotUsage usage;
+  if (!notify) {
+    ASSIGN_OR_RETURN(usage, queries_->MeasureSnapshots(dirs));
+  }
   RemoveReport report;
+  std::vector<uint64_t> queued;
   std::vector<std::pair<uint64_t, std::string>> touched;
-  RETURN_IF_ERROR(kv::RetryOnConflict([&]() -> Status {
+  std::set<uint64_t> only;
+  auto unwait = [&] {
+    MutexLock p(&purger_mu_);
+    for (uint64_t d : only) waited_.erase(d);
+  };
+  Status detached = kv::RetryOnConflict([&]() -> Status {
     report = RemoveReport{};
-    report.bytes_freed = usage.exclusive;
+    queued.clear();
     MutexLock l(ns_->mu());
     NsTxn t(*ns_);
-    RETURN_IF_ERROR(RemoveSnapshotsInTxn(&t, dirs, &report));
-    if (dry_run) return Status::OK();
+    RETURN_IF_ERROR(DetachSnapshotsInTxn(&t, dirs, &report, &queued));
+    if (!notify) {
+      // Before the commit: the background purger must not take a batch of them.
+      MutexLock p(&purger_mu_);
+      for (uint64_t d : queued) {
+        if (waited_.insert(d).second) only.insert(d);
+      }
+    }
     RETURN_IF_ERROR(t.Commit());
     touched = std::move(t.touched);
     return Status::OK();
-  }));
+  });
+  if (!detached.ok()) {
+    unwait();  // an attempt that failed may have marked folders it never queued
+    return detached;
+  }
+  if (notify) {
+    // The kernel learns of the hidden folder from the purger's thread, not here: a
+    // folder whose 10,000 entries the kernel has cached takes it tens of ms to drop
+    // (and as many FORGETs for the daemon). Meanwhile a cached lookup of the folder
+    // answers what a fresh one would (a hidden entry resolves by its exact name), and
+    // listings come from the daemon, without it.
+    {
+      MutexLock p(&purger_mu_);
+      for (auto& e : touched) pending_invalidations_.push_back(std::move(e));
+    }
+    report.purging = true;
+    notify();
+    SNAPFS_LOG_INFO(std::to_string(queued.size()) + " removed folder(s) queued for the purger in " +
+                    std::to_string(std::chrono::duration<double, std::milli>(
+                                       std::chrono::steady_clock::now() - t0)
+                                       .count()) +
+                    " ms");
+    return report;
+  }
   for (auto& [parent, name] : touched) InvalidateEntry(parent, name);
+  Status s;
+  std::set<uint64_t> left = only;
+  while (!left.empty()) {
+    auto p = PurgeStep(kPurgeBatch, &left);
+    if (!p.ok()) {
+      s = p.status();
+      break;
+    }
+    report.files_removed += p->folder_removed;
+    report.files_hidden += p->folder_hidden;
+    if (!p->more) break;
+  }
+  unwait();
+  if (!s.ok()) {
+    // The folders stay queued: the background purger (or the next removal) goes on.
+    if (auto n = PurgeNotifier()) n();
+    return s;
+  }
+  report.bytes_freed = usage.exclusive;
   return report;
 }
 

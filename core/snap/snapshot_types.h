@@ -2,6 +2,7 @@
 // snapshot, its space, its files, why a file is kept. No behaviour here.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -72,5 +73,31 @@ struct RemoveReport {
   uint64_t files_removed = 0;  // entries unlinked (their data freed unless linked elsewhere)
   uint64_t files_hidden = 0;   // entries other snapshots still need: hidden, kept
   uint64_t bytes_freed = 0;    // as MeasureSnapshots computed before the removal
+  // The folders were detached and queued; the daemon's purger drops their files in the
+  // background (docs/snapshots.md): files_removed, files_hidden and bytes_freed are not
+  // known yet (0).
+  bool purging = false;
+};
+
+// Entries (or pins) one purge batch handles at most: one transaction of a few MB.
+inline constexpr size_t kPurgeBatch = 1000;
+
+// One batch of the purge queue (SnapshotEngine::PurgeStep).
+struct PurgeProgress {
+  uint64_t removed = 0;       // entries dropped by this batch
+  uint64_t hidden = 0;        // entries kept hidden for other snapshots
+  uint64_t pins = 0;          // pins of ended snapshots released
+  uint64_t folders_done = 0;  // queued folders finished by this batch (0 or 1)
+  // Of a folder this batch finished: every entry its purge dropped or kept hidden (all
+  // batches, whichever purger ran them).
+  uint64_t folder_removed = 0, folder_hidden = 0;
+  bool more = false;          // the queue (or the part asked for) holds more work
+};
+
+// What is queued for the purger: `snapfs status`, /metrics.
+struct PurgeBacklog {
+  uint64_t folders = 0;         // removed folders not purged yet
+  uint64_t removed = 0;         // entries of theirs purged so far
+  int64_t oldest_queued_ns = 0;  // 0 if none
 };
 }  // namespace snapfs
