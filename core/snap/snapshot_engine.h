@@ -141,6 +141,13 @@ class SnapshotEngine final : public SnapshotHooks {
   Status CommitSnapshot(NsTxn* t, uint64_t dir, uint64_t marker_ino, std::string_view marker_name,
                         std::string_view bytes);
   Status RemoveSnapshotsInTxn(NsTxn* t, const std::vector<uint64_t>& dirs, RemoveReport* report);
+  // Where a file an ending snapshot pinned may be found outside its folder: under the job
+  // folder's current path `job` first, then the path the marker named.
+  static std::vector<std::string> ReferencedPaths(const PinValue& pin, const std::string& job);
+  // Unlinks `ino` at the first of `where` that names it (not hidden); nothing if none does
+  // (moved elsewhere: `snapfs orphans` finds it).
+  Status UnlinkReferencedInTxn(NsTxn* t, uint64_t ino, const std::vector<std::string>& where,
+                               RemoveReport* report);
   Result<bool> RemoveTreeInTxn(NsTxn* t, uint64_t parent, std::string_view name, const Dentry& e,
                                RemoveReport* report);
   // The removal's small transaction: ends the snapshots, hides and queues the folders.

@@ -138,27 +138,8 @@ Result<bool> SnapshotEngine::ReleasePinsInTxn(NsTxn* t, const PurgeValue& pv, si
     RETURN_IF_ERROR(ReleaseUnpinned(t, p.ino));
     if (t->IsPurged(p.ino)) continue;
     // As the single-transaction removal: a referenced file nothing else references goes
-    // too, found under the job folder's current path first, then the path the marker
-    // named. Not found there (moved elsewhere): left alone; `snapfs orphans` finds it.
-    std::vector<std::string> where;
-    const std::string& view = p.value.view_path;
-    if (!view.starts_with(std::string(kOtherJobsDir) + "/")) {
-      where.push_back(p.job->empty() ? view : *p.job + "/" + view);
-    }
-    where.push_back(p.value.mount_path);
-    for (const auto& path : where) {
-      if (path.empty()) continue;
-      size_t slash = path.rfind('/');
-      std::string parent_path = slash == std::string::npos ? "" : path.substr(0, slash);
-      std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-      auto parent = ns_->ResolvePath(parent_path);
-      if (!parent.ok()) continue;
-      Dentry e;
-      if (!t->Lookup(*parent, name, &e).ok() || e.child != p.ino || e.hidden) continue;
-      if (t->gone_dentries.count(keys::Dentry(*parent, name))) break;
-      RETURN_IF_ERROR(UnlinkInTxn(t, *parent, name, e, report));
-      break;
-    }
+    // too.
+    RETURN_IF_ERROR(UnlinkReferencedInTxn(t, p.ino, ReferencedPaths(p.value, *p.job), report));
   }
   return true;
 }

@@ -185,18 +185,7 @@ Status SnapshotEngine::RemoveSnapshotsInTxn(NsTxn* tp, const std::vector<uint64_
     std::string job;
     if (auto slash = spath.rfind('/'); slash != std::string::npos) job = spath.substr(0, slash);
     ASSIGN_OR_RETURN(auto pins, queries_->PinsOf(dir, &t));
-    for (auto& [ino, v] : pins) {
-      std::string view, mount_path;
-      PinValue pv = PinValue::Decode(v);
-      view = pv.view_path;
-      mount_path = pv.mount_path;
-      std::vector<std::string> where;
-      if (!view.starts_with(std::string(kOtherJobsDir) + "/")) {
-        where.push_back(job.empty() ? view : job + "/" + view);
-      }
-      where.push_back(mount_path);
-      outside.emplace_back(ino, std::move(where));
-    }
+    for (auto& [ino, v] : pins) outside.emplace_back(ino, ReferencedPaths(PinValue::Decode(v), job));
   }
   // Every snapshot goes before any folder is walked, those nested in the removed folders
   // too: a file they pin must not be hidden for a snapshot that is about to end.
@@ -225,24 +214,40 @@ Status SnapshotEngine::RemoveSnapshotsInTxn(NsTxn* tp, const std::vector<uint64_
     if (t.IsPurged(ino)) continue;
     ASSIGN_OR_RETURN(bool pinned, IsPinned(&t, ino));
     if (pinned) continue;
-    for (const auto& path : where) {
-      if (path.empty()) continue;
-      size_t slash = path.rfind('/');
-      std::string parent_path = slash == std::string::npos ? "" : path.substr(0, slash);
-      std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-      auto parent = ns_->ResolvePath(parent_path);
-      if (!parent.ok()) continue;
-      Dentry e;
-      if (!t.Lookup(*parent, name, &e).ok() || e.child != ino || e.hidden) continue;
-      if (t.gone_dentries.count(keys::Dentry(*parent, name))) break;
-      RETURN_IF_ERROR(UnlinkInTxn(&t, *parent, name, e, &report));
-      break;
-    }
-    // Not found under either path (moved elsewhere): left alone; `snapfs orphans` finds it.
+    RETURN_IF_ERROR(UnlinkReferencedInTxn(&t, ino, where, &report));
   }
   RETURN_IF_ERROR(CollapseHiddenDirs(&t));
   // Snapshot folders inside the removed folders ended with them.
   report.snapshots = t.ended.size();
+  return Status::OK();
+}
+
+std::vector<std::string> SnapshotEngine::ReferencedPaths(const PinValue& pin,
+                                                        const std::string& job) {
+  std::vector<std::string> where;
+  const std::string& view = pin.view_path;
+  if (!view.starts_with(std::string(kOtherJobsDir) + "/")) {
+    where.push_back(job.empty() ? view : job + "/" + view);
+  }
+  where.push_back(pin.mount_path);
+  return where;
+}
+
+Status SnapshotEngine::UnlinkReferencedInTxn(NsTxn* t, uint64_t ino,
+                                             const std::vector<std::string>& where,
+                                             RemoveReport* report) {
+  for (const auto& path : where) {
+    if (path.empty()) continue;
+    size_t slash = path.rfind('/');
+    std::string parent_path = slash == std::string::npos ? "" : path.substr(0, slash);
+    std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+    auto parent = ns_->ResolvePath(parent_path);
+    if (!parent.ok()) continue;
+    Dentry e;
+    if (!t->Lookup(*parent, name, &e).ok() || e.child != ino || e.hidden) continue;
+    if (t->gone_dentries.count(keys::Dentry(*parent, name))) return Status::OK();
+    return UnlinkInTxn(t, *parent, name, e, report);
+  }
   return Status::OK();
 }
 
