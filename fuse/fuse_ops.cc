@@ -220,10 +220,18 @@ constexpr double kViewTimeout = 1.0;
 double TimeoutFor(fuse_req_t req, uint64_t ino) {
   return ino >= kViewInoBase ? kViewTimeout : Ctx(req)->timeout;
 }
-double AttrTimeoutFor(fuse_req_t req, uint64_t ino) {
+// A shared mount's files get attr_timeout (0): every open must see the size the last
+// close on any host committed (close-to-open). Its folders and symlinks get the entry
+// timeout instead: their attributes are what the kernel's permission checks of every
+// path walk and every create or unlink in them ask for (four GETATTRs, each a database
+// read, per create in a folder), and a change made on another host is seen within it,
+// as a rename or unlink there is. This host's own changes to a folder void the
+// kernel's copy at once (the kernel drops a parent's attributes when it changes it).
+double AttrTimeoutFor(fuse_req_t req, uint64_t ino, uint32_t mode) {
   if (ino >= kViewInoBase) return kViewTimeout;
   const FuseContext* c = Ctx(req);
-  return c->attr_timeout >= 0 ? c->attr_timeout : c->timeout;
+  if (c->attr_timeout < 0 || (c->shared && !S_ISREG(mode))) return c->timeout;
+  return c->attr_timeout;
 }
 
 // Replies with an entry and takes the lookup reference the kernel now holds.
@@ -233,7 +241,7 @@ void ReplyEntry(fuse_req_t req, const Attr& a) {
   e.ino = a.ino;
   e.generation = a.generation;
   e.attr = ToStat(a);
-  e.attr_timeout = a.hidden ? 0 : AttrTimeoutFor(req, a.ino);
+  e.attr_timeout = a.hidden ? 0 : AttrTimeoutFor(req, a.ino, a.mode);
   e.entry_timeout = a.hidden ? 0 : TimeoutFor(req, a.ino);
   Fs(req).Ref(a.ino);
   if (fuse_reply_entry(req, &e) != 0) Fs(req).Unref(a.ino);  // interrupted: no ref taken
@@ -247,7 +255,7 @@ void ReplyEntryResult(fuse_req_t req, const Result<Attr>& r) {
 void ReplyAttr(fuse_req_t req, const Result<Attr>& r) {
   if (!r.ok()) return ReplyErr(req, r.status());
   struct stat st = ToStat(*r);
-  fuse_reply_attr(req, &st, AttrTimeoutFor(req, r->ino));
+  fuse_reply_attr(req, &st, AttrTimeoutFor(req, r->ino, r->mode));
 }
 
 // With the writeback cache the kernel reads pages of files opened write-only and handles
@@ -443,7 +451,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   e.ino = r->first.ino;
   e.generation = r->first.generation;
   e.attr = ToStat(r->first);
-  e.attr_timeout = AttrTimeoutFor(req, e.ino);
+  e.attr_timeout = AttrTimeoutFor(req, e.ino, r->first.mode);
   e.entry_timeout = Ctx(req)->timeout;
   Fs(req).Ref(e.ino);
   if (fuse_reply_create(req, &e, fi) != 0) {
@@ -515,7 +523,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
         p.ino = e.ino;
         p.generation = a->generation;
         p.attr = ToStat(*a);
-        p.attr_timeout = AttrTimeoutFor(req, e.ino);
+        p.attr_timeout = AttrTimeoutFor(req, e.ino, a->mode);
         p.entry_timeout = TimeoutFor(req, e.ino);
       } else {
         p.attr.st_ino = e.ino;

@@ -13,8 +13,9 @@ namespace snapfs::fuse {
 struct FuseContext {
   Filesystem* fs = nullptr;
   double timeout = 60.0;      // entry cache timeout (all changes come through us)
-  // Attribute cache timeout; negative: the same as `timeout`. A shared store uses 0, so
-  // that an open checks the size another host left (close-to-open).
+  // Attribute cache timeout; negative: the same as `timeout`. A shared store uses 0 for
+  // files, so that an open checks the size another host left (close-to-open); its
+  // folders and symlinks take `timeout` (AttrTimeoutFor in fuse_ops.cc).
   double attr_timeout = -1;
   // A shared store (other hosts change files too): pages are dropped at open.
   bool shared = false;

@@ -4,7 +4,9 @@
 // on both mount points, the CLI from either side, kill -9 of one daemon.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <sstream>
@@ -182,6 +184,52 @@ void MountShared::CloseToOpen() {
 }
 
 TEST_F(MountShared, CloseToOpenAcrossHosts) { CloseToOpen(); }
+
+// What a create costs through the kernel on a shared mount, in database round trips:
+// the kernel's LOOKUP of the new name, the permission checks' GETATTRs of the folder,
+// CREATE, FLUSH and RELEASE. Folders' attributes are cached for the entry timeout (files'
+// are not: close-to-open), and a file this daemon just made is opened without reading
+// it back. Measured 2026-12-06: 9 round trips and 2 GETATTRs per create (17 and 4 before).
+TEST_F(MountShared, ACreateCostsAFewRoundTripsAndFolderAttributesAreCachedBriefly) {
+  const int port = FreePort();
+  std::string a = MountHost("a", {"--metrics", "127.0.0.1:" + std::to_string(port)});
+  std::string b = MountHost("b");
+  ASSERT_EQ(::mkdir((a + "/d").c_str(), 0755), 0);
+  auto scrape = [&] {
+    CmdResult m = RunCmd({"curl", "-sS", "--max-time", "30",
+                          "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+    EXPECT_EQ(m.code, 0) << m.Describe();
+    return m.out;
+  };
+  std::string before = scrape();
+  const int n = 50;
+  for (int i = 0; i < n; i++) {
+    int fd = ::open((a + "/d/f" + std::to_string(i)).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    ASSERT_EQ(::close(fd), 0);
+  }
+  std::string after = scrape();
+  auto per = [&](const std::string& name) { return (Sample(after, name) - Sample(before, name)) / n; };
+  double rt = per("snapfs_metadata_round_trips_total");
+  double getattr = per("snapfs_fuse_requests_total{op=\"getattr\"}");
+  std::cerr << "per create: " << rt << " round trips, " << getattr << " GETATTRs\n";
+  EXPECT_LE(rt, 11.0) << "database round trips per create through the kernel";
+  EXPECT_LE(getattr, 2.5) << "GETATTRs per create";
+  // A folder's attributes changed on another host are seen within the entry timeout.
+  struct stat st{};
+  ASSERT_EQ(::stat((a + "/d").c_str(), &st), 0);
+  ASSERT_EQ(st.st_mode & 07777, 0755u);
+  ASSERT_EQ(::chmod((b + "/d").c_str(), 0711), 0);
+  EXPECT_TRUE(Eventually([&] {
+    struct stat s2{};
+    return ::stat((a + "/d").c_str(), &s2) == 0 && (s2.st_mode & 07777) == 0711;
+  })) << "a still sees the folder's old mode";
+  // A file's size written on b is seen at once by the next stat on a (no attribute cache
+  // for files).
+  ASSERT_EQ(WriteFile(b + "/d/f0", std::string(4096, 'x')), 0);
+  ASSERT_EQ(::stat((a + "/d/f0").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4096);
+}
 
 // A TaskManager on host a writes checkpoints; the job restores on host b from what a
 // wrote; the snapshot a's marker made is listed and removed from b.

@@ -156,6 +156,23 @@ Result<FileHandle> FileData::Open(const Inode& node, int flags, MarkerAt marker)
   return fh;
 }
 
+FileHandle FileData::OpenCreated(uint64_t ino, int64_t mtime_ns, int flags) {
+  auto f = OpenFileFor(ino);
+  {
+    WriterMutexLock l(&f->mu);
+    if (!f->loaded) {
+      f->size = f->committed_size = 0;
+      f->mtime_ns = mtime_ns;
+      f->loaded = true;
+    }
+  }
+  ns_->Ref(ino);
+  MutexLock l(&files_mu_);
+  FileHandle fh = next_fh_++;
+  handles_[fh] = Handle{ino, flags, std::move(f), MarkerAt{}};
+  return fh;
+}
+
 void FileData::SetMarker(FileHandle fh, uint64_t parent, std::string_view name) {
   MutexLock l(&files_mu_);
   auto it = handles_.find(fh);

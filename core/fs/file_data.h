@@ -61,6 +61,9 @@ class FileData {
   // Opens `node` (a regular file or a folder, as committed); `flags` are open(2) flags,
   // O_TRUNC truncates. Takes a reference on the inode (Namespace::Ref).
   Result<FileHandle> Open(const Inode& node, int flags, MarkerAt marker);
+  // Opens a file this daemon has just created (empty, unpinned, no marker's snapshot):
+  // nothing to read back from the metadata store.
+  FileHandle OpenCreated(uint64_t ino, int64_t mtime_ns, int flags);
   // Makes the handle commit a snapshot at (parent, name) when it flushes.
   void SetMarker(FileHandle fh, uint64_t parent, std::string_view name) EXCLUDES(files_mu_);
   Result<size_t> Read(FileHandle fh, uint64_t offset, size_t n, char* buf);

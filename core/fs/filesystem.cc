@@ -170,7 +170,9 @@ Result<std::pair<Attr, FileHandle>> Filesystem::Create(uint64_t parent, std::str
   };
   auto made = Mknod(parent, name, S_IFREG | (mode & 07777), 0, who);
   if (made.ok()) {
-    ASSIGN_OR_RETURN(auto fh, Open(made->ino, flags & ~O_TRUNC));
+    // Made by this call: a new inode that no snapshot pins, empty. Open's checks (each
+    // a metadata read: a database round trip on a shared store) have nothing to find.
+    FileHandle fh = data_->OpenCreated(made->ino, made->mtime_ns, flags & ~O_TRUNC);
     mark(fh);
     return std::make_pair(*made, fh);
   }
