@@ -261,6 +261,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     ctx.shared = true;
     ctx.timeout = opts.shared_entry_timeout;
     ctx.attr_timeout = 0;
+    ctx.fs->SetSharedAttrTtl(opts.shared_entry_timeout);
     // With the writeback cache the kernel keeps its own idea of a file's size and never
     // takes the daemon's: a file another host rewrote would keep its old size here.
     ctx.writeback = false;

@@ -255,7 +255,9 @@ void ReplyEntryResult(fuse_req_t req, const Result<Attr>& r) {
 void ReplyAttr(fuse_req_t req, const Result<Attr>& r) {
   if (!r.ok()) return ReplyErr(req, r.status());
   struct stat st = ToStat(*r);
-  fuse_reply_attr(req, &st, AttrTimeoutFor(req, r->ino, r->mode));
+  double timeout = AttrTimeoutFor(req, r->ino, r->mode);
+  if (r->cache_left_s >= 0) timeout = std::min(timeout, r->cache_left_s);
+  fuse_reply_attr(req, &st, timeout);
 }
 
 // With the writeback cache the kernel reads pages of files opened write-only and handles

@@ -102,7 +102,9 @@ Status FileData::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
   update(&node);
   txn->kv->Put(Cf::kInodes, keys::Ino(ino), node.Encode());
   if (sync) meta_.CountLogSync();
-  return txn->kv->Commit(sync);
+  RETURN_IF_ERROR(txn->kv->Commit(sync));
+  ns_->attr_cache().Committed(node);
+  return Status::OK();
 }
 
 // Re-chunks the buffered regions of `f` and commits them. With `all` false (a threshold

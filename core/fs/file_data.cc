@@ -152,6 +152,7 @@ Result<FileHandle> FileData::Open(const Inode& node, int flags, MarkerAt marker)
   ns_->Ref(node.ino);
   MutexLock l(&files_mu_);
   FileHandle fh = next_fh_++;
+  if ((flags & O_ACCMODE) != O_RDONLY) f->writers++;
   handles_[fh] = Handle{node.ino, flags, std::move(f), std::move(marker)};
   return fh;
 }
@@ -169,8 +170,14 @@ FileHandle FileData::OpenCreated(uint64_t ino, int64_t mtime_ns, int flags) {
   ns_->Ref(ino);
   MutexLock l(&files_mu_);
   FileHandle fh = next_fh_++;
+  if ((flags & O_ACCMODE) != O_RDONLY) f->writers++;
   handles_[fh] = Handle{ino, flags, std::move(f), MarkerAt{}};
   return fh;
+}
+
+bool FileData::OpenForWriting(uint64_t ino) {
+  auto f = FindOpenFile(ino);
+  return f && f->writers.load() > 0;
 }
 
 void FileData::SetMarker(FileHandle fh, uint64_t parent, std::string_view name) {
@@ -189,6 +196,7 @@ Result<FileData::Flushed> FileData::Release(FileHandle fh) {
     h = std::move(it->second);
     handles_.erase(it);
   }
+  if ((h.flags & O_ACCMODE) != O_RDONLY) h.file->writers--;
   Flushed r{h.ino, std::move(h.marker), Status::OK()};
   WriterMutexLock l(&h.file->mu);
   r.status = FlushLocked(h.file.get(), true, false);

@@ -64,6 +64,8 @@ class FileData {
   // Opens a file this daemon has just created (empty, unpinned, no marker's snapshot):
   // nothing to read back from the metadata store.
   FileHandle OpenCreated(uint64_t ino, int64_t mtime_ns, int flags);
+  // Whether a handle of this process has the file open for writing.
+  bool OpenForWriting(uint64_t ino);
   // Makes the handle commit a snapshot at (parent, name) when it flushes.
   void SetMarker(FileHandle fh, uint64_t parent, std::string_view name) EXCLUDES(files_mu_);
   Result<size_t> Read(FileHandle fh, uint64_t offset, size_t n, char* buf);

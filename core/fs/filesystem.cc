@@ -47,8 +47,20 @@ Result<Attr> Filesystem::Lookup(uint64_t parent, std::string_view name) {
 
 Result<Attr> Filesystem::GetAttr(uint64_t ino) {
   if (ino >= kViewInoBase) return views_->GetAttr(ino);
+  AttrCache::Clock::duration left{};
+  if (auto c = ns_->attr_cache().Get(ino, &left);
+      c && (c->is_dir() || (c->is_reg() && data_->OpenForWriting(ino)))) {
+    Attr a = data_->ToAttr(*c);
+    a.cache_left_s = std::chrono::duration<double>(left).count();
+    return a;
+  }
   ASSIGN_OR_RETURN(auto node, ns_->LoadInode(ino));
   return data_->ToAttr(node);
+}
+
+void Filesystem::SetSharedAttrTtl(double seconds) {
+  ns_->attr_cache().set_ttl(std::chrono::duration_cast<AttrCache::Clock::duration>(
+      std::chrono::duration<double>(seconds)));
 }
 
 Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {

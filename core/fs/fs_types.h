@@ -26,6 +26,9 @@ struct Attr {
   // Reached through a hidden entry: the kernel must not cache the name (the entry may go
   // when a snapshot ends, which the kernel does not see).
   bool hidden = false;
+  // >= 0: answered from the daemon's own cache (core/fs/attr_cache.h), and already that
+  // old: the kernel may keep it only for the seconds left of the shared mount's bound.
+  double cache_left_s = -1;
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
 };
 

@@ -31,6 +31,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "core/fs/attr_cache.h"
 #include "base/mutex.h"
 #include "core/fs/fs_types.h"
 #include "core/fs/inode.h"
@@ -108,6 +109,8 @@ class Namespace {
   // entries: the key of the /.snapshots/ views' caches.
   uint64_t snapshot_gen() const { return snapshot_gen_.load(); }
   void SnapshotsChanged() { snapshot_gen_++; }
+  // Inodes as this daemon last committed them (shared stores; attr_cache.h).
+  AttrCache& attr_cache() { return attr_cache_; }
 
   // ---- committed state (no transaction) ----
   Result<Inode> LoadInode(uint64_t ino);
@@ -208,6 +211,7 @@ class Namespace {
   // Guards no member: it serialises transactions (see the top of this file).
   Mutex mu_;
   std::atomic<uint64_t> snapshot_gen_{0};
+  AttrCache attr_cache_;
   // Inode numbers reserved from the store's counter, kInoBatch at a time.
   static constexpr uint64_t kInoBatch = 1024;
   Mutex ino_mu_;  // a leaf

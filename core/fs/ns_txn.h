@@ -119,6 +119,11 @@ class NsTxn {
     }
     for (auto& s : its_) s.reset();  // iterators must not outlive the transaction
     Status s = kv_->Commit(sync);
+    if (s.ok() && ns_.attr_cache().enabled()) {
+      // Read (conflict-checked) or written: each is current as of this commit.
+      for (auto& [ino, n] : nodes_) ns_.attr_cache().Committed(n.node);
+      for (uint64_t ino : purged_) ns_.attr_cache().Erase(ino);
+    }
     if (s.ok() && sync) ns_.meta().CountLogSync();
     if (s.ok() && snapshots_changed) ns_.SnapshotsChanged();
     return s;

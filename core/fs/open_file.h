@@ -42,6 +42,8 @@ struct OpenFile {
   // while `caps_absent_at == xattr_gen + 1`; a change of the file's xattrs bumps xattr_gen.
   std::atomic<uint64_t> xattr_gen{0};
   std::atomic<uint64_t> caps_absent_at{0};
+  // Handles open for writing (FileData::OpenForWriting).
+  std::atomic<int> writers{0};
 
   // Adds a write to the buffer, merging with the ranges it overlaps or touches. A range
   // that grows large takes its buffer from `pool` (if given).
