@@ -79,6 +79,8 @@ Status Namespace::PurgeIfUnused(NsTxn* t, uint64_t ino) {
     // A shared store records whose it is (PurgeDeadOrphans).
     (void)t->kv().Put(Cf::kOrphans, keys::Ino(ino),
                       store_->shared() ? EncodeBE64(store_->session_id()) : std::string());
+    MutexLock l(&users_mu_);
+    orphaned_here_.insert(ino);  // a hint only: the purge's transaction decides
     return Status::OK();
   }
   return PurgeInode(t, ino);
@@ -86,6 +88,10 @@ Status Namespace::PurgeIfUnused(NsTxn* t, uint64_t ino) {
 
 Status Namespace::PurgeInode(NsTxn* t, uint64_t ino) {
   t->Purged(ino);
+  {
+    MutexLock l(&users_mu_);
+    orphaned_here_.erase(ino);
+  }
   kv::Txn& kv = t->kv();
   std::string prefix = keys::Ino(ino);
   // Collected first: the iterators must not be on a key the transaction writes.
@@ -117,10 +123,19 @@ void Namespace::MaybePurgeUnused(uint64_t ino) {
     // Most releases are of files that still have a name. That is decided on the
     // committed inode, read without a transaction: the transaction below commits nothing
     // in that case either, so its read would guard nothing, and an unlink that commits
-    // after this read (it takes mu_) finds the file unused and purges it itself.
-    if (auto committed = LoadInode(ino);
-        committed.status().Is(Code::kNotFound) || (committed.ok() && committed->nlink > 0)) {
-      return Status::OK();
+    // after this read (it takes mu_) finds the file unused and purges it itself. A file
+    // this process unlinked while in use (the kernel's reference after an unlink is one)
+    // is known to need the transaction: no read first (a database round trip).
+    bool orphaned_here;
+    {
+      MutexLock ul(&users_mu_);
+      orphaned_here = orphaned_here_.count(ino) > 0;
+    }
+    if (!orphaned_here) {
+      if (auto committed = LoadInode(ino);
+          committed.status().Is(Code::kNotFound) || (committed.ok() && committed->nlink > 0)) {
+        return Status::OK();
+      }
     }
     NsTxn t(*this);
     auto node = t.Get(ino);

@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/fs/attr_cache.h"
 #include "base/mutex.h"
@@ -219,6 +220,9 @@ class Namespace {
   uint64_t ino_limit_ GUARDED_BY(ino_mu_) = 0;
   Mutex users_mu_;  // a leaf
   std::unordered_map<uint64_t, uint64_t> users_ GUARDED_BY(users_mu_);
+  // Inodes whose last name this process removed while they were in use: the release
+  // that lets go of one goes straight to its purge (MaybePurgeUnused).
+  std::unordered_set<uint64_t> orphaned_here_ GUARDED_BY(users_mu_);
 };
 
 }  // namespace snapfs

@@ -72,6 +72,10 @@ class NsTxn {
   std::set<std::string> gone_dentries;                // dentry keys deleted
   std::set<std::pair<uint64_t, uint64_t>> gone_pins;  // (ino, snapshot folder)
   std::set<std::pair<uint64_t, uint64_t>> new_pins;   // (ino, snapshot folder)
+  // Inodes SnapshotEngine::IsPinned found no pin of (an unlink asks twice: before it
+  // removes the name and when the last link goes). A pin is only ever added for an
+  // inode in new_pins, which IsPinned checks first, so the answer holds.
+  std::set<uint64_t> unpinned;
   std::set<std::string> gone_hidden;                  // hidden keys deleted
   std::set<uint64_t> collapse;                        // folders that may now hold nothing
   std::set<uint64_t> ended;                           // snapshots ended

@@ -40,6 +40,7 @@ bool SnapshotEngine::IsMarkerName(std::string_view name) const {
 Result<bool> SnapshotEngine::IsPinned(NsTxn* t, uint64_t ino) {
   auto np = t->new_pins.lower_bound({ino, 0});
   if (np != t->new_pins.end() && np->first == ino) return true;
+  if (t->unpinned.count(ino)) return false;
   std::string prefix = keys::Ino(ino);
   // Bounded to this inode's keys: a snapshot removal deletes the pins of thousands of
   // files in this transaction, and an unbounded seek would walk all of them (kv.h).
@@ -49,6 +50,7 @@ Result<bool> SnapshotEngine::IsPinned(NsTxn* t, uint64_t ino) {
     if (!t->gone_pins.count({ino, snap})) return true;
   }
   RETURN_IF_ERROR(it->status().WithContext("scan pins"));
+  t->unpinned.insert(ino);
   return false;
 }
 
@@ -176,6 +178,7 @@ Status SnapshotEngine::DetachInTxn(NsTxn* tp, uint64_t ino) {
       t.kv().Delete(Cf::kPinned, keys::Pair(ino, snap));
       t.kv().Put(Cf::kPins, keys::Pair(snap, copy.ino), v);
       t.kv().Put(Cf::kPinned, keys::Pair(copy.ino, snap), "");
+      t.unpinned.erase(copy.ino);
     }
   }
   ASSIGN_OR_RETURN(auto entries, HiddenEntriesOf(&t, ino));
