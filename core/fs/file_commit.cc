@@ -128,7 +128,9 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
   }
   ChunkTxn txn(meta_.engine());
   int64_t allocated_delta = 0;
-  auto it = meta_.NewIterator(Cf::kExtents);
+  // No iterator (its snapshot and seeks) for a file with no extents yet.
+  std::unique_ptr<kv::Iterator> it;
+  if (!f->no_extents) it = meta_.NewIterator(Cf::kExtents);
   // Everything taken out of the buffer stays here until the commit succeeded: `keep` is
   // the next buffer; `taken` is what was chunked (restored as buffered data on failure).
   std::map<uint64_t, std::string> keep;
@@ -145,8 +147,11 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       bool anchored = s == 0;  // starts where a content-defined cut can be
       // The extent covering s, else the one ending exactly at s.
       const uint32_t max_len = chunker_.params().max_size;
-      ASSIGN_OR_RETURN(bool found, ExtentCovering(it.get(), f->ino, s, max_len, &x));
-      if (!found && s > 0) {
+      bool found = false;
+      if (it) {
+        ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s, max_len, &x));
+      }
+      if (it && !found && s > 0) {
         ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s - 1, max_len, &x));
       }
       if (found) {
@@ -154,6 +159,7 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
         if (x.end() > s || !x.v.stable) s = x.offset;
       }
       auto end_of = [&](uint64_t end) -> Result<uint64_t> {
+        if (!it) return end;
         Extent y;
         ASSIGN_OR_RETURN(bool covered,
                          ExtentCovering(it.get(), f->ino, end - 1, chunker_.params().max_size, &y));
@@ -204,16 +210,18 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       const std::string& bytes = taken.back().second;
       // Old extents inside the region go.
       uint64_t old_end = s;  // end of the last committed extent in the region
-      for (it->Seek(keys::Extent(f->ino, s)); it->Valid() && GetBE64(it->key().data()) == f->ino;
-           it->Next()) {
-        uint64_t off = GetBE64(it->key().data() + 8);
-        if (off >= e) break;
-        ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
-        extent_map::Remove(*txn.kv, f->ino, off, v);
-        allocated_delta -= v.length;
-        old_end = off + v.length;
+      if (it) {
+        for (it->Seek(keys::Extent(f->ino, s));
+             it->Valid() && GetBE64(it->key().data()) == f->ino; it->Next()) {
+          uint64_t off = GetBE64(it->key().data() + 8);
+          if (off >= e) break;
+          ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
+          extent_map::Remove(*txn.kv, f->ino, off, v);
+          allocated_delta -= v.length;
+          old_end = off + v.length;
+        }
+        RETURN_IF_ERROR(it->status().WithContext("scan extents"));
       }
-      RETURN_IF_ERROR(it->status().WithContext("scan extents"));
       // New chunks. Held-back bytes may only be bytes that replace no committed extent:
       // committed bytes never leave the store before their replacement is committed.
       const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
@@ -285,6 +293,7 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
     }
   } else {
     f->committed_size = new_committed;
+    if (!taken.empty()) f->no_extents = false;
     for (auto& [off, bytes] : taken) pool_.Give(std::move(bytes));  // committed: reusable
   }
   f->dirty = std::move(keep);
@@ -467,6 +476,7 @@ Status FileData::ShareChunks(OpenFile* fs, uint64_t src_off, OpenFile* fd, uint6
   RETURN_IF_ERROR(CommitData(fd->ino, &txn, false, Resized(new_size, allocated_delta, now)));
   fd->size = fd->committed_size = new_size;
   fd->mtime_ns = now;
+  fd->no_extents = false;
   *first_shared = first_full;
   *shared_end = last_full_end;
   return Status::OK();

@@ -164,6 +164,7 @@ FileHandle FileData::OpenCreated(uint64_t ino, int64_t mtime_ns, int flags) {
     if (!f->loaded) {
       f->size = f->committed_size = 0;
       f->mtime_ns = mtime_ns;
+      f->no_extents = true;
       f->loaded = true;
     }
   }

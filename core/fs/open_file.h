@@ -31,6 +31,9 @@ struct OpenFile {
   uint64_t committed_size GUARDED_BY(mu) = 0;  // size recorded in the inode
   int64_t mtime_ns GUARDED_BY(mu) = 0;
   bool attr_dirty GUARDED_BY(mu) = false;  // size or mtime differs from the inode record
+  // Made by this process (FileData::OpenCreated) and no data committed since: the flush
+  // has no old extents to look for (on a shared store each look is a database read).
+  bool no_extents GUARDED_BY(mu) = false;
   // Buffered writes: disjoint, non-adjacent ranges keyed by file offset.
   std::map<uint64_t, std::string> dirty GUARDED_BY(mu);
   size_t dirty_bytes GUARDED_BY(mu) = 0;
