@@ -23,20 +23,23 @@
 # HWM, load; then the ratio of each median between consecutive sizes.
 #
 #   scripts/bench_scale.sh [--sizes "0.1 1"] [--runs 3] [--threads 4] [--drop-caches]
-#                          [--work DIR] [BUILD_DIR]
+#                          [--keep] [--work DIR] [BUILD_DIR]
 #   --sizes        the fractions F to run, in order (default "0.1 1"; a quick run: 0.01)
+#   --keep         leave the last size's store mounted at WORK/mnt (to profile a verb:
+#                  perf record -g -p "$(cat WORK/store/lock)"); unmount and remove it by hand
 #   --drop-caches  drop the page cache before each mount (needs root; the machine's
 #                  other users feel it), so that the mount reads the store from disk
 #   BUILD_DIR      default build-release (built here: scripts/build.sh --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZES="0.1 1" RUNS=3 THREADS=4 DROP=0 W=$PWD/var/bench-scale BUILD=build-release
+SIZES="0.1 1" RUNS=3 THREADS=4 DROP=0 KEEP=0 W=$PWD/var/bench-scale BUILD=build-release
 while (($#)); do
   case "$1" in
     --sizes) SIZES=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --drop-caches) DROP=1; shift ;;
+    --keep) KEEP=1; shift ;;
     --work) W=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench_scale: unknown option $1" >&2; exit 2 ;;
@@ -50,6 +53,7 @@ mkdir -p "$W"
 W=$(cd "$W" && pwd)
 [[ -z "$(ls -A "$W")" ]] || { echo "bench_scale: $W is not empty" >&2; exit 1; }
 cleanup() {
+  ((KEEP)) && { echo "bench_scale: kept $W/store, mounted at $W/mnt" >&2; return; }
   mountpoint -q "$W/mnt" 2>/dev/null && "$SNAPFS" umount "$W/mnt" >/dev/null 2>&1
   rm -rf "${W:?}"/*
 }
@@ -130,6 +134,10 @@ for F in $SIZES; do
   sed 's/^/      /' "$W/verb.out"
   timed "$W/verb.out" "$SNAPFS" gc "$W/mnt"
   row "$F" "snapfs gc (again)" "$LINES" "$T"
+  if ((KEEP)) && [[ $F == "${SIZES##* }" ]]; then
+    printf '%-5s kept mounted   (store: %s)\n' "$F" "$(du -sh "$W/store" | cut -f1)"
+    continue
+  fi
   t0=$(now)
   "$SNAPFS" umount "$W/mnt" >/dev/null
   T=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
