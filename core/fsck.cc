@@ -206,7 +206,7 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   // a point read of the index per extent is a random read (ids are hashes, extents go by
   // inode), and once the index outgrows the block cache (small files keep their bytes in
   // it) each one is a disk read: fsck of 1,000,000 files spent most of its time there
-  // (docs/reliability.md, "Scale"). 20 bytes per chunk. Unknown length: an entry that did
+  // (docs/reliability.md, "Scale"). 24 bytes per chunk. Unknown length: an entry that did
   // not decode (reported here already).
   struct IndexedChunk {
     ChunkId id;
