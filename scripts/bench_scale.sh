@@ -2,7 +2,7 @@
 # The scale run of issue 13: "a store with 1,000,000 files (100,000 in one folder) and
 # 10,000 snapshots: mount time, `ls -l`, `snapfs ls`, `orphans`, `fsck`, `gc` time and
 # daemon RSS; the targets: mount < 2 s, RSS < 512 MiB, verbs linear in what they report".
-# By hand only (the full size takes a quarter of an hour or more).
+# By hand only (sizes 0.1 and 1 take ~25 minutes on a busy 2-core machine).
 #
 # Per size F (a fraction of the full store; each axis scales with it), through one mount
 # of a fresh local store:
