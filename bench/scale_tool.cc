@@ -35,6 +35,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -88,7 +89,9 @@ void WriteUtf(std::string* out, const std::string& s) {
   *out += s;
 }
 
-std::string SharedName(long n, long k) { return "s-" + std::to_string(n) + "-" + std::to_string(k); }
+std::string SharedName(long n, long k) {
+  return "s-" + std::to_string(n) + "-" + std::to_string(k);
+}
 
 void WriteJob(const Options& o, long j) {
   char jname[32];
@@ -152,23 +155,29 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    if (a == "--jobs") o.jobs = Arg(&i, argc, argv);
-    else if (a == "--checkpoints") o.checkpoints = Arg(&i, argc, argv);
-    else if (a == "--private") o.priv = Arg(&i, argc, argv);
-    else if (a == "--shared") o.shared = Arg(&i, argc, argv);
-    else if (a == "--window") o.window = Arg(&i, argc, argv);
-    else if (a == "--orphans") o.orphans = Arg(&i, argc, argv);
-    else if (a == "--big") o.big = Arg(&i, argc, argv);
-    else if (a == "--shared-kib") o.shared_kib = Arg(&i, argc, argv);
-    else if (a == "--private-bytes") o.private_bytes = Arg(&i, argc, argv);
-    else if (a == "--threads") o.threads = Arg(&i, argc, argv);
-    else if (o.dir.empty() && a[0] != '-') o.dir = a;
-    else {
-      fprintf(stderr, "usage: snapfs_scale DIR [--jobs N] [--checkpoints N] [--private N] "
-                      "[--shared N] [--window N] [--orphans N] [--big N] [--shared-kib N] "
-                      "[--private-bytes N] [--threads N]\n");
-      return 2;
+    const std::pair<const char*, long*> flags[] = {
+        {"--jobs", &o.jobs},       {"--checkpoints", &o.checkpoints},
+        {"--private", &o.priv},    {"--shared", &o.shared},
+        {"--window", &o.window},   {"--orphans", &o.orphans},
+        {"--big", &o.big},         {"--shared-kib", &o.shared_kib},
+        {"--threads", &o.threads}, {"--private-bytes", &o.private_bytes}};
+    bool known = false;
+    for (const auto& [flag, value] : flags) {
+      if (a == flag) {
+        *value = Arg(&i, argc, argv);
+        known = true;
+      }
     }
+    if (known) continue;
+    if (o.dir.empty() && a[0] != '-') {
+      o.dir = a;
+      continue;
+    }
+    fprintf(stderr,
+            "usage: snapfs_scale DIR [--jobs N] [--checkpoints N] [--private N] "
+            "[--shared N] [--window N] [--orphans N] [--big N] [--shared-kib N] "
+            "[--private-bytes N] [--threads N]\n");
+    return 2;
   }
   if (o.dir.empty() || o.threads < 1) {
     fprintf(stderr, "snapfs_scale: DIR missing or --threads < 1\n");

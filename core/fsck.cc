@@ -316,9 +316,9 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       if (!inodes.count(ino)) {
         problem("extent at " + std::to_string(off) + " of missing inode " + std::to_string(ino));
       }
-      auto in = std::lower_bound(
-          indexed.begin(), indexed.end(), e->id,
-          [](const IndexedChunk& c, const ChunkId& id) { return c.id < id; });
+      auto in =
+          std::lower_bound(indexed.begin(), indexed.end(), e->id,
+                           [](const IndexedChunk& c, const ChunkId& id) { return c.id < id; });
       if (in != indexed.end() && in->id == e->id) {
         if (in->decoded && in->length != e->length) {
           problem("inode " + std::to_string(ino) + " offset " + std::to_string(off) +
