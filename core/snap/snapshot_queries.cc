@@ -226,6 +226,10 @@ Result<std::vector<InodeLocation>> SnapshotQueries::LocateInodes(
   for (uint64_t ino : inos) {
     if (at.emplace(ino, out.size()).second) out.push_back(InodeLocation{ino, {}, {}, {}});
   }
+  // Nothing to place (fsck of a store without damaged chunks asks with none): the scans
+  // below read every entry and every snapshot's files, a third of fsck's time on a store
+  // of 1,000,000 files (docs/reliability.md, "Scale").
+  if (out.empty()) return out;
   // Hidden folders above a name make it hidden too; folders are asked once each.
   std::unordered_map<uint64_t, bool> dir_hidden{{kRootIno, false}};
   std::function<bool(uint64_t)> under_hidden = [&](uint64_t dir) -> bool {
