@@ -402,6 +402,8 @@ class LazyFsCut : public Torture {
                            : file.ends_with(".log")                   ? "RocksDB log"
                            : file.find("/MANIFEST-") != std::string::npos ? "RocksDB manifest"
                            : file.ends_with(".sst")                   ? "RocksDB table"
+                           : file.ends_with("/LOG")                   ? "RocksDB info LOG"
+                           : file.find("/OPTIONS-") != std::string::npos ? "RocksDB options"
                                                                       : "other";
         dropped_files_[kind]++;
       }
