@@ -419,7 +419,11 @@ class LazyFsCut : public Torture {
                            : file.ends_with(".sst")                   ? "RocksDB table"
                            : file.ends_with("/LOG")                   ? "RocksDB info LOG"
                            : file.find("/OPTIONS-") != std::string::npos ? "RocksDB options"
-                                                                      : "other";
+                                                                      : "";
+        if (kind.empty()) {  // named by its base name without digits ("MANIFEST-.dbtmp")
+          kind = file.substr(file.rfind('/') + 1);
+          std::erase_if(kind, [](char c) { return c >= '0' && c <= '9'; });
+        }
         dropped_files_[kind]++;
       }
     }
