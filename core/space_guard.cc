@@ -4,11 +4,13 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 
 namespace snapfs {
 
 namespace {
 constexpr int64_t kRecheckNs = 100'000'000;  // 100 ms
+constexpr uint64_t kUnknownFree = UINT64_MAX / 2;  // no overflow in `reserve + n`
 
 std::string MiB(uint64_t n) { return std::to_string(n >> 20) + " MiB"; }
 }  // namespace
@@ -24,14 +26,16 @@ Result<uint64_t> SpaceGuard::Free(Probe& p, uint64_t reserve, bool data) {
   if (cached > 4 * reserve && now - p.at_ns.load(std::memory_order_relaxed) < kRecheckNs) {
     return cached;
   }
+  // A file system that reports no size at all (total 0: a FUSE file system without a
+  // statfs handler, such as LazyFS) cannot be guarded: its free space is unknown, not 0.
   uint64_t free = 0;
   if (data) {
     ASSIGN_OR_RETURN(auto space, backend_->Space());
-    free = space.free_bytes;
+    free = space.total_bytes == 0 ? kUnknownFree : space.free_bytes;
   } else {
     struct statvfs vfs;
     if (::statvfs(meta_dir_.c_str(), &vfs) != 0) return PosixError("statvfs " + meta_dir_, errno);
-    free = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    free = vfs.f_blocks == 0 ? kUnknownFree : static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
   }
   p.free.store(free, std::memory_order_relaxed);
   p.at_ns.store(now, std::memory_order_relaxed);

@@ -12,6 +12,9 @@
 // back), nor is GC's copying of live chunks (it frees more than it takes). The metadata
 // log then always has kMetaReserve for the deletes, the renames and the memtable flushes.
 //
+// A file system that reports no size (statfs: 0 blocks in all; a FUSE file system without
+// a statfs handler, such as LazyFS) is not guarded: its free space is unknown, not 0.
+//
 // Free space is read with statvfs at most every 100 ms while plenty is free, and on every
 // call once it is within 4x the reserve, so the guard costs nothing in the common case.
 //

@@ -11,12 +11,15 @@
 // jobs carry on.
 //
 // SNAPFS_TORTURE_KILLS=N sets the number of kills (default 20; scripts/torture.sh --long
-// runs 1,000), SNAPFS_TORTURE_SEED the seed.
+// runs 1,000), SNAPFS_TORTURE_SEED the seed. LazyFsCut (at the end) runs the same with the
+// store's meta/ and packs/ on LazyFS, whose unsynced data is dropped after each kill: a
+// power cut through the mount (by hand, scripts/lazyfs_cut.sh).
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -175,21 +178,59 @@ class Torture : public MountFixture {
       for (const auto& name : job->expected) {
         std::string dir = job->flink->Path(name);
         size_t n = 0;
-        EXPECT_EQ(Restore(dir, dir, content_, InPlace, &n), "")
-            << "completed checkpoint " << dir << " after kill " << kills_;
+        std::string e = Restore(dir, dir, content_, InPlace, &n);
+        EXPECT_EQ(e, "") << "completed checkpoint " << dir << " after kill " << kills_;
+        if (!e.empty()) snapshots_lost_++;
         snapshots_verified_++;
       }
     }
     for (const auto& name : savepoints_) {
-      EXPECT_EQ(Restore(Path(name), Path(name), content_, InPlace), "")
-          << "completed savepoint " << name << " after kill " << kills_;
+      std::string e = Restore(Path(name), Path(name), content_, InPlace);
+      EXPECT_EQ(e, "") << "completed savepoint " << name << " after kill " << kills_;
+      if (!e.empty()) snapshots_lost_++;
       snapshots_verified_++;
     }
+    CheckListed();
+  }
+
+  // Every acknowledged checkpoint and savepoint is a snapshot (`snapfs ls`).
+  void CheckListed() {
+    nlohmann::json ls = SnapfsJsonObject({"ls", mnt()});
+    std::set<std::string> listed;
+    for (const auto& snap : ls.value("snapshots", nlohmann::json::array())) {
+      std::string p = snap.value("path", "");
+      while (p.starts_with("/")) p.erase(0, 1);
+      listed.insert(p);
+    }
+    auto expect = [&](const std::string& abs) {
+      std::string rel = abs.substr(mnt().size() + 1);
+      if (listed.contains(rel)) return;
+      ADD_FAILURE() << "completed " << rel << " is not in `snapfs ls` after kill " << kills_;
+      snapshots_lost_++;
+    };
+    for (const auto& job : jobs_) {
+      for (const auto& name : job->expected) expect(job->flink->Path(name));
+    }
+    for (const auto& name : savepoints_) expect(Path(name));
   }
 
   // The jobs restart: a subsume the kill interrupted is finished, and every few rounds
   // the oldest job is retired (its folder deleted through the mount) and a new one starts.
   void Recover() {
+    // A restarting Flink job makes its folders again (FileSystem.mkdirs, parents too): a
+    // power cut takes the folders made since the metadata log's last sync (a mkdir is not
+    // durable before an fsync; nothing in them was acknowledged, or Verify would have
+    // failed). A kill -9 never does.
+    for (auto& job : jobs_) {
+      for (const char* d : {"", "/shared", "/taskowned"}) {
+        std::string dir = job->flink->Dir() + d;
+        if (::mkdir(dir.c_str(), 0755) == 0) {
+          folders_remade_++;
+        } else {
+          EXPECT_EQ(errno, EEXIST) << "mkdir " << dir << ": " << ErrnoName(errno);
+        }
+      }
+    }
     for (auto& job : jobs_) {
       FlinkJob& f = *job->flink;
       if (!job->dropping) continue;
@@ -219,6 +260,67 @@ class Torture : public MountFixture {
     }
   }
 
+  // What a power cut adds to a kill: called once the killed daemon is gone and its mount
+  // cleared, before anything opens the store again (LazyFsCut drops the unsynced data).
+  virtual void AfterKill() {}
+
+  // `kills` rounds of: the writer runs, the daemon is SIGKILLed at a random moment, the
+  // store is checked unmounted (fsck --verify), mounted again and verified; `what` names a
+  // kill in messages and the summary ("kill", "cut").
+  void RunKills(uint64_t kills, uint64_t seed, const std::string& what) {
+    rng_.seed(seed);
+    for (int i = 0; i < 3; i++) ASSERT_NO_FATAL_FAILURE(NewJob());
+    auto start = std::chrono::steady_clock::now();
+    for (kills_ = 0; kills_ < kills; kills_++) {
+      killing_ = false;
+      std::mt19937_64 wrng(rng_());
+      std::atomic<bool> stop{false};
+      std::thread writer([&] {
+        while (!stop.load()) {
+          steps_++;
+          if (!Step(wrng)) return;
+        }
+        killed_in_["between steps"]++;  // the kill came after the writer's last step
+      });
+      // A random moment: mostly within the first checkpoints, sometimes later.
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(rng_() % 4 == 0 ? 300 + rng_() % 900 : 20 + rng_() % 300));
+      killing_ = true;
+      stop = true;
+      KillDaemonLeaveDeadMount();
+      writer.join();  // its calls fail with ENOTCONN now, before the lazy unmount below
+      if (HasFatalFailure()) return;
+      CmdResult fu = Run({"fusermount3", "-u", "-z", mnt()}, 30);
+      ASSERT_EQ(fu.code, 0) << fu.Describe();
+      ASSERT_FALSE(IsMounted(mnt()));
+      ASSERT_NO_FATAL_FAILURE(AfterKill());
+      CmdResult fsck = Snapfs({"fsck", store(), "--verify"}, 120);
+      ASSERT_EQ(fsck.code, 0) << "fsck --verify after " << what << " " << kills_ << ":\n"
+                              << fsck.Describe();
+      // The killed daemon's pid stays in store/lock until it is reaped (see KillDaemon9).
+      int pid = DaemonPid();
+      if (pid > 0) WaitPidVanished(pid, std::chrono::seconds(20));
+      ASSERT_NO_FATAL_FAILURE(Mount());
+      killing_ = false;
+      Verify();
+      if (HasFailure()) break;
+      Recover();
+      if (HasFailure()) break;
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cout << "torture: " << kills_ << " " << what << "s in " << static_cast<int>(secs)
+              << " s, " << steps_ << " writer steps, " << checkpoints_ << " checkpoints and "
+              << savepoints_made_ << " savepoints completed, " << gcs_ << " gc, " << rms_
+              << " rm, " << prunes_ << " prune; verified " << files_verified_
+              << " fsync'd files and " << snapshots_verified_
+              << " completed checkpoints and savepoints (byte for byte, and in snapfs ls), "
+              << snapshots_lost_ << " lost; " << folders_remade_
+              << " unacknowledged job folders made again; seed " << seed << std::endl;
+    std::cout << "torture: the " << what << "s landed in:";
+    for (const auto& [kind, n] : killed_in_) std::cout << " " << kind << " " << n << ",";
+    std::cout << std::endl;
+  }
+
   std::mt19937_64 rng_;
   // Acknowledged files (path -> bytes): FlinkJob records them once their fsync returned;
   // a path deleted (or being deleted) on purpose leaves.
@@ -230,59 +332,150 @@ class Torture : public MountFixture {
   std::map<std::string, uint64_t> killed_in_;  // what the writer was doing at each kill
   int jobs_made_ = 0;
   uint64_t kills_ = 0, steps_ = 0, checkpoints_ = 0, savepoints_made_ = 0, gcs_ = 0, rms_ = 0,
-           prunes_ = 0, files_verified_ = 0, snapshots_verified_ = 0;
+           prunes_ = 0, files_verified_ = 0, snapshots_verified_ = 0,
+           snapshots_lost_ = 0, folders_remade_ = 0;
 };
 
 TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
-  const uint64_t kills = EnvOr("SNAPFS_TORTURE_KILLS", 20);
   const uint64_t seed = EnvOr("SNAPFS_TORTURE_SEED", 20261206);
   SCOPED_TRACE("seed " + std::to_string(seed) + " (SNAPFS_TORTURE_SEED)");
-  rng_.seed(seed);
-  for (int i = 0; i < 3; i++) ASSERT_NO_FATAL_FAILURE(NewJob());
-  auto start = std::chrono::steady_clock::now();
-  for (kills_ = 0; kills_ < kills; kills_++) {
-    killing_ = false;
-    std::mt19937_64 wrng(rng_());
-    std::atomic<bool> stop{false};
-    std::thread writer([&] {
-      while (!stop.load()) {
-        steps_++;
-        if (!Step(wrng)) return;
-      }
-      killed_in_["between steps"]++;  // the kill came after the writer's last step
-    });
-    // A random moment: mostly within the first checkpoints, sometimes later.
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(rng_() % 4 == 0 ? 300 + rng_() % 900 : 20 + rng_() % 300));
-    killing_ = true;
-    stop = true;
-    KillDaemonLeaveDeadMount();
-    writer.join();  // its calls fail with ENOTCONN now, before the lazy unmount below
-    if (HasFatalFailure()) return;
-    CmdResult fu = Run({"fusermount3", "-u", "-z", mnt()}, 30);
-    ASSERT_EQ(fu.code, 0) << fu.Describe();
-    ASSERT_FALSE(IsMounted(mnt()));
-    CmdResult fsck = Snapfs({"fsck", store(), "--verify"}, 120);
-    ASSERT_EQ(fsck.code, 0) << "fsck --verify after kill " << kills_ << ":\n" << fsck.Describe();
-    // The killed daemon's pid stays in store/lock until it is reaped (see KillDaemon9).
-    int pid = DaemonPid();
-    if (pid > 0) WaitPidVanished(pid, std::chrono::seconds(20));
-    ASSERT_NO_FATAL_FAILURE(Mount());
-    killing_ = false;
-    Verify();
-    if (HasFailure()) break;
-    Recover();
-    if (HasFailure()) break;
+  RunKills(EnvOr("SNAPFS_TORTURE_KILLS", 20), seed, "kill");
+}
+
+// The power cut through the mount, by hand (scripts/lazyfs_cut.sh, docs/reliability.md):
+// the store's meta/ and packs/ live on a LazyFS mount (github.com/dsrhaslab/lazyfs), a FUSE
+// file system that keeps written data in its own page cache until the file is fsync'd and
+// drops whatever is unsynced on `lazyfs::clear-cache`. Each round SIGKILLs the daemon and
+// clears that cache, so every byte snapfs (RocksDB, the pack writer) wrote to meta/ or
+// packs/ without an fsync is gone, as in a power cut; then the checks of Torture. The store
+// folder itself (snapfs.conf, lock, control.sock, logs) stays on the real disk: LazyFS has
+// no Unix sockets. Skipped unless SNAPFS_LAZYFS_DIR (a folder on the LazyFS mount),
+// SNAPFS_LAZYFS_FIFO (its faults FIFO) and SNAPFS_LAZYFS_LOG (its log file) are set.
+// SNAPFS_LAZYFS_CUTS=N cuts (default 20), SNAPFS_TORTURE_SEED the seed.
+class LazyFsCut : public Torture {
+ protected:
+  void SetUp() override {
+    const char* dir = std::getenv("SNAPFS_LAZYFS_DIR");
+    const char* fifo = std::getenv("SNAPFS_LAZYFS_FIFO");
+    const char* log = std::getenv("SNAPFS_LAZYFS_LOG");
+    if (!dir || !*dir || !fifo || !*fifo || !log || !*log) {
+      GTEST_SKIP() << "needs a LazyFS mount: run scripts/lazyfs_cut.sh (by hand)";
+    }
+    lazy_root_ = dir;
+    fifo_ = fifo;
+    log_ = log;
+    Torture::SetUp();
   }
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cout << "torture: " << kills_ << " kills in " << static_cast<int>(secs) << " s, " << steps_
-            << " writer steps, " << checkpoints_ << " checkpoints and " << savepoints_made_
-            << " savepoints completed, " << gcs_ << " gc, " << rms_ << " rm, " << prunes_
-            << " prune; verified " << files_verified_ << " fsync'd files and "
-            << snapshots_verified_ << " completed checkpoints and savepoints (byte for byte); seed "
-            << seed << std::endl;
-  std::cout << "torture: the kills landed in:";
-  for (const auto& [kind, n] : killed_in_) std::cout << " " << kind << " " << n << ",";
+
+  void TearDown() override {
+    Torture::TearDown();
+    std::error_code ec;
+    if (!lazy_dir_.empty()) std::filesystem::remove_all(lazy_dir_, ec);
+  }
+
+  // meta/ and packs/ move to LazyFS (copied, every file fsync'd there so that the first
+  // cut keeps what init wrote) and are replaced by symbolic links.
+  void AfterInit() override {
+    namespace fs = std::filesystem;
+    lazy_dir_ = lazy_root_ + "/" + fs::path(tmp()).filename().string();
+    ASSERT_TRUE(fs::create_directory(lazy_dir_)) << lazy_dir_;
+    for (const char* sub : {"meta", "packs"}) {
+      std::string from = store() + "/" + sub, to = lazy_dir_ + "/" + sub;
+      std::error_code ec;
+      fs::copy(from, to, fs::copy_options::recursive, ec);
+      ASSERT_FALSE(ec) << "copy " << from << " to " << to << ": " << ec.message();
+      for (const auto& e : fs::recursive_directory_iterator(to)) {
+        if (!e.is_regular_file()) continue;
+        int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(fd, 0) << e.path() << ": " << ErrnoName(errno);
+        EXPECT_EQ(::fsync(fd), 0) << e.path() << ": " << ErrnoName(errno);
+        ::close(fd);
+      }
+      fs::remove_all(from, ec);
+      ASSERT_FALSE(ec) << ec.message();
+      fs::create_directory_symlink(to, from, ec);
+      ASSERT_FALSE(ec) << ec.message();
+    }
+  }
+
+  // What the cut drops: LazyFS's report of the unsynced bytes first (what the cut loses:
+  // counted per kind of file), then the cache cleared.
+  void AfterKill() override {
+    std::vector<std::string> report;
+    ASSERT_NO_FATAL_FAILURE(Command("lazyfs::unsynced-data-report",
+                                    {"all data blocks are synced", "bytes un-fsynced"}, &report));
+    for (const auto& line : report) {
+      if (size_t at = line.find("total number of bytes un-fsynced: "); at != std::string::npos) {
+        uint64_t bytes = std::stoull(line.substr(at + 34));
+        dropped_bytes_ += bytes;
+        cuts_dropping_ += bytes > 0;
+      }
+      if (size_t at = line.find("=> file: '"); at != std::string::npos) {
+        std::string file = line.substr(at + 10);
+        file = file.substr(0, file.find('\''));
+        std::string kind = file.find("/packs/") != std::string::npos ? "pack"
+                           : file.ends_with(".log")                   ? "RocksDB log"
+                           : file.find("/MANIFEST-") != std::string::npos ? "RocksDB manifest"
+                           : file.ends_with(".sst")                   ? "RocksDB table"
+                           : file.ends_with("/LOG")                   ? "RocksDB info LOG"
+                           : file.find("/OPTIONS-") != std::string::npos ? "RocksDB options"
+                                                                      : "";
+        if (kind.empty()) {  // named by its base name without digits ("MANIFEST-.dbtmp")
+          kind = file.substr(file.rfind('/') + 1);
+          std::erase_if(kind, [](char c) { return c >= '0' && c <= '9'; });
+        }
+        dropped_files_[kind]++;
+      }
+    }
+    ASSERT_NO_FATAL_FAILURE(Command("lazyfs::clear-cache", {"cache is cleared."}, nullptr));
+  }
+
+  // Writes `cmd` to LazyFS's FIFO and waits until its log, past where it was, has a line
+  // holding one of `done`; the new lines go to `lines`. One command at a time: LazyFS reads
+  // its FIFO in 100-byte pieces, so two commands sent together would be read as one.
+  void Command(const std::string& cmd, const std::vector<std::string>& done,
+               std::vector<std::string>* lines) {
+    std::error_code ec;
+    uintmax_t from = std::filesystem::file_size(log_, ec);
+    if (ec) from = 0;
+    int fd = ::open(fifo_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);  // LazyFS holds it open
+    ASSERT_GE(fd, 0) << "open " << fifo_ << " (is LazyFS running?): " << ErrnoName(errno);
+    const std::string line = cmd + "\n";
+    ssize_t n = ::write(fd, line.data(), line.size());
+    ::close(fd);
+    ASSERT_EQ(n, static_cast<ssize_t>(line.size())) << "write " << fifo_;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      std::ifstream f(log_);
+      f.seekg(static_cast<std::streamoff>(from));
+      std::vector<std::string> got;
+      bool finished = false;
+      for (std::string l; std::getline(f, l);) {
+        got.push_back(l);
+        for (const auto& d : done) finished |= l.find(d) != std::string::npos;
+      }
+      if (finished) {
+        if (lines) *lines = std::move(got);
+        return;
+      }
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+          << "LazyFS did not finish " << cmd << " within 60 s (" << log_ << ")";
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  std::string lazy_root_, fifo_, log_, lazy_dir_;
+  uint64_t dropped_bytes_ = 0, cuts_dropping_ = 0;
+  std::map<std::string, uint64_t> dropped_files_;  // unsynced files at a cut, by kind
+};
+
+TEST_F(LazyFsCut, PowerCutsThroughTheMountLoseNothingAcknowledged) {
+  const uint64_t seed = EnvOr("SNAPFS_TORTURE_SEED", 20261206);
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (SNAPFS_TORTURE_SEED)");
+  RunKills(EnvOr("SNAPFS_LAZYFS_CUTS", 20), seed, "cut");
+  std::cout << "lazyfs: " << cuts_dropping_ << " cuts dropped unsynced data, " << dropped_bytes_
+            << " bytes in all, in files:";
+  for (const auto& [kind, n] : dropped_files_) std::cout << " " << kind << " " << n << ",";
   std::cout << std::endl;
 }
 

@@ -57,7 +57,7 @@ json Disk(const std::string& dir, std::vector<std::string>* reasons) {
   uint64_t free_b = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
   uint64_t size = static_cast<uint64_t>(sv.f_blocks) * sv.f_frsize;
   double frac = size ? static_cast<double>(free_b) / static_cast<double>(size) : 0;
-  if (frac < kMinFreeFraction || free_b < kMinFreeBytes) {
+  if (size != 0 && (frac < kMinFreeFraction || free_b < kMinFreeBytes)) {  // 0: size unknown
     reasons->push_back("the disk of the store is nearly full: " + HumanBytes(free_b) + " free of " +
                        HumanBytes(size));
   }

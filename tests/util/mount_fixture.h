@@ -452,6 +452,7 @@ class MountFixture : public ::testing::Test {
     if (HasFatalFailure()) return;
     CmdResult init = Snapfs(init_args);
     ASSERT_EQ(init.code, 0) << "snapfs init failed:\n" << init.Describe();
+    ASSERT_NO_FATAL_FAILURE(AfterInit());
     ASSERT_NO_FATAL_FAILURE(Mount());
   }
 
@@ -472,6 +473,10 @@ class MountFixture : public ::testing::Test {
   // More `snapfs init` arguments, asked once tmp() exists (an S3-backed store:
   // tests/util/mount_s3.h).
   virtual std::vector<std::string> InitExtraArgs() { return {}; }
+
+  // Runs between `snapfs init` and the first mount (the LazyFS power cut moves the
+  // store's meta/ and packs/ elsewhere there: tests/torture_test.cc).
+  virtual void AfterInit() {}
 
   // ---- Paths ----
   const std::string& tmp() const { return tmp_; }
