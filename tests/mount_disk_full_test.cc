@@ -3,7 +3,9 @@
 // ENOSPC. Committed data must stay intact and readable while the disk is full, and after
 // `rm` of the filler + `snapfs gc` writing must work again on the same mount (the metadata
 // engine must not be left read-only, the daemon must not die). Then fsck of the unmounted
-// store is clean.
+// store is clean. Also: `snapfs gc` on a disk filled outside snapfs while it copies, and a
+// `_metadata` written on a full disk (ENOSPC to the writer, no snapshot, and both work
+// again once space is free, without a remount).
 //
 // Mounting a tmpfs needs CAP_SYS_ADMIN (scripts/test.sh runs as root); without it the test
 // is skipped with a loud message.

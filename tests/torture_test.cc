@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -72,6 +73,15 @@ class Torture : public MountFixture {
     for (const auto& p : old.priv) paths->push_back(f.CpPath(old, p));
     for (const auto& s : f.Unreferenced(old)) paths->push_back(s);
     for (const auto& p : *paths) content_.erase(p);
+    std::string note = "forget " + f.CpDir(old) + ":";
+    for (const auto& p : *paths) note += " " + p.substr(p.rfind('/') + 1);
+    Note(note);
+  }
+
+  // What the writer did lately, printed when a check fails.
+  void Note(const std::string& what) {
+    history_.push_back(what);
+    if (history_.size() > 300) history_.pop_front();
   }
 
   // Nothing is expected any more of what is under `dir`.
@@ -106,6 +116,8 @@ class Torture : public MountFixture {
         return Ok(false, "checkpoint: " + e);
       }
       job.expected.insert(f.CpDir(f.retained().back()));
+      Note(f.CpDir(f.retained().back()) + " completed, " +
+           std::to_string(f.retained().back().refs.size()) + " shared");
       checkpoints_++;
       while (f.retained().size() > kKeep) {
         bool race = rng() % 4 == 0;
@@ -155,6 +167,7 @@ class Torture : public MountFixture {
     if (r < 95) {  // what no snapshot references: only the orphans of interrupted checkpoints
       orphan_runs_++;
       CmdResult o = Snapfs({"orphans", mnt(), "--older-than", "0", "--delete"}, 60);
+      Note("orphans (exit " + std::to_string(o.code) + "):\n" + o.out + o.err);
       if (!Ok(o.code == 0, "snapfs orphans: " + o.Describe())) return false;
       std::erase_if(orphans_, [&](const std::string& p) {
         struct stat st;
@@ -212,6 +225,7 @@ class Torture : public MountFixture {
       if (job->interrupted) {
         for (const auto& p : f.Restart()) {
           if (content_.erase(p)) orphans_.insert(p);
+          Note("restart of " + f.job() + " abandons " + p);
         }
         job->interrupted = false;
       }
@@ -276,6 +290,7 @@ class Torture : public MountFixture {
   }
 
   std::mt19937_64 rng_;
+  std::deque<std::string> history_;
   // Acknowledged files (path -> bytes): FlinkJob records them once their fsync returned;
   // a path deleted (or being deleted) on purpose leaves.
   ContentMap content_;
@@ -329,7 +344,12 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
     ASSERT_NO_FATAL_FAILURE(Mount());
     killing_ = false;
     Verify();
-    if (HasFailure()) break;
+    if (HasFailure()) {
+      std::cout << "torture: the writer's last steps before kill " << kills_ << ":\n";
+      for (const auto& h : history_) std::cout << "  " << h << "\n";
+      break;
+    }
+    Note("--- kill " + std::to_string(kills_) + " verified");
     Recover();
     if (HasFailure()) break;
   }
