@@ -28,7 +28,7 @@
 #include <iostream>
 #include <map>
 #include <random>
-#include <regex>
+#include <cctype>
 #include <set>
 #include <string>
 #include <vector>
@@ -79,10 +79,19 @@ class CliFuzz : public MountFixture {
   static std::vector<std::string> OptionsOf(const std::string& verb) {
     CmdResult h = Snapfs({verb, "--help"}, 30);
     std::set<std::string> opts;
-    static const std::regex kOpt("(^|[\\s,\\[])(--?[a-zA-Z][a-zA-Z0-9-]*)");
-    std::string text = h.out + h.err;
-    for (std::sregex_iterator it(text.begin(), text.end(), kOpt), end; it != end; ++it) {
-      std::string o = (*it)[2];
+    const std::string text = h.out + h.err;
+    // "-x" or "--long-name" after a blank, ',' or '[' (std::regex trips -Werror in the
+    // sanitizer build)
+    auto alpha = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) != 0; };
+    for (size_t i = 0; i + 1 < text.size(); i++) {
+      if (text[i] != '-' || (i > 0 && !std::isspace(static_cast<unsigned char>(text[i - 1])) &&
+                             text[i - 1] != ',' && text[i - 1] != '[')) {
+        continue;
+      }
+      size_t j = text[i + 1] == '-' ? i + 2 : i + 1;
+      if (j >= text.size() || !alpha(text[j])) continue;
+      while (j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '-')) j++;
+      std::string o = text.substr(i, j - i);
       if (o == "-f" || o == "--foreground" || o == "-d" || o == "--debug") continue;
       opts.insert(o);
     }
