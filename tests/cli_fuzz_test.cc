@@ -136,9 +136,11 @@ class CliFuzz : public MountFixture {
     int positional = 0;
     // Mostly few arguments and few options, so that most lines get past the parser into
     // the verb (random option soup would only test the parser).
+    // (most verbs need a positional argument first, or they stop at "missing argument")
     const int n = static_cast<int>(rng() % 4);
     for (int i = 0; i < n; i++) {
-      if (rng() % 3 == 0 && !v.options.empty()) {
+      const bool first_positional = i == 0 && rng() % 4 != 0;
+      if (!first_positional && rng() % 2 == 0 && !v.options.empty()) {
         std::string o = v.options[rng() % v.options.size()];
         if (rng() % 6 == 0) o += "=" + Value(rng, false);
         a.push_back(o);
