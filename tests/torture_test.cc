@@ -223,11 +223,26 @@ class Torture : public MountFixture {
     for (auto& job : jobs_) {
       FlinkJob& f = *job->flink;
       if (job->interrupted) {
-        for (const auto& p : f.Restart()) {
+        std::vector<std::string> gone = f.Restart();
+        for (const auto& p : gone) {
           if (content_.erase(p)) orphans_.insert(p);
           Note("restart of " + f.job() + " abandons " + p);
         }
         job->interrupted = false;
+        // The rename of its _metadata may have gone through unacknowledged: a snapshot
+        // the job does not know of, newer than its last checkpoint, which `prune
+        // --keep-last` would keep instead of the job's own (seen: a checkpoint the writer
+        // relied on pruned away). Flink discards a checkpoint it did not see complete: the
+        // folder goes recursively; its shared files stay, as orphans.
+        struct stat st;
+        if (!gone.empty() && ::stat(gone.back().c_str(), &st) == 0) {
+          std::string dir = gone.back().substr(0, gone.back().rfind('/'));
+          Note("the interrupted " + dir + " had completed: rm -rf");
+          std::error_code ec;
+          std::filesystem::remove_all(dir, ec);
+          EXPECT_FALSE(ec) << "rm -rf " << dir << ": " << ec.message();
+          unacked_completed_++;
+        }
       }
       if (!job->dropping) continue;
       if (!f.retained().empty() && f.CpDir(f.retained().front()) == *job->dropping) {
@@ -304,7 +319,7 @@ class Torture : public MountFixture {
   int jobs_made_ = 0;
   uint64_t kills_ = 0, steps_ = 0, checkpoints_ = 0, savepoints_made_ = 0, gcs_ = 0, rms_ = 0,
            prunes_ = 0, files_verified_ = 0, snapshots_verified_ = 0, orphan_runs_ = 0,
-           orphans_deleted_ = 0, claims_ = 0;
+           orphans_deleted_ = 0, claims_ = 0, unacked_completed_ = 0;
 };
 
 TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
@@ -359,7 +374,8 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
             << " savepoints completed, " << gcs_ << " gc, " << rms_ << " rm, " << prunes_
             << " prune, " << orphan_runs_ << " orphans --delete (" << orphans_deleted_
             << " files of interrupted checkpoints deleted), " << claims_
-            << " jobs restored in CLAIM mode; verified " << files_verified_ << " fsync'd files and "
+            << " jobs restored in CLAIM mode, " << unacked_completed_
+            << " interrupted checkpoints found complete; verified " << files_verified_ << " fsync'd files and "
             << snapshots_verified_ << " completed checkpoints and savepoints (byte for byte); seed "
             << seed << std::endl;
   std::cout << "torture: the kills landed in:";

@@ -299,9 +299,9 @@ class FlinkJob {
   // again, and the checkpoint that was in progress never completed. Its files (the fresh
   // shared ones and chk-N's) are left where they are, referenced by no completed
   // checkpoint the job knows: the orphans of FLINK-24852, which `snapfs orphans --delete`
-  // may rightly remove. Returns those paths; the caller stops expecting them. (If the
-  // interrupted _metadata rename went through unacknowledged, chk-N is a snapshot the job
-  // does not know of; its files are still not the job's business.)
+  // may rightly remove. Returns those paths, chk-N/_metadata last; the caller stops
+  // expecting them. (If the interrupted _metadata rename went through unacknowledged,
+  // chk-N is a snapshot the job does not know of: see Torture's Recover.)
   std::vector<std::string> Restart() {
     std::vector<std::string> gone;
     if (!pending_.empty()) {
