@@ -24,11 +24,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <random>
-#include <cctype>
 #include <set>
 #include <string>
 #include <vector>
@@ -90,7 +90,8 @@ class CliFuzz : public MountFixture {
       }
       size_t j = text[i + 1] == '-' ? i + 2 : i + 1;
       if (j >= text.size() || !alpha(text[j])) continue;
-      while (j < text.size() && (std::isalnum(static_cast<unsigned char>(text[j])) || text[j] == '-')) j++;
+      auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; };
+      while (j < text.size() && word(text[j])) j++;
       std::string o = text.substr(i, j - i);
       if (o == "-f" || o == "--foreground" || o == "-d" || o == "--debug") continue;
       opts.insert(o);

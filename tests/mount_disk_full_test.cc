@@ -305,9 +305,8 @@ TEST_F(DiskFull, GcOutOfSpaceFailsCleanlyAndRunsOnceSpaceIsFree) {
     ASSERT_GE(fd, 0) << ErrnoName(errno);
     std::string chunk = RandomBytes(1 * kMiB, 99);
     for (uint64_t done = 0; done < ballast; done += chunk.size()) {
-      ASSERT_EQ(WriteAllFd(fd, std::string_view(chunk).substr(0, std::min<uint64_t>(
-                                                                     chunk.size(), ballast - done))),
-                0);
+      const size_t n = std::min<uint64_t>(chunk.size(), ballast - done);
+      ASSERT_EQ(WriteAllFd(fd, std::string_view(chunk).substr(0, n)), 0);
     }
     ::close(fd);
   }

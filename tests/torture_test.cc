@@ -375,7 +375,8 @@ TEST_F(Torture, KillNineUnderFlinkLoadLosesNothingAcknowledged) {
             << " prune, " << orphan_runs_ << " orphans --delete (" << orphans_deleted_
             << " files of interrupted checkpoints deleted), " << claims_
             << " jobs restored in CLAIM mode, " << unacked_completed_
-            << " interrupted checkpoints found complete; verified " << files_verified_ << " fsync'd files and "
+            << " interrupted checkpoints found complete; verified " << files_verified_
+            << " fsync'd files and "
             << snapshots_verified_ << " completed checkpoints and savepoints (byte for byte); seed "
             << seed << std::endl;
   std::cout << "torture: the kills landed in:";
