@@ -441,8 +441,8 @@ TEST_F(DiskFull, MarkerCommitOnAFullDiskGivesEnospcAndCommitsOnceSpaceIsFree) {
   }
   CmdResult gc = Snapfs({"gc", mnt(), "--max-unused", "0"}, 120);
   EXPECT_EQ(gc.code, 0) << gc.Describe();
-  // As Flink retries (it discards the failed file and creates it anew): a rewrite in
-  // place of the failed file would not commit (finding 41, the DISABLED_ test below).
+  // As Flink retries (it discards the failed file and creates it anew; a rewrite in
+  // place: MarkerWhoseCommitFailedCommitsWhenRewrittenInPlace).
   EXPECT_EQ(::unlink((sp + "/_metadata").c_str()), 0) << ErrnoName(errno);
   EXPECT_EQ(WriteFile(sp + "/_metadata", marker, true), 0);
   content[sp + "/_metadata"] = marker;
@@ -457,13 +457,12 @@ TEST_F(DiskFull, MarkerCommitOnAFullDiskGivesEnospcAndCommitsOnceSpaceIsFree) {
   for (const auto& d : {chk, chk9, sp}) EXPECT_EQ(Restore(d, d, content, InPlace), "") << d;
 }
 
-// Finding 41 (left): a marker created in place whose commit failed (ENOSPC at its fsync
-// or close) stays a file named like a marker that is no snapshot, and writing it again
-// in place (open with O_TRUNC, write, close) does not commit it either: only a marker
-// *created* in place, or one already committed, is rescanned at its close (the open of
-// an existing file knows its inode, not its name). Unlink + create, or a rename onto
-// the name, commit it.
-TEST_F(DiskFull, DISABLED_MarkerWhoseCommitFailedCommitsWhenRewrittenInPlace) {
+// Finding 41: a marker created in place whose commit failed (ENOSPC at its fsync or
+// close) stays a file named like a marker that is no snapshot; writing it again in place
+// (open with O_TRUNC, write, close) once space is back must commit it. It did not: only
+// a marker *created* in place, or one already committed, was rescanned at its close (the
+// open of an existing file knows its inode, not its name).
+TEST_F(DiskFull, MarkerWhoseCommitFailedCommitsWhenRewrittenInPlace) {
   ASSERT_EQ(::mkdir(Path("sp").c_str(), 0755), 0);
   int fd = ::open(Path("sp/_metadata").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
   ASSERT_GE(fd, 0) << ErrnoName(errno);
@@ -477,7 +476,11 @@ TEST_F(DiskFull, DISABLED_MarkerWhoseCommitFailedCommitsWhenRewrittenInPlace) {
   ASSERT_EQ(Snapfs({"gc", mnt(), "--max-unused", "0"}, 120).code, 0);
   ASSERT_EQ(WriteFile(Path("sp/_metadata"), marker, true), 0);
   CmdResult ls = Snapfs({"ls", mnt()}, 60);
-  EXPECT_NE(ls.out.find("sp"), std::string::npos) << ls.Describe();
+  EXPECT_NE(ls.out.find("\nsp "), std::string::npos) << ls.Describe();
+  EXPECT_EQ(ReadFile(Path("sp/_metadata")), marker);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  CmdResult fsck = Snapfs({"fsck", store(), "--verify"}, 120);
+  EXPECT_EQ(fsck.code, 0) << fsck.Describe();
 }
 
 }  // namespace
