@@ -3,6 +3,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "base/mutex.h"
 
@@ -16,6 +17,8 @@ struct FaultInjectionBackend::State {
   std::atomic<bool> fail_syncs{false};
   std::atomic<bool> fail_reads{false};
   std::atomic<bool> corrupt_reads{false};
+  std::atomic<bool> fail_appends{false};
+  std::atomic<int64_t> delay_us{0};
 
   // Every call holds it shared; DropUnsynced holds it exclusively.
   SharedMutex crash_mu;
@@ -24,6 +27,17 @@ struct FaultInjectionBackend::State {
   Mutex mu;
   // Size at the last successful Sync/Seal of each pack created through the wrapper.
   std::map<PackId, uint64_t> synced GUARDED_BY(mu);
+  std::set<PackId> fail_read_packs GUARDED_BY(mu);
+
+  void Delay() const {
+    if (int64_t us = delay_us.load(); us > 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
+    }
+  }
+  bool FailsReadsOf(PackId id) EXCLUDES(mu) {
+    MutexLock lock(&mu);
+    return fail_read_packs.count(id) != 0;
+  }
 
   // Takes `n` bytes from the append budget; false if they do not fit.
   bool TakeBudget(uint64_t n) {
@@ -54,6 +68,8 @@ class FaultPackWriter final : public PackWriterWrapper {
   Result<uint64_t> Append(std::span<const uint8_t> data) override {
     ReaderMutexLock crash(&state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
+    state_->Delay();
+    if (state_->fail_appends.load()) return Status::IOError("injected: write failed");
     if (!state_->TakeBudget(data.size())) return Status::NoSpace("injected: device full");
     return PackWriterWrapper::Append(data);
   }
@@ -61,6 +77,7 @@ class FaultPackWriter final : public PackWriterWrapper {
   Status Sync() override {
     ReaderMutexLock crash(&state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
+    state_->Delay();
     if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
     RETURN_IF_ERROR(PackWriterWrapper::Sync());
     state_->MarkSynced(id(), size());
@@ -71,6 +88,7 @@ class FaultPackWriter final : public PackWriterWrapper {
     if (sealed_) return Status::OK();
     ReaderMutexLock crash(&state_->crash_mu);
     RETURN_IF_ERROR(CheckAlive());
+    state_->Delay();
     if (state_->fail_syncs.load()) return Status::IOError("injected: sync failed");
     RETURN_IF_ERROR(PackWriterWrapper::Seal());
     state_->MarkSynced(id(), size());
@@ -102,6 +120,14 @@ void FaultInjectionBackend::FailAppendsAfter(uint64_t bytes) { state_->append_bu
 void FaultInjectionBackend::FailSyncs(bool fail) { state_->fail_syncs = fail; }
 void FaultInjectionBackend::FailReads(bool fail) { state_->fail_reads = fail; }
 void FaultInjectionBackend::CorruptReads(bool corrupt) { state_->corrupt_reads = corrupt; }
+void FaultInjectionBackend::FailReadsOf(std::set<PackId> packs) {
+  MutexLock lock(&state_->mu);
+  state_->fail_read_packs = std::move(packs);
+}
+void FaultInjectionBackend::FailAppends(bool fail) { state_->fail_appends = fail; }
+void FaultInjectionBackend::SetDelay(std::chrono::microseconds delay) {
+  state_->delay_us = delay.count();
+}
 
 Status FaultInjectionBackend::DropUnsynced() {
   WriterMutexLock crash(&state_->crash_mu);
@@ -137,6 +163,7 @@ Status FaultInjectionBackend::DropUnsynced() {
 
 Result<std::unique_ptr<PackWriter>> FaultInjectionBackend::Create(PackId id) {
   ReaderMutexLock crash(&state_->crash_mu);
+  state_->Delay();
   ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> inner, target()->Create(id));
   {
     MutexLock lock(&state_->mu);
@@ -148,7 +175,10 @@ Result<std::unique_ptr<PackWriter>> FaultInjectionBackend::Create(PackId id) {
 
 Status FaultInjectionBackend::Read(PackId id, uint64_t offset, size_t len, uint8_t* out) const {
   ReaderMutexLock crash(&state_->crash_mu);
-  if (state_->fail_reads.load()) return Status::IOError("injected: read failed");
+  state_->Delay();
+  if (state_->fail_reads.load() || state_->FailsReadsOf(id)) {
+    return Status::IOError("injected: read of pack " + std::to_string(id) + " failed");
+  }
   RETURN_IF_ERROR(target()->Read(id, offset, len, out));
   if (state_->corrupt_reads.load() && len > 0) out[len / 2] ^= 0xff;
   return Status::OK();
@@ -156,6 +186,7 @@ Status FaultInjectionBackend::Read(PackId id, uint64_t offset, size_t len, uint8
 
 Status FaultInjectionBackend::Remove(PackId id) {
   ReaderMutexLock crash(&state_->crash_mu);
+  state_->Delay();
   RETURN_IF_ERROR(target()->Remove(id));
   MutexLock lock(&state_->mu);
   state_->synced.erase(id);

@@ -17,7 +17,9 @@
 
 #include <cstdint>
 #include <limits>
+#include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,12 @@ class FaultInjectionBackend final : public BackendWrapper {
   void FailReads(bool fail);
   // While set, Read succeeds but the byte in the middle of its output is flipped.
   void CorruptReads(bool corrupt);
+  // Reads of these packs return IOError (the others are served); empty: none.
+  void FailReadsOf(std::set<PackId> packs);
+  // While set, Append returns IOError ("injected: write failed") and appends nothing.
+  void FailAppends(bool fail);
+  // Every Create, Append, Sync, Seal, Read and Remove first sleeps this long (slow I/O).
+  void SetDelay(std::chrono::microseconds delay);
   // Simulates power loss: truncates every pack created through this wrapper to its size at
   // its last successful Sync or Seal (see above). Errors are those of the wrapped backend.
   Status DropUnsynced();

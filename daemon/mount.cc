@@ -28,6 +28,7 @@
 #include "daemon/control.h"
 #include "fuse/fuse_ops.h"
 #include "daemon/mount_table.h"
+#include "daemon/test_faults.h"
 #include "daemon/metrics_server.h"
 #include "snapfs_version.h"
 
@@ -216,7 +217,31 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
   open_opts.session_timeout = std::chrono::milliseconds(opts.session_timeout_ms);
   open_opts.session_what = MountWhat(opts.mountpoint);
   open_opts.db_max_connections = opts.db_max_connections;
+  // Tests only (daemon/test_faults.h): nothing unless SNAPFS_TEST_FAULTS is set.
+  std::unique_ptr<TestFaults> test_faults;
+  if (!database) {
+    auto tf = TestFaults::FromEnv(store_path, &open_opts);
+    if (!tf.ok()) {
+      SNAPFS_LOG_ERROR(tf.status().ToString());
+      ready(tf.status());
+      return 1;
+    }
+    test_faults = std::move(tf).value();
+  } else if (std::getenv(TestFaults::kEnv) != nullptr) {
+    Status no = Status::InvalidArgument(std::string(TestFaults::kEnv) +
+                                        ": test faults are for folder stores only");
+    ready(no);
+    return 1;
+  }
   auto store = Store::Open(store_path, std::move(open_opts));
+  // The fault thread steers the store's backend: it stops before the store closes.
+  struct StopFaults {
+    TestFaults* f;
+    ~StopFaults() {
+      if (f) f->Stop();
+    }
+  } stop_faults{test_faults.get()};
+  if (test_faults && store.ok()) test_faults->Start();
   if (!store.ok()) {
     // (A database location is logged as libpq parsed it, without the password.)
     SNAPFS_LOG_ERROR("cannot open store " + (database ? std::string("(database)") : store_path) +

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Crash torture: kill -9 of the daemon under a Flink-like load through a real mount
+# Crash torture: kill -9 of the daemon under a Flink-like load through a real mount (with a
+# job restored in CLAIM mode and `snapfs orphans --delete` among the writer's steps)
 # (Torture.*, tests/torture_test.cc) and simulated power cuts of the engine (PowerCut.*,
 # tests/power_cut_test.cc). Both also run, short, in the normal ctest run.
 #   scripts/torture.sh            CI sizes: 20 kills, 30 power cuts (about half a minute)

@@ -151,6 +151,12 @@ Result<FileHandle> FileData::Open(const Inode& node, int flags, MarkerAt marker)
   // A reference first: the inode must not be purged while the handle exists.
   ns_->Ref(node.ino);
   MutexLock l(&files_mu_);
+  if (marker.parent == 0 && acc != O_RDONLY && node.is_reg()) {
+    if (auto it = failed_markers_.find(node.ino); it != failed_markers_.end()) {
+      marker = std::move(it->second);
+      failed_markers_.erase(it);
+    }
+  }
   FileHandle fh = next_fh_++;
   if ((flags & O_ACCMODE) != O_RDONLY) f->writers++;
   handles_[fh] = Handle{node.ino, flags, std::move(f), std::move(marker)};
@@ -199,8 +205,14 @@ Result<FileData::Flushed> FileData::Release(FileHandle fh) {
   }
   if ((h.flags & O_ACCMODE) != O_RDONLY) h.file->writers--;
   Flushed r{h.ino, std::move(h.marker), Status::OK()};
-  WriterMutexLock l(&h.file->mu);
-  r.status = FlushLocked(h.file.get(), true, false);
+  {
+    WriterMutexLock l(&h.file->mu);
+    r.status = FlushLocked(h.file.get(), true, false);
+  }
+  if (!r.status.ok() && r.marker.parent) {
+    MutexLock l(&files_mu_);
+    failed_markers_[h.ino] = r.marker;
+  }
   return r;
 }
 

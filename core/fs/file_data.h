@@ -136,6 +136,13 @@ class FileData {
   Mutex files_mu_;  // a leaf: never held while taking another lock
   std::unordered_map<uint64_t, std::weak_ptr<OpenFile>> open_files_ GUARDED_BY(files_mu_);
   std::unordered_map<FileHandle, Handle> handles_ GUARDED_BY(files_mu_);
+  // Markers whose handle was released with its data not committed (the flush failed:
+  // ENOSPC, EIO), by inode. The open of an existing file knows its inode, not its name,
+  // so without this a marker whose first commit failed would never be committed by
+  // writing it again in place (docs/reliability.md, finding 26): the next writable open
+  // of the inode takes the marker over (Filesystem::Release commits it, and
+  // CommitMarkerAt checks that the name still leads to the inode). Until a remount.
+  std::unordered_map<uint64_t, MarkerAt> failed_markers_ GUARDED_BY(files_mu_);
   FileHandle next_fh_ GUARDED_BY(files_mu_) = 1;
 };
 
