@@ -237,7 +237,7 @@ class Torture : public MountFixture {
       snapshots_lost_++;
     };
     for (const auto& job : jobs_) {
-      for (const auto& name : job->expected) expect(job->flink->Path(name));
+      for (const auto& dir : job->expected) expect(dir);  // absolute (CpDir)
     }
     for (const auto& name : savepoints_) expect(Path(name));
   }
