@@ -326,9 +326,8 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     std::string n(name);
     (void)fuse_lowlevel_notify_inval_entry(se, parent, n.c_str(), n.size());
   });
-  ready(Status::OK());
-
-  // Metrics: a port that is taken costs the metrics, never the mount.
+  // Metrics: a port that is taken costs the metrics, never the mount. Listening before
+  // `snapfs mount` returns (ready), so that a scrape right after it is answered.
   metrics::DaemonInfo info;
   info.start_ns = start_ns;
   info.store = store_path;
@@ -351,6 +350,7 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
     }
   }
   metrics::SetDaemonInfo(info);
+  ready(Status::OK());
   SNAPFS_LOG_INFO(std::string("snapfs ") + SNAPFS_VERSION + " (" + SNAPFS_GIT_COMMIT + ") pid " +
                   std::to_string(::getpid()) + ": store " + store_path + " mounted on " +
                   opts.mountpoint + " (threads " + std::to_string(opts.threads) + ", gc every " +
