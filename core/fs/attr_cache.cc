@@ -16,7 +16,8 @@ void AttrCache::Committed(const Inode& n) {
   if (map_.size() >= kMaxEntries && !map_.count(n.ino)) {
     // Full: what has expired goes; if nothing has, everything (a cache miss only costs
     // the database read it saves).
-    std::erase_if(map_, [&](const auto& kv) { return now - kv.second.at >= ttl_; });
+    const auto ttl = ttl_;
+    std::erase_if(map_, [&](const auto& kv) { return now - kv.second.at >= ttl; });
     if (map_.size() >= kMaxEntries) map_.clear();
   }
   map_.insert_or_assign(n.ino, Entry{n, now});
