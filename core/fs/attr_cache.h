@@ -14,8 +14,8 @@
 //    times are this host's own then (FileData overlays them), and an open of a file
 //    another host wrote still reads the database (close-to-open).
 // The kernel may keep an answer from here only for what is left of its `ttl`
-// (Attr::cache_left_s), so the bound stays `ttl`. Disabled (ttl 0) on folder stores, where the kernel caches
-// everything itself.
+// (Attr::cache_left_s), so the bound stays `ttl`. Disabled (ttl 0) on folder stores,
+// where the kernel caches everything itself.
 //
 // Thread-safety: thread-safe.
 #pragma once

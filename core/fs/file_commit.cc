@@ -150,9 +150,9 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       bool found = false;
       if (it) {
         ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s, max_len, &x));
-      }
-      if (it && !found && s > 0) {
-        ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s - 1, max_len, &x));
+        if (!found && s > 0) {
+          ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s - 1, max_len, &x));
+        }
       }
       if (found) {
         anchored = true;

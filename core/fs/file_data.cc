@@ -157,10 +157,7 @@ Result<FileHandle> FileData::Open(const Inode& node, int flags, MarkerAt marker)
       failed_markers_.erase(it);
     }
   }
-  FileHandle fh = next_fh_++;
-  if ((flags & O_ACCMODE) != O_RDONLY) f->writers++;
-  handles_[fh] = Handle{node.ino, flags, std::move(f), std::move(marker)};
-  return fh;
+  return AddHandleLocked(node.ino, flags, std::move(f), std::move(marker));
 }
 
 FileHandle FileData::OpenCreated(uint64_t ino, int64_t mtime_ns, int flags) {
@@ -176,9 +173,14 @@ FileHandle FileData::OpenCreated(uint64_t ino, int64_t mtime_ns, int flags) {
   }
   ns_->Ref(ino);
   MutexLock l(&files_mu_);
+  return AddHandleLocked(ino, flags, std::move(f), MarkerAt{});
+}
+
+FileHandle FileData::AddHandleLocked(uint64_t ino, int flags, std::shared_ptr<OpenFile> f,
+                                     MarkerAt marker) {
   FileHandle fh = next_fh_++;
   if ((flags & O_ACCMODE) != O_RDONLY) f->writers++;
-  handles_[fh] = Handle{ino, flags, std::move(f), MarkerAt{}};
+  handles_[fh] = Handle{ino, flags, std::move(f), std::move(marker)};
   return fh;
 }
 

@@ -106,6 +106,9 @@ class FileData {
   };
 
   Result<Handle> GetHandle(FileHandle fh) EXCLUDES(files_mu_);
+  // A new handle of `f` (Open, OpenCreated; the caller took the inode's reference).
+  FileHandle AddHandleLocked(uint64_t ino, int flags, std::shared_ptr<OpenFile> f,
+                             MarkerAt marker) REQUIRES(files_mu_);
   std::shared_ptr<OpenFile> OpenFileFor(uint64_t ino) EXCLUDES(files_mu_);
   std::shared_ptr<OpenFile> FindOpenFile(uint64_t ino) EXCLUDES(files_mu_);
   Status SetAttrLocked(OpenFile* f, const Inode& node, const SetAttrRequest& req, int64_t now)

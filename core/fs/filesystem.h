@@ -171,14 +171,14 @@ class Filesystem {
   // Consistency of snapshots, pins and hidden entries (fsck); one line per problem.
   Result<std::vector<std::string>> CheckSnapshots();
 
-  // Operations the daemon runs for the CLI (rm, prune, orphans --delete) change names
-  // the kernel may have cached: this hook (set by the FUSE layer) tells it. Never call
-  // InvalidateEntry inside a kernel request: the kernel holds the folder's lock there.
   // A shared store's mount: GETATTRs of folders (and of files open for writing here)
   // are answered from what this daemon committed less than `seconds` ago
   // (core/fs/attr_cache.h). 0 (the default): never.
   void SetSharedAttrTtl(double seconds);
 
+  // Operations the daemon runs for the CLI (rm, prune, orphans --delete) change names
+  // the kernel may have cached: this hook (set by the FUSE layer) tells it. Never call
+  // InvalidateEntry inside a kernel request: the kernel holds the folder's lock there.
   void SetEntryInvalidator(std::function<void(uint64_t parent, std::string_view name)> f);
   void InvalidateEntry(uint64_t parent, std::string_view name);
 

@@ -32,8 +32,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "core/fs/attr_cache.h"
 #include "base/mutex.h"
+#include "core/fs/attr_cache.h"
 #include "core/fs/fs_types.h"
 #include "core/fs/inode.h"
 #include "core/store.h"
