@@ -368,11 +368,7 @@ TEST_F(DiskFull, MarkerCommitOnAFullDiskGivesEnospcAndCommitsOnceSpaceIsFree) {
   const std::string state = RandomBytes(64 * kKiB, 3);
   ASSERT_EQ(WriteFile(sp + "/state", state, true), 0);
   JavaDataOutput md;
-  md.WriteInt(kMetadataMagic);
-  md.WriteInt(3);
-  md.WriteLong(0);
-  md.WriteInt(0);
-  md.WriteInt(1);
+  WriteMetadataHeader(md, 0, 1);
   md.WriteLong(1);
   md.WriteInt(0);
   md.WriteInt(1);
@@ -393,11 +389,7 @@ TEST_F(DiskFull, MarkerCommitOnAFullDiskGivesEnospcAndCommitsOnceSpaceIsFree) {
   ASSERT_EQ(WriteFile(chk9 + "/priv", priv, true), 0);
   content[chk9 + "/priv"] = priv;
   JavaDataOutput md9;
-  md9.WriteInt(kMetadataMagic);
-  md9.WriteInt(3);
-  md9.WriteLong(9);
-  md9.WriteInt(0);
-  md9.WriteInt(1);
+  WriteMetadataHeader(md9, 9, 1);
   md9.WriteLong(9);
   md9.WriteInt(0);
   md9.WriteInt(1);

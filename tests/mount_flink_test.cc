@@ -168,11 +168,7 @@ void MountFlink::IncrementalCheckpointsRetainThree() {
 
     // The JobManager finalises: _metadata naming every file the checkpoint needs.
     JavaDataOutput md;
-    md.WriteInt(kMetadataMagic);
-    md.WriteInt(3);
-    md.WriteLong(static_cast<uint64_t>(n));
-    md.WriteInt(0);  // master states
-    md.WriteInt(static_cast<uint32_t>(kTasks));
+    WriteMetadataHeader(md, static_cast<uint64_t>(n), static_cast<uint32_t>(kTasks));
     size_t priv_i = 0;
     for (int t = 0; t < kTasks; t++) {
       md.WriteLong(rng());  // operator id

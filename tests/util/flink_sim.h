@@ -47,6 +47,15 @@ inline constexpr uint8_t kInlineHandle = 16;        // byte stream state inlined
 // Inline state with a path-like name (writeUTF name, then int length + bytes), in the
 // shared or private list; the name names no file.
 inline constexpr uint8_t kNamedInlineHandle = 17;
+// The start of a _metadata of that format: magic, version 3, the checkpoint id, no master
+// states and `operators` operators (each written next by the caller, its id first).
+inline void WriteMetadataHeader(JavaDataOutput& md, uint64_t checkpoint_id, uint32_t operators) {
+  md.WriteInt(kMetadataMagic);
+  md.WriteInt(3);
+  md.WriteLong(checkpoint_id);
+  md.WriteInt(0);  // master states
+  md.WriteInt(operators);
+}
 // Where Restore expects the bytes of a named inline handle: content[kInlineKey + uuid],
 // uuid being the last component of its name (which rewrites keep).
 inline constexpr const char* kInlineKey = "inline:";
@@ -242,11 +251,7 @@ class FlinkJob {
     cp.refs = state_;
     for (const auto& x : extra) cp.refs.push_back(x);
     JavaDataOutput md;
-    md.WriteInt(kMetadataMagic);
-    md.WriteInt(3);
-    md.WriteLong(static_cast<uint64_t>(cp.id));
-    md.WriteInt(0);  // master states
-    md.WriteInt(1);  // one operator
+    WriteMetadataHeader(md, static_cast<uint64_t>(cp.id), 1);
     md.WriteLong(rng_());
     // A named inline handle: the name of a file that is never written, and its bytes.
     auto named_inline = [&](const std::string& folder) {
@@ -400,11 +405,7 @@ class FlinkJob {
       sp.priv.push_back(f);
     }
     JavaDataOutput md;
-    md.WriteInt(kMetadataMagic);
-    md.WriteInt(3);
-    md.WriteLong(0);
-    md.WriteInt(0);
-    md.WriteInt(1);
+    WriteMetadataHeader(md, 0, 1);
     md.WriteLong(rng_());
     md.WriteInt(0);
     md.WriteInt(static_cast<uint32_t>(sp.priv.size()));
