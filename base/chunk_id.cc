@@ -1,11 +1,28 @@
 #include "base/chunk_id.h"
 
 #include <xxhash.h>
+#if defined(__x86_64__)
+// Debian's libxxhash also exports XXH3 built for AVX2 and AVX-512, picked at run time for
+// the CPU at hand (xxh_x86dispatch.c); the plain entry points are its SSE2 build. The
+// output is the same function of the bytes either way (XXH3 is specified per bit).
+#define XXH_DISPATCH_DISABLE_REPLACE
+#include <xxh_x86dispatch.h>
+#define SNAPFS_XXH3_128_SEEDED XXH3_128bits_withSeed_dispatch
+#else
+#define SNAPFS_XXH3_128_SEEDED XXH3_128bits_withSeed
+#endif
 
 namespace snapfs {
 
+namespace {
+// The dispatching entry point picks its build at the first call and stores it unguarded;
+// make that first call here, before main and so before any thread, not in two flushes at
+// once.
+[[maybe_unused]] const XXH128_hash_t kPicksTheBuild = SNAPFS_XXH3_128_SEEDED("", 0, 0);
+}  // namespace
+
 ChunkId ChunkId::Of(const void* data, size_t n, uint64_t seed) {
-  XXH128_hash_t h = XXH3_128bits_withSeed(data, n, seed);
+  XXH128_hash_t h = SNAPFS_XXH3_128_SEEDED(data, n, seed);
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, h);  // big-endian: hex reads like xxhsum's output
   return FromBytes(c.digest);

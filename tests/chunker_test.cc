@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <iostream>
 #include <numeric>
@@ -100,6 +101,71 @@ TEST(ChunkerTest, GoldenCuts) {
   EXPECT_EQ(small.Split(buf.data(), 16384),
             (std::vector<size_t>{1093, 600, 1028, 1842, 1156, 1043, 1134, 1362, 1087, 1194, 1086,
                                  1270, 1063, 1056, 370}));
+}
+
+// The cut rule as docs/ and chunker.cc's header state it, one byte at a time and written
+// apart from chunker.cc (whose search runs several hashes at once): the gear table from
+// SplitMix64 seeded with "snapfsCD", fp = (fp << 1) + GEAR[byte] from the byte after
+// min_size, a cut where fp has none of the mask's bits (its top bits below bit 63, more of
+// them before avg_size), a forced cut at max_size.
+size_t ReferenceCut(const ChunkerParams& p, const uint8_t* data, size_t n) {
+  static const std::vector<uint64_t> gear = [] {
+    std::vector<uint64_t> t(256);
+    uint64_t state = 0x736e617066734344ULL;
+    for (auto& v : t) {
+      uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      v = z ^ (z >> 31);
+    }
+    return t;
+  }();
+  auto top_mask = [](unsigned bits) { return ((uint64_t{1} << bits) - 1) << (63 - bits); };
+  const unsigned bits = static_cast<unsigned>(std::countr_zero(p.avg_size));
+  const uint64_t strict = top_mask(bits + p.normalization);
+  const uint64_t loose = top_mask(bits - p.normalization);
+  if (n <= p.min_size) return n;
+  const size_t limit = std::min<size_t>(n, p.max_size);
+  uint64_t fp = 0;
+  for (size_t i = p.min_size; i < limit; i++) {
+    fp = (fp << 1) + gear[data[i]];
+    if (!(fp & (i < p.avg_size ? strict : loose))) return i + 1;
+  }
+  return limit;
+}
+
+TEST(ChunkerTest, CutsAreTheOneByteAtATimeRulesCuts) {
+  std::mt19937_64 rng(7);
+  const std::vector<ChunkerParams> params = {
+      ChunkerParams{},          Params(64, 128, 256, 0),  Params(64, 128, 4096, 1),
+      Params(100, 256, 70000),  Params(256, 1024, 8192),  Params(4096, 8192, 1 << 20, 4),
+      Params(2048, 65536, 1 << 20, 0),
+  };
+  auto random = test::RandomByteVector(3 * kMiB + 77, 11);
+  std::vector<uint8_t> zeros(600 * 1024, 0);
+  std::vector<uint8_t> pattern(600 * 1024);  // low entropy: cuts rare or never
+  for (size_t i = 0; i < pattern.size(); i++) pattern[i] = static_cast<uint8_t>("abcab"[i % 5]);
+  size_t cuts_checked = 0;
+  for (const auto& p : params) {
+    Chunker c(p);
+    for (const auto* buf : {&random, &zeros, &pattern}) {
+      // Every chunk of the buffer, then 200 random windows of random lengths (the lanes'
+      // block boundaries fall everywhere relative to the cuts).
+      for (size_t pos = 0; pos < buf->size();) {
+        const size_t want = ReferenceCut(p, buf->data() + pos, buf->size() - pos);
+        ASSERT_EQ(c.NextCut(buf->data() + pos, buf->size() - pos, true), want) << pos;
+        pos += want;
+        cuts_checked++;
+      }
+      for (int i = 0; i < 200; i++) {
+        const size_t pos = rng() % buf->size();
+        const size_t n = rng() % (buf->size() - pos + 1);
+        ASSERT_EQ(c.NextCut(buf->data() + pos, n, true), ReferenceCut(p, buf->data() + pos, n))
+            << "min " << p.min_size << " avg " << p.avg_size << " at " << pos << " n " << n;
+      }
+    }
+  }
+  EXPECT_GT(cuts_checked, 20000u);
 }
 
 void CheckBounds(const Chunker& c, const std::vector<uint8_t>& buf) {

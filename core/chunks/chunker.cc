@@ -82,6 +82,86 @@ Chunker::Chunker(const ChunkerParams& params) : params_(params) {
   mask_large_ = TopMask(bits - params_.normalization);
 }
 
+namespace {
+
+// The gear hash after byte p is fp(p) = sum over k < 64 of GEAR[data[p - k]] << k (mod
+// 2^64), counting only bytes at or after `start`, where hashing began with fp = 0: each
+// step shifts the oldest byte's term out of the word. So fp(p) depends only on the 64
+// bytes ending at p (once p - start >= 63), and hashing can start anywhere 64 bytes ahead
+// of where its answers are needed. That is what lets FirstCut below run four independent
+// hashes at once and still find exactly the cut the one-byte-at-a-time loop finds.
+
+// The first p in [from, to) whose fp(p) has no bit of `mask` set; returns p + 1 (the chunk
+// length), or 0 if there is none. One byte at a time: the reference, and the tails.
+size_t FirstCutScalar(const uint8_t* data, size_t start, size_t from, size_t to,
+                      uint64_t mask) {
+  const uint64_t* const gear = kGear.data();
+  uint64_t fp = 0;
+  for (size_t q = from - start > 64 ? from - 64 : start; q < from; q++) {
+    fp = (fp << 1) + gear[data[q]];
+  }
+  for (size_t p = from; p < to; p++) {
+    fp = (fp << 1) + gear[data[p]];
+    if (!(fp & mask)) return p + 1;
+  }
+  return 0;
+}
+
+// The same answer as FirstCutScalar, about twice as fast on one core. One hash's steps
+// form a dependency chain (shift, add the table entry, test), so a single loop waits on
+// it; here the range is cut into blocks of four lanes of kLane bytes, each lane hashed by
+// its own chain (started 64 bytes early, so its values are exact) and the four chains
+// interleaved. A block with a cut in some lane is searched again one byte at a time in
+// the first such lane: lanes before it had none, and every position in it comes before
+// the later lanes'. The price: the search of that lane again, and 64 bytes of warm-up per
+// lane (6%). (Lanes of 1 KiB measured best against 256 B-2 KiB: shorter ones pay more
+// warm-up, longer ones more search.)
+size_t FirstCut(const uint8_t* data, size_t start, size_t from, size_t to, uint64_t mask) {
+  constexpr size_t kLane = 1024;
+  constexpr size_t kWarm = 64;
+  size_t p = from;
+  if (p - start < kWarm) {
+    // Lanes start kWarm bytes early; the first bytes after `start` have no such history.
+    const size_t e = start + kWarm < to ? start + kWarm : to;
+    if (size_t cut = FirstCutScalar(data, start, p, e, mask)) return cut;
+    p = e;
+  }
+  const uint64_t* const gear = kGear.data();
+  while (to - p >= 4 * kLane) {
+    const uint8_t* const a = data + p - kWarm;
+    const uint8_t* const b = a + kLane;
+    const uint8_t* const c = b + kLane;
+    const uint8_t* const d = c + kLane;
+    uint64_t fa = 0, fb = 0, fc = 0, fd = 0;
+    for (size_t t = 0; t < kWarm; t++) {
+      fa = (fa << 1) + gear[a[t]];
+      fb = (fb << 1) + gear[b[t]];
+      fc = (fc << 1) + gear[c[t]];
+      fd = (fd << 1) + gear[d[t]];
+    }
+    for (size_t t = kWarm; t < kWarm + kLane; t++) {
+      fa = (fa << 1) + gear[a[t]];
+      fb = (fb << 1) + gear[b[t]];
+      fc = (fc << 1) + gear[c[t]];
+      fd = (fd << 1) + gear[d[t]];
+      if ((fa & mask) && (fb & mask) && (fc & mask) && (fd & mask)) [[likely]] {
+        continue;
+      }
+      for (size_t lane = 0; lane < 4; lane++) {
+        const size_t lane_from = p + lane * kLane;
+        if (size_t cut = FirstCutScalar(data, start, lane_from, lane_from + kLane, mask)) {
+          return cut;
+        }
+      }
+      assert(false && "a lane had a cut that the scalar search did not find");
+    }
+    p += 4 * kLane;
+  }
+  return FirstCutScalar(data, start, p, to, mask);
+}
+
+}  // namespace
+
 size_t Chunker::NextCut(const uint8_t* data, size_t n, bool at_eof) const {
   const size_t min = params_.min_size;
   const size_t max = params_.max_size;
@@ -89,48 +169,13 @@ size_t Chunker::NextCut(const uint8_t* data, size_t n, bool at_eof) const {
 
   const size_t limit = n < max ? n : max;
   const size_t normal = limit < params_.avg_size ? limit : params_.avg_size;
-  const uint64_t mask_s = mask_small_;
-  const uint64_t mask_l = mask_large_;
-  const uint64_t* const gear = kGear.data();
 
   // Cut-point skipping: the first min bytes are never hashed. A cut after byte p-1 gives a
-  // chunk of length p, so the shortest content-defined chunk is min + 1.
-  uint64_t fp = 0;
-  const uint8_t* p = data + min;
-
-#define SNAPFS_GEAR_STEP(mask)           \
-  do {                                   \
-    fp = (fp << 1) + gear[*p++];         \
-    if (!(fp & (mask))) return p - data; \
-  } while (0)
-
-  const uint8_t* end = data + normal;
-  while (end - p >= 8) {
-    SNAPFS_GEAR_STEP(mask_s);
-    SNAPFS_GEAR_STEP(mask_s);
-    SNAPFS_GEAR_STEP(mask_s);
-    SNAPFS_GEAR_STEP(mask_s);
-    SNAPFS_GEAR_STEP(mask_s);
-    SNAPFS_GEAR_STEP(mask_s);
-    SNAPFS_GEAR_STEP(mask_s);
-    SNAPFS_GEAR_STEP(mask_s);
-  }
-  while (p < end) SNAPFS_GEAR_STEP(mask_s);
-
-  end = data + limit;
-  while (end - p >= 8) {
-    SNAPFS_GEAR_STEP(mask_l);
-    SNAPFS_GEAR_STEP(mask_l);
-    SNAPFS_GEAR_STEP(mask_l);
-    SNAPFS_GEAR_STEP(mask_l);
-    SNAPFS_GEAR_STEP(mask_l);
-    SNAPFS_GEAR_STEP(mask_l);
-    SNAPFS_GEAR_STEP(mask_l);
-    SNAPFS_GEAR_STEP(mask_l);
-  }
-  while (p < end) SNAPFS_GEAR_STEP(mask_l);
-
-#undef SNAPFS_GEAR_STEP
+  // chunk of length p, so the shortest content-defined chunk is min + 1. Before the
+  // average size the stricter mask applies, after it the looser one (normalisation); fp(p)
+  // is the same function of the bytes on both sides of the switch.
+  if (size_t cut = FirstCut(data, min, min, normal, mask_small_)) return cut;
+  if (size_t cut = FirstCut(data, min, normal, limit, mask_large_)) return cut;
 
   if (limit == max) return max;  // n >= max and no cut point before it
   return at_eof ? n : 0;
