@@ -485,7 +485,12 @@ int ServeMount(const MountOptions& opts, const std::function<void(const Status&)
 
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, opts.threads);
-  fuse_loop_cfg_set_idle_threads(cfg, std::min(opts.threads, 10u));
+  // Workers are never ended for being idle: libfuse ends one when more than this many wait,
+  // and a new one allocates a fresh request buffer of max_write + a page (~1 MiB, fresh
+  // pages to fault in). Under a stream of WRITEs the count of waiting workers swings, and
+  // with libfuse's default of 10 a 256 MiB `dd` started 36 threads. Their buffers and
+  // stacks stay bounded by `threads`.
+  fuse_loop_cfg_set_idle_threads(cfg, opts.threads);
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
 

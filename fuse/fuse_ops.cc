@@ -472,6 +472,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
              fuse_file_info* fi) {
+  WriteOrder::Turn turn(&Ctx(req)->write_order, ino, CurrentWriteUnique());
   if (RequestKillsSuidGid()) {
     if (Status s = DropPrivileges(req, ino, true); !s.ok()) return ReplyErr(req, s);
   }

@@ -7,6 +7,7 @@
 
 #include "core/fs/filesystem.h"
 #include "fuse/kill_priv.h"
+#include "fuse/write_order.h"
 
 namespace snapfs::fuse {
 
@@ -23,6 +24,7 @@ struct FuseContext {
   bool writeback_on = false;  // what init negotiated
   fuse_session* session = nullptr;  // set once mounted (notifications to the kernel)
   KillPrivState kill_priv;    // FUSE_HANDLE_KILLPRIV_V2 (kill_priv.h)
+  WriteOrder write_order;     // each file's WRITEs in the kernel's order (write_order.h)
 };
 
 // The operations table; userdata of the session must be a FuseContext*.

@@ -22,6 +22,7 @@ thread_local bool tls_kill_suidgid = false;
 ssize_t ReadHook(int fd, void* buf, size_t len, void* userdata) {
   ssize_t n = ::read(fd, buf, len);
   tls_kill_suidgid = false;
+  SetCurrentWriteUnique(0);
   if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
   KillPrivState* st = &static_cast<FuseContext*>(userdata)->kill_priv;
   const char* p = static_cast<const char*>(buf);
@@ -43,6 +44,9 @@ ssize_t ReadHook(int fd, void* buf, size_t len, void* userdata) {
       st->init_unique.store(h.unique);
       break;
     case FUSE_WRITE:
+      // The same hook orders each file's WRITEs (write_order.h).
+      static_cast<FuseContext*>(userdata)->write_order.Noted(h.nodeid, h.unique);
+      SetCurrentWriteUnique(h.unique);
       if (field(offsetof(fuse_write_in, write_flags), &v)) {
         tls_kill_suidgid = (v & FUSE_WRITE_KILL_SUIDGID) != 0;
       }

@@ -4,25 +4,36 @@
 
 namespace snapfs {
 
-std::string BufferPool::Take() {
+std::string BufferPool::Take(size_t want) {
   {
     MutexLock l(&mu_);
-    if (!free_.empty()) {
-      std::string s = std::move(free_.back());
-      free_.pop_back();
+    auto it = free_.lower_bound(want);
+    if (it != free_.end()) {
+      std::string s = std::move(it->second);
+      kept_bytes_ -= it->first;
+      free_.erase(it);
       return s;
     }
   }
+  constexpr size_t kMiB = 1 << 20;
   std::string s;
-  s.reserve(kCapacity);
+  s.reserve((want + kMiB - 1) / kMiB * kMiB);
   return s;
 }
 
 void BufferPool::Give(std::string&& s) {
-  if (s.capacity() < kCapacity || s.capacity() > 2 * kCapacity) return;  // freed by the caller
+  const size_t cap = s.capacity();
+  if (cap < kMinSize || cap > kMaxKeep) return;  // freed by the caller
   s.clear();
   MutexLock l(&mu_);
-  if (free_.size() < kMaxBuffers) free_.push_back(std::move(s));
+  if (kept_bytes_ + cap > kMaxBytes) return;
+  kept_bytes_ += cap;
+  free_.emplace(cap, std::move(s));
+}
+
+size_t BufferPool::kept_bytes() const {
+  MutexLock l(&mu_);
+  return kept_bytes_;
 }
 
 }  // namespace snapfs

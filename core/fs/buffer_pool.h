@@ -1,24 +1,31 @@
-// BufferPool: a few large write buffers kept for reuse.
+// BufferPool: large write buffers kept for reuse.
 //
 // Why: a file streamed through the writeback cache arrives as ~1 MiB WRITEs appended to
-// one buffered range that is committed every OpenFile::kFlushThreshold bytes. Growing a
-// fresh std::string to ~8 MiB each time costs a realloc copy at every doubling (about one
-// more pass over the bytes) and a page fault per new page (the kernel zeroes each one):
-// together ~15% of the daemon's CPU in the Flink-like profile (docs/performance.md). A
-// range that grows past kMinSize takes a buffer from here instead, and the flush gives it
-// back once its bytes are committed. A WRITE that arrives ahead of the one before it (the
-// writeback cache sends them in any order) takes one too, and gives it back when it is
-// merged into its neighbour.
+// one buffered range that is committed every OpenFile::kFlushThreshold bytes. Memory the
+// process has not touched yet costs a page fault per page (the kernel zeroes each one),
+// and with glibc's mmap threshold at 1 MiB (daemon/mount.cc) every buffer of 1 MiB or more
+// is fresh memory when allocated and is unmapped when freed. A range that grows past
+// kMinSize takes a buffer from here instead, and the flush gives it back once its bytes
+// are committed; so do WRITEs that arrive ahead of the one before them (the writeback
+// cache has several in flight, and the daemon's threads take them in any order) until
+// they are merged into their neighbour, and a flush's region when it has to be assembled.
 //
-// Memory: at most kMaxBuffers buffers of kCapacity bytes are kept (40 MiB); more in use
-// at once are plain allocations that are freed as usual.
+// Sizes: a buffer is handed out at the size asked for, rounded up to 1 MiB, unless a kept
+// one is large enough (the smallest such is taken). So a stream settles on a few buffers
+// of its range's size and a few of a WRITE's, all reused. (The first version kept four
+// buffers of one 10 MiB size: WRITEs that came ahead took them, the range then outgrew
+// them, and a 1 GiB `dd` touched ~1.8 fresh pages per page written: ~15% of the daemon's
+// CPU in page faults. docs/performance.md, session 10.)
+//
+// Memory: at most kMaxBytes of capacity is kept, in buffers of at most kMaxKeep; more in
+// use at once are plain allocations, freed as usual.
 //
 // Thread-safety: thread-safe.
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <string>
-#include <vector>
 
 #include "base/mutex.h"
 
@@ -26,18 +33,24 @@ namespace snapfs {
 
 class BufferPool {
  public:
-  static constexpr size_t kMinSize = 256 << 10;   // smaller ranges grow as plain strings
-  static constexpr size_t kCapacity = 10 << 20;   // the threshold, a WRITE and a chunk tail
-  static constexpr size_t kMaxBuffers = 4;
+  static constexpr size_t kMinSize = 256 << 10;  // smaller ranges grow as plain strings
+  // What a streamed range asks for: the threshold, the chunk tail a threshold flush keeps,
+  // and a few WRITEs that came ahead merged into it.
+  static constexpr size_t kCapacity = 12 << 20;
+  static constexpr size_t kMaxKeep = 32 << 20;
+  static constexpr size_t kMaxBytes = 64 << 20;
 
-  // An empty string with at least kCapacity bytes of capacity.
-  std::string Take() EXCLUDES(mu_);
-  // Keeps `s` for reuse if it is one of ours in size and the pool has room.
+  // An empty string with at least `want` bytes of capacity.
+  std::string Take(size_t want) EXCLUDES(mu_);
+  // Keeps `s` for reuse if it is of a size worth keeping and the pool has room.
   void Give(std::string&& s) EXCLUDES(mu_);
 
+  size_t kept_bytes() const EXCLUDES(mu_);
+
  private:
-  Mutex mu_;
-  std::vector<std::string> free_ GUARDED_BY(mu_);
+  mutable Mutex mu_;
+  std::multimap<size_t, std::string> free_ GUARDED_BY(mu_);  // by capacity
+  size_t kept_bytes_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace snapfs

@@ -187,6 +187,7 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       if (s == d->first && e == d->first + d->second.size()) {
         region = std::move(d->second);
       } else {
+        if (e - s >= BufferPool::kMinSize) region = pool_.Take(e - s);
         region.reserve(e - s);
         uint64_t at = s;
         auto fill_committed = [&](uint64_t to) -> Status {

@@ -25,7 +25,7 @@ void OpenFile::AddDirty(uint64_t off, const char* data, size_t n, BufferPool* po
   if (it == dirty.end() || it->first > end) {  // touches nothing: a range of its own
     // A large one (a WRITE the kernel sent ahead of the one before it) in a pooled
     // buffer: it is merged into its neighbour soon and given back.
-    std::string r = pool && n >= BufferPool::kMinSize ? pool->Take() : std::string();
+    std::string r = pool && n >= BufferPool::kMinSize ? pool->Take(n) : std::string();
     r.append(data, n);
     dirty.emplace(off, std::move(r));
     dirty_bytes += n;
@@ -57,11 +57,14 @@ void OpenFile::AddDirty(uint64_t off, const char* data, size_t n, BufferPool* po
   if (merged.size() < ne - ns && merged.capacity() < ne - ns) {
     // Grow once, into a pooled buffer when large (no reallocation at every doubling, no
     // page faults on fresh memory).
-    std::string b;
-    if (pool && ne - ns >= BufferPool::kMinSize) b = pool->Take();
     // Geometric, as append's own growth: a stream of small writes (no writeback cache)
     // must not reallocate at every write.
-    b.reserve(std::max<uint64_t>(ne - ns, 2 * merged.capacity()));
+    const size_t want = std::max<uint64_t>(ne - ns, 2 * merged.capacity());
+    std::string b;
+    if (pool && ne - ns >= BufferPool::kMinSize) {
+      b = pool->Take(std::max(want, BufferPool::kCapacity));
+    }
+    b.reserve(want);
     b.append(merged);
     if (pool) pool->Give(std::move(merged));
     merged = std::move(b);
