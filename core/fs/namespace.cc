@@ -109,8 +109,10 @@ Result<Dentry> Namespace::Lookup(uint64_t parent, std::string_view name) {
   Dentry e;
   Status s = LookupEntry(parent, name, &e);
   if (s.Is(Code::kNotFound)) {
+    if (KnownDir(parent)) return s;
     auto p = LoadInode(parent);
     if (p.ok() && !p->is_dir()) return Status::NotDirectory();
+    if (p.ok()) NoteDir(parent);
     return s;
   }
   RETURN_IF_ERROR(s);
@@ -171,7 +173,21 @@ Status Namespace::MakeNodeInTxn(NsTxn* tp, uint64_t parent, std::string_view nam
   t.Put(dir);
   t.Put(node);
   RETURN_IF_ERROR(snap_->CollapseHiddenDirs(&t));
-  return t.Commit();
+  RETURN_IF_ERROR(t.Commit());
+  NoteDir(parent);
+  if (node.is_dir()) NoteDir(node.ino);
+  return Status::OK();
+}
+
+void Namespace::NoteDir(uint64_t ino) {
+  MutexLock l(&known_dirs_mu_);
+  if (known_dirs_.size() >= kKnownDirsMax) known_dirs_.clear();
+  known_dirs_.insert(ino);
+}
+
+bool Namespace::KnownDir(uint64_t ino) {
+  MutexLock l(&known_dirs_mu_);
+  return known_dirs_.count(ino) != 0;
 }
 
 namespace {

@@ -223,6 +223,15 @@ class Namespace {
   // Inodes whose last name this process removed while they were in use: the release
   // that lets go of one goes straight to its purge (MaybePurgeUnused).
   std::unordered_set<uint64_t> orphaned_here_ GUARDED_BY(users_mu_);
+  // Inodes this process has seen to be folders. An inode's type never changes and its
+  // number is never given again, so this never goes stale: a lookup that finds no entry
+  // answers ENOENT without reading the folder again to tell it from ENOTDIR (on a
+  // shared store that read is a database round trip per create). Cleared when large.
+  static constexpr size_t kKnownDirsMax = 100000;
+  Mutex known_dirs_mu_;  // a leaf
+  std::unordered_set<uint64_t> known_dirs_ GUARDED_BY(known_dirs_mu_);
+  void NoteDir(uint64_t ino) EXCLUDES(known_dirs_mu_);
+  bool KnownDir(uint64_t ino) EXCLUDES(known_dirs_mu_);
 };
 
 }  // namespace snapfs
