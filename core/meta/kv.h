@@ -6,10 +6,13 @@
 //
 // Semantics (every engine; the conformance suite tests/kv_conformance_test.cc checks it):
 // - Keys are byte strings ordered by memcmp within a key space (core/meta/spaces.h).
-// - A transaction reads one snapshot of the store taken at Begin(), plus its own writes
-//   (read-your-own-writes, for Get and iterators alike).
+// - A transaction reads one snapshot of the store, plus its own writes (read-your-own-
+//   writes, for Get and iterators alike). The snapshot is taken no later than its first
+//   operation (read, scan or write): RocksDB takes it at Begin(), PostgreSQL with the
+//   first statement (so that Begin costs no round trip). Callers must not depend on
+//   anything in between: a transaction begins when it first touches the store.
 // - Commit() applies every write of the transaction atomically, or none. It fails with
-//   Code::kConflict when another transaction committed, after this one's Begin(), a
+//   Code::kConflict when another transaction committed, after this one's snapshot, a
 //   write to a key this one read with Get() or wrote with Put()/Delete(): snapshot
 //   isolation plus conflict-checked reads (no lost update, no write skew on keys that
 //   were read). The caller then retries the whole transaction (RunTxn does).
@@ -24,9 +27,10 @@
 //   earlier commit durable too; sync=false commits survive a kill of the process.
 //
 // Cost (what each call is in round trips to a remote engine; the RocksDB and memory
-// engines are in-process and make none): Begin 0 (a SQL engine may defer its BEGIN to
-// the first statement), Get 1, Seek 1 (then one per page of Next), Put/Delete/Add 0
-// (buffered), Commit 1.
+// engines are in-process and make none): Begin 0 (PostgreSQL sends its BEGIN with the
+// first statement), Get 1, Seek 1 (then one per page of Next), Put/Delete/Add 0
+// (buffered; 1 if it is the transaction's first operation), Commit 1 (0 for a
+// transaction that did nothing).
 //
 // Thread-safety: an Engine is safe for concurrent use; a Txn or Iterator is used by one
 // thread at a time.
@@ -87,7 +91,7 @@ class Txn {
   virtual void Put(Cf space, std::string_view key, std::string_view value) = 0;
   virtual void Delete(Cf space, std::string_view key) = 0;
   // Put and Delete without the write-write check: a write of `key` committed by another
-  // transaction after this one's Begin() does not make this one conflict. Everything
+  // transaction after this one's snapshot does not make this one conflict. Everything
   // else is as Put/Delete: atomic with the rest, seen by this transaction's reads, and a
   // conflict for every other transaction that read `key` (or wrote it with Put/Delete).
   // A key this transaction also read with Get(), or wrote with Put/Delete, stays checked.

@@ -34,6 +34,7 @@ class PgTxn : public BufferingTxn {
   explicit PgTxn(PostgresEngine* e) : e_(e) { err_ = Start(); }
   ~PgTxn() override {
     if (!conn_) return;
+    conn_->begin_pending = false;  // never begun: nothing to end
     if (conn_->pg && PQstatus(conn_->pg) == CONNECTION_OK &&
         PQtransactionStatus(conn_->pg) != PQTRANS_IDLE) {
       // Sent, not waited for: a lookup's or getattr's transaction (BEGIN, one read) costs
@@ -58,7 +59,9 @@ class PgTxn : public BufferingTxn {
       *value = it->second.value;
       return Status::OK();
     }
+    const bool first = conn_->begin_pending;
     auto row = GetRow(e_, conn_.get(), space, key);
+    if (!row.ok() && first && Reconnected()) row = GetRow(e_, conn_.get(), space, key);
     if (!row.ok()) return Fail(row.status());
     // Remember whether a row was there: Commit re-checks it (FOR SHARE) or makes sure
     // nobody created it meanwhile (a tombstone insert).
@@ -103,7 +106,11 @@ class PgTxn : public BufferingTxn {
         params.push_back(Bytes(keys[remote[from + j]]));
       }
       sql += ") AS q(k, i) LEFT JOIN " + t + " b ON b.k = q.k";
+      const bool first = conn_->begin_pending;
       auto r = Wire(e_, conn_.get()).Query(sql, params, "metadata multiget");
+      if (!r.ok() && first && Reconnected()) {
+        r = Wire(e_, conn_.get()).Query(sql, params, "metadata multiget");
+      }
       if (!r.ok()) return Fail(r.status());
       const PGresult* res = r->get();
       if (PQntuples(res) != static_cast<int>(n)) {
@@ -135,13 +142,71 @@ class PgTxn : public BufferingTxn {
   }
 
   std::unique_ptr<Iterator> NewIterator(Cf space) override {
+    iterated_ = true;  // it holds the connection: Reconnected() may not replace it now
     return std::make_unique<PgIterator>(e_, conn_.get(), space, &ops_[static_cast<size_t>(space)],
                                         nullptr, err_);
   }
+  // Writes are buffered until Commit, but a transaction that writes before it reads
+  // takes its snapshot at that first write (the contract: no later than the first
+  // operation), so that a key written blind still conflicts with a commit made after it.
+  void Put(Cf space, std::string_view key, std::string_view value) override {
+    BeginNow();
+    BufferingTxn::Put(space, key, value);
+  }
+  void Delete(Cf space, std::string_view key) override {
+    BeginNow();
+    BufferingTxn::Delete(space, key);
+  }
+  void PutUnchecked(Cf space, std::string_view key, std::string_view value) override {
+    BeginNow();
+    BufferingTxn::PutUnchecked(space, key, value);
+  }
+  void DeleteUnchecked(Cf space, std::string_view key) override {
+    BeginNow();
+    BufferingTxn::DeleteUnchecked(space, key);
+  }
+  void Add(Cf space, std::string_view key, int64_t delta) override {
+    BeginNow();
+    BufferingTxn::Add(space, key, delta);
+  }
+
   Status Commit(bool sync) override;
 
  private:
   Status Start();
+  // Sends the BEGIN now if it is still pending (with a statement, so that the snapshot is
+  // taken): for a first operation that is not a read.
+  void BeginNow() {
+    if (!err_.ok() || !conn_ || !conn_->begin_pending) return;
+    const std::string sql = std::string(Wire::kBeginSql) + "; SELECT 1";
+    conn_->begin_pending = false;
+    Status s = Wire(e_, conn_.get()).Simple(sql, "begin");
+    if (!s.ok() && Reconnected()) {
+      conn_->begin_pending = false;
+      s = Wire(e_, conn_.get()).Simple(sql, "begin");
+    }
+    if (!s.ok()) (void)Fail(s);
+  }
+  // After the transaction's first statement (the one that carried its BEGIN) failed: if
+  // the connection came from the pool and has died
+  // (a server restart or pg_terminate_backend while it was idle), a new one takes its
+  // place with the transaction still to begin, once. Nothing had been sent before.
+  bool Reconnected() {
+    if (retried_ || iterated_ || !conn_->pooled ||
+        (conn_->pg && PQstatus(conn_->pg) == CONNECTION_OK)) {
+      return false;
+    }
+    retried_ = true;
+    conn_.reset();
+    auto c = e_->Acquire();
+    if (!c.ok()) {
+      (void)Fail(c.status());
+      return false;
+    }
+    conn_ = std::move(*c);
+    conn_->begin_pending = true;
+    return true;
+  }
   // A failed statement leaves the server transaction aborted: the Txn is done.
   Status Fail(Status s) {
     if (err_.ok()) err_ = s;
@@ -152,31 +217,30 @@ class PgTxn : public BufferingTxn {
   std::unique_ptr<Conn> conn_;
   Status err_;
   bool done_ = false;
+  bool retried_ = false;   // Reconnected() replaced the connection once
+  bool iterated_ = false;  // an iterator was made (it points at conn_)
   // Keys read with Get -> whether the server had a row (value or tombstone) for it.
   std::map<std::string, bool, std::less<>> reads_[kCfCount];
 };
 
-// BEGIN and a statement in one round trip: PostgreSQL takes the snapshot at the first
-// statement, and the contract wants it at Begin. A pooled connection that died while
-// idle (server restart, pg_terminate_backend) is replaced once.
+// No round trip: the BEGIN goes with the transaction's first statement (Wire::Query), or
+// at its first write (BeginNow). PostgreSQL takes the snapshot at that statement, which
+// the contract allows: no later than the first operation (kv.h).
 Status PgTxn::Start() {
-  for (int attempt = 0; attempt < 2; attempt++) {
-    ASSIGN_OR_RETURN(conn_, e_->Acquire());
-    bool pooled = conn_->pooled;
-    Status s =
-        Wire(e_, conn_.get()).Simple("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1", "begin");
-    if (s.ok()) return s;
-    bool dead = !conn_->pg || PQstatus(conn_->pg) != CONNECTION_OK;
-    e_->Release(std::move(conn_));
-    if (!(pooled && dead)) return s;
-  }
-  return Status::IOError("begin: no working connection to PostgreSQL");
+  ASSIGN_OR_RETURN(conn_, e_->Acquire());
+  conn_->begin_pending = true;
+  return Status::OK();
 }
 
 Status PgTxn::Commit(bool sync) {
   if (done_) return Status::InvalidArgument("transaction already committed");
   done_ = true;
   RETURN_IF_ERROR(err_);
+  if (conn_->begin_pending) {
+    // Nothing was read or written. A durable commit still makes the earlier ones durable.
+    conn_->begin_pending = false;
+    return sync ? e_->Sync() : Status::OK();
+  }
   PGconn* pg = conn_->pg;
   if (!PQenterPipelineMode(pg)) return Fail(FromPg(nullptr, pg, "commit"));
   Wire w(e_, conn_.get());

@@ -26,6 +26,9 @@ struct PostgresEngine::Conn {
   // A ROLLBACK was sent and its answer not read yet: a transaction that wrote nothing
   // ends without waiting for the server (Acquire reads the answer before reuse).
   bool rollback_sent = false;
+  // A transaction was begun here but its BEGIN not sent yet: the first statement goes
+  // with it, in one round trip (Wire::Query), so the snapshot is taken at that statement.
+  bool begin_pending = false;
   PostgresEngine* owner = nullptr;  // counts its open connections
   ~Conn() {
     if (pg) PQfinish(pg);
@@ -182,13 +185,17 @@ class Wire {
     RETURN_IF_ERROR(err);
     return keep;
   }
-  // One statement, one round trip.
+  // One statement, one round trip; if the connection's transaction is still to begin
+  // (Conn::begin_pending), its BEGIN goes in the same round trip, ahead of the statement.
   Result<Res> Query(const std::string& sql, const std::vector<Param>& params,
                     std::string_view context) {
+    if (c_->begin_pending) return BeginAndQuery(sql, params, context);
     RETURN_IF_ERROR(Send(sql, params));
     RETURN_IF_ERROR(Flush());
     return Collect(context);
   }
+  static constexpr const char* kBeginSql = "BEGIN ISOLATION LEVEL REPEATABLE READ";
+
   Status Simple(const std::string& sql, std::string_view context) {
     RETURN_IF_ERROR(SendSimple(sql));
     RETURN_IF_ERROR(Flush());
@@ -196,6 +203,25 @@ class Wire {
   }
 
  private:
+  // BEGIN and the statement as one pipeline: PostgreSQL takes a REPEATABLE READ
+  // transaction's snapshot at its first statement after BEGIN, i.e. this one.
+  Result<Res> BeginAndQuery(const std::string& sql, const std::vector<Param>& params,
+                            std::string_view context) {
+    c_->begin_pending = false;
+    if (!PQenterPipelineMode(c_->pg)) return FromPg(nullptr, c_->pg, "begin");
+    RETURN_IF_ERROR(Send(kBeginSql, {}));
+    RETURN_IF_ERROR(Send(sql, params));
+    if (!PQpipelineSync(c_->pg)) return FromPg(nullptr, c_->pg, "begin");
+    RETURN_IF_ERROR(Flush());
+    Status begun = Collect("begin").status();
+    auto r = Collect(context);
+    ASSIGN_OR_RETURN(Res sync, Next());  // PGRES_PIPELINE_SYNC
+    (void)sync;
+    if (!PQexitPipelineMode(c_->pg)) return FromPg(nullptr, c_->pg, "begin");
+    RETURN_IF_ERROR(begun);
+    return r;
+  }
+
   // Waits for the socket, never past the deadline: a server that stopped answering
   // (network partition, frozen host) is Busy, and the connection is dropped since its
   // protocol state is unknown.
