@@ -227,7 +227,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
   if (opts.engine) {
     s->meta_ = std::make_unique<MetaStore>(std::move(opts.engine));
   } else {
-    ASSIGN_OR_RETURN(s->meta_, MetaStore::Open(dir + "/meta", /*create=*/false));
+    ASSIGN_OR_RETURN(s->meta_, MetaStore::Open(dir + "/meta", /*create=*/false, opts.meta_env));
   }
   s->chunks_ = std::make_unique<ChunkStore>(s->backend_.get(), s->meta_.get(), s->config_,
                                             opts.chunk_cache_bytes);

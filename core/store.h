@@ -36,6 +36,10 @@
 #include "core/space_guard.h"
 #include "core/store_config.h"
 
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
 namespace snapfs {
 
 // True for a database location: "postgresql://..." or "postgres://...".
@@ -65,6 +69,10 @@ struct OpenOptions {
   // Replaces the store's RocksDB metadata (STORE/meta) with another engine holding the
   // store's metadata (tests: a memory engine set up by InitMetadata).
   std::unique_ptr<kv::Engine> engine;
+  // Opens the store's own RocksDB (STORE/meta) through this Env instead of RocksDB's
+  // default (not owned; must outlive the store): the test-only fault hook of a daemon
+  // (daemon/test_faults.h) makes metadata writes fail through it.
+  rocksdb::Env* meta_env = nullptr;
   size_t chunk_cache_bytes = 64ull << 20;
   // S3 stores: the local cache of fetched pack blocks (empty: STORE/cache) and its size
   // bound (0: no disk cache). Ignored for local stores.

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -10,9 +11,92 @@
 #include <set>
 #include <sstream>
 
+#include <rocksdb/file_system.h>
+
 #include "base/log.h"
 
 namespace snapfs {
+
+// RocksDB's file system, with every write to a file failing while `fail` is set.
+class TestFaults::FaultyMetaFs final : public rocksdb::FileSystemWrapper {
+ public:
+  FaultyMetaFs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "SnapfsTestFaultsFs"; }
+  std::atomic<bool> fail{false};
+
+  rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                    rocksdb::IODebugContext* d) override {
+    return Wrap(target()->NewWritableFile(f, o, r, d), r);
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                       rocksdb::IODebugContext* d) override {
+    return Wrap(target()->ReopenWritableFile(f, o, r, d), r);
+  }
+  rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old,
+                                      const rocksdb::FileOptions& o,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                      rocksdb::IODebugContext* d) override {
+    return Wrap(target()->ReuseWritableFile(f, old, o, r, d), r);
+  }
+
+ private:
+  class File final : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    File(FaultyMetaFs* fs, std::unique_ptr<rocksdb::FSWritableFile> t)
+        : FSWritableFileOwnerWrapper(std::move(t)), fs_(fs) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             rocksdb::IODebugContext* d) override {
+      if (fs_->fail.load()) return Injected();
+      return target()->Append(data, o, d);
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             const rocksdb::DataVerificationInfo& v,
+                             rocksdb::IODebugContext* d) override {
+      if (fs_->fail.load()) return Injected();
+      return target()->Append(data, o, v, d);
+    }
+    rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t off,
+                                       const rocksdb::IOOptions& o,
+                                       rocksdb::IODebugContext* d) override {
+      if (fs_->fail.load()) return Injected();
+      return target()->PositionedAppend(data, off, o, d);
+    }
+    rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t off,
+                                       const rocksdb::IOOptions& o,
+                                       const rocksdb::DataVerificationInfo& v,
+                                       rocksdb::IODebugContext* d) override {
+      if (fs_->fail.load()) return Injected();
+      return target()->PositionedAppend(data, off, o, v, d);
+    }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      if (fs_->fail.load()) return Injected();
+      return target()->Sync(o, d);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      if (fs_->fail.load()) return Injected();
+      return target()->Fsync(o, d);
+    }
+
+   private:
+    static rocksdb::IOStatus Injected() {
+      return rocksdb::IOStatus::IOError("test fault: metadata write failed (fail_meta_writes)");
+    }
+    FaultyMetaFs* const fs_;
+  };
+
+  rocksdb::IOStatus Wrap(rocksdb::IOStatus s, std::unique_ptr<rocksdb::FSWritableFile>* r) {
+    if (s.ok()) *r = std::make_unique<File>(this, std::move(*r));
+    return s;
+  }
+};
+
+TestFaults::TestFaults(std::string file, FaultInjectionBackend* backend)
+    : file_(std::move(file)),
+      backend_(backend),
+      meta_fs_(std::make_shared<FaultyMetaFs>()),
+      meta_env_(rocksdb::NewCompositeEnv(meta_fs_)) {}
 
 Result<std::unique_ptr<TestFaults>> TestFaults::FromEnv(const std::string& store_dir,
                                                          OpenOptions* opts) {
@@ -33,7 +117,8 @@ Result<std::unique_ptr<TestFaults>> TestFaults::FromEnv(const std::string& store
   auto fault = std::make_unique<FaultInjectionBackend>(std::move(local));
   std::unique_ptr<TestFaults> t(new TestFaults(file, fault.get()));
   opts->backend = std::move(fault);
-  SNAPFS_LOG_WARN("TEST FAULTS ENABLED (" + why + "pack I/O may fail or stall on purpose)");
+  opts->meta_env = t->meta_env_.get();
+  SNAPFS_LOG_WARN("TEST FAULTS ENABLED (" + why + "pack and metadata I/O may fail or stall on purpose)");
   return t;
 }
 
@@ -67,7 +152,7 @@ void TestFaults::Poll() {
 
 void TestFaults::Apply(const std::string& text) {
   std::set<PackId> fail_reads;
-  bool all_reads = false, fail_appends = false, fail_syncs = false;
+  bool all_reads = false, fail_appends = false, fail_syncs = false, fail_meta = false;
   long long delay_us = 0;
   std::string gen;
   std::istringstream lines(text);
@@ -90,6 +175,8 @@ void TestFaults::Apply(const std::string& text) {
       fail_appends = value == "1";
     } else if (key == "fail_syncs") {
       fail_syncs = value == "1";
+    } else if (key == "fail_meta_writes") {
+      fail_meta = value == "1";
     } else if (key == "delay_us") {
       delay_us = std::strtoll(value.c_str(), nullptr, 10);
     }
@@ -99,6 +186,7 @@ void TestFaults::Apply(const std::string& text) {
   backend_->FailAppends(fail_appends);
   backend_->FailSyncs(fail_syncs);
   backend_->SetDelay(std::chrono::microseconds(delay_us));
+  meta_fs_->fail.store(fail_meta);
   SNAPFS_LOG_WARN("test faults now: " + text);
   // The test waits for this before it relies on the knobs (write, then rename: whole).
   std::string tmp = file_ + ".applied.tmp";

@@ -8,6 +8,8 @@
 //   fail_appends=1      pack appends fail with an I/O error (writes give EIO at fsync/close)
 //   fail_syncs=1        pack syncs and seals fail with an I/O error
 //   delay_us=N          every pack call sleeps N microseconds first (slow disk)
+//   fail_meta_writes=1  every write to a file of the store's RocksDB (log, tables,
+//                       manifest) fails with an I/O error (a failing metadata disk)
 //
 // Why an environment variable and a file, not a mount option or a control verb: nothing
 // about it shows in `snapfs mount --help`, the control protocol or the store's config, so
@@ -15,8 +17,8 @@
 // verb ignore it; and a test can change the knobs of a running daemon without a new code
 // path in the FUSE or control layers. It is refused (the mount fails) for database and S3
 // stores and unless FILE is a regular file owned by the daemon's user and writable by no
-// one else. The daemon logs a warning at start. The metadata engine is not wrapped
-// (RocksDB failures are simulated in-process: PowerCut.*).
+// one else. The daemon logs a warning at start. The store's RocksDB is opened through a
+// file system wrapper (FaultyMetaFs in test_faults.cc) for fail_meta_writes.
 //
 // Thread-safety: TestFaults owns a polling thread; Stop() (also the destructor) joins it.
 // The backend it steers must outlive Stop().
@@ -26,6 +28,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+
+#include <rocksdb/env.h>
 
 #include "backends/fault_backend.h"
 #include "base/status.h"
@@ -49,13 +53,17 @@ class TestFaults {
   void Stop();
 
  private:
-  TestFaults(std::string file, FaultInjectionBackend* backend)
-      : file_(std::move(file)), backend_(backend) {}
+  class FaultyMetaFs;
+  TestFaults(std::string file, FaultInjectionBackend* backend);
   void Poll();
   void Apply(const std::string& text);
 
   const std::string file_;
   FaultInjectionBackend* const backend_;  // owned by the store
+  // The store's RocksDB goes through these (OpenOptions::meta_env); the store must close
+  // before this object goes (daemon/mount.cc declares it first).
+  std::shared_ptr<FaultyMetaFs> meta_fs_;
+  std::unique_ptr<rocksdb::Env> meta_env_;
   std::string applied_;                   // the file's text last applied
   std::atomic<bool> stop_{false};
   std::thread thread_;

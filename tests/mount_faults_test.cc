@@ -232,6 +232,59 @@ TEST_F(MountFaults, FailedPackWritesAndSyncsReachTheWriterAsEio) {
   EXPECT_EQ(Restore(chk2, chk2, content, InPlace), "");
 }
 
+// A failing metadata disk (every write to a file of the store's RocksDB fails): what
+// needs a metadata write fails with EIO, what was committed is still served, `status`
+// says degraded and why; RocksDB takes no more writes until the store is mounted again
+// (docs/reliability.md, finding 3), and after that nothing acknowledged is lost.
+TEST_F(MountFaults, FailedMetadataWritesGiveEioDegradeStatusAndLoseNothing) {
+  ASSERT_NO_FATAL_FAILURE(MountWithFaults());
+  ContentMap content;
+  FlinkJob job(mnt(), "job", 1, &content);
+  ASSERT_EQ(job.Init(), "");
+  ASSERT_EQ(job.TakeCheckpoint(2, 200 * kKiB), "");
+  const std::string chk = job.Path(job.retained().back().name);
+  const std::string kept = RandomBytes(1 * kMiB, 50);
+  ASSERT_EQ(WriteFsyncClose(Path("kept"), kept), "");
+  ExpectStatus(0, "ok");
+
+  ASSERT_NO_FATAL_FAILURE(SetFaults("fail_meta_writes=1"));
+  const std::string during = RandomBytes(512 * kKiB, 51);
+  std::string e = WriteFsyncClose(Path("during"), during);
+  std::cout << "a file written while metadata writes fail: " << (e.empty() ? "no error" : e)
+            << std::endl;
+  EXPECT_NE(e, "") << "a file whose metadata could not be written was acknowledged";
+  EXPECT_NE(e.find("EIO"), std::string::npos) << e;
+  // Committed files are still served, whole.
+  EXPECT_TRUE(ReadFile(Path("kept")) == kept);
+  EXPECT_EQ(Restore(chk, chk, content, InPlace), "");
+  nlohmann::json st = SnapfsJsonObject({"status", mnt()}, 1);
+  EXPECT_EQ(st.value("health", ""), "degraded") << st.dump(2);
+  EXPECT_NE(st.dump().find("metadata engine"), std::string::npos) << st.dump(2);
+  EXPECT_TRUE(st["metadata_error"].is_string()) << st.dump(2);
+
+  // The disk works again. The mount stays degraded (RocksDB is read-only until opened
+  // again), the unmount completes, and the store comes back whole.
+  ASSERT_NO_FATAL_FAILURE(SetFaults(""));
+  std::string e2 = WriteFsyncClose(Path("after-clear"), RandomBytes(64 * kKiB, 52));
+  std::cout << "after the faults are cleared, before a remount: " << (e2.empty() ? "no error" : e2)
+            << std::endl;
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  CmdResult fsck = Snapfs({"fsck", store(), "--verify"}, 120);
+  EXPECT_EQ(fsck.code, 0) << fsck.Describe();
+  ASSERT_NO_FATAL_FAILURE(Mount({"--metrics", "off"}));
+  ExpectStatus(0, "ok");
+  EXPECT_TRUE(ReadFile(Path("kept")) == kept);
+  EXPECT_EQ(Restore(chk, chk, content, InPlace), "");
+  int err = 0;
+  std::string got = ReadFile(Path("during"), &err);  // absent, or bytes that were written
+  EXPECT_TRUE(err != 0 || during.compare(0, got.size(), got) == 0 ||
+              got.find_first_not_of('\0') == std::string::npos)
+      << got.size() << " bytes that were never written";
+  ASSERT_EQ(job.TakeCheckpoint(2, 200 * kKiB), "");  // writing works again
+  const std::string chk2 = job.Path(job.retained().back().name);
+  EXPECT_EQ(Restore(chk2, chk2, content, InPlace), "");
+}
+
 TEST_F(MountFaults, SlowPackIoBreaksNothing) {
   ASSERT_NO_FATAL_FAILURE(MountWithFaults());
   ASSERT_NO_FATAL_FAILURE(SetFaults("delay_us=20000"));  // 20 ms per pack call

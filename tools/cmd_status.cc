@@ -1,7 +1,7 @@
 // snapfs status MOUNT|STORE [--json]: is it mounted, is the daemon alive and healthy.
 //
 // Health: "ok"; "degraded" with reasons (I/O errors seen, hash mismatches, the disk of
-// the store nearly full, the last GC failed, the last fsck through the daemon found
+// the store nearly full, the metadata engine taking no more writes, the last GC failed, the last fsck through the daemon found
 // problems or failed, metrics not listening); "dead" (a mount
 // whose daemon is gone). Exit 0 ok, 1 degraded or dead, 2 bad arguments. An unmounted
 // store that opens fine is "not mounted" and exits 0 (nothing is wrong with it).
@@ -97,6 +97,12 @@ Result<std::string> StatusJson(Store& store, Filesystem& fs) {
   j["io_errors"] = io;
   j["hash_mismatches"] = bad;
   j["disk"] = Disk(store.dir(), &reasons);
+  if (Status h = store.meta().engine().Health(); !h.ok()) {
+    reasons.push_back("metadata engine: " + h.message());
+    j["metadata_error"] = h.message();
+  } else {
+    j["metadata_error"] = nullptr;
+  }
   if (auto gc = metrics::LastGcRun()) {
     j["last_gc"] = {{"time", Rfc3339(gc->when_ns)},
                     {"duration_seconds", gc->duration_s},

@@ -133,6 +133,11 @@ class Engine {
   // Housekeeping the engine cannot do on its own (the PostgreSQL engine folds counter
   // deltas and drops old tombstones); GC calls it after each run. Default: nothing.
   virtual Status Compact() { return Status::OK(); }
+
+  // An error if the engine knows it cannot take writes any more (RocksDB after a failed
+  // log write: it stays read-only until the database is opened again); `snapfs status`
+  // reports it as degraded.
+  virtual Status Health() const { return Status::OK(); }
 };
 
 struct RunOptions {

@@ -4,8 +4,9 @@
 
 namespace snapfs {
 
-Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, bool create) {
-  ASSIGN_OR_RETURN(auto engine, kv::RocksEngine::Open(dir, create));
+Result<std::unique_ptr<MetaStore>> MetaStore::Open(const std::string& dir, bool create,
+                                                   rocksdb::Env* env) {
+  ASSIGN_OR_RETURN(auto engine, kv::RocksEngine::Open(dir, create, env));
   return std::make_unique<MetaStore>(std::move(engine));
 }
 

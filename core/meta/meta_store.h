@@ -20,12 +20,18 @@
 #include "core/meta/schema.h"
 #include "core/meta/spaces.h"
 
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
 namespace snapfs {
 
 class MetaStore {
  public:
   // The RocksDB engine in `dir` (with `create`: a new one; error if it exists).
-  static Result<std::unique_ptr<MetaStore>> Open(const std::string& dir, bool create);
+  // `env`: as RocksEngine::Open's (nullptr: RocksDB's default).
+  static Result<std::unique_ptr<MetaStore>> Open(const std::string& dir, bool create,
+                                                 rocksdb::Env* env = nullptr);
   // Any engine (tests: the memory engine).
   explicit MetaStore(std::unique_ptr<kv::Engine> engine);
   ~MetaStore();

@@ -380,6 +380,14 @@ std::unique_ptr<Iterator> RocksEngine::NewIterator(Cf space) {
   return std::make_unique<RocksIterator>(txn_db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
 }
 
+Status RocksEngine::Health() const {
+  if (write_failed_.load()) {
+    return Status::IOError("a metadata write failed; RocksDB takes no more writes until the "
+                           "store is mounted again (see the daemon's log for the error)");
+  }
+  return Status::OK();
+}
+
 Status RocksEngine::Sync() {
   // After a failed write RocksDB has stopped writing (its background error), and its
   // SyncWAL must not be called: the log writer that failed asserts (Debian's librocksdb

@@ -58,6 +58,7 @@ class RocksEngine : public Engine {
   // the log): RocksDB stops writing then, and Sync fails from here on without calling
   // into RocksDB (see Sync).
   void NoteWriteFailure() { write_failed_.store(true); }
+  Status Health() const override;
 
   // Takes back a finished transaction's RocksDB object (our Txn's destructor calls it)
   // for the next Begin() to reuse; kept up to kPoolMax, else deleted.
