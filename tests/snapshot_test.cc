@@ -823,6 +823,101 @@ TEST_F(SnapshotPins, GarbageMarkerGivesNoPinsAndTheWriteSucceeds) {
 
 class SnapshotDeferredDelete : public SnapshotTest {};
 
+// Whole snapshot commits of hostile markers (issue 13, "fuzzing whole snapshot
+// commits"): Flink-shaped markers naming real, missing and foreign files, then mutated at
+// random (bytes flipped, cut short, random bytes inserted, pieces repeated, a reference
+// spliced in anywhere), committed by rename or in place. Whatever the bytes, the commit
+// succeeds and makes a snapshot; a file is only ever pinned by a marker whose bytes hold
+// its name; removing the snapshots unpins everything; TearDown checks the store (fsck
+// and the snapshot invariants). SNAPFS_MARKER_FUZZ_ROUNDS sets the rounds (default 150).
+TEST_F(SnapshotPins, MutatedMarkersCommitAndPinOnlyFilesTheyName) {
+  const char* env = std::getenv("SNAPFS_MARKER_FUZZ_ROUNDS");
+  const int rounds = env && *env ? std::atoi(env) : 150;
+  std::mt19937_64 rng(20261206);
+  Job j = MakeJob("job");
+  Job other = MakeJob("other");
+  std::vector<File> files;
+  for (int i = 0; i < 6; i++) files.push_back(UploadShared(j, 2 * kKiB));
+  files.push_back(UploadShared(other, 2 * kKiB));
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  std::vector<uint64_t> snapshots;
+  size_t pinned_total = 0;
+  for (int round = 0; round < rounds; round++) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    MarkerSpec m;
+    m.checkpoint_id = round + 1;
+    for (size_t k = pick(5); k > 0; k--) {
+      const File& f = files[pick(files.size())];
+      m.shared.push_back(Uri(f.ino == files.back().ino ? other : j, f));
+    }
+    if (pick(2)) m.extra.push_back("file:/mnt/ckpt/job/shared/" + RandomUuid(rng));
+    if (pick(3) == 0) m.extra.push_back("file:/mnt/ckpt/job/../../etc/" + files[0].name);
+    m.inline_bytes = pick(300);
+    std::string b = FlinkMetadata(m);
+    for (size_t k = pick(6); k > 0 && !b.empty(); k--) {
+      switch (pick(5)) {
+        case 0:  // flip a byte
+          b[pick(b.size())] ^= static_cast<char>(1 + pick(255));
+          break;
+        case 1:  // cut short
+          b.resize(pick(b.size() + 1));
+          break;
+        case 2: {  // random bytes in
+          std::string junk = RandomBytes(rng, 1 + pick(64));
+          b.insert(pick(b.size() + 1), junk);
+          break;
+        }
+        case 3: {  // a piece repeated
+          size_t from = pick(b.size()), len = std::min<size_t>(1 + pick(200), b.size() - from);
+          b.insert(pick(b.size() + 1), b.substr(from, len));
+          break;
+        }
+        default: {  // a reference (maybe broken) spliced in anywhere
+          const File& f = files[pick(files.size())];
+          std::string ref = Uri(j, f);
+          JavaDataOutput o;
+          o.WriteUTF(pick(4) == 0 ? ref.substr(0, pick(ref.size() + 1)) : ref);
+          b.insert(pick(b.size() + 1), o.bytes());
+          break;
+        }
+      }
+    }
+    uint64_t d = t.Mkdir(j.dir, "chk-" + std::to_string(round + 1));
+    if (pick(2)) {
+      CommitByRename(fs(), d, b);
+    } else {
+      CommitInPlace(fs(), d, b);
+    }
+    SnapshotInfo info = MUST(fs().GetSnapshot(d));
+    snapshots.push_back(d);
+    size_t pinned_here = 0;
+    for (const File& f : files) {
+      bool pinned = false;
+      for (const PinInfo& p : MUST(fs().WhyPinned(f.ino))) pinned |= p.snapshot.dir == d;
+      if (!pinned) continue;
+      pinned_here++;
+      EXPECT_NE(b.find(f.name), std::string::npos)
+          << "pinned " << f.name << " which the marker's bytes do not name";
+    }
+    EXPECT_EQ(info.pins, pinned_here) << "pins counted vs files pinned";
+    pinned_total += pinned_here;
+    if (snapshots.size() > 20) {  // remove some, oldest first, as retention does
+      ASSERT_OK(fs().RemoveSnapshots({snapshots.front()}, /*dry_run=*/false).status());
+      snapshots.erase(snapshots.begin());
+      // Removal also removes the shared files only that snapshot named (snapfs rm):
+      // new ones take their place, so later markers still name live files.
+      for (size_t i = 0; i < files.size(); i++) {
+        if (Exists(files[i].ino)) continue;
+        files[i] = UploadShared(i + 1 == files.size() ? other : j, 2 * kKiB);
+      }
+    }
+  }
+  std::cout << rounds << " mutated markers committed, " << pinned_total << " pins" << std::endl;
+  EXPECT_GT(pinned_total, 0u) << "no marker pinned anything: the mutations are too harsh";
+  ASSERT_OK(fs().RemoveSnapshots(snapshots, /*dry_run=*/false).status());
+  for (const File& f : files) EXPECT_TRUE(MUST(fs().WhyPinned(f.ino)).empty()) << f.name;
+}
+
 TEST_F(SnapshotDeferredDelete, UnlinkOfPinnedFileHidesIt) {
   Job j = MakeJob("job");
   File s1 = UploadShared(j, 30 * kKiB);
