@@ -380,6 +380,16 @@ std::unique_ptr<Iterator> RocksEngine::NewIterator(Cf space) {
   return std::make_unique<RocksIterator>(txn_db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
 }
 
+std::unique_ptr<Iterator> RocksEngine::NewBoundedIterator(Cf space, std::string_view upper_bound) {
+  // iterate_upper_bound: RocksDB ends the iterator there rather than stepping over every
+  // deleted key that follows until it finds a live one.
+  auto it = std::make_unique<RocksIterator>(nullptr, 0, upper_bound);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = it->bound();
+  it->Reset(txn_db_->NewIterator(ro, cf(space)));
+  return it;
+}
+
 Status RocksEngine::Sync() {
   // After a failed write RocksDB has stopped writing (its background error), and its
   // SyncWAL must not be called: the log writer that failed asserts (Debian's librocksdb

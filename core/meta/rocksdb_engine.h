@@ -46,6 +46,7 @@ class RocksEngine : public Engine {
   std::unique_ptr<Txn> Begin() override;
   Status Get(Cf space, std::string_view key, std::string* value) override;
   std::unique_ptr<Iterator> NewIterator(Cf space) override;
+  std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override;
   Status Sync() override;
   std::string Describe() const override { return "rocksdb:" + dir_; }
 
