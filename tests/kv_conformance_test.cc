@@ -385,6 +385,59 @@ TEST_P(KvEngineConformance, ABoundedIteratorStopsBeforeItsBound) {
   EXPECT_EQ(seen, (std::vector<std::string>{"c1"}));
 }
 
+// Writes buffered by the transaction after the iterator was made count as well, inside
+// the bound (read-your-own-writes) and past it (never seen), deletes and counters too.
+TEST_P(KvEngineConformance, ABoundedIteratorSeesItsTransactionsLaterWritesOnlyInsideTheBound) {
+  Commit([&](Txn& t) {
+    for (const char* k : {"a1", "a2", "a5", "b1"}) t.Put(Cf::kExtents, k, "old");
+  });
+  auto t = engine_->Begin();
+  auto it = t->NewBoundedIterator(Cf::kExtents, "a5");
+  t->Put(Cf::kExtents, "a1", "new");
+  t->Delete(Cf::kExtents, "a2");
+  t->Add(Cf::kExtents, "a3", 7);
+  t->Put(Cf::kExtents, "a6", "past");  // past the bound, before the next committed key
+  t->Delete(Cf::kExtents, "b1");
+  std::vector<std::string> seen;
+  for (it->Seek(""); it->Valid(); it->Next()) {
+    seen.push_back(std::string(it->key()) + "=" +
+                   (it->key() == "a3" ? std::to_string(*DecodeCounter(it->value()))
+                                      : std::string(it->value())));
+  }
+  ASSERT_OK(it->status());
+  EXPECT_EQ(seen, (std::vector<std::string>{"a1=new", "a3=7"}));
+  it->Seek("a4");
+  EXPECT_FALSE(it->Valid()) << "a5 is the bound itself";
+  it->Seek("a6");
+  EXPECT_FALSE(it->Valid()) << "Seek past the bound";
+  EXPECT_OK(it->status());
+}
+
+// The engine's own iterators (latest committed state) take a bound too.
+TEST_P(KvEngineConformance, AnEngineIteratorStopsBeforeItsBound) {
+  Commit([&](Txn& t) {
+    for (const char* k : {"a1", "a2", "a3", "b1", "c1"}) t.Put(Cf::kExtents, k, "v");
+  });
+  // Deleted keys inside and after the bound: the iterator neither shows nor needs them.
+  Commit([&](Txn& t) {
+    t.Delete(Cf::kExtents, "a2");
+    t.Delete(Cf::kExtents, "b1");
+  });
+  auto it = engine_->NewBoundedIterator(Cf::kExtents, "b1");
+  EXPECT_EQ(Keys(it.get()), (std::vector<std::string>{"a1", "a3"}));
+  EXPECT_EQ(Keys(it.get(), "a2"), (std::vector<std::string>{"a3"}));
+  it->Seek("b");
+  EXPECT_FALSE(it->Valid()) << "b1 is the bound";
+  it->Seek("c");
+  EXPECT_FALSE(it->Valid()) << "Seek past the bound";
+  EXPECT_OK(it->status());
+  // A bound past every key is no bound; one before every key shows nothing.
+  auto all = engine_->NewBoundedIterator(Cf::kExtents, "z");
+  EXPECT_EQ(Keys(all.get()), (std::vector<std::string>{"a1", "a3", "c1"}));
+  auto none = engine_->NewBoundedIterator(Cf::kExtents, "a");
+  EXPECT_EQ(Keys(none.get()), std::vector<std::string>{});
+}
+
 TEST_P(KvEngineConformance, DisjointTransactionsBothCommit) {
   auto a = engine_->Begin();
   auto b = engine_->Begin();

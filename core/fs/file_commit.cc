@@ -24,16 +24,30 @@ struct Extent {
   uint64_t end() const { return offset + v.length; }
 };
 
-// The extent covering `off` (offset <= off < end), if any; `it` is left on it. An extent
-// is one chunk, at most the store's max chunk size long, so the one covering `off`
-// starts after off - max_len: a forward scan of that window finds it (the metadata
-// engine interface has forward iterators only). An unreadable window is an error, never
-// "no extent": that would read as a hole of zeros.
+// An iterator over the extents of `ino` that start before `end`. Every extent scan is
+// bounded: a file rewritten in place leaves the keys of the extents it replaced deleted
+// in the engine (RocksDB keeps them until a compaction), and an unbounded scan that found
+// no live key where it stopped caring went on over every deleted key after it, to the
+// end of the file's range and into the next file's (docs/reliability.md, finding 25).
+std::unique_ptr<kv::Iterator> ExtentsBefore(MetaStore& meta, uint64_t ino, uint64_t end) {
+  return meta.NewBoundedIterator(Cf::kExtents, keys::Extent(ino, end));
+}
+// The same, to the end of the file: one iterator (one snapshot; with a remote engine,
+// one connection) serves every lookup of a flush.
+std::unique_ptr<kv::Iterator> AllExtents(MetaStore& meta, uint64_t ino) {
+  return meta.NewBoundedIterator(Cf::kExtents, keys::Ino(ino + 1));
+}
+
+// The extent covering `off` (offset <= off < end), if any; `it` (bounded to the file's
+// extents, or tighter) is left on it. An extent is one chunk, at most the store's max
+// chunk size long, so the one covering `off` starts after off - max_len: a forward scan
+// of that window finds it (the metadata engine interface has forward iterators only).
+// An unreadable window is an error, never "no extent": that would read as a hole of
+// zeros.
 Result<bool> ExtentCovering(kv::Iterator* it, uint64_t ino, uint64_t off, uint32_t max_len,
                             Extent* out) {
   uint64_t from = off >= max_len ? off - max_len + 1 : 0;
-  for (it->Seek(keys::Extent(ino, from)); it->Valid() && GetBE64(it->key().data()) == ino;
-       it->Next()) {
+  for (it->Seek(keys::Extent(ino, from)); it->Valid(); it->Next()) {
     uint64_t at = GetBE64(it->key().data() + 8);
     if (at > off) return false;
     ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
@@ -63,14 +77,13 @@ std::function<void(Inode*)> Resized(uint64_t size, int64_t allocated_delta, int6
 Status FileData::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf) {
   std::memset(buf, 0, n);  // holes read as zeros
   uint64_t end = offset + n;
-  auto it = meta_.NewIterator(Cf::kExtents);
+  auto it = ExtentsBefore(meta_, ino, end);
   Extent e;
   ASSIGN_OR_RETURN(bool covered,
                    ExtentCovering(it.get(), ino, offset, chunker_.params().max_size, &e));
   if (!covered) it->Seek(keys::Extent(ino, offset));  // else: start at the covering extent
-  for (; it->Valid() && GetBE64(it->key().data()) == ino; it->Next()) {
+  for (; it->Valid(); it->Next()) {
     e.offset = GetBE64(it->key().data() + 8);
-    if (e.offset >= end) break;
     ASSIGN_OR_RETURN(e.v, ExtentValue::Decode(it->value()));
     if (e.end() <= offset) continue;
     ASSIGN_OR_RETURN(auto data, chunks_.Get(e.v.id));
@@ -130,7 +143,7 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
   int64_t allocated_delta = 0;
   // No iterator (its snapshot and seeks) for a file with no extents yet.
   std::unique_ptr<kv::Iterator> it;
-  if (!f->no_extents) it = meta_.NewIterator(Cf::kExtents);
+  if (!f->no_extents) it = AllExtents(meta_, f->ino);
   // Everything taken out of the buffer stays here until the commit succeeded: `keep` is
   // the next buffer; `taken` is what was chunked (restored as buffered data on failure).
   std::map<uint64_t, std::string> keep;
@@ -161,8 +174,7 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       auto end_of = [&](uint64_t end) -> Result<uint64_t> {
         if (!it) return end;
         Extent y;
-        ASSIGN_OR_RETURN(bool covered,
-                         ExtentCovering(it.get(), f->ino, end - 1, chunker_.params().max_size, &y));
+        ASSIGN_OR_RETURN(bool covered, ExtentCovering(it.get(), f->ino, end - 1, max_len, &y));
         return covered && y.end() > end ? y.end() : end;
       };
       ASSIGN_OR_RETURN(e, end_of(e));
@@ -212,8 +224,7 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       // Old extents inside the region go.
       uint64_t old_end = s;  // end of the last committed extent in the region
       if (it) {
-        for (it->Seek(keys::Extent(f->ino, s));
-             it->Valid() && GetBE64(it->key().data()) == f->ino; it->Next()) {
+        for (it->Seek(keys::Extent(f->ino, s)); it->Valid(); it->Next()) {
           uint64_t off = GetBE64(it->key().data() + 8);
           if (off >= e) break;
           ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
@@ -318,7 +329,7 @@ Status FileData::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
   ChunkTxn txn(meta_.engine());
   int64_t allocated_delta = 0;
   if (size < f->committed_size) {
-    auto it = meta_.NewIterator(Cf::kExtents);
+    auto it = AllExtents(meta_, f->ino);
     Extent x;
     uint64_t from = size;
     ASSIGN_OR_RETURN(bool covered,
@@ -335,8 +346,7 @@ Status FileData::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
       allocated_delta += static_cast<int64_t>(keep) - x.v.length;
       from = x.end();
     }
-    for (it->Seek(keys::Extent(f->ino, from)); it->Valid() && GetBE64(it->key().data()) == f->ino;
-         it->Next()) {
+    for (it->Seek(keys::Extent(f->ino, from)); it->Valid(); it->Next()) {
       ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
       extent_map::Remove(*txn.kv, f->ino, GetBE64(it->key().data() + 8), v);
       allocated_delta -= v.length;
@@ -452,10 +462,10 @@ Status FileData::ShareChunks(OpenFile* fs, uint64_t src_off, OpenFile* fd, uint6
                              uint64_t n, uint64_t* first_shared, uint64_t* shared_end) {
   ChunkTxn txn(meta_.engine());
   int64_t allocated_delta = 0;
-  auto it = meta_.NewIterator(Cf::kExtents);
+  // Extents starting at src_off + n or later end after it.
+  auto it = ExtentsBefore(meta_, fs->ino, src_off + n);
   uint64_t first_full = UINT64_MAX, last_full_end = 0;
-  for (it->Seek(keys::Extent(fs->ino, src_off));
-       it->Valid() && GetBE64(it->key().data()) == fs->ino; it->Next()) {
+  for (it->Seek(keys::Extent(fs->ino, src_off)); it->Valid(); it->Next()) {
     uint64_t off = GetBE64(it->key().data() + 8);
     ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
     if (off + v.length > src_off + n) break;

@@ -23,6 +23,9 @@ class EngineWrapper : public Engine {
     return target_->Get(space, key, value);
   }
   std::unique_ptr<Iterator> NewIterator(Cf space) override { return target_->NewIterator(space); }
+  std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override {
+    return target_->NewBoundedIterator(space, upper_bound);
+  }
   Status Sync() override { return target_->Sync(); }
   std::string Describe() const override { return target_->Describe(); }
   Status Compact() override { return target_->Compact(); }

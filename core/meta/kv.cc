@@ -42,6 +42,10 @@ std::unique_ptr<Iterator> Txn::NewBoundedIterator(Cf space, std::string_view upp
   return std::make_unique<BoundedIterator>(NewIterator(space), upper_bound);
 }
 
+std::unique_ptr<Iterator> Engine::NewBoundedIterator(Cf space, std::string_view upper_bound) {
+  return std::make_unique<BoundedIterator>(NewIterator(space), upper_bound);
+}
+
 Status Txn::MultiGet(Cf space, const std::vector<std::string>& keys,
                      std::vector<std::optional<std::string>>* values) {
   values->assign(keys.size(), std::nullopt);

@@ -126,6 +126,11 @@ class Engine {
   // Reads of the latest committed state, outside any transaction (never conflict).
   virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
   virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
+  // The same, ending before `upper_bound` (as Txn::NewBoundedIterator): for lookups in a
+  // range where keys get deleted again and again (a rewritten file's extents), so that
+  // the engine stops at the bound instead of stepping over every deleted key after it
+  // (RocksDB keeps them until a compaction). The default wraps NewIterator.
+  virtual std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound);
   // Makes every commit so far durable.
   virtual Status Sync() = 0;
   // "rocksdb:/var/lib/snapfs/meta", "memory".

@@ -24,6 +24,9 @@ Status MetaStore::SyncWal() {
 }
 
 std::unique_ptr<kv::Iterator> MetaStore::NewIterator(Cf c) { return engine_->NewIterator(c); }
+std::unique_ptr<kv::Iterator> MetaStore::NewBoundedIterator(Cf c, std::string_view upper_bound) {
+  return engine_->NewBoundedIterator(c, upper_bound);
+}
 
 Result<int64_t> MetaStore::RefCount(const ChunkId& id) {
   std::string v;

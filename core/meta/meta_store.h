@@ -42,6 +42,8 @@ class MetaStore {
   // Latest committed state, outside any transaction. NotFound if the key is absent.
   Status Get(Cf c, std::string_view key, std::string* value);
   std::unique_ptr<kv::Iterator> NewIterator(Cf c);
+  // The same, ending before `upper_bound` (kv::Engine::NewBoundedIterator).
+  std::unique_ptr<kv::Iterator> NewBoundedIterator(Cf c, std::string_view upper_bound);
   // Makes every commit so far durable (counted as a log sync).
   Status SyncWal();
   // Log syncs so far (synced commits and SyncWal calls): what a durability promise costs,

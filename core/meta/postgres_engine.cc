@@ -146,6 +146,12 @@ class PgTxn : public BufferingTxn {
     return std::make_unique<PgIterator>(e_, conn_.get(), space, &ops_[static_cast<size_t>(space)],
                                         nullptr, err_);
   }
+  std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override {
+    iterated_ = true;  // as NewIterator's
+    return std::make_unique<PgIterator>(e_, conn_.get(), space, &ops_[static_cast<size_t>(space)],
+                                        nullptr, err_, std::string(upper_bound));
+  }
+
   // Writes are buffered until Commit, but a transaction that writes before it reads
   // takes its snapshot at that first write (the contract: no later than the first
   // operation), so that a key written blind still conflicts with a commit made after it.
@@ -557,13 +563,23 @@ Status PostgresEngine::Get(Cf space, std::string_view key, std::string* value) {
 }
 
 std::unique_ptr<Iterator> PostgresEngine::NewIterator(Cf space) {
+  return NewBoundedIterator(space, {});
+}
+
+std::unique_ptr<Iterator> PostgresEngine::NewBoundedIterator(Cf space,
+                                                             std::string_view upper_bound) {
   // A read-only snapshot held for the iterator's life (pages are read lazily).
+  std::string bound(upper_bound);
   auto c = Acquire();
-  if (!c.ok()) return std::make_unique<PgIterator>(this, nullptr, space, nullptr, nullptr, c.status());
+  if (!c.ok()) {
+    return std::make_unique<PgIterator>(this, nullptr, space, nullptr, nullptr, c.status(),
+                                        std::move(bound));
+  }
   Conn* raw = c->get();
   Status s = Wire(this, raw).Simple("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1",
                                     "snapshot");
-  return std::make_unique<PgIterator>(this, raw, space, nullptr, std::move(*c), s);
+  return std::make_unique<PgIterator>(this, raw, space, nullptr, std::move(*c), s,
+                                      std::move(bound));
 }
 
 Status PostgresEngine::Sync() {

@@ -96,6 +96,8 @@ class PostgresEngine : public Engine {
   std::unique_ptr<Txn> Begin() override;
   Status Get(Cf space, std::string_view key, std::string* value) override;
   std::unique_ptr<Iterator> NewIterator(Cf space) override;
+  // The bound is part of each page's query ("AND k < bound").
+  std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override;
   // Commits are durable when they return unless made with sync=false (then
   // synchronous_commit=off); Sync commits an empty transaction with synchronous commit,
   // which flushes the WAL over every earlier commit.

@@ -14,11 +14,12 @@ namespace snapfs::kv::pg {
 using Op = PendingOp;
 using Ops = PendingOps;
 
-// Pages of (key, value) from the server in key order, starting at a key; tombstones
-// are skipped, counters summed.
+// Pages of (key, value) from the server in key order, starting at a key and ending
+// before `bound` ("": the end of the space); tombstones are skipped, counters summed.
 class ServerCursor {
  public:
-  ServerCursor(PostgresEngine* e, Conn* c, Cf space) : e_(e), c_(c), space_(space) {}
+  ServerCursor(PostgresEngine* e, Conn* c, Cf space, std::string bound)
+      : e_(e), c_(c), space_(space), bound_(std::move(bound)) {}
   void Seek(std::string_view from) {
     rows_.clear();
     at_ = 0;
@@ -53,14 +54,18 @@ class ServerCursor {
       }
       std::string t = PostgresEngine::TableName(space_);
       std::string n = std::to_string(PostgresEngine::kPageRows);
+      // The bound goes to the server: a page never holds rows past it, and the scan of
+      // the table's index stops there.
+      std::string range = bound_.empty() ? " k >= $2" : " k >= $2 AND k < $3";
       std::string sql =
-          "WITH b AS (SELECT k, v FROM " + t + " WHERE k >= $2 ORDER BY k LIMIT " + n +
-          "), d AS (SELECT k, sum(d) AS s FROM kv_deltas WHERE space = $1 AND k >= $2"
-          " GROUP BY k ORDER BY k LIMIT " + n +
-          ") SELECT coalesce(b.k, d.k), b.v, " + Wrapped("d.s") +
-          " FROM b FULL JOIN d ON b.k = d.k ORDER BY 1 LIMIT " + n;
+          "WITH b AS (SELECT k, v FROM " + t + " WHERE" + range + " ORDER BY k LIMIT " + n +
+          "), d AS (SELECT k, sum(d) AS s FROM kv_deltas WHERE space = $1 AND" + range +
+          " GROUP BY k ORDER BY k LIMIT " + n + ") SELECT coalesce(b.k, d.k), b.v, " +
+          Wrapped("d.s") + " FROM b FULL JOIN d ON b.k = d.k ORDER BY 1 LIMIT " + n;
+      std::vector<Param> params = {Int2(static_cast<int>(space_)), Bytes(from)};
+      if (!bound_.empty()) params.push_back(Bytes(bound_));
       Wire w(e_, c_);
-      auto r = w.Query(sql, {Int2(static_cast<int>(space_)), Bytes(from)}, "metadata scan");
+      auto r = w.Query(sql, params, "metadata scan");
       if (!r.ok()) {
         Fail(r.status());
         return;
@@ -87,6 +92,7 @@ class ServerCursor {
   PostgresEngine* e_;
   Conn* c_;
   Cf space_;
+  std::string bound_;
   std::vector<KeyValue> rows_;
   size_t at_ = 0;
   bool more_ = false;
@@ -98,10 +104,15 @@ class ServerCursor {
 class PgIterator : public Iterator {
  public:
   // `ops`: the transaction's changes to this space, or nullptr. `owned`: a connection
-  // in a read-only snapshot transaction that the iterator ends and returns.
+  // in a read-only snapshot transaction that the iterator ends and returns. `bound`: the
+  // iterator ends before it ("": at the end of the space).
   PgIterator(PostgresEngine* e, Conn* c, Cf space, const Ops* ops, std::unique_ptr<Conn> owned,
-             Status err)
-      : e_(e), owned_(std::move(owned)), base_(e, c, space), ops_(ops) {
+             Status err, std::string bound = {})
+      : e_(e),
+        owned_(std::move(owned)),
+        base_(e, c, space, bound),
+        ops_(ops),
+        bound_(std::move(bound)) {
     if (!err.ok()) base_.Fail(std::move(err));
   }
   ~PgIterator() override {
@@ -137,7 +148,9 @@ class PgIterator : public Iterator {
       const std::pair<const std::string, Op>* op = nullptr;
       if (ops_) {
         auto it = excl ? ops_->upper_bound(at) : ops_->lower_bound(at);
-        if (it != ops_->end()) op = &*it;
+        // Pending changes past the bound are not this iterator's (the server's rows
+        // already end before it).
+        if (it != ops_->end() && (bound_.empty() || it->first < bound_)) op = &*it;
       }
       bool base = base_.Valid();
       if (!base && !op) return;
@@ -174,6 +187,7 @@ class PgIterator : public Iterator {
   std::unique_ptr<Conn> owned_;
   ServerCursor base_;
   const Ops* ops_;
+  std::string bound_;
   bool valid_ = false;
   std::string key_, value_;
 };

@@ -2,6 +2,8 @@
 
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/merge_operator.h>
+#include <rocksdb/perf_context.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/optimistic_transaction_db.h>
 #include <rocksdb/utilities/transaction.h>
@@ -39,17 +41,17 @@ class RocksTxn;
 class RocksIterator : public Iterator {
  public:
   // `txn`: the transaction whose writes to `space` the iterator must see (null: none).
-  explicit RocksIterator(rocksdb::Iterator* it, RocksTxn* txn = nullptr, size_t space = 0)
-      : it_(it), txn_(txn), space_(space) {}
+  RocksIterator(RocksEngine* e, rocksdb::Iterator* it, RocksTxn* txn, size_t space)
+      : e_(e), it_(it), txn_(txn), space_(space) {}
   // For an iterator with an upper bound: the bound lives here (ReadOptions points at
   // bound_slice_ for the iterator's life); the RocksDB iterator comes after.
-  RocksIterator(RocksTxn* txn, size_t space, std::string_view bound)
-      : txn_(txn), space_(space), bound_(bound), bound_slice_(bound_) {}
+  RocksIterator(RocksEngine* e, RocksTxn* txn, size_t space, std::string_view bound)
+      : e_(e), txn_(txn), space_(space), bound_(bound), bound_slice_(bound_) {}
   const rocksdb::Slice* bound() const { return &bound_slice_; }
   void Reset(rocksdb::Iterator* it) { it_.reset(it); }
   void Seek(std::string_view key) override {
     ApplyPending();
-    it_->Seek(S(key));
+    CountingSkips([&] { it_->Seek(S(key)); });
   }
   // The bound is checked here too: with the base iterator stopped at the bound, Debian's
   // RocksDB 7.8 lets the transaction's own index hand out its next entry past the bound
@@ -59,7 +61,7 @@ class RocksIterator : public Iterator {
   }
   void Next() override {
     ApplyPending();
-    it_->Next();
+    CountingSkips([&] { it_->Next(); });
   }
   std::string_view key() const override { return it_->key().ToStringView(); }
   std::string_view value() const override { return it_->value().ToStringView(); }
@@ -69,11 +71,38 @@ class RocksIterator : public Iterator {
   // Writes the transaction buffered since the last Seek/Next enter its index first, so
   // that the iterator sees them (defined below RocksTxn).
   void ApplyPending();
+
+  // Runs a Seek or Next, adding the entries RocksDB stepped over to find the next live
+  // key (its thread's perf context counts them) to skipped_. Keys that are deleted and
+  // rewritten again and again (a file rewritten in place: docs/reliability.md, finding
+  // 25) leave every version in the memtable until it is flushed, so that each lookup
+  // there walks all of them; RocksDB 9's memtable_op_scan_flush_trigger flushes such a
+  // memtable, which Debian's 7.8 lacks: RocksEngine::NoteSkipped does it instead.
+  template <class F>
+  void CountingSkips(F&& step) {
+    const rocksdb::PerfLevel level = rocksdb::GetPerfLevel();
+    if (level < rocksdb::PerfLevel::kEnableCount) {
+      rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+    }
+    const rocksdb::PerfContext* pc = rocksdb::get_perf_context();
+    const uint64_t before = pc->internal_key_skipped_count + pc->internal_delete_skipped_count;
+    step();
+    skipped_ += pc->internal_key_skipped_count + pc->internal_delete_skipped_count - before;
+    if (level < rocksdb::PerfLevel::kEnableCount) rocksdb::SetPerfLevel(level);
+    if (skipped_ >= RocksEngine::kSkipFlushTrigger && !noted_) {
+      noted_ = true;  // once per iterator
+      e_->NoteSkipped(static_cast<Cf>(space_));
+    }
+  }
+
+  RocksEngine* e_;
   std::unique_ptr<rocksdb::Iterator> it_;
   RocksTxn* txn_;
   size_t space_;
   std::string bound_;
   rocksdb::Slice bound_slice_;
+  uint64_t skipped_ = 0;
+  bool noted_ = false;
 };
 
 // The writes of a transaction wait in a plain buffer, one per key space, until something
@@ -109,12 +138,12 @@ class RocksTxn : public Txn {
   std::unique_ptr<Iterator> NewIterator(Cf space) override {
     const size_t s = static_cast<size_t>(space);
     Apply(s);
-    return std::make_unique<RocksIterator>(t_->GetIterator(ro_, e_->cf(space)), this, s);
+    return std::make_unique<RocksIterator>(e_, t_->GetIterator(ro_, e_->cf(space)), this, s);
   }
   std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override {
     const size_t s = static_cast<size_t>(space);
     Apply(s);
-    auto it = std::make_unique<RocksIterator>(this, s, upper_bound);
+    auto it = std::make_unique<RocksIterator>(e_, this, s, upper_bound);
     rocksdb::ReadOptions ro = ro_;
     ro.iterate_upper_bound = it->bound();
     it->Reset(t_->GetIterator(ro, e_->cf(space)));
@@ -377,7 +406,47 @@ Status RocksEngine::Get(Cf space, std::string_view key, std::string* value) {
 }
 
 std::unique_ptr<Iterator> RocksEngine::NewIterator(Cf space) {
-  return std::make_unique<RocksIterator>(txn_db_->NewIterator(rocksdb::ReadOptions(), cf(space)));
+  return std::make_unique<RocksIterator>(this,
+                                         txn_db_->NewIterator(rocksdb::ReadOptions(), cf(space)),
+                                         nullptr, static_cast<size_t>(space));
+}
+
+std::unique_ptr<Iterator> RocksEngine::NewBoundedIterator(Cf space, std::string_view upper_bound) {
+  // iterate_upper_bound: RocksDB ends the iterator there rather than stepping over every
+  // deleted key that follows until it finds a live one.
+  auto it = std::make_unique<RocksIterator>(this, nullptr, static_cast<size_t>(space), upper_bound);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = it->bound();
+  it->Reset(txn_db_->NewIterator(ro, cf(space)));
+  return it;
+}
+
+void RocksEngine::NoteSkipped(Cf space) {
+  // The flush replaces the active memtable by an empty one, so one flush serves every
+  // iterator that notes the same memtable; it writes the newest version of each key
+  // only, and compactions drop deleted keys from there (a deletion-triggered compaction,
+  // NewCompactOnDeletionCollectorFactory, measured no better on finding 25's rewrites).
+  // A memtable of fewer entries than were skipped gains little from a flush (the rest
+  // are in table files, where only a compaction drops them). And while those remain,
+  // every new memtable would be flushed as soon as it reached the trigger: hence the
+  // interval, which bounds such flushes to a few small ones a second.
+  const size_t s = static_cast<size_t>(space);
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t last = skip_flushed_at_[s].load();
+  if (last != 0 && now - last < std::chrono::nanoseconds(kSkipFlushInterval).count()) return;
+  uint64_t entries = 0;
+  if (!txn_db_->GetIntProperty(cf(space), rocksdb::DB::Properties::kNumEntriesActiveMemTable,
+                               &entries) ||
+      entries < kSkipFlushTrigger) {
+    return;
+  }
+  if (!skip_flushed_at_[s].compare_exchange_strong(last, now)) return;  // another did
+  rocksdb::FlushOptions fo;
+  fo.wait = false;                      // the reader that noticed goes on
+  fo.allow_write_stall = true;          // never waits for a stall to clear either
+  (void)txn_db_->Flush(fo, cf(space));  // best effort: the next noting iterator tries again
 }
 
 Status RocksEngine::Health() const {

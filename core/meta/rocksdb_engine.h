@@ -17,6 +17,7 @@
 #include <rocksdb/db.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,7 @@ class RocksEngine : public Engine {
   std::unique_ptr<Txn> Begin() override;
   Status Get(Cf space, std::string_view key, std::string* value) override;
   std::unique_ptr<Iterator> NewIterator(Cf space) override;
+  std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override;
   Status Sync() override;
   std::string Describe() const override { return "rocksdb:" + dir_; }
 
@@ -60,6 +62,14 @@ class RocksEngine : public Engine {
   void NoteWriteFailure() { write_failed_.store(true); }
   Status Health() const override;
 
+  // An iterator over `space` stepped over kSkipFlushTrigger entries that no reader sees
+  // (deleted keys, older versions of keys) in its Seeks and Nexts: the space's memtable
+  // is flushed if it holds that many entries, at most once per kSkipFlushInterval
+  // (see the .cc).
+  void NoteSkipped(Cf space);
+  static constexpr uint64_t kSkipFlushTrigger = 256;
+  static constexpr std::chrono::milliseconds kSkipFlushInterval{100};
+
   // Takes back a finished transaction's RocksDB object (our Txn's destructor calls it)
   // for the next Begin() to reuse; kept up to kPoolMax, else deleted.
   void Recycle(rocksdb::Transaction* t);
@@ -72,6 +82,8 @@ class RocksEngine : public Engine {
   rocksdb::OptimisticTransactionDB* txn_db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::atomic<bool> write_failed_{false};
+  // When NoteSkipped last flushed each space (steady clock, ns).
+  std::atomic<int64_t> skip_flushed_at_[kCfCount] = {};
   Mutex pool_mu_;
   std::vector<rocksdb::Transaction*> pool_ GUARDED_BY(pool_mu_);
 };
