@@ -18,6 +18,7 @@
 // SNAPFS_TORTURE_KILLS=N kills per test (default 8; scripts/torture.sh --shared),
 // SNAPFS_TORTURE_SEED the seed. Label postgres (TortureShared) and s3 (TortureSharedS3).
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 
 #include <atomic>
@@ -55,6 +56,7 @@ class TortureShared : public SharedMounts {
     std::thread writer;
     std::atomic<bool> stop{false};
     bool dead = false;
+    UniqueFd held;  // a file it has open after unlinking it (kill -9: the survivor purges it)
     ~Host() {  // a test that returns early leaves no writer running
       stop = true;
       if (writer.joinable()) writer.join();
@@ -67,6 +69,19 @@ class TortureShared : public SharedMounts {
     h.mnt = MountHost(h.name, kMountOptions);
     h.pid = pids_.back();
     h.dead = false;
+  }
+
+  // A file written (part of it fsync'd), unlinked and kept open, as a reader of a
+  // subsumed checkpoint's file would: it lives in the host's session until closed, or
+  // until the session is reaped and another namespace purges it.
+  void HoldUnlinked(Host& h, uint64_t round) {
+    std::string p = h.mnt + "/held-" + std::to_string(round);
+    h.held = UniqueFd(::open(p.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+    ASSERT_TRUE(h.held.ok()) << p << ": " << ErrnoName(errno);
+    ASSERT_EQ(WriteAllFd(h.held.get(), RandomBytes(128 * kKiB, round)), 0) << p;
+    ASSERT_EQ(::fsync(h.held.get()), 0) << p << ": " << ErrnoName(errno);
+    ASSERT_EQ(::unlink(p.c_str()), 0) << p << ": " << ErrnoName(errno);
+    ASSERT_EQ(WriteAllFd(h.held.get(), RandomBytes(64 * kKiB, round + 1)), 0) << p;
   }
 
   void StartWriter(Host& h, uint64_t seed) {
@@ -115,6 +130,23 @@ class TortureShared : public SharedMounts {
         seconds);
   }
 
+  // Both hosts unmounted and a namespace opened (`snapfs gc`): no inode is left without a
+  // name (every file but the root has at least one entry; hidden ones count), so each
+  // dead session's unlinked-while-open files were purged.
+  void ExpectNoOrphanInodes() {
+    for (const char* h : {"a", "b"}) {
+      CmdResult u = Snapfs({"umount", tmp_ + "/" + h}, 60);
+      ASSERT_EQ(u.code, 0) << u.Describe();
+    }
+    CmdResult gc = Snapfs({"gc", url_});
+    ASSERT_EQ(gc.code, 0) << gc.Describe();
+    CmdResult fsck = Snapfs({"fsck", url_, "--json"}, 300);
+    ASSERT_EQ(fsck.code, 0) << fsck.Describe();
+    auto j = nlohmann::json::parse(fsck.out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << fsck.out;
+    EXPECT_EQ(j.value("inodes", 0), j.value("dentries", 0) + 1) << fsck.out;
+  }
+
   void RunKills(uint64_t kills, uint64_t seed) {
     std::mt19937_64 rng(seed);
     Host hosts[2];
@@ -128,8 +160,10 @@ class TortureShared : public SharedMounts {
     }
     auto start = std::chrono::steady_clock::now();
     uint64_t round = 0, b_kills = 0, a_kills = 0, both_kills = 0;
-    double reap_secs = 0;
+    double reap_secs = 0;  // from the kill until the survivor had reaped the session
+    int reaps = 0;
     for (; round < kills; round++) {
+      for (auto& h : hosts) ASSERT_NO_FATAL_FAILURE(HoldUnlinked(h, round));
       for (auto& h : hosts) StartWriter(h, rng());
       std::this_thread::sleep_for(
           std::chrono::milliseconds(rng() % 4 == 0 ? 300 + rng() % 900 : 20 + rng() % 300));
@@ -138,6 +172,7 @@ class TortureShared : public SharedMounts {
       if (pick == 0 || pick > 2) victims.push_back(&hosts[1]);
       if (pick <= 2) victims.push_back(&hosts[0]);
       std::vector<int> dead_pids;
+      const auto killed_at = std::chrono::steady_clock::now();
       for (Host* v : victims) {
         dead_pids.push_back(v->pid);
         ASSERT_NO_FATAL_FAILURE(Kill(*v));
@@ -145,6 +180,7 @@ class TortureShared : public SharedMounts {
       (pick == 0 ? both_kills : pick <= 2 ? a_kills : b_kills)++;
       for (Host* v : victims) {
         StopWriter(*v);  // its calls fail with ENOTCONN now, before the lazy unmount below
+        v->held.Reset();
         CmdResult fu = RunCmd({"fusermount3", "-u", "-z", v->mnt}, 30);
         ASSERT_EQ(fu.code, 0) << fu.Describe();
       }
@@ -154,10 +190,12 @@ class TortureShared : public SharedMounts {
       }
       const std::string when = "kill " + std::to_string(round);
       if (survivor) {  // it keeps writing while it notices the death and reaps the session
-        auto t0 = std::chrono::steady_clock::now();
         bool reaped = Reaped(survivor->mnt, dead_pids, 60);
-        reap_secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        reap_secs +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+        reaps++;
         StopWriter(*survivor);
+        EXPECT_EQ(survivor->held.Close(), 0) << ErrnoName(errno);
         EXPECT_TRUE(reaped) << "the session of the killed daemon was not reaped by "
                             << survivor->name << " within 60 s" << Log(survivor->name);
       }
@@ -191,11 +229,12 @@ class TortureShared : public SharedMounts {
       if (HasFailure()) break;
     }
     for (auto& h : hosts) StopWriter(h);
+    if (!HasFailure()) ExpectNoOrphanInodes();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "torture shared: " << round << " kills in " << static_cast<int>(secs) << " s (b "
               << b_kills << ", a " << a_kills << ", both " << both_kills << "; the survivor reaped "
-              << "the dead session after " << (round ? reap_secs / round : 0)
-              << " s on average); seed " << seed << std::endl;
+              << "the dead session " << (reaps ? reap_secs / reaps : 0)
+              << " s after the kill on average); seed " << seed << std::endl;
     for (auto& h : hosts) {
       std::cout << "torture shared: host " << h.name << ": " << h.load->Summary() << std::endl;
     }
