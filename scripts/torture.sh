@@ -58,25 +58,13 @@ if ((!SHARED)); then
 fi
 
 # The servers of the shared store, as scripts/test.sh starts them; stopped on exit.
-CLEANUP=()
-cleanup() {
-  local i
-  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[i]}" || true; done
-}
-trap cleanup EXIT
-PG_DIR=$(mktemp -d /tmp/snapfs-pg-XXXXXX)
-CLEANUP+=('bash "$ROOT/scripts/pg-test-server.sh" down "$PG_DIR"; rm -rf "$PG_DIR"')
-SNAPFS_TEST_PG=$(bash scripts/pg-test-server.sh up "$PG_DIR" | tail -n 1)
-export SNAPFS_TEST_PG
+# shellcheck source=scripts/test_servers.sh
+source "$ROOT/scripts/test_servers.sh"
+start_test_pg torture.sh
 FILTER='TortureShared.*'
 if ((S3)); then
   FILTER='TortureSharedS3.*'
-  bash scripts/setup.sh --with-ceph
-  CEPH_DIR=$(mktemp -d /tmp/snapfs-ceph-XXXXXX)
-  CLEANUP+=('bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR/cluster"; rm -rf "$CEPH_DIR"')
-  bash scripts/ceph-test-cluster.sh up "$CEPH_DIR/cluster" >/dev/null
-  # shellcheck disable=SC1091
-  source "$CEPH_DIR/cluster/env"
+  start_test_s3 torture.sh
   export SNAPFS_TEST_S3_REQUIRED=1
 fi
 echo "torture.sh: $SNAPFS_TORTURE_KILLS kills on a shared store ($FILTER)" >&2
