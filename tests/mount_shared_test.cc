@@ -348,6 +348,37 @@ void MountShared::KilledHost() {
   EXPECT_EQ(fj.value("inodes", 0), 2) << "root and kept; the doomed file was purged: " << fsck.out;
 }
 
+// A host that mounts nothing names the store by its location: the snapshot verbs work on
+// the whole namespace (they refused a postgresql:// location before: "neither inside a
+// snapfs mount nor inside a store folder", docs/reliability.md finding 29).
+TEST_F(MountShared, SnapshotVerbsTakeTheStoreLocation) {
+  std::string a = MountHost("a");
+  ContentMap content;
+  FlinkJob job(a, "job", 5, &content);
+  ASSERT_EQ(job.Init(), "");
+  for (int i = 0; i < 2; i++) ASSERT_EQ(job.TakeCheckpoint(1, 64 << 10), "");
+  ASSERT_EQ(WriteFile(a + "/job/shared/stray", "x", /*fsync_it=*/true), 0);
+  ASSERT_EQ(Snapfs({"umount", a}).code, 0);
+  CmdResult ls = Snapfs({"ls", url_, "--json"});
+  ASSERT_EQ(ls.code, 0) << ls.Describe();
+  auto j = nlohmann::json::parse(ls.out, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j["snapshots"].is_array()) << ls.out;
+  EXPECT_EQ(j["snapshots"].size(), 2u) << ls.out;
+  CmdResult du = Snapfs({"du", url_});
+  EXPECT_EQ(du.code, 0) << du.Describe();
+  CmdResult o = Snapfs({"orphans", url_, "--older-than", "0", "--delete"});
+  ASSERT_EQ(o.code, 0) << o.Describe();
+  EXPECT_NE(o.out.find("1 orphan"), std::string::npos) << o.Describe();
+  std::string b = MountHost("b");
+  EXPECT_FALSE(Exists(b + "/job/shared/stray"));
+  for (const auto& c : job.retained()) {
+    EXPECT_EQ(Restore(b + "/job/" + c.name, a + "/job/" + c.name, content,
+                      [&](const std::string& p) { return std::make_pair(b + p.substr(a.size()), p); }),
+              "")
+        << c.name;
+  }
+}
+
 TEST_F(MountShared, BadLocationsGetClearErrors) {
   // No such database.
   std::string bad = url_.substr(0, url_.rfind('/')) + "/no_such_db";

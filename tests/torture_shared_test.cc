@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -84,6 +85,25 @@ class TortureShared : public SharedMounts {
     ASSERT_EQ(WriteAllFd(h.held.get(), RandomBytes(64 * kKiB, round + 1)), 0) << p;
   }
 
+  // `snapfs gc URL --max-unused 0` SIGKILLed after `ms` (coreutils timeout), as an OOM
+  // kill or a lost host would end it: its session (and the store's GC lease, and a pack
+  // it was filling) stays until a daemon reaps it, after the CLI's 60 s timeout; GC is
+  // refused meanwhile ("GC is running"). Counts how it ended.
+  void KilledGc(int ms) {
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.3f", ms / 1000.0);
+    CmdResult r =
+        RunCmd({"timeout", "-s", "KILL", secs, SNAPFS_BINARY, "gc", url_, "--max-unused", "0"}, 120);
+    if (r.code == 128 + SIGKILL || r.code == 124) {
+      cli_gc_killed_++;
+    } else if (r.code == 0) {
+      cli_gc_done_++;
+    } else {
+      EXPECT_NE(r.err.find("GC is running"), std::string::npos) << r.Describe();
+      cli_gc_busy_++;
+    }
+  }
+
   void StartWriter(Host& h, uint64_t seed) {
     h.stop = false;
     h.load->killing() = false;
@@ -130,16 +150,17 @@ class TortureShared : public SharedMounts {
         seconds);
   }
 
-  // Both hosts unmounted and a namespace opened (`snapfs gc`): no inode is left without a
-  // name (every file but the root has at least one entry; hidden ones count), so each
-  // dead session's unlinked-while-open files were purged.
+  // Both hosts unmounted and a namespace opened (`snapfs orphans`; not `gc`, which a
+  // killed `snapfs gc`'s lease may still refuse): no inode is left without a name (every
+  // file but the root has at least one entry; hidden ones count), so each dead session's
+  // unlinked-while-open files were purged.
   void ExpectNoOrphanInodes() {
     for (const char* h : {"a", "b"}) {
       CmdResult u = Snapfs({"umount", tmp_ + "/" + h}, 60);
       ASSERT_EQ(u.code, 0) << u.Describe();
     }
-    CmdResult gc = Snapfs({"gc", url_});
-    ASSERT_EQ(gc.code, 0) << gc.Describe();
+    CmdResult o = Snapfs({"orphans", url_});
+    ASSERT_EQ(o.code, 0) << o.Describe();
     CmdResult fsck = Snapfs({"fsck", url_, "--json"}, 300);
     ASSERT_EQ(fsck.code, 0) << fsck.Describe();
     auto j = nlohmann::json::parse(fsck.out, nullptr, false);
@@ -165,6 +186,8 @@ class TortureShared : public SharedMounts {
     for (; round < kills; round++) {
       for (auto& h : hosts) ASSERT_NO_FATAL_FAILURE(HoldUnlinked(h, round));
       for (auto& h : hosts) StartWriter(h, rng());
+      std::thread gc_killer;  // a third of the rounds: a `snapfs gc` killed half-way too
+      if (rng() % 3 == 0) gc_killer = std::thread([this, ms = 20 + rng() % 600] { KilledGc(ms); });
       std::this_thread::sleep_for(
           std::chrono::milliseconds(rng() % 4 == 0 ? 300 + rng() % 900 : 20 + rng() % 300));
       uint64_t pick = rng() % 8;  // 0: both; 1, 2: a; else b
@@ -184,6 +207,7 @@ class TortureShared : public SharedMounts {
         CmdResult fu = RunCmd({"fusermount3", "-u", "-z", v->mnt}, 30);
         ASSERT_EQ(fu.code, 0) << fu.Describe();
       }
+      if (gc_killer.joinable()) gc_killer.join();
       Host* survivor = nullptr;
       for (auto& h : hosts) {
         if (!h.dead) survivor = &h;
@@ -234,11 +258,15 @@ class TortureShared : public SharedMounts {
     std::cout << "torture shared: " << round << " kills in " << static_cast<int>(secs) << " s (b "
               << b_kills << ", a " << a_kills << ", both " << both_kills << "; the survivor reaped "
               << "the dead session " << (reaps ? reap_secs / reaps : 0)
-              << " s after the kill on average); seed " << seed << std::endl;
+              << " s after the kill on average; `snapfs gc` killed " << cli_gc_killed_
+              << " times, finished " << cli_gc_done_ << ", found GC running " << cli_gc_busy_
+              << "); seed " << seed << std::endl;
     for (auto& h : hosts) {
       std::cout << "torture shared: host " << h.name << ": " << h.load->Summary() << std::endl;
     }
   }
+
+  std::atomic<uint64_t> cli_gc_killed_{0}, cli_gc_done_{0}, cli_gc_busy_{0};
 };
 
 TEST_F(TortureShared, KillNineOfEitherHostLosesNothingAcknowledgedAndTheOtherKeepsWorking) {
