@@ -371,11 +371,9 @@ TEST_F(MountShared, SnapshotVerbsTakeTheStoreLocation) {
   EXPECT_NE(o.out.find("1 orphan"), std::string::npos) << o.Describe();
   std::string b = MountHost("b");
   EXPECT_FALSE(Exists(b + "/job/shared/stray"));
+  auto on_b = [&](const std::string& p) { return std::make_pair(b + p.substr(a.size()), p); };
   for (const auto& c : job.retained()) {
-    EXPECT_EQ(Restore(b + "/job/" + c.name, a + "/job/" + c.name, content,
-                      [&](const std::string& p) { return std::make_pair(b + p.substr(a.size()), p); }),
-              "")
-        << c.name;
+    EXPECT_EQ(Restore(b + "/job/" + c.name, a + "/job/" + c.name, content, on_b), "") << c.name;
   }
 }
 

@@ -2,7 +2,8 @@
 // tests/torture_test.cc (tests/util/torture_load.h) on two hosts at once, "a" and "b", two
 // mounts of one `postgresql://` store (packs in a folder, or in the test radosgw:
 // TortureSharedS3), each host with a writer of its own jobs. Each round SIGKILLs one
-// daemon at a random moment (mostly b's, sometimes a's, now and then both), and then:
+// daemon at a random moment (mostly b's, sometimes a's, now and then both), a third of the
+// rounds also a `snapfs gc` half-way (a CLI session holding the GC lease), and then:
 //  - the survivor's writer keeps going, and every one of its operations must succeed
 //    while the dead daemon's session expires and the survivor reaps it (its packs being
 //    filled, its GC lease, its unlinked-while-open files); the round waits until the dead
@@ -13,12 +14,14 @@
 //  - the dead hosts mount again, and every file whose fsync returned and every checkpoint
 //    whose `_metadata` rename returned (savepoint: whose close returned), of both writers,
 //    must read back byte for byte through BOTH mounts and be listed by `snapfs ls` on each.
-// Sessions time out after 2 s (--session-timeout) so that a round takes seconds.
+// At the end, unmounted: no inode without a name (the held unlinked-while-open files of
+// the dead daemons were purged). Sessions time out after 2 s (--session-timeout) so that
+// a round takes seconds.
 //
-// SNAPFS_TORTURE_KILLS=N kills per test (default 8; scripts/torture.sh --shared),
+// SNAPFS_TORTURE_KILLS=N kills per test (default 8, 4 under ASan; scripts/torture.sh --shared),
 // SNAPFS_TORTURE_SEED the seed. Label postgres (TortureShared) and s3 (TortureSharedS3).
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <atomic>
@@ -26,12 +29,11 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/util/mount_fixture.h"
 #include "tests/util/shared_mounts.h"
@@ -58,7 +60,7 @@ class TortureShared : public SharedMounts {
     std::atomic<bool> stop{false};
     bool dead = false;
     UniqueFd held;  // a file it has open after unlinking it (kill -9: the survivor purges it)
-    ~Host() {  // a test that returns early leaves no writer running
+    ~Host() {       // a test that returns early leaves no writer running
       stop = true;
       if (writer.joinable()) writer.join();
     }
@@ -92,8 +94,8 @@ class TortureShared : public SharedMounts {
   void KilledGc(int ms) {
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.3f", ms / 1000.0);
-    CmdResult r =
-        RunCmd({"timeout", "-s", "KILL", secs, SNAPFS_BINARY, "gc", url_, "--max-unused", "0"}, 120);
+    CmdResult r = RunCmd(
+        {"timeout", "-s", "KILL", secs, SNAPFS_BINARY, "gc", url_, "--max-unused", "0"}, 120);
     if (r.code == 128 + SIGKILL || r.code == 124) {
       cli_gc_killed_++;
     } else if (r.code == 0) {
@@ -228,14 +230,14 @@ class TortureShared : public SharedMounts {
         break;
       }
       CmdResult fsck = Snapfs({"fsck", url_, "--verify"}, 300);
-      EXPECT_EQ(fsck.code, 0) << "fsck --verify after " << when << " (survivor: "
-                              << (survivor ? survivor->name : "none") << "):\n"
+      EXPECT_EQ(fsck.code, 0) << "fsck --verify after " << when
+                              << " (survivor: " << (survivor ? survivor->name : "none") << "):\n"
                               << fsck.Describe();
       for (Host* v : victims) ASSERT_NO_FATAL_FAILURE(MountAgain(*v));
       if (!survivor) {  // the next mounts clean up after both
         EXPECT_TRUE(Reaped(hosts[0].mnt, dead_pids, 60))
-            << "the sessions of the killed daemons were not reaped after the remounts"
-            << Log("a") << Log("b");
+            << "the sessions of the killed daemons were not reaped after the remounts" << Log("a")
+            << Log("b");
       }
       for (auto& h : hosts) {
         h.load->killing() = false;

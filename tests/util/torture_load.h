@@ -25,14 +25,13 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tests/util/flink_sim.h"
 #include "tests/util/mount_fixture.h"
@@ -170,8 +169,8 @@ class TortureLoad {
   std::string Summary() const {
     std::ostringstream s;
     s << steps_ << " writer steps, " << checkpoints_ << " checkpoints and " << savepoints_made_
-      << " savepoints completed, " << gcs_ << " gc (" << gcs_busy_ << " found GC running), "
-      << rms_ << " rm, " << prunes_ << " prune, " << orphan_runs_ << " orphans --delete ("
+      << " savepoints completed, " << gcs_ << " gc (" << gcs_busy_ << " found GC running), " << rms_
+      << " rm, " << prunes_ << " prune, " << orphan_runs_ << " orphans --delete ("
       << orphans_deleted_ << " files of interrupted checkpoints deleted), " << claims_
       << " jobs restored in CLAIM mode, " << unacked_completed_
       << " interrupted checkpoints found complete; verified " << files_verified_
@@ -309,8 +308,8 @@ class TortureLoad {
     }
     if (r < 95) {  // what no snapshot references: only the orphans of interrupted checkpoints
       orphan_runs_++;
-      CmdResult o = Snapfs({"orphans", orphans_per_job_ ? f.Dir() : mnt_, "--older-than", "0",
-                            "--delete"});
+      CmdResult o =
+          Snapfs({"orphans", orphans_per_job_ ? f.Dir() : mnt_, "--older-than", "0", "--delete"});
       Note("orphans (exit " + std::to_string(o.code) + "):\n" + o.out + o.err);
       if (!Ok(o.code == 0, "snapfs orphans: " + o.Describe())) return false;
       std::erase_if(orphans_, [&](const std::string& p) {
