@@ -31,39 +31,17 @@ if [[ ! -e /dev/fuse ]]; then
 fi
 # A throwaway PostgreSQL for the `postgres`-labelled tests (the PostgreSQL metadata
 # engine); stopped on exit. If it cannot start, the run fails here, with the reason.
-# Every server started here is stopped on exit, whatever happens (one trap, a list).
-CLEANUP=()
-cleanup() {
-  local i
-  for ((i = ${#CLEANUP[@]} - 1; i >= 0; i--)); do eval "${CLEANUP[i]}" || true; done
-}
-trap cleanup EXIT
-PG_DIR=$(mktemp -d /tmp/snapfs-pg-XXXXXX)
-CLEANUP+=('bash "$ROOT/scripts/pg-test-server.sh" down "$PG_DIR"; rm -rf "$PG_DIR"')
-if ! SNAPFS_TEST_PG=$(bash scripts/pg-test-server.sh up "$PG_DIR" | tail -n 1); then
-  echo "test.sh: FAILED to start the PostgreSQL test server (see above)" >&2
-  exit 1
-fi
-export SNAPFS_TEST_PG
+# Every server started here is stopped on exit (scripts/test_servers.sh).
+# shellcheck source=scripts/test_servers.sh
+source "$ROOT/scripts/test_servers.sh"
+start_test_pg test.sh
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 # Whether the selected tests include S3 ones: ask ctest (-N lists without running).
 if [[ -z ${SNAPFS_TEST_S3_ENDPOINT:-} ]] &&
   (cd "$BUILD" && ctest -N -L s3 "${CTEST_ARGS[@]}" | grep '^  Test *#' >/dev/null); then
-  bash scripts/setup.sh --with-ceph
-  CEPH_DIR=$(mktemp -d /tmp/snapfs-ceph-XXXXXX)
-  CLEANUP+=('bash "$ROOT/scripts/ceph-test-cluster.sh" down "$CEPH_DIR/cluster"; rm -rf "$CEPH_DIR"')
-  if ! bash scripts/ceph-test-cluster.sh up "$CEPH_DIR/cluster" >/dev/null; then
-    echo "##################################################################" >&2
-    echo "## FAILED: the S3 test server (Ceph + radosgw) did not start;   ##" >&2
-    echo "## the S3 tests cannot run. Logs: $CEPH_DIR/cluster/log" >&2
-    echo "##################################################################" >&2
-    tail -n 20 "$CEPH_DIR"/cluster/log/*.log >&2 || true
-    exit 1
-  fi
-  # shellcheck disable=SC1091
-  source "$CEPH_DIR/cluster/env"
+  start_test_s3 test.sh
 fi
 export SNAPFS_TEST_S3_REQUIRED=1
 cd "$BUILD"

@@ -17,8 +17,8 @@
 #include "tests/util/differ.h"
 #include "tests/util/flink_sim.h"
 #include "tests/util/mount_fixture.h"
-#include "tests/util/mount_s3.h"
 #include "tests/util/pg_test_db.h"
+#include "tests/util/shared_mounts.h"
 
 namespace snapfs::mounttest {
 namespace {
@@ -32,115 +32,13 @@ namespace {
                                        << "; first difference at byte " << i;
 }
 
-class MountShared : public ::testing::Test {
+class MountShared : public SharedMounts {
  protected:
-  void SetUp() override {
-    if (::access("/dev/fuse", R_OK | W_OK) != 0) {
-      GTEST_SKIP() << "\n*** /dev/fuse is not available: shared-store MOUNT tests NOT run ***";
-    }
-    if (!test::PgTestServer()) GTEST_SKIP() << test::kNoPgServer;
-    char tmpl[] = "/tmp/snapfs-shared-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    tmp_ = tmpl;
-    conninfo_ = NewDatabase();
-    if (HasFatalFailure()) return;
-    auto url = kv::PostgresEngine::PublicUrl(conninfo_);
-    ASSERT_TRUE(url.ok()) << url.status().ToString();
-    url_ = *url;
-    std::vector<std::string> init = {"init", url_};
-    for (const auto& a : DataArgs()) init.push_back(a);
-    CmdResult r = Snapfs(init);
-    ASSERT_EQ(r.code, 0) << r.Describe();
-  }
-
-  void TearDown() override {
-    if (tmp_.empty()) return;
-    for (const auto& mp : MountsBelow(tmp_)) {
-      CmdResult r = Snapfs({"umount", mp}, 60);
-      if (r.code != 0) (void)RunCmd({"fusermount3", "-u", "-z", mp}, 30);
-    }
-    for (int pid : pids_) {
-      if (pid > 0 && !WaitPidVanished(pid, std::chrono::seconds(20))) ::kill(pid, SIGKILL);
-    }
-    if (!HasFailure()) {
-      std::error_code ec;
-      std::filesystem::remove_all(tmp_, ec);
-    } else {
-      std::cerr << "*** mount_shared_test: logs kept in " << tmp_ << "\n";
-    }
-  }
-
-  // The database of the store: a fresh one on the shared test server.
-  virtual std::string NewDatabase() { return test::NewPgTestDatabase(); }
-
-  // Where `snapfs init` puts the packs: a folder every "host" sees.
-  virtual std::vector<std::string> DataArgs() { return {"--data", tmp_ + "/data"}; }
-
-  static CmdResult Snapfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), SNAPFS_BINARY);
-    return RunCmd(args, timeout_s);
-  }
-
-  // Mounts the store at TMP/<host> as "host" <host> (its own state folder and log).
-  std::string MountHost(const std::string& host, std::vector<std::string> extra = {}) {
-    std::string mp = tmp_ + "/" + host;
-    EXPECT_EQ(::mkdir(mp.c_str(), 0755), 0);
-    std::vector<std::string> args = {"mount", url_, mp, "--state-dir", tmp_ + "/state-" + host,
-                                     "--log", tmp_ + "/" + host + ".log"};
-    if (std::find(extra.begin(), extra.end(), "--metrics") == extra.end()) {
-      args.insert(args.end(), {"--metrics", "off"});
-    }
-    args.insert(args.end(), extra.begin(), extra.end());
-    CmdResult r = Snapfs(args, 60);
-    EXPECT_EQ(r.code, 0) << r.Describe() << Log(host);
-    EXPECT_TRUE(IsMounted(mp, true)) << mp;
-    int pid = DaemonPid(mp);
-    EXPECT_GT(pid, 0) << "no live session of this host mounts " << mp;
-    pids_.push_back(pid);
-    return mp;
-  }
-
-  // The daemon's pid, as `snapfs status MOUNTPOINT` finds it in the sessions.
-  int DaemonPid(const std::string& mp) {
-    CmdResult r = Snapfs({"status", mp, "--json"});
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    if (!j.is_object() || !j.contains("pid")) {
-      ADD_FAILURE() << "snapfs status " << mp << ":\n" << r.Describe();
-      return 0;
-    }
-    return j["pid"].get<int>();
-  }
-
-  std::string Log(const std::string& host) const {
-    std::ifstream f(tmp_ + "/" + host + ".log");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return "\n--- " + host + ".log ---\n" + ss.str();
-  }
-
-  // Polls `cond` for up to `s` seconds (cached names expire after the entry timeout).
-  static bool Eventually(const std::function<bool()>& cond, int s = 5) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(s);
-    while (!cond()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return true;
-  }
-
-  void ExpectFsckClean() {
-    CmdResult r = Snapfs({"fsck", url_});
-    EXPECT_EQ(r.code, 0) << r.Describe();
-  }
-
   void CloseToOpen();
   void Differential();
   void ThreeHosts();
   void Checkpoints();
   void KilledHost();
-
-  std::string tmp_, conninfo_, url_;
-  std::vector<int> pids_;
 };
 
 // The value of an unlabelled sample in a Prometheus exposition, or -1.
@@ -452,6 +350,35 @@ void MountShared::KilledHost() {
   EXPECT_EQ(fj.value("inodes", 0), 2) << "root and kept; the doomed file was purged: " << fsck.out;
 }
 
+// A host that mounts nothing names the store by its location: the snapshot verbs work on
+// the whole namespace (they refused a postgresql:// location before: "neither inside a
+// snapfs mount nor inside a store folder", docs/reliability.md finding 29).
+TEST_F(MountShared, SnapshotVerbsTakeTheStoreLocation) {
+  std::string a = MountHost("a");
+  ContentMap content;
+  FlinkJob job(a, "job", 5, &content);
+  ASSERT_EQ(job.Init(), "");
+  for (int i = 0; i < 2; i++) ASSERT_EQ(job.TakeCheckpoint(1, 64 << 10), "");
+  ASSERT_EQ(WriteFile(a + "/job/shared/stray", "x", /*fsync_it=*/true), 0);
+  ASSERT_EQ(Snapfs({"umount", a}).code, 0);
+  CmdResult ls = Snapfs({"ls", url_, "--json"});
+  ASSERT_EQ(ls.code, 0) << ls.Describe();
+  auto j = nlohmann::json::parse(ls.out, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j["snapshots"].is_array()) << ls.out;
+  EXPECT_EQ(j["snapshots"].size(), 2u) << ls.out;
+  CmdResult du = Snapfs({"du", url_});
+  EXPECT_EQ(du.code, 0) << du.Describe();
+  CmdResult o = Snapfs({"orphans", url_, "--older-than", "0", "--delete"});
+  ASSERT_EQ(o.code, 0) << o.Describe();
+  EXPECT_NE(o.out.find("1 orphan"), std::string::npos) << o.Describe();
+  std::string b = MountHost("b");
+  EXPECT_FALSE(Exists(b + "/job/shared/stray"));
+  auto on_b = [&](const std::string& p) { return std::make_pair(b + p.substr(a.size()), p); };
+  for (const auto& c : job.retained()) {
+    EXPECT_EQ(Restore(b + "/job/" + c.name, a + "/job/" + c.name, content, on_b), "") << c.name;
+  }
+}
+
 TEST_F(MountShared, BadLocationsGetClearErrors) {
   // No such database.
   std::string bad = url_.substr(0, url_.rfind('/')) + "/no_such_db";
@@ -548,23 +475,7 @@ TEST_F(MountSharedDbRestart, OperationsFailThenRecoverAndNoSessionIsLost) {
 }
 
 // The same with the packs in the test radosgw: a commit points only at uploaded packs.
-class MountSharedS3 : public MountShared {
- protected:
-  void SetUp() override {
-    SNAPFS_REQUIRE_S3_OR_SKIP();
-    env_ = *test::GetS3TestEnv();
-    MountShared::SetUp();
-  }
-  std::vector<std::string> DataArgs() override {
-    std::string cred = tmp_ + "/s3.cred";
-    std::ofstream(cred) << "[default]\naws_access_key_id = " << env_.access_key
-                        << "\naws_secret_access_key = " << env_.secret_key << "\n";
-    ::chmod(cred.c_str(), 0600);
-    return {"--data", "s3://" + env_.bucket + "/" + test::UniqueS3Prefix("shared"),
-            "--s3-endpoint", env_.endpoint, "--s3-credentials", cred};
-  }
-  test::S3TestEnv env_;
-};
+class MountSharedS3 : public OnSharedS3<MountShared> {};
 
 TEST_F(MountSharedS3, CloseToOpenAcrossHosts) { CloseToOpen(); }
 TEST_F(MountSharedS3, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) { Checkpoints(); }

@@ -569,6 +569,12 @@ Result<PathTarget> ResolvePathArg(const std::string& arg) {
   if (arg.empty()) return Status::InvalidArgument("empty path");
   PathTarget pt;
   pt.arg = arg;
+  // A shared store named by its database: the whole namespace, opened here (a host that
+  // mounts nothing can still list, measure and clean up the snapshots).
+  if (IsDatabaseLocation(arg)) {
+    pt.target.store = arg;
+    return pt;
+  }
   std::string abs = LexicalAbsolute(arg);
   auto mounts = SnapfsMounts();
   auto in_mount = MountHolding(abs, mounts);

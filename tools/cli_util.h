@@ -123,7 +123,8 @@ struct PathTarget {
 //     the rest is the mount-relative path;
 //  2. otherwise STORE[/rel/path]: the nearest folder at or above the path holding a
 //     snapfs.conf is the store, the rest is the mount-relative path (the store is asked
-//     through its daemon if one has it open, else opened directly).
+//     through its daemon if one has it open, else opened directly);
+//  3. a shared store's location (postgresql://...): its root, the store opened here.
 // InvalidArgument if it is neither, or if it points into the read-only /.snapshots/.
 Result<PathTarget> ResolvePathArg(const std::string& arg);
 

@@ -7,6 +7,7 @@
 // Thread-safety: that of the fixture it extends.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -16,6 +17,18 @@
 #include "tests/util/s3_env.h"
 
 namespace snapfs::test {
+
+// The `snapfs init` arguments of packs under `prefix` in the test bucket; the keys go to a
+// 0600 credentials file in `dir`.
+inline std::vector<std::string> S3DataArgs(const S3TestEnv& env, const std::string& dir,
+                                           const std::string& prefix) {
+  const std::string cred = dir + "/s3.cred";
+  std::ofstream(cred) << "[default]\naws_access_key_id = " << env.access_key
+                      << "\naws_secret_access_key = " << env.secret_key << "\n";
+  EXPECT_EQ(::chmod(cred.c_str(), 0600), 0);
+  return {"--data", "s3://" + env.bucket + "/" + prefix, "--s3-endpoint", env.endpoint,
+          "--s3-credentials", cred};
+}
 
 template <class Base>
 class OnS3 : public Base {
@@ -28,11 +41,7 @@ class OnS3 : public Base {
   }
 
   std::vector<std::string> InitExtraArgs() override {
-    const std::string cred = this->tmp() + "/s3.cred";
-    std::ofstream(cred) << "[default]\naws_access_key_id = " << env_.access_key
-                        << "\naws_secret_access_key = " << env_.secret_key << "\n";
-    EXPECT_EQ(::chmod(cred.c_str(), 0600), 0);
-    return {"--data", data_url(), "--s3-endpoint", env_.endpoint, "--s3-credentials", cred};
+    return S3DataArgs(env_, this->tmp(), prefix_);
   }
 
   std::string data_url() const { return "s3://" + env_.bucket + "/" + prefix_; }
