@@ -61,13 +61,17 @@ inline void BufferAdd(PendingOps* ops, std::string_view key, int64_t delta) {
 // engine's subclass reads them through its Get/iterators and applies them at Commit.
 class BufferingTxn : public Txn {
  public:
+  // PutUnchecked and DeleteUnchecked are Txn's defaults: Put and Delete.
   void Put(Cf space, std::string_view key, std::string_view value) override {
+    WillWrite();
     BufferPut(&ops_[static_cast<size_t>(space)], key, value);
   }
   void Delete(Cf space, std::string_view key) override {
+    WillWrite();
     BufferDelete(&ops_[static_cast<size_t>(space)], key);
   }
   void Add(Cf space, std::string_view key, int64_t delta) override {
+    WillWrite();
     BufferAdd(&ops_[static_cast<size_t>(space)], key, delta);
   }
   size_t pending_writes() const override {
@@ -77,6 +81,10 @@ class BufferingTxn : public Txn {
   }
 
  protected:
+  // Called before each write is buffered (an engine that starts its transaction lazily
+  // starts it here if the write is the first operation).
+  virtual void WillWrite() {}
+
   PendingOps ops_[kCfCount];
 };
 

@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 
 #include <map>
+#include <type_traits>
 
 #include "base/coding.h"
 #include "core/meta/pending_writes.h"
@@ -59,9 +60,7 @@ class PgTxn : public BufferingTxn {
       *value = it->second.value;
       return Status::OK();
     }
-    const bool first = conn_->begin_pending;
-    auto row = GetRow(e_, conn_.get(), space, key);
-    if (!row.ok() && first && Reconnected()) row = GetRow(e_, conn_.get(), space, key);
+    auto row = FirstMayReconnect([&] { return GetRow(e_, conn_.get(), space, key); });
     if (!row.ok()) return Fail(row.status());
     // Remember whether a row was there: Commit re-checks it (FOR SHARE) or makes sure
     // nobody created it meanwhile (a tombstone insert).
@@ -106,11 +105,8 @@ class PgTxn : public BufferingTxn {
         params.push_back(Bytes(keys[remote[from + j]]));
       }
       sql += ") AS q(k, i) LEFT JOIN " + t + " b ON b.k = q.k";
-      const bool first = conn_->begin_pending;
-      auto r = Wire(e_, conn_.get()).Query(sql, params, "metadata multiget");
-      if (!r.ok() && first && Reconnected()) {
-        r = Wire(e_, conn_.get()).Query(sql, params, "metadata multiget");
-      }
+      auto r = FirstMayReconnect(
+          [&] { return Wire(e_, conn_.get()).Query(sql, params, "metadata multiget"); });
       if (!r.ok()) return Fail(r.status());
       const PGresult* res = r->get();
       if (PQntuples(res) != static_cast<int>(n)) {
@@ -152,31 +148,13 @@ class PgTxn : public BufferingTxn {
                                         nullptr, err_, std::string(upper_bound));
   }
 
+  Status Commit(bool sync) override;
+
+ protected:
   // Writes are buffered until Commit, but a transaction that writes before it reads
   // takes its snapshot at that first write (the contract: no later than the first
   // operation), so that a key written blind still conflicts with a commit made after it.
-  void Put(Cf space, std::string_view key, std::string_view value) override {
-    BeginNow();
-    BufferingTxn::Put(space, key, value);
-  }
-  void Delete(Cf space, std::string_view key) override {
-    BeginNow();
-    BufferingTxn::Delete(space, key);
-  }
-  void PutUnchecked(Cf space, std::string_view key, std::string_view value) override {
-    BeginNow();
-    BufferingTxn::PutUnchecked(space, key, value);
-  }
-  void DeleteUnchecked(Cf space, std::string_view key) override {
-    BeginNow();
-    BufferingTxn::DeleteUnchecked(space, key);
-  }
-  void Add(Cf space, std::string_view key, int64_t delta) override {
-    BeginNow();
-    BufferingTxn::Add(space, key, delta);
-  }
-
-  Status Commit(bool sync) override;
+  void WillWrite() override { BeginNow(); }
 
  private:
   Status Start();
@@ -185,18 +163,25 @@ class PgTxn : public BufferingTxn {
   void BeginNow() {
     if (!err_.ok() || !conn_ || !conn_->begin_pending) return;
     const std::string sql = std::string(Wire::kBeginSql) + "; SELECT 1";
-    conn_->begin_pending = false;
-    Status s = Wire(e_, conn_.get()).Simple(sql, "begin");
-    if (!s.ok() && Reconnected()) {
-      conn_->begin_pending = false;
-      s = Wire(e_, conn_.get()).Simple(sql, "begin");
-    }
+    Status s = FirstMayReconnect([&] {
+      conn_->begin_pending = false;  // sent here, as a simple query
+      return Wire(e_, conn_.get()).Simple(sql, "begin");
+    });
     if (!s.ok()) (void)Fail(s);
   }
+  // Runs `statement`; if it was the transaction's first (it carried the BEGIN) and failed
+  // on a pooled connection that had died, runs it once more on a new one (Reconnected).
+  template <typename F>
+  std::invoke_result_t<F&> FirstMayReconnect(F statement) {
+    const bool first = conn_->begin_pending;
+    auto r = statement();
+    if (!r.ok() && first && Reconnected()) r = statement();
+    return r;
+  }
   // After the transaction's first statement (the one that carried its BEGIN) failed: if
-  // the connection came from the pool and has died
-  // (a server restart or pg_terminate_backend while it was idle), a new one takes its
-  // place with the transaction still to begin, once. Nothing had been sent before.
+  // the connection came from the pool and has died (a server restart or
+  // pg_terminate_backend while it was idle), a new one takes its place with the
+  // transaction still to begin, once. Nothing had been sent before.
   bool Reconnected() {
     if (retried_ || iterated_ || !conn_->pooled ||
         (conn_->pg && PQstatus(conn_->pg) == CONNECTION_OK)) {
