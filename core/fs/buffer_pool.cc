@@ -31,9 +31,4 @@ void BufferPool::Give(std::string&& s) {
   free_.emplace(cap, std::move(s));
 }
 
-size_t BufferPool::kept_bytes() const {
-  MutexLock l(&mu_);
-  return kept_bytes_;
-}
-
 }  // namespace snapfs

@@ -45,10 +45,8 @@ class BufferPool {
   // Keeps `s` for reuse if it is of a size worth keeping and the pool has room.
   void Give(std::string&& s) EXCLUDES(mu_);
 
-  size_t kept_bytes() const EXCLUDES(mu_);
-
  private:
-  mutable Mutex mu_;
+  Mutex mu_;
   std::multimap<size_t, std::string> free_ GUARDED_BY(mu_);  // by capacity
   size_t kept_bytes_ GUARDED_BY(mu_) = 0;
 };
