@@ -1,6 +1,7 @@
 #include "core/meta/rocksdb_engine.h"
 
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/perf_context.h>
 #include <rocksdb/perf_level.h>
@@ -13,6 +14,7 @@
 #include <functional>
 
 #include "base/coding.h"
+#include "base/log.h"
 
 namespace snapfs::kv {
 namespace {
@@ -171,6 +173,7 @@ class RocksTxn : public Txn {
     t_->DisableIndexing();  // nothing reads from here on
     for (size_t s = 0; s < kCfCount; s++) Apply(s);
     RETURN_IF_ERROR(first_error_);
+    if (e_->write_failed()) RETURN_IF_ERROR(e_->Recover());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     t_->SetWriteOptions(wo);
@@ -283,6 +286,34 @@ void RocksIterator::ApplyPending() {
   if (txn_) txn_->Apply(space_);
 }
 
+// Tells the engine when a background flush or compaction failed: RocksDB then refuses
+// every write with that error until DB::Resume, and no commit of ours failed to say so.
+// It also turns off RocksDB's own recovery from a full disk: that one polls for free space
+// every 5 s and refuses a DB::Resume while it runs ("Busy"), so a write right after space
+// was freed would still fail. The engine resumes at the next write instead (Recover).
+class BackgroundErrorListener : public rocksdb::EventListener {
+ public:
+  explicit BackgroundErrorListener(RocksEngine* e) : e_(e) {}
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason,
+                         rocksdb::Status* error) override {
+    if (error == nullptr || error->ok()) return;
+    // kWriteCallback: a write's log append (or its memtable insert) failed.
+    if (reason == rocksdb::BackgroundErrorReason::kWriteCallback ||
+        reason == rocksdb::BackgroundErrorReason::kMemTable) {
+      e_->NoteLogFailure();
+    } else {
+      e_->NoteWriteFailure();
+    }
+  }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+                            bool* auto_recovery) override {
+    if (auto_recovery != nullptr) *auto_recovery = false;
+  }
+
+ private:
+  RocksEngine* e_;
+};
+
 }  // namespace
 
 Status FromRocks(const rocksdb::Status& s, std::string_view context) {
@@ -344,6 +375,7 @@ Result<std::unique_ptr<RocksEngine>> RocksEngine::Open(const std::string& dir, b
   }
   std::unique_ptr<RocksEngine> e(new RocksEngine());
   e->dir_ = dir;
+  opts.listeners.push_back(std::make_shared<BackgroundErrorListener>(e.get()));
   rocksdb::OptimisticTransactionDBOptions oo;
   // Validation inside RocksDB's write group, so that it is atomic with every write,
   // transactional or not (parallel validation would let a plain WriteBatch slip in
@@ -449,22 +481,53 @@ void RocksEngine::NoteSkipped(Cf space) {
   (void)txn_db_->Flush(fo, cf(space));  // best effort: the next noting iterator tries again
 }
 
-Status RocksEngine::Health() const {
-  if (write_failed_.load()) {
-    return Status::IOError("a metadata write failed; RocksDB takes no more writes until the "
-                           "store is mounted again (see the daemon's log for the error)");
+Status RocksEngine::Recover() {
+  MutexLock l(&recover_mu_);
+  if (!write_failed_.load()) return Status::OK();  // another caller resumed it
+  if (log_failed_.load()) {
+    return Status::IOError("metadata engine stopped after a failed metadata log write; it "
+                           "takes writes again once the store is mounted again");
   }
+  // RocksDB decides what can be resumed: a full disk under a flush or the log can; an
+  // I/O error in the log cannot (its state is unknown), and the store must be opened
+  // again (a remount), as RocksDB's own recovery replays the log.
+  rocksdb::Status s = txn_db_->GetBaseDB()->Resume();  // StackableDB does not forward it
+  {
+    MutexLock h(&health_mu_);
+    resume_error_ = s.ok() ? "" : s.ToString();
+  }
+  if (!s.ok()) return FromRocks(s, "metadata engine stopped after a failed write; resuming it");
+  write_failed_.store(false);
+  SNAPFS_LOG_WARN("metadata engine: writes resumed after an earlier failed write");
   return Status::OK();
+}
+
+Status RocksEngine::Health() const {
+  if (!write_failed_.load()) return Status::OK();
+  std::string why;
+  {
+    MutexLock h(&health_mu_);
+    why = resume_error_;
+  }
+  if (log_failed_.load()) {
+    return Status::IOError("a metadata log write failed; RocksDB takes no more writes until "
+                           "the store is mounted again (see the daemon's log for the error)");
+  }
+  if (why.empty()) {
+    return Status::IOError("a metadata write failed; RocksDB takes no writes until it "
+                           "resumes, which the next write tries (see the daemon's log)");
+  }
+  return Status::IOError("a metadata write failed and RocksDB could not resume (" + why +
+                         "); a full disk resumes once space is free, other errors need "
+                         "the store mounted again");
 }
 
 Status RocksEngine::Sync() {
   // After a failed write RocksDB has stopped writing (its background error), and its
-  // SyncWAL must not be called: the log writer that failed asserts (Debian's librocksdb
-  // 7.8 is built with assertions, so the daemon would abort instead of reporting EIO).
-  if (write_failed_.load()) {
-    return Status::IOError("metadata sync: an earlier metadata write failed; the metadata "
-                           "log is read-only until the store is opened again");
-  }
+  // SyncWAL must not be called on the log writer that failed: it asserts (Debian's
+  // librocksdb 7.8 is built with assertions, so the daemon would abort instead of
+  // reporting EIO). Resume first: it moves to a new log.
+  if (write_failed_.load()) RETURN_IF_ERROR(Recover());
   return FromRocks(txn_db_->SyncWAL(), "metadata sync");
 }
 

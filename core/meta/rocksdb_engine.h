@@ -57,9 +57,25 @@ class RocksEngine : public Engine {
   rocksdb::ColumnFamilyHandle* cf(Cf c) { return handles_[static_cast<size_t>(c)]; }
 
   // A commit failed for another reason than a conflict (an I/O error or a full disk in
-  // the log): RocksDB stops writing then, and Sync fails from here on without calling
-  // into RocksDB (see Sync).
+  // the log), or a background flush or compaction failed (RocksDB reports it through an
+  // EventListener): RocksDB has stopped writing (its background error). Sync then fails
+  // without calling into RocksDB (see Sync), and the next commit or sync first asks
+  // RocksDB to resume (Recover).
   void NoteWriteFailure() { write_failed_.store(true); }
+  // An append to the metadata log failed (RocksDB's listener says so): not resumable.
+  void NoteLogFailure() {
+    log_failed_.store(true);
+    write_failed_.store(true);
+  }
+  bool write_failed() const { return write_failed_.load(); }
+  // After a write failure: DB::Resume (which flushes the memtables into tables), one
+  // caller at a time; the others wait for its result. OK and healthy again if RocksDB
+  // resumed; else its error (NoSpace while the disk is still full) and the store stays
+  // degraded. Not after a failed log append: Debian's RocksDB 7.8 resumes then without
+  // replacing the log writer that failed when the memtables are empty (it switches logs
+  // only by flushing a memtable), and its next append to that writer aborts the process
+  // (an assertion). Such a store needs opening again (a remount).
+  Status Recover();
   Status Health() const override;
 
   // An iterator over `space` stepped over kSkipFlushTrigger entries that no reader sees
@@ -82,6 +98,11 @@ class RocksEngine : public Engine {
   rocksdb::OptimisticTransactionDB* txn_db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   std::atomic<bool> write_failed_{false};
+  std::atomic<bool> log_failed_{false};
+  Mutex recover_mu_;  // one DB::Resume at a time
+  mutable Mutex health_mu_;
+  // Why the last DB::Resume failed ("" before one has): Health reports it.
+  std::string resume_error_ GUARDED_BY(health_mu_);
   // When NoteSkipped last flushed each space (steady clock, ns).
   std::atomic<int64_t> skip_flushed_at_[kCfCount] = {};
   Mutex pool_mu_;
