@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -397,6 +398,59 @@ inline bool ProcessGone(int pid) {
   return stat[rp + 2] == 'Z' || stat[rp + 2] == 'X';
 }
 
+// The FUSE connection id of the file system mounted at `mnt` (its device number, the name
+// of its folder under /sys/fs/fuse/connections); 0 if `mnt` cannot be stat'ed.
+inline uint64_t FuseConnection(const std::string& mnt) {
+  struct stat st {};
+  if (::stat(mnt.c_str(), &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_dev);
+}
+
+// Threads of `pid` that have not exited (a killed process whose leader is a zombie can
+// still have one the kernel holds).
+inline int LiveThreads(int pid) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream f(t.path() / "stat");
+    std::string stat;
+    std::getline(f, stat);
+    auto rp = stat.rfind(')');
+    if (rp != std::string::npos && rp + 2 < stat.size() && stat[rp + 2] != 'Z' &&
+        stat[rp + 2] != 'X') {
+      n++;
+    }
+  }
+  return n;
+}
+
+// After a kill -9 of a daemon: if a thread of it is still there after `grace`, aborts the
+// daemon's FUSE connection (fusectl), as an operator would (docs/reliability.md, finding
+// 32). A daemon thread sending the kernel a notification (the purger invalidating a name
+// of the folder it purged) waits, uninterruptibly, for that folder's lock; if a request
+// to the same daemon holds the lock, the killed daemon never exits (its /dev/fuse stays
+// open) and the request never gets an answer: the process that made it hangs. Returns
+// whether it had to abort.
+inline bool AbortIfKilledDaemonHangs(int pid, uint64_t connection,
+                                     std::chrono::milliseconds grace = std::chrono::seconds(2)) {
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  while (LiveThreads(pid) > 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      if (connection == 0) return false;
+      (void)::mount("none", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);  // if not yet
+      std::ofstream abort("/sys/fs/fuse/connections/" + std::to_string(connection) + "/abort");
+      abort << "1" << std::flush;
+      std::cout << "WARNING: killed daemon " << pid << " hung in the kernel (a notification "
+                << "waiting on a request to itself); aborted FUSE connection " << connection
+                << std::endl;
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 // Waits until the pid has fully disappeared (reaped too: `snapfs mount` refuses a store
 // whose lock names a pid that kill(0) still finds). True if it did within `timeout`.
 inline bool WaitPidVanished(int pid, std::chrono::milliseconds timeout) {
@@ -575,7 +629,9 @@ class MountFixture : public ::testing::Test {
     int pid = DaemonPid();
     ASSERT_GT(pid, 0) << "no daemon pid in " << store_ << "/lock";
     EXPECT_EQ(pid, daemon_pid_) << "store/lock names another pid than the daemon we mounted";
+    const uint64_t connection = FuseConnection(mnt_);
     ASSERT_EQ(::kill(pid, SIGKILL), 0) << "kill -9 " << pid << ": " << ErrnoName(errno);
+    (void)AbortIfKilledDaemonHangs(pid, connection);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
     while (!ProcessGone(pid) && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
