@@ -34,9 +34,10 @@ namespace snapfs {
 class BufferPool {
  public:
   static constexpr size_t kMinSize = 256 << 10;  // smaller ranges grow as plain strings
-  // What a streamed range asks for: the threshold, the chunk tail a threshold flush keeps,
-  // and a few WRITEs that came ahead merged into it.
-  static constexpr size_t kCapacity = 12 << 20;
+  // What a streamed range asks for: what a writer may buffer while the file's last bytes
+  // are in flight (FileData::Write: twice OpenFile::kFlushThreshold) and the WRITEs the
+  // kernel has in flight meanwhile, so that the range is never moved to a larger buffer.
+  static constexpr size_t kCapacity = 20 << 20;
   static constexpr size_t kMaxKeep = 32 << 20;
   static constexpr size_t kMaxBytes = 64 << 20;
 

@@ -6,8 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <span>
+#include <vector>
 
 #include "base/coding.h"
+#include "base/log.h"
 #include "core/chunks/chunk_store.h"
 #include "core/fs/extent_map.h"
 #include "core/fs/file_data.h"
@@ -72,6 +76,54 @@ std::function<void(Inode*)> Resized(uint64_t size, int64_t allocated_delta, int6
   };
 }
 
+// The bytes of a region to chunk: one buffer, or adjacent buffered ranges read as one
+// without being copied together (after a flight, its held-back tail and the writes made
+// meanwhile are two ranges: assembling them copied the newer one whole, up to 16 MiB per
+// flight). A chunk that spans two pieces is copied into a small buffer of its own.
+class RegionBytes {
+ public:
+  void Add(std::string_view piece) {
+    if (piece.empty()) return;
+    pieces_.push_back({size_, piece});
+    size_ += piece.size();
+  }
+  size_t size() const { return size_; }
+
+  // [pos, pos + n) as one span (pos + n <= size()). Calls must not go back in `pos`.
+  std::span<const uint8_t> Span(size_t pos, size_t n) {
+    while (pieces_[at_].start + pieces_[at_].bytes.size() <= pos) at_++;
+    const Piece& p = pieces_[at_];
+    if (pos + n <= p.start + p.bytes.size()) return AsSpan(p.bytes.substr(pos - p.start, n));
+    stitches_.push_back(Copy(pos, n));
+    return AsSpan(stitches_.back());
+  }
+  // A copy of [pos, pos + n).
+  std::string Copy(size_t pos, size_t n) const {
+    std::string out;
+    out.reserve(n);
+    for (const Piece& p : pieces_) {
+      const size_t pe = p.start + p.bytes.size();
+      if (pe <= pos || out.size() == n) continue;
+      const size_t from = std::max(pos, p.start) - p.start;
+      out.append(p.bytes.substr(from, n - out.size()));
+    }
+    return out;
+  }
+
+ private:
+  struct Piece {
+    size_t start;
+    std::string_view bytes;
+  };
+  static std::span<const uint8_t> AsSpan(std::string_view v) {
+    return {reinterpret_cast<const uint8_t*>(v.data()), v.size()};
+  }
+  std::vector<Piece> pieces_;
+  size_t size_ = 0;
+  size_t at_ = 0;                    // the piece the last Span started in
+  std::deque<std::string> stitches_;  // chunks that span pieces (a deque: they never move)
+};
+
 }  // namespace
 
 Status FileData::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf) {
@@ -125,13 +177,20 @@ Status FileData::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,
 // islands that start after a gap, so that cut points never depend on when (or in which
 // order, with the kernel's writeback cache) data arrived.
 Status FileData::FlushLocked(OpenFile* f, bool all, bool sync) {
+  // A flight's bytes are neither buffered nor committed until it ends.
+  f->WaitFlight();
   // A data commit conflicts when another transaction changed what it read (GC deleted a
-  // chunk it deduplicated against, ...). A failed attempt put everything back into the
-  // buffer, so the flush simply runs again.
+  // chunk it deduplicated against, ...). A failed attempt leaves the buffer as it was, so
+  // the flush simply runs again.
   return kv::RetryOnConflict([&] {
     f->mu.AssertHeld();
     return FlushOnce(f, all, sync);
   });
+}
+
+FileData::FlushFrom FileData::FromFile(const OpenFile& f) {
+  f.mu.AssertHeld();
+  return FlushFrom{f.ino, f.size, f.committed_size, f.mtime_ns, f.attr_dirty, f.no_extents};
 }
 
 Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
@@ -139,20 +198,99 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
     if (sync) RETURN_IF_ERROR(meta_.SyncWal());
     return Status::OK();
   }
+  Committed out;
+  Status st = CommitRanges(FromFile(*f), f->dirty, all, sync, &out);
+  if (st.ok()) {
+    for (auto& [off, bytes] : f->dirty) pool_.Give(std::move(bytes));  // committed: reusable
+    f->dirty = std::move(out.keep);
+    f->committed_size = out.committed_size;
+    if (out.any) f->no_extents = false;
+    f->flight_failed = false;
+  }
+  // Else nothing was committed and the buffer is as it was.
+  f->dirty_bytes = 0;
+  for (auto& [o, bytes] : f->dirty) f->dirty_bytes += bytes.size();
+  f->held_back = f->dirty_bytes;
+  f->attr_dirty = !f->dirty.empty() || !st.ok();
+  // The next threshold flush waits until this much more has been written.
+  f->flush_at = f->dirty_bytes + OpenFile::kFlushThreshold;
+  return st;
+}
+
+void FileData::StartFlight(OpenFile* f, std::shared_ptr<OpenFile> owner) {
+  f->inflight = std::move(f->dirty);
+  f->dirty.clear();
+  f->inflight_bytes = f->dirty_bytes;
+  f->dirty_bytes = 0;
+  f->flushing = true;
+  flusher_.Submit([this, owner = std::move(owner), from = FromFile(*f)] { RunFlight(owner, from); });
+}
+
+// The flight's ranges, read without the file's lock (OpenFile::inflight says why that is
+// safe).
+static const std::map<uint64_t, std::string>& FlightRanges(const OpenFile& f) {
+  return f.inflight;
+}
+
+void FileData::RunFlight(const std::shared_ptr<OpenFile>& f, const FlushFrom& from) {
+  Committed out;
+  Status st = kv::RetryOnConflict([&] {
+    out = Committed{};
+    return CommitRanges(from, FlightRanges(*f), /*all=*/false, /*sync=*/false, &out);
+  });
+  WriterMutexLock l(&f->mu);
+  std::map<uint64_t, std::string> back;
+  if (st.ok()) {
+    f->committed_size = out.committed_size;
+    if (out.any) f->no_extents = false;
+    for (auto& [off, bytes] : f->inflight) pool_.Give(std::move(bytes));
+    back = std::move(out.keep);
+  } else {
+    // Nothing committed: every byte goes back, under what was written meanwhile. The
+    // next threshold flush then runs in a writer's thread and reports the error.
+    SNAPFS_LOG_DEBUG("background flush of inode " + std::to_string(f->ino) + ": " +
+                     st.ToString());
+    back = std::move(f->inflight);
+  }
+  f->inflight.clear();
+  f->inflight_bytes = 0;
+  size_t kept = 0;
+  for (auto& [off, bytes] : back) {
+    kept += bytes.size();
+    f->AddUnder(off, std::move(bytes), &pool_);
+  }
+  f->held_back = kept;
+  f->attr_dirty = !f->dirty.empty() || !st.ok();
+  f->flight_failed = !st.ok();
+  // Counted from what the flight kept, not from the buffer: the writes made meanwhile
+  // are due already (the next WRITE starts the next flight if they reach it).
+  f->flush_at = kept + OpenFile::kFlushThreshold;
+  f->flushing = false;
+  f->flight_done.notify_all();
+}
+
+Status FileData::CommitRanges(const FlushFrom& from, const std::map<uint64_t, std::string>& ranges,
+                              bool all, bool sync, Committed* out) {
   ChunkTxn txn(meta_.engine());
   int64_t allocated_delta = 0;
   // No iterator (its snapshot and seeks) for a file with no extents yet.
   std::unique_ptr<kv::Iterator> it;
-  if (!f->no_extents) it = AllExtents(meta_, f->ino);
-  // Everything taken out of the buffer stays here until the commit succeeded: `keep` is
-  // the next buffer; `taken` is what was chunked (restored as buffered data on failure).
-  std::map<uint64_t, std::string> keep;
-  std::vector<std::pair<uint64_t, std::string>> taken;
+  if (!from.no_extents) it = AllExtents(meta_, from.ino);
+  std::map<uint64_t, std::string>& keep = out->keep;  // what stays buffered
+  // Regions that had to be assembled (committed bytes around buffered ones), in pooled
+  // buffers given back at the end; the others are chunked where they are buffered.
+  std::vector<std::string> assembled;
+  struct GiveBack {
+    BufferPool& pool;
+    std::vector<std::string>& bufs;
+    ~GiveBack() {
+      for (auto& b : bufs) pool.Give(std::move(b));
+    }
+  } give_back{pool_, assembled};
 
   Status st = [&]() -> Status {
-    f->mu.AssertHeld();
-    auto d = f->dirty.begin();
-    while (d != f->dirty.end()) {
+    auto d = ranges.begin();
+    while (d != ranges.end()) {
       // Expand the dirty range to the chunks it touches, and to the chunk it continues if
       // that one was cut by EOF rather than by content.
       uint64_t s = d->first, e = d->first + d->second.size();
@@ -162,9 +300,9 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       const uint32_t max_len = chunker_.params().max_size;
       bool found = false;
       if (it) {
-        ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s, max_len, &x));
+        ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), from.ino, s, max_len, &x));
         if (!found && s > 0) {
-          ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), f->ino, s - 1, max_len, &x));
+          ASSIGN_OR_RETURN(found, ExtentCovering(it.get(), from.ino, s - 1, max_len, &x));
         }
       }
       if (found) {
@@ -174,12 +312,12 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       auto end_of = [&](uint64_t end) -> Result<uint64_t> {
         if (!it) return end;
         Extent y;
-        ASSIGN_OR_RETURN(bool covered, ExtentCovering(it.get(), f->ino, end - 1, max_len, &y));
+        ASSIGN_OR_RETURN(bool covered, ExtentCovering(it.get(), from.ino, end - 1, max_len, &y));
         return covered && y.end() > end ? y.end() : end;
       };
       ASSIGN_OR_RETURN(e, end_of(e));
       auto last = std::next(d);
-      while (last != f->dirty.end() && last->first <= e) {
+      while (last != ranges.end() && last->first <= e) {
         uint64_t le = last->first + last->second.size();
         if (le > e) {
           ASSIGN_OR_RETURN(e, end_of(le));
@@ -189,26 +327,33 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       if (!all && !anchored) {
         // An island after a gap: chunking it now would start at an arbitrary offset and
         // defeat dedup. It waits for the gap to fill, or for a full flush.
-        for (auto j = d; j != last; ++j) keep.emplace(j->first, std::move(j->second));
+        for (auto j = d; j != last; ++j) keep.emplace(j->first, j->second);
         d = last;
         continue;
       }
       // Region bytes: committed data overlaid with the buffered writes. The common case of
-      // streamed writes is one buffered range and nothing else: taken without a copy.
-      std::string region;
-      if (s == d->first && e == d->first + d->second.size()) {
-        region = std::move(d->second);
+      // streamed writes is buffered ranges that follow each other with nothing committed
+      // in between or around: chunked where they are buffered.
+      RegionBytes bytes;
+      bool contiguous = s == d->first;
+      for (auto j = d; contiguous && j != last; ++j) {
+        auto nx = std::next(j);
+        const uint64_t je = j->first + j->second.size();
+        contiguous = nx == last ? je == e : nx->first == je;
+      }
+      if (contiguous) {
+        for (auto j = d; j != last; ++j) bytes.Add(j->second);
       } else {
+        std::string region;
         if (e - s >= BufferPool::kMinSize) region = pool_.Take(e - s);
         region.reserve(e - s);
         uint64_t at = s;
         auto fill_committed = [&](uint64_t to) -> Status {
-          f->mu.AssertHeld();
           if (to <= at) return Status::OK();
           size_t old = region.size();
           region.resize(old + (to - at));  // zeros for holes and beyond the committed end
-          uint64_t cend = std::min<uint64_t>(to, f->committed_size);
-          if (at < cend) RETURN_IF_ERROR(ReadCommitted(f->ino, at, cend - at, region.data() + old));
+          uint64_t cend = std::min<uint64_t>(to, from.committed_size);
+          if (at < cend) RETURN_IF_ERROR(ReadCommitted(from.ino, at, cend - at, region.data() + old));
           at = to;
           return Status::OK();
         };
@@ -218,17 +363,17 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
           at = j->first + j->second.size();
         }
         RETURN_IF_ERROR(fill_committed(e));
+        assembled.push_back(std::move(region));
+        bytes.Add(assembled.back());
       }
-      taken.emplace_back(s, std::move(region));
-      const std::string& bytes = taken.back().second;
       // Old extents inside the region go.
       uint64_t old_end = s;  // end of the last committed extent in the region
       if (it) {
-        for (it->Seek(keys::Extent(f->ino, s)); it->Valid(); it->Next()) {
+        for (it->Seek(keys::Extent(from.ino, s)); it->Valid(); it->Next()) {
           uint64_t off = GetBE64(it->key().data() + 8);
           if (off >= e) break;
           ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
-          extent_map::Remove(*txn.kv, f->ino, off, v);
+          extent_map::Remove(*txn.kv, from.ino, off, v);
           allocated_delta -= v.length;
           old_end = off + v.length;
         }
@@ -236,22 +381,23 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       }
       // New chunks. Held-back bytes may only be bytes that replace no committed extent:
       // committed bytes never leave the store before their replacement is committed.
-      const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
       const uint32_t max_chunk = chunker_.params().max_size;
       size_t pos = 0, n = bytes.size();
       std::vector<std::span<const uint8_t>> cuts;
       std::vector<bool> stables;
       while (pos < n) {
+        // The chunker looks at max_chunk bytes at most.
+        std::span<const uint8_t> next = bytes.Span(pos, std::min<size_t>(n - pos, max_chunk));
         // A cut is stable when the chunker chose it from the content (or hit max_size); a
         // cut forced by the end of the data is not, and is re-chunked when data follows.
-        size_t cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/all);
+        size_t cut = chunker_.NextCut(next.data(), next.size(), /*at_eof=*/all);
         bool stable = !all || cut < n - pos || cut == max_chunk;
         if (cut == 0) {
           if (s + pos >= old_end) break;
-          cut = chunker_.NextCut(p + pos, n - pos, /*at_eof=*/true);
+          cut = chunker_.NextCut(next.data(), next.size(), /*at_eof=*/true);
           stable = false;
         }
-        cuts.emplace_back(p + pos, cut);
+        cuts.push_back(next.first(cut));
         stables.push_back(stable);
         pos += cut;
       }
@@ -260,61 +406,37 @@ Status FileData::FlushOnce(OpenFile* f, bool all, bool sync) {
       uint64_t at = s;
       for (size_t i = 0; i < cuts.size(); i++) {
         const auto len = static_cast<uint32_t>(cuts[i].size());
-        extent_map::Put(*txn.kv, f->ino, at, ExtentValue{ids[i], len, stables[i]});
+        extent_map::Put(*txn.kv, from.ino, at, ExtentValue{ids[i], len, stables[i]});
         allocated_delta += len;
         at += len;
       }
-      if (pos < n) keep.emplace(s + pos, bytes.substr(pos));
+      if (!cuts.empty()) out->any = true;
+      if (pos < n) keep.emplace(s + pos, bytes.Copy(pos, n - pos));
       d = last;
     }
     return Status::OK();
   }();
+  RETURN_IF_ERROR(st);
 
   // A buffered range at the end of the file is not part of the committed size: after a
   // crash the file ends where its committed data does.
-  uint64_t new_committed = f->size;
+  out->committed_size = from.size;
   if (!keep.empty()) {
     auto tail = std::prev(keep.end());
-    if (tail->first + tail->second.size() == f->size) {
+    if (tail->first + tail->second.size() == from.size) {
       // Never below what was committed before (e.g. a size grown by truncate).
-      new_committed = std::max<uint64_t>(tail->first, f->committed_size);
+      out->committed_size = std::max<uint64_t>(tail->first, from.committed_size);
     }
   }
-  int64_t mtime = f->mtime_ns;
-  if (st.ok())
-    st = CommitData(f->ino, &txn, sync, [&](Inode* node) {
-      f->mu.AssertHeld();
-      node->size = new_committed;
-      node->allocated =
-          static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
-      if (f->attr_dirty) {
-        node->mtime_ns = mtime;
-        node->ctime_ns = std::max(node->ctime_ns, mtime);  // ctime never goes back
-      }
-    });
-  if (!st.ok()) {
-    // Nothing was committed: everything goes back into the buffer (the chunked regions
-    // as buffered data; where they hold committed bytes those are rewritten unchanged).
-    for (auto& [off, bytes] : f->dirty) {
-      if (!bytes.empty()) keep.emplace(off, std::move(bytes));  // not reached by the loop
+  return CommitData(from.ino, &txn, sync, [&](Inode* node) {
+    node->size = out->committed_size;
+    node->allocated =
+        static_cast<uint64_t>(static_cast<int64_t>(node->allocated) + allocated_delta);
+    if (from.attr_dirty) {
+      node->mtime_ns = from.mtime_ns;
+      node->ctime_ns = std::max(node->ctime_ns, from.mtime_ns);  // ctime never goes back
     }
-    for (auto& [off, bytes] : taken) {
-      auto k = keep.lower_bound(off);
-      if (k != keep.end() && k->first < off + bytes.size()) keep.erase(k);  // its tail
-      keep.emplace(off, std::move(bytes));
-    }
-  } else {
-    f->committed_size = new_committed;
-    if (!taken.empty()) f->no_extents = false;
-    for (auto& [off, bytes] : taken) pool_.Give(std::move(bytes));  // committed: reusable
-  }
-  f->dirty = std::move(keep);
-  f->dirty_bytes = 0;
-  for (auto& [o, bytes] : f->dirty) f->dirty_bytes += bytes.size();
-  f->attr_dirty = !f->dirty.empty() || !st.ok();
-  // The next threshold flush waits until this much more has been written.
-  f->flush_at = f->dirty_bytes + OpenFile::kFlushThreshold;
-  return st;
+  });
 }
 
 Status FileData::TruncateLocked(OpenFile* f, uint64_t size, int64_t now) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/fs/namespace.h"
 
@@ -24,8 +25,15 @@ void OpenFile::AddDirty(uint64_t off, const char* data, size_t n, BufferPool* po
   }
   if (it == dirty.end() || it->first > end) {  // touches nothing: a range of its own
     // A large one (a WRITE the kernel sent ahead of the one before it) in a pooled
-    // buffer: it is merged into its neighbour soon and given back.
-    std::string r = pool && n >= BufferPool::kMinSize ? pool->Take(n) : std::string();
+    // buffer: it is merged into its neighbour soon and given back. One that continues the
+    // bytes in flight starts the stream's next range: a buffer it can grow in.
+    std::string r;
+    if (pool && n >= BufferPool::kMinSize) {
+      auto f = inflight.lower_bound(off);
+      const bool continues = f != inflight.begin() &&
+                             std::prev(f)->first + std::prev(f)->second.size() == off;
+      r = pool->Take(continues ? std::max(n, BufferPool::kCapacity) : n);
+    }
     r.append(data, n);
     dirty.emplace(off, std::move(r));
     dirty_bytes += n;
@@ -87,6 +95,53 @@ void OpenFile::AddDirty(uint64_t off, const char* data, size_t n, BufferPool* po
   dirty.erase(it, last);
   dirty_bytes += merged.size();
   dirty.emplace(ns, std::move(merged));
+}
+
+void OpenFile::AddUnder(uint64_t off, std::string&& bytes, BufferPool* pool) {
+  const uint64_t end = off + bytes.size();
+  if (bytes.empty()) return;
+  // Nothing newer overlaps it (the common case: a flight's held-back tail, with the
+  // writes since then starting where it ends): it becomes a range of its own, beside its
+  // neighbours, without a copy of them.
+  auto next = dirty.lower_bound(off);
+  bool overlaps = next != dirty.end() && next->first < end;
+  if (next != dirty.begin()) {
+    auto p = std::prev(next);
+    if (p->first + p->second.size() > off) overlaps = true;
+  }
+  if (!overlaps) {
+    dirty_bytes += bytes.size();
+    dirty.emplace(off, std::move(bytes));
+    return;
+  }
+  // The gaps of [off, end) between the buffered ranges, found before any is added (each
+  // AddDirty may merge ranges).
+  std::vector<std::pair<uint64_t, uint64_t>> gaps;
+  uint64_t at = off;
+  auto it = dirty.upper_bound(off);
+  if (it != dirty.begin() && std::prev(it)->first + std::prev(it)->second.size() > off) --it;
+  for (; it != dirty.end() && it->first < end; ++it) {
+    if (it->first > at) gaps.emplace_back(at, it->first);
+    at = std::max<uint64_t>(at, it->first + it->second.size());
+  }
+  if (at < end) gaps.emplace_back(at, end);
+  for (auto [from, to] : gaps) AddDirty(from, bytes.data() + (from - off), to - from, pool);
+  if (pool) pool->Give(std::move(bytes));
+}
+
+namespace {
+// The file's lock as condition_variable_any wants it (BasicLockable); the caller holds it
+// exclusively around the wait.
+struct ExclusiveLockable {
+  SharedMutex* mu;
+  void lock() NO_THREAD_SAFETY_ANALYSIS { mu->Lock(); }
+  void unlock() NO_THREAD_SAFETY_ANALYSIS { mu->Unlock(); }
+};
+}  // namespace
+
+void OpenFile::WaitFlight() {
+  ExclusiveLockable l{&mu};
+  while (flushing) flight_done.wait(l);
 }
 
 Status OpenFile::EnsureLoaded(MetaStore& meta) {
@@ -267,12 +322,15 @@ Status FileData::ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, s
   } else {
     std::memset(buf, 0, n);
   }
-  auto it = f->dirty.upper_bound(offset);
-  if (it != f->dirty.begin()) --it;
-  for (; it != f->dirty.end() && it->first < end; ++it) {
-    uint64_t rs = it->first, re = rs + it->second.size();
-    uint64_t from = std::max(offset, rs), to = std::min(end, re);
-    if (from < to) std::memcpy(buf + (from - offset), it->second.data() + (from - rs), to - from);
+  // Buffered bytes over them: a flight's, then the newer ones.
+  for (const auto* ranges : {&f->inflight, &f->dirty}) {
+    auto it = ranges->upper_bound(offset);
+    if (it != ranges->begin()) --it;
+    for (; it != ranges->end() && it->first < end; ++it) {
+      uint64_t rs = it->first, re = rs + it->second.size();
+      uint64_t from = std::max(offset, rs), to = std::min(end, re);
+      if (from < to) std::memcpy(buf + (from - offset), it->second.data() + (from - rs), to - from);
+    }
   }
   *got = n;
   return Status::OK();
@@ -302,15 +360,24 @@ Result<size_t> FileData::Write(FileHandle fh, uint64_t offset, const char* data,
   f->size = std::max<uint64_t>(f->size, offset + n);
   f->mtime_ns = NowNs();
   f->attr_dirty = true;
-  if (f->dirty_bytes >= f->flush_at) {
-    RETURN_IF_ERROR(FlushLocked(f, /*all=*/false, /*sync=*/false));
-    // Held-back tails and islands waiting for a gap to fill normally resolve within the
-    // kernel's window of in-flight writes; if they don't (a sparse writer), commit all
-    // rather than keep buffering: this bounds a file's buffer at 4x the threshold.
-    if (f->dirty_bytes >= 4 * OpenFile::kFlushThreshold) {
-      RETURN_IF_ERROR(FlushLocked(f, /*all=*/true, /*sync=*/false));
-    }
+  if (f->dirty_bytes < f->flush_at) return n;
+  constexpr size_t kBound = 2 * OpenFile::kFlushThreshold;
+  // The threshold flush runs in the background (a flight), so that this WRITE and the
+  // next ones are taken while the last bytes are chunked, hashed, written to the pack
+  // and committed. A writer faster than that waits here, which bounds the buffer at
+  // kBound plus one flight.
+  if (f->flushing && f->dirty_bytes >= kBound) f->WaitFlight();
+  if (f->flushing) return n;
+  if (!f->flight_failed && f->held_back < kBound / 2) {
+    StartFlight(f, h.file);
+    return n;
   }
+  // In this thread: the last flight failed (its error must reach a WRITE: ENOSPC, EIO),
+  // or it kept much buffered. Held-back tails and islands waiting for a gap to fill
+  // normally resolve within the kernel's window of in-flight writes; if they don't (a
+  // sparse writer), commit all rather than keep buffering.
+  RETURN_IF_ERROR(FlushLocked(f, /*all=*/false, /*sync=*/false));
+  if (f->dirty_bytes >= kBound) RETURN_IF_ERROR(FlushLocked(f, /*all=*/true, /*sync=*/false));
   return n;
 }
 
@@ -333,6 +400,9 @@ Status FileData::SetAttr(const Inode& node, const SetAttrRequest& req, int64_t n
 
 Status FileData::SetAttrLocked(OpenFile* f, const Inode& node, const SetAttrRequest& req,
                                int64_t now) {
+  // A flight commits the mtime of its writes: an explicit one set meanwhile would be
+  // overwritten by it.
+  f->WaitFlight();
   if (req.set_size) {
     // A truncate works on committed data. Other changes leave the buffer alone (the
     // kernel's writeback cache sets times in the middle of streamed writes, and a
@@ -397,7 +467,7 @@ Attr FileData::ToAttr(const Inode& i) {
       if (f->loaded) {
         a.size = f->size;
         if (f->attr_dirty) a.mtime_ns = a.ctime_ns = f->mtime_ns;
-        allocated += f->dirty_bytes;
+        allocated += f->dirty_bytes + f->inflight_bytes;
       }
     }
   } else if (i.is_symlink()) {

@@ -21,12 +21,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "base/mutex.h"
+#include "core/fs/flusher.h"
 #include "core/fs/fs_types.h"
 #include "core/fs/inode.h"
 #include "core/fs/open_file.h"
@@ -114,9 +116,36 @@ class FileData {
   Status SetAttrLocked(OpenFile* f, const Inode& node, const SetAttrRequest& req, int64_t now)
       REQUIRES(f->mu);
 
-  // Re-chunks the buffered regions and commits them (file_commit.cc).
+  // Re-chunks the buffered regions and commits them (file_commit.cc), after the file's
+  // flight if one runs.
   Status FlushLocked(OpenFile* f, bool all, bool sync) REQUIRES(f->mu);  // retries FlushOnce
   Status FlushOnce(OpenFile* f, bool all, bool sync) REQUIRES(f->mu);
+  // The file as a commit of its buffered ranges starts from.
+  struct FlushFrom {
+    uint64_t ino = 0;
+    uint64_t size = 0;
+    uint64_t committed_size = 0;
+    int64_t mtime_ns = 0;
+    bool attr_dirty = false;
+    bool no_extents = false;
+  };
+  static FlushFrom FromFile(const OpenFile& f) REQUIRES(f.mu);
+  // What a commit of buffered ranges did.
+  struct Committed {
+    std::map<uint64_t, std::string> keep;  // bytes still to buffer (tails, islands)
+    uint64_t committed_size = 0;           // the inode's size now
+    bool any = false;                      // extents were written
+  };
+  // Chunks and commits `ranges` (a file's buffer, which it only reads) as FlushLocked
+  // describes; the caller updates the OpenFile from `out` (nothing of it on an error:
+  // then nothing was committed).
+  Status CommitRanges(const FlushFrom& from, const std::map<uint64_t, std::string>& ranges,
+                      bool all, bool sync, Committed* out);
+  // A threshold flush in the background: the buffer becomes the file's flight
+  // (OpenFile::inflight) and a flusher thread commits it (RunFlight). `owner` is `f`'s
+  // shared pointer (the flight keeps the file alive).
+  void StartFlight(OpenFile* f, std::shared_ptr<OpenFile> owner) REQUIRES(f->mu);
+  void RunFlight(const std::shared_ptr<OpenFile>& f, const FlushFrom& from);
   Status ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, size_t* got)
       REQUIRES_SHARED(f->mu);
   Status ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* buf);
@@ -147,6 +176,9 @@ class FileData {
   // CommitMarkerAt checks that the name still leads to the inode). Until a remount.
   std::unordered_map<uint64_t, MarkerAt> failed_markers_ GUARDED_BY(files_mu_);
   FileHandle next_fh_ GUARDED_BY(files_mu_) = 1;
+  // Last: its destructor runs the flights still queued (they use everything above)
+  // before anything else goes.
+  Flusher flusher_;
 };
 
 }  // namespace snapfs
