@@ -147,6 +147,15 @@ class Flight : public ::testing::Test {
     out.resize(got);
     return out;
   }
+  // Releases `fh`, reopens the store and expects the file to hold `model`.
+  void ReleaseReopenAndExpect(FileHandle fh, const std::string& model) {
+    ASSERT_OK(fs_->Release(fh));
+    Close();
+    Open();
+    FileHandle again = MUST(fs_->Open(ino_, O_RDONLY));
+    EXPECT_TRUE(ReadAll(again) == model) << "after a reopen";
+    ASSERT_OK(fs_->Release(again));
+  }
   // Runs `f` in another thread; false if it did not return within 30 s (it blocked).
   template <typename F>
   bool ReturnsWhileParked(F f) {
@@ -185,12 +194,7 @@ TEST_F(Flight, WritesAndReadsGoOnWhileAFlightCommits) {
   gate_.Open();
   ASSERT_OK(fs_->Fsync(fh, false));
   EXPECT_TRUE(ReadAll(fh) == model) << "after the flight";
-  ASSERT_OK(fs_->Release(fh));
-  Close();
-  Open();
-  FileHandle again = MUST(fs_->Open(ino_, O_RDONLY));
-  EXPECT_TRUE(ReadAll(again) == model) << "after a reopen";
-  ASSERT_OK(fs_->Release(again));
+  ASSERT_NO_FATAL_FAILURE(ReleaseReopenAndExpect(fh, model));
 }
 
 // fsync and truncate wait until the flight ends, and then see its bytes committed.
@@ -221,12 +225,7 @@ TEST_F(Flight, FsyncAndTruncateWaitForTheFlight) {
   ASSERT_OK(trunc.get());
   model.resize(req.size);
   EXPECT_TRUE(ReadAll(fh) == model);
-  ASSERT_OK(fs_->Release(fh));
-  Close();
-  Open();
-  FileHandle again = MUST(fs_->Open(ino_, O_RDONLY));
-  EXPECT_TRUE(ReadAll(again) == model) << "after a reopen";
-  ASSERT_OK(fs_->Release(again));
+  ASSERT_NO_FATAL_FAILURE(ReleaseReopenAndExpect(fh, model));
 }
 
 // A flight that fails (its pack sync) commits nothing and loses nothing: its bytes go
@@ -257,12 +256,7 @@ TEST_F(Flight, AFailedFlightLosesNothingAndItsErrorReachesAWrite) {
   gate_.Fail(false);
   ASSERT_OK(fs_->Fsync(fh, false));
   EXPECT_TRUE(ReadAll(fh) == model);
-  ASSERT_OK(fs_->Release(fh));
-  Close();
-  Open();
-  FileHandle again = MUST(fs_->Open(ino_, O_RDONLY));
-  EXPECT_TRUE(ReadAll(again) == model) << "after a reopen";
-  ASSERT_OK(fs_->Release(again));
+  ASSERT_NO_FATAL_FAILURE(ReleaseReopenAndExpect(fh, model));
 }
 
 }  // namespace
