@@ -1,7 +1,9 @@
 #include "daemon/mount_table.h"
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace snapfs::fuse {
 
@@ -25,12 +27,21 @@ std::string Unescape(const std::string& s) {
 
 std::vector<MountEntry> ReadMountTable() {
   std::vector<MountEntry> out;
-  std::ifstream f("/proc/self/mounts");
+  // ID PARENT MAJOR:MINOR ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER-OPTIONS
+  std::ifstream f("/proc/self/mountinfo");
   for (std::string line; std::getline(f, line);) {
     std::istringstream ls(line);
-    std::string dev, point, type;
-    if (!(ls >> dev >> point >> type)) continue;
-    out.push_back({Unescape(dev), Unescape(point), type});
+    std::vector<std::string> t;
+    for (std::string w; ls >> w;) t.push_back(w);
+    size_t sep = 6;
+    while (sep < t.size() && t[sep] != "-") sep++;
+    if (t.size() < 5 || sep + 2 >= t.size()) continue;
+    MountEntry e{Unescape(t[sep + 2]), Unescape(t[4]), t[sep + 1]};
+    unsigned major = 0, minor = 0;
+    if (std::sscanf(t[2].c_str(), "%u:%u", &major, &minor) == 2) {
+      e.dev = (static_cast<uint64_t>(major) << 20) | minor;
+    }
+    out.push_back(std::move(e));
   }
   return out;
 }

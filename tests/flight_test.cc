@@ -147,6 +147,9 @@ class Flight : public ::testing::Test {
     out.resize(got);
     return out;
   }
+  // Returns once the file's flight (if any) has ended: a setattr that changes nothing
+  // waits for it (FileData::SetAttrLocked) and does nothing else.
+  void EndOfFlight() { ASSERT_OK(fs_->SetAttr(ino_, SetAttrRequest{}).status()); }
   // Releases `fh`, reopens the store and expects the file to hold `model`.
   void ReleaseReopenAndExpect(FileHandle fh, const std::string& model) {
     ASSERT_OK(fs_->Release(fh));
@@ -192,8 +195,10 @@ TEST_F(Flight, WritesAndReadsGoOnWhileAFlightCommits) {
   EXPECT_TRUE(ReadAll(fh) == model) << "reads while the flight is parked";
 
   gate_.Open();
+  EndOfFlight();
+  EXPECT_TRUE(ReadAll(fh) == model) << "after the flight ended, before any fsync";
   ASSERT_OK(fs_->Fsync(fh, false));
-  EXPECT_TRUE(ReadAll(fh) == model) << "after the flight";
+  EXPECT_TRUE(ReadAll(fh) == model) << "after the fsync";
   ASSERT_NO_FATAL_FAILURE(ReleaseReopenAndExpect(fh, model));
 }
 
@@ -242,6 +247,7 @@ TEST_F(Flight, AFailedFlightLosesNothingAndItsErrorReachesAWrite) {
   ASSERT_OK(Write(fh, model.size(), more));
   model += more;
   gate_.Open();  // the flight fails now
+  EndOfFlight();
   // Its bytes are back in the buffer: everything reads back.
   EXPECT_TRUE(ReadAll(fh) == model) << "after the flight failed";
   // Write on until a WRITE reports the error (the next threshold flush, in this thread).
@@ -257,6 +263,32 @@ TEST_F(Flight, AFailedFlightLosesNothingAndItsErrorReachesAWrite) {
   ASSERT_OK(fs_->Fsync(fh, false));
   EXPECT_TRUE(ReadAll(fh) == model);
   ASSERT_NO_FATAL_FAILURE(ReleaseReopenAndExpect(fh, model));
+}
+
+// A clone waits for the flights of both files with only that file's lock held (a flight
+// ends under its file's lock), then copies what the flight committed.
+TEST_F(Flight, CloneWaitsForTheFlight) {
+  FileHandle src = Create("src");
+  const uint64_t src_ino = ino_;
+  std::string model = RandomBytes(kThreshold + 1 * kMiB, 8);
+  gate_.Shut();
+  ASSERT_OK(Write(src, 0, model));
+  ASSERT_TRUE(gate_.WaitParked());
+  FileHandle dst = Create("dst");
+  auto clone = std::async(std::launch::async, [&] {
+    return fs_->CloneRange(src, 0, dst, 0, model.size()).status();
+  });
+  EXPECT_EQ(clone.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "clone ran beside the flight";
+  gate_.Open();
+  ASSERT_OK(clone.get());
+  EXPECT_TRUE(ReadAll(dst) == model) << "the clone";
+  ASSERT_OK(fs_->Release(src));
+  ASSERT_NO_FATAL_FAILURE(ReleaseReopenAndExpect(dst, model));
+  ino_ = src_ino;
+  FileHandle again = MUST(fs_->Open(src_ino, O_RDONLY));
+  EXPECT_TRUE(ReadAll(again) == model) << "the source after a reopen";
+  ASSERT_OK(fs_->Release(again));
 }
 
 }  // namespace

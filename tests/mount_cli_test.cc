@@ -2,6 +2,9 @@
 // the exit code table (4 busy, 5 not found / not a store), JSON errors with a schema
 // number, and verbs on a mount whose daemon is dead (exit 1 unless --offline).
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
 #include <signal.h>
 
 #include <cctype>
@@ -183,6 +186,59 @@ TEST_F(MountCli, DeadMountIsReportedUnlessOffline) {
   EXPECT_EQ(u.code, 0) << u.Describe();
   ASSERT_NO_FATAL_FAILURE(Mount());
   EXPECT_EQ(ReadFile(Path("f")), "data");
+}
+
+// A hung daemon (stopped here with SIGSTOP; in finding 32 a killed one the kernel kept
+// alive): a reader of the mount waits forever, and a plain umount cannot help. `snapfs
+// umount --abort` aborts the FUSE connection: the reader gets an error, the mount goes,
+// the daemon exits once it runs again, and everything fsync'd is there after a remount.
+TEST_F(MountCli, UmountAbortFreesAHungDaemonsWaiters) {
+  ASSERT_EQ(WriteFile(Path("f"), "kept", true), 0);
+  int pid = DaemonPid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0) << ErrnoName(errno);
+  // Every thread of the daemon stopped before the reader asks (the signal takes effect
+  // thread by thread).
+  auto all_stopped = [&] {
+    std::error_code ec;
+    for (const auto& t :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+      std::ifstream f(t.path() / "stat");
+      std::string st;
+      std::getline(f, st);
+      auto rp = st.rfind(')');
+      if (rp == std::string::npos || rp + 2 >= st.size() || st[rp + 2] != 'T') return false;
+    }
+    return !ec;
+  };
+  for (int i = 0; i < 500 && !all_stopped(); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(all_stopped()) << "daemon " << pid << " did not stop";
+  std::atomic<int> read_err{-1};
+  std::thread reader([&] {
+    int e = 0;
+    (void)ReadFile(Path("g-not-cached"), &e);  // a lookup the kernel must ask the daemon
+    read_err = e;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(read_err.load(), -1) << "the reader should be waiting on the stopped daemon, got "
+                                 << ErrnoName(read_err.load());
+
+  CmdResult u = Snapfs({"umount", mnt(), "--abort", "--wait", "0"}, 60);
+  // The daemon may only notice (and exit) once it runs again.
+  ::kill(pid, SIGCONT);
+  reader.join();
+  EXPECT_NE(read_err.load(), 0) << "the waiting reader got no error";
+  EXPECT_NE(read_err.load(), -1);
+  EXPECT_TRUE(u.code == 0 || u.code == 1) << u.Describe();
+  EXPECT_FALSE(IsMounted(mnt())) << "still mounted after umount --abort:\n" << u.Describe();
+  EXPECT_TRUE(WaitPidVanished(pid, std::chrono::seconds(20))) << "the daemon did not exit";
+
+  CmdResult bad = Snapfs({"umount", mnt(), "--abort"});
+  EXPECT_TRUE(Exits(bad, 5)) << "not a mount any more: " << bad.Describe();
+  ASSERT_NO_FATAL_FAILURE(Mount());
+  EXPECT_EQ(ReadFile(Path("f")), "kept");
 }
 
 // `why` of a path inside the views used to suggest "MOUNT/<snapshot>/shared/x", which does

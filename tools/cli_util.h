@@ -89,6 +89,10 @@ Target ResolveTarget(const std::string& arg);
 Status CheckNotDead(const Target& t);
 // A snapfs mount point (in /proc/self/mounts) whose daemon is gone: the store it names
 // is not locked, or the mount point answers ENOTCONN.
+// Aborts the FUSE connection of the snapfs mount at `mountpoint` (fusectl; mounted first
+// if need be, which needs root): a dead or hung daemon's pending requests fail and the
+// daemon exits.
+Status AbortFuseConnection(const std::string& mountpoint);
 bool IsDeadMount(const std::string& mountpoint, const std::string& store);
 // False for a pid that is gone or a zombie.
 bool ProcessRunning(int pid);

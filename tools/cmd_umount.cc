@@ -1,5 +1,11 @@
 // snapfs umount MOUNTPOINT: unmount and wait until the daemon has flushed and exited.
+// --abort first aborts the mount's FUSE connection (fusectl), for a daemon that is dead or
+// hung: what it had not committed is lost, as with kill -9 (docs/reliability.md, finding
+// 32: a killed daemon the kernel keeps alive, and whoever was waiting on it, hang until
+// then).
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,12 +26,16 @@ int CmdUmount(const Args& args) {
   opts.add_options()("mountpoint", po::value(&mountpoint)->required(),
                      "where the store is mounted")(
       "lazy,l", po::bool_switch(), "detach now even if busy; the daemon exits when unused")(
+      "abort", po::bool_switch(),
+      "the daemon is dead or hung: abort its FUSE connection first (what it had not "
+      "committed is lost, as with kill -9), then detach")(
       "wait", po::value(&wait_s)->default_value(wait_s),
       "seconds to wait for the daemon to finish");
   po::positional_options_description pos;
   pos.add("mountpoint", 1);
   po::variables_map vm;
-  if (auto rc = Parse("umount", "MOUNTPOINT [--lazy]", args, opts, pos, &vm)) return *rc;
+  if (auto rc = Parse("umount", "MOUNTPOINT [--lazy|--abort]", args, opts, pos, &vm)) return *rc;
+  const bool abort = vm["abort"].as<bool>();
 
   char* abs = realpath(mountpoint.c_str(), nullptr);
   std::string mp = abs ? abs : mountpoint;
@@ -53,9 +63,12 @@ int CmdUmount(const Args& args) {
     held = StoreLockHeld(store, &daemon);
   }
 
+  if (abort) {
+    if (Status s = AbortFuseConnection(mp); !s.ok()) return Fail("umount", s);
+  }
   pid_t pid = fork();
   if (pid == 0) {
-    if (vm["lazy"].as<bool>())
+    if (vm["lazy"].as<bool>() || abort)
       execlp("fusermount3", "fusermount3", "-u", "-z", mp.c_str(), nullptr);
     else
       execlp("fusermount3", "fusermount3", "-u", mp.c_str(), nullptr);

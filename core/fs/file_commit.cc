@@ -486,14 +486,30 @@ Status FileData::TruncateOnce(OpenFile* f, uint64_t size, int64_t now) {
 
 namespace {
 // Both files' locks for a clone, the lower inode number first (one lock when both are
-// the same file). The analysis cannot follow the branches: it is told what is held.
+// the same file), with neither file's flight running: a flight ends under its file's
+// lock, so waiting for one (FlushLocked) while holding the other file's lock would take
+// the two locks in the wrong order and could deadlock with a second clone of the pair.
+// So each flight is waited for with only its own file's lock, and the pair is taken again
+// until neither runs one (no flight can start while both are held: it starts in a WRITE,
+// under its file's lock). The analysis cannot follow the branches: it is told what is
+// held.
 class SCOPED_CAPABILITY FilePairLock {
  public:
   FilePairLock(OpenFile* a, OpenFile* b) ACQUIRE(a->mu, b->mu) NO_THREAD_SAFETY_ANALYSIS
       : first_(a->ino <= b->ino ? a : b),
         second_(a->ino <= b->ino ? b : a) {
-    first_->mu.Lock();
-    if (second_ != first_) second_->mu.Lock();
+    for (;;) {
+      first_->mu.Lock();
+      if (second_ != first_) second_->mu.Lock();
+      if (!first_->flushing && !second_->flushing) return;
+      if (second_ != first_) second_->mu.Unlock();
+      first_->mu.Unlock();
+      for (OpenFile* f : {first_, second_}) {
+        f->mu.Lock();
+        f->WaitFlight();
+        f->mu.Unlock();
+      }
+    }
   }
   ~FilePairLock() RELEASE() NO_THREAD_SAFETY_ANALYSIS {
     if (second_ != first_) second_->mu.Unlock();

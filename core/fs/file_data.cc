@@ -317,7 +317,14 @@ Status FileData::ReadLocked(OpenFile* f, uint64_t offset, size_t n, char* buf, s
   // Committed data exists only below committed_size (a truncate may have grown the file).
   if (offset < f->committed_size) {
     size_t cn = static_cast<size_t>(std::min<uint64_t>(end, f->committed_size) - offset);
-    RETURN_IF_ERROR(ReadCommitted(f->ino, offset, cn, buf));
+    Status s = ReadCommitted(f->ino, offset, cn, buf);
+    // While this file's flight commits, an extent this read found may be replaced, and
+    // its chunk then collected, before the read gets to it: the bytes it held are the
+    // flight's (overlaid below), and a second look finds the flight's extents instead.
+    for (int i = 0; i < 3 && s.Is(Code::kNotFound) && f->flushing; i++) {
+      s = ReadCommitted(f->ino, offset, cn, buf);
+    }
+    RETURN_IF_ERROR(s);
     if (cn < n) std::memset(buf + cn, 0, n - cn);
   } else {
     std::memset(buf, 0, n);

@@ -398,12 +398,14 @@ inline bool ProcessGone(int pid) {
   return stat[rp + 2] == 'Z' || stat[rp + 2] == 'X';
 }
 
-// The FUSE connection id of the file system mounted at `mnt` (its device number, the name
-// of its folder under /sys/fs/fuse/connections); 0 if `mnt` cannot be stat'ed.
+// The FUSE connection id of the snapfs mount at `mnt` (the kernel's device number of the
+// mount, the name of its folder under /sys/fs/fuse/connections); 0 if it is not mounted.
 inline uint64_t FuseConnection(const std::string& mnt) {
-  struct stat st {};
-  if (::stat(mnt.c_str(), &st) != 0) return 0;
-  return static_cast<uint64_t>(st.st_dev);
+  uint64_t dev = 0;
+  for (const auto& m : fuse::ReadMountTable()) {
+    if (m.point == mnt && m.type == "fuse.snapfs") dev = m.dev;
+  }
+  return dev;
 }
 
 // Threads of `pid` that have not exited (a killed process whose leader is a zombie can
