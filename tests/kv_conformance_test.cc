@@ -201,6 +201,49 @@ TEST_P(KvEngineConformance, AScanAsTheFirstOperationTakesTheSnapshot) {
   EXPECT_TRUE(reader->Get(Cf::kDentries, "b", &v).Is(Code::kNotFound));
 }
 
+// Prefetch (kv.h): Gets of prefetched keys answer as Gets would (the transaction's own
+// writes and adds first, the snapshot of the first operation, absent keys NotFound), and
+// a prefetched key is a read that a concurrent write makes conflict.
+TEST_P(KvEngineConformance, PrefetchedKeysReadAsGetsAndConflictAsReads) {
+  Commit([&](Txn& t) {
+    t.Put(Cf::kInodes, "i", "inode");
+    t.Put(Cf::kDentries, "d", "entry");
+    t.Add(Cf::kRefs, "n", 5);
+  });
+  auto a = engine_->Begin();
+  a->Put(Cf::kDentries, "mine", "written here");
+  a->Add(Cf::kRefs, "n", 2);
+  ASSERT_OK(a->Prefetch({{Cf::kInodes, "i"},
+                         {Cf::kDentries, "d"},
+                         {Cf::kDentries, "absent"},
+                         {Cf::kDentries, "mine"},
+                         {Cf::kRefs, "n"}}));
+  Commit([&](Txn& t) { t.Put(Cf::kInodes, "i", "changed"); });  // after a's snapshot
+  std::string v;
+  ASSERT_OK(a->Get(Cf::kInodes, "i", &v));
+  EXPECT_EQ(v, "inode") << "a prefetched key is read at the transaction's snapshot";
+  ASSERT_OK(a->Get(Cf::kDentries, "d", &v));
+  EXPECT_EQ(v, "entry");
+  EXPECT_TRUE(a->Get(Cf::kDentries, "absent", &v).Is(Code::kNotFound));
+  ASSERT_OK(a->Get(Cf::kDentries, "mine", &v));
+  EXPECT_EQ(v, "written here");
+  ASSERT_OK(a->Get(Cf::kRefs, "n", &v));
+  EXPECT_EQ(DecodeCounter(v).value(), 7) << "the transaction's add on the prefetched value";
+  ASSERT_OK(a->Get(Cf::kInodes, "i", &v));  // a second Get of it, as the first
+  EXPECT_EQ(v, "inode");
+  a->Put(Cf::kDentries, "d2", "x");
+  EXPECT_TRUE(a->Commit().Is(Code::kConflict)) << "\"i\" was read (prefetched) and changed";
+
+  // Without a concurrent write the same transaction commits.
+  auto b = engine_->Begin();
+  ASSERT_OK(b->Prefetch({{Cf::kInodes, "i"}, {Cf::kDentries, "d"}}));
+  ASSERT_OK(b->Get(Cf::kInodes, "i", &v));
+  EXPECT_EQ(v, "changed");
+  b->Put(Cf::kDentries, "d", "entry 2");
+  ASSERT_OK(b->Commit());
+  EXPECT_EQ(Read(Cf::kDentries, "d"), "entry 2");
+}
+
 TEST_P(KvEngineConformance, ReadThenWriteOfOneKeyConflicts) {
   Commit([&](Txn& t) { t.Put(Cf::kRefs, "n", "0"); });
   auto a = engine_->Begin();

@@ -115,7 +115,7 @@ TEST_F(MountShared, ACreateCostsAFewRoundTripsAndFolderAttributesAreCachedBriefl
   double rt = per("snapfs_metadata_round_trips_total");
   double getattr = per("snapfs_fuse_requests_total{op=\"getattr\"}");
   std::cerr << "per create: " << rt << " round trips, " << getattr << " GETATTRs\n";
-  EXPECT_LE(rt, 6.5) << "database round trips per create through the kernel";
+  EXPECT_LE(rt, 5.5) << "database round trips per create through the kernel";
   EXPECT_LE(getattr, 2.5) << "GETATTRs per create";
   // A folder's attributes changed on another host are seen within the entry timeout.
   struct stat st{};

@@ -136,6 +136,10 @@ Result<Inode> Namespace::MakeNode(uint64_t parent, std::string_view name, Inode 
 }
 
 Result<Inode> Namespace::MakeRoomForEntry(NsTxn* t, uint64_t parent, std::string_view name) {
+  // The folder and the name are read below whatever happens: in one round trip where
+  // the engine has round trips (a create on a shared store, docs/scale-out.md).
+  RETURN_IF_ERROR(t->kv().Prefetch(
+      {{Cf::kInodes, keys::Ino(parent)}, {Cf::kDentries, keys::Dentry(parent, name)}}));
   ASSIGN_OR_RETURN(auto dir, t->Load(parent));
   if (!dir.is_dir()) return Status::NotDirectory();
   if (dir.nlink == 0) return Status::NotFound("folder was removed");

@@ -60,7 +60,13 @@ class PgTxn : public BufferingTxn {
       *value = it->second.value;
       return Status::OK();
     }
-    auto row = FirstMayReconnect([&] { return GetRow(e_, conn_.get(), space, key); });
+    Result<ServerRow> row = ServerRow{};
+    if (auto p = prefetched_[s].find(key); p != prefetched_[s].end()) {
+      row = std::move(p->second);  // read by Prefetch (and noted in reads_ there)
+      prefetched_[s].erase(p);
+    } else {
+      row = FirstMayReconnect([&] { return GetRow(e_, conn_.get(), space, key); });
+    }
     if (!row.ok()) return Fail(row.status());
     // Remember whether a row was there: Commit re-checks it (FOR SHARE) or makes sure
     // nobody created it meanwhile (a tombstone insert).
@@ -133,6 +139,54 @@ class PgTxn : public BufferingTxn {
         }
         (*values)[i] = EncodeCounter(under + it->second.delta);
       }
+    }
+    return Status::OK();
+  }
+
+  Status Prefetch(const std::vector<std::pair<Cf, std::string>>& keys) override {
+    RETURN_IF_ERROR(err_);
+    // One statement: a SELECT per key (its own table), glued by UNION ALL; the column i
+    // says which key a row answers. Keys this transaction wrote need no server.
+    std::string sql;
+    std::vector<Param> params;
+    std::vector<size_t> asked;
+    for (size_t i = 0; i < keys.size(); i++) {
+      const auto& [space, key] = keys[i];
+      const size_t s = static_cast<size_t>(space);
+      auto op = ops_[s].find(key);
+      if (op != ops_[s].end() && op->second.kind != Op::kAdd) continue;
+      if (prefetched_[s].count(key)) continue;
+      const std::string sp = "$" + std::to_string(params.size() + 1);
+      const std::string kp = "$" + std::to_string(params.size() + 2);
+      params.push_back(Int2(static_cast<int>(space)));
+      params.push_back(Bytes(key));
+      if (!sql.empty()) sql += " UNION ALL ";
+      // Each arm is GetRow's statement (the same plan: an index lookup of each table).
+      sql += "SELECT " + std::to_string(asked.size()) + "::int8, b.v, b.k IS NOT NULL, (" +
+             DeltaSum(sp, kp) + ") FROM (SELECT 1) AS one LEFT JOIN " +
+             PostgresEngine::TableName(space) + " b ON b.k = " + kp;
+      asked.push_back(i);
+    }
+    if (asked.empty()) return Status::OK();
+    auto r = FirstMayReconnect(
+        [&] { return Wire(e_, conn_.get()).Query(sql, params, "metadata prefetch"); });
+    if (!r.ok()) return Fail(r.status());
+    const PGresult* res = r->get();
+    if (PQntuples(res) != static_cast<int>(asked.size())) {
+      return Fail(Status::IOError("metadata prefetch: wrong number of rows from the server"));
+    }
+    for (int row = 0; row < PQntuples(res); row++) {
+      const int64_t j = ReadInt8(PQgetvalue(res, row, 0));
+      if (j < 0 || static_cast<size_t>(j) >= asked.size()) {
+        return Fail(Status::IOError("metadata prefetch: bad row from the server"));
+      }
+      const auto& [space, key] = keys[asked[static_cast<size_t>(j)]];
+      const size_t s = static_cast<size_t>(space);
+      ServerRow sr;
+      sr.row = PQgetvalue(res, row, 2)[0] != 0;
+      RETURN_IF_ERROR(Decode(res, row, 1, 3, &sr.value, &sr.has_value));
+      reads_[s].emplace(key, sr.row);  // checked at Commit, as Get's reads
+      prefetched_[s].emplace(key, std::move(sr));
     }
     return Status::OK();
   }
@@ -212,6 +266,8 @@ class PgTxn : public BufferingTxn {
   bool iterated_ = false;  // an iterator was made (it points at conn_)
   // Keys read with Get -> whether the server had a row (value or tombstone) for it.
   std::map<std::string, bool, std::less<>> reads_[kCfCount];
+  // Rows Prefetch read, each taken by the Get of its key (already noted in reads_).
+  std::map<std::string, ServerRow, std::less<>> prefetched_[kCfCount];
 };
 
 // No round trip: the BEGIN goes with the transaction's first statement (Wire::Query), or

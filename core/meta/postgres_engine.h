@@ -29,7 +29,7 @@
 // Compact() folds them into the base row.
 //
 // Round trips (measured by PostgresEngineTest.RoundTripsPerCall; round_trips() counts
-// them): Begin 1, Get 1, MultiGet 1 per kMultiGetBatch keys, Seek 1 (then 1 per page of kPageRows rows), Put/Delete/Add 0
+// them): Begin 1, Get 1, MultiGet 1 per kMultiGetBatch keys, Prefetch 1 (its Gets 0), Seek 1 (then 1 per page of kPageRows rows), Put/Delete/Add 0
 // (buffered), Commit 1 (every buffered write, the read checks and COMMIT in one
 // pipeline), plus 1 more only when the commit fails (ROLLBACK). Engine::Get 1; engine
 // iterators 1 to open their snapshot. A connection made for a call adds the connect and
