@@ -234,6 +234,36 @@ TEST_P(KvEngineConformance, PrefetchedKeysReadAsGetsAndConflictAsReads) {
   a->Put(Cf::kDentries, "d2", "x");
   EXPECT_TRUE(a->Commit().Is(Code::kConflict)) << "\"i\" was read (prefetched) and changed";
 
+  // Prefetch as the first operation takes the snapshot; an absent key created meanwhile
+  // stays absent and makes the transaction conflict; a key deleted in an earlier commit
+  // (a tombstone on some engines) reads NotFound; a prefetched key deleted by the
+  // transaction itself reads NotFound.
+  Commit([&](Txn& t) {
+    t.Put(Cf::kDentries, "gone", "soon");
+    t.Put(Cf::kInodes, "j", "j1");
+  });
+  Commit([&](Txn& t) { t.Delete(Cf::kDentries, "gone"); });
+  auto c = engine_->Begin();
+  ASSERT_OK(c->Prefetch({{Cf::kDentries, "born"}, {Cf::kDentries, "gone"}, {Cf::kInodes, "j"}}));
+  Commit([&](Txn& t) {
+    t.Put(Cf::kDentries, "born", "meanwhile");
+    t.Put(Cf::kInodes, "j", "j2");
+  });
+  EXPECT_TRUE(c->Get(Cf::kDentries, "born", &v).Is(Code::kNotFound)) << "after the snapshot";
+  EXPECT_TRUE(c->Get(Cf::kDentries, "gone", &v).Is(Code::kNotFound));
+  c->Delete(Cf::kInodes, "j");
+  EXPECT_TRUE(c->Get(Cf::kInodes, "j", &v).Is(Code::kNotFound)) << "its own delete first";
+  c->Put(Cf::kDentries, "other", "x");
+  EXPECT_TRUE(c->Commit().Is(Code::kConflict)) << "\"born\" was read absent and created";
+
+  // Only a prefetched absent key created meanwhile (nothing else changed): a conflict too.
+  auto d = engine_->Begin();
+  ASSERT_OK(d->Prefetch({{Cf::kDentries, "born2"}}));
+  Commit([&](Txn& t) { t.Put(Cf::kDentries, "born2", "meanwhile"); });
+  EXPECT_TRUE(d->Get(Cf::kDentries, "born2", &v).Is(Code::kNotFound));
+  d->Put(Cf::kDentries, "other2", "x");
+  EXPECT_TRUE(d->Commit().Is(Code::kConflict)) << "\"born2\" was read absent and created";
+
   // Without a concurrent write the same transaction commits.
   auto b = engine_->Begin();
   ASSERT_OK(b->Prefetch({{Cf::kInodes, "i"}, {Cf::kDentries, "d"}}));

@@ -134,15 +134,6 @@ class Engine {
   virtual std::unique_ptr<Txn> Begin() = 0;
   // Reads of the latest committed state, outside any transaction (never conflict).
   virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
-  // Reads these keys ahead, of any spaces, so that the Gets of them that follow in this
-  // transaction cost no round trip each: an engine with round trips reads them all in one
-  // (PostgreSQL). A Get of a prefetched key answers exactly as it would have (the
-  // transaction's own writes first) and is checked at Commit the same way. Only for
-  // keys the caller reads next anyway: a prefetched key counts as read. The default
-  // does nothing (each Get reads).
-  virtual Status Prefetch(const std::vector<std::pair<Cf, std::string>>& keys) {
-    return Status::OK();
-  }
   virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
   // The same, ending before `upper_bound` (as Txn::NewBoundedIterator): for lookups in a
   // range where keys get deleted again and again (a rewritten file's extents), so that

@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 
 #include <map>
+#include <set>
 #include <type_traits>
 
 #include "base/coding.h"
@@ -62,8 +63,7 @@ class PgTxn : public BufferingTxn {
     }
     Result<ServerRow> row = ServerRow{};
     if (auto p = prefetched_[s].find(key); p != prefetched_[s].end()) {
-      row = std::move(p->second);  // read by Prefetch (and noted in reads_ there)
-      prefetched_[s].erase(p);
+      row = p->second;  // read by Prefetch (and noted in reads_ there)
     } else {
       row = FirstMayReconnect([&] { return GetRow(e_, conn_.get(), space, key); });
     }
@@ -147,15 +147,21 @@ class PgTxn : public BufferingTxn {
     RETURN_IF_ERROR(err_);
     // One statement: a SELECT per key (its own table), glued by UNION ALL; the column i
     // says which key a row answers. Keys this transaction wrote need no server.
+    if (keys.size() > PostgresEngine::kMultiGetBatch) {
+      return Fail(Status::InvalidArgument("metadata prefetch: more than " +
+                                          std::to_string(PostgresEngine::kMultiGetBatch) +
+                                          " keys at once"));
+    }
     std::string sql;
     std::vector<Param> params;
     std::vector<size_t> asked;
+    std::set<std::pair<size_t, std::string_view>> seen;
     for (size_t i = 0; i < keys.size(); i++) {
       const auto& [space, key] = keys[i];
       const size_t s = static_cast<size_t>(space);
       auto op = ops_[s].find(key);
       if (op != ops_[s].end() && op->second.kind != Op::kAdd) continue;
-      if (prefetched_[s].count(key)) continue;
+      if (prefetched_[s].count(key) || !seen.emplace(s, key).second) continue;
       const std::string sp = "$" + std::to_string(params.size() + 1);
       const std::string kp = "$" + std::to_string(params.size() + 2);
       params.push_back(Int2(static_cast<int>(space)));
@@ -184,7 +190,7 @@ class PgTxn : public BufferingTxn {
       const size_t s = static_cast<size_t>(space);
       ServerRow sr;
       sr.row = PQgetvalue(res, row, 2)[0] != 0;
-      RETURN_IF_ERROR(Decode(res, row, 1, 3, &sr.value, &sr.has_value));
+      if (Status d = Decode(res, row, 1, 3, &sr.value, &sr.has_value); !d.ok()) return Fail(d);
       reads_[s].emplace(key, sr.row);  // checked at Commit, as Get's reads
       prefetched_[s].emplace(key, std::move(sr));
     }
@@ -266,7 +272,7 @@ class PgTxn : public BufferingTxn {
   bool iterated_ = false;  // an iterator was made (it points at conn_)
   // Keys read with Get -> whether the server had a row (value or tombstone) for it.
   std::map<std::string, bool, std::less<>> reads_[kCfCount];
-  // Rows Prefetch read, each taken by the Get of its key (already noted in reads_).
+  // Rows Prefetch read: they answer the Gets of their keys (already noted in reads_).
   std::map<std::string, ServerRow, std::less<>> prefetched_[kCfCount];
 };
 
