@@ -1,5 +1,12 @@
 #include "daemon/mount_table.h"
 
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -44,6 +51,37 @@ std::vector<MountEntry> ReadMountTable() {
     out.push_back(std::move(e));
   }
   return out;
+}
+
+uint64_t SnapfsConnection(const std::string& point) {
+  uint64_t dev = 0;
+  for (const auto& m : ReadMountTable()) {
+    if (m.point == point && m.type == "fuse.snapfs") dev = m.dev;  // the one on top
+  }
+  return dev;
+}
+
+Status AbortConnection(uint64_t dev) {
+  const std::string ctl = "/sys/fs/fuse/connections";
+  const std::string file = ctl + "/" + std::to_string(dev) + "/abort";
+  if (::access(file.c_str(), F_OK) != 0) {
+    // The control file system is not mounted yet (root may mount it; others are told how).
+    (void)::mount("none", ctl.c_str(), "fusectl", 0, nullptr);
+  }
+  int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    std::string m = "abort the FUSE connection: " + file + ": " + std::strerror(e);
+    if (e == ENOENT) m += " (mount the FUSE control file system: mount -t fusectl none " + ctl + ")";
+    return e == EACCES || e == EPERM ? Status::Permission(m) : Status::IOError(m);
+  }
+  ssize_t n = ::write(fd, "1", 1);
+  int e = errno;
+  ::close(fd);
+  if (n != 1) {
+    return Status::IOError("abort the FUSE connection: write " + file + ": " + std::strerror(e));
+  }
+  return Status::OK();
 }
 
 }  // namespace snapfs::fuse

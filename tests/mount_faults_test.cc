@@ -113,6 +113,13 @@ class MountFaults : public MountFixture {
     return failed;
   }
 
+  // `job`'s first checkpoint, of `files` files of 200 KiB: *chk is its folder.
+  static void FirstCheckpoint(FlinkJob& job, int files, std::string* chk) {
+    ASSERT_EQ(job.Init(), "");
+    ASSERT_EQ(job.TakeCheckpoint(files, 200 * kKiB), "");
+    *chk = job.Path(job.retained().back().name);
+  }
+
   void ExpectStatus(int want_code, const std::string& health) {
     nlohmann::json s = SnapfsJsonObject({"status", mnt()}, want_code);
     EXPECT_EQ(s.value("health", ""), health) << s.dump(2);
@@ -125,9 +132,8 @@ TEST_F(MountFaults, ReadErrorsOfOnePackGiveEioAndTheOtherFilesAreServed) {
   ASSERT_NO_FATAL_FAILURE(MountWithFaults());
   ContentMap content;
   FlinkJob a(mnt(), "job-a", 1, &content);
-  ASSERT_EQ(a.Init(), "");
-  ASSERT_EQ(a.TakeCheckpoint(4, 200 * kKiB), "");
-  const std::string chk_a = a.Path(a.retained().back().name);
+  std::string chk_a;
+  ASSERT_NO_FATAL_FAILURE(FirstCheckpoint(a, 4, &chk_a));
   std::vector<std::string> files_a;
   for (int i = 0; i < 6; i++) {
     std::string p = Path("a" + std::to_string(i));
@@ -140,9 +146,8 @@ TEST_F(MountFaults, ReadErrorsOfOnePackGiveEioAndTheOtherFilesAreServed) {
   const std::set<uint64_t> packs_a = Packs();
   ASSERT_FALSE(packs_a.empty());
   FlinkJob b(mnt(), "job-b", 2, &content);
-  ASSERT_EQ(b.Init(), "");
-  ASSERT_EQ(b.TakeCheckpoint(3, 200 * kKiB), "");
-  const std::string chk_b = b.Path(b.retained().back().name);
+  std::string chk_b;
+  ASSERT_NO_FATAL_FAILURE(FirstCheckpoint(b, 3, &chk_b));
   std::vector<std::string> files_b;
   for (int i = 0; i < 6; i++) {
     std::string p = Path("b" + std::to_string(i));
@@ -185,9 +190,8 @@ TEST_F(MountFaults, FailedPackWritesAndSyncsReachTheWriterAsEio) {
   ASSERT_NO_FATAL_FAILURE(MountWithFaults());
   ContentMap content;
   FlinkJob job(mnt(), "job", 1, &content);
-  ASSERT_EQ(job.Init(), "");
-  ASSERT_EQ(job.TakeCheckpoint(2, 200 * kKiB), "");
-  const std::string chk = job.Path(job.retained().back().name);
+  std::string chk;
+  ASSERT_NO_FATAL_FAILURE(FirstCheckpoint(job, 2, &chk));
 
   for (const char* knob : {"fail_appends=1", "fail_syncs=1"}) {
     SCOPED_TRACE(knob);
@@ -240,9 +244,8 @@ TEST_F(MountFaults, FailedMetadataWritesGiveEioDegradeStatusAndLoseNothing) {
   ASSERT_NO_FATAL_FAILURE(MountWithFaults());
   ContentMap content;
   FlinkJob job(mnt(), "job", 1, &content);
-  ASSERT_EQ(job.Init(), "");
-  ASSERT_EQ(job.TakeCheckpoint(2, 200 * kKiB), "");
-  const std::string chk = job.Path(job.retained().back().name);
+  std::string chk;
+  ASSERT_NO_FATAL_FAILURE(FirstCheckpoint(job, 2, &chk));
   const std::string kept = RandomBytes(1 * kMiB, 50);
   ASSERT_EQ(WriteFsyncClose(Path("kept"), kept), "");
   ExpectStatus(0, "ok");

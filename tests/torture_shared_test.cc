@@ -121,7 +121,7 @@ class TortureShared : public SharedMounts {
   void Kill(Host& h) {
     h.load->killing() = true;
     h.stop = true;
-    const uint64_t connection = FuseConnection(h.mnt);
+    const uint64_t connection = fuse::SnapfsConnection(h.mnt);
     ASSERT_EQ(::kill(h.pid, SIGKILL), 0) << "kill -9 " << h.pid << ": " << ErrnoName(errno);
     (void)AbortIfKilledDaemonHangs(h.pid, connection);
     ASSERT_TRUE(WaitPidVanished(h.pid, std::chrono::seconds(20)))

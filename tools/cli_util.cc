@@ -1,8 +1,6 @@
 #include "tools/cli_util.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <time.h>
@@ -294,31 +292,9 @@ std::string StoreOfMount(const std::string& mountpoint) {
 }
 
 Status AbortFuseConnection(const std::string& mountpoint) {
-  uint64_t dev = 0;
-  for (const auto& m : fuse::ReadMountTable()) {
-    if (m.point == mountpoint && m.type == "fuse.snapfs") dev = m.dev;  // the top one
-  }
+  uint64_t dev = fuse::SnapfsConnection(mountpoint);
   if (dev == 0) return Status::NotFound(mountpoint + " is not a snapfs mount point");
-  const std::string ctl = "/sys/fs/fuse/connections";
-  const std::string file = ctl + "/" + std::to_string(dev) + "/abort";
-  if (::access(file.c_str(), F_OK) != 0) {
-    // The control file system is not mounted yet (root may mount it; others are told how).
-    (void)::mount("none", ctl.c_str(), "fusectl", 0, nullptr);
-  }
-  int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int e = errno;
-    std::string m = "abort the FUSE connection: " + file + ": " + std::strerror(e);
-    if (e == ENOENT) m += " (mount the FUSE control file system: mount -t fusectl none " + ctl + ")";
-    return e == EACCES || e == EPERM ? Status::Permission(m) : Status::IOError(m);
-  }
-  ssize_t n = ::write(fd, "1", 1);
-  int e = errno;
-  ::close(fd);
-  if (n != 1) {
-    return Status::IOError("abort the FUSE connection: write " + file + ": " + std::strerror(e));
-  }
-  return Status::OK();
+  return fuse::AbortConnection(dev);
 }
 
 bool IsDeadMount(const std::string& mountpoint, const std::string& store) {

@@ -3,9 +3,7 @@
 // hung: what it had not committed is lost, as with kill -9 (docs/reliability.md, finding
 // 32: a killed daemon the kernel keeps alive, and whoever was waiting on it, hang until
 // then).
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 

@@ -98,22 +98,8 @@ void OpenFile::AddDirty(uint64_t off, const char* data, size_t n, BufferPool* po
 }
 
 void OpenFile::AddUnder(uint64_t off, std::string&& bytes, BufferPool* pool) {
-  const uint64_t end = off + bytes.size();
   if (bytes.empty()) return;
-  // Nothing newer overlaps it (the common case: a flight's held-back tail, with the
-  // writes since then starting where it ends): it becomes a range of its own, beside its
-  // neighbours, without a copy of them.
-  auto next = dirty.lower_bound(off);
-  bool overlaps = next != dirty.end() && next->first < end;
-  if (next != dirty.begin()) {
-    auto p = std::prev(next);
-    if (p->first + p->second.size() > off) overlaps = true;
-  }
-  if (!overlaps) {
-    dirty_bytes += bytes.size();
-    dirty.emplace(off, std::move(bytes));
-    return;
-  }
+  const uint64_t end = off + bytes.size();
   // The gaps of [off, end) between the buffered ranges, found before any is added (each
   // AddDirty may merge ranges).
   std::vector<std::pair<uint64_t, uint64_t>> gaps;
@@ -125,6 +111,14 @@ void OpenFile::AddUnder(uint64_t off, std::string&& bytes, BufferPool* pool) {
     at = std::max<uint64_t>(at, it->first + it->second.size());
   }
   if (at < end) gaps.emplace_back(at, end);
+  if (gaps.size() == 1 && gaps[0] == std::make_pair(off, end)) {
+    // Nothing newer overlaps it (the common case: a flight's held-back tail, with the
+    // writes since then starting where it ends): it becomes a range of its own, beside
+    // its neighbours, without a copy of them.
+    dirty_bytes += bytes.size();
+    dirty.emplace(off, std::move(bytes));
+    return;
+  }
   for (auto [from, to] : gaps) AddDirty(from, bytes.data() + (from - off), to - from, pool);
   if (pool) pool->Give(std::move(bytes));
 }

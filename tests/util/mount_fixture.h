@@ -26,7 +26,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/file.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -398,16 +397,6 @@ inline bool ProcessGone(int pid) {
   return stat[rp + 2] == 'Z' || stat[rp + 2] == 'X';
 }
 
-// The FUSE connection id of the snapfs mount at `mnt` (the kernel's device number of the
-// mount, the name of its folder under /sys/fs/fuse/connections); 0 if it is not mounted.
-inline uint64_t FuseConnection(const std::string& mnt) {
-  uint64_t dev = 0;
-  for (const auto& m : fuse::ReadMountTable()) {
-    if (m.point == mnt && m.type == "fuse.snapfs") dev = m.dev;
-  }
-  return dev;
-}
-
 // Threads of `pid` that have not exited (a killed process whose leader is a zombie can
 // still have one the kernel holds).
 inline int LiveThreads(int pid) {
@@ -440,12 +429,10 @@ inline bool AbortIfKilledDaemonHangs(int pid, uint64_t connection,
   while (LiveThreads(pid) > 0) {
     if (std::chrono::steady_clock::now() > deadline) {
       if (connection == 0) return false;
-      (void)::mount("none", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);  // if not yet
-      std::ofstream abort("/sys/fs/fuse/connections/" + std::to_string(connection) + "/abort");
-      abort << "1" << std::flush;
+      Status s = fuse::AbortConnection(connection);
       std::cout << "WARNING: killed daemon " << pid << " hung in the kernel (a notification "
                 << "waiting on a request to itself); aborted FUSE connection " << connection
-                << std::endl;
+                << ": " << s.ToString() << std::endl;
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -631,7 +618,7 @@ class MountFixture : public ::testing::Test {
     int pid = DaemonPid();
     ASSERT_GT(pid, 0) << "no daemon pid in " << store_ << "/lock";
     EXPECT_EQ(pid, daemon_pid_) << "store/lock names another pid than the daemon we mounted";
-    const uint64_t connection = FuseConnection(mnt_);
+    const uint64_t connection = fuse::SnapfsConnection(mnt_);
     ASSERT_EQ(::kill(pid, SIGKILL), 0) << "kill -9 " << pid << ": " << ErrnoName(errno);
     (void)AbortIfKilledDaemonHangs(pid, connection);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
