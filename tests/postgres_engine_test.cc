@@ -139,6 +139,64 @@ TEST_F(PostgresEngineTest, RoundTripsPerCall) {
 
 // The number of connections is bounded (every host's count adds up against the server's
 // max_connections): a Begin that finds them all busy waits for one to come back.
+// A fixed statement is parsed and planned once per connection, not once per call: the
+// server's per-statement work is most of a create's cost over a local socket.
+TEST_F(PostgresEngineTest, StatementsArePreparedOncePerConnection) {
+  auto e = Make();
+  ASSERT_TRUE(e);
+  auto one = [&](int i) {
+    return RunTxn(*e, [&](Txn& t) {
+      std::string v;
+      Status g = t.Get(Cf::kInodes, "k" + std::to_string(i % 7), &v);
+      if (!g.ok() && !g.Is(Code::kNotFound)) return g;
+      t.Put(Cf::kInodes, "k" + std::to_string((i + 1) % 7), std::to_string(i));
+      t.Add(Cf::kDefault, "n", 1);
+      return Status::OK();
+    });
+  };
+  ASSERT_OK(one(0));
+  const uint64_t first = e->statements_prepared();
+  EXPECT_GT(first, 0u) << "the first transaction prepares its statements";
+  for (int i = 1; i < 200; i++) ASSERT_OK(one(i));
+  ASSERT_EQ(e->peak_connections(), 1u);
+  // One connection, a handful of distinct statements: never one per call.
+  EXPECT_LE(e->statements_prepared(), first + 8) << "statements were prepared again";
+  std::string v;
+  ASSERT_OK(e->Get(Cf::kDefault, "n", &v));
+  EXPECT_EQ(DecodeCounter(v).value(), 200);
+
+  // A new server session (the old ones were ended) has none of them: they are prepared
+  // again there, never executed by a name it does not know.
+  KillEngineSessions();
+  ASSERT_OK(one(200));
+  EXPECT_GT(e->statements_prepared(), first + 0) << "prepared again on the new connection";
+  ASSERT_OK(one(201));
+}
+
+// A statement whose Parse failed (its table was missing) is not taken as prepared: once
+// the table is back, the same connection prepares it again instead of executing a name
+// the server never made.
+TEST_F(PostgresEngineTest, AFailedPrepareIsNotRemembered) {
+  auto e = Make();
+  ASSERT_TRUE(e);
+  const std::string t = PostgresEngine::TableName(Cf::kDentries);
+  Sql("DROP TABLE " + t);
+  std::string v;
+  EXPECT_FALSE(e->Get(Cf::kDentries, "a", &v).ok());
+  {
+    auto txn = e->Begin();
+    EXPECT_FALSE(txn->Get(Cf::kDentries, "a", &v).ok());
+  }
+  Sql("CREATE TABLE " + t + " (k bytea PRIMARY KEY, v bytea)");
+  Sql("INSERT INTO " + t + " VALUES ('a'::bytea, 'x'::bytea)");
+  ASSERT_OK(e->Get(Cf::kDentries, "a", &v));
+  EXPECT_EQ(v, "x");
+  auto txn = e->Begin();
+  ASSERT_OK(txn->Get(Cf::kDentries, "a", &v));
+  EXPECT_EQ(v, "x");
+  EXPECT_EQ(e->peak_connections(), 1u) << "the same connection throughout";
+}
+
 TEST_F(PostgresEngineTest, ConnectionsAreBoundedAndABeginWaitsForOne) {
   PostgresEngine::Options opts;
   opts.max_open = 2;

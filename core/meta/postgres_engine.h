@@ -33,7 +33,8 @@
 // (buffered), Commit 1 (every buffered write, the read checks and COMMIT in one
 // pipeline), plus 1 more only when the commit fails (ROLLBACK). Engine::Get 1; engine
 // iterators 1 to open their snapshot. A connection made for a call adds the connect and
-// 1 round trip for its session settings.
+// 1 round trip for its session settings. Statements with parameters are prepared the
+// first time a connection sends them, in the same round trip (postgres_wire.h).
 //
 // Failures: every statement runs under statement_timeout and a client-side deadline
 // (Options); a broken connection is an IOError naming the server, is dropped from the
@@ -118,6 +119,9 @@ class PostgresEngine : public Engine {
 
   // Round trips made so far (every wait for the server counts one).
   uint64_t round_trips() const { return round_trips_.load(std::memory_order_relaxed); }
+  // Statements prepared so far, over all connections: each fixed statement once per
+  // connection (its server session), then only bound and executed.
+  uint64_t statements_prepared() const { return prepared_.load(std::memory_order_relaxed); }
   // The conninfo as a "postgresql://user@host:port/db?key=value" URL without the password
   // (percent-encoded, so it holds no ',' or ' '): what a mount shows as its source and
   // what the CLI reconnects with (the password again from PGPASSFILE/.pgpass).
@@ -136,6 +140,7 @@ class PostgresEngine : public Engine {
   void Release(std::unique_ptr<Conn> c);
   const Options& options() const { return opts_; }
   void CountRoundTrip() { round_trips_.fetch_add(1, std::memory_order_relaxed); }
+  void CountPrepared() { prepared_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   PostgresEngine(std::string conninfo, Options opts);
@@ -145,7 +150,7 @@ class PostgresEngine : public Engine {
   const std::string conninfo_;
   const Options opts_;
   std::string describe_;
-  std::atomic<uint64_t> round_trips_{0};
+  std::atomic<uint64_t> round_trips_{0}, prepared_{0};
   // Declared before idle_: the pooled connections close (and count down) first.
   std::atomic<size_t> open_{0}, peak_{0};
   Mutex mu_;

@@ -11,8 +11,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "base/coding.h"
@@ -30,6 +32,11 @@ struct PostgresEngine::Conn {
   // with it, in one round trip (Wire::Query), so the snapshot is taken at that statement.
   bool begin_pending = false;
   PostgresEngine* owner = nullptr;  // counts its open connections
+  // Statements prepared in this connection's server session (they live as long as it):
+  // statement text + parameter types -> statement name. A statement sent again is bound
+  // and executed without being parsed and planned again (Wire::Send).
+  std::unordered_map<std::string, std::string> prepared;
+  uint64_t next_prepared = 0;
   ~Conn() {
     if (pg) PQfinish(pg);
     if (owner) owner->ConnectionClosed();
@@ -122,6 +129,16 @@ class Wire {
   Wire(PostgresEngine* e, Conn* c)
       : e_(e), c_(c), deadline_(Clock::now() + e->options().statement_timeout + std::chrono::seconds(5)) {}
 
+  // At most this many statements are prepared per connection: statement texts are
+  // fixed (the key space and the number of keys vary, not the keys), so the cap is only
+  // a guard against a caller that builds texts without bound.
+  static constexpr size_t kMaxPrepared = 256;
+
+  // Sends one statement. A statement with parameters is prepared the first time it is
+  // sent on a connection in pipeline mode (its Parse goes in the same round trip, ahead
+  // of it) and from then on only bound and executed: PostgreSQL skips parsing and
+  // planning it again. Outside pipeline mode an unprepared statement is sent unnamed
+  // (Query enters pipeline mode to prepare it).
   Status Send(const std::string& sql, const std::vector<Param>& params) {
     std::vector<const char*> values;
     std::vector<int> lengths, formats;
@@ -132,15 +149,36 @@ class Wire {
       lengths.push_back(static_cast<int>(p.bytes.size()));
       formats.push_back(1);
     }
-    if (!PQsendQueryParams(c_->pg, sql.c_str(), static_cast<int>(params.size()), types.data(),
-                           values.data(), lengths.data(), formats.data(), /*binary=*/1)) {
-      return FromPg(nullptr, c_->pg, "send");
+    const int n = static_cast<int>(params.size());
+    Pending pending;
+    const std::string* name = nullptr;
+    if (!params.empty()) {
+      std::string key = PreparedKey(sql, types);
+      auto it = c_->prepared.find(key);
+      if (it == c_->prepared.end() && c_->prepared.size() < kMaxPrepared &&
+          PQpipelineStatus(c_->pg) == PQ_PIPELINE_ON) {
+        std::string fresh = "snapfs_" + std::to_string(++c_->next_prepared);
+        if (!PQsendPrepare(c_->pg, fresh.c_str(), sql.c_str(), n, types.data())) {
+          return FromPg(nullptr, c_->pg, "send");
+        }
+        it = c_->prepared.emplace(key, std::move(fresh)).first;
+        pending.prepare_key = std::move(key);
+      }
+      if (it != c_->prepared.end()) name = &it->second;
     }
+    const int sent =
+        name ? PQsendQueryPrepared(c_->pg, name->c_str(), n, values.data(), lengths.data(),
+                                   formats.data(), /*binary=*/1)
+             : PQsendQueryParams(c_->pg, sql.c_str(), n, types.data(), values.data(),
+                                 lengths.data(), formats.data(), /*binary=*/1);
+    pending_.push_back(std::move(pending));
+    if (!sent) return FromPg(nullptr, c_->pg, "send");
     return Status::OK();
   }
   // Several statements as one simple query (text results, no parameters).
   Status SendSimple(const std::string& sql) {
     if (!PQsendQuery(c_->pg, sql.c_str())) return FromPg(nullptr, c_->pg, "send");
+    pending_.emplace_back();
     return Status::OK();
   }
 
@@ -165,8 +203,65 @@ class Wire {
     return Res(PQgetResult(c_->pg));
   }
   // Every result of one statement; the tuples (or command) result, or its error.
-  // `aborted`: the server skipped it (pipeline mode, after an earlier error).
+  // `aborted`: the server skipped it (pipeline mode, after an earlier error). A Parse
+  // sent ahead of the statement (Send) answers first: if it failed, the statement is
+  // not taken as prepared and the Parse's error is the statement's.
   Result<Res> Collect(std::string_view context, bool* aborted = nullptr) {
+    Pending p;
+    if (!pending_.empty()) {
+      p = std::move(pending_.front());
+      pending_.pop_front();
+    }
+    if (!p.prepare_key.empty()) {
+      auto parsed = CollectOne(context, aborted);
+      if (!parsed.ok()) {
+        c_->prepared.erase(p.prepare_key);
+        (void)CollectOne(context, nullptr);  // the statement, skipped after the error
+        return parsed.status();
+      }
+      e_->CountPrepared();
+    }
+    return CollectOne(context, aborted);
+  }
+  // One statement, one round trip; if the connection's transaction is still to begin
+  // (Conn::begin_pending), its BEGIN goes in the same round trip, ahead of the statement.
+  // A statement not prepared on this connection yet goes in a pipeline too, so that it
+  // is prepared in the same round trip.
+  Result<Res> Query(const std::string& sql, const std::vector<Param>& params,
+                    std::string_view context) {
+    if (c_->begin_pending || WouldPrepare(sql, params)) return Pipelined(sql, params, context);
+    RETURN_IF_ERROR(Send(sql, params));
+    RETURN_IF_ERROR(Flush());
+    return Collect(context);
+  }
+  static constexpr const char* kBeginSql = "BEGIN ISOLATION LEVEL REPEATABLE READ";
+
+  Status Simple(const std::string& sql, std::string_view context) {
+    RETURN_IF_ERROR(SendSimple(sql));
+    RETURN_IF_ERROR(Flush());
+    return Collect(context).status();
+  }
+
+ private:
+  // Parse state of one sent statement, in send order (Collect pops them).
+  struct Pending {
+    std::string prepare_key;  // a Parse was sent ahead of it under this key
+  };
+  static std::string PreparedKey(const std::string& sql, const std::vector<Oid>& types) {
+    std::string key = sql;
+    key.push_back('\0');
+    for (Oid t : types) key += std::to_string(t) + ",";
+    return key;
+  }
+  bool WouldPrepare(const std::string& sql, const std::vector<Param>& params) const {
+    if (params.empty() || c_->prepared.size() >= kMaxPrepared) return false;
+    std::vector<Oid> types;
+    for (const auto& p : params) types.push_back(p.type);
+    return !c_->prepared.count(PreparedKey(sql, types));
+  }
+
+  // The results of one statement (every result up to the terminating nullptr).
+  Result<Res> CollectOne(std::string_view context, bool* aborted) {
     Res keep;
     Status err;
     while (true) {
@@ -185,35 +280,20 @@ class Wire {
     RETURN_IF_ERROR(err);
     return keep;
   }
-  // One statement, one round trip; if the connection's transaction is still to begin
-  // (Conn::begin_pending), its BEGIN goes in the same round trip, ahead of the statement.
-  Result<Res> Query(const std::string& sql, const std::vector<Param>& params,
-                    std::string_view context) {
-    if (c_->begin_pending) return BeginAndQuery(sql, params, context);
-    RETURN_IF_ERROR(Send(sql, params));
-    RETURN_IF_ERROR(Flush());
-    return Collect(context);
-  }
-  static constexpr const char* kBeginSql = "BEGIN ISOLATION LEVEL REPEATABLE READ";
 
-  Status Simple(const std::string& sql, std::string_view context) {
-    RETURN_IF_ERROR(SendSimple(sql));
-    RETURN_IF_ERROR(Flush());
-    return Collect(context).status();
-  }
-
- private:
-  // BEGIN and the statement as one pipeline: PostgreSQL takes a REPEATABLE READ
-  // transaction's snapshot at its first statement after BEGIN, i.e. this one.
-  Result<Res> BeginAndQuery(const std::string& sql, const std::vector<Param>& params,
-                            std::string_view context) {
+  // The statement as one pipeline, with the connection's pending BEGIN ahead of it if
+  // there is one (PostgreSQL takes a REPEATABLE READ transaction's snapshot at its first
+  // statement after BEGIN, i.e. this one), and its Parse if it is not prepared yet.
+  Result<Res> Pipelined(const std::string& sql, const std::vector<Param>& params,
+                        std::string_view context) {
+    const bool begin = c_->begin_pending;
     c_->begin_pending = false;
     if (!PQenterPipelineMode(c_->pg)) return FromPg(nullptr, c_->pg, "begin");
-    RETURN_IF_ERROR(Send(kBeginSql, {}));
+    if (begin) RETURN_IF_ERROR(Send(kBeginSql, {}));
     RETURN_IF_ERROR(Send(sql, params));
     if (!PQpipelineSync(c_->pg)) return FromPg(nullptr, c_->pg, "begin");
     RETURN_IF_ERROR(Flush());
-    Status begun = Collect("begin").status();
+    Status begun = begin ? Collect("begin").status() : Status::OK();
     auto r = Collect(context);
     ASSIGN_OR_RETURN(Res sync, Next());  // PGRES_PIPELINE_SYNC
     (void)sync;
@@ -243,6 +323,7 @@ class Wire {
   PostgresEngine* e_;
   Conn* c_;
   Clock::time_point deadline_;
+  std::deque<Pending> pending_;  // sent statements whose results are not collected yet
 };
 
 inline std::string DeltaSum(const std::string& space_param, const std::string& key_expr) {
