@@ -342,12 +342,12 @@ TEST_P(KvEngineConformance, UncheckedWriteOfACheckedKeyStaysChecked) {
 
 TEST_P(KvEngineConformance, AnIteratorSeesWritesMadeAfterItWasCreated) {
   auto t = engine_->Begin();
-  auto it = t->NewIterator(Cf::kDentries);
-  t->Put(Cf::kDentries, "a", "1");
-  t->Add(Cf::kDentries, "b", 2);
+  auto it = t->NewIterator(Cf::kRefs);
+  t->Put(Cf::kRefs, "a", "1");
+  t->Add(Cf::kRefs, "b", 2);
   it->Seek("");
   EXPECT_EQ(Keys(it.get()), (std::vector<std::string>{"a", "b"}));
-  t->Delete(Cf::kDentries, "a");
+  t->Delete(Cf::kRefs, "a");
   it->Seek("");
   EXPECT_EQ(Keys(it.get()), (std::vector<std::string>{"b"}));
 }
@@ -462,15 +462,15 @@ TEST_P(KvEngineConformance, ABoundedIteratorStopsBeforeItsBound) {
 // the bound (read-your-own-writes) and past it (never seen), deletes and counters too.
 TEST_P(KvEngineConformance, ABoundedIteratorSeesItsTransactionsLaterWritesOnlyInsideTheBound) {
   Commit([&](Txn& t) {
-    for (const char* k : {"a1", "a2", "a5", "b1"}) t.Put(Cf::kExtents, k, "old");
+    for (const char* k : {"a1", "a2", "a5", "b1"}) t.Put(Cf::kRefs, k, "old");
   });
   auto t = engine_->Begin();
-  auto it = t->NewBoundedIterator(Cf::kExtents, "a5");
-  t->Put(Cf::kExtents, "a1", "new");
-  t->Delete(Cf::kExtents, "a2");
-  t->Add(Cf::kExtents, "a3", 7);
-  t->Put(Cf::kExtents, "a6", "past");  // past the bound, before the next committed key
-  t->Delete(Cf::kExtents, "b1");
+  auto it = t->NewBoundedIterator(Cf::kRefs, "a5");
+  t->Put(Cf::kRefs, "a1", "new");
+  t->Delete(Cf::kRefs, "a2");
+  t->Add(Cf::kRefs, "a3", 7);
+  t->Put(Cf::kRefs, "a6", "past");  // past the bound, before the next committed key
+  t->Delete(Cf::kRefs, "b1");
   std::vector<std::string> seen;
   for (it->Seek(""); it->Valid(); it->Next()) {
     seen.push_back(std::string(it->key()) + "=" +
@@ -523,6 +523,23 @@ TEST_P(KvEngineConformance, DisjointTransactionsBothCommit) {
   ASSERT_OK(b->Commit());
   EXPECT_EQ(Read(Cf::kInodes, "a"), "1");
   EXPECT_EQ(Read(Cf::kInodes, "b"), "2");
+}
+
+// Counters live in the spaces made for them (spaces.h CfHasCounters): an Add anywhere
+// else is a caller's bug, and the commit says so instead of writing anything.
+TEST_P(KvEngineConformance, AnAddOutsideTheCounterSpacesFailsTheCommit) {
+  auto t = engine_->Begin();
+  t->Put(Cf::kInodes, "i", "v");
+  t->Add(Cf::kRefs, "r", 1);
+  t->Add(Cf::kDentries, "d", 1);
+  Status s = t->Commit();
+  EXPECT_CODE(s, Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("dentries"), std::string::npos) << s.ToString();
+  std::string v;
+  EXPECT_CODE(engine_->Get(Cf::kInodes, "i", &v), Code::kNotFound) << "nothing was written";
+  EXPECT_CODE(engine_->Get(Cf::kRefs, "r", &v), Code::kNotFound);
+  Commit([&](Txn& x) { x.Add(Cf::kDefault, "n", 2); });
+  EXPECT_EQ(*engine_->Begin()->GetCounter(Cf::kDefault, "n"), 2);
 }
 
 TEST_P(KvEngineConformance, ConcurrentAddsNeverConflictAndSum) {

@@ -23,6 +23,8 @@
 // - Add() is an atomic counter increment that never makes its own transaction conflict
 //   (two writers adding to one refcount both commit); a transaction that read the key
 //   with Get() does conflict with it. Values of counter keys are LE64 (two's complement).
+//   Only spaces with counters take adds (spaces.h CfHasCounters); an Add elsewhere makes
+//   the commit fail with InvalidArgument and write nothing.
 // - Commit(sync=true) is durable when it returns (survives power loss), and makes every
 //   earlier commit durable too; sync=false commits survive a kill of the process.
 //
@@ -173,6 +175,11 @@ Status RunTxn(Engine& engine, const std::function<Status(Txn&)>& body, RunOption
 // Encoding of counter values (Add), for engines and for code reading counters raw.
 std::string EncodeCounter(int64_t v);
 Result<int64_t> DecodeCounter(std::string_view v);
+// What Commit returns after an Add to a space without counters (CfHasCounters).
+inline Status BadAdd(Cf space) {
+  return Status::InvalidArgument(std::string("metadata commit: Add to key space '") +
+                                 CfName(space) + "', which holds no counters");
+}
 
 // An engine that keeps everything in memory (tests; the model the others must match).
 std::unique_ptr<Engine> NewMemoryEngine();

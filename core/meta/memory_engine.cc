@@ -110,6 +110,7 @@ class MemTxn : public Txn {
   MemoryEngine* e_;
   uint64_t snap_;
   bool done_ = false;
+  Status bad_add_;  // an Add to a space without counters (kv.h)
   std::map<std::string, Op, std::less<>> ops_[kCfCount];
   std::set<std::string> read_[kCfCount];
 };
@@ -310,6 +311,10 @@ Status MemTxn::Get(Cf space, std::string_view key, std::string* value) {
 }
 
 void MemTxn::Add(Cf space, std::string_view key, int64_t delta) {
+  if (!CfHasCounters(space)) {
+    if (bad_add_.ok()) bad_add_ = BadAdd(space);  // kv.h: the commit fails
+    return;
+  }
   auto& m = ops_[static_cast<size_t>(space)];
   auto it = m.find(key);
   if (it == m.end()) {
@@ -334,6 +339,7 @@ void MemTxn::Add(Cf space, std::string_view key, int64_t delta) {
 Status MemTxn::Commit(bool) {
   if (done_) return Status::InvalidArgument("transaction already committed");
   done_ = true;
+  RETURN_IF_ERROR(bad_add_);
   return e_->Commit(this);
 }
 

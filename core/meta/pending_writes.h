@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -71,6 +72,10 @@ class BufferingTxn : public Txn {
     BufferDelete(&ops_[static_cast<size_t>(space)], key);
   }
   void Add(Cf space, std::string_view key, int64_t delta) override {
+    if (!CfHasCounters(space)) {
+      bad_add_ = space;  // Commit refuses (kv.h)
+      return;
+    }
     WillWrite();
     BufferAdd(&ops_[static_cast<size_t>(space)], key, delta);
   }
@@ -85,7 +90,14 @@ class BufferingTxn : public Txn {
   // starts it here if the write is the first operation).
   virtual void WillWrite() {}
 
+  // An Add to a space without counters: the commit fails (BadAddStatus).
+  Status BadAddStatus() const {
+    if (!bad_add_) return Status::OK();
+    return BadAdd(*bad_add_);
+  }
+
   PendingOps ops_[kCfCount];
+  std::optional<Cf> bad_add_;
 };
 
 }  // namespace snapfs::kv

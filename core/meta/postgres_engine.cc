@@ -102,8 +102,8 @@ class PgTxn : public BufferingTxn {
     for (size_t from = 0; from < remote.size(); from += PostgresEngine::kMultiGetBatch) {
       const size_t n = std::min(PostgresEngine::kMultiGetBatch, remote.size() - from);
       // One row per asked key, in any order: q.i says which.
-      std::string sql = "SELECT q.i, b.v, b.k IS NOT NULL, (" + DeltaSum("$1", "q.k") +
-                        ") FROM (VALUES ";
+      std::string sql = "SELECT q.i, b.v, b.k IS NOT NULL, " + SumColumn(space, "$1", "q.k") +
+                        " FROM (VALUES ";
       std::vector<Param> params = {Int2(static_cast<int>(space))};
       for (size_t j = 0; j < n; j++) {
         sql += (j ? ", ($" : "($") + std::to_string(j + 2) + "::bytea, " + std::to_string(j) +
@@ -168,8 +168,8 @@ class PgTxn : public BufferingTxn {
       params.push_back(Bytes(key));
       if (!sql.empty()) sql += " UNION ALL ";
       // Each arm is GetRow's statement (the same plan: an index lookup of each table).
-      sql += "SELECT " + std::to_string(asked.size()) + "::int8, b.v, b.k IS NOT NULL, (" +
-             DeltaSum(sp, kp) + ") FROM (SELECT 1) AS one LEFT JOIN " +
+      sql += "SELECT " + std::to_string(asked.size()) + "::int8, b.v, b.k IS NOT NULL, " +
+             SumColumn(space, sp, kp) + " FROM (SELECT 1) AS one LEFT JOIN " +
              PostgresEngine::TableName(space) + " b ON b.k = " + kp;
       asked.push_back(i);
     }
@@ -289,6 +289,7 @@ Status PgTxn::Commit(bool sync) {
   if (done_) return Status::InvalidArgument("transaction already committed");
   done_ = true;
   RETURN_IF_ERROR(err_);
+  RETURN_IF_ERROR(BadAddStatus());
   if (conn_->begin_pending) {
     // Nothing was read or written. A durable commit still makes the earlier ones durable.
     conn_->begin_pending = false;
@@ -309,8 +310,9 @@ Status PgTxn::Commit(bool sync) {
   // others are re-checked here, rows locked in key order without waiting (a row locked
   // by a committing writer is a conflict anyway): a row changed since the snapshot fails
   // FOR SHARE (40001), a key that had no row gets a tombstone unless someone made it
-  // meanwhile (40001). Then every read key gets the counter check (kReaderRowsSql),
-  // whose rows are deleted at once so that they never stand in an Add's way.
+  // meanwhile (40001). Then every read key of a space with counters gets the counter
+  // check (kReaderRowsSql), whose rows are deleted at once so that they never stand in
+  // an Add's way; elsewhere no Add exists to check against (CfHasCounters).
   for (size_t s = 0; s < kCfCount; s++) {
     std::string t = PostgresEngine::TableName(static_cast<Cf>(s));
     for (const auto& [k, had_row] : reads_[s]) {
@@ -323,6 +325,7 @@ Status PgTxn::Commit(bool sync) {
                {Bytes(k)});
         }
       }
+      if (!CfHasCounters(static_cast<Cf>(s))) continue;  // no Add can change it
       send(kReaderRowsSql, {Int2(static_cast<int>(s)), Bytes(k)});
       send("DELETE FROM kv_deltas WHERE space = $1 AND k = $2 AND reader = 1",
            {Int2(static_cast<int>(s)), Bytes(k)});
@@ -342,7 +345,9 @@ Status PgTxn::Commit(bool sync) {
       }
       send("INSERT INTO " + t + " (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
            {Bytes(k), op.kind == Op::kPut ? Bytes(op.value) : NullBytes()});
-      send("DELETE FROM kv_deltas WHERE space = $1 AND k = $2", {Int2(static_cast<int>(s)), Bytes(k)});
+      if (CfHasCounters(static_cast<Cf>(s))) {  // the value replaces the key's counter
+        send("DELETE FROM kv_deltas WHERE space = $1 AND k = $2", {Int2(static_cast<int>(s)), Bytes(k)});
+      }
     }
   }
   send("COMMIT", {});

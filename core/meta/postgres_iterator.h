@@ -57,11 +57,15 @@ class ServerCursor {
       // The bound goes to the server: a page never holds rows past it, and the scan of
       // the table's index stops there.
       std::string range = bound_.empty() ? " k >= $2" : " k >= $2 AND k < $3";
+      // A space without counters has no deltas to merge in ($1 unused there).
       std::string sql =
-          "WITH b AS (SELECT k, v FROM " + t + " WHERE" + range + " ORDER BY k LIMIT " + n +
-          "), d AS (SELECT k, sum(d) AS s FROM kv_deltas WHERE space = $1 AND" + range +
-          " GROUP BY k ORDER BY k LIMIT " + n + ") SELECT coalesce(b.k, d.k), b.v, " +
-          Wrapped("d.s") + " FROM b FULL JOIN d ON b.k = d.k ORDER BY 1 LIMIT " + n;
+          CfHasCounters(space_)
+              ? "WITH b AS (SELECT k, v FROM " + t + " WHERE" + range + " ORDER BY k LIMIT " +
+                    n + "), d AS (SELECT k, sum(d) AS s FROM kv_deltas WHERE space = $1 AND" +
+                    range + " GROUP BY k ORDER BY k LIMIT " + n +
+                    ") SELECT coalesce(b.k, d.k), b.v, " + Wrapped("d.s") +
+                    " FROM b FULL JOIN d ON b.k = d.k ORDER BY 1 LIMIT " + n
+              : "SELECT k, v, NULL::int8 FROM " + t + " WHERE" + range + " ORDER BY k LIMIT " + n;
       std::vector<Param> params = {Int2(static_cast<int>(space_)), Bytes(from)};
       if (!bound_.empty()) params.push_back(Bytes(bound_));
       Wire w(e_, c_);

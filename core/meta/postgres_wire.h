@@ -330,6 +330,12 @@ inline std::string DeltaSum(const std::string& space_param, const std::string& k
   return Wrapped("SELECT sum(d) FROM kv_deltas WHERE space = " + space_param +
                  " AND k = " + key_expr);
 }
+// The column that sums a key's counter deltas: NULL in a space without counters
+// (CfHasCounters), which has none to sum.
+inline std::string SumColumn(Cf space, const std::string& space_param, const std::string& key_expr) {
+  if (!CfHasCounters(space)) return "NULL::int8";
+  return "(" + DeltaSum(space_param, key_expr) + ")";
+}
 
 // One key as the server has it: the base row (a tombstone if v is NULL) and the sum of
 // its counter deltas. NotFound if neither.
@@ -359,8 +365,8 @@ inline Status Decode(const PGresult* r, int i, int vcol, int scol, std::string* 
 
 inline Result<ServerRow> GetRow(PostgresEngine* e, Conn* c, Cf space, std::string_view key) {
   std::string t = PostgresEngine::TableName(space);
-  std::string sql = "SELECT b.v, b.k IS NOT NULL, (" + DeltaSum("$1", "$2") +
-                    ") FROM (SELECT 1) AS one LEFT JOIN " + t + " b ON b.k = $2";
+  std::string sql = "SELECT b.v, b.k IS NOT NULL, " + SumColumn(space, "$1", "$2") +
+                    " FROM (SELECT 1) AS one LEFT JOIN " + t + " b ON b.k = $2";
   Wire w(e, c);
   ASSIGN_OR_RETURN(Res r, w.Query(sql, {Int2(static_cast<int>(space)), Bytes(key)}, "metadata get"));
   if (!r || PQntuples(r.get()) != 1) return Status::IOError("metadata get: no row from the server");

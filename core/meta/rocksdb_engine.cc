@@ -162,6 +162,10 @@ class RocksTxn : public Txn {
     Buffer(kDeleteUntracked, space, key, {});
   }
   void Add(Cf space, std::string_view key, int64_t delta) override {
+    if (!CfHasCounters(space)) {
+      if (first_error_.ok()) first_error_ = BadAdd(space);  // kv.h: the commit fails
+      return;
+    }
     const uint64_t v = static_cast<uint64_t>(delta);  // LE64, as EncodeCounter
     char b[8];
     std::memcpy(b, &v, 8);

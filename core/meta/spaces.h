@@ -33,4 +33,10 @@ inline constexpr const char* kCfNames[kCfCount] = {
 
 inline const char* CfName(Cf c) { return kCfNames[static_cast<size_t>(c)]; }
 
+// The spaces that hold counters (Txn::Add): chunk refcounts, and store-wide counters in
+// the default space. An Add anywhere else fails its transaction's commit, on every
+// engine: a remote engine checks each read of a counter space against concurrent adds
+// (a statement or two per key at commit, docs/scale-out.md) and skips that everywhere else.
+inline constexpr bool CfHasCounters(Cf c) { return c == Cf::kDefault || c == Cf::kRefs; }
+
 }  // namespace snapfs
