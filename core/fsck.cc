@@ -36,10 +36,23 @@ struct InodeFacts {
   uint64_t subdirs = 0;  // for folders: child folders
 };
 
+Result<int64_t> RefCount(kv::ReadView& meta, const ChunkId& id) {
+  std::string v;
+  Status s = meta.Get(Cf::kRefs, keys::Chunk(id), &v);
+  if (s.Is(Code::kNotFound)) return int64_t{0};
+  RETURN_IF_ERROR(s);
+  return kv::DecodeCounter(v);
+}
+
 }  // namespace
 
 Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
-  MetaStore& meta = store.meta();
+  // Every read below is of one snapshot, so that a store in use (a live daemon, other
+  // hosts of a shared store) shows no transient mismatch between what was scanned first
+  // and what was scanned later.
+  auto view_owner = store.meta().engine().NewReadView();
+  if (!view_owner.ok()) return view_owner.status().WithContext("fsck: open a snapshot");
+  kv::ReadView& meta = **view_owner;
   FsckReport r;
   auto problem = [&](std::string s) {
     if (r.problems.size() < kMaxProblems) r.problems.push_back(std::move(s));
@@ -155,13 +168,6 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       // A removed folder whose name was taken before the purger got to it.
       std::string q;
       if (f.is_dir && meta.Get(Cf::kDefault, keys::Purge(ino), &q).ok()) continue;
-      // Through a live daemon: an open (or kernel-known) file unlinked after the scan of
-      // the orphans, or purged since the scan of the inodes (the kernel forgetting what
-      // a `snapfs rm` removed), is no leak. Looked at again, alone.
-      if (meta.Get(Cf::kOrphans, keys::Ino(ino), &q).ok() ||
-          meta.Get(Cf::kInodes, keys::Ino(ino), &q).Is(Code::kNotFound)) {
-        continue;
-      }
       problem("inode " + std::to_string(ino) + " is not named by any folder (leaked)");
       continue;
     }
@@ -232,7 +238,7 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         continue;
       }
       r.stored_bytes += loc->length;
-      auto count = meta.RefCount(id);
+      auto count = RefCount(meta, id);
       if (count.ok() && *count == 0) {
         r.garbage_chunks++;
         // Unreferenced chunks are reclaimed only through their garbage marker.
@@ -326,29 +332,18 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         }
         continue;
       }
-      // Not seen by the scan of the index: missing, or (through a live daemon) written
-      // since. Asked again, alone.
-      std::string v;
-      Status s = meta.Get(Cf::kChunks, keys::Chunk(e->id), &v);
-      if (!s.ok()) {
-        std::string what = "inode " + std::to_string(ino) + " offset " + std::to_string(off) +
-                           " references chunk " + e->id.Hex() + " missing from the index";
-        ChunkLocation none;
-        none.length = e->length;
-        if (damaged_at.count(e->id)) {  // its inode was added above
-          problem(what);
-          continue;
-        }
-        damage(e->id, none, "missing from the index", what);
-        auto d = damaged_at.find(e->id);
-        if (d != damaged_at.end()) r.damaged[d->second].inodes.push_back(ino);
+      // Not in the index (scanned in the same snapshot): missing.
+      std::string what = "inode " + std::to_string(ino) + " offset " + std::to_string(off) +
+                         " references chunk " + e->id.Hex() + " missing from the index";
+      ChunkLocation none;
+      none.length = e->length;
+      if (damaged_at.count(e->id)) {  // its inode was added above
+        problem(what);
         continue;
       }
-      auto loc = ChunkLocation::Decode(v);
-      if (loc.ok() && loc->length != e->length) {
-        problem("inode " + std::to_string(ino) + " offset " + std::to_string(off) +
-                ": extent length differs from chunk " + e->id.Short());
-      }
+      damage(e->id, none, "missing from the index", what);
+      auto d = damaged_at.find(e->id);
+      if (d != damaged_at.end()) r.damaged[d->second].inodes.push_back(ino);
     }
     RETURN_IF_ERROR(it->status().WithContext("fsck scan extents"));
   }

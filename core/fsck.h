@@ -9,9 +9,11 @@
 // inodes whose extents use it: the chunk index is scanned first to build the set of
 // damaged ids, then one pass over the extents counts refcounts and finds their inodes.
 // Naming those inodes (paths, snapshots) is the namespace's job (Filesystem::LocateInodes).
-// Thread-safety: safe to run while the store is in use, but it scans the key spaces one
-// after another, not one snapshot: run it on a quiet store (unmounted, or through the
-// daemon) for exact results; a concurrent writer may show up as a transient mismatch.
+// Thread-safety: safe to run while the store is in use: every metadata read is of one
+// snapshot (kv::ReadView), taken when it starts, so writers of this or other hosts show
+// up as no mismatch. Pack bytes are read as they are now: a pack that GC deleted after
+// the snapshot was taken would show as missing, which is why a shared store's fsck
+// holds the store-wide GC lease while it runs (tools/cmd_fsck).
 #pragma once
 
 #include <cstdint>

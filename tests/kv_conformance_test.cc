@@ -542,6 +542,45 @@ TEST_P(KvEngineConformance, AnAddOutsideTheCounterSpacesFailsTheCommit) {
   EXPECT_EQ(*engine_->Begin()->GetCounter(Cf::kDefault, "n"), 2);
 }
 
+// A read view is one snapshot for all its reads, however long it lives: what commits
+// after it was made (changed, new, deleted keys, counters) is not seen, by Get or by
+// iterators made before or after the commit.
+TEST_P(KvEngineConformance, AReadViewReadsOneSnapshot) {
+  Commit([&](Txn& t) {
+    t.Put(Cf::kInodes, "a", "1");
+    t.Put(Cf::kInodes, "c", "3");
+    t.Add(Cf::kRefs, "r", 5);
+  });
+  auto view = engine_->NewReadView();
+  ASSERT_OK(view.status());
+  auto early = (*view)->NewIterator(Cf::kInodes);
+  Commit([&](Txn& t) {
+    t.Put(Cf::kInodes, "a", "changed");
+    t.Put(Cf::kInodes, "b", "new");
+    t.Delete(Cf::kInodes, "c");
+    t.Add(Cf::kRefs, "r", 2);
+  });
+  std::string v;
+  ASSERT_OK((*view)->Get(Cf::kInodes, "a", &v));
+  EXPECT_EQ(v, "1");
+  EXPECT_CODE((*view)->Get(Cf::kInodes, "b", &v), Code::kNotFound);
+  ASSERT_OK((*view)->Get(Cf::kInodes, "c", &v));
+  ASSERT_OK((*view)->Get(Cf::kRefs, "r", &v));
+  EXPECT_EQ(*DecodeCounter(v), 5);
+  auto late = (*view)->NewIterator(Cf::kInodes);
+  for (auto* it : {early.get(), late.get()}) {
+    std::vector<std::string> seen;
+    for (it->Seek(""); it->Valid(); it->Next()) seen.push_back(std::string(it->key()) + "=" + std::string(it->value()));
+    EXPECT_OK(it->status());
+    EXPECT_EQ(seen, (std::vector<std::string>{"a=1", "c=3"}));
+  }
+  // A view made now sees the commit.
+  auto now = engine_->NewReadView();
+  ASSERT_OK(now.status());
+  ASSERT_OK((*now)->Get(Cf::kInodes, "b", &v));
+  EXPECT_EQ(v, "new");
+}
+
 TEST_P(KvEngineConformance, ConcurrentAddsNeverConflictAndSum) {
   auto a = engine_->Begin();
   auto b = engine_->Begin();

@@ -1,15 +1,18 @@
 // snapfs fsck STORE|MOUNTPOINT [--verify [--subset SPEC]]: recompute and compare; also
 // check snapshots and their pins against the markers. Every damaged chunk is named with
 // the files (their paths, hidden ones marked) and the snapshots that hold it.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "core/fs/filesystem.h"
 #include "core/fsck.h"
+#include "core/sessions.h"
 #include "core/store.h"
 #include "tools/cli_util.h"
 
@@ -221,6 +224,10 @@ void PrintHuman(const nlohmann::json& j) {
 
 }  // namespace
 
+// How long fsck of a shared store waits for a GC in progress (it holds GC off while it
+// runs: see CmdFsck).
+constexpr std::chrono::minutes kGcLeaseWait{10};
+
 int CmdFsck(const Args& args) {
   po::options_description opts("options");
   std::string target, subset;
@@ -252,19 +259,28 @@ int CmdFsck(const Args& args) {
   if (!subset.empty()) request += " " + subset;
   auto answer =
       AskStore(t, request, [&](Store& store) {
-        // A shared store is checked while other hosts may be writing: fsck reads it in
-        // several passes, not one snapshot, so a change in flight can look like a problem.
-        if (store.shared()) {
-          auto sessions = ListSessions(store.meta().engine());
-          size_t others = sessions.ok() ? sessions->size() - 1 : 0;
-          if (others > 0) {
-            std::cerr << "snapfs fsck: warning: " << others
-                      << " other session(s) of this shared store are live (snapfs status "
-                         "lists them); changes they make while fsck runs can show as "
-                         "problems: check again when writers are idle\n";
-          }
+        // A shared store is checked while other hosts may be writing: the metadata is
+        // read in one snapshot (Fsck), and GC, which deletes packs that snapshot may still
+        // point into, is held off by taking its store-wide lease for the run (waiting
+        // for a GC in progress to end).
+        if (!store.shared()) return FsckJson(store, nullptr, verify, subset);
+        kv::Engine& engine = store.meta().engine();
+        const auto until = std::chrono::steady_clock::now() + kGcLeaseWait;
+        Status lease;
+        bool said = false;
+        while (!(lease = AcquireGcLease(engine, store.session_id())).ok() &&
+               lease.Is(Code::kBusy) && std::chrono::steady_clock::now() < until) {
+          if (!said) std::cerr << "snapfs fsck: " << lease.message() << "; waiting for it to end\n";
+          said = true;
+          std::this_thread::sleep_for(std::chrono::seconds(1));
         }
-        return FsckJson(store, nullptr, verify, subset);
+        if (!lease.ok()) {
+          return Result<std::string>(lease.WithContext("fsck holds off GC while it runs"));
+        }
+        auto out = FsckJson(store, nullptr, verify, subset);
+        Status rel = ReleaseGcLease(engine, store.session_id());
+        if (!rel.ok()) std::cerr << "snapfs fsck: warning: release the GC lease: " << rel.ToString() << "\n";
+        return out;
       });
   if (!answer.ok()) return Fail("fsck", answer.status());
   nlohmann::json j = std::move(answer).value();

@@ -26,6 +26,7 @@ class EngineWrapper : public Engine {
   std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override {
     return target_->NewBoundedIterator(space, upper_bound);
   }
+  Result<std::unique_ptr<ReadView>> NewReadView() override { return target_->NewReadView(); }
   Status Sync() override { return target_->Sync(); }
   std::string Describe() const override { return target_->Describe(); }
   Status Compact() override { return target_->Compact(); }

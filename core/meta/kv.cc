@@ -46,6 +46,24 @@ std::unique_ptr<Iterator> Engine::NewBoundedIterator(Cf space, std::string_view 
   return std::make_unique<BoundedIterator>(NewIterator(space), upper_bound);
 }
 
+namespace {
+class TxnReadView : public ReadView {
+ public:
+  explicit TxnReadView(std::unique_ptr<Txn> t) : t_(std::move(t)) {}
+  Status Get(Cf space, std::string_view key, std::string* value) override {
+    return t_->Get(space, key, value);
+  }
+  std::unique_ptr<Iterator> NewIterator(Cf space) override { return t_->NewIterator(space); }
+
+ private:
+  std::unique_ptr<Txn> t_;
+};
+}  // namespace
+
+Result<std::unique_ptr<ReadView>> Engine::NewReadView() {
+  return std::unique_ptr<ReadView>(std::make_unique<TxnReadView>(Begin()));
+}
+
 Status Txn::MultiGet(Cf space, const std::vector<std::string>& keys,
                      std::vector<std::optional<std::string>>* values) {
   values->assign(keys.size(), std::nullopt);

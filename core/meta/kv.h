@@ -130,6 +130,16 @@ class Txn {
   Result<int64_t> GetCounter(Cf space, std::string_view key);
 };
 
+// A read-only view of the committed state at one moment: every Get and iterator of it
+// reads that one snapshot, whatever commits meanwhile (fsck of a store in use). Unlike a
+// Txn it tracks nothing for conflicts, so it may read a whole store. Used by one thread.
+class ReadView {
+ public:
+  virtual ~ReadView() = default;
+  virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
+  virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -142,6 +152,10 @@ class Engine {
   // the engine stops at the bound instead of stepping over every deleted key after it
   // (RocksDB keeps them until a compaction). The default wraps NewIterator.
   virtual std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound);
+  // A consistent view of the latest committed state (ReadView). The default reads
+  // through a transaction that is never committed (it tracks its reads: fine for the
+  // memory engine's tests, not for a whole store).
+  virtual Result<std::unique_ptr<ReadView>> NewReadView();
   // Makes every commit so far durable.
   virtual Status Sync() = 0;
   // "rocksdb:/var/lib/snapfs/meta", "memory".

@@ -634,6 +634,40 @@ std::unique_ptr<Iterator> PostgresEngine::NewBoundedIterator(Cf space,
                                       std::move(bound));
 }
 
+namespace {
+class PgReadView : public ReadView {
+ public:
+  PgReadView(PostgresEngine* e, std::unique_ptr<Conn> c) : e_(e), c_(std::move(c)) {}
+  ~PgReadView() override {
+    if (c_->pg && PQtransactionStatus(c_->pg) != PQTRANS_IDLE) {
+      (void)Wire(e_, c_.get()).Simple("ROLLBACK", "end snapshot");
+    }
+    e_->Release(std::move(c_));
+  }
+  Status Get(Cf space, std::string_view key, std::string* value) override {
+    if (!c_->pg) return Status::IOError("metadata get: no connection to PostgreSQL");
+    ASSIGN_OR_RETURN(ServerRow row, GetRow(e_, c_.get(), space, key));
+    if (!row.has_value) return Status::NotFound();
+    *value = std::move(row.value);
+    return Status::OK();
+  }
+  std::unique_ptr<Iterator> NewIterator(Cf space) override {
+    return std::make_unique<PgIterator>(e_, c_.get(), space, nullptr, nullptr, Status::OK());
+  }
+
+ private:
+  PostgresEngine* e_;
+  std::unique_ptr<Conn> c_;
+};
+}  // namespace
+
+Result<std::unique_ptr<ReadView>> PostgresEngine::NewReadView() {
+  ASSIGN_OR_RETURN(auto c, Acquire());
+  RETURN_IF_ERROR(Wire(this, c.get())
+                      .Simple("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1", "snapshot"));
+  return std::unique_ptr<ReadView>(std::make_unique<PgReadView>(this, std::move(c)));
+}
+
 Status PostgresEngine::Sync() {
   // A commit with a transaction id is flushed (synchronous_commit is on), and the WAL
   // flush covers every earlier commit, including those made with sync=false.

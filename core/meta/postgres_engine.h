@@ -110,6 +110,8 @@ class PostgresEngine : public Engine {
   // into their base rows. Safe at any time, from any host; callers run it now and then
   // (it may make a concurrent transaction on the same keys retry).
   Status Compact() override;
+  // A connection held in a read-only REPEATABLE READ transaction for the view's life.
+  Result<std::unique_ptr<ReadView>> NewReadView() override;
 
   // Connections open now, and the most that were open at once.
   size_t open_connections() const { return open_.load(); }

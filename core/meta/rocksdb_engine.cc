@@ -457,6 +457,36 @@ std::unique_ptr<Iterator> RocksEngine::NewBoundedIterator(Cf space, std::string_
   return it;
 }
 
+namespace {
+class RocksReadView : public ReadView {
+ public:
+  RocksReadView(RocksEngine* e, rocksdb::DB* db) : e_(e), db_(db), snap_(db->GetSnapshot()) {}
+  ~RocksReadView() override { db_->ReleaseSnapshot(snap_); }
+  Status Get(Cf space, std::string_view key, std::string* value) override {
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snap_;
+    auto s = db_->Get(ro, e_->cf(space), S(key), value);
+    if (s.IsNotFound()) return Status::NotFound();
+    return FromRocks(s, "metadata get");
+  }
+  std::unique_ptr<Iterator> NewIterator(Cf space) override {
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snap_;
+    return std::make_unique<RocksIterator>(e_, db_->NewIterator(ro, e_->cf(space)), nullptr,
+                                           static_cast<size_t>(space));
+  }
+
+ private:
+  RocksEngine* e_;
+  rocksdb::DB* db_;
+  const rocksdb::Snapshot* snap_;
+};
+}  // namespace
+
+Result<std::unique_ptr<ReadView>> RocksEngine::NewReadView() {
+  return std::unique_ptr<ReadView>(std::make_unique<RocksReadView>(this, txn_db_));
+}
+
 void RocksEngine::NoteSkipped(Cf space) {
   // The flush replaces the active memtable by an empty one, so one flush serves every
   // iterator that notes the same memtable; it writes the newest version of each key

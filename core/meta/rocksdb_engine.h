@@ -48,6 +48,8 @@ class RocksEngine : public Engine {
   Status Get(Cf space, std::string_view key, std::string* value) override;
   std::unique_ptr<Iterator> NewIterator(Cf space) override;
   std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override;
+  // A RocksDB snapshot: reads at its sequence number, nothing tracked.
+  Result<std::unique_ptr<ReadView>> NewReadView() override;
   Status Sync() override;
   std::string Describe() const override { return "rocksdb:" + dir_; }
 
