@@ -58,7 +58,9 @@ Result<std::vector<std::pair<uint64_t, std::string>>> SnapshotEngine::HiddenEntr
     NsTxn* t, uint64_t ino) {
   std::vector<std::pair<uint64_t, std::string>> entries;  // (parent, name)
   std::string prefix = keys::Ino(ino);
-  auto* it = t->It(Cf::kHidden);
+  // Bounded at the next inode: a create asks this of its folder, and an unbounded scan
+  // would read (a page of) other folders' hidden entries past the end of this one's.
+  auto it = t->kv().NewBoundedIterator(Cf::kHidden, keys::Ino(ino + 1));
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (t->gone_hidden.count(std::string(it->key()))) continue;
     entries.emplace_back(GetBE64(it->key().data() + 8),
