@@ -12,7 +12,7 @@ namespace {
 
 Result<uint64_t> CountKeys(MetaStore& meta, Cf cf) {
   uint64_t n = 0;
-  auto it = meta.NewIterator(cf);
+  auto it = meta.NewScanIterator(cf);
   for (it->Seek(""); it->Valid(); it->Next()) n++;
   RETURN_IF_ERROR(it->status().WithContext("count keys"));
   return n;
@@ -25,7 +25,7 @@ Result<StoreGauges> CountSnapshots(Store& store) {
   ASSIGN_OR_RETURN(g.snapshots, CountKeys(store.meta(), Cf::kSnapshots));
   ASSIGN_OR_RETURN(g.pins, CountKeys(store.meta(), Cf::kPins));
   ASSIGN_OR_RETURN(g.hidden_entries, CountKeys(store.meta(), Cf::kHidden));
-  auto it = store.meta().NewIterator(Cf::kDefault);
+  auto it = store.meta().NewScanIterator(Cf::kDefault);
   for (it->Seek(keys::kPurgePrefix); it->Valid() && it->key().starts_with(keys::kPurgePrefix);
        it->Next()) {
     g.purge_folders++;
@@ -40,7 +40,7 @@ Result<StoreGauges> ComputeStoreGauges(Store& store) {
   ASSIGN_OR_RETURN(StoreGauges g, CountSnapshots(store));
   MetaStore& meta = store.meta();
   {
-    auto it = meta.NewIterator(Cf::kInodes);
+    auto it = meta.NewScanIterator(Cf::kInodes);
     for (it->Seek(""); it->Valid(); it->Next()) {
       auto node = Inode::Decode(GetBE64(it->key().data()), it->value());
       if (node.ok() && node->is_reg()) g.logical_bytes += node->size;
@@ -50,7 +50,7 @@ Result<StoreGauges> ComputeStoreGauges(Store& store) {
   // Chunks with a zero count are garbage candidates: their bytes count as dead.
   std::unordered_set<ChunkId, ChunkIdHash> garbage;
   {
-    auto it = meta.NewIterator(Cf::kGarbage);
+    auto it = meta.NewScanIterator(Cf::kGarbage);
     for (it->Seek(""); it->Valid(); it->Next()) {
       if (it->key().size() != ChunkId::kSize) continue;
       ChunkId id = ChunkId::FromBytes(it->key().data());
@@ -61,7 +61,7 @@ Result<StoreGauges> ComputeStoreGauges(Store& store) {
   }
   uint64_t live_in_packs = 0;
   {
-    auto it = meta.NewIterator(Cf::kChunks);
+    auto it = meta.NewScanIterator(Cf::kChunks);
     for (it->Seek(""); it->Valid(); it->Next()) {
       auto loc = ChunkLocation::Decode(it->value());
       if (!loc.ok()) continue;

@@ -39,7 +39,7 @@ Result<Scan> ScanStore(Store& store) {
     ASSIGN_OR_RETURN(open, ReadOpenPacks(meta.engine()));
   }
   std::unordered_set<ChunkId, ChunkIdHash> dead;
-  auto it = meta.NewIterator(Cf::kGarbage);
+  auto it = meta.NewScanIterator(Cf::kGarbage);
   for (it->Seek(""); it->Valid(); it->Next()) {
     if (it->key().size() != ChunkId::kSize) continue;
     ChunkId id = ChunkId::FromBytes(it->key().data());
@@ -59,7 +59,7 @@ Result<Scan> ScanStore(Store& store) {
   RETURN_IF_ERROR(it->status().WithContext("scan garbage"));
 
   // Live bytes per pack, from the index (dead chunks excluded).
-  auto ci = meta.NewIterator(Cf::kChunks);
+  auto ci = meta.NewScanIterator(Cf::kChunks);
   for (ci->Seek(""); ci->Valid(); ci->Next()) {
     ChunkId id = ChunkId::FromBytes(ci->key().data());
     if (dead.count(id)) continue;

@@ -27,6 +27,7 @@ class EngineWrapper : public Engine {
     return target_->NewBoundedIterator(space, upper_bound);
   }
   Result<std::unique_ptr<ReadView>> NewReadView() override { return target_->NewReadView(); }
+  std::unique_ptr<Iterator> NewScanIterator(Cf space) override { return target_->NewScanIterator(space); }
   Status Sync() override { return target_->Sync(); }
   std::string Describe() const override { return target_->Describe(); }
   Status Compact() override { return target_->Compact(); }

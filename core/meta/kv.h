@@ -152,6 +152,11 @@ class Engine {
   // the engine stops at the bound instead of stepping over every deleted key after it
   // (RocksDB keeps them until a compaction). The default wraps NewIterator.
   virtual std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound);
+  // The same as NewIterator, for a sweep of a whole space in the background (store
+  // gauges, GC): the engine keeps what it reads out of its caches, so that the sweep
+  // does not evict what lookups and listings live on (RocksDB: fill_cache off). Default:
+  // NewIterator.
+  virtual std::unique_ptr<Iterator> NewScanIterator(Cf space) { return NewIterator(space); }
   // A consistent view of the latest committed state (ReadView). The default reads
   // through a transaction that is never committed (it tracks its reads: fine for the
   // memory engine's tests, not for a whole store).

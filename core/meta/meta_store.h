@@ -44,6 +44,8 @@ class MetaStore {
   std::unique_ptr<kv::Iterator> NewIterator(Cf c);
   // The same, ending before `upper_bound` (kv::Engine::NewBoundedIterator).
   std::unique_ptr<kv::Iterator> NewBoundedIterator(Cf c, std::string_view upper_bound);
+  // For a background sweep of a whole space (kv::Engine::NewScanIterator).
+  std::unique_ptr<kv::Iterator> NewScanIterator(Cf c) { return engine_->NewScanIterator(c); }
   // Makes every commit so far durable (counted as a log sync).
   Status SyncWal();
   // Log syncs so far (synced commits and SyncWal calls): what a durability promise costs,

@@ -472,6 +472,7 @@ class RocksReadView : public ReadView {
   std::unique_ptr<Iterator> NewIterator(Cf space) override {
     rocksdb::ReadOptions ro;
     ro.snapshot = snap_;
+    ro.fill_cache = false;
     return std::make_unique<RocksIterator>(e_, db_->NewIterator(ro, e_->cf(space)), nullptr,
                                            static_cast<size_t>(space));
   }
@@ -482,6 +483,13 @@ class RocksReadView : public ReadView {
   const rocksdb::Snapshot* snap_;
 };
 }  // namespace
+
+std::unique_ptr<Iterator> RocksEngine::NewScanIterator(Cf space) {
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  return std::make_unique<RocksIterator>(this, txn_db_->NewIterator(ro, cf(space)), nullptr,
+                                         static_cast<size_t>(space));
+}
 
 Result<std::unique_ptr<ReadView>> RocksEngine::NewReadView() {
   return std::unique_ptr<ReadView>(std::make_unique<RocksReadView>(this, txn_db_));

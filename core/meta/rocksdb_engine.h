@@ -48,7 +48,10 @@ class RocksEngine : public Engine {
   Status Get(Cf space, std::string_view key, std::string* value) override;
   std::unique_ptr<Iterator> NewIterator(Cf space) override;
   std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override;
-  // A RocksDB snapshot: reads at its sequence number, nothing tracked.
+  // fill_cache off: a sweep's blocks do not take the block cache from lookups.
+  std::unique_ptr<Iterator> NewScanIterator(Cf space) override;
+  // A RocksDB snapshot: reads at its sequence number, nothing tracked; its iterators
+  // (fsck's sweeps) leave the block cache alone as NewScanIterator's do.
   Result<std::unique_ptr<ReadView>> NewReadView() override;
   Status Sync() override;
   std::string Describe() const override { return "rocksdb:" + dir_; }
