@@ -281,6 +281,10 @@ Status Namespace::Unlink(uint64_t parent, std::string_view name) {
   return kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&mu_);
     NsTxn t(*this);
+    // The name and its folder are read below whatever happens: one round trip on a
+    // shared store (as MakeRoomForEntry's).
+    RETURN_IF_ERROR(t.kv().Prefetch(
+        {{Cf::kDentries, keys::Dentry(parent, name)}, {Cf::kInodes, keys::Ino(parent)}}));
     Dentry e;
     Status s = t.Lookup(parent, name, &e);
     if (s.Is(Code::kNotFound)) {
