@@ -9,6 +9,7 @@
 #include "core/fs/inode.h"
 #include "core/meta/kv.h"
 #include "core/meta/schema.h"
+#include "core/chunks/gc.h"
 #include "core/chunks/pack_format.h"
 
 namespace snapfs {
@@ -50,6 +51,9 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
   // Every read below is of one snapshot, so that a store in use (a live daemon, other
   // hosts of a shared store) shows no transient mismatch between what was scanned first
   // and what was scanned later.
+  // GC of this process waits meanwhile: it would remove or rewrite packs the snapshot
+  // still points into, and they would look missing or damaged.
+  auto gc_off = HoldOffGc();
   auto view_owner = store.meta().engine().NewReadView();
   if (!view_owner.ok()) return view_owner.status().WithContext("fsck: open a snapshot");
   kv::ReadView& meta = **view_owner;

@@ -12,8 +12,9 @@
 // Thread-safety: safe to run while the store is in use: every metadata read is of one
 // snapshot (kv::ReadView), taken when it starts, so writers of this or other hosts show
 // up as no mismatch. Pack bytes are read as they are now: a pack that GC deleted after
-// the snapshot was taken would show as missing, which is why a shared store's fsck
-// holds the store-wide GC lease while it runs (tools/cmd_fsck).
+// the snapshot was taken would show as missing, so GC is held off meanwhile: in this
+// process (HoldOffGc: a daemon's periodic GC, a `snapfs gc` sent to it) and, on a shared
+// store, store-wide (its GC lease, taken by tools/cmd_fsck).
 #pragma once
 
 #include <cstdint>

@@ -238,6 +238,36 @@ TEST_F(GcFsckTest, PackRewriteKeepsLiveBytes) {
   EXPECT_EQ(r.garbage_chunks, 0u);
 }
 
+// fsck reads one snapshot of the index, so GC in the same process (a daemon's periodic
+// GC, a `snapfs gc` sent to it) must not remove or rewrite packs meanwhile: it waits
+// while fsck (HoldOffGc) runs, and does its work after.
+TEST_F(GcFsckTest, GcWaitsWhileFsckHoldsItOff) {
+  for (int i = 0; i < 4; i++) t.WriteFile(kRootIno, "f" + std::to_string(i), RandomBytes(300 * kKiB, 300 + i));
+  t.Reopen();
+  ASSERT_OK(fs().Unlink(kRootIno, "f1"));
+  ASSERT_OK(fs().Unlink(kRootIno, "f3"));
+  GcOptions o;
+  o.rewrite_below_live_fraction = 0.99;
+  GcPlan plan = MUST(PlanGc(t.store(), o));
+  std::atomic<bool> done{false};
+  GcResult result;
+  std::thread gc;
+  {
+    auto off = HoldOffGc();
+    gc = std::thread([&] {
+      result = MUST(ExecuteGc(t.store(), plan));
+      done = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_FALSE(done.load()) << "GC ran while fsck held it off";
+  }
+  gc.join();
+  EXPECT_TRUE(done.load());
+  EXPECT_GT(result.chunks_deleted, 0u);
+  auto r = MUST(Fsck(t.store(), FsckOptions{.verify_data = true}));
+  for (const auto& p : r.problems) ADD_FAILURE() << p;
+}
+
 TEST_F(GcFsckTest, GcTwiceIsIdempotent) {
   std::map<uint64_t, std::string> live;
   for (int i = 0; i < 4; i++) {

@@ -197,6 +197,23 @@ TEST_F(PostgresEngineTest, AFailedPrepareIsNotRemembered) {
   EXPECT_EQ(e->peak_connections(), 1u) << "the same connection throughout";
 }
 
+// fsck's read view on a pooled connection that died while idle (a server restart):
+// it opens on a new one instead of failing once.
+TEST_F(PostgresEngineTest, AReadViewSurvivesAPooledConnectionThatDied) {
+  auto e = Make();
+  ASSERT_TRUE(e);
+  ASSERT_OK(RunTxn(*e, [](Txn& t) {
+    t.Put(Cf::kInodes, "a", "1");
+    return Status::OK();
+  }));
+  KillEngineSessions();
+  auto view = e->NewReadView();
+  ASSERT_OK(view.status());
+  std::string v;
+  ASSERT_OK((*view)->Get(Cf::kInodes, "a", &v));
+  EXPECT_EQ(v, "1");
+}
+
 TEST_F(PostgresEngineTest, ConnectionsAreBoundedAndABeginWaitsForOne) {
   PostgresEngine::Options opts;
   opts.max_open = 2;

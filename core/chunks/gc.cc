@@ -292,13 +292,15 @@ Status RewritePack(Store& store, PackId pack, uint64_t size, GcResult* result) {
 }
 
 // One execution at a time per process: the daemon's periodic GC and a `snapfs gc` sent
-// to it would otherwise rewrite the same pack twice.
+// to it would otherwise rewrite the same pack twice. fsck holds it too (HoldOffGc).
 std::mutex& ExecuteMutex() {
   static std::mutex mu;
   return mu;
 }
 
 }  // namespace
+
+std::unique_lock<std::mutex> HoldOffGc() { return std::unique_lock<std::mutex>(ExecuteMutex()); }
 
 static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan);
 

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "base/chunk_id.h"
@@ -76,6 +77,10 @@ struct GcResult {
 Result<SpaceUsage> MeasureSpace(Store& store);
 Result<GcPlan> PlanGc(Store& store, const GcOptions& opts = {});
 Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan);
+// Holds this process's GC executions off while the lock lives (they wait): fsck reads
+// one snapshot of the index, whose packs GC must not remove or rewrite meanwhile. Other
+// processes of a shared store are held off by the store-wide GC lease (tools/cmd_fsck).
+std::unique_lock<std::mutex> HoldOffGc();
 // Plan and execute, serialised per process.
 Result<GcResult> RunGc(Store& store, const GcOptions& opts = {});
 

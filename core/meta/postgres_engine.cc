@@ -662,10 +662,16 @@ class PgReadView : public ReadView {
 }  // namespace
 
 Result<std::unique_ptr<ReadView>> PostgresEngine::NewReadView() {
-  ASSIGN_OR_RETURN(auto c, Acquire());
-  RETURN_IF_ERROR(Wire(this, c.get())
-                      .Simple("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1", "snapshot"));
-  return std::unique_ptr<ReadView>(std::make_unique<PgReadView>(this, std::move(c)));
+  // A pooled connection may have died while idle (a server restart): then once more on
+  // a new one, as a transaction's first statement is (PgTxn::Reconnected).
+  for (int attempt = 0;; attempt++) {
+    ASSIGN_OR_RETURN(auto c, Acquire());
+    Status s = Wire(this, c.get())
+                   .Simple("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1", "snapshot");
+    if (s.ok()) return std::unique_ptr<ReadView>(std::make_unique<PgReadView>(this, std::move(c)));
+    const bool died = c->pooled && (!c->pg || PQstatus(c->pg) != CONNECTION_OK);
+    if (attempt > 0 || !died) return s;
+  }
 }
 
 Status PostgresEngine::Sync() {

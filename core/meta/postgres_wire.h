@@ -133,6 +133,11 @@ class Wire {
   // fixed (the key space and the number of keys vary, not the keys), so the cap is only
   // a guard against a caller that builds texts without bound.
   static constexpr size_t kMaxPrepared = 256;
+  // Statements with more parameters are not prepared: those are the MultiGet and
+  // Prefetch statements of many keys, whose text changes with the number of keys and
+  // would fill the cache with statements seldom sent twice. Fixed statements have at
+  // most 5; a Prefetch of up to 4 keys (a create's or unlink's 2) is prepared.
+  static constexpr size_t kMaxPreparedParams = 8;
 
   // Sends one statement. A statement with parameters is prepared the first time it is
   // sent on a connection in pipeline mode (its Parse goes in the same round trip, ahead
@@ -152,7 +157,7 @@ class Wire {
     const int n = static_cast<int>(params.size());
     Pending pending;
     const std::string* name = nullptr;
-    if (!params.empty()) {
+    if (!params.empty() && params.size() <= kMaxPreparedParams) {
       std::string key = PreparedKey(sql, types);
       auto it = c_->prepared.find(key);
       if (it == c_->prepared.end() && c_->prepared.size() < kMaxPrepared &&
@@ -254,7 +259,10 @@ class Wire {
     return key;
   }
   bool WouldPrepare(const std::string& sql, const std::vector<Param>& params) const {
-    if (params.empty() || c_->prepared.size() >= kMaxPrepared) return false;
+    if (params.empty() || params.size() > kMaxPreparedParams ||
+        c_->prepared.size() >= kMaxPrepared) {
+      return false;
+    }
     std::vector<Oid> types;
     for (const auto& p : params) types.push_back(p.type);
     return !c_->prepared.count(PreparedKey(sql, types));
@@ -294,7 +302,9 @@ class Wire {
     if (!PQpipelineSync(c_->pg)) return FromPg(nullptr, c_->pg, "begin");
     RETURN_IF_ERROR(Flush());
     Status begun = begin ? Collect("begin").status() : Status::OK();
+    if (!c_->pg) return begun;  // the deadline passed: Busy (TimedOut closed it)
     auto r = Collect(context);
+    if (!c_->pg) return r;
     ASSIGN_OR_RETURN(Res sync, Next());  // PGRES_PIPELINE_SYNC
     (void)sync;
     if (!PQexitPipelineMode(c_->pg)) return FromPg(nullptr, c_->pg, "begin");
