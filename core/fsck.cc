@@ -38,11 +38,7 @@ struct InodeFacts {
 };
 
 Result<int64_t> RefCount(kv::ReadView& meta, const ChunkId& id) {
-  std::string v;
-  Status s = meta.Get(Cf::kRefs, keys::Chunk(id), &v);
-  if (s.Is(Code::kNotFound)) return int64_t{0};
-  RETURN_IF_ERROR(s);
-  return kv::DecodeCounter(v);
+  return kv::ReadCounter(meta, Cf::kRefs, keys::Chunk(id));
 }
 
 }  // namespace

@@ -23,8 +23,11 @@
 # HWM, load; then the ratio of each median between consecutive sizes.
 #
 #   scripts/bench_scale.sh [--sizes "0.1 1"] [--runs 3] [--threads 4] [--drop-caches]
-#                          [--keep] [--work DIR] [BUILD_DIR]
+#                          [--verbs "ls du"] [--no-gc] [--keep] [--work DIR] [BUILD_DIR]
 #   --sizes        the fractions F to run, in order (default "0.1 1"; a quick run: 0.01)
+#   --verbs        only these of step 3's verbs (ls, orphans, fsck, du, stats), to time a
+#                  change to one of them without the others' half hour
+#   --no-gc        skip step 4
 #   --keep         leave the last size's store mounted at WORK/mnt (to profile a verb:
 #                  perf record -g -p "$(cat WORK/store/lock)"); unmount and remove it by hand
 #   --drop-caches  drop the page cache before each mount (needs root; the machine's
@@ -33,12 +36,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZES="0.1 1" RUNS=3 THREADS=4 DROP=0 KEEP=0 W=$PWD/var/bench-scale BUILD=build-release
+VERBS="ls orphans fsck du stats" GC=1
 while (($#)); do
   case "$1" in
     --sizes) SIZES=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --drop-caches) DROP=1; shift ;;
+    --verbs) VERBS=$2; shift 2 ;;
+    --no-gc) GC=0; shift ;;
     --keep) KEEP=1; shift ;;
     --work) W=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -119,6 +125,7 @@ for F in $SIZES; do
   row "$F" "ls -l big/ (cold)" "$LINES" "${ls_ts[@]}"
 
   for verb in "ls" "orphans --older-than 0" "fsck" "du" "stats"; do
+    [[ " $VERBS " == *" ${verb%% *} "* ]] || continue
     ts=()
     for r in $(seq "$RUNS"); do
       # shellcheck disable=SC2086
@@ -127,13 +134,15 @@ for F in $SIZES; do
     done
     row "$F" "snapfs ${verb%% *}" "$LINES" "${ts[@]}"
   done
-  timed "$W/verb.out" "$SNAPFS" orphans --older-than 0 --delete "$W/mnt"
-  row "$F" "snapfs orphans --delete" "$LINES" "$T"
-  timed "$W/verb.out" "$SNAPFS" gc --max-unused 0 "$W/mnt"
-  row "$F" "snapfs gc --max-unused 0" "$LINES" "$T"
-  sed 's/^/      /' "$W/verb.out"
-  timed "$W/verb.out" "$SNAPFS" gc "$W/mnt"
-  row "$F" "snapfs gc (again)" "$LINES" "$T"
+  if ((GC)); then
+    timed "$W/verb.out" "$SNAPFS" orphans --older-than 0 --delete "$W/mnt"
+    row "$F" "snapfs orphans --delete" "$LINES" "$T"
+    timed "$W/verb.out" "$SNAPFS" gc --max-unused 0 "$W/mnt"
+    row "$F" "snapfs gc --max-unused 0" "$LINES" "$T"
+    sed 's/^/      /' "$W/verb.out"
+    timed "$W/verb.out" "$SNAPFS" gc "$W/mnt"
+    row "$F" "snapfs gc (again)" "$LINES" "$T"
+  fi
   if ((KEEP)) && [[ $F == "${SIZES##* }" ]]; then
     printf '%-5s kept mounted   (store: %s)\n' "$F" "$(du -sh "$W/store" | cut -f1)"
     continue
@@ -152,6 +161,7 @@ for F in $SIZES; do
     echo "ratio $F / $prev (sizes: $(awk -v a="$F" -v b="$prev" 'BEGIN { printf "%.1f", a / b }')):"
     for step in "mount (remount)" "ls -l big/ (cold)" "snapfs ls" "snapfs orphans" "snapfs fsck" \
       "snapfs du" "snapfs stats" "snapfs orphans --delete" "snapfs gc --max-unused 0"; do
+      [[ -n ${MED[$F/$step]:-} ]] || continue
       awk -v s="$step" -v a="${MED[$F/$step]}" -v b="${MED[$prev/$step]}" \
         'BEGIN { printf "  %-26s %8.3f s / %8.3f s = %6.1f\n", s, a, b, (b > 0 ? a / b : 0) }'
     done

@@ -419,6 +419,55 @@ TEST_P(KvEngineConformance, MultiGetAnswersAsGetDoes) {
   EXPECT_EQ(*got[4], "1");
 }
 
+// Engine::MultiGet (outside a transaction): the latest committed values, counters with
+// every committed add, in the order asked, over more than one PostgreSQL batch.
+TEST_P(KvEngineConformance, AnEngineMultiGetAnswersAsEngineGetDoes) {
+  Commit([&](Txn& t) {
+    for (int i = 0; i < 600; i += 2) t.Put(Cf::kChunks, "k" + std::to_string(i), "v" + std::to_string(i));
+    t.Put(Cf::kChunks, "gone", "x");
+    t.Add(Cf::kRefs, "n", 4);
+    t.Put(Cf::kRefs, "p", EncodeCounter(10));
+  });
+  Commit([&](Txn& t) {
+    t.Add(Cf::kRefs, "n", 3);
+    t.Add(Cf::kRefs, "p", -2);
+    t.Add(Cf::kRefs, "fresh", 1);
+    t.Delete(Cf::kChunks, "gone");
+  });
+  std::vector<std::optional<std::string>> refs;
+  ASSERT_OK(engine_->MultiGet(Cf::kRefs, {"p", "absent", "n", "fresh"}, &refs));
+  ASSERT_EQ(refs.size(), 4u);
+  ASSERT_TRUE(refs[0] && refs[2] && refs[3]);
+  EXPECT_EQ(*DecodeCounter(*refs[0]), 8);
+  EXPECT_FALSE(refs[1].has_value());
+  EXPECT_EQ(*DecodeCounter(*refs[2]), 7);
+  EXPECT_EQ(*DecodeCounter(*refs[3]), 1);
+  std::vector<std::string> keys = {"gone", "k7", "k4"};
+  for (int i = 599; i >= 0; i--) keys.push_back("k" + std::to_string(i));  // > two batches, descending
+  keys.push_back("k4");
+  std::vector<std::optional<std::string>> got;
+  ASSERT_OK(engine_->MultiGet(Cf::kChunks, keys, &got));
+  ASSERT_EQ(got.size(), keys.size());
+  size_t found = 0;
+  for (size_t i = 0; i < keys.size(); i++) {
+    std::string v;
+    Status s = engine_->Get(Cf::kChunks, keys[i], &v);
+    if (s.Is(Code::kNotFound)) {
+      EXPECT_FALSE(got[i].has_value()) << keys[i];
+      continue;
+    }
+    ASSERT_OK(s);
+    ASSERT_TRUE(got[i].has_value()) << keys[i];
+    EXPECT_EQ(*got[i], v) << keys[i];
+    found++;
+  }
+  EXPECT_EQ(found, 302u);  // k0..k598 even, and k4 twice more
+  EXPECT_FALSE(got[0].has_value());
+  EXPECT_EQ(*got[2], "v4");
+  ASSERT_OK(engine_->MultiGet(Cf::kChunks, {}, &got));
+  EXPECT_TRUE(got.empty());
+}
+
 TEST_P(KvEngineConformance, KeysReadWithMultiGetAreCheckedAtCommit) {
   Commit([&](Txn& t) { t.Put(Cf::kChunks, "c", "loc"); });
   auto writer = engine_->Begin();

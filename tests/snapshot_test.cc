@@ -2008,6 +2008,41 @@ TEST_F(SnapshotRemove, MeasureIncrementalCheckpoints) {
   EXPECT_CODE(fs().MeasureSnapshots({j.dir}), Code::kNotFound);
 }
 
+// `snapfs ls` measures every snapshot in one pass (MeasureEach: refcounts read in one
+// batch, in chunk order): each answer is what measuring that snapshot alone says, and a
+// folder that is no snapshot gets none.
+TEST_F(SnapshotRemove, MeasureEachAnswersAsMeasuringEachAlone) {
+  auto expect_same = [&](const char* when) {
+    auto each = MUST(fs().MeasureEach({c2.dir, j.dir, c1.dir}));
+    ASSERT_EQ(each.size(), 3u);
+    EXPECT_FALSE(each[1].has_value()) << when;
+    for (auto [i, dir] : {std::pair<size_t, uint64_t>{0, c2.dir}, {2, c1.dir}}) {
+      SnapshotUsage alone = MUST(fs().MeasureSnapshots({dir}));
+      ASSERT_TRUE(each[i].has_value()) << when;
+      EXPECT_EQ(each[i]->files, alone.files) << when;
+      EXPECT_EQ(each[i]->logical, alone.logical) << when;
+      EXPECT_EQ(each[i]->exclusive, alone.exclusive) << when;
+      EXPECT_EQ(each[i]->shared, alone.shared) << when;
+    }
+  };
+  expect_same("as made");
+  auto each = MUST(fs().MeasureEach({c1.dir, c2.dir}));
+  EXPECT_EQ(each[0]->exclusive, Excl1());
+  EXPECT_EQ(each[1]->exclusive, Excl2());
+  EXPECT_EQ(each[0]->shared, s2.data.size());
+  // A copy of s1 outside makes its bytes shared; a hard link keeps q1 alive.
+  Upload(fs(), kRootIno, "copy", s1.data);
+  ASSERT_OK(fs().Link(q1.ino, kRootIno, "q1-link").status());
+  expect_same("with a copy and a link");
+  each = MUST(fs().MeasureEach({c1.dir}));
+  EXPECT_EQ(each[0]->exclusive, Excl1() - s1.data.size() - q1.data.size());
+  ASSERT_OK(fs().Unlink(kRootIno, "copy"));
+  ASSERT_OK(fs().Unlink(kRootIno, "q1-link"));
+  ASSERT_OK(fs().Unlink(j.shared, s2.name));  // hidden, still counted
+  expect_same("with a hidden shared file");
+  EXPECT_TRUE(MUST(fs().MeasureEach({})).empty());
+}
+
 TEST_F(SnapshotRemove, RemoveFreesExactlyWhatMeasureSaid) {
   SnapshotUsage u1 = MUST(fs().MeasureSnapshots({c1.dir}));
   const uint64_t dead_before = DeadBytes();

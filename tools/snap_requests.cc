@@ -114,17 +114,18 @@ Result<nlohmann::json> SnapshotsWithUsage(Filesystem& fs, const nlohmann::json& 
   if (!S_ISDIR(a.mode)) return Status::NotDirectory(label);
   ASSIGN_OR_RETURN(auto snaps, fs.ListSnapshots(ino));
   std::sort(snaps.begin(), snaps.end(), SnapshotPathLess);
+  std::vector<uint64_t> asked;
+  for (const auto& s : snaps) asked.push_back(s.dir);
+  auto measured = fs.MeasureEach(asked);
+  if (!measured.ok()) return measured.status().WithContext("measure snapshots");
+  const auto& usage = *measured;
   nlohmann::json list = nlohmann::json::array();
-  for (const auto& s : snaps) {
-    auto u = fs.MeasureSnapshots({s.dir});
-    if (!u.ok()) {
-      if (u.status().Is(Code::kNotFound)) continue;  // ended meanwhile
-      return u.status().WithContext("measure " + s.path);
-    }
-    nlohmann::json j = SnapshotJson(s);
-    j.update(UsageJson(*u));
+  for (size_t i = 0; i < snaps.size(); i++) {
+    if (!usage[i]) continue;  // ended meanwhile
+    nlohmann::json j = SnapshotJson(snaps[i]);
+    j.update(UsageJson(*usage[i]));
     list.push_back(std::move(j));
-    dirs->push_back(s.dir);
+    dirs->push_back(snaps[i].dir);
   }
   return list;
 }

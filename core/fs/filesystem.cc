@@ -300,6 +300,11 @@ Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& 
   return queries_->MeasureSnapshots(dirs);
 }
 
+Result<std::vector<std::optional<SnapshotUsage>>> Filesystem::MeasureEach(
+    const std::vector<uint64_t>& dirs) {
+  return queries_->MeasureEach(dirs);
+}
+
 Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {
   return queries_->SnapshotFiles(dir);
 }

@@ -7,8 +7,10 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/meta/kv.h"
 
@@ -21,6 +23,10 @@ class EngineWrapper : public Engine {
   std::unique_ptr<Txn> Begin() override { return target_->Begin(); }
   Status Get(Cf space, std::string_view key, std::string* value) override {
     return target_->Get(space, key, value);
+  }
+  Status MultiGet(Cf space, const std::vector<std::string>& keys,
+                  std::vector<std::optional<std::string>>* values) override {
+    return target_->MultiGet(space, keys, values);
   }
   std::unique_ptr<Iterator> NewIterator(Cf space) override { return target_->NewIterator(space); }
   std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override {

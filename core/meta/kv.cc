@@ -64,12 +64,15 @@ Result<std::unique_ptr<ReadView>> Engine::NewReadView() {
   return std::unique_ptr<ReadView>(std::make_unique<TxnReadView>(Begin()));
 }
 
-Status Txn::MultiGet(Cf space, const std::vector<std::string>& keys,
-                     std::vector<std::optional<std::string>>* values) {
+namespace {
+// MultiGet by one Get per key, for Txn and Engine alike.
+template <typename Reader>
+Status GetEach(Reader& r, Cf space, const std::vector<std::string>& keys,
+               std::vector<std::optional<std::string>>* values) {
   values->assign(keys.size(), std::nullopt);
   for (size_t i = 0; i < keys.size(); i++) {
     std::string v;
-    Status s = Get(space, keys[i], &v);
+    Status s = r.Get(space, keys[i], &v);
     if (s.ok()) {
       (*values)[i] = std::move(v);
     } else if (!s.Is(Code::kNotFound)) {
@@ -78,13 +81,20 @@ Status Txn::MultiGet(Cf space, const std::vector<std::string>& keys,
   }
   return Status::OK();
 }
+}  // namespace
+
+Status Txn::MultiGet(Cf space, const std::vector<std::string>& keys,
+                     std::vector<std::optional<std::string>>* values) {
+  return GetEach(*this, space, keys, values);
+}
+
+Status Engine::MultiGet(Cf space, const std::vector<std::string>& keys,
+                        std::vector<std::optional<std::string>>* values) {
+  return GetEach(*this, space, keys, values);
+}
 
 Result<int64_t> Txn::GetCounter(Cf space, std::string_view key) {
-  std::string v;
-  Status s = Get(space, key, &v);
-  if (s.Is(Code::kNotFound)) return int64_t{0};
-  RETURN_IF_ERROR(s);
-  return DecodeCounter(v);
+  return ReadCounter(*this, space, key);
 }
 
 std::string EncodeCounter(int64_t v) {

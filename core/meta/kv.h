@@ -146,6 +146,12 @@ class Engine {
   virtual std::unique_ptr<Txn> Begin() = 0;
   // Reads of the latest committed state, outside any transaction (never conflict).
   virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
+  // Several Gets of one space at once, outside any transaction: (*values)[i] is empty
+  // where Get says NotFound. For reads of many scattered keys (the refcounts of a
+  // snapshot's chunks): RocksDB reads them in one batch (keys in order share the block
+  // reads), PostgreSQL in one round trip per kMultiGetBatch keys. Default: Get each key.
+  virtual Status MultiGet(Cf space, const std::vector<std::string>& keys,
+                          std::vector<std::optional<std::string>>* values);
   virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
   // The same, ending before `upper_bound` (as Txn::NewBoundedIterator): for lookups in a
   // range where keys get deleted again and again (a rewritten file's extents), so that
@@ -194,6 +200,15 @@ Status RunTxn(Engine& engine, const std::function<Status(Txn&)>& body, RunOption
 // Encoding of counter values (Add), for engines and for code reading counters raw.
 std::string EncodeCounter(int64_t v);
 Result<int64_t> DecodeCounter(std::string_view v);
+// A counter read with any reader that has Get (Engine, Txn, ReadView): 0 if absent.
+template <typename Reader>
+Result<int64_t> ReadCounter(Reader& r, Cf space, std::string_view key) {
+  std::string v;
+  Status s = r.Get(space, key, &v);
+  if (s.Is(Code::kNotFound)) return int64_t{0};
+  RETURN_IF_ERROR(s);
+  return DecodeCounter(v);
+}
 // What Commit returns after an Add to a space without counters (CfHasCounters).
 inline Status BadAdd(Cf space) {
   return Status::InvalidArgument(std::string("metadata commit: Add to key space '") +

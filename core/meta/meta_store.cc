@@ -1,5 +1,7 @@
 #include "core/meta/meta_store.h"
 
+#include <algorithm>
+
 #include "core/meta/rocksdb_engine.h"
 
 namespace snapfs {
@@ -29,13 +31,34 @@ std::unique_ptr<kv::Iterator> MetaStore::NewBoundedIterator(Cf c, std::string_vi
 }
 
 Result<int64_t> MetaStore::RefCount(const ChunkId& id) {
-  std::string v;
-  Status s = Get(Cf::kRefs, keys::Chunk(id), &v);
-  if (s.Is(Code::kNotFound)) return int64_t{0};
-  RETURN_IF_ERROR(s);
-  auto n = kv::DecodeCounter(v);
+  auto n = kv::ReadCounter(*engine_, Cf::kRefs, keys::Chunk(id));
   if (!n.ok()) return n.status().WithContext("refcount of " + id.Short());
   return *n;
+}
+
+Result<std::vector<int64_t>> MetaStore::RefCounts(const std::vector<ChunkId>& ids) {
+  // Batches bound the memory a read holds (RocksDB pins each value it returns).
+  constexpr size_t kBatch = 4096;
+  std::vector<int64_t> out;
+  out.reserve(ids.size());
+  std::vector<std::string> keys;
+  std::vector<std::optional<std::string>> values;
+  for (size_t from = 0; from < ids.size(); from += kBatch) {
+    const size_t n = std::min(kBatch, ids.size() - from);
+    keys.clear();
+    for (size_t i = 0; i < n; i++) keys.push_back(keys::Chunk(ids[from + i]));
+    RETURN_IF_ERROR(engine_->MultiGet(Cf::kRefs, keys, &values));
+    for (size_t i = 0; i < n; i++) {
+      if (!values[i]) {
+        out.push_back(0);
+        continue;
+      }
+      auto c = kv::DecodeCounter(*values[i]);
+      if (!c.ok()) return c.status().WithContext("refcount of " + ids[from + i].Short());
+      out.push_back(*c);
+    }
+  }
+  return out;
 }
 
 }  // namespace snapfs

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/chunk_id.h"
 #include "base/status.h"
@@ -55,6 +56,9 @@ class MetaStore {
   void CountLogSync() { log_syncs_.fetch_add(1, std::memory_order_relaxed); }
   // Current refcount of a chunk (adds resolved); 0 if absent.
   Result<int64_t> RefCount(const ChunkId& id);
+  // The same for many chunks, in the order given, read in batches (kv::Engine::MultiGet):
+  // ids in order share RocksDB's block reads, and PostgreSQL answers a batch per round trip.
+  Result<std::vector<int64_t>> RefCounts(const std::vector<ChunkId>& ids);
 
  private:
   std::unique_ptr<kv::Engine> engine_;

@@ -98,35 +98,19 @@ class PgTxn : public BufferingTxn {
         remote.push_back(i);
       }
     }
-    const std::string t = PostgresEngine::TableName(space);
     for (size_t from = 0; from < remote.size(); from += PostgresEngine::kMultiGetBatch) {
       const size_t n = std::min(PostgresEngine::kMultiGetBatch, remote.size() - from);
-      // One row per asked key, in any order: q.i says which.
-      std::string sql = "SELECT q.i, b.v, b.k IS NOT NULL, " + SumColumn(space, "$1", "q.k") +
-                        " FROM (VALUES ";
-      std::vector<Param> params = {Int2(static_cast<int>(space))};
-      for (size_t j = 0; j < n; j++) {
-        sql += (j ? ", ($" : "($") + std::to_string(j + 2) + "::bytea, " + std::to_string(j) +
-               "::int8)";
-        params.push_back(Bytes(keys[remote[from + j]]));
-      }
-      sql += ") AS q(k, i) LEFT JOIN " + t + " b ON b.k = q.k";
+      const Statement st =
+          MultiGetStatement(space, n, [&](size_t j) -> const std::string& { return keys[remote[from + j]]; });
       auto r = FirstMayReconnect(
-          [&] { return Wire(e_, conn_.get()).Query(sql, params, "metadata multiget"); });
+          [&] { return Wire(e_, conn_.get()).Query(st.sql, st.params, "metadata multiget"); });
       if (!r.ok()) return Fail(r.status());
-      const PGresult* res = r->get();
-      if (PQntuples(res) != static_cast<int>(n)) {
-        return Fail(Status::IOError("metadata multiget: wrong number of rows from the server"));
-      }
-      for (int row = 0; row < PQntuples(res); row++) {
-        const int64_t j = ReadInt8(PQgetvalue(res, row, 0));
-        if (j < 0 || static_cast<size_t>(j) >= n) {
-          return Fail(Status::IOError("metadata multiget: bad row from the server"));
-        }
-        const size_t i = remote[from + static_cast<size_t>(j)];
-        ServerRow sr;
-        sr.row = PQgetvalue(res, row, 2)[0] != 0;
-        RETURN_IF_ERROR(Decode(res, row, 1, 3, &sr.value, &sr.has_value));
+      std::vector<ServerRow> rows;
+      Status parsed = MultiGetRows(r->get(), n, &rows);
+      if (!parsed.ok()) return Fail(parsed);
+      for (size_t j = 0; j < n; j++) {
+        const size_t i = remote[from + j];
+        ServerRow& sr = rows[j];
         reads_[s].emplace(keys[i], sr.row);  // checked at Commit, as Get's reads
         auto it = ops_[s].find(keys[i]);
         if (it == ops_[s].end()) {
@@ -612,6 +596,27 @@ Status PostgresEngine::Get(Cf space, std::string_view key, std::string* value) {
   if (!row->has_value) return Status::NotFound();
   *value = std::move(row->value);
   return Status::OK();
+}
+
+Status PostgresEngine::MultiGet(Cf space, const std::vector<std::string>& keys,
+                                std::vector<std::optional<std::string>>* values) {
+  values->assign(keys.size(), std::nullopt);
+  if (keys.empty()) return Status::OK();
+  ASSIGN_OR_RETURN(auto c, Acquire());
+  Status s;
+  for (size_t from = 0; from < keys.size() && s.ok(); from += kMultiGetBatch) {
+    const size_t n = std::min(kMultiGetBatch, keys.size() - from);
+    const Statement st =
+        MultiGetStatement(space, n, [&](size_t j) -> const std::string& { return keys[from + j]; });
+    auto r = Wire(this, c.get()).Query(st.sql, st.params, "metadata multiget");
+    std::vector<ServerRow> rows;
+    s = r.ok() ? MultiGetRows(r->get(), n, &rows) : r.status();
+    for (size_t j = 0; s.ok() && j < n; j++) {
+      if (rows[j].has_value) (*values)[from + j] = std::move(rows[j].value);
+    }
+  }
+  Release(std::move(c));
+  return s;
 }
 
 std::unique_ptr<Iterator> PostgresEngine::NewIterator(Cf space) {

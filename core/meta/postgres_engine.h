@@ -31,7 +31,8 @@
 // Round trips (measured by PostgresEngineTest.RoundTripsPerCall; round_trips() counts
 // them): Begin 1, Get 1, MultiGet 1 per kMultiGetBatch keys, Prefetch 1 (its Gets 0), Seek 1 (then 1 per page of kPageRows rows), Put/Delete/Add 0
 // (buffered), Commit 1 (every buffered write, the read checks and COMMIT in one
-// pipeline), plus 1 more only when the commit fails (ROLLBACK). Engine::Get 1; engine
+// pipeline), plus 1 more only when the commit fails (ROLLBACK). Engine::Get 1; Engine::MultiGet
+// 1 per kMultiGetBatch keys; engine
 // iterators 1 to open their snapshot. A connection made for a call adds the connect and
 // 1 round trip for its session settings. Statements with parameters are prepared the
 // first time a connection sends them, in the same round trip (postgres_wire.h).
@@ -96,6 +97,8 @@ class PostgresEngine : public Engine {
 
   std::unique_ptr<Txn> Begin() override;
   Status Get(Cf space, std::string_view key, std::string* value) override;
+  Status MultiGet(Cf space, const std::vector<std::string>& keys,
+                  std::vector<std::optional<std::string>>* values) override;
   std::unique_ptr<Iterator> NewIterator(Cf space) override;
   // The bound is part of each page's query ("AND k < bound").
   std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override;

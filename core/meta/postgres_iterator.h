@@ -3,6 +3,7 @@
 // writes). Private to core/meta/postgres_*.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -21,6 +22,18 @@ class ServerCursor {
   ServerCursor(PostgresEngine* e, Conn* c, Cf space, std::string bound)
       : e_(e), c_(c), space_(space), bound_(std::move(bound)) {}
   void Seek(std::string_view from) {
+    // A key inside the page in hand is answered from it: the page holds every live row
+    // from page_from_ to last_, and the snapshot does not move under it. Scans that seek
+    // key after nearby key (the extents of a snapshot's files in inode order) then cost
+    // a round trip per page, not per seek.
+    if (status_.ok() && !rows_.empty() && from >= page_from_ && from <= last_) {
+      auto it = std::lower_bound(rows_.begin(), rows_.end(), from,
+                                 [](const KeyValue& kv, std::string_view k) { return kv.key < k; });
+      if (it != rows_.end()) {
+        at_ = static_cast<size_t>(it - rows_.begin());
+        return;
+      }
+    }
     rows_.clear();
     at_ = 0;
     more_ = true;
@@ -47,6 +60,7 @@ class ServerCursor {
  private:
   // Fetches pages until one yields a live row or the space ends.
   void Fetch(std::string from) {
+    page_from_ = from;
     while (status_.ok() && more_ && rows_.empty()) {
       if (!c_ || !c_->pg) {
         Fail(Status::IOError("metadata scan: no connection to PostgreSQL"));
@@ -100,6 +114,7 @@ class ServerCursor {
   std::vector<KeyValue> rows_;
   size_t at_ = 0;
   bool more_ = false;
+  std::string page_from_;  // the page in rows_ holds every live row from here to last_
   std::string last_;
   Status status_;
 };

@@ -157,8 +157,7 @@ class Wire {
     const int n = static_cast<int>(params.size());
     Pending pending;
     const std::string* name = nullptr;
-    if (!params.empty() && params.size() <= kMaxPreparedParams) {
-      std::string key = PreparedKey(sql, types);
+    if (std::string key; Preparable(sql, params, &key)) {
       auto it = c_->prepared.find(key);
       if (it == c_->prepared.end() && c_->prepared.size() < kMaxPrepared &&
           PQpipelineStatus(c_->pg) == PQ_PIPELINE_ON) {
@@ -252,20 +251,20 @@ class Wire {
   struct Pending {
     std::string prepare_key;  // a Parse was sent ahead of it under this key
   };
-  static std::string PreparedKey(const std::string& sql, const std::vector<Oid>& types) {
-    std::string key = sql;
-    key.push_back('\0');
-    for (Oid t : types) key += std::to_string(t) + ",";
-    return key;
+  // Whether a statement is one to prepare (it has parameters, not too many), and its
+  // key in Conn::prepared: the text and the parameter types.
+  static bool Preparable(const std::string& sql, const std::vector<Param>& params, std::string* key) {
+    if (params.empty() || params.size() > kMaxPreparedParams) return false;
+    *key = sql;
+    key->push_back('\0');
+    for (const auto& p : params) *key += std::to_string(p.type) + ",";
+    return true;
   }
+  // Whether Send would prepare it now (in pipeline mode): preparable, not yet, room left.
   bool WouldPrepare(const std::string& sql, const std::vector<Param>& params) const {
-    if (params.empty() || params.size() > kMaxPreparedParams ||
-        c_->prepared.size() >= kMaxPrepared) {
-      return false;
-    }
-    std::vector<Oid> types;
-    for (const auto& p : params) types.push_back(p.type);
-    return !c_->prepared.count(PreparedKey(sql, types));
+    std::string key;
+    return c_->prepared.size() < kMaxPrepared && Preparable(sql, params, &key) &&
+           !c_->prepared.count(key);
   }
 
   // The results of one statement (every result up to the terminating nullptr).
@@ -370,6 +369,43 @@ inline Status Decode(const PGresult* r, int i, int vcol, int scol, std::string* 
   int64_t sum = ReadInt8(PQgetvalue(r, i, scol));
   *out = EncodeCounter(static_cast<int64_t>(static_cast<uint64_t>(under) + static_cast<uint64_t>(sum)));
   *present = true;
+  return Status::OK();
+}
+
+// MultiGet's statement for n keys of one space (at most kMultiGetBatch): one row per
+// asked key, in any order; its first column says which (0..n-1).
+struct Statement {
+  std::string sql;
+  std::vector<Param> params;
+};
+template <typename KeyAt>
+Statement MultiGetStatement(Cf space, size_t n, const KeyAt& key_at) {
+  Statement st;
+  st.sql = "SELECT q.i, b.v, b.k IS NOT NULL, " + SumColumn(space, "$1", "q.k") + " FROM (VALUES ";
+  st.params.push_back(Int2(static_cast<int>(space)));
+  for (size_t j = 0; j < n; j++) {
+    st.sql += (j ? ", ($" : "($") + std::to_string(j + 2) + "::bytea, " + std::to_string(j) +
+              "::int8)";
+    st.params.push_back(Bytes(key_at(j)));
+  }
+  st.sql += ") AS q(k, i) LEFT JOIN " + PostgresEngine::TableName(space) + " b ON b.k = q.k";
+  return st;
+}
+// Its answer: (*rows)[j] for the j-th key asked.
+inline Status MultiGetRows(const PGresult* res, size_t n, std::vector<ServerRow>* rows) {
+  if (PQntuples(res) != static_cast<int>(n)) {
+    return Status::IOError("metadata multiget: wrong number of rows from the server");
+  }
+  rows->assign(n, ServerRow{});
+  for (int row = 0; row < PQntuples(res); row++) {
+    const int64_t j = ReadInt8(PQgetvalue(res, row, 0));
+    if (j < 0 || static_cast<size_t>(j) >= n) {
+      return Status::IOError("metadata multiget: bad row from the server");
+    }
+    ServerRow& sr = (*rows)[static_cast<size_t>(j)];
+    sr.row = PQgetvalue(res, row, 2)[0] != 0;
+    RETURN_IF_ERROR(Decode(res, row, 1, 3, &sr.value, &sr.has_value));
+  }
   return Status::OK();
 }
 

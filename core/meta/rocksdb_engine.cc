@@ -441,6 +441,24 @@ Status RocksEngine::Get(Cf space, std::string_view key, std::string* value) {
   return FromRocks(s, "metadata get");
 }
 
+Status RocksEngine::MultiGet(Cf space, const std::vector<std::string>& keys,
+                             std::vector<std::optional<std::string>>* values) {
+  values->assign(keys.size(), std::nullopt);
+  // RocksDB's batched MultiGet: the keys are looked up level by level together, and
+  // keys in order that fall in one block share its read.
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> got(keys.size());
+  std::vector<rocksdb::Status> st(keys.size());
+  txn_db_->MultiGet(rocksdb::ReadOptions(), cf(space), keys.size(), slices.data(), got.data(),
+                    st.data(), /*sorted_input=*/false);
+  for (size_t i = 0; i < keys.size(); i++) {
+    if (st[i].IsNotFound()) continue;
+    RETURN_IF_ERROR(FromRocks(st[i], "metadata multiget"));
+    (*values)[i] = got[i].ToString();
+  }
+  return Status::OK();
+}
+
 std::unique_ptr<Iterator> RocksEngine::NewIterator(Cf space) {
   return std::make_unique<RocksIterator>(this,
                                          txn_db_->NewIterator(rocksdb::ReadOptions(), cf(space)),

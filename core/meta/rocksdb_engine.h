@@ -46,6 +46,8 @@ class RocksEngine : public Engine {
 
   std::unique_ptr<Txn> Begin() override;
   Status Get(Cf space, std::string_view key, std::string* value) override;
+  Status MultiGet(Cf space, const std::vector<std::string>& keys,
+                  std::vector<std::optional<std::string>>* values) override;
   std::unique_ptr<Iterator> NewIterator(Cf space) override;
   std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound) override;
   // fill_cache off: a sweep's blocks do not take the block cache from lookups.

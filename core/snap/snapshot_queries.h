@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -45,6 +46,10 @@ class SnapshotQueries {
   Result<std::vector<ViewFile>> SnapshotFiles(uint64_t dir);
   // What deleting all of `dirs` together would free, and what they hold.
   Result<SnapshotUsage> MeasureSnapshots(const std::vector<uint64_t>& dirs);
+  // What deleting each of `dirs` alone would free (as MeasureSnapshots({dir}) for each),
+  // in one pass whose refcount reads are batched and in chunk order (`snapfs ls`). An
+  // empty answer for a folder that is no snapshot (ended meanwhile).
+  Result<std::vector<std::optional<SnapshotUsage>>> MeasureEach(const std::vector<uint64_t>& dirs);
   Result<std::vector<PinInfo>> WhyPinned(uint64_t ino);
   Result<std::vector<HiddenEntry>> ListHidden();
   // Names and snapshots of each of `inos` (in that order): one scan of the entries, then
@@ -64,6 +69,14 @@ class SnapshotQueries {
                        const std::function<Status(uint64_t, uint32_t, std::string_view)>& fn);
   Status OwnFiles(uint64_t dir, const std::string& prefix,
                   std::vector<std::pair<std::string, uint64_t>>* out);
+
+  struct Tally;
+  // Files, bytes and candidate exclusive chunks of the group `dirs` (their refcounts not
+  // read yet), with the iterators given.
+  Status TallyGroup(const std::vector<uint64_t>& dirs, kv::Iterator* pinned,
+                    kv::Iterator* extents, Tally* t);
+  // Reads the refcounts of every tally's candidate chunks at once and fills exclusive and shared.
+  Status Settle(std::vector<Tally>* tallies);
 
   MetaStore& meta_;
   Namespace* const ns_;
