@@ -14,6 +14,8 @@
 #include <sys/xattr.h>
 
 #include <climits>
+#include <map>
+#include <random>
 #include <set>
 
 #include "tests/util/flink_sim.h"
@@ -495,6 +497,166 @@ TEST_F(BadInput, DISABLED_MarkerDeeperThan4096FoldersMakesASnapshot) {
   ASSERT_SYS(::mkdirat(d.get(), "a", 0755));
   ASSERT_SYS(::mkdirat(d.get(), "b", 0755));
   EXPECT_SYS(::renameat(d.get(), "a", d.get(), "b/a"));
+}
+
+// Whole snapshot commits of hostile markers through the mount (issue 13: the libFuzzer
+// target runs the marker scan alone; SnapshotPins.MutatedMarkersCommitAndPinOnlyFiles
+// TheyName does this in-process). Flink-shaped `_metadata` bytes naming real shared files,
+// missing ones and escapes, then mutated at random (bytes flipped, cut short, junk in,
+// pieces repeated, references spliced in anywhere), committed by rename after fsync or
+// written in place. Whatever the bytes: the commit succeeds and the marker reads back
+// as written, the daemon serves, a file is pinned only by snapshots whose marker names
+// it (`snapfs why`), `snapfs ls` measures each snapshot as `snapfs du` of it alone does,
+// retention by `snapfs rm` loses no other file, and the store is fsck --verify clean.
+// SNAPFS_MARKER_FUZZ_ROUNDS sets the rounds (default 30).
+TEST_F(BadInput, MutatedMarkersCommittedThroughTheMount) {
+  const char* env = std::getenv("SNAPFS_MARKER_FUZZ_ROUNDS");
+  const int rounds = env && *env ? std::atoi(env) : 30;
+  std::mt19937_64 rng(20261207);
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+  ASSERT_SYS(::mkdir(Path("job").c_str(), 0755));
+  ASSERT_SYS(::mkdir(Path("job/shared").c_str(), 0755));
+  std::map<std::string, std::string> shared;  // name -> bytes, as written
+  auto upload = [&] {
+    std::string name = RandomUuid(rng);
+    std::string data = RandomBytes(2048 + pick(40000), rng());
+    EXPECT_EQ(WriteFile(Path("job/shared/" + name), data, /*fsync_it=*/true), 0);
+    shared[name] = data;
+  };
+  for (int i = 0; i < 6; i++) upload();
+  std::map<std::string, std::string> markers;  // "job/chk-N" -> its bytes
+  std::vector<std::string> live;                // snapshots, oldest first
+  size_t pins_seen = 0;
+  for (int round = 1; round <= rounds; round++) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const std::string chk = "job/chk-" + std::to_string(round);
+    ASSERT_SYS(::mkdir(Path(chk).c_str(), 0755));
+    ASSERT_EQ(WriteFile(Path(chk + "/own"), RandomBytes(1 + pick(20000), rng()), true), 0);
+    std::vector<std::string> names;
+    for (const auto& [n, d] : shared) names.push_back(n);
+    JavaDataOutput o;
+    o.WriteInt(static_cast<int32_t>(kMetadataMagic));
+    o.WriteInt(3);
+    o.WriteLong(round);
+    o.WriteInt(static_cast<int32_t>(pick(300)));
+    o.Write(RandomBytes(pick(300), rng()));  // inline state
+    for (size_t k = pick(5); k > 0; k--) o.WriteUTF("file:" + mnt() + "/job/shared/" + names[pick(names.size())]);
+    o.WriteUTF("own");
+    if (pick(2)) o.WriteUTF("file:" + mnt() + "/job/shared/" + RandomUuid(rng));  // missing
+    if (pick(3) == 0) o.WriteUTF("file:" + mnt() + "/job/../../etc/" + names[0]);
+    std::string b = o.bytes();
+    for (size_t k = pick(6); k > 0 && !b.empty(); k--) {
+      switch (pick(5)) {
+        case 0:
+          b[pick(b.size())] ^= static_cast<char>(1 + pick(255));
+          break;
+        case 1:
+          b.resize(pick(b.size() + 1));
+          break;
+        case 2:
+          b.insert(pick(b.size() + 1), RandomBytes(1 + pick(64), rng()));
+          break;
+        case 3: {
+          size_t from = pick(b.size()), len = std::min<size_t>(1 + pick(200), b.size() - from);
+          b.insert(pick(b.size() + 1), b.substr(from, len));
+          break;
+        }
+        default: {
+          std::string ref = "file:" + mnt() + "/job/shared/" + names[pick(names.size())];
+          JavaDataOutput r;
+          r.WriteUTF(pick(4) == 0 ? ref.substr(0, pick(ref.size() + 1)) : ref);
+          b.insert(pick(b.size() + 1), r.bytes());
+          break;
+        }
+      }
+    }
+    if (pick(2)) {
+      std::string tmp = Path(chk + "/._metadata.inprogress." + RandomUuid(rng));
+      ASSERT_EQ(WriteFile(tmp, b, /*fsync_it=*/true), 0);
+      ASSERT_SYS(::rename(tmp.c_str(), Path(chk + "/_metadata").c_str()));
+    } else {
+      ASSERT_EQ(WriteFile(Path(chk + "/_metadata"), b), 0);  // in place: its close commits
+    }
+    markers[chk] = b;
+    live.push_back(chk);
+    EXPECT_TRUE(ReadFile(Path(chk + "/_metadata")) == b) << "the marker reads back as written";
+    if (round % 5 == 0 || round == rounds) {
+      ASSERT_NO_FATAL_FAILURE(ExpectServing("round " + std::to_string(round)));
+      // Pins: every snapshot pinning a shared file has a marker naming it.
+      for (const auto& [name, data] : shared) {
+        nlohmann::json w = SnapfsJsonObject({"why", Path("job/shared/" + name)});
+        for (const auto& p : w["pinned_by"]) {
+          std::string snap = p["snapshot"]["path"].get<std::string>();
+          ASSERT_TRUE(markers.count(snap)) << "pinned by " << snap << ", not a snapshot made here";
+          EXPECT_NE(markers[snap].find(name), std::string::npos)
+              << snap << " pins " << name << ", which its marker's bytes do not name";
+          pins_seen++;
+        }
+      }
+      // Each snapshot measured in `snapfs ls` (one pass) as `snapfs du` of it alone.
+      nlohmann::json ls = SnapfsJsonObject({"ls", Path("job")});
+      ASSERT_EQ(ls["snapshots"].size(), live.size()) << ls.dump(1);
+      for (const auto& s : ls["snapshots"]) {
+        nlohmann::json du = SnapfsJsonObject({"du", Path(s["path"].get<std::string>())});
+        EXPECT_EQ(du["total"]["freed_if_deleted"], s["freed_if_deleted"]) << s.dump();
+        EXPECT_EQ(du["total"]["files"], s["files"]) << s.dump();
+        EXPECT_EQ(du["total"]["shared"], s["shared"]) << s.dump();
+      }
+      // Retention: the oldest go. `snapfs rm` also deletes the shared files that only
+      // the removed snapshots pinned (as Flink's subsumption would); every other file
+      // keeps its bytes.
+      std::string removed_bytes;
+      while (live.size() > 6) {
+        CmdResult rm = Snapfs({"rm", Path(live.front())});
+        ASSERT_EQ(rm.code, 0) << rm.Describe();
+        removed_bytes += markers[live.front()];
+        live.erase(live.begin());
+      }
+      for (auto it = shared.begin(); it != shared.end();) {
+        int err = 0;
+        std::string got = ReadFile(Path("job/shared/" + it->first), &err);
+        if (err == ENOENT) {
+          EXPECT_NE(removed_bytes.find(it->first), std::string::npos)
+              << it->first << " went with snapshots that did not name it";
+          it = shared.erase(it);
+          continue;
+        }
+        EXPECT_TRUE(got == it->second) << it->first;
+        ++it;
+      }
+      // One deleted as Flink's subsumption does (hidden while pinned), new ones uploaded.
+      if (!shared.empty()) {
+        auto gone = std::next(shared.begin(), static_cast<long>(pick(shared.size())));
+        ASSERT_SYS(::unlink(Path("job/shared/" + gone->first).c_str()));
+        shared.erase(gone);
+      }
+      while (shared.size() < 6) upload();
+    }
+  }
+  std::cout << rounds << " mutated markers committed through the mount, " << pins_seen
+            << " pins checked" << std::endl;
+  EXPECT_GT(pins_seen, 0u) << "no marker pinned anything: the mutations are too harsh";
+  std::string last_bytes;
+  for (const auto& snap : live) {
+    CmdResult rm = Snapfs({"rm", Path(snap)});
+    EXPECT_EQ(rm.code, 0) << rm.Describe();
+    last_bytes += markers[snap];
+  }
+  EXPECT_EQ(SnapfsJsonObject({"ls", mnt()})["snapshots"].size(), 0u);
+  for (auto it = shared.begin(); it != shared.end();) {
+    bool gone = !Exists(Path("job/shared/" + it->first));
+    EXPECT_TRUE(!gone || last_bytes.find(it->first) != std::string::npos) << it->first;
+    it = gone ? shared.erase(it) : std::next(it);
+  }
+  EXPECT_FALSE(shared.empty()) << "every shared file went: the check below checks nothing";
+  ASSERT_EQ(Snapfs({"gc", mnt()}).code, 0);
+  ASSERT_NO_FATAL_FAILURE(Unmount());
+  CmdResult f = Snapfs({"fsck", store(), "--verify"});
+  EXPECT_EQ(f.code, 0) << f.Describe();
+  Mount();
+  for (const auto& [name, data] : shared) {
+    EXPECT_TRUE(ReadFile(Path("job/shared/" + name)) == data) << name;
+  }
 }
 
 TEST_F(BadInput, SparseOffsetsUpTo2To63) {
