@@ -2026,6 +2026,15 @@ TEST_F(SnapshotRemove, MeasureEachAnswersAsMeasuringEachAlone) {
     }
   };
   expect_same("as made");
+  // With the total of all together, from the same pass (`snapfs du`).
+  SnapshotUsage together;
+  auto both = MUST(fs().MeasureEach({c1.dir, j.dir, c2.dir}, &together));
+  SnapshotUsage expect = MUST(fs().MeasureSnapshots({c1.dir, c2.dir}));
+  EXPECT_EQ(together.files, expect.files);
+  EXPECT_EQ(together.logical, expect.logical);
+  EXPECT_EQ(together.exclusive, Excl1() + Excl2() + s2.data.size());
+  EXPECT_EQ(together.shared, expect.shared);
+  EXPECT_EQ(both[2]->exclusive, Excl2());
   auto each = MUST(fs().MeasureEach({c1.dir, c2.dir}));
   EXPECT_EQ(each[0]->exclusive, Excl1());
   EXPECT_EQ(each[1]->exclusive, Excl2());
@@ -2034,6 +2043,10 @@ TEST_F(SnapshotRemove, MeasureEachAnswersAsMeasuringEachAlone) {
   Upload(fs(), kRootIno, "copy", s1.data);
   ASSERT_OK(fs().Link(q1.ino, kRootIno, "q1-link").status());
   expect_same("with a copy and a link");
+  MUST(fs().MeasureEach({c1.dir, c2.dir}, &together));
+  EXPECT_EQ(together.exclusive, MUST(fs().MeasureSnapshots({c1.dir, c2.dir})).exclusive);
+  EXPECT_EQ(together.exclusive, Excl1() + Excl2() + s2.data.size() - s1.data.size() - q1.data.size());
+  EXPECT_EQ(together.shared, MUST(fs().MeasureSnapshots({c1.dir, c2.dir})).shared);
   each = MUST(fs().MeasureEach({c1.dir}));
   EXPECT_EQ(each[0]->exclusive, Excl1() - s1.data.size() - q1.data.size());
   ASSERT_OK(fs().Unlink(kRootIno, "copy"));

@@ -16,11 +16,8 @@ namespace snapfs::cli {
 Result<nlohmann::json> DuRequest(Filesystem& fs, const nlohmann::json& req) {
   std::string rel;
   std::vector<uint64_t> dirs;
-  ASSIGN_OR_RETURN(nlohmann::json list, SnapshotsWithUsage(fs, req, &rel, &dirs));
-  SnapshotUsage total;
-  if (!dirs.empty()) {
-    ASSIGN_OR_RETURN(total, fs.MeasureSnapshots(dirs));
-  }
+  SnapshotUsage total;  // measured in the same pass as each snapshot alone
+  ASSIGN_OR_RETURN(nlohmann::json list, SnapshotsWithUsage(fs, req, &rel, &dirs, &total));
   return nlohmann::json{{"path", rel}, {"snapshots", std::move(list)}, {"total", UsageJson(total)}};
 }
 

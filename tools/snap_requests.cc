@@ -106,7 +106,8 @@ nlohmann::json ReportJson(const RemoveReport& r, bool dry_run) {
 }
 
 Result<nlohmann::json> SnapshotsWithUsage(Filesystem& fs, const nlohmann::json& req,
-                                          std::string* rel, std::vector<uint64_t>* dirs) {
+                                          std::string* rel, std::vector<uint64_t>* dirs,
+                                          SnapshotUsage* total) {
   ASSIGN_OR_RETURN(*rel, ArgString(req, "path"));
   std::string label = ArgLabel(req, *rel);
   ASSIGN_OR_RETURN(uint64_t ino, ResolveRel(fs, *rel, label));
@@ -116,7 +117,7 @@ Result<nlohmann::json> SnapshotsWithUsage(Filesystem& fs, const nlohmann::json& 
   std::sort(snaps.begin(), snaps.end(), SnapshotPathLess);
   std::vector<uint64_t> asked;
   for (const auto& s : snaps) asked.push_back(s.dir);
-  auto measured = fs.MeasureEach(asked);
+  auto measured = fs.MeasureEach(asked, total);
   if (!measured.ok()) return measured.status().WithContext("measure snapshots");
   const auto& usage = *measured;
   nlohmann::json list = nlohmann::json::array();

@@ -93,9 +93,11 @@ std::string ArgLabel(const nlohmann::json& req, const std::string& rel);
 Result<uint64_t> ResolveRel(Filesystem& fs, const std::string& rel, const std::string& label);
 // The snapshots under the folder req["path"], in listing order, each as SNAP + usage
 // (what removing it alone would free); snapshots that end meanwhile are left out.
-// `rel` gets the path, `dirs` the folders listed. Shared by ls and du.
+// `rel` gets the path, `dirs` the folders listed; `total` (if given) what removing all
+// of them together would free, from the same pass. Shared by ls and du.
 Result<nlohmann::json> SnapshotsWithUsage(Filesystem& fs, const nlohmann::json& req,
-                                          std::string* rel, std::vector<uint64_t>* dirs);
+                                          std::string* rel, std::vector<uint64_t>* dirs,
+                                          SnapshotUsage* total = nullptr);
 // Resolves `rel` and requires a snapshot folder there: "not a snapshot: LABEL (no
 // committed _metadata)" otherwise.
 Result<SnapshotInfo> ResolveSnapshot(Filesystem& fs, const std::string& rel,

@@ -301,8 +301,8 @@ Result<SnapshotUsage> Filesystem::MeasureSnapshots(const std::vector<uint64_t>& 
 }
 
 Result<std::vector<std::optional<SnapshotUsage>>> Filesystem::MeasureEach(
-    const std::vector<uint64_t>& dirs) {
-  return queries_->MeasureEach(dirs);
+    const std::vector<uint64_t>& dirs, SnapshotUsage* together) {
+  return queries_->MeasureEach(dirs, together);
 }
 
 Result<std::vector<ViewFile>> Filesystem::SnapshotFiles(uint64_t dir) {

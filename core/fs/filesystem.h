@@ -142,7 +142,8 @@ class Filesystem {
   // What deleting all of `dirs` together would free, and what they hold.
   Result<SnapshotUsage> MeasureSnapshots(const std::vector<uint64_t>& dirs);
   // What deleting each alone would free, in one batched pass (SnapshotQueries::MeasureEach).
-  Result<std::vector<std::optional<SnapshotUsage>>> MeasureEach(const std::vector<uint64_t>& dirs);
+  Result<std::vector<std::optional<SnapshotUsage>>> MeasureEach(const std::vector<uint64_t>& dirs,
+                                                                SnapshotUsage* together = nullptr);
   Result<std::vector<ViewFile>> SnapshotFiles(uint64_t dir);
   Result<std::vector<PinInfo>> WhyPinned(uint64_t ino);
   Result<std::vector<HiddenEntry>> ListHidden();

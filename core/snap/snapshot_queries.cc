@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <unordered_map>
@@ -145,8 +146,18 @@ struct SnapshotQueries::Tally {
   std::vector<std::tuple<ChunkId, int64_t, uint32_t>> freed;
 };
 
+// All the groups of one MeasureEach together (`snapfs du`'s total), counted in the same
+// pass: each file once, freed when no snapshot outside all of them pins it.
+struct SnapshotQueries::Together {
+  std::unordered_set<uint64_t> set;   // every group's folders
+  std::unordered_set<uint64_t> seen;  // files counted
+  Tally t;
+  std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> freed_counts;
+  std::unordered_map<ChunkId, uint32_t, ChunkIdHash> distinct;
+};
+
 Status SnapshotQueries::TallyGroup(const std::vector<uint64_t>& dirs, kv::Iterator* pinned,
-                                   kv::Iterator* extents, Tally* t) {
+                                   kv::Iterator* extents, Tally* t, Together* all) {
   std::unordered_set<uint64_t> set(dirs.begin(), dirs.end());
   // Every file of a view is the marker, a referenced file or one of the folder's own:
   // all go with the snapshots unless another snapshot pins them or another name links them.
@@ -166,19 +177,33 @@ Status SnapshotQueries::TallyGroup(const std::vector<uint64_t>& dirs, kv::Iterat
   for (const auto& f : view) {
     t->u.files++;
     t->u.logical += f.size;
+    const bool first_in_all = all && all->seen.insert(f.ino).second;
+    if (first_in_all) {
+      all->t.u.files++;
+      all->t.u.logical += f.size;
+    }
     const std::string prefix = keys::Ino(f.ino);
-    bool other_pin = false;
+    bool other_pin = false, outside_all = false;
     for (pinned->Seek(prefix); pinned->Valid() && pinned->key().starts_with(prefix); pinned->Next()) {
-      if (!set.count(GetBE64(pinned->key().data() + 8))) other_pin = true;
+      const uint64_t by = GetBE64(pinned->key().data() + 8);
+      if (!set.count(by)) other_pin = true;
+      if (all && !all->set.count(by)) outside_all = true;
     }
     RETURN_IF_ERROR(pinned->status().WithContext("scan pins"));
     const bool is_freed = !other_pin && f.nlink <= 1;
+    const bool freed_with_all = first_in_all && !outside_all && f.nlink <= 1;
     for (extents->Seek(prefix); extents->Valid() && extents->key().starts_with(prefix);
          extents->Next()) {
       ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(extents->value()));
       distinct.emplace(e.id, e.length);
       if (is_freed) {
         auto& c = freed_counts[e.id];
+        c.first++;
+        c.second = e.length;
+      }
+      if (first_in_all) all->distinct.emplace(e.id, e.length);
+      if (freed_with_all) {
+        auto& c = all->freed_counts[e.id];
         c.first++;
         c.second = e.length;
       }
@@ -218,13 +243,13 @@ Result<SnapshotUsage> SnapshotQueries::MeasureSnapshots(const std::vector<uint64
   auto pinned = meta_.NewIterator(Cf::kPinned);
   auto extents = meta_.NewIterator(Cf::kExtents);
   std::vector<Tally> t(1);
-  RETURN_IF_ERROR(TallyGroup(dirs, pinned.get(), extents.get(), &t[0]));
+  RETURN_IF_ERROR(TallyGroup(dirs, pinned.get(), extents.get(), &t[0], nullptr));
   RETURN_IF_ERROR(Settle(&t));
   return t[0].u;
 }
 
 Result<std::vector<std::optional<SnapshotUsage>>> SnapshotQueries::MeasureEach(
-    const std::vector<uint64_t>& dirs) {
+    const std::vector<uint64_t>& dirs, SnapshotUsage* together) {
   // Groups are settled together once their chunks reach this many (about 40 bytes each
   // held meanwhile): one sorted sweep of the refcounts per batch, not a read per chunk.
   constexpr size_t kChunksPerSettle = size_t{1} << 18;
@@ -240,11 +265,16 @@ Result<std::vector<std::optional<SnapshotUsage>>> SnapshotQueries::MeasureEach(
     chunks = 0;
     return Status::OK();
   };
+  std::unique_ptr<Together> all;
+  if (together) {
+    all = std::make_unique<Together>();
+    all->set.insert(dirs.begin(), dirs.end());
+  }
   auto pinned = meta_.NewIterator(Cf::kPinned);
   auto extents = meta_.NewIterator(Cf::kExtents);
   for (size_t i = 0; i < dirs.size(); i++) {
     Tally t;
-    Status s = TallyGroup({dirs[i]}, pinned.get(), extents.get(), &t);
+    Status s = TallyGroup({dirs[i]}, pinned.get(), extents.get(), &t, all.get());
     if (s.Is(Code::kNotFound)) continue;  // not a snapshot (ended meanwhile): left empty
     RETURN_IF_ERROR(s);
     chunks += t.freed.size();
@@ -258,6 +288,18 @@ Result<std::vector<std::optional<SnapshotUsage>>> SnapshotQueries::MeasureEach(
     }
   }
   RETURN_IF_ERROR(settle());
+  if (all) {
+    // A snapshot that ended meanwhile is in all->set but contributed no file: as if it
+    // had not been asked (its files, if any are left, are pinned by nothing of it).
+    std::vector<Tally> t(1);
+    t[0] = std::move(all->t);
+    for (auto& [id, len] : all->distinct) t[0].total += len;
+    t[0].freed.reserve(all->freed_counts.size());
+    for (auto& [id, c] : all->freed_counts) t[0].freed.emplace_back(id, c.first, c.second);
+    all.reset();
+    RETURN_IF_ERROR(Settle(&t));
+    *together = t[0].u;
+  }
   return out;
 }
 

@@ -48,8 +48,11 @@ class SnapshotQueries {
   Result<SnapshotUsage> MeasureSnapshots(const std::vector<uint64_t>& dirs);
   // What deleting each of `dirs` alone would free (as MeasureSnapshots({dir}) for each),
   // in one pass whose refcount reads are batched and in chunk order (`snapfs ls`). An
-  // empty answer for a folder that is no snapshot (ended meanwhile).
-  Result<std::vector<std::optional<SnapshotUsage>>> MeasureEach(const std::vector<uint64_t>& dirs);
+  // empty answer for a folder that is no snapshot (ended meanwhile). With `together`,
+  // also what deleting all of them together would free (MeasureSnapshots of those that
+  // are snapshots), in the same pass (`snapfs du`).
+  Result<std::vector<std::optional<SnapshotUsage>>> MeasureEach(const std::vector<uint64_t>& dirs,
+                                                                SnapshotUsage* together = nullptr);
   Result<std::vector<PinInfo>> WhyPinned(uint64_t ino);
   Result<std::vector<HiddenEntry>> ListHidden();
   // Names and snapshots of each of `inos` (in that order): one scan of the entries, then
@@ -71,10 +74,12 @@ class SnapshotQueries {
                   std::vector<std::pair<std::string, uint64_t>>* out);
 
   struct Tally;
+  struct Together;
   // Files, bytes and candidate exclusive chunks of the group `dirs` (their refcounts not
-  // read yet), with the iterators given.
+  // read yet), with the iterators given; the same into `all` (if given) for the files
+  // it has not counted yet.
   Status TallyGroup(const std::vector<uint64_t>& dirs, kv::Iterator* pinned,
-                    kv::Iterator* extents, Tally* t);
+                    kv::Iterator* extents, Tally* t, Together* all);
   // Reads the refcounts of every tally's candidate chunks at once and fills exclusive and shared.
   Status Settle(std::vector<Tally>* tallies);
 
