@@ -138,12 +138,35 @@ Result<std::vector<ViewFile>> SnapshotQueries::SnapshotFiles(uint64_t dir) {
   return out;
 }
 
+namespace {
+// The chunks a group's files hold, counted as their extents are read.
+struct ChunkCounts {
+  std::unordered_map<ChunkId, uint32_t, ChunkIdHash> distinct;  // id -> length
+  // Chunks of the files that go with the group: id -> (references from them, length).
+  std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> freed;
+  void Add(const ExtentValue& e, bool of_freed_file) {
+    distinct.emplace(e.id, e.length);
+    if (!of_freed_file) return;
+    auto& c = freed[e.id];
+    c.first++;
+    c.second = e.length;
+  }
+};
+}  // namespace
+
 // What measuring one group of snapshots finds before the refcounts are read (Settle).
 struct SnapshotQueries::Tally {
   SnapshotUsage u;     // files and logical; exclusive and shared once settled
   uint64_t total = 0;  // bytes of the distinct chunks the group's files hold
   // The chunks of the files that go with the group: references from those files, length.
   std::vector<std::tuple<ChunkId, int64_t, uint32_t>> freed;
+  // Takes what the group's extents counted: total and freed (the maps go).
+  void Take(ChunkCounts&& c) {
+    for (const auto& [id, len] : c.distinct) total += len;
+    freed.reserve(freed.size() + c.freed.size());
+    for (const auto& [id, n] : c.freed) freed.emplace_back(id, n.first, n.second);
+    c = ChunkCounts();
+  }
 };
 
 // All the groups of one MeasureEach together (`snapfs du`'s total), counted in the same
@@ -152,8 +175,7 @@ struct SnapshotQueries::Together {
   std::unordered_set<uint64_t> set;   // every group's folders
   std::unordered_set<uint64_t> seen;  // files counted
   Tally t;
-  std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> freed_counts;
-  std::unordered_map<ChunkId, uint32_t, ChunkIdHash> distinct;
+  ChunkCounts chunks;
 };
 
 Status SnapshotQueries::TallyGroup(const std::vector<uint64_t>& dirs, kv::Iterator* pinned,
@@ -172,8 +194,7 @@ Status SnapshotQueries::TallyGroup(const std::vector<uint64_t>& dirs, kv::Iterat
   // In inode order: a checkpoint's files were made together, so their pins and extents
   // lie together and the seeks below read neighbouring blocks.
   std::sort(view.begin(), view.end(), [](const ViewFile& a, const ViewFile& b) { return a.ino < b.ino; });
-  std::unordered_map<ChunkId, std::pair<int64_t, uint32_t>, ChunkIdHash> freed_counts;
-  std::unordered_map<ChunkId, uint32_t, ChunkIdHash> distinct;
+  ChunkCounts chunks;
   for (const auto& f : view) {
     t->u.files++;
     t->u.logical += f.size;
@@ -195,24 +216,12 @@ Status SnapshotQueries::TallyGroup(const std::vector<uint64_t>& dirs, kv::Iterat
     for (extents->Seek(prefix); extents->Valid() && extents->key().starts_with(prefix);
          extents->Next()) {
       ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(extents->value()));
-      distinct.emplace(e.id, e.length);
-      if (is_freed) {
-        auto& c = freed_counts[e.id];
-        c.first++;
-        c.second = e.length;
-      }
-      if (first_in_all) all->distinct.emplace(e.id, e.length);
-      if (freed_with_all) {
-        auto& c = all->freed_counts[e.id];
-        c.first++;
-        c.second = e.length;
-      }
+      chunks.Add(e, is_freed);
+      if (first_in_all) all->chunks.Add(e, freed_with_all);
     }
     RETURN_IF_ERROR(extents->status().WithContext("scan extents"));
   }
-  for (auto& [id, len] : distinct) t->total += len;
-  t->freed.reserve(freed_counts.size());
-  for (auto& [id, c] : freed_counts) t->freed.emplace_back(id, c.first, c.second);
+  t->Take(std::move(chunks));
   return Status::OK();
 }
 
@@ -291,11 +300,9 @@ Result<std::vector<std::optional<SnapshotUsage>>> SnapshotQueries::MeasureEach(
   if (all) {
     // A snapshot that ended meanwhile is in all->set but contributed no file: as if it
     // had not been asked (its files, if any are left, are pinned by nothing of it).
+    all->t.Take(std::move(all->chunks));
     std::vector<Tally> t(1);
     t[0] = std::move(all->t);
-    for (auto& [id, len] : all->distinct) t[0].total += len;
-    t[0].freed.reserve(all->freed_counts.size());
-    for (auto& [id, c] : all->freed_counts) t[0].freed.emplace_back(id, c.first, c.second);
     all.reset();
     RETURN_IF_ERROR(Settle(&t));
     *together = t[0].u;
