@@ -34,13 +34,12 @@ int64_t WallMs() {
       .count();
 }
 
-Session::Session(kv::Engine& engine, SessionOptions opts, uint64_t id, SessionValue v)
-    : engine_(engine), opts_(std::move(opts)), id_(id), key_(keys::Session(id)), value_(std::move(v)) {}
+Session::Session(kv::Engine& engine, SessionOptions opts, uint64_t id)
+    : engine_(engine), opts_(std::move(opts)), id_(id) {}
 
 Session::~Session() { (void)Close(); }
 
-Result<std::unique_ptr<Session>> Session::Register(kv::Engine& engine, SessionOptions opts) {
-  if (opts.timeout.count() < 100) return Status::InvalidArgument("session timeout under 100 ms");
+Result<uint64_t> Session::RegisterRow(kv::Engine& engine, const SessionOptions& opts) {
   SessionValue v;
   v.started_ms = v.beat_ms = WallMs();
   v.timeout_ms = static_cast<uint64_t>(opts.timeout.count());
@@ -64,17 +63,34 @@ Result<std::unique_ptr<Session>> Session::Register(kv::Engine& engine, SessionOp
         return Status::OK();
       },
       kv::RunOptions{.sync = true}).WithContext("register a session"));
-  return std::unique_ptr<Session>(new Session(engine, std::move(opts), id, std::move(v)));
+  return id;
+}
+
+Result<std::unique_ptr<Session>> Session::Register(kv::Engine& engine, SessionOptions opts) {
+  if (opts.timeout.count() < 100) return Status::InvalidArgument("session timeout under 100 ms");
+  ASSIGN_OR_RETURN(uint64_t id, RegisterRow(engine, opts));
+  return std::unique_ptr<Session>(new Session(engine, std::move(opts), id));
+}
+
+Status Session::Renew() {
+  if (!lost_.load() || closed_.load()) return Status::OK();
+  ASSIGN_OR_RETURN(uint64_t id, RegisterRow(engine_, opts_));
+  id_.store(id);
+  renewals_++;
+  lost_.store(false);
+  return Status::OK();
 }
 
 Status Session::Heartbeat() {
-  if (lost_.load()) return Status::IOError("session " + std::to_string(id_) + " was lost");
+  const uint64_t id = id_.load();
+  if (lost_.load()) return Status::IOError("session " + std::to_string(id) + " was lost");
   if (closed_.load()) return Status::OK();
+  const std::string key = keys::Session(id);
   Status st = kv::RunTxn(engine_, [&](kv::Txn& t) -> Status {
     std::string v;
-    Status s = t.Get(Cf::kDefault, key_, &v);
+    Status s = t.Get(Cf::kDefault, key, &v);
     if (s.Is(Code::kNotFound)) {
-      return Status::IOError("session " + std::to_string(id_) +
+      return Status::IOError("session " + std::to_string(id) +
                              " was reaped (no heartbeat within " +
                              std::to_string(opts_.timeout.count()) + " ms)");
     }
@@ -82,11 +98,13 @@ Status Session::Heartbeat() {
     ASSIGN_OR_RETURN(SessionValue nv, SessionValue::Decode(v));
     nv.beat++;
     nv.beat_ms = WallMs();
-    t.Put(Cf::kDefault, key_, nv.Encode());
+    t.Put(Cf::kDefault, key, nv.Encode());
     return Status::OK();
   });
   if (st.Is(Code::kIOError) && st.message().find("was reaped") != std::string::npos) {
-    if (!lost_.exchange(true)) SNAPFS_LOG_ERROR(st.message() + ": new data cannot be written; remount");
+    if (!lost_.exchange(true)) {
+      SNAPFS_LOG_ERROR(st.message() + ": what pointed into its packs fails; registering a new one");
+    }
   }
   return st;
 }
@@ -113,7 +131,7 @@ Status DeleteSessionRecords(kv::Txn& t, uint64_t id) {
 Status Session::Close() {
   if (closed_.exchange(true) || lost_.load()) return Status::OK();
   return kv::RunTxn(
-      engine_, [&](kv::Txn& t) { return DeleteSessionRecords(t, id_); },
+      engine_, [&](kv::Txn& t) { return DeleteSessionRecords(t, id_.load()); },
       kv::RunOptions{.sync = true});
 }
 
@@ -247,6 +265,20 @@ Status ReleaseGcLease(kv::Engine& engine, uint64_t session) {
     if (holder == session) t.Delete(Cf::kDefault, keys::kGcLease);
     return Status::OK();
   });
+}
+
+Status FenceGcLease(kv::Txn& t, uint64_t session) {
+  std::string v;
+  Status s = t.Get(Cf::kDefault, keys::kGcLease, &v);
+  if (s.ok()) {
+    ASSIGN_OR_RETURN(uint64_t holder, DecodeBE64(v));
+    if (holder == session) return Status::OK();
+  } else if (!s.Is(Code::kNotFound)) {
+    return s;
+  }
+  return Status::IOError("GC's session " + std::to_string(session) +
+                         " was reaped (no heartbeat in time) and lost the GC lease: its "
+                         "copies are not committed; run gc again");
 }
 
 }  // namespace snapfs

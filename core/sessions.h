@@ -18,9 +18,17 @@
 // stops every heartbeat at once, nobody is reaped for having been silent during it.
 //
 // Fencing: a session that was reaped must not commit references into packs GC may now
-// delete. Every commit that points at chunks appended to a pack of this session reads
-// the session's row in its transaction (ChunkStore), so it fails if the row is gone, and
-// it conflicts with (and retries after) a reap that commits first.
+// delete. Every commit that points at chunks appended to a pack of this process reads
+// that pack's openpack record in its transaction (ChunkStore::Sync), so it fails if the
+// reap deleted it, and it conflicts with (and retries after) a reap that commits first.
+// The transaction that allocates a pack id reads the session's row, so a reaped session
+// makes no new record; GC's repoint reads its lease.
+//
+// A process whose session was reaped (it stalled, or was cut off from the database, for
+// longer than its timeout while the others could watch) registers a new session and
+// carries on (Renew): what pointed into the old session's packs fails with EIO, nothing
+// else does. Open-but-unlinked files recorded under the old session were purged by the
+// reap's side; their handles answer EIO/ESTALE, as for a file unlinked on another host.
 //
 // Thread-safety: Session is thread-safe; the free functions are stateless.
 #pragma once
@@ -60,25 +68,31 @@ class Session {
   static Result<std::unique_ptr<Session>> Register(kv::Engine& engine, SessionOptions opts);
   ~Session();
 
-  uint64_t id() const { return id_; }
-  const std::string& key() const { return key_; }
+  // The current session's id: changes when Renew registers a new one.
+  uint64_t id() const { return id_.load(); }
   std::chrono::milliseconds timeout() const { return opts_.timeout; }
 
   // Increments the beat counter. Once the row is gone (reaped after a long stall), the
-  // session is lost for good: Heartbeat returns IOError and lost() is true.
+  // session is lost: Heartbeat returns IOError and lost() is true until Renew.
   Status Heartbeat();
   bool lost() const { return lost_.load(); }
+  // A lost session registers a new row (a new id) and is no longer lost. The caller
+  // first gives up everything that belonged to the old id (ChunkStore::RenewSession
+  // after). Sessions renewed so far: renewals().
+  Status Renew();
+  uint64_t renewals() const { return renewals_.load(); }
   // Deletes the session's row, its openpack records and a GC lease it holds (a clean
   // close). Idempotent.
   Status Close();
 
  private:
-  Session(kv::Engine& engine, SessionOptions opts, uint64_t id, SessionValue v);
+  Session(kv::Engine& engine, SessionOptions opts, uint64_t id);
+  // Writes a new row; returns its id.
+  static Result<uint64_t> RegisterRow(kv::Engine& engine, const SessionOptions& opts);
   kv::Engine& engine_;
   const SessionOptions opts_;
-  const uint64_t id_;
-  const std::string key_;
-  SessionValue value_;
+  std::atomic<uint64_t> id_;
+  std::atomic<uint64_t> renewals_{0};
   std::atomic<bool> lost_{false};
   std::atomic<bool> closed_{false};
 };
@@ -130,5 +144,7 @@ Result<OpenPackSet> ReadOpenPacks(kv::Engine& engine);
 // The store-wide GC lease: Busy (naming the holder) if a live session holds it.
 Status AcquireGcLease(kv::Engine& engine, uint64_t session);
 Status ReleaseGcLease(kv::Engine& engine, uint64_t session);
+// In `t`: IOError unless `session` still holds the lease (a reap of it took the lease).
+Status FenceGcLease(kv::Txn& t, uint64_t session);
 
 }  // namespace snapfs

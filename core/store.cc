@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 
 #include "backends/s3_backend.h"
 #include "base/coding.h"
@@ -275,6 +276,7 @@ Store::~Store() {
   session_.reset();  // ends the session: its openpack records go
   meta_.reset();
   backend_.reset();
+  for (int fd : state_lock_fds_) ::close(fd);
   if (lock_fd_ >= 0) {
     (void)!::ftruncate(lock_fd_, 0);
     ::close(lock_fd_);  // releases the flock
@@ -310,9 +312,24 @@ Status MakeDirs(const std::string& dir) {
   return Status::OK();
 }
 
+// Creates STATE/<kind>/<id> and flocks it for as long as the returned fd is open.
+Result<int> LockSessionFolder(const std::string& dir) {
+  RETURN_IF_ERROR(MakeDirs(dir));
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return PosixError("open " + dir, errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    ::close(fd);
+    return PosixError("lock " + dir, e);
+  }
+  return fd;
+}
+
 // Removes STATE/<kind>/<id> folders of sessions that no longer exist. A shared store's
 // commits point only at uploaded packs (upload on seal), so nothing committed needs a
-// spooled pack of a session that is gone.
+// spooled pack of a session that is gone. A folder still flock'ed belongs to a process
+// of this host whose session was reaped and renewed (it keeps the folder of its first
+// session): left alone.
 void RemoveDeadSessionFolders(const std::string& dir, const std::vector<SessionInfo>& live) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
@@ -321,9 +338,14 @@ void RemoveDeadSessionFolders(const std::string& dir, const std::vector<SessionI
     bool alive = false;
     for (const auto& s : live) alive |= s.id == id;
     if (alive) continue;
-    std::error_code rec;
-    std::filesystem::remove_all(e.path(), rec);
-    if (rec) SNAPFS_LOG_WARN("cannot remove " + e.path().string() + ": " + rec.message());
+    int fd = ::open(e.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {  // held while removing: nobody takes it
+      std::error_code rec;
+      std::filesystem::remove_all(e.path(), rec);
+      if (rec) SNAPFS_LOG_WARN("cannot remove " + e.path().string() + ": " + rec.message());
+    }
+    ::close(fd);
   }
 }
 
@@ -384,8 +406,10 @@ Result<std::unique_ptr<Store>> Store::OpenDatabase(const std::string& location, 
   if (opts.backend) {
     s->backend_ = std::move(opts.backend);
   } else if (config->is_s3()) {
-    RETURN_IF_ERROR(MakeDirs(s->state_dir_ + "/spool"));
-    RETURN_IF_ERROR(MakeDirs(s->state_dir_ + "/cache"));
+    for (const char* kind : {"/spool/", "/cache/"}) {
+      ASSIGN_OR_RETURN(int fd, LockSessionFolder(s->state_dir_ + kind + id));
+      s->state_lock_fds_.push_back(fd);
+    }
     auto live = ListSessions(*engine);
     if (live.ok()) {
       RemoveDeadSessionFolders(s->state_dir_ + "/spool", *live);
@@ -411,7 +435,6 @@ Result<std::unique_ptr<Store>> Store::OpenDatabase(const std::string& location, 
   s->chunks_ = std::make_unique<ChunkStore>(s->backend_.get(), s->meta_.get(), s->config_,
                                             opts.chunk_cache_bytes);
   s->chunks_->SetSharing(ChunkStoreSharing{.session = s->session_->id(),
-                                           .session_key = s->session_->key(),
                                            .seal_on_sync = config->is_s3()});
   RETURN_IF_ERROR(s->chunks_->Open());
   s->heartbeat_ = std::thread([st = s.get()] { st->HeartbeatLoop(); });
@@ -424,7 +447,7 @@ void Store::HeartbeatLoop() {
   using Clock = std::chrono::steady_clock;
   const auto beat_every = std::max(std::chrono::milliseconds(25), session_->timeout() / 4);
   const auto tick = std::min<std::chrono::milliseconds>(beat_every, std::chrono::seconds(1));
-  SessionReaper reaper(session_->id());
+  std::optional<SessionReaper> reaper(std::in_place, session_->id());
   auto next_beat = Clock::now() + beat_every;
   std::unique_lock l(hb_mu_);
   while (!hb_cv_.wait_for(l, tick, [&] { return hb_stop_; })) {
@@ -433,19 +456,41 @@ void Store::HeartbeatLoop() {
       next_beat = Clock::now() + beat_every;
       Status st = session_->Heartbeat();
       if (!st.ok()) {
-        reaper.Reset();  // what it saw before may predate an outage of ours
-        if (!session_->lost()) SNAPFS_LOG_WARN("session heartbeat: " + st.ToString());
+        reaper->Reset();  // what it saw before may predate an outage of ours
+        if (!session_->lost()) {
+          SNAPFS_LOG_WARN("session heartbeat: " + st.ToString());
+        } else if (Status r = RenewSession(); r.ok()) {
+          reaper.emplace(session_->id());
+        } else {
+          SNAPFS_LOG_WARN("register a new session: " + r.ToString() + " (trying again)");
+        }
       } else if (Status r = chunks_->ReleaseClosedPacks(); !r.ok()) {
         SNAPFS_LOG_WARN("release closed packs: " + r.ToString());
       }
     }
     if (!session_->lost()) {
-      if (auto r = reaper.Check(meta_->engine()); !r.ok()) {
+      if (auto r = reaper->Check(meta_->engine()); !r.ok()) {
         SNAPFS_LOG_WARN("watch the other sessions: " + r.status().ToString());
       }
     }
     l.lock();
   }
+}
+
+Status Store::RenewSession() {
+  const uint64_t old = session_->id();
+  RETURN_IF_ERROR(session_->Renew());
+  const uint64_t now = session_->id();
+  // From here every pack of the old session is given up (the reap deleted their records,
+  // so GC may take them): a write that pointed into one fails with this, and the next
+  // pack is recorded under the new session. What was committed before the reap stays.
+  chunks_->RenewSession(now, Status::IOError("session " + std::to_string(old) +
+                                             " of this process was reaped (no heartbeat in "
+                                             "time): data written into its packs and not "
+                                             "committed is lost; write it again"));
+  SNAPFS_LOG_WARN("registered session " + std::to_string(now) + " after session " +
+                  std::to_string(old) + " was reaped; writes in flight failed with EIO");
+  return Status::OK();
 }
 
 }  // namespace snapfs

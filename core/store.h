@@ -28,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "backends/backend.h"
 #include "core/chunks/chunk_store.h"
@@ -130,6 +131,8 @@ class Store {
   static Status InitDatabase(const std::string& location, InitOptions opts);
   static Result<std::unique_ptr<Store>> OpenDatabase(const std::string& location, OpenOptions opts);
   void HeartbeatLoop();
+  // After our session was reaped: registers a new one and gives up the old one's packs.
+  Status RenewSession();
   std::string dir_;
   std::string state_dir_;
   std::unique_ptr<Session> session_;
@@ -139,6 +142,10 @@ class Store {
   bool hb_stop_ = false;  // guarded by hb_mu_
   StoreConfig config_;
   int lock_fd_ = -1;
+  // Database stores on S3: STATE/spool/<id> and STATE/cache/<id> of our first session,
+  // flock'ed while we use them (a renewed session keeps them; see
+  // RemoveDeadSessionFolders).
+  std::vector<int> state_lock_fds_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<MetaStore> meta_;
   std::unique_ptr<ChunkStore> chunks_;

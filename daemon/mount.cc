@@ -141,8 +141,13 @@ void Collect(metrics::Exposition& e, Store& store, GaugeCache& cache) {
     gauge("snapfs_session_id", "This daemon's session in the shared store",
           static_cast<double>(store.session_id()));
     gauge("snapfs_session_lost",
-          "1 once this daemon's session was reaped (no heartbeat in time): new data fails, remount",
+          "1 while this daemon's session is reaped (no heartbeat in time) and no new one is "
+          "registered yet: new data fails",
           store.session()->lost() ? 1 : 0);
+    counter("snapfs_session_renewals_total",
+            "New sessions this daemon registered after its session was reaped (writes in "
+            "flight then failed with EIO)",
+            store.session()->renewals());
   }
   auto [g, when] = cache.Get();
   if (when != 0) {

@@ -39,6 +39,7 @@ class MountShared : public SharedMounts {
   void ThreeHosts();
   void Checkpoints();
   void KilledHost();
+  void StalledHost();
 };
 
 // The value of an unlabelled sample in a Prometheus exposition, or -1.
@@ -350,6 +351,78 @@ void MountShared::KilledHost() {
   EXPECT_EQ(fj.value("inodes", 0), 2) << "root and kept; the doomed file was purged: " << fsck.out;
 }
 
+// A host that stalls past its session timeout (SIGSTOP here; in production a long pause
+// of the machine, or a partition from the database that the others did not share) is
+// reaped by the others. When it wakes up it registers a new session by itself, without
+// a remount: what it had fsync'd stays, what it writes afterwards reads on the other
+// host, GC and fsck --verify agree (docs/scale-out.md, "Sessions").
+TEST_F(MountShared, AStalledHostIsReapedAndRejoinsWithANewSession) { StalledHost(); }
+
+void MountShared::StalledHost() {
+  const int port = FreePort();
+  std::string a = MountHost("a", {"--session-timeout", "1", "--metrics",
+                                  "127.0.0.1:" + std::to_string(port)});
+  std::string b = MountHost("b");
+  auto metric = [&](const std::string& name) {
+    CmdResult m = RunCmd({"curl", "-sS", "--max-time", "30",
+                          "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+    return m.code == 0 ? Sample(m.out, name) : -2;
+  };
+  std::string kept = test::RandomBytes(2 << 20, 50);
+  ASSERT_EQ(WriteFile(a + "/kept", kept, /*fsync_it=*/true), 0);
+  const double first = metric("snapfs_session_id");
+  ASSERT_GT(first, 0);
+  const int pid = DaemonPid(a);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGSTOP), 0);
+  nlohmann::json sj;
+  bool reaped = Eventually(
+      [&] {
+        CmdResult st = Snapfs({"status", b, "--json"});
+        sj = nlohmann::json::parse(st.out, nullptr, false);
+        return sj.is_object() && sj["sessions"].size() == 1;
+      },
+      20);
+  ASSERT_EQ(::kill(pid, SIGCONT), 0);
+  ASSERT_TRUE(reaped) << "a's session was not reaped while it was stopped: " << sj.dump();
+
+  // a finds its row gone at its next heartbeat and registers a new session.
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return metric("snapfs_session_renewals_total") == 1 &&
+               metric("snapfs_session_lost") == 0;
+      },
+      20))
+      << Log("a");
+  EXPECT_NE(metric("snapfs_session_id"), first);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        CmdResult st = Snapfs({"status", b, "--json"});
+        sj = nlohmann::json::parse(st.out, nullptr, false);
+        return sj.is_object() && sj["sessions"].size() == 2;
+      },
+      20))
+      << sj.dump();
+  EXPECT_EQ(sj["health"], "ok") << sj.dump();
+  EXPECT_EQ(DaemonPid(a), pid) << "status finds a's daemon under its new session";
+  // A second mount on a's machine (same state folder) clears the local folders of
+  // sessions that are gone, but not the spool a still uses under its first session's id.
+  std::string c = MountHost("c", {}, "a");
+  // a writes on, at once; b and c read it.
+  std::string after = test::RandomBytes(3 << 20, 51);
+  ASSERT_EQ(WriteFile(a + "/after", after, /*fsync_it=*/true), 0) << Log("a");
+  EXPECT_TRUE(Eventually([&] { return ReadFile(b + "/after") == after; }, 10));
+  EXPECT_TRUE(Eventually([&] { return ReadFile(c + "/after") == after; }, 10));
+  EXPECT_TRUE(SameBytes(ReadFile(b + "/kept"), kept));
+  EXPECT_TRUE(SameBytes(ReadFile(a + "/kept"), kept));
+  CmdResult gc = Snapfs({"gc", url_, "--max-unused", "0"});
+  EXPECT_EQ(gc.code, 0) << gc.Describe();
+  EXPECT_TRUE(SameBytes(ReadFile(a + "/after"), after));
+  for (const std::string& mp : {a, b, c}) ASSERT_EQ(Snapfs({"umount", mp}).code, 0);
+  CmdResult fsck = Snapfs({"fsck", url_, "--verify"});
+  EXPECT_EQ(fsck.code, 0) << fsck.Describe();
+}
+
 // A host that mounts nothing names the store by its location: the snapshot verbs work on
 // the whole namespace (they refused a postgresql:// location before: "neither inside a
 // snapfs mount nor inside a store folder", docs/reliability.md finding 29).
@@ -480,6 +553,7 @@ class MountSharedS3 : public OnSharedS3<MountShared> {};
 TEST_F(MountSharedS3, CloseToOpenAcrossHosts) { CloseToOpen(); }
 TEST_F(MountSharedS3, CheckpointsWrittenOnOneHostRestoreAndGoFromAnother) { Checkpoints(); }
 TEST_F(MountSharedS3, AKilledHostIsCleanedUpAfterItsSessionTimeout) { KilledHost(); }
+TEST_F(MountSharedS3, AStalledHostIsReapedAndRejoinsWithANewSession) { StalledHost(); }
 TEST_F(MountSharedS3, DifferentialOverThreeHosts) { Differential(); }
 // Packs are sealed (uploaded) at every commit here: GC rewrites them while the writers
 // fill theirs, which it must leave alone.

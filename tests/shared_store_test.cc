@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "core/chunks/gc.h"
@@ -187,6 +189,147 @@ TEST_F(SharedStore, AnExpiredSessionIsReapedWithItsPacksAndOrphans) {
   (void)fa->Release(doomed);
   fa.reset();
   a.reset();
+  ExpectFsckClean(*b);
+}
+
+// A process whose session was reaped (it stalled, or lost the database, for longer than
+// its timeout while others watched) registers a new session by itself: what it had
+// appended to the old session's packs and not committed fails with EIO, and nothing
+// else does. Writing the same bytes again works (they are stored again, not pointed at
+// the given-up pack), committed files stay, GC from the other host and fsck agree.
+TEST_F(SharedStore, AReapedSessionIsRenewedAndOnlyWritesInFlightFail) {
+  auto a = OpenHost("a", std::chrono::milliseconds(400)), b = OpenHost("b");
+  auto fa = MUST(Filesystem::Open(a.get())), fb = MUST(Filesystem::Open(b.get()));
+  std::string kept = test::RandomBytes(1 << 20, 40);
+  FileHandle k = WriteNew(*fa, "kept", kept);
+  ASSERT_OK(fa->Fsync(k, false));
+  ASSERT_OK(fa->Release(k));
+  // Uncommitted bytes in a's open pack.
+  ChunkTxn txn(a->meta().engine());
+  std::string data = test::RandomBytes(100 << 10, 41);
+  const auto bytes = std::span(reinterpret_cast<const uint8_t*>(data.data()), data.size());
+  MUST(a->chunks().Put(bytes, &txn));
+  const PackId old_pack = a->chunks().active_pack();
+  ASSERT_NE(old_pack, 0u);
+
+  // b reaps a (what its SessionReaper does once a's timeout has passed unseen).
+  const uint64_t old = a->session_id();
+  ASSERT_OK(kv::RunTxn(b->meta().engine(),
+                       [&](kv::Txn& t) { return DeleteSessionRecords(t, old); }));
+  // a's heartbeat thread finds its row gone and registers a new session.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (a->session_id() == old || a->session()->lost()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "a never registered a new session";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(a->session()->renewals(), 1u);
+  bool listed = false;
+  for (const auto& s : MUST(ListSessions(b->meta().engine()))) {
+    EXPECT_NE(s.id, old);
+    listed |= s.id == a->session_id();
+  }
+  EXPECT_TRUE(listed) << "a's new session is not in the store";
+
+  // The write in flight in the old pack fails; the same bytes written again do not.
+  Status st = a->chunks().Sync(txn);
+  EXPECT_TRUE(st.Is(Code::kIOError)) << st.ToString();
+  EXPECT_NE(st.message().find("reaped"), std::string::npos) << st.ToString();
+  ChunkTxn again(a->meta().engine());
+  MUST(a->chunks().Put(bytes, &again));
+  for (PackId p : again.packs) EXPECT_NE(p, old_pack) << "pointed into the given-up pack";
+  EXPECT_OK(a->chunks().Sync(again));
+  a->chunks().Release(&again);
+  a->chunks().Release(&txn);
+
+  // The namespace goes on: a new file written and fsync'd on a reads on b.
+  std::string after = test::RandomBytes(1 << 20, 42);
+  FileHandle f = WriteNew(*fa, "after", after);
+  ASSERT_OK(fa->Fsync(f, false));
+  ASSERT_OK(fa->Release(f));
+  EXPECT_TRUE(ReadWhole(*fb, "after") == after);
+  // b's GC may take the old packs; a's GC runs under its new session's lease.
+  MUST(RunGc(*b, GcOptions{.max_unused_fraction = 0}));
+  MUST(RunGc(*a, GcOptions{.max_unused_fraction = 0}));
+  EXPECT_TRUE(ReadWhole(*fb, "kept") == kept);
+  EXPECT_TRUE(ReadWhole(*fa, "after") == after);
+  ExpectFsckClean(*b);
+}
+
+// Writers of one host race a reap of its session, GC on the other host taking the
+// reaped session's packs: every fsync either returns OK, and then the file reads back
+// whole from the other host, or fails with EIO; the host renews its session and writes
+// again. Which way each write goes is decided by the engine's transactions (the
+// per-pack fence against the reap), never by timing.
+TEST_F(SharedStore, WritesRacingAReapCommitWholeOrFailAndTheHostWritesOn) {
+  auto a = OpenHost("a", std::chrono::milliseconds(400)), b = OpenHost("b");
+  auto fa = MUST(Filesystem::Open(a.get())), fb = MUST(Filesystem::Open(b.get()));
+  const uint64_t old = a->session_id();
+  std::atomic<bool> reaped{false}, stop{false};
+  std::atomic<int> failed{0}, after_renewal{0};
+  std::mutex mu;
+  std::map<std::string, std::string> committed;
+  auto writer = [&](int w) {
+    for (int i = 0; !stop.load() && i < 2000; i++) {
+      std::string name = "w" + std::to_string(w) + "-" + std::to_string(i);
+      std::string data = test::RandomBytes((64 << 10) + i * 512, 1000 * w + i);
+      auto cr = fa->Create(kRootIno, name, S_IFREG | 0644, O_RDWR, Caller{});
+      if (!cr.ok()) {  // the namespace commits too: EIO while the session is renewed is fine
+        EXPECT_TRUE(cr.status().Is(Code::kIOError)) << cr.status().ToString();
+        continue;
+      }
+      FileHandle fh = cr->second;
+      auto wr = fa->Write(fh, 0, data.data(), data.size());
+      Status st = wr.ok() ? fa->Fsync(fh, false) : wr.status();
+      (void)fa->Release(fh);
+      if (st.ok()) {
+        std::lock_guard l(mu);
+        committed[name] = data;
+        if (a->session_id() != old && !a->session()->lost()) after_renewal++;
+      } else {
+        EXPECT_TRUE(st.Is(Code::kIOError)) << name << ": " << st.ToString();
+        failed++;
+      }
+      if (after_renewal.load() >= 10) break;
+    }
+  };
+  auto gc = [&] {
+    while (!stop.load()) {
+      if (reaped.load()) {
+        auto r = RunGc(*b, GcOptions{.max_unused_fraction = 0});
+        if (!r.ok()) {
+          EXPECT_TRUE(r.status().Is(Code::kBusy)) << r.status().ToString();
+        }
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+  };
+  std::thread g(gc), w1(writer, 1), w2(writer, 2);
+  // Reap once the writers are under way (some files committed).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (true) {
+    {
+      std::lock_guard l(mu);
+      if (committed.size() >= 6) break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_OK(kv::RunTxn(b->meta().engine(),
+                       [&](kv::Txn& t) { return DeleteSessionRecords(t, old); }));
+  reaped = true;
+  w1.join();
+  w2.join();
+  stop = true;
+  g.join();
+  EXPECT_GE(after_renewal.load(), 10) << "a did not write on after its session was renewed";
+  EXPECT_GE(a->session()->renewals(), 1u);
+  MUST(RunGc(*b, GcOptions{.max_unused_fraction = 0}));
+  for (const auto& [name, data] : committed) {
+    EXPECT_TRUE(ReadWhole(*fb, name) == data) << name << " was committed and is not whole";
+  }
+  std::cerr << "committed " << committed.size() << " files, " << failed.load()
+            << " fsyncs failed with EIO around the reap\n";
   ExpectFsckClean(*b);
 }
 

@@ -268,7 +268,8 @@ int CmdFsck(const Args& args) {
         const auto until = std::chrono::steady_clock::now() + kGcLeaseWait;
         Status lease;
         bool said = false;
-        while (!(lease = AcquireGcLease(engine, store.session_id())).ok() &&
+        const uint64_t session = store.session_id();  // may be renewed while fsck runs
+        while (!(lease = AcquireGcLease(engine, session)).ok() &&
                lease.Is(Code::kBusy) && std::chrono::steady_clock::now() < until) {
           if (!said) std::cerr << "snapfs fsck: " << lease.message() << "; waiting for it to end\n";
           said = true;
@@ -278,7 +279,7 @@ int CmdFsck(const Args& args) {
           return Result<std::string>(lease.WithContext("fsck holds off GC while it runs"));
         }
         auto out = FsckJson(store, nullptr, verify, subset);
-        Status rel = ReleaseGcLease(engine, store.session_id());
+        Status rel = ReleaseGcLease(engine, session);
         if (!rel.ok()) std::cerr << "snapfs fsck: warning: release the GC lease: " << rel.ToString() << "\n";
         return out;
       });

@@ -1,6 +1,8 @@
 #include "core/chunks/chunk_store.h"
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "base/coding.h"
 #include "base/metrics.h"
@@ -46,6 +48,7 @@ Status ChunkStore::Open() {
   else if (!s.Is(Code::kNotFound)) RETURN_IF_ERROR(s);
   MutexLock l(&mu_);
   next_pack_ = next;
+  session_.store(sharing_.session);
   return Status::OK();
 }
 
@@ -55,7 +58,8 @@ Status ChunkStore::RotateLocked() {
   // reused (even after GC removed the pack with the highest id and the store reopened),
   // and two processes writing one store never take the same id.
   PackId id = 0;
-  const uint64_t floor = next_pack_;  // past every pack the backend listed at Open
+  const uint64_t floor = next_pack_;
+  const uint64_t owner = session_.load();  // past every pack the backend listed at Open
   RETURN_IF_ERROR(kv::RunTxn(meta_->engine(), [&](kv::Txn& t) -> Status {
     std::string v;
     Status s = t.Get(Cf::kDefault, keys::kNextPack, &v);
@@ -72,13 +76,13 @@ Status ChunkStore::RotateLocked() {
     if (shared()) {
       // Recorded with the id, in the same transaction: GC never sees the id without
       // the record (sessions.h, ReadOpenPacks). Fenced: a reaped session makes no pack.
-      RETURN_IF_ERROR(Fence(t));
-      t.Put(Cf::kDefault, keys::OpenPack(id), EncodeBE64(sharing_.session));
+      RETURN_IF_ERROR(FenceSession(t, owner));
+      t.Put(Cf::kDefault, keys::OpenPack(id), EncodeBE64(owner));
     }
     return Status::OK();
   }).WithContext("allocate a pack id"));
   next_pack_ = id + 1;
-  if (shared()) open_records_.insert(id);
+  if (shared()) open_records_.emplace(id, owner);
   ASSIGN_OR_RETURN(auto w, backend_->Create(id));
   std::string h = pack::Header();
   auto r = w->Append(std::span(reinterpret_cast<const uint8_t*>(h.data()), h.size()));
@@ -158,7 +162,10 @@ Status ChunkStore::PutLocked(const ChunkId& id, const std::string& key,
   stats_.puts++;
   stats_.bytes_put += data.size();
   auto it = inflight_.find(id);
-  if (it != inflight_.end() && it->second.has_location) {
+  // A location in a failed pack (its seal failed, or our session was reaped) is no place
+  // to point a new txn: the chunk is stored again below.
+  if (it != inflight_.end() && it->second.has_location &&
+      (it->second.loc.is_inline() || failed_packs_.count(it->second.loc.pack) == 0)) {
     it->second.holds++;
     txn->held.push_back(id);
     stats_.dedup_hits++;
@@ -239,66 +246,113 @@ void ChunkStore::Release(ChunkTxn* txn) {
   txn->held.clear();
 }
 
-Status ChunkStore::Fence(kv::Txn& t) const {
-  if (!shared()) return Status::OK();
+Status ChunkStore::FenceSession(kv::Txn& t, uint64_t session) {
   std::string v;
-  Status s = t.Get(Cf::kDefault, sharing_.session_key, &v);
+  Status s = t.Get(Cf::kDefault, keys::Session(session), &v);
   if (s.Is(Code::kNotFound)) {
-    return Status::IOError("this process's session " + std::to_string(sharing_.session) +
-                           " of the shared store was reaped (no heartbeat in time): new data "
-                           "cannot be committed; remount");
+    return Status::IOError("session " + std::to_string(session) +
+                           " of this process was reaped (no heartbeat in time): data written "
+                           "into its packs cannot be committed; write it again");
   }
   return s;
 }
 
+Status ChunkStore::FencePacks(kv::Txn& t, const std::vector<PackId>& packs) const {
+  if (!shared() || packs.empty()) return Status::OK();
+  std::vector<uint64_t> owners;
+  {
+    MutexLock l(&mu_);
+    for (PackId p : packs) {
+      // Our records go (ReleaseClosedPacks) only once no uncommitted txn points into the
+      // pack; a renewal gives them all up and fails the packs.
+      auto r = open_records_.find(p);
+      if (r == open_records_.end()) {
+        RETURN_IF_ERROR(FailedPackLocked({p}));
+        return Status::IOError("pack " + std::to_string(p) + " has no open record");
+      }
+      owners.push_back(r->second);
+    }
+  }
+  std::sort(owners.begin(), owners.end());
+  owners.erase(std::unique(owners.begin(), owners.end()), owners.end());
+  if (owners.size() == 1) return FenceSession(t, owners[0]);
+  std::vector<std::string> keys;
+  for (uint64_t o : owners) keys.push_back(keys::Session(o));
+  std::vector<std::optional<std::string>> found;
+  RETURN_IF_ERROR(t.MultiGet(Cf::kDefault, keys, &found));
+  for (size_t i = 0; i < owners.size(); i++) {
+    if (!found[i]) return FenceSession(t, owners[i]);  // the same answer, with its message
+  }
+  return Status::OK();
+}
+
+void ChunkStore::RenewSession(uint64_t session, const Status& why) {
+  MutexLock l(&mu_);
+  // The reap deleted the records of these packs: GC may take them at any time now.
+  for (const auto& [p, owner] : open_records_) failed_packs_.try_emplace(p, why);
+  open_records_.clear();
+  if (active_) {
+    // Sealed as at a rotation (commits before the reap may point into it); never
+    // appended to again.
+    const PackId id = active_->id();
+    (void)SealActiveLocked();
+    failed_packs_.try_emplace(id, why);
+  }
+  session_.store(session);
+}
+
+Status ChunkStore::FailedPackLocked(const std::vector<PackId>& packs) const {
+  for (PackId p : packs) {
+    auto f = failed_packs_.find(p);
+    if (f != failed_packs_.end()) return f->second;
+  }
+  return Status::OK();
+}
+
 Status ChunkStore::ReleaseClosedPacks() {
-  std::vector<PackId> done;
+  std::map<PackId, uint64_t> done;
   // Runs on the heartbeat thread: it must never wait behind a writer that holds mu_ (a
   // seal uploading a pack to S3 can take seconds; the session's heartbeat would miss its
   // timeout). A busy store is asked again at the next heartbeat; until then GC only keeps
   // away from those packs a little longer.
   if (!mu_.TryLock()) return Status::OK();
   for (auto it = open_records_.begin(); it != open_records_.end();) {
-    PackId p = *it;
+    const PackId p = it->first;
     if ((active_ && active_->id() == p) || PackHasInflightLocked(p)) {
       ++it;
       continue;
     }
-    done.push_back(p);
+    done.insert(*it);
     it = open_records_.erase(it);
   }
   mu_.Unlock();
   if (done.empty()) return Status::OK();
   Status st = kv::RunTxn(meta_->engine(), [&](kv::Txn& t) -> Status {
-    for (PackId p : done) t.Delete(Cf::kDefault, keys::OpenPack(p));
+    for (const auto& [p, owner] : done) t.Delete(Cf::kDefault, keys::OpenPack(p));
     return Status::OK();
   });
   if (!st.ok()) {
     MutexLock l(&mu_);
-    open_records_.insert(done.begin(), done.end());
+    // Not if a renewal gave them up meanwhile: their records went with the reap.
+    for (const auto& [p, owner] : done) {
+      if (owner == session_.load()) open_records_.insert({p, owner});
+    }
   }
   return st;
 }
 
 Status ChunkStore::Sync(const ChunkTxn& txn) {
-  // The commit that follows points into packs of ours: it must not outlive our session.
-  RETURN_IF_ERROR(Fence(*txn.kv));
+  // The commit that follows points into these packs: it must not outlive their session.
+  RETURN_IF_ERROR(FencePacks(*txn.kv, txn.packs));
   {
     MutexLock l(&mu_);
-    for (PackId p : txn.packs) {
-      auto f = failed_packs_.find(p);
-      if (f != failed_packs_.end()) return f->second;
-    }
+    RETURN_IF_ERROR(FailedPackLocked(txn.packs));
   }
   RETURN_IF_ERROR(SyncAll());
   // A pack of ours sealed meanwhile (rotation, or GC sealing the active pack) leaves
   // SyncAll nothing to sync; its seal's outcome is what counts.
   MutexLock l(&mu_);
-  for (PackId p : txn.packs) {
-    auto f = failed_packs_.find(p);
-    if (f != failed_packs_.end()) return f->second;
-  }
-  return Status::OK();
+  return FailedPackLocked(txn.packs);
 }
 
 Status ChunkStore::SyncAll() {

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <list>
+#include <map>
 #include <set>
 #include <memory>
 #include <span>
@@ -55,8 +56,7 @@ struct ChunkTxn {
 
 // What a ChunkStore of a shared store (docs/scale-out.md) does besides the local case.
 struct ChunkStoreSharing {
-  uint64_t session = 0;     // 0: not shared
-  std::string session_key;  // the session's row: read by every commit that needs a pack of ours
+  uint64_t session = 0;  // 0: not shared. Its row is read by the allocation of a pack id.
   // A commit's chunks must be in a sealed pack (the S3 backend uploads on seal), so that
   // other hosts can read them once the commit is visible: Sync seals the active pack.
   bool seal_on_sync = false;
@@ -89,9 +89,16 @@ class ChunkStore {
   // before Open. GC's Relocate does not ask: it frees more than it takes.
   void SetSpaceGuard(SpaceGuard* guard) { space_guard_ = guard; }
   bool shared() const { return sharing_.session != 0; }
-  // Shared stores: in `t`, reads this session's row (IOError if it was reaped), so that
-  // `t` cannot commit after a reap that let GC take our open packs.
-  Status Fence(kv::Txn& t) const;
+  // Shared stores: in `t`, reads the row of the session each of `packs` was recorded
+  // under (IOError if one is gone: that session was reaped, with the packs' records, and
+  // GC may take them), so that `t` cannot commit after such a reap. One read of all of
+  // them (one round trip on PostgreSQL). Not the records themselves: `t` may have begun
+  // before a pack it points into was allocated, and then its snapshot holds no record.
+  Status FencePacks(kv::Txn& t, const std::vector<PackId>& packs) const EXCLUDES(mu_);
+  // Shared stores, after our session was reaped and a new one registered: every pack of
+  // the old session is given up (a txn pointing into one fails with `why`; the next
+  // append starts a new pack, recorded under `session`).
+  void RenewSession(uint64_t session, const Status& why) EXCLUDES(mu_);
   // Shared stores: deletes the openpack records of our packs that are sealed and that no
   // uncommitted txn points into any more (GC may then rewrite or remove them).
   Status ReleaseClosedPacks() EXCLUDES(mu_);
@@ -155,6 +162,10 @@ class ChunkStore {
   Status VerifyStored(const ChunkId& id, std::span<const uint8_t> data) EXCLUDES(mu_);
   // Seals the active pack (syncing it) and records a failure for the txns that need it.
   Status SealActiveLocked() REQUIRES(mu_) EXCLUDES(sync_mu_);
+  // In `t`, reads the row of `session` (IOError if it was reaped).
+  static Status FenceSession(kv::Txn& t, uint64_t session);
+  // The first failure recorded for one of `packs`, or OK.
+  Status FailedPackLocked(const std::vector<PackId>& packs) const REQUIRES(mu_);
   std::shared_ptr<const std::string> CacheLookup(const ChunkId& id) EXCLUDES(cache_mu_);
   void CacheInsert(const ChunkId& id, std::shared_ptr<const std::string> data)
       EXCLUDES(cache_mu_);
@@ -179,9 +190,11 @@ class ChunkStore {
   PackId synced_pack_ GUARDED_BY(sync_mu_) = 0;
   uint64_t synced_size_ GUARDED_BY(sync_mu_) = 0;
   ChunkStoreSharing sharing_;  // set before Open, then read-only
+  std::atomic<uint64_t> session_{0};  // our session now (sharing_.session, then renewals)
   SpaceGuard* space_guard_ = nullptr;  // set before Open, then read-only
-  // Shared stores: our packs whose openpack record is still in the metadata.
-  std::set<PackId> open_records_ GUARDED_BY(mu_);
+  // Shared stores: our packs whose openpack record is still in the metadata, each with
+  // the session it was recorded under (whose row a commit pointing into it reads).
+  std::map<PackId, uint64_t> open_records_ GUARDED_BY(mu_);
   // Packs whose final seal failed: their bytes may not be durable.
   std::unordered_map<PackId, Status> failed_packs_ GUARDED_BY(mu_);
 

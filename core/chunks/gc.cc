@@ -213,7 +213,7 @@ Status CollectDead(Store& store, const std::vector<ChunkId>& ids, bool revived, 
 // Copies the indexed chunks of one frozen pack (no uncommitted txn points into it, and
 // nothing appends to it: ChunkStore::FreezeForGc) of `size` bytes to the active pack,
 // repoints the index, and removes the pack.
-Status RewritePack(Store& store, PackId pack, uint64_t size, GcResult* result) {
+Status RewritePack(Store& store, PackId pack, uint64_t size, uint64_t lease, GcResult* result) {
   MetaStore& meta = store.meta();
   ChunkStore& chunks = store.chunks();
   std::string data(size, '\0');
@@ -260,7 +260,10 @@ Status RewritePack(Store& store, PackId pack, uint64_t size, GcResult* result) {
   RETURN_IF_ERROR(kv::RunTxn(
       meta.engine(),
       [&](kv::Txn& t) -> Status {
-        RETURN_IF_ERROR(chunks.Fence(t));  // the copies are in a pack of our session
+        // The copies are in packs of ours whose records may be gone (sealed, nothing
+        // uncommitted in them): the lease is what keeps every other GC away from them,
+        // and a reap of our session takes it.
+        if (lease != 0) RETURN_IF_ERROR(FenceGcLease(t, lease));
         for (const auto& m : moves) {
           std::string v;
           Status s = t.Get(Cf::kChunks, keys::Chunk(m.id), &v);
@@ -302,27 +305,29 @@ std::mutex& ExecuteMutex() {
 
 std::unique_lock<std::mutex> HoldOffGc() { return std::unique_lock<std::mutex>(ExecuteMutex()); }
 
-static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan);
+// lease: the session holding the GC lease (0: a folder store, no lease).
+static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan, uint64_t lease);
 
 Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
   std::lock_guard l(ExecuteMutex());
-  if (!store.shared()) return ExecuteLocked(store, plan);
+  if (!store.shared()) return ExecuteLocked(store, plan, 0);
   // One GC at a time store-wide (a second one would copy the same chunks again); the
   // lease of a session that dies is freed when the session is reaped.
-  RETURN_IF_ERROR(AcquireGcLease(store.meta().engine(), store.session_id()));
-  auto r = ExecuteLocked(store, plan);
+  const uint64_t lease = store.session_id();
+  RETURN_IF_ERROR(AcquireGcLease(store.meta().engine(), lease));
+  auto r = ExecuteLocked(store, plan, lease);
   // Counter deltas and tombstones of the database engine: folded after each run.
   if (r.ok()) {
     if (Status c = store.meta().engine().Compact(); !c.ok()) {
       SNAPFS_LOG_WARN("compact the metadata: " + c.ToString());
     }
   }
-  Status rel = ReleaseGcLease(store.meta().engine(), store.session_id());
+  Status rel = ReleaseGcLease(store.meta().engine(), lease);
   if (!rel.ok()) SNAPFS_LOG_WARN("release the GC lease: " + rel.ToString());
   return r;
 }
 
-static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan) {
+static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan, uint64_t lease) {
   GcResult r;
   ChunkStore& chunks = store.chunks();
   RETURN_IF_ERROR(CollectDead(store, plan.revived, /*revived=*/true, &r));
@@ -352,7 +357,7 @@ static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan) {
     for (PackId id : frozen) {
       auto it = size.find(id);
       if (it == size.end()) continue;  // an earlier run of this plan removed it
-      RETURN_IF_ERROR(RewritePack(store, id, it->second, &r));
+      RETURN_IF_ERROR(RewritePack(store, id, it->second, lease, &r));
     }
   }
   r.bytes_freed = r.bytes_freed > r.bytes_copied ? r.bytes_freed - r.bytes_copied : 0;

@@ -83,14 +83,17 @@ class SharedMounts : public ::testing::Test {
     return RunCmd(args, timeout_s);
   }
 
-  // Mounts the store at TMP/<host> as "host" <host> (its own state folder and log); the
-  // daemon's pid is tracked.
-  std::string MountHost(const std::string& host, std::vector<std::string> extra = {}) {
+  // Mounts the store at TMP/<host> as "host" <host> (its own state folder and log, or the
+  // state folder of host `state`: a second mount on the same machine); the daemon's pid
+  // is tracked.
+  std::string MountHost(const std::string& host, std::vector<std::string> extra = {},
+                        const std::string& state = "") {
     std::string mp = tmp_ + "/" + host;
     if (::mkdir(mp.c_str(), 0755) != 0) {
       EXPECT_EQ(errno, EEXIST) << mp;  // mounted again
     }
-    std::vector<std::string> args = {"mount", url_, mp, "--state-dir", tmp_ + "/state-" + host,
+    std::vector<std::string> args = {"mount", url_, mp, "--state-dir",
+                                     tmp_ + "/state-" + (state.empty() ? host : state),
                                      "--log", tmp_ + "/" + host + ".log"};
     if (std::find(extra.begin(), extra.end(), "--metrics") == extra.end()) {
       args.insert(args.end(), {"--metrics", "off"});
