@@ -780,6 +780,37 @@ TEST_F(FilesystemTest, RefKeepsUnlinkedInodeUntilUnref) {
   EXPECT_TRUE(t.FsckClean());
 }
 
+// The kernel's writeback cache writes back the ctime of a file it has just unlinked. With
+// no link and no open handle, that SETATTR is answered without a commit (the file is
+// purged when the kernel forgets it); with a handle open it is committed as ever.
+TEST_F(FilesystemTest, TimesOfAnUnlinkedUnopenedFileAreAnsweredNotCommitted) {
+  uint64_t g = t.WriteFile(kRootIno, "g", "gg");
+  fs().Ref(g);
+  EXPECT_OK(fs().Unlink(kRootIno, "g"));
+  const int64_t before = MUST(fs().GetAttr(g)).ctime_ns;
+  SetAttrRequest times;
+  times.set_ctime = times.set_mtime = true;
+  times.ctime_ns = times.mtime_ns = before + 5'000'000'000;
+  Attr a = MUST(fs().SetAttr(g, times));
+  EXPECT_EQ(a.ctime_ns, before + 5'000'000'000) << "the answer has the times asked for";
+  EXPECT_EQ(a.nlink, 0u);
+  EXPECT_EQ(MUST(fs().GetAttr(g)).ctime_ns, before) << "and nothing was committed";
+  SetAttrRequest mode;
+  mode.set_mode = true;
+  mode.mode = 0600;
+  EXPECT_EQ(MUST(fs().SetAttr(g, mode)).mode & 07777, 0600u) << "anything else is committed";
+  EXPECT_EQ(MUST(fs().GetAttr(g)).mode & 07777, 0600u);
+  fs().Unref(g);
+  EXPECT_CODE(fs().GetAttr(g), Code::kNotFound);
+
+  auto [h, fh] = t.New("h");
+  EXPECT_OK(fs().Unlink(kRootIno, "h"));
+  EXPECT_EQ(MUST(fs().SetAttr(h.ino, times)).ctime_ns, before + 5'000'000'000);
+  EXPECT_EQ(MUST(fs().GetAttr(h.ino)).ctime_ns, before + 5'000'000'000) << "open: committed";
+  EXPECT_OK(fs().Release(fh));
+  EXPECT_TRUE(t.FsckClean());
+}
+
 TEST_F(FilesystemTest, FsyncAndBadHandles) {
   auto [a, fh] = t.New("f");
   t.WriteAll(fh, 0, RandomBytes(40 * kKiB, 17));

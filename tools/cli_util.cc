@@ -371,7 +371,9 @@ Result<nlohmann::json> AskStore(const Target& t, const std::string& request,
     text = fuse::CallDaemon(t.store, request);
   }
   if (t.daemon_pid == 0 || (!text.ok() && DaemonLetGo(t))) {
-    auto store = Store::Open(t.store);
+    OpenOptions oo;  // `snapfs status` of a shared store shows the verb, not its arguments
+    oo.session_what = "snapfs " + request.substr(0, request.find(' '));
+    auto store = Store::Open(t.store, std::move(oo));
     if (!store.ok()) return store.status();
     text = direct(**store);
   }
@@ -643,9 +645,11 @@ OpenedFs::~OpenedFs() {
   store.reset();
 }
 
-Result<OpenedFs> OpenFsDirect(const std::string& store_dir) {
+Result<OpenedFs> OpenFsDirect(const std::string& store_dir, const std::string& what) {
   OpenedFs o;
-  ASSIGN_OR_RETURN(o.store, Store::Open(store_dir));
+  OpenOptions oo;
+  oo.session_what = what;
+  ASSIGN_OR_RETURN(o.store, Store::Open(store_dir, std::move(oo)));
   ASSIGN_OR_RETURN(o.fs, Filesystem::Open(o.store.get()));
   return o;
 }
@@ -655,10 +659,10 @@ Result<nlohmann::json> AskFs(const Target& t, const std::string& verb, const nlo
   return c.Ask(verb, req);
 }
 
-Result<Filesystem*> FsClient::DirectFs() {
+Result<Filesystem*> FsClient::DirectFs(const std::string& what) {
   if (mounted()) return Status::InvalidArgument("the store is mounted: ask its daemon");
   if (!opened_) {
-    ASSIGN_OR_RETURN(auto o, OpenFsDirect(t_.store));
+    ASSIGN_OR_RETURN(auto o, OpenFsDirect(t_.store, what));
     opened_.emplace(std::move(o));
   }
   return opened_->fs.get();
@@ -666,7 +670,7 @@ Result<Filesystem*> FsClient::DirectFs() {
 
 Result<nlohmann::json> FsClient::Ask(const std::string& verb, const nlohmann::json& req) {
   if (!mounted()) {
-    ASSIGN_OR_RETURN(Filesystem * fs, DirectFs());
+    ASSIGN_OR_RETURN(Filesystem * fs, DirectFs("snapfs " + verb));
     return HandleSnapRequest(*fs, verb, req);
   }
   ASSIGN_OR_RETURN(std::string text, fuse::CallDaemon(t_.store, verb + " " + DumpJson(req)));

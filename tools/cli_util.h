@@ -154,7 +154,8 @@ struct OpenedFs {
   OpenedFs& operator=(OpenedFs&&) noexcept;
   ~OpenedFs();
 };
-Result<OpenedFs> OpenFsDirect(const std::string& store_dir);
+// `what`: what `snapfs status` says this process's session is, on a shared store.
+Result<OpenedFs> OpenFsDirect(const std::string& store_dir, const std::string& what = "snapfs");
 
 // Several requests to one store: the daemon, or one in-process opening kept for all.
 class FsClient {
@@ -164,7 +165,7 @@ class FsClient {
   bool mounted() const { return t_.daemon_pid != 0; }
   Result<nlohmann::json> Ask(const std::string& verb, const nlohmann::json& req);
   // Unmounted only: the namespace opened here (opened on first use).
-  Result<Filesystem*> DirectFs();
+  Result<Filesystem*> DirectFs(const std::string& what = "snapfs");
 
  private:
   Target t_;

@@ -336,7 +336,7 @@ int CmdExport(const Args& args) {
                   Status::InvalidArgument(dest + " is inside the snapshot itself (refusing)"));
     }
   } else {
-    auto f = client.DirectFs();
+    auto f = client.DirectFs("snapfs export");
     if (!f.ok()) return Fail("export", f.status());
     fs = *f;
   }

@@ -83,7 +83,15 @@ Status ChunkStore::RotateLocked() {
   }).WithContext("allocate a pack id"));
   next_pack_ = id + 1;
   if (shared()) open_records_.emplace(id, owner);
-  ASSIGN_OR_RETURN(auto w, backend_->Create(id));
+  auto created = backend_->Create(id);
+  if (!created.ok()) {
+    // What a write() may answer: ENOSPC, EROFS, else EIO (a spool folder that went
+    // missing is no ENOENT to the writer).
+    const Status& c = created.status();
+    if (c.Is(Code::kNoSpace) || c.Is(Code::kReadOnly)) return c;
+    return Status::IOError(c.message());
+  }
+  auto w = std::move(created).value();
   std::string h = pack::Header();
   auto r = w->Append(std::span(reinterpret_cast<const uint8_t*>(h.data()), h.size()));
   if (!r.ok()) {
