@@ -16,6 +16,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -354,10 +356,17 @@ TEST_F(S3FaultTest, BackendReadsAndUploadsThroughFaults) {
   TempDir tmp;
   S3BackendOptions bo = test::S3TestBackendOptions(env_, tmp.path() + "/spool", prefix_);
   bo.client = opts_;
-  proxy_->SetPolicy([](int n, const std::string&) {
-    if (n % 5 == 0) return FaultProxy::Action::kError500;
-    if (n % 7 == 0) return FaultProxy::Action::kSlowDown;
-    return FaultProxy::Action::kForward;
+  // Each distinct request fails twice (500, then SlowDown) before it goes through: every
+  // call of the backend meets both faults, and none runs out of attempts, however the
+  // upload threads' requests interleave (a count over all requests did, once in a while).
+  auto seen = std::make_shared<std::pair<std::mutex, std::map<std::string, int>>>();
+  proxy_->SetPolicy([seen](int, const std::string& line) {
+    std::lock_guard l(seen->first);
+    switch (seen->second[line]++) {
+      case 0: return FaultProxy::Action::kError500;
+      case 1: return FaultProxy::Action::kSlowDown;
+      default: return FaultProxy::Action::kForward;
+    }
   });
   auto b = OpenS3Backend(bo);
   ASSERT_TRUE(b.ok()) << b.status().ToString();

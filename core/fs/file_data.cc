@@ -201,7 +201,7 @@ Result<FileHandle> FileData::Open(const Inode& node, int flags, MarkerAt marker)
     }
   }
   // A reference first: the inode must not be purged while the handle exists.
-  ns_->Ref(node.ino);
+  ns_->Ref(node.ino, 1, /*open=*/true);
   MutexLock l(&files_mu_);
   if (marker.parent == 0 && acc != O_RDONLY && node.is_reg()) {
     if (auto it = failed_markers_.find(node.ino); it != failed_markers_.end()) {
@@ -223,7 +223,7 @@ FileHandle FileData::OpenCreated(uint64_t ino, int64_t mtime_ns, int flags) {
       f->loaded = true;
     }
   }
-  ns_->Ref(ino);
+  ns_->Ref(ino, 1, /*open=*/true);
   MutexLock l(&files_mu_);
   return AddHandleLocked(ino, flags, std::move(f), MarkerAt{});
 }

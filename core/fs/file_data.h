@@ -99,9 +99,6 @@ class FileData {
   // After our own change of the file's xattrs: forgets what GetCapabilityXattr remembered.
   void XattrsChanged(uint64_t ino);
 
-  // Whether a handle of `ino` is open.
-  bool IsOpen(uint64_t ino) { return FindOpenFile(ino) != nullptr; }
-
  private:
   struct Handle {
     uint64_t ino;

@@ -66,18 +66,6 @@ void Filesystem::SetSharedAttrTtl(double seconds) {
 Result<Attr> Filesystem::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   if (ino >= kViewInoBase) return Status::ReadOnly("snapshot views are read-only");
   ASSIGN_OR_RETURN(auto node, ns_->LoadInode(ino));
-  if (node.nlink == 0 && node.is_reg() && req.OnlyTimes() && !data_->IsOpen(ino)) {
-    // The kernel's writeback cache updates the ctime of a file it has just unlinked and
-    // writes it back at once. With no link and no open handle nothing can open the file
-    // again (only an O_PATH descriptor taken before the unlink still fstat()s it, and
-    // sees the times as they were), and it is purged when the kernel forgets it: the
-    // times are answered, not committed. One transaction less per unlink.
-    const int64_t now = NowNs();
-    if (req.set_atime) node.atime_ns = req.atime_now ? now : req.atime_ns;
-    if (req.set_mtime) node.mtime_ns = req.mtime_now ? now : req.mtime_ns;
-    node.ctime_ns = req.set_ctime ? req.ctime_ns : now;
-    return data_->ToAttr(node);
-  }
   ASSIGN_OR_RETURN(auto check, snap_->CheckChange(node));
   if (check.read_only) return Status::ReadOnly("deleted; kept read-only for snapshots");
   // A truncate must not cut the bytes a snapshot references: they get a copy first.
@@ -238,7 +226,7 @@ Status Filesystem::Release(FileHandle fh) {
   ASSIGN_OR_RETURN(auto r, data_->Release(fh));
   Status s = r.status;
   if (s.ok() && r.marker.parent) s = snap_->CommitMarkerAt(r.marker.parent, r.marker.name, r.ino);
-  ns_->Unref(r.ino);  // the handle's reference (FileData::Open took it)
+  ns_->Unref(r.ino, 1, /*open=*/true);  // the handle's reference (FileData::Open took it)
   return s;
 }
 

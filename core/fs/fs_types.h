@@ -53,10 +53,6 @@ struct SetAttrRequest {
   bool ChangesMetadata() const {
     return set_mode || set_uid || set_gid || set_atime || set_mtime || set_ctime;
   }
-  // Only times (what the kernel's writeback cache flushes).
-  bool OnlyTimes() const {
-    return !set_mode && !set_uid && !set_gid && !set_size && (set_atime || set_mtime || set_ctime);
-  }
 };
 
 struct DirEntry {

@@ -40,10 +40,11 @@ Result<size_t> Namespace::PurgeDeadOrphans() {
   return orphans.size();
 }
 
-bool Namespace::InUse(uint64_t ino) {
+bool Namespace::InUse(uint64_t ino, bool is_reg) {
   MutexLock l(&users_mu_);
-  auto it = users_.find(ino);
-  return it != users_.end() && it->second > 0;
+  const auto& m = is_reg ? opens_ : users_;
+  auto it = m.find(ino);
+  return it != m.end() && it->second > 0;
 }
 
 Status Namespace::DropLink(NsTxn* t, Inode* ino, int64_t now) {
@@ -73,9 +74,9 @@ Status Namespace::PurgeIfUnused(NsTxn* t, uint64_t ino) {
     (void)t->kv().Delete(Cf::kOrphans, keys::Ino(ino));
     return Status::OK();
   }
-  if (InUse(ino)) {
-    // Open or known to the kernel: purged when the last user lets go, or at the next
-    // start after a crash.
+  if (InUse(ino, (*node)->is_reg())) {
+    // Open (or a folder known to the kernel): purged when the last user lets go, or at
+    // the next start after a crash.
     // A shared store records whose it is (PurgeDeadOrphans).
     (void)t->kv().Put(Cf::kOrphans, keys::Ino(ino),
                       store_->shared() ? EncodeBE64(store_->session_id()) : std::string());
@@ -119,7 +120,7 @@ void Namespace::MaybePurgeUnused(uint64_t ino) {
   if (ino >= kViewInoBase) return;
   (void)kv::RetryOnConflict([&]() -> Status {
     MutexLock l(&mu_);
-    if (InUse(ino)) return Status::OK();
+    if (InUse(ino, /*is_reg=*/true)) return Status::OK();  // open: whatever it is
     // Most releases are of files that still have a name. That is decided on the
     // committed inode, read without a transaction: the transaction below commits nothing
     // in that case either, so its read would guard nothing, and an unlink that commits

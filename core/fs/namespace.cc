@@ -371,22 +371,27 @@ Status Namespace::ReadDir(uint64_t ino, uint64_t cookie,
 
 // ---- references ----
 
-void Namespace::Ref(uint64_t ino, uint64_t n) {
+void Namespace::Ref(uint64_t ino, uint64_t n, bool open) {
   MutexLock l(&users_mu_);
   users_[ino] += n;
+  if (open) opens_[ino] += n;
 }
 
-void Namespace::Unref(uint64_t ino, uint64_t n) {
+void Namespace::Unref(uint64_t ino, uint64_t n, bool open) {
+  // Drops n from `m`; true when that took the count to zero.
+  auto drop = [&](std::unordered_map<uint64_t, uint64_t>& m) {
+    auto it = m.find(ino);
+    if (it == m.end()) return false;
+    it->second = it->second > n ? it->second - n : 0;
+    if (it->second != 0) return false;
+    m.erase(it);
+    return true;
+  };
   bool last = false;
   {
     MutexLock l(&users_mu_);
-    auto it = users_.find(ino);
-    if (it == users_.end()) return;
-    it->second = it->second > n ? it->second - n : 0;
-    if (it->second == 0) {
-      users_.erase(it);
-      last = true;
-    }
+    last = drop(users_);
+    if (open) last |= drop(opens_);
   }
   if (last) MaybePurgeUnused(ino);
 }

@@ -158,10 +158,14 @@ class Namespace {
   Status RemoveXattr(uint64_t ino, std::string_view name);
   Result<FsStats> StatFs();
 
-  // Users of an inode: kernel references (FUSE lookup counts) and open handles. An
-  // unlinked inode stays until the last goes.
-  void Ref(uint64_t ino, uint64_t n = 1) EXCLUDES(users_mu_);
-  void Unref(uint64_t ino, uint64_t n = 1) EXCLUDES(users_mu_, mu_);
+  // Users of an inode: kernel references (FUSE lookup counts) and open handles (`open`).
+  // An unlinked regular file stays until its last open handle goes; anything else (a
+  // folder a process may be in) until its last user goes. The kernel can reach a
+  // regular file without a name only through an open handle (an O_PATH descriptor taken
+  // before the unlink is the exception: its fstat answers ENOENT), as in libfuse's
+  // high-level API and JuiceFS.
+  void Ref(uint64_t ino, uint64_t n = 1, bool open = false) EXCLUDES(users_mu_);
+  void Unref(uint64_t ino, uint64_t n = 1, bool open = false) EXCLUDES(users_mu_, mu_);
   // Purges files unlinked while open whose opener is gone: for a folder store every one
   // (run at open: the last process died); for a shared store those recorded by sessions
   // that no longer exist. Returns the count.
@@ -185,7 +189,9 @@ class Namespace {
  private:
   // Makes `node` (its ino is allocated here) at (parent, name); returns it as stored.
   Result<Inode> MakeNode(uint64_t parent, std::string_view name, Inode node) EXCLUDES(mu_);
-  bool InUse(uint64_t ino) EXCLUDES(users_mu_);
+  // Whether an unlinked inode must stay: an open handle keeps a regular file, any user
+  // anything else.
+  bool InUse(uint64_t ino, bool is_reg) EXCLUDES(users_mu_);
   void MaybePurgeUnused(uint64_t ino) EXCLUDES(mu_);
   Status PurgeInode(NsTxn* t, uint64_t ino);
   // Checks that `parent` is a live folder that can take a new entry `name` (a hidden
@@ -220,6 +226,7 @@ class Namespace {
   uint64_t ino_limit_ GUARDED_BY(ino_mu_) = 0;
   Mutex users_mu_;  // a leaf
   std::unordered_map<uint64_t, uint64_t> users_ GUARDED_BY(users_mu_);
+  std::unordered_map<uint64_t, uint64_t> opens_ GUARDED_BY(users_mu_);  // handles among them
   // Inodes whose last name this process removed while they were in use: the release
   // that lets go of one goes straight to its purge (MaybePurgeUnused).
   std::unordered_set<uint64_t> orphaned_here_ GUARDED_BY(users_mu_);
