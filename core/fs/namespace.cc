@@ -39,6 +39,7 @@ Namespace::Namespace(Store* store) : store_(store), meta_(store->meta()) {}
 // ---- metadata helpers ----
 
 Result<Inode> Namespace::LoadInode(uint64_t ino) {
+  if (PurgedHere(ino)) return Status::NotFound();
   std::string v;
   Status s = meta_.Get(Cf::kInodes, keys::Ino(ino), &v);
   if (s.Is(Code::kNotFound)) return Status::NotFound();
@@ -192,6 +193,17 @@ void Namespace::NoteDir(uint64_t ino) {
 bool Namespace::KnownDir(uint64_t ino) {
   MutexLock l(&known_dirs_mu_);
   return known_dirs_.count(ino) != 0;
+}
+
+void Namespace::NotePurged(uint64_t ino) {
+  MutexLock l(&known_dirs_mu_);
+  if (purged_here_.size() >= kKnownDirsMax) purged_here_.clear();
+  purged_here_.insert(ino);
+}
+
+bool Namespace::PurgedHere(uint64_t ino) {
+  MutexLock l(&known_dirs_mu_);
+  return purged_here_.count(ino) != 0;
 }
 
 namespace {

@@ -239,6 +239,17 @@ class Namespace {
   std::unordered_set<uint64_t> known_dirs_ GUARDED_BY(known_dirs_mu_);
   void NoteDir(uint64_t ino) EXCLUDES(known_dirs_mu_);
   bool KnownDir(uint64_t ino) EXCLUDES(known_dirs_mu_);
+  // Inodes this process purged (their numbers never come back): what the kernel still
+  // asks of one after its unlink (the ctime write-back, the FORGET) is answered NotFound
+  // without a read, a database round trip each on a shared store. Cleared when large.
+  std::unordered_set<uint64_t> purged_here_ GUARDED_BY(known_dirs_mu_);
+  bool PurgedHere(uint64_t ino) EXCLUDES(known_dirs_mu_);
+
+ public:
+  // A committed transaction purged `ino` (NsTxn::Commit).
+  void NotePurged(uint64_t ino) EXCLUDES(known_dirs_mu_);
+
+ private:
 };
 
 }  // namespace snapfs

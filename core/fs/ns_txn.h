@@ -128,6 +128,9 @@ class NsTxn {
       for (auto& [ino, n] : nodes_) ns_.attr_cache().Committed(n.node);
       for (uint64_t ino : purged_) ns_.attr_cache().Erase(ino);
     }
+    if (s.ok()) {
+      for (uint64_t ino : purged_) ns_.NotePurged(ino);
+    }
     if (s.ok() && sync) ns_.meta().CountLogSync();
     if (s.ok() && snapshots_changed) ns_.SnapshotsChanged();
     return s;
