@@ -330,13 +330,7 @@ void MountShared::KilledHost() {
 
   // b's daemon watches a's session stay silent for its timeout (1 s) and reaps it.
   nlohmann::json sj;
-  EXPECT_TRUE(Eventually(
-      [&] {
-        CmdResult st = Snapfs({"status", b, "--json"});
-        sj = nlohmann::json::parse(st.out, nullptr, false);
-        return sj.is_object() && sj["sessions"].size() == 1;
-      },
-      20))
+  EXPECT_TRUE(SessionsBecome(b, 1, &sj))
       << "a's session was not reaped: " << sj.dump();
   EXPECT_EQ(sj["health"], "ok") << sj.dump();
   // Its unlinked-while-open file goes with the next namespace that looks (gc opens one).
@@ -376,13 +370,7 @@ void MountShared::StalledHost() {
   ASSERT_GT(pid, 0);
   ASSERT_EQ(::kill(pid, SIGSTOP), 0);
   nlohmann::json sj;
-  bool reaped = Eventually(
-      [&] {
-        CmdResult st = Snapfs({"status", b, "--json"});
-        sj = nlohmann::json::parse(st.out, nullptr, false);
-        return sj.is_object() && sj["sessions"].size() == 1;
-      },
-      20);
+  bool reaped = SessionsBecome(b, 1, &sj);
   ASSERT_EQ(::kill(pid, SIGCONT), 0);
   ASSERT_TRUE(reaped) << "a's session was not reaped while it was stopped: " << sj.dump();
 
@@ -395,13 +383,7 @@ void MountShared::StalledHost() {
       20))
       << Log("a");
   EXPECT_NE(metric("snapfs_session_id"), first);
-  EXPECT_TRUE(Eventually(
-      [&] {
-        CmdResult st = Snapfs({"status", b, "--json"});
-        sj = nlohmann::json::parse(st.out, nullptr, false);
-        return sj.is_object() && sj["sessions"].size() == 2;
-      },
-      20))
+  EXPECT_TRUE(SessionsBecome(b, 2, &sj))
       << sj.dump();
   EXPECT_EQ(sj["health"], "ok") << sj.dump();
   EXPECT_EQ(DaemonPid(a), pid) << "status finds a's daemon under its new session";

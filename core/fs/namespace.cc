@@ -39,7 +39,7 @@ Namespace::Namespace(Store* store) : store_(store), meta_(store->meta()) {}
 // ---- metadata helpers ----
 
 Result<Inode> Namespace::LoadInode(uint64_t ino) {
-  if (PurgedHere(ino)) return Status::NotFound();
+  if (purged_here_.Has(ino)) return Status::NotFound();
   std::string v;
   Status s = meta_.Get(Cf::kInodes, keys::Ino(ino), &v);
   if (s.Is(Code::kNotFound)) return Status::NotFound();
@@ -110,10 +110,10 @@ Result<Dentry> Namespace::Lookup(uint64_t parent, std::string_view name) {
   Dentry e;
   Status s = LookupEntry(parent, name, &e);
   if (s.Is(Code::kNotFound)) {
-    if (KnownDir(parent)) return s;
+    if (known_dirs_.Has(parent)) return s;
     auto p = LoadInode(parent);
     if (p.ok() && !p->is_dir()) return Status::NotDirectory();
-    if (p.ok()) NoteDir(parent);
+    if (p.ok()) known_dirs_.Add(parent);
     return s;
   }
   RETURN_IF_ERROR(s);
@@ -179,31 +179,20 @@ Status Namespace::MakeNodeInTxn(NsTxn* tp, uint64_t parent, std::string_view nam
   t.Put(node);
   RETURN_IF_ERROR(snap_->CollapseHiddenDirs(&t));
   RETURN_IF_ERROR(t.Commit());
-  NoteDir(parent);
-  if (node.is_dir()) NoteDir(node.ino);
+  known_dirs_.Add(parent);
+  if (node.is_dir()) known_dirs_.Add(node.ino);
   return Status::OK();
 }
 
-void Namespace::NoteDir(uint64_t ino) {
-  MutexLock l(&known_dirs_mu_);
-  if (known_dirs_.size() >= kKnownDirsMax) known_dirs_.clear();
-  known_dirs_.insert(ino);
+void Namespace::InoSet::Add(uint64_t ino) {
+  MutexLock l(&mu_);
+  if (set_.size() >= kKnownDirsMax) set_.clear();
+  set_.insert(ino);
 }
 
-bool Namespace::KnownDir(uint64_t ino) {
-  MutexLock l(&known_dirs_mu_);
-  return known_dirs_.count(ino) != 0;
-}
-
-void Namespace::NotePurged(uint64_t ino) {
-  MutexLock l(&known_dirs_mu_);
-  if (purged_here_.size() >= kKnownDirsMax) purged_here_.clear();
-  purged_here_.insert(ino);
-}
-
-bool Namespace::PurgedHere(uint64_t ino) {
-  MutexLock l(&known_dirs_mu_);
-  return purged_here_.count(ino) != 0;
+bool Namespace::InoSet::Has(uint64_t ino) {
+  MutexLock l(&mu_);
+  return set_.count(ino) != 0;
 }
 
 namespace {

@@ -166,6 +166,8 @@ class Namespace {
   // high-level API and JuiceFS.
   void Ref(uint64_t ino, uint64_t n = 1, bool open = false) EXCLUDES(users_mu_);
   void Unref(uint64_t ino, uint64_t n = 1, bool open = false) EXCLUDES(users_mu_, mu_);
+  // A committed transaction purged `ino` (NsTxn::Commit).
+  void NotePurged(uint64_t ino) { purged_here_.Add(ino); }
   // Purges files unlinked while open whose opener is gone: for a folder store every one
   // (run at open: the last process died); for a shared store those recorded by sessions
   // that no longer exist. Returns the count.
@@ -230,26 +232,27 @@ class Namespace {
   // Inodes whose last name this process removed while they were in use: the release
   // that lets go of one goes straight to its purge (MaybePurgeUnused).
   std::unordered_set<uint64_t> orphaned_here_ GUARDED_BY(users_mu_);
+  static constexpr size_t kKnownDirsMax = 100000;
+  // A set of inode numbers, emptied when it reaches kKnownDirsMax (what it holds is a
+  // hint that spares a read, never needed for correctness). Thread-safe.
+  class InoSet {
+   public:
+    void Add(uint64_t ino) EXCLUDES(mu_);
+    bool Has(uint64_t ino) EXCLUDES(mu_);
+
+   private:
+    Mutex mu_;  // a leaf
+    std::unordered_set<uint64_t> set_ GUARDED_BY(mu_);
+  };
   // Inodes this process has seen to be folders. An inode's type never changes and its
   // number is never given again, so this never goes stale: a lookup that finds no entry
   // answers ENOENT without reading the folder again to tell it from ENOTDIR (on a
-  // shared store that read is a database round trip per create). Cleared when large.
-  static constexpr size_t kKnownDirsMax = 100000;
-  Mutex known_dirs_mu_;  // a leaf
-  std::unordered_set<uint64_t> known_dirs_ GUARDED_BY(known_dirs_mu_);
-  void NoteDir(uint64_t ino) EXCLUDES(known_dirs_mu_);
-  bool KnownDir(uint64_t ino) EXCLUDES(known_dirs_mu_);
+  // shared store that read is a database round trip per create).
+  InoSet known_dirs_;
   // Inodes this process purged (their numbers never come back): what the kernel still
   // asks of one after its unlink (the ctime write-back, the FORGET) is answered NotFound
-  // without a read, a database round trip each on a shared store. Cleared when large.
-  std::unordered_set<uint64_t> purged_here_ GUARDED_BY(known_dirs_mu_);
-  bool PurgedHere(uint64_t ino) EXCLUDES(known_dirs_mu_);
-
- public:
-  // A committed transaction purged `ino` (NsTxn::Commit).
-  void NotePurged(uint64_t ino) EXCLUDES(known_dirs_mu_);
-
- private:
+  // without a read, a database round trip each on a shared store.
+  InoSet purged_here_;
 };
 
 }  // namespace snapfs

@@ -136,6 +136,18 @@ class SharedMounts : public ::testing::Test {
     return true;
   }
 
+  // Waits up to `s` seconds for `snapfs status MP --json` to list `n` sessions; `*j` is
+  // the last answer.
+  bool SessionsBecome(const std::string& mp, size_t n, nlohmann::json* j, int s = 20) {
+    return Eventually(
+        [&] {
+          CmdResult st = Snapfs({"status", mp, "--json"});
+          *j = nlohmann::json::parse(st.out, nullptr, false);
+          return j->is_object() && (*j)["sessions"].size() == n;
+        },
+        s);
+  }
+
   void ExpectFsckClean() {
     CmdResult r = Snapfs({"fsck", url_});
     EXPECT_EQ(r.code, 0) << r.Describe();
