@@ -392,7 +392,10 @@ void Namespace::Unref(uint64_t ino, uint64_t n, bool open) {
   {
     MutexLock l(&users_mu_);
     last = drop(users_);
-    if (open) last |= drop(opens_);
+    // The last handle of a file the kernel still knows: only one unlinked while open
+    // here can need a purge now. Any other close must not cost a read (a database round
+    // trip on a shared store).
+    if (open && drop(opens_) && orphaned_here_.count(ino) != 0) last = true;
   }
   if (last) MaybePurgeUnused(ino);
 }
