@@ -18,10 +18,11 @@
 // stops every heartbeat at once, nobody is reaped for having been silent during it.
 //
 // Fencing: a session that was reaped must not commit references into packs GC may now
-// delete. Every commit that points at chunks appended to a pack of this process reads
-// that pack's openpack record in its transaction (ChunkStore::Sync), so it fails if the
-// reap deleted it, and it conflicts with (and retries after) a reap that commits first.
-// The transaction that allocates a pack id reads the session's row, so a reaped session
+// delete. Every commit that points at chunks appended to a pack of this process reads,
+// in its transaction, the row of the session that pack was recorded under
+// (ChunkStore::FencePacks), so it fails if the reap deleted the row (with the pack's
+// record), and it conflicts with (and retries after) a reap that commits first. The
+// transaction that allocates a pack id reads the session's row too, so a reaped session
 // makes no new record; GC's repoint reads its lease.
 //
 // A process whose session was reaped (it stalled, or was cut off from the database, for

@@ -312,16 +312,22 @@ Status MakeDirs(const std::string& dir) {
   return Status::OK();
 }
 
+// Opens `dir` and takes its flock without waiting: the fd (the lock lasts while it is
+// open), or -1 with errno set.
+int TryLockFolder(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+  int e = errno;
+  ::close(fd);
+  errno = e;
+  return -1;
+}
+
 // Creates STATE/<kind>/<id> and flocks it for as long as the returned fd is open.
 Result<int> LockSessionFolder(const std::string& dir) {
   RETURN_IF_ERROR(MakeDirs(dir));
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return PosixError("open " + dir, errno);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    ::close(fd);
-    return PosixError("lock " + dir, e);
-  }
+  int fd = TryLockFolder(dir);
+  if (fd < 0) return PosixError("lock " + dir, errno);
   return fd;
 }
 
@@ -338,13 +344,11 @@ void RemoveDeadSessionFolders(const std::string& dir, const std::vector<SessionI
     bool alive = false;
     for (const auto& s : live) alive |= s.id == id;
     if (alive) continue;
-    int fd = ::open(e.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = TryLockFolder(e.path());  // held while removing: nobody takes it
     if (fd < 0) continue;
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {  // held while removing: nobody takes it
-      std::error_code rec;
-      std::filesystem::remove_all(e.path(), rec);
-      if (rec) SNAPFS_LOG_WARN("cannot remove " + e.path().string() + ": " + rec.message());
-    }
+    std::error_code rec;
+    std::filesystem::remove_all(e.path(), rec);
+    if (rec) SNAPFS_LOG_WARN("cannot remove " + e.path().string() + ": " + rec.message());
     ::close(fd);
   }
 }

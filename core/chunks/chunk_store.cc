@@ -58,8 +58,8 @@ Status ChunkStore::RotateLocked() {
   // reused (even after GC removed the pack with the highest id and the store reopened),
   // and two processes writing one store never take the same id.
   PackId id = 0;
-  const uint64_t floor = next_pack_;
-  const uint64_t owner = session_.load();  // past every pack the backend listed at Open
+  const uint64_t floor = next_pack_;  // past every pack the backend listed at Open
+  const uint64_t owner = session_.load();
   RETURN_IF_ERROR(kv::RunTxn(meta_->engine(), [&](kv::Txn& t) -> Status {
     std::string v;
     Status s = t.Get(Cf::kDefault, keys::kNextPack, &v);
@@ -254,15 +254,18 @@ void ChunkStore::Release(ChunkTxn* txn) {
   txn->held.clear();
 }
 
+namespace {
+Status Reaped(uint64_t session) {
+  return Status::IOError("session " + std::to_string(session) +
+                         " of this process was reaped (no heartbeat in time): data written "
+                         "into its packs cannot be committed; write it again");
+}
+}  // namespace
+
 Status ChunkStore::FenceSession(kv::Txn& t, uint64_t session) {
   std::string v;
   Status s = t.Get(Cf::kDefault, keys::Session(session), &v);
-  if (s.Is(Code::kNotFound)) {
-    return Status::IOError("session " + std::to_string(session) +
-                           " of this process was reaped (no heartbeat in time): data written "
-                           "into its packs cannot be committed; write it again");
-  }
-  return s;
+  return s.Is(Code::kNotFound) ? Reaped(session) : s;
 }
 
 Status ChunkStore::FencePacks(kv::Txn& t, const std::vector<PackId>& packs) const {
@@ -283,13 +286,12 @@ Status ChunkStore::FencePacks(kv::Txn& t, const std::vector<PackId>& packs) cons
   }
   std::sort(owners.begin(), owners.end());
   owners.erase(std::unique(owners.begin(), owners.end()), owners.end());
-  if (owners.size() == 1) return FenceSession(t, owners[0]);
   std::vector<std::string> keys;
   for (uint64_t o : owners) keys.push_back(keys::Session(o));
   std::vector<std::optional<std::string>> found;
   RETURN_IF_ERROR(t.MultiGet(Cf::kDefault, keys, &found));
   for (size_t i = 0; i < owners.size(); i++) {
-    if (!found[i]) return FenceSession(t, owners[i]);  // the same answer, with its message
+    if (!found[i]) return Reaped(owners[i]);
   }
   return Status::OK();
 }

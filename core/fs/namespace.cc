@@ -186,7 +186,7 @@ Status Namespace::MakeNodeInTxn(NsTxn* tp, uint64_t parent, std::string_view nam
 
 void Namespace::InoSet::Add(uint64_t ino) {
   MutexLock l(&mu_);
-  if (set_.size() >= kKnownDirsMax) set_.clear();
+  if (set_.size() >= kMax) set_.clear();
   set_.insert(ino);
 }
 

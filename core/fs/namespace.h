@@ -232,11 +232,11 @@ class Namespace {
   // Inodes whose last name this process removed while they were in use: the release
   // that lets go of one goes straight to its purge (MaybePurgeUnused).
   std::unordered_set<uint64_t> orphaned_here_ GUARDED_BY(users_mu_);
-  static constexpr size_t kKnownDirsMax = 100000;
-  // A set of inode numbers, emptied when it reaches kKnownDirsMax (what it holds is a
-  // hint that spares a read, never needed for correctness). Thread-safe.
+  // A set of inode numbers, emptied when it reaches kMax (what it holds is a hint that
+  // spares a read, never needed for correctness). Thread-safe.
   class InoSet {
    public:
+    static constexpr size_t kMax = 100000;
     void Add(uint64_t ino) EXCLUDES(mu_);
     bool Has(uint64_t ino) EXCLUDES(mu_);
 
