@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -32,6 +33,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "core/chunks/chunker.h"
@@ -2177,6 +2179,55 @@ TEST_F(SnapshotRemove, RemoveKeepsWhatAnotherSnapshotNeeds) {
 }
 
 // ---- 9. Orphans -----------------------------------------------------------------------
+
+// fsck's check of snapshots while a daemon (or another host) commits checkpoints, deletes
+// shared files and removes old snapshots: it reads one consistent view, so a snapshot
+// ended, a pin released or a hidden entry dropped in the middle of the check is never
+// reported as a problem.
+class SnapshotCheck : public SnapshotTest {};
+
+TEST_F(SnapshotCheck, CheckWhileSnapshotsComeAndGoReportsNothing) {
+  Job j = MakeJob("job");
+  std::atomic<bool> done{false};
+  std::atomic<int> checks{0};
+  std::vector<std::string> seen;
+  std::thread checker([&] {
+    while (!done.load()) {
+      auto problems = fs().CheckSnapshots();
+      if (!problems.ok()) {
+        seen.push_back("check failed: " + problems.status().ToString());
+        return;
+      }
+      for (auto& p : *problems) seen.push_back(p);
+      checks++;
+    }
+  });
+  std::vector<Chk> kept;
+  std::vector<File> shared;
+  for (int n = 1; n <= 60; n++) {
+    shared.push_back(UploadShared(j, 3 * kKiB));
+    std::vector<std::string> refs;
+    for (size_t i = shared.size() > 3 ? shared.size() - 3 : 0; i < shared.size(); i++)
+      refs.push_back(Uri(j, shared[i]));
+    kept.push_back(Checkpoint(j, n, refs, {1 * kKiB}, n % 2 ? CommitHow::kRename
+                                                            : CommitHow::kInPlace));
+    // Subsume as Flink does: the shared file no retained checkpoint names any more is
+    // deleted (hidden while a snapshot pins it), the oldest checkpoint removed.
+    if (shared.size() > 4) {
+      ASSERT_OK(fs().Unlink(j.shared, shared.front().name));
+      shared.erase(shared.begin());
+    }
+    if (kept.size() > 2) {
+      ASSERT_OK(fs().RemoveSnapshots({kept.front().dir}, /*dry_run=*/false).status());
+      kept.erase(kept.begin());
+    }
+  }
+  done = true;
+  checker.join();
+  std::cout << checks.load() << " checks while 60 checkpoints came and went" << std::endl;
+  EXPECT_GT(checks.load(), 0);
+  for (const auto& p : seen) ADD_FAILURE() << p;
+}
 
 class SnapshotOrphans : public SnapshotTest {};
 

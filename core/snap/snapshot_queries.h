@@ -4,7 +4,8 @@
 // (LoadSnapshot, PinsOf: the SnapshotEngine decides on them inside its changes).
 //
 // Thread-safety: thread-safe; holds no state of its own and takes no lock but those of
-// the files it reads (a marker's buffer is committed first: FileData::ReadFile).
+// the files it reads (a marker's buffer is committed first: FileData::ReadFile) and, in
+// CheckSnapshots, this process's hold on GC (HoldOffGc).
 #pragma once
 
 #include <cstdint>
@@ -62,7 +63,8 @@ class SnapshotQueries {
   // unmodified for `older_than_ns`.
   Result<std::vector<OrphanFile>> FindOrphans(uint64_t under, int64_t older_than_ns);
   // Consistency of snapshots, pins and hidden entries (fsck); one line per problem.
-  // `mounts`: the mount points references may be written under.
+  // `mounts`: the mount points references may be written under. Reads one view of the
+  // committed state (snapshot_check.cc), so it is exact while the store is in use.
   Result<std::vector<std::string>> CheckSnapshots(const std::vector<std::string>& mounts);
 
  private:
@@ -84,6 +86,7 @@ class SnapshotQueries {
   Status Settle(std::vector<Tally>* tallies);
 
   MetaStore& meta_;
+  ChunkStore& chunks_;
   Namespace* const ns_;
   FileData* const data_;
 };
