@@ -37,10 +37,6 @@ struct InodeFacts {
   uint64_t subdirs = 0;  // for folders: child folders
 };
 
-Result<int64_t> RefCount(kv::ReadView& meta, const ChunkId& id) {
-  return kv::ReadCounter(meta, Cf::kRefs, keys::Chunk(id));
-}
-
 }  // namespace
 
 Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
@@ -238,15 +234,6 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
         continue;
       }
       r.stored_bytes += loc->length;
-      auto count = RefCount(meta, id);
-      if (count.ok() && *count == 0) {
-        r.garbage_chunks++;
-        // Unreferenced chunks are reclaimed only through their garbage marker.
-        std::string g;
-        if (!meta.Get(Cf::kGarbage, keys::Chunk(id), &g).ok()) {
-          problem("chunk " + id.Hex() + " is unreferenced but not marked for GC (leaked)");
-        }
-      }
       if (loc->is_inline()) {
         if (chosen(id)) {
           r.verified_chunks++;
@@ -348,6 +335,27 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
     RETURN_IF_ERROR(it->status().WithContext("fsck scan extents"));
   }
   {
+    // Indexed chunks that nothing references (refcount 0 or none) are reclaimed only
+    // through their garbage marker: one without is leaked. The index (sorted above), the
+    // refcounts and the garbage markers are all in chunk id order, so this is a merge of
+    // the scans, not a read per chunk (each a database round trip on a shared store).
+    auto gi = meta.NewIterator(Cf::kGarbage);
+    gi->Seek("");
+    size_t next = 0;  // the first chunk of `indexed` not settled yet
+    auto unreferenced = [&](const IndexedChunk& c) {
+      if (!c.decoded) return;  // reported with the index
+      r.garbage_chunks++;
+      const std::string key = keys::Chunk(c.id);
+      while (gi->Valid() && gi->key() < key) gi->Next();
+      if (!gi->Valid() || gi->key() != key) {
+        problem("chunk " + c.id.Hex() + " is unreferenced but not marked for GC (leaked)");
+      }
+    };
+    auto no_refcount_before = [&](const ChunkId* id) {  // null: to the end
+      for (; next < indexed.size() && (!id || indexed[next].id < *id); next++) {
+        unreferenced(indexed[next]);
+      }
+    };
     auto it = meta.NewIterator(Cf::kRefs);
     for (it->Seek(""); it->Valid(); it->Next()) {
       auto k = keys::DecodeChunk(it->key());
@@ -358,6 +366,11 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       const ChunkId id = *k;
       auto count = kv::DecodeCounter(it->value());
       int64_t stored = count.ok() ? *count : -1;
+      no_refcount_before(&id);
+      if (next < indexed.size() && indexed[next].id == id) {
+        if (stored == 0) unreferenced(indexed[next]);
+        next++;
+      }
       auto c = counted.find(id);
       int64_t expect = c == counted.end() ? 0 : c->second;
       if (stored != expect) {
@@ -367,6 +380,8 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& opts) {
       if (c != counted.end()) counted.erase(c);
     }
     RETURN_IF_ERROR(it->status().WithContext("fsck scan refcounts"));
+    no_refcount_before(nullptr);
+    RETURN_IF_ERROR(gi->status().WithContext("fsck scan garbage markers"));
     for (const auto& [id, n] : counted) {
       problem("chunk " + id.Hex() + " has no refcount, but " + std::to_string(n) +
               " extents point at it");

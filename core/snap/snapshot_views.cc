@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <vector>
+
 #include "base/coding.h"
 #include "core/fs/file_data.h"
 #include "core/fs/namespace.h"
@@ -302,10 +304,16 @@ Result<std::string> SnapshotViews::FileXattr(uint64_t ino, std::string_view key)
   }
   RETURN_IF_ERROR(it->status().WithContext("scan extents"));
   if (key == "chunks") return std::to_string(chunks);
+  // The refcounts in one batch (a round trip per 256 chunks on a shared store, not one
+  // per chunk of the file).
+  std::vector<ChunkId> ids;
+  ids.reserve(uses.size());
+  for (const auto& [id, u] : uses) ids.push_back(id);
+  ASSIGN_OR_RETURN(auto refs, meta_.RefCounts(ids));
   uint64_t alone = 0;
-  for (auto& [id, u] : uses) {
-    ASSIGN_OR_RETURN(int64_t refs, meta_.RefCount(id));
-    if (refs <= u.first) alone += u.second;
+  for (size_t i = 0; i < ids.size(); i++) {
+    const auto& u = uses[ids[i]];
+    if (refs[i] <= u.first) alone += u.second;
   }
   return std::to_string(alone);
 }
