@@ -548,6 +548,30 @@ TEST_F(SharedStore, SweepsOfTheStoreCostRoundTripsPerBatchNotPerChunk) {
   ExpectFsckClean(*a);
 }
 
+// `stats` (MeasureSpace) counts every pack the store takes, those a session is still
+// filling included (as in use, none of their bytes dead); GC leaves those alone and says
+// so. Before session 15 a busy daemon's store showed "pack bytes 0 B in 0 packs".
+TEST_F(SharedStore, SpaceCountsThePacksWritersAreFillingAndGcLeavesThemAlone) {
+  auto a = OpenHost("a");
+  auto fa = MUST(Filesystem::Open(a.get()));
+  FileHandle fh = WriteNew(*fa, "f", test::RandomBytes(1 << 20, 77));
+  ASSERT_OK(fa->Release(fh));
+  uint64_t on_disk = 0, packs = 0;
+  for (const auto& p : MUST(a->backend().List())) {
+    on_disk += p.size;
+    packs++;
+  }
+  ASSERT_GE(on_disk, 1u << 20);
+  SpaceUsage u = MUST(MeasureSpace(*a));
+  EXPECT_EQ(u.pack_bytes, on_disk);
+  EXPECT_EQ(u.packs, packs);
+  EXPECT_EQ(u.dead_bytes, 0u);
+  GcPlan plan = MUST(PlanGc(*a));
+  EXPECT_EQ(plan.packs_in_use, 1u) << "the active pack";
+  EXPECT_EQ(plan.pack_bytes_in_use + plan.before.pack_bytes, on_disk);
+  EXPECT_TRUE(plan.rewrite.empty());
+}
+
 // What the namespace and data path cost in PostgreSQL round trips (docs/scale-out.md has
 // the table): measured, and held to bounds so that a change that adds round trips to
 // the common operations shows up here.

@@ -64,6 +64,8 @@ Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bo
       {"rewrite_below", go.rewrite_below_live_fraction},
       {"pack_bytes", plan->before.pack_bytes},
       {"dead_pack_bytes", plan->before.dead_bytes},
+      {"packs_in_use", plan->packs_in_use},
+      {"pack_bytes_in_use", plan->pack_bytes_in_use},
       {"packs_to_rewrite", plan->rewrite.size()},
       {"rewrites_active_pack", active},
       {"bytes_to_copy", plan->bytes_to_copy},
@@ -155,6 +157,11 @@ int CmdGc(const Args& args) {
          static_cast<unsigned long long>(u("dead_chunks")), HumanBytes(u("dead_bytes")).c_str(),
          HumanBytes(u("pack_bytes")).c_str(), HumanBytes(u("dead_pack_bytes")).c_str(),
          Percent(u("dead_pack_bytes"), u("pack_bytes")).c_str());
+  if (u("packs_in_use") > 0) {
+    printf("left alone: %llu packs (%s) that writers are filling or have just sealed\n",
+           static_cast<unsigned long long>(u("packs_in_use")),
+           HumanBytes(u("pack_bytes_in_use")).c_str());
+  }
   printf("%s %llu packs%s (%s to copy, %s to free): %s dead left (%s), target at most %s\n",
          dry ? "would rewrite" : "rewriting",
          static_cast<unsigned long long>(u("packs_to_rewrite")),

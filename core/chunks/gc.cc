@@ -30,6 +30,10 @@ struct Scan {
   uint64_t live_bytes = 0;          // live chunks' data, packed and inline
   std::vector<PackInfo> packs;
   PackId active = 0;
+  // A shared store: packs a session is filling or has just sealed (their openpack
+  // record is still there), left out of `packs`: chunks of uncommitted writes in them
+  // are not in the index yet, so their live bytes cannot be told from dead ones.
+  std::vector<PackInfo> open_packs;
 };
 
 Result<Scan> ScanStore(Store& store) {
@@ -89,7 +93,11 @@ Result<Scan> ScanStore(Store& store) {
   scan.active = store.chunks().active_pack();
   ASSIGN_OR_RETURN(scan.packs, store.backend().List());
   if (store.shared()) {
-    std::erase_if(scan.packs, [&](const PackInfo& p) { return open.Excludes(p.id); });
+    std::erase_if(scan.packs, [&](const PackInfo& p) {
+      if (!open.Excludes(p.id)) return false;
+      scan.open_packs.push_back(p);
+      return true;
+    });
   }
   return scan;
 }
@@ -126,7 +134,16 @@ uint64_t PackUsage::dead_bytes() const {
 
 Result<SpaceUsage> MeasureSpace(Store& store) {
   ASSIGN_OR_RETURN(Scan scan, ScanStore(store));
-  return Totals(scan, UsageOf(scan));
+  SpaceUsage u = Totals(scan, UsageOf(scan));
+  // What the store takes includes the packs writers are filling (GC leaves them alone):
+  // counted as in use, none of their bytes as dead. Until session 15 `stats` left them
+  // out, and a busy daemon's shared store showed "0 B in 0 packs".
+  for (const auto& p : scan.open_packs) {
+    u.packs++;
+    u.pack_bytes += p.size;
+    u.live_pack_bytes += p.size;
+  }
+  return u;
 }
 
 Result<GcPlan> PlanGc(Store& store, const GcOptions& opts) {
@@ -138,6 +155,10 @@ Result<GcPlan> PlanGc(Store& store, const GcOptions& opts) {
   plan.dead_bytes = scan.dead_bytes;
   plan.revived = std::move(scan.revived);
   plan.active_pack = scan.active;
+  for (const auto& p : scan.open_packs) {
+    plan.packs_in_use++;
+    plan.pack_bytes_in_use += p.size;
+  }
 
   // What is left if every chosen pack goes: its live bytes are written again (into the
   // active pack), the rest of it is freed.

@@ -56,6 +56,9 @@ struct GcPlan {
   std::vector<ChunkId> dead_chunks;  // refcount 0: drop from the index
   uint64_t dead_bytes = 0;           // their data bytes
   std::vector<ChunkId> revived;      // garbage candidates whose count is > 0 again
+  // A shared store: packs sessions are filling or have just sealed, left alone (not in
+  // `before`): their chunks are not all committed yet.
+  uint64_t packs_in_use = 0, pack_bytes_in_use = 0;
   std::vector<PackUsage> rewrite;    // packs to copy and remove, emptiest first
   uint64_t bytes_to_copy = 0;
   uint64_t bytes_to_free = 0;     // pack bytes removed by executing the plan, net
