@@ -437,6 +437,14 @@ Result<std::string> Namespace::PathOf(uint64_t dir) {
   return path;
 }
 Result<uint64_t> Namespace::ResolvePath(std::string_view rel) {
+  return WalkPath(
+      rel, [&](uint64_t parent, std::string_view name, Dentry* e) { return LookupEntry(parent, name, e); },
+      [&](uint64_t ino) { return LoadInode(ino); });
+}
+
+Result<uint64_t> Namespace::WalkPath(
+    std::string_view rel, const std::function<Status(uint64_t, std::string_view, Dentry*)>& lookup,
+    const std::function<Result<Inode>(uint64_t)>& load) {
   uint64_t ino = kRootIno;
   size_t i = 0;
   while (i < rel.size()) {
@@ -446,12 +454,12 @@ Result<uint64_t> Namespace::ResolvePath(std::string_view rel) {
     i = j + 1;
     if (part.empty() || part == ".") continue;
     if (part == "..") {
-      ASSIGN_OR_RETURN(auto n, LoadInode(ino));
+      ASSIGN_OR_RETURN(auto n, load(ino));
       ino = n.parent;
       continue;
     }
     Dentry e;
-    RETURN_IF_ERROR(LookupEntry(ino, part, &e).WithContext(std::string(rel)));
+    RETURN_IF_ERROR(lookup(ino, part, &e).WithContext(std::string(rel)));
     ino = e.child;
   }
   return ino;

@@ -125,6 +125,10 @@ class Namespace {
   Result<std::string> PathOf(uint64_t dir);
   // A path relative to the mount root -> inode; hidden entries resolve too.
   Result<uint64_t> ResolvePath(std::string_view rel);
+  // The walk of ResolvePath with the reads given (fsck reads one view of the store).
+  static Result<uint64_t> WalkPath(
+      std::string_view rel, const std::function<Status(uint64_t, std::string_view, Dentry*)>& lookup,
+      const std::function<Result<Inode>(uint64_t)>& load);
 
   // ---- operations (each change is its own transaction; reads see committed state) ----
   // The entry (parent, name); "." and ".." too (never hidden).

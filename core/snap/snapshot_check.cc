@@ -56,24 +56,9 @@ class ViewReads {
   }
   // A path relative to the store's root, as Namespace::ResolvePath.
   Result<uint64_t> Resolve(std::string_view rel) {
-    uint64_t ino = kRootIno;
-    size_t i = 0;
-    while (i < rel.size()) {
-      size_t j = rel.find('/', i);
-      if (j == std::string_view::npos) j = rel.size();
-      std::string_view part = rel.substr(i, j - i);
-      i = j + 1;
-      if (part.empty() || part == ".") continue;
-      if (part == "..") {
-        ASSIGN_OR_RETURN(auto n, Load(ino));
-        ino = n.parent;
-        continue;
-      }
-      Dentry e;
-      RETURN_IF_ERROR(Lookup(ino, part, &e));
-      ino = e.child;
-    }
-    return ino;
+    return Namespace::WalkPath(
+        rel, [&](uint64_t parent, std::string_view name, Dentry* e) { return Lookup(parent, name, e); },
+        [&](uint64_t ino) { return Load(ino); });
   }
   // The committed bytes of a regular file, up to `limit`; holes read as zeros.
   Result<std::string> ReadFile(uint64_t ino, uint64_t limit) {
