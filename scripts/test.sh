@@ -52,9 +52,12 @@ if [[ ! -s Testing/Temporary/CTestCostData.txt ]]; then
   mkdir -p Testing/Temporary
   cp "$ROOT/tests/ctest_costs.txt" Testing/Temporary/CTestCostData.txt
 fi
-# Two tests per core: most of a test's time is spent waiting (fsync, round trips to the
-# servers, daemons starting and stopping): with one per core the CPUs were ~30% busy.
-ctest --output-on-failure -j "$(($(nproc) * 2))" --timeout 900 "${CTEST_ARGS[@]}"
+# Normal build: two tests per core (most of a test's time is spent waiting: fsync, round
+# trips to the servers, daemons starting and stopping; at one per core the CPUs were ~30%
+# busy). The sanitizer build's tests use several times the CPU: one per core there.
+JOBS=$(nproc)
+[[ " ${BUILD_ARGS[*]} " == *" --sanitize "* ]] || JOBS=$((JOBS * 2))
+ctest --output-on-failure -j "$JOBS" --timeout 900 "${CTEST_ARGS[@]}"
 # The marker-scan fuzzer (scripts/fuzz.sh has its own sanitizers) and clang's
 # thread-safety analysis of the annotations: normal runs only.
 if [[ " ${BUILD_ARGS[*]} " != *" --sanitize "* ]]; then

@@ -107,7 +107,7 @@ TEST_P(KvEngineConformance, KeysAreOrderedByBytesWithinEachSpace) {
 TEST_P(KvEngineConformance, ScanHonoursRangeAndLimit) {
   Commit([&](Txn& t) {
     for (int i = 0; i < 100; i++) {
-      char k[8];
+      char k[16];
       snprintf(k, sizeof k, "k%03d", i);
       t.Put(Cf::kExtents, k, std::to_string(i));
     }
