@@ -11,8 +11,6 @@ namespace snapfs {
 
 namespace {
 
-constexpr size_t kGarbageBatch = 4096;  // garbage ids whose refcounts are read at once
-
 Result<uint64_t> CountKeys(MetaStore& meta, Cf cf) {
   uint64_t n = 0;
   auto it = meta.NewScanIterator(cf);
@@ -50,30 +48,15 @@ Result<StoreGauges> ComputeStoreGauges(Store& store) {
     }
     RETURN_IF_ERROR(it->status().WithContext("scan inodes"));
   }
-  // Chunks with a zero count are garbage candidates: their bytes count as dead. Their
-  // refcounts are read in batches (MetaStore::RefCounts): one read each was a database
-  // round trip per garbage chunk on a shared store, thousands at every mount and every
-  // minute after a job's checkpoints were subsumed.
+  // Chunks with a zero count are garbage candidates: their bytes count as dead.
   std::unordered_set<ChunkId, ChunkIdHash> garbage;
-  {
-    std::vector<ChunkId> batch;
-    auto settle = [&]() -> Status {
-      ASSIGN_OR_RETURN(auto counts, meta.RefCounts(batch));
-      for (size_t i = 0; i < batch.size(); i++) {
-        if (counts[i] <= 0) garbage.insert(batch[i]);
-      }
-      batch.clear();
-      return Status::OK();
-    };
-    auto it = meta.NewScanIterator(Cf::kGarbage);
-    for (it->Seek(""); it->Valid(); it->Next()) {
-      if (it->key().size() != ChunkId::kSize) continue;
-      batch.push_back(ChunkId::FromBytes(it->key().data()));
-      if (batch.size() == kGarbageBatch) RETURN_IF_ERROR(settle());
+  RETURN_IF_ERROR(meta.ScanGarbage([&](const std::vector<ChunkId>& ids,
+                                       const std::vector<int64_t>& refs) -> Status {
+    for (size_t i = 0; i < ids.size(); i++) {
+      if (refs[i] <= 0) garbage.insert(ids[i]);
     }
-    RETURN_IF_ERROR(it->status().WithContext("scan garbage"));
-    RETURN_IF_ERROR(settle());
-  }
+    return Status::OK();
+  }));
   uint64_t live_in_packs = 0;
   {
     auto it = meta.NewScanIterator(Cf::kChunks);

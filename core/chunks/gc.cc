@@ -17,7 +17,6 @@ namespace snapfs {
 
 namespace {
 constexpr size_t kBatchChunks = 1024;
-constexpr size_t kGarbageBatch = 4096;  // garbage candidates read at once (ScanStore)
 
 uint64_t HeaderOf(uint64_t pack_size) { return std::min<uint64_t>(pack_size, pack::kHeaderSize); }
 
@@ -49,11 +48,10 @@ Result<Scan> ScanStore(Store& store) {
   // The garbage candidates' refcounts and index entries are read a batch at a time
   // (MultiGet): one read each was two database round trips per candidate on a shared
   // store.
-  std::vector<ChunkId> batch;
   std::vector<std::string> chunk_keys;
   std::vector<std::optional<std::string>> locs;
-  auto settle = [&]() -> Status {
-    ASSIGN_OR_RETURN(auto counts, meta.RefCounts(batch));
+  RETURN_IF_ERROR(meta.ScanGarbage([&](const std::vector<ChunkId>& batch,
+                                       const std::vector<int64_t>& counts) -> Status {
     chunk_keys.clear();
     for (const ChunkId& id : batch) chunk_keys.push_back(keys::Chunk(id));
     RETURN_IF_ERROR(meta.engine().MultiGet(Cf::kChunks, chunk_keys, &locs));
@@ -67,17 +65,8 @@ Result<Scan> ScanStore(Store& store) {
       scan.dead_bytes += loc.length;
       dead.insert(batch[i]);
     }
-    batch.clear();
     return Status::OK();
-  };
-  auto it = meta.NewScanIterator(Cf::kGarbage);
-  for (it->Seek(""); it->Valid(); it->Next()) {
-    if (it->key().size() != ChunkId::kSize) continue;
-    batch.push_back(ChunkId::FromBytes(it->key().data()));
-    if (batch.size() == kGarbageBatch) RETURN_IF_ERROR(settle());
-  }
-  RETURN_IF_ERROR(it->status().WithContext("scan garbage"));
-  RETURN_IF_ERROR(settle());
+  }));
 
   // Live bytes per pack, from the index (dead chunks excluded).
   auto ci = meta.NewScanIterator(Cf::kChunks);

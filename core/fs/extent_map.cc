@@ -1,5 +1,11 @@
 #include "core/fs/extent_map.h"
 
+#include <algorithm>
+#include <cstring>
+
+#include "base/coding.h"
+#include "core/chunks/chunk_store.h"
+
 namespace snapfs::extent_map {
 namespace {
 
@@ -30,5 +36,19 @@ void Remove(kv::Txn& t, uint64_t ino, uint64_t offset, const ExtentValue& v) {
   AddRef(t, keys::Chunk(v.id), -1);
 }
 
+
+Status CopyExtents(kv::Iterator* it, ChunkStore& chunks, uint64_t offset, size_t n, char* buf) {
+  const uint64_t end = offset + n;
+  for (; it->Valid(); it->Next()) {
+    const uint64_t at = GetBE64(it->key().data() + 8);
+    ASSIGN_OR_RETURN(auto v, ExtentValue::Decode(it->value()));
+    if (at + v.length <= offset) continue;
+    ASSIGN_OR_RETURN(auto data, chunks.Get(v.id));
+    if (data->size() != v.length) return Status::Corruption("extent length mismatch");
+    const uint64_t from = std::max(offset, at), to = std::min(end, at + v.length);
+    if (from < to) std::memcpy(buf + (from - offset), data->data() + (from - at), to - from);
+  }
+  return it->status().WithContext("read extents");
+}
 
 }  // namespace snapfs::extent_map

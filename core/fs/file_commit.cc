@@ -134,16 +134,7 @@ Status FileData::ReadCommitted(uint64_t ino, uint64_t offset, size_t n, char* bu
   ASSIGN_OR_RETURN(bool covered,
                    ExtentCovering(it.get(), ino, offset, chunker_.params().max_size, &e));
   if (!covered) it->Seek(keys::Extent(ino, offset));  // else: start at the covering extent
-  for (; it->Valid(); it->Next()) {
-    e.offset = GetBE64(it->key().data() + 8);
-    ASSIGN_OR_RETURN(e.v, ExtentValue::Decode(it->value()));
-    if (e.end() <= offset) continue;
-    ASSIGN_OR_RETURN(auto data, chunks_.Get(e.v.id));
-    if (data->size() != e.v.length) return Status::Corruption("extent length mismatch");
-    uint64_t from = std::max(offset, e.offset), to = std::min(end, e.end());
-    std::memcpy(buf + (from - offset), data->data() + (from - e.offset), to - from);
-  }
-  return it->status().WithContext("read extents");
+  return extent_map::CopyExtents(it.get(), chunks_, offset, n, buf);
 }
 
 Status FileData::CommitData(uint64_t ino, ChunkTxn* txn, bool sync,

@@ -42,6 +42,10 @@ std::unique_ptr<Iterator> Txn::NewBoundedIterator(Cf space, std::string_view upp
   return std::make_unique<BoundedIterator>(NewIterator(space), upper_bound);
 }
 
+std::unique_ptr<Iterator> ReadView::NewBoundedIterator(Cf space, std::string_view upper_bound) {
+  return std::make_unique<BoundedIterator>(NewIterator(space), upper_bound);
+}
+
 std::unique_ptr<Iterator> Engine::NewBoundedIterator(Cf space, std::string_view upper_bound) {
   return std::make_unique<BoundedIterator>(NewIterator(space), upper_bound);
 }

@@ -138,6 +138,8 @@ class ReadView {
   virtual ~ReadView() = default;
   virtual Status Get(Cf space, std::string_view key, std::string* value) = 0;
   virtual std::unique_ptr<Iterator> NewIterator(Cf space) = 0;
+  // The same, ending before `upper_bound` (as Engine::NewBoundedIterator).
+  virtual std::unique_ptr<Iterator> NewBoundedIterator(Cf space, std::string_view upper_bound);
 };
 
 class Engine {

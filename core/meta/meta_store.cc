@@ -61,4 +61,24 @@ Result<std::vector<int64_t>> MetaStore::RefCounts(const std::vector<ChunkId>& id
   return out;
 }
 
+Status MetaStore::ScanGarbage(const GarbageBatchFn& fn) {
+  constexpr size_t kBatch = 4096;
+  std::vector<ChunkId> batch;
+  auto settle = [&]() -> Status {
+    if (batch.empty()) return Status::OK();
+    ASSIGN_OR_RETURN(auto refs, RefCounts(batch));
+    RETURN_IF_ERROR(fn(batch, refs));
+    batch.clear();
+    return Status::OK();
+  };
+  auto it = NewScanIterator(Cf::kGarbage);
+  for (it->Seek(""); it->Valid(); it->Next()) {
+    if (it->key().size() != ChunkId::kSize) continue;
+    batch.push_back(ChunkId::FromBytes(it->key().data()));
+    if (batch.size() == kBatch) RETURN_IF_ERROR(settle());
+  }
+  RETURN_IF_ERROR(it->status().WithContext("scan garbage"));
+  return settle();
+}
+
 }  // namespace snapfs

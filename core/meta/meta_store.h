@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -59,6 +60,12 @@ class MetaStore {
   // The same for many chunks, in the order given, read in batches (kv::Engine::MultiGet):
   // ids in order share RocksDB's block reads, and PostgreSQL answers a batch per round trip.
   Result<std::vector<int64_t>> RefCounts(const std::vector<ChunkId>& ids);
+  // Sweeps the garbage candidates (Cf::kGarbage) a batch at a time: `fn` gets each batch
+  // of ids with their current refcounts. GC's plan and the store gauges read them this
+  // way, because a read per candidate was a database round trip each on a shared store.
+  using GarbageBatchFn =
+      std::function<Status(const std::vector<ChunkId>& ids, const std::vector<int64_t>& refs)>;
+  Status ScanGarbage(const GarbageBatchFn& fn);
 
  private:
   std::unique_ptr<kv::Engine> engine_;

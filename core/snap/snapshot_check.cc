@@ -19,6 +19,7 @@
 #include "base/coding.h"
 #include "core/chunks/chunk_store.h"
 #include "core/chunks/gc.h"
+#include "core/fs/extent_map.h"
 #include "core/fs/namespace.h"
 #include "core/snap/marker_scan.h"
 #include "core/snap/snapshot_queries.h"
@@ -65,18 +66,9 @@ class ViewReads {
     ASSIGN_OR_RETURN(Inode node, Load(ino));
     if (!node.is_reg()) return Status::InvalidArgument("not a regular file");
     std::string bytes(std::min(node.size, limit), '\0');
-    std::string prefix = keys::Ino(ino);
-    auto it = v_.NewIterator(Cf::kExtents);
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      uint64_t off = GetBE64(it->key().data() + 8);
-      if (off >= bytes.size()) break;
-      ASSIGN_OR_RETURN(auto e, ExtentValue::Decode(it->value()));
-      ASSIGN_OR_RETURN(auto data, chunks_.Get(e.id));
-      if (data->size() != e.length) return Status::Corruption("extent length mismatch");
-      size_t n = std::min<uint64_t>(e.length, bytes.size() - off);
-      std::memcpy(bytes.data() + off, data->data(), n);
-    }
-    RETURN_IF_ERROR(it->status().WithContext("read extents"));
+    auto it = v_.NewBoundedIterator(Cf::kExtents, keys::Extent(ino, bytes.size()));
+    it->Seek(keys::Ino(ino));
+    RETURN_IF_ERROR(extent_map::CopyExtents(it.get(), chunks_, 0, bytes.size(), bytes.data()));
     return bytes;
   }
 
