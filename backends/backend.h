@@ -55,6 +55,12 @@ class PackWriter {
   }
   // Makes every byte appended so far durable (survives power loss). IOError on failure.
   virtual Status Sync() = 0;
+  // A hint: start writing the appended bytes [from, to) to the device now, without
+  // waiting for them, so that the Sync before the next commit finds them written or on
+  // their way instead of starting them all at once (the local backend: sync_file_range
+  // WRITE, as RocksDB's bytes_per_sync). The chunk store calls it as Sync is called:
+  // possibly while another thread appends, never with Sync or Seal. Default: nothing.
+  virtual void StartWriteback(uint64_t from, uint64_t to) {}
   // Bytes appended so far.
   virtual uint64_t size() const = 0;
   // Syncs and closes; no further Append. Idempotent.

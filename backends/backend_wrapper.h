@@ -55,6 +55,7 @@ class PackWriterWrapper : public PackWriter {
   PackId id() const override { return target_->id(); }
   Result<uint64_t> Append(std::span<const uint8_t> data) override { return target_->Append(data); }
   Status Sync() override { return target_->Sync(); }
+  void StartWriteback(uint64_t from, uint64_t to) override { target_->StartWriteback(from, to); }
   uint64_t size() const override { return target_->size(); }
   Status Seal() override { return target_->Seal(); }
 

@@ -175,6 +175,13 @@ class LocalPackWriter final : public PackWriter {
     return Status::OK();
   }
 
+  void StartWriteback(uint64_t from, uint64_t to) override {
+    if (sealed_ || to <= from) return;
+    // Failures only mean the writes start later, at the fdatasync that reports them.
+    (void)::sync_file_range(fd_.get(), static_cast<off_t>(from), static_cast<off_t>(to - from),
+                            SYNC_FILE_RANGE_WRITE);
+  }
+
   Status Seal() override {
     if (sealed_) return seal_status_;
     Status st;

@@ -22,7 +22,7 @@ namespace {
 // Counts every call that reaches it, then hands it to a memory backend.
 struct Counts {
   std::atomic<int> create{0}, read{0}, prefetch{0}, remove{0}, list{0}, space{0}, describe{0};
-  std::atomic<int> append{0}, sync{0}, seal{0};
+  std::atomic<int> append{0}, sync{0}, seal{0}, writeback{0};
   // The last Prefetch's arguments, to check that they arrive unchanged.
   std::atomic<PackId> prefetch_id{0};
   std::atomic<uint64_t> prefetch_offset{0}, prefetch_len{0};
@@ -43,6 +43,10 @@ class CountingWriter final : public PackWriterWrapper {
   Status Seal() override {
     c_->seal++;
     return PackWriterWrapper::Seal();
+  }
+  void StartWriteback(uint64_t from, uint64_t to) override {
+    c_->writeback++;
+    PackWriterWrapper::StartWriteback(from, to);
   }
 
  private:
@@ -106,6 +110,7 @@ void ExpectEveryCallForwarded(Backend& b, const Counts& c) {
   ASSERT_OK((*w)->Append(data));
   EXPECT_EQ((*w)->id(), 7u);
   EXPECT_EQ((*w)->size(), data.size());
+  (*w)->StartWriteback(0, data.size());
   ASSERT_OK((*w)->Sync());
   ASSERT_OK((*w)->Seal());
   uint8_t out[5] = {};
@@ -123,6 +128,7 @@ void ExpectEveryCallForwarded(Backend& b, const Counts& c) {
   EXPECT_EQ(c.create, 1);
   EXPECT_EQ(c.append, 1);
   EXPECT_EQ(c.sync, 1);
+  EXPECT_EQ(c.writeback, 1) << "StartWriteback did not reach the wrapped writer";
   EXPECT_GE(c.seal, 1);
   EXPECT_EQ(c.read, 1);
   EXPECT_EQ(c.prefetch, 1) << "Prefetch did not reach the wrapped backend";

@@ -150,13 +150,22 @@ Result<std::vector<ChunkId>> ChunkStore::PutMany(
   std::vector<std::optional<std::string>> found;
   RETURN_IF_ERROR(txn->kv->MultiGet(Cf::kChunks, keys, &found));
   std::vector<bool> check(datas.size(), false);
-  {
-    MutexLock l(&mu_);
-    for (size_t i = 0; i < datas.size(); i++) {
-      bool c = false;
-      RETURN_IF_ERROR(PutLocked(ids[i], keys[i], datas[i], found[i].has_value(), txn, &c));
-      check[i] = c;
+  // Under mu_ a run of chunks at a time: each run that appended kWritebackBytes starts
+  // their device writes before the next run (a flush puts a whole region, up to tens of
+  // MiB, in one call; its Sync would otherwise start every write at once).
+  for (size_t i = 0; i < datas.size();) {
+    bool appended = false;
+    {
+      MutexLock l(&mu_);
+      const uint64_t new_bytes = stats_.bytes_new;  // grows with every chunk stored anew
+      for (; i < datas.size() && stats_.bytes_new - new_bytes < kWritebackBytes; i++) {
+        bool c = false;
+        RETURN_IF_ERROR(PutLocked(ids[i], keys[i], datas[i], found[i].has_value(), txn, &c));
+        check[i] = c;
+      }
+      appended = stats_.bytes_new != new_bytes;
     }
+    if (appended) StartWriteback();
   }
   for (size_t i = 0; i < datas.size(); i++) {
     if (check[i]) RETURN_IF_ERROR(VerifyStored(ids[i], datas[i]));
@@ -363,6 +372,30 @@ Status ChunkStore::Sync(const ChunkTxn& txn) {
   // SyncAll nothing to sync; its seal's outcome is what counts.
   MutexLock l(&mu_);
   return FailedPackLocked(txn.packs);
+}
+
+void ChunkStore::StartWriteback() {
+  if (sharing_.seal_on_sync) return;  // such packs are uploaded whole at their seal
+  std::shared_ptr<PackWriter> w;
+  uint64_t end = 0;
+  {
+    MutexLock l(&mu_);
+    if (!active_) return;
+    w = active_;
+    end = w->size();
+  }
+  MutexLock s(&sync_mu_);
+  // As in SyncAll: under sync_mu_ the writer is open if it is still the active one.
+  if (active_id_.load() != w->id()) return;
+  if (writeback_pack_ != w->id()) {
+    writeback_pack_ = w->id();
+    writeback_to_ = 0;
+  }
+  // Bytes a sync has made durable need no writes started.
+  uint64_t from = std::max(writeback_to_, synced_pack_ == w->id() ? synced_size_ : 0);
+  if (end <= from || end - from < kWritebackBytes) return;
+  w->StartWriteback(from, end);
+  writeback_to_ = end;
 }
 
 Status ChunkStore::SyncAll() {

@@ -76,6 +76,8 @@ class ChunkStore {
   static constexpr uint32_t kInlineMax = 16 * 1024;
   // How far past a missed chunk the backend is asked to prefetch.
   static constexpr uint64_t kPrefetchBytes = 4ull << 20;
+  // Appended pack bytes whose device writes are started at once (StartWriteback).
+  static constexpr uint64_t kWritebackBytes = 1ull << 20;
 
   ChunkStore(Backend* backend, MetaStore* meta, const StoreConfig& config,
              size_t cache_bytes = 64ull << 20);
@@ -162,6 +164,11 @@ class ChunkStore {
   Status VerifyStored(const ChunkId& id, std::span<const uint8_t> data) EXCLUDES(mu_);
   // Seals the active pack (syncing it) and records a failure for the txns that need it.
   Status SealActiveLocked() REQUIRES(mu_) EXCLUDES(sync_mu_);
+  // After appends: starts the device writes of the active pack's bytes appended since
+  // the last call once there are kWritebackBytes of them (PackWriter::StartWriteback).
+  // Under sync_mu_, not mu_: the kernel may make it wait for the device queue, and
+  // dedup hits and other appends need mu_ meanwhile.
+  void StartWriteback() EXCLUDES(mu_, sync_mu_);
   // In `t`, reads the row of `session` (IOError if it was reaped).
   static Status FenceSession(kv::Txn& t, uint64_t session);
   // The first failure recorded for one of `packs`, or OK.
@@ -189,6 +196,8 @@ class ChunkStore {
   std::atomic<PackId> active_id_{0};  // id of active_; cleared under sync_mu_ on seal
   PackId synced_pack_ GUARDED_BY(sync_mu_) = 0;
   uint64_t synced_size_ GUARDED_BY(sync_mu_) = 0;
+  PackId writeback_pack_ GUARDED_BY(sync_mu_) = 0;  // StartWriteback's last pack
+  uint64_t writeback_to_ GUARDED_BY(sync_mu_) = 0;  // and where its last range ended
   ChunkStoreSharing sharing_;  // set before Open, then read-only
   std::atomic<uint64_t> session_{0};  // our session now (sharing_.session, then renewals)
   SpaceGuard* space_guard_ = nullptr;  // set before Open, then read-only
