@@ -14,7 +14,8 @@
 // up as no mismatch. Pack bytes are read as they are now: a pack that GC deleted after
 // the snapshot was taken would show as missing, so GC is held off meanwhile: in this
 // process (HoldOffGc: a daemon's periodic GC, a `snapfs gc` sent to it) and, on a shared
-// store, store-wide (its GC lease, taken by tools/cmd_fsck).
+// store, store-wide (its GC lease: GcLeaseHold, taken by tools/cmd_fsck.cc FsckJson for
+// the CLI and for a daemon alike).
 #pragma once
 
 #include <cstdint>

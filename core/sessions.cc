@@ -135,6 +135,27 @@ Status Session::Close() {
       kv::RunOptions{.sync = true});
 }
 
+Result<uint64_t> Session::HoldGcLease() {
+  std::lock_guard l(lease_mu_);
+  if (lease_holds_ == 0) {
+    const uint64_t id = id_.load();
+    RETURN_IF_ERROR(AcquireGcLease(engine_, id));
+    lease_session_ = id;
+  }
+  lease_holds_++;
+  return lease_session_;
+}
+
+void Session::DropGcLease() {
+  std::lock_guard l(lease_mu_);
+  if (lease_holds_ == 0 || --lease_holds_ > 0) return;
+  // A failure leaves the row until the session closes or is reaped; GC elsewhere waits
+  // that long.
+  if (Status s = ReleaseGcLease(engine_, lease_session_); !s.ok()) {
+    SNAPFS_LOG_WARN("release the GC lease: " + s.ToString());
+  }
+}
+
 Result<std::vector<SessionInfo>> ListSessions(kv::Engine& engine) {
   std::vector<SessionInfo> out;
   const int64_t now = WallMs();

@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <memory>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -86,6 +87,17 @@ class Session {
   // close). Idempotent.
   Status Close();
 
+  // The store-wide GC lease, counted within this process. Each GC run, and each check
+  // that must not see another host's GC under it (fsck, gc's check of the snapshots),
+  // holds it while it runs: the first holder takes the lease row (AcquireGcLease: Busy,
+  // naming the holder, while another live session has it), the last one gives it back.
+  // Counted because they nest within one process under one session id (a daemon's
+  // periodic GC during an fsck sent to it): a release by the inner one must not free the
+  // outer one's lease. Returns the session id the lease is held under (for
+  // FenceGcLease); DropGcLease takes no argument, it gives back what was held.
+  Result<uint64_t> HoldGcLease();
+  void DropGcLease();
+
  private:
   Session(kv::Engine& engine, SessionOptions opts, uint64_t id);
   // Writes a new row; returns its id.
@@ -96,6 +108,9 @@ class Session {
   std::atomic<uint64_t> renewals_{0};
   std::atomic<bool> lost_{false};
   std::atomic<bool> closed_{false};
+  std::mutex lease_mu_;
+  int lease_holds_ = 0;          // guarded by lease_mu_
+  uint64_t lease_session_ = 0;   // guarded by lease_mu_: the id the lease row names
 };
 
 struct SessionInfo {

@@ -9,11 +9,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/meta/postgres_engine.h"
+#include "core/sessions.h"
 #include "tests/util/differ.h"
 #include "tests/util/flink_sim.h"
 #include "tests/util/mount_fixture.h"
@@ -446,6 +449,41 @@ TEST_F(MountShared, SnapshotVerbsTakeTheStoreLocation) {
   for (const auto& c : job.retained()) {
     EXPECT_EQ(Restore(b + "/job/" + c.name, a + "/job/" + c.name, content, on_b), "") << c.name;
   }
+}
+
+// fsck and gc sent to a mounted daemon hold off every other host's GC while they read one
+// view of the store (GcLeaseHold): with another host's GC in progress (its lease held),
+// fsck waits for it to end instead of checking under it, and gc says GC is running.
+// Before, only an fsck of the unmounted store took the lease: a GC on another host could
+// remove packs a daemon's fsck was reading, and it reported damage that was not there.
+TEST_F(MountShared, FsckThroughADaemonWaitsForAnotherHostsGc) {
+  std::string a = MountHost("a");
+  ASSERT_EQ(WriteFile(a + "/f", test::RandomBytes(1 << 20, 3), /*fsync_it=*/true), 0);
+  auto engine = kv::PostgresEngine::Open(conninfo_);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  SessionOptions so;
+  so.timeout = std::chrono::minutes(2);
+  so.what = "snapfs gc (the test, as another host)";
+  auto other = Session::Register(**engine, so);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  auto held = (*other)->HoldGcLease();
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+
+  auto fsck = std::async(std::launch::async, [&] { return Snapfs({"fsck", a, "--verify"}); });
+  EXPECT_EQ(fsck.wait_for(std::chrono::seconds(3)), std::future_status::timeout)
+      << "fsck ran while another host's GC held the lease";
+  CmdResult gc = Snapfs({"gc", a});
+  EXPECT_EQ(gc.code, 4) << gc.Describe();  // README: busy
+  EXPECT_NE(gc.err.find("GC is running"), std::string::npos) << gc.Describe();
+
+  (*other)->DropGcLease();  // the other host's GC ends: fsck goes on
+  CmdResult r = fsck.get();
+  EXPECT_EQ(r.code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("no problems found"), std::string::npos) << r.Describe();
+  // Its lease went with it: a GC runs now.
+  CmdResult gc2 = Snapfs({"gc", a});
+  EXPECT_EQ(gc2.code, 0) << gc2.Describe();
+  EXPECT_TRUE((*other)->Close().ok());
 }
 
 TEST_F(MountShared, BadLocationsGetClearErrors) {

@@ -7,9 +7,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <thread>
 #include <unordered_map>
 
+#include "core/chunks/gc.h"
 #include "core/fs/filesystem.h"
 #include "core/fsck.h"
 #include "core/sessions.h"
@@ -116,10 +116,22 @@ Result<std::vector<std::string>> SnapshotProblems(Store& store, Filesystem* fs) 
   return fs->CheckSnapshots();
 }
 
+// How long fsck of a shared store waits for a GC in progress (it holds GC off while it
+// runs: see FsckJson).
+constexpr std::chrono::minutes kGcLeaseWait{10};
+
 // `fs`: the daemon's namespace, or null for an unmounted store (then one is opened here,
 // after the chunk scan, so that the scan sees the store as it was left). `subset`: as
 // given to --subset ("" = all).
 Result<std::string> FsckJson(Store& store, Filesystem* fs, bool verify, const std::string& subset) {
+  // A shared store is checked while other hosts may be writing: the metadata is read in
+  // one view (Fsck, CheckSnapshots), and GC on every host, which removes packs that view
+  // may still point into, is held off for the run (waiting for a GC in progress to end),
+  // whether this runs in the CLI or in a daemon the CLI asked.
+  auto gc_off = GcLeaseHold::Take(store, kGcLeaseWait, [](const Status& busy) {
+    std::cerr << "snapfs fsck: " << busy.message() << "; waiting for it to end\n";
+  });
+  if (!gc_off.ok()) return gc_off.status().WithContext("fsck holds off GC while it runs");
   FsckOptions fo;
   fo.verify_data = verify;
   if (verify && !subset.empty()) {
@@ -224,10 +236,6 @@ void PrintHuman(const nlohmann::json& j) {
 
 }  // namespace
 
-// How long fsck of a shared store waits for a GC in progress (it holds GC off while it
-// runs: see CmdFsck).
-constexpr std::chrono::minutes kGcLeaseWait{10};
-
 int CmdFsck(const Args& args) {
   po::options_description opts("options");
   std::string target, subset;
@@ -258,31 +266,7 @@ int CmdFsck(const Args& args) {
   std::string request = verify ? "fsck --verify" : "fsck";
   if (!subset.empty()) request += " " + subset;
   auto answer =
-      AskStore(t, request, [&](Store& store) {
-        // A shared store is checked while other hosts may be writing: the metadata is
-        // read in one snapshot (Fsck), and GC, which deletes packs that snapshot may still
-        // point into, is held off by taking its store-wide lease for the run (waiting
-        // for a GC in progress to end).
-        if (!store.shared()) return FsckJson(store, nullptr, verify, subset);
-        kv::Engine& engine = store.meta().engine();
-        const auto until = std::chrono::steady_clock::now() + kGcLeaseWait;
-        Status lease;
-        bool said = false;
-        const uint64_t session = store.session_id();  // may be renewed while fsck runs
-        while (!(lease = AcquireGcLease(engine, session)).ok() &&
-               lease.Is(Code::kBusy) && std::chrono::steady_clock::now() < until) {
-          if (!said) std::cerr << "snapfs fsck: " << lease.message() << "; waiting for it to end\n";
-          said = true;
-          std::this_thread::sleep_for(std::chrono::seconds(1));
-        }
-        if (!lease.ok()) {
-          return Result<std::string>(lease.WithContext("fsck holds off GC while it runs"));
-        }
-        auto out = FsckJson(store, nullptr, verify, subset);
-        Status rel = ReleaseGcLease(engine, session);
-        if (!rel.ok()) std::cerr << "snapfs fsck: warning: release the GC lease: " << rel.ToString() << "\n";
-        return out;
-      });
+      AskStore(t, request, [&](Store& store) { return FsckJson(store, nullptr, verify, subset); });
   if (!answer.ok()) return Fail("fsck", answer.status());
   nlohmann::json j = std::move(answer).value();
   if (vm["json"].as<bool>()) {

@@ -38,6 +38,11 @@ Result<double> ParseFraction(const std::string& s, bool allow_percent) {
 
 // `fs`: the daemon's namespace, or null for an unmounted store.
 Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bool dry_run) {
+  // One GC at a time store-wide, and no other host's GC under the check of the snapshots
+  // below (it reads the markers' chunks from one view): the GC lease is held from here,
+  // not only while ExecuteGc runs. Another host's GC in progress: Busy, at once.
+  auto gc_lease = GcLeaseHold::Take(store, std::chrono::seconds(0));
+  if (!gc_lease.ok()) return gc_lease.status();
   // Pins are what keep snapshot data alive: report any that disagree with the markers.
   ASSIGN_OR_RETURN(auto snap_problems, SnapshotProblems(store, fs));
   // "Reclaim space now" includes what `snapfs rm` removed a moment ago: the purge of the

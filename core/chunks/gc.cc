@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 
@@ -335,13 +336,38 @@ std::unique_lock<std::mutex> HoldOffGc() { return std::unique_lock<std::mutex>(E
 // lease: the session holding the GC lease (0: a folder store, no lease).
 static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan, uint64_t lease);
 
+Result<GcLeaseHold> GcLeaseHold::Take(Store& store, std::chrono::seconds wait,
+                                      const std::function<void(const Status&)>& waiting) {
+  if (!store.shared()) return GcLeaseHold(nullptr);
+  const auto until = std::chrono::steady_clock::now() + wait;
+  bool said = false;
+  while (true) {
+    auto held = store.session()->HoldGcLease();
+    if (held.ok()) return GcLeaseHold(store.session());
+    if (!held.status().Is(Code::kBusy) || std::chrono::steady_clock::now() >= until) {
+      return held.status();
+    }
+    if (!said && waiting) waiting(held.status());
+    said = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+GcLeaseHold::~GcLeaseHold() {
+  if (session_) session_->DropGcLease();
+}
+
 Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
   std::lock_guard l(ExecuteMutex());
   if (!store.shared()) return ExecuteLocked(store, plan, 0);
   // One GC at a time store-wide (a second one would copy the same chunks again); the
-  // lease of a session that dies is freed when the session is reaped.
-  const uint64_t lease = store.session_id();
-  RETURN_IF_ERROR(AcquireGcLease(store.meta().engine(), lease));
+  // lease of a session that dies is freed when the session is reaped. Held through the
+  // session's count: an fsck of this process may hold it already.
+  ASSIGN_OR_RETURN(const uint64_t lease, store.session()->HoldGcLease());
+  struct Drop {
+    Session* s;
+    ~Drop() { s->DropGcLease(); }
+  } drop{store.session()};
   auto r = ExecuteLocked(store, plan, lease);
   // Counter deltas and tombstones of the database engine: folded after each run.
   if (r.ok()) {
@@ -349,8 +375,6 @@ Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
       SNAPFS_LOG_WARN("compact the metadata: " + c.ToString());
     }
   }
-  Status rel = ReleaseGcLease(store.meta().engine(), lease);
-  if (!rel.ok()) SNAPFS_LOG_WARN("release the GC lease: " + rel.ToString());
   return r;
 }
 

@@ -15,8 +15,11 @@
 // PlanGc and MeasureSpace may run at any time.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "base/chunk_id.h"
@@ -82,8 +85,28 @@ Result<GcPlan> PlanGc(Store& store, const GcOptions& opts = {});
 Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan);
 // Holds this process's GC executions off while the lock lives (they wait): fsck reads
 // one snapshot of the index, whose packs GC must not remove or rewrite meanwhile. Other
-// processes of a shared store are held off by the store-wide GC lease (tools/cmd_fsck).
+// processes of a shared store are held off by the store-wide GC lease (GcLeaseHold).
 std::unique_lock<std::mutex> HoldOffGc();
+
+// Holds GC off on every other host of a shared store while it lives: the store-wide GC
+// lease, held through the session (Session::HoldGcLease). Nothing for a folder store.
+// fsck (through a daemon or not) and gc's check of the snapshots read one view of the
+// metadata and then the chunks it names; another host's GC removing a pack meanwhile
+// would make them report damage that is not there.
+class GcLeaseHold {
+ public:
+  // Waits up to `wait` for another host's GC to end, calling `waiting` once with its
+  // Busy status (which names the holder) if it has to wait; then Busy.
+  static Result<GcLeaseHold> Take(Store& store, std::chrono::seconds wait,
+                                  const std::function<void(const Status&)>& waiting = {});
+  GcLeaseHold(GcLeaseHold&& o) noexcept : session_(std::exchange(o.session_, nullptr)) {}
+  GcLeaseHold& operator=(GcLeaseHold&&) = delete;
+  ~GcLeaseHold();
+
+ private:
+  explicit GcLeaseHold(Session* s) : session_(s) {}
+  Session* session_;  // null: nothing held
+};
 // Plan and execute, serialised per process.
 Result<GcResult> RunGc(Store& store, const GcOptions& opts = {});
 

@@ -7,7 +7,8 @@
 // ("marker is gone but the snapshot was not ended", "pins N, has M", "no reverse
 // record"). Every namespace read below goes through the view instead; chunk bytes (the
 // markers') are read by id, which names the same bytes in every state, while GC is held
-// off (HoldOffGc here; on a shared store `snapfs fsck` also holds the store-wide lease).
+// off (HoldOffGc here; on a shared store fsck and gc also hold the store-wide GC lease,
+// GcLeaseHold, so that no other host's GC runs meanwhile).
 #include <algorithm>
 #include <cstring>
 #include <memory>
