@@ -109,6 +109,34 @@ TEST_F(SharedStore, WhatOneHostCommitsTheOtherReads) {
   EXPECT_NE(a->session_id(), b->session_id());
 }
 
+// A file one host has open and unlinks belongs to that host until its last close
+// (docs/scale-out.md): another host that merely knew the inode (its kernel had looked it
+// up) and forgets it must not purge it. Before, it did, and the writer's next flush
+// failed with ENOENT (seen as a flaky MountShared.DifferentialOverThreeHosts: a FORGET
+// on another mount, under load, in the middle of a phase).
+TEST_F(SharedStore, AFileOpenOnOneHostSurvivesAnotherHostForgettingIt) {
+  auto a = OpenHost("a"), b = OpenHost("b");
+  auto fa = MUST(Filesystem::Open(a.get())), fb = MUST(Filesystem::Open(b.get()));
+  std::string first = test::RandomBytes(1 << 20, 11);
+  FileHandle h = WriteNew(*fb, "f", first);
+  ASSERT_OK(fb->Fsync(h, false));
+  // a's kernel looks the file up (an `ls -l` there), as the FUSE layer counts it.
+  const uint64_t ino = MUST(fa->Lookup(kRootIno, "f")).ino;
+  fa->Ref(ino, 1);
+  ASSERT_OK(fb->Unlink(kRootIno, "f"));  // b still has it open
+  fa->Unref(ino, 1);                     // a's kernel forgets it
+  // b goes on writing its open, unlinked file, reads it back and closes it.
+  std::string more = test::RandomBytes(200 << 10, 12);
+  EXPECT_EQ(MUST(fb->Write(h, first.size(), more.data(), more.size())), more.size());
+  ASSERT_OK(fb->Fsync(h, false)) << "b's file was purged under its open handle";
+  std::string back(first.size() + more.size(), '\0');
+  EXPECT_EQ(MUST(fb->Read(h, 0, back.size(), back.data())), back.size());
+  EXPECT_TRUE(back == first + more);
+  ASSERT_OK(fb->Release(h));  // b's last close purges it
+  EXPECT_TRUE(fa->GetAttr(ino).status().Is(Code::kNotFound));
+  ExpectFsckClean(*a);
+}
+
 // A process stalls past its session timeout while it has uncommitted data in its open
 // pack; another reaps it, and GC removes what it had appended. The stalled process's
 // commit must then fail (fencing), never point the index into a removed pack.

@@ -56,13 +56,31 @@ Status Namespace::DropLink(NsTxn* t, Inode* ino, int64_t now) {
   ino->ctime_ns = now;
   t->Put(*ino);
   if (ino->nlink > 0) return Status::OK();
-  return PurgeIfUnused(t, ino->ino);
+  return PurgeIfUnused(t, ino->ino, /*just_unlinked=*/true);
 }
 
-Status Namespace::PurgeIfUnused(NsTxn* t, uint64_t ino) {
+Status Namespace::PurgeIfUnused(NsTxn* t, uint64_t ino, bool just_unlinked) {
   auto node = t->Get(ino);
   if (!node.ok()) return node.status().Is(Code::kNotFound) ? Status::OK() : node.status();
   if ((*node)->nlink > 0) return Status::OK();
+  if (store_->shared() && !just_unlinked) {
+    // Another live session has it open (it was unlinked there while open): only that
+    // session's last close purges it, or PurgeDeadOrphans once the session is gone. This
+    // process may only have known it: its kernel forgetting it, a last release here, a
+    // snapshot letting go of it. Before, such a process purged a file another host was
+    // still writing, and that host's next flush failed with ENOENT (found by
+    // MountShared.DifferentialOverThreeHosts under load). Both reads are in `t`: a reap
+    // of the owner, or its purge, conflicts with this transaction.
+    std::string v;
+    Status s = t->kv().Get(Cf::kOrphans, keys::Ino(ino), &v);
+    if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+    if (s.ok() && v.size() == 8 && GetBE64(v.data()) != store_->session_id()) {
+      std::string row;
+      Status live = t->kv().Get(Cf::kDefault, keys::Session(GetBE64(v.data())), &row);
+      if (live.ok()) return Status::OK();
+      if (!live.Is(Code::kNotFound)) return live;
+    }
+  }
   ASSIGN_OR_RETURN(bool pinned, snap_->IsPinned(t, ino));
   bool keep = pinned;  // a snapshot references it: reached through /.snapshots/
   if (!keep && (*node)->is_dir()) {

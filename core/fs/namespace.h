@@ -187,8 +187,10 @@ class Namespace {
   Status DropLink(NsTxn* t, Inode* ino, int64_t now);
   // For an inode with no link left: purges it unless a snapshot pins it, it is a folder
   // still holding (hidden) entries, or something uses it (then an orphans record keeps
-  // it for later). The one place that decides.
-  Status PurgeIfUnused(NsTxn* t, uint64_t ino);
+  // it for later), here or, on a shared store, in another live session (its orphans
+  // record). The one place that decides. `just_unlinked`: its last link went in `t`,
+  // so no session can have recorded it as an orphan yet (saves that read).
+  Status PurgeIfUnused(NsTxn* t, uint64_t ino, bool just_unlinked = false);
   // Whether the folder holds any entry, hidden ones included, as `t` sees it.
   Result<bool> DirHasEntries(NsTxn* t, uint64_t dir);
 
