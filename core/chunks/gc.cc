@@ -338,12 +338,12 @@ static Result<GcResult> ExecuteLocked(Store& store, const GcPlan& plan, uint64_t
 
 Result<GcLeaseHold> GcLeaseHold::Take(Store& store, std::chrono::seconds wait,
                                       const std::function<void(const Status&)>& waiting) {
-  if (!store.shared()) return GcLeaseHold(nullptr);
+  if (!store.shared()) return GcLeaseHold(nullptr, 0);
   const auto until = std::chrono::steady_clock::now() + wait;
   bool said = false;
   while (true) {
     auto held = store.session()->HoldGcLease();
-    if (held.ok()) return GcLeaseHold(store.session());
+    if (held.ok()) return GcLeaseHold(store.session(), *held);
     if (!held.status().Is(Code::kBusy) || std::chrono::steady_clock::now() >= until) {
       return held.status();
     }
@@ -363,12 +363,8 @@ Result<GcResult> ExecuteGc(Store& store, const GcPlan& plan) {
   // One GC at a time store-wide (a second one would copy the same chunks again); the
   // lease of a session that dies is freed when the session is reaped. Held through the
   // session's count: an fsck of this process may hold it already.
-  ASSIGN_OR_RETURN(const uint64_t lease, store.session()->HoldGcLease());
-  struct Drop {
-    Session* s;
-    ~Drop() { s->DropGcLease(); }
-  } drop{store.session()};
-  auto r = ExecuteLocked(store, plan, lease);
+  ASSIGN_OR_RETURN(const GcLeaseHold lease, GcLeaseHold::Take(store, std::chrono::seconds(0)));
+  auto r = ExecuteLocked(store, plan, lease.lease());
   // Counter deltas and tombstones of the database engine: folded after each run.
   if (r.ok()) {
     if (Status c = store.meta().engine().Compact(); !c.ok()) {

@@ -99,13 +99,18 @@ class GcLeaseHold {
   // Busy status (which names the holder) if it has to wait; then Busy.
   static Result<GcLeaseHold> Take(Store& store, std::chrono::seconds wait,
                                   const std::function<void(const Status&)>& waiting = {});
-  GcLeaseHold(GcLeaseHold&& o) noexcept : session_(std::exchange(o.session_, nullptr)) {}
+  GcLeaseHold(GcLeaseHold&& o) noexcept
+      : session_(std::exchange(o.session_, nullptr)), lease_(o.lease_) {}
   GcLeaseHold& operator=(GcLeaseHold&&) = delete;
   ~GcLeaseHold();
+  // The session id the lease is held under (0 for a folder store): GC fences its
+  // deletes with it (Session::FenceGcLease).
+  uint64_t lease() const { return lease_; }
 
  private:
-  explicit GcLeaseHold(Session* s) : session_(s) {}
+  GcLeaseHold(Session* s, uint64_t lease) : session_(s), lease_(lease) {}
   Session* session_;  // null: nothing held
+  uint64_t lease_;
 };
 // Plan and execute, serialised per process.
 Result<GcResult> RunGc(Store& store, const GcOptions& opts = {});
