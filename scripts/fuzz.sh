@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target fuzz/marker_scan_fuzz.cc (clang, with AddressSanitizer and
-# UndefinedBehaviorSanitizer) and runs it for a while on a corpus seeded with generated
-# Flink-like markers. scripts/test.sh runs it after the normal (non-sanitize) tests.
-#   FUZZ_BUILD_DIR  build folder (default build-fuzz/); the corpus lives in it and grows
-#   FUZZ_SECONDS    how long to fuzz (default 20)
+# Builds the libFuzzer targets (clang, with AddressSanitizer and UndefinedBehaviorSanitizer)
+# and runs each for a while on a corpus seeded with generated Flink-like markers:
+#   - fuzz/marker_scan_fuzz.cc: the marker scan alone (compiled here directly);
+#   - fuzz/snapshot_commit_fuzz.cc: whole snapshot commits into a store (CMake with
+#     -DSNAPFS_FUZZ=ON in $FUZZ_BUILD_DIR/engine: the engine instrumented and linked).
+# scripts/test.sh runs it after the normal (non-sanitize) tests.
+#   FUZZ_BUILD_DIR        build folder (default build-fuzz/); the corpora live in it and grow
+#   FUZZ_SECONDS          how long to fuzz the marker scan (default 20)
+#   FUZZ_COMMIT_SECONDS   how long to fuzz snapshot commits (default 30)
 # Exits non-zero on a crash, leak, timeout or broken invariant; the reproducer is left in
-# the build folder (crash-*, timeout-*, ...): rerun it with `$FUZZ_BUILD_DIR/marker_scan_fuzz FILE`.
+# the build folder (crash-*, timeout-*, ...): rerun it with `$FUZZ_BUILD_DIR/marker_scan_fuzz FILE`
+# or `$FUZZ_BUILD_DIR/engine/snapfs_commit_fuzz FILE`.
 # Skips (exit 0, loudly) only when no clang++ is installed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +18,7 @@ cd "$ROOT"
 
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
 SECONDS_TO_RUN=${FUZZ_SECONDS:-20}
+COMMIT_SECONDS=${FUZZ_COMMIT_SECONDS:-30}
 
 find_clang() {
   if command -v clang++ >/dev/null 2>&1; then
@@ -124,16 +130,69 @@ cat >"$BUILD/marker.dict" <<'EOF'
 "\x00\x00\x00\x03"
 EOF
 
-echo "fuzz: running for ${SECONDS_TO_RUN}s on $C" >&2
-set +e
-"$BIN" -max_total_time="$SECONDS_TO_RUN" -timeout=10 -max_len=16384 -print_final_stats=1 \
-  -dict="$BUILD/marker.dict" -artifact_prefix="$BUILD/" "$C" 2>"$BUILD/fuzz.log"
-rc=$?
-set -e
-grep -E '^(stat::|Done |INFO: Running with|#[0-9]+ +DONE)' "$BUILD/fuzz.log" >&2 || true
-if ((rc != 0)); then
-  tail -n 60 "$BUILD/fuzz.log" >&2
-  echo "fuzz: FAILED (exit $rc); log: $BUILD/fuzz.log; reproducer: $BUILD/crash-* / timeout-* / leak-* / oom-*" >&2
-  exit "$rc"
-fi
+# run_fuzzer NAME BIN CORPUS SECONDS ARGS...: runs one target, prints its stats; exits on failure.
+run_fuzzer() {
+  local name=$1 bin=$2 corpus=$3 secs=$4 log="$BUILD/$1.log" rc
+  shift 4
+  echo "fuzz: $name for ${secs}s on $corpus" >&2
+  set +e
+  "$bin" -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="$BUILD/" "$@" "$corpus" \
+    2>"$log"
+  rc=$?
+  set -e
+  grep -E '^(stat::|Done |INFO: Running with|#[0-9]+ +DONE)' "$log" >&2 || true
+  if ((rc != 0)); then
+    tail -n 60 "$log" >&2
+    echo "fuzz: $name FAILED (exit $rc); log: $log; reproducer: $BUILD/crash-* / timeout-* / leak-* / oom-*" >&2
+    exit "$rc"
+  fi
+}
+
+run_fuzzer marker_scan "$BIN" "$C" "$SECONDS_TO_RUN" -timeout=10 -max_len=16384 \
+  -dict="$BUILD/marker.dict"
+
+# ---- Whole snapshot commits ---------------------------------------------------------
+# The engine built with coverage and sanitizers (ccache keeps rebuilds short).
+E="$BUILD/engine"
+echo "fuzz: building $E/snapfs_commit_fuzz (the engine, instrumented)" >&2
+CXX="$CXX" cmake -S . -B "$E" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSNAPFS_FUZZ=ON \
+  -DSNAPFS_BENCH=OFF >"$BUILD/engine-cmake.log" 2>&1 || {
+  tail -n 30 "$BUILD/engine-cmake.log" >&2
+  exit 1
+}
+cmake --build "$E" --target snapfs_commit_fuzz >"$BUILD/engine-build.log" 2>&1 || {
+  grep -E 'error|Error' "$BUILD/engine-build.log" | head -n 30 >&2
+  exit 1
+}
+
+# Seeds: byte 0 picks how the marker is committed (fuzz/snapshot_commit_fuzz.cc), the rest
+# is a Flink-like marker naming the store's shared files s0..s7 and the folder's own files.
+commit_marker() {  # commit_marker FLAGS REF...
+  local flags=$1 r
+  shift
+  printf "\\x$(printf %02x "$flags")"
+  wint $((0x4960672d)); wint 3; wlong 7; wint 0; wint 1
+  for r in "$@"; do wutf "$r"; wlong 4096; done
+  blob 40
+}
+CC="$BUILD/commit-corpus"
+mkdir -p "$CC"
+commit_marker 1 file:/mnt/ckpt/job/shared/s1 file:/mnt/ckpt/job/shared/s2 own0 >"$CC/seed-rename"
+commit_marker 8 file:/mnt/ckpt/job/shared/s3 own0 >"$CC/seed-in-place"
+commit_marker 15 file:/mnt/ckpt/job/shared/s4 file:/mnt/ckpt/job/chk-1/own0 own1 >"$CC/seed-twice-unlink"
+commit_marker 33 file:/mnt/ckpt/job/shared/s5 file:/mnt/ckpt/job/shared/s6 own0 >"$CC/seed-remove"
+commit_marker 24 file:/mnt/old/job/shared/s7 file:/mnt/ckpt/job/shared/nope file:/mnt/ckpt/job >"$CC/seed-misses"
+cp "$BUILD/marker.dict" "$BUILD/commit.dict"
+# -detect_leaks=0: the store lives across inputs by design, so every input "allocates
+# more than it frees" and libFuzzer would run LeakSanitizer's whole-heap scan after each
+# (8 inputs/s instead of hundreds); ASan still checks for leaks when the process exits.
+cat >>"$BUILD/commit.dict" <<'EOF'
+"file:/mnt/ckpt/job/shared/s"
+"file:/mnt/ckpt/job/chk-"
+"/own0"
+"own1"
+"_metadata"
+EOF
+run_fuzzer snapshot_commit "$E/snapfs_commit_fuzz" "$CC" "$COMMIT_SECONDS" -timeout=20 \
+  -max_len=4096 -rss_limit_mb=3072 -detect_leaks=0 -dict="$BUILD/commit.dict"
 echo "fuzz: OK" >&2

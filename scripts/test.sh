@@ -58,7 +58,8 @@ fi
 JOBS=$(nproc)
 [[ " ${BUILD_ARGS[*]} " == *" --sanitize "* ]] || JOBS=$((JOBS * 2))
 ctest --output-on-failure -j "$JOBS" --timeout 900 "${CTEST_ARGS[@]}"
-# The marker-scan fuzzer (scripts/fuzz.sh has its own sanitizers) and clang's
+# The fuzzers, marker scan and whole snapshot commits (scripts/fuzz.sh has its own
+# sanitizers and build), and clang's
 # thread-safety analysis of the annotations: normal runs only.
 if [[ " ${BUILD_ARGS[*]} " != *" --sanitize "* ]]; then
   bash "$ROOT/scripts/fuzz.sh"
