@@ -59,8 +59,7 @@ JOBS=$(nproc)
 [[ " ${BUILD_ARGS[*]} " == *" --sanitize "* ]] || JOBS=$((JOBS * 2))
 ctest --output-on-failure -j "$JOBS" --timeout 900 "${CTEST_ARGS[@]}"
 # The fuzzers, marker scan and whole snapshot commits (scripts/fuzz.sh has its own
-# sanitizers and build), and clang's
-# thread-safety analysis of the annotations: normal runs only.
+# sanitizers and build), and clang's thread-safety analysis: normal runs only.
 if [[ " ${BUILD_ARGS[*]} " != *" --sanitize "* ]]; then
   bash "$ROOT/scripts/fuzz.sh"
   (cd "$ROOT" && bash scripts/thread_safety.sh "$BUILD")
