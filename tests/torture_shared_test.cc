@@ -4,6 +4,8 @@
 // TortureSharedS3), each host with a writer of its own jobs. Each round SIGKILLs one
 // daemon at a random moment (mostly b's, sometimes a's, now and then both), a third of the
 // rounds also a `snapfs gc` half-way (a CLI session holding the GC lease), and then:
+// (TortureShared.KillNineOfAnyOfThreeHosts...: three hosts, "a", "b" and "c"; each round
+// kills one or two of them at random, now and then all three.)
 //  - the survivor's writer keeps going, and every one of its operations must succeed
 //    while the dead daemon's session expires and the survivor reaps it (its packs being
 //    filled, its GC lease, its unlinked-while-open files); the round waits until the dead
@@ -24,7 +26,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
+#include <deque>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -158,8 +162,8 @@ class TortureShared : public SharedMounts {
   // killed `snapfs gc`'s lease may still refuse): no inode is left without a name (every
   // file but the root has at least one entry; hidden ones count), so each dead session's
   // unlinked-while-open files were purged.
-  void ExpectNoOrphanInodes() {
-    for (const char* h : {"a", "b"}) {
+  void ExpectNoOrphanInodes(const std::vector<std::string>& names) {
+    for (const auto& h : names) {
       CmdResult u = Snapfs({"umount", tmp_ + "/" + h}, 60);
       ASSERT_EQ(u.code, 0) << u.Describe();
     }
@@ -172,39 +176,55 @@ class TortureShared : public SharedMounts {
     EXPECT_EQ(j.value("inodes", 0), j.value("dentries", 0) + 1) << fsck.out;
   }
 
-  void RunKills(uint64_t kills, uint64_t seed) {
+  void RunKills(uint64_t kills, uint64_t seed, size_t nhosts = 2) {
     std::mt19937_64 rng(seed);
-    Host hosts[2];
-    hosts[0].name = "a";
-    hosts[1].name = "b";
-    for (auto& h : hosts) {
+    std::deque<Host> hosts(nhosts);  // built in place: a Host (thread, atomic) cannot move
+    std::vector<std::string> names;
+    for (size_t i = 0; i < nhosts; i++) {
+      hosts[i].name = std::string(1, static_cast<char>('a' + i));
+      names.push_back(hosts[i].name);
+    }
+    for (Host& h : hosts) {
       ASSERT_NO_FATAL_FAILURE(MountAgain(h));
       h.load = std::make_unique<TortureLoad>(h.mnt, h.name + "-", rng());
       h.load->set_orphans_per_job(true);
       ASSERT_NO_FATAL_FAILURE(h.load->Start());
     }
     auto start = std::chrono::steady_clock::now();
-    uint64_t round = 0, b_kills = 0, a_kills = 0, both_kills = 0;
+    uint64_t round = 0, b_kills = 0, a_kills = 0, both_kills = 0, some_kills = 0;
     double reap_secs = 0;  // from the kill until the survivor had reaped the session
     int reaps = 0;
     for (; round < kills; round++) {
-      for (auto& h : hosts) ASSERT_NO_FATAL_FAILURE(HoldUnlinked(h, round));
-      for (auto& h : hosts) StartWriter(h, rng());
+      for (Host& h : hosts) ASSERT_NO_FATAL_FAILURE(HoldUnlinked(h, round));
+      for (Host& h : hosts) StartWriter(h, rng());
       std::thread gc_killer;  // a third of the rounds: a `snapfs gc` killed half-way too
       if (rng() % 3 == 0) gc_killer = std::thread([this, ms = 20 + rng() % 600] { KilledGc(ms); });
       std::this_thread::sleep_for(
           std::chrono::milliseconds(rng() % 4 == 0 ? 300 + rng() % 900 : 20 + rng() % 300));
-      uint64_t pick = rng() % 8;  // 0: both; 1, 2: a; else b
+      uint64_t pick = rng() % 8;  // two hosts: 0: both; 1, 2: a; else b
       std::vector<Host*> victims;
-      if (pick == 0 || pick > 2) victims.push_back(&hosts[1]);
-      if (pick <= 2) victims.push_back(&hosts[0]);
+      if (nhosts == 2) {
+        if (pick == 0 || pick > 2) victims.push_back(&hosts[1]);
+        if (pick <= 2) victims.push_back(&hosts[0]);
+      } else if (pick == 0) {  // more hosts: 0: all of them; else one to all but one
+        for (Host& h : hosts) victims.push_back(&h);
+      } else {
+        std::vector<Host*> order;
+        for (Host& h : hosts) order.push_back(&h);
+        std::shuffle(order.begin(), order.end(), rng);
+        victims.assign(order.begin(), order.begin() + 1 + static_cast<long>(rng() % (nhosts - 1)));
+      }
       std::vector<int> dead_pids;
       const auto killed_at = std::chrono::steady_clock::now();
       for (Host* v : victims) {
         dead_pids.push_back(v->pid);
         ASSERT_NO_FATAL_FAILURE(Kill(*v));
       }
-      (pick == 0 ? both_kills : pick <= 2 ? a_kills : b_kills)++;
+      if (nhosts == 2) {
+        (pick == 0 ? both_kills : pick <= 2 ? a_kills : b_kills)++;
+      } else {
+        (pick == 0 ? both_kills : some_kills)++;
+      }
       for (Host* v : victims) {
         StopWriter(*v);  // its calls fail with ENOTCONN now, before the lazy unmount below
         v->held.Reset();
@@ -212,8 +232,8 @@ class TortureShared : public SharedMounts {
         ASSERT_EQ(fu.code, 0) << fu.Describe();
       }
       if (gc_killer.joinable()) gc_killer.join();
-      Host* survivor = nullptr;
-      for (auto& h : hosts) {
+      Host* survivor = nullptr;  // one live host (the last), which checks the reap
+      for (Host& h : hosts) {
         if (!h.dead) survivor = &h;
       }
       const std::string when = "kill " + std::to_string(round);
@@ -222,13 +242,16 @@ class TortureShared : public SharedMounts {
         reap_secs +=
             std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
         reaps++;
-        StopWriter(*survivor);
-        EXPECT_EQ(survivor->held.Close(), 0) << ErrnoName(errno);
+        for (Host& h : hosts) {
+          if (h.dead) continue;
+          StopWriter(h);
+          EXPECT_EQ(h.held.Close(), 0) << h.name << ": " << ErrnoName(errno);
+        }
         EXPECT_TRUE(reaped) << "the session of the killed daemon was not reaped by "
                             << survivor->name << " within 60 s" << Log(survivor->name);
       }
       if (HasFailure()) {
-        for (auto& h : hosts) h.load->PrintHistory(when);
+        for (Host& h : hosts) h.load->PrintHistory(when);
         break;
       }
       CmdResult fsck = Snapfs({"fsck", url_, "--verify"}, 300);
@@ -236,36 +259,39 @@ class TortureShared : public SharedMounts {
                               << " (survivor: " << (survivor ? survivor->name : "none") << "):\n"
                               << fsck.Describe();
       for (Host* v : victims) ASSERT_NO_FATAL_FAILURE(MountAgain(*v));
-      if (!survivor) {  // the next mounts clean up after both
+      if (!survivor) {  // the next mounts clean up after all of them
+        std::string logs;
+        for (const auto& n : names) logs += Log(n);
         EXPECT_TRUE(Reaped(hosts[0].mnt, dead_pids, 60))
-            << "the sessions of the killed daemons were not reaped after the remounts" << Log("a")
-            << Log("b");
+            << "the sessions of the killed daemons were not reaped after the remounts" << logs;
       }
-      for (auto& h : hosts) {
+      for (Host& h : hosts) {
         h.load->killing() = false;
-        for (auto& via : hosts) h.load->Verify(via.mnt, round);
+        for (Host& via : hosts) h.load->Verify(via.mnt, round);
       }
       if (HasFailure()) {
         std::cout << "torture: failed after " << when << " (seed " << seed << ")\n";
-        for (auto& h : hosts) h.load->PrintHistory(when);
+        for (Host& h : hosts) h.load->PrintHistory(when);
         break;
       }
-      for (auto& h : hosts) {
+      for (Host& h : hosts) {
         h.load->Note("--- " + when + " verified");
         h.load->Recover(round);
       }
       if (HasFailure()) break;
     }
-    for (auto& h : hosts) StopWriter(h);
-    if (!HasFailure()) ExpectNoOrphanInodes();
+    for (Host& h : hosts) StopWriter(h);
+    if (!HasFailure()) ExpectNoOrphanInodes(names);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cout << "torture shared: " << round << " kills in " << static_cast<int>(secs) << " s (b "
-              << b_kills << ", a " << a_kills << ", both " << both_kills << "; the survivor reaped "
+    std::cout << "torture shared: " << nhosts << " hosts, " << round << " kills in "
+              << static_cast<int>(secs) << " s (b " << b_kills << ", a " << a_kills
+              << ", some of three " << some_kills << ", all " << both_kills
+              << "; a survivor reaped "
               << "the dead session " << (reaps ? reap_secs / reaps : 0)
               << " s after the kill on average; `snapfs gc` killed " << cli_gc_killed_
               << " times, finished " << cli_gc_done_ << ", found GC running " << cli_gc_busy_
               << "); seed " << seed << std::endl;
-    for (auto& h : hosts) {
+    for (Host& h : hosts) {
       std::cout << "torture shared: host " << h.name << ": " << h.load->Summary() << std::endl;
     }
   }
@@ -277,6 +303,15 @@ TEST_F(TortureShared, KillNineOfEitherHostLosesNothingAcknowledgedAndTheOtherKee
   const uint64_t seed = EnvOr("SNAPFS_TORTURE_SEED", 20261206);
   SCOPED_TRACE("seed " + std::to_string(seed) + " (SNAPFS_TORTURE_SEED)");
   RunKills(EnvOr("SNAPFS_TORTURE_KILLS", kDefaultKills), seed);
+}
+
+// Three hosts: one or two killed at once (the survivors reap them, whichever notices
+// first), sometimes all three. Half the kills of the two-host test: each round verifies
+// three writers' work through three mounts.
+TEST_F(TortureShared, KillNineOfAnyOfThreeHostsLosesNothingAcknowledgedAndTheRestKeepWorking) {
+  const uint64_t seed = EnvOr("SNAPFS_TORTURE_SEED", 20261207);
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (SNAPFS_TORTURE_SEED)");
+  RunKills(EnvOr("SNAPFS_TORTURE_KILLS", kDefaultKills / 2), seed, 3);
 }
 
 class TortureSharedS3 : public OnSharedS3<TortureShared> {};
