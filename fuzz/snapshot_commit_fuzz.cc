@@ -112,7 +112,8 @@ struct Harness {
   Harness() {
     char tmpl[] = "/tmp/snapfs-commit-fuzz-XXXXXX";
     Check(mkdtemp(tmpl) != nullptr, "mkdtemp");
-    dir = std::string(tmpl) + "/store";
+    root = tmpl;
+    dir = root + "/store";
     InitOptions io;
     io.chunker.min_size = 1024;  // small chunks: a few KB files have several
     io.chunker.avg_size = 4096;
@@ -124,15 +125,12 @@ struct Harness {
     Must(Store::InitMetadata(*oo.engine), "init metadata");
     store = Must(Store::Open(dir, std::move(oo)), "open");
     fs = Must(Filesystem::Open(store.get()), "open fs");
-    root = tmpl;
     Must(fs->RecordMountPoint(kMount), "mount point");
     job = Must(fs->Mkdir(kRootIno, "job", 0755, kWho), "mkdir job").ino;
     shared = Must(fs->Mkdir(job, "shared", 0755, kWho), "mkdir shared").ino;
     for (int i = 0; i < kShared; i++) EnsureShared("s" + std::to_string(i));
   }
 
-  // Creates or truncates `name` (as open(O_CREAT|O_TRUNC) or O_EXCL does) with `data`;
-  // remembers the bytes under the inode.
   ~Harness() {
     fs.reset();
     store.reset();
@@ -140,6 +138,8 @@ struct Harness {
     std::filesystem::remove_all(root, ec);
   }
 
+  // Creates or truncates `name` (as open(O_CREAT|O_TRUNC) or O_EXCL does) with `data`;
+  // remembers the bytes under the inode.
   uint64_t Write(uint64_t parent, const std::string& name, const std::string& data, int flags,
                  bool fsync_it) {
     uint64_t ino;
