@@ -50,7 +50,8 @@ class BufferPool {
 
   // An empty string with at least `want` bytes of capacity.
   std::string Take(size_t want) EXCLUDES(mu_);
-  // Keeps `s` for reuse if it is of a size worth keeping and the pool has room.
+  // Keeps `s` for reuse if it is of a size worth keeping; over the budget, the smallest
+  // kept buffers (`s` itself if it is the smallest) are freed.
   void Give(std::string&& s) EXCLUDES(mu_);
   // The capacities of the buffers kept now, ascending (tests).
   std::vector<size_t> KeptCapacities() const EXCLUDES(mu_);
