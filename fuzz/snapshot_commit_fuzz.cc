@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,6 +42,7 @@
 #include "core/fsck.h"
 #include "core/meta/kv.h"
 #include "core/store.h"
+#include "tests/util/random.h"
 
 namespace snapfs {
 namespace {
@@ -68,14 +70,12 @@ void Must(const Status& s, const char* what) {
 
 // Deterministic bytes, different per name, spanning several of the store's small chunks.
 std::string Content(const std::string& name, size_t n) {
-  std::string s(n, '\0');
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (char c : name) x = (x ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  for (size_t i = 0; i < n; i++) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    s[i] = static_cast<char>(x);
-  }
-  return s;
+  return test::RandomBytes(n, std::hash<std::string>{}(name));
+}
+
+// The bytes of job/shared/sN, whenever it is (re)written.
+std::string SharedBytes(const std::string& name) {
+  return Content("shared/" + name, 2000 + 700 * static_cast<size_t>(name[1] - '0'));
 }
 
 // The marker with every %XX decoded: references may be percent-escaped file: URIs.
@@ -103,7 +103,6 @@ struct Harness {
   std::unique_ptr<Store> store;
   std::unique_ptr<Filesystem> fs;
   uint64_t job = 0, shared = 0;
-  std::map<std::string, std::string> expect;  // "shared/sN" -> bytes
   std::map<uint64_t, std::string> known;      // every file written -> its bytes
   std::deque<uint64_t> live;                  // snapshot folders, oldest first
   uint64_t next_chk = 1;
@@ -181,16 +180,14 @@ struct Harness {
   // A shared file `snapfs rm` took (only removed snapshots named it) comes back, as a
   // TaskManager uploads a new one; one still there must hold its bytes.
   void EnsureShared(const std::string& name) {
-    const std::string key = "shared/" + name;
     auto found = fs->Lookup(shared, name);
     if (found.ok()) {
-      Check(Read(found->ino) == expect.at(key), key + " changed");
+      Check(Read(found->ino) == SharedBytes(name), "shared/" + name + " changed");
       return;
     }
-    Check(found.status().Is(Code::kNotFound), "lookup " + key + ": " + found.status().ToString());
-    const std::string bytes = Content(key, 2000 + 700 * static_cast<size_t>(name[1] - '0'));
-    Write(shared, name, bytes, O_WRONLY | O_CREAT | O_TRUNC, /*fsync_it=*/true);
-    expect[key] = bytes;
+    Check(found.status().Is(Code::kNotFound),
+          "lookup shared/" + name + ": " + found.status().ToString());
+    Write(shared, name, SharedBytes(name), O_WRONLY | O_CREAT | O_TRUNC, /*fsync_it=*/true);
   }
 
   // Byte 0 of the input: bit 0 commit by rename of an in-progress file (Flink on local
@@ -221,15 +218,13 @@ struct Harness {
     const uint64_t marker_ino = Must(fs->Lookup(folder, "_metadata"), "lookup marker").ino;
     Check(Read(marker_ino) == m, chk + "/_metadata does not read back as written");
 
+    // Any committed marker makes a snapshot; a marker that is not Flink's just pins less.
     auto snap = fs->GetSnapshot(folder);
-    if (snap.ok()) {
-      Check(snap->marker == marker_ino, chk + ": the snapshot's marker is another file");
-      CheckView(folder, chk, m);
-      live.push_back(folder);
-    } else {
-      // Any marker name in a folder makes a snapshot; a non-Flink marker just pins less.
-      Broken(chk + " with a committed _metadata is not a snapshot: " + snap.status().ToString());
-    }
+    Check(snap.ok(), chk + " with a committed _metadata is not a snapshot: " +
+                         snap.status().ToString());
+    Check(snap->marker == marker_ino, chk + ": the snapshot's marker is another file");
+    CheckView(folder, chk, m);
+    live.push_back(folder);
 
     if (flags & 4) {
       // Flink deleting a shared file it no longer needs, then a TaskManager uploading one
@@ -238,7 +233,7 @@ struct Harness {
       const std::string name = "s" + std::to_string(marker.size() % kShared);
       Status s = fs->Unlink(shared, name);
       Check(s.ok() || s.Is(Code::kNotFound), "unlink shared/" + name + ": " + s.ToString());
-      Write(shared, name, expect.at("shared/" + name), O_WRONLY | O_CREAT | O_EXCL, true);
+      Write(shared, name, SharedBytes(name), O_WRONLY | O_CREAT | O_EXCL, true);
     }
     if (flags & 32) RemoveOldest(/*newest=*/true);
     while (live.size() > kLive) RemoveOldest(false);

@@ -183,9 +183,6 @@ commit_marker 15 file:/mnt/ckpt/job/shared/s4 file:/mnt/ckpt/job/chk-1/own0 own1
 commit_marker 33 file:/mnt/ckpt/job/shared/s5 file:/mnt/ckpt/job/shared/s6 own0 >"$CC/seed-remove"
 commit_marker 24 file:/mnt/old/job/shared/s7 file:/mnt/ckpt/job/shared/nope file:/mnt/ckpt/job >"$CC/seed-misses"
 cp "$BUILD/marker.dict" "$BUILD/commit.dict"
-# -detect_leaks=0: the store lives across inputs by design, so every input "allocates
-# more than it frees" and libFuzzer would run LeakSanitizer's whole-heap scan after each
-# (8 inputs/s instead of hundreds); ASan still checks for leaks when the process exits.
 cat >>"$BUILD/commit.dict" <<'EOF'
 "file:/mnt/ckpt/job/shared/s"
 "file:/mnt/ckpt/job/chk-"
@@ -193,6 +190,9 @@ cat >>"$BUILD/commit.dict" <<'EOF'
 "own1"
 "_metadata"
 EOF
+# -detect_leaks=0: the store lives across inputs by design, so every input "allocates
+# more than it frees" and libFuzzer would run LeakSanitizer's whole-heap scan after each
+# (8 inputs a second instead of ~70); ASan still checks for leaks when the process exits.
 run_fuzzer snapshot_commit "$E/snapfs_commit_fuzz" "$CC" "$COMMIT_SECONDS" -timeout=20 \
   -max_len=4096 -rss_limit_mb=3072 -detect_leaks=0 -dict="$BUILD/commit.dict"
 echo "fuzz: OK" >&2
