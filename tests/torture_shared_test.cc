@@ -28,9 +28,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <deque>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -158,13 +158,13 @@ class TortureShared : public SharedMounts {
         seconds);
   }
 
-  // Both hosts unmounted and a namespace opened (`snapfs orphans`; not `gc`, which a
+  // Every host unmounted and a namespace opened (`snapfs orphans`; not `gc`, which a
   // killed `snapfs gc`'s lease may still refuse): no inode is left without a name (every
   // file but the root has at least one entry; hidden ones count), so each dead session's
   // unlinked-while-open files were purged.
-  void ExpectNoOrphanInodes(const std::vector<std::string>& names) {
-    for (const auto& h : names) {
-      CmdResult u = Snapfs({"umount", tmp_ + "/" + h}, 60);
+  void ExpectNoOrphanInodes(const std::deque<Host>& hosts) {
+    for (const Host& h : hosts) {
+      CmdResult u = Snapfs({"umount", tmp_ + "/" + h.name}, 60);
       ASSERT_EQ(u.code, 0) << u.Describe();
     }
     CmdResult o = Snapfs({"orphans", url_});
@@ -179,11 +179,7 @@ class TortureShared : public SharedMounts {
   void RunKills(uint64_t kills, uint64_t seed, size_t nhosts = 2) {
     std::mt19937_64 rng(seed);
     std::deque<Host> hosts(nhosts);  // built in place: a Host (thread, atomic) cannot move
-    std::vector<std::string> names;
-    for (size_t i = 0; i < nhosts; i++) {
-      hosts[i].name = std::string(1, static_cast<char>('a' + i));
-      names.push_back(hosts[i].name);
-    }
+    for (size_t i = 0; i < nhosts; i++) hosts[i].name = std::string(1, static_cast<char>('a' + i));
     for (Host& h : hosts) {
       ASSERT_NO_FATAL_FAILURE(MountAgain(h));
       h.load = std::make_unique<TortureLoad>(h.mnt, h.name + "-", rng());
@@ -261,7 +257,7 @@ class TortureShared : public SharedMounts {
       for (Host* v : victims) ASSERT_NO_FATAL_FAILURE(MountAgain(*v));
       if (!survivor) {  // the next mounts clean up after all of them
         std::string logs;
-        for (const auto& n : names) logs += Log(n);
+        for (const Host& h : hosts) logs += Log(h.name);
         EXPECT_TRUE(Reaped(hosts[0].mnt, dead_pids, 60))
             << "the sessions of the killed daemons were not reaped after the remounts" << logs;
       }
@@ -281,7 +277,7 @@ class TortureShared : public SharedMounts {
       if (HasFailure()) break;
     }
     for (Host& h : hosts) StopWriter(h);
-    if (!HasFailure()) ExpectNoOrphanInodes(names);
+    if (!HasFailure()) ExpectNoOrphanInodes(hosts);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cout << "torture shared: " << nhosts << " hosts, " << round << " kills in "
               << static_cast<int>(secs) << " s (b " << b_kills << ", a " << a_kills
