@@ -402,10 +402,19 @@ void Namespace::Unref(uint64_t ino, uint64_t n, bool open) {
 
 // ---- paths ----
 
-Result<std::string> Namespace::PathOf(uint64_t dir) {
-  std::vector<std::string> parts;
+Result<std::string> Namespace::PathOf(uint64_t dir,
+                                      std::unordered_map<uint64_t, std::string>* memo) {
+  std::vector<std::pair<uint64_t, std::string>> parts;  // from `dir` up
   uint64_t ino = dir;
+  std::string path;  // of the folder the walk stopped at: the root, or one in `memo`
   for (int depth = 0; ino != kRootIno; depth++) {
+    if (memo) {
+      auto m = memo->find(ino);
+      if (m != memo->end()) {
+        path = m->second;
+        break;
+      }
+    }
     if (depth > 4096) return Status::Loop("folder tree too deep");
     ASSIGN_OR_RETURN(auto n, LoadInode(ino));
     if (!n.is_dir()) return Status::NotDirectory();
@@ -426,13 +435,13 @@ Result<std::string> Namespace::PathOf(uint64_t dir) {
       }
       if (name.empty()) name = "?";  // detached: replaced while it held hidden entries
     }
-    parts.push_back(name);
+    parts.emplace_back(ino, std::move(name));
     ino = n.parent;
   }
-  std::string path;
   for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
     if (!path.empty()) path.push_back('/');
-    path += *it;
+    path += it->second;
+    if (memo) memo->emplace(it->first, path);
   }
   return path;
 }

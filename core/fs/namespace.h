@@ -121,8 +121,12 @@ class Namespace {
   static Status CheckName(std::string_view name);
   // CheckName, and ReadOnly for a name in the /.snapshots/ views or of the views.
   static Status CheckChangeableName(uint64_t parent, std::string_view name);
-  // The path of a folder relative to the mount root.
-  Result<std::string> PathOf(uint64_t dir);
+  // The path of a folder relative to the mount root. With `memo`, the paths of the
+  // folders it walks through are taken from it when there and put into it when not: a
+  // caller asking for many folders of one tree (every snapshot of a job) reads each
+  // shared parent once (on a shared store, two round trips per folder and level).
+  Result<std::string> PathOf(uint64_t dir,
+                             std::unordered_map<uint64_t, std::string>* memo = nullptr);
   // A path relative to the mount root -> inode; hidden entries resolve too.
   Result<uint64_t> ResolvePath(std::string_view rel);
   // The walk of ResolvePath with the reads given (fsck reads one view of the store).
