@@ -2,17 +2,20 @@
 // (SNAPFS_LOAD_SECONDS=N for a long run), while `snapfs gc --max-unused 0`, `snapfs ls`
 // and `snapfs stats` run against the same daemon:
 //   - 14 threads create, write (fresh and duplicate bytes), rewrite, extend, rename
-//     (across folders and over their own files), delete, read, stat and list files in
-//     four folders they all share, plus folders of their own made and removed in them;
-//     they also read each other's files as they come and go;
+//     (across folders and over their own files), hard-link, delete, read, stat and list
+//     files, and set, remove and read their user.* xattrs, in four folders they all
+//     share, plus folders of their own made and removed in them; they also read each
+//     other's files as they come and go;
 //   - 2 threads are Flink jobs: checkpoints (chk-N with _metadata by rename), subsumed as
 //     Flink does or removed with `snapfs rm`, each restored byte for byte once taken.
-// Every file belongs to one thread, which keeps a model of its files (folder, bytes), so
-// whatever order the filesystem gives the threads' calls, the model stays exact: every
-// read of an own file must match it, every listing must hold the thread's own names.
+// Every file belongs to one thread, which keeps a model of its files (names -> inode:
+// bytes and xattrs; hard links share one), so whatever order the filesystem gives the
+// threads' calls, the model stays exact: every read of an own file must match it (bytes,
+// xattrs, link count), every listing must hold the thread's own names.
 // At the end the whole tree is compared with the models, fsck --verify of the unmounted
 // store must be clean, and after a remount the tree is compared again.
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include <atomic>
 #include <mutex>
@@ -33,8 +36,8 @@ int LoadSeconds() {
 
 struct Counts {
   std::atomic<uint64_t> create{0}, rewrite{0}, extend{0}, rename{0}, unlink{0}, read{0}, stat{0},
-      list{0}, mkdir{0}, rmdir{0}, foreign_read{0}, checkpoints{0}, subsumes{0}, snap_rm{0},
-      restores{0}, gc{0}, cli{0};
+      list{0}, mkdir{0}, rmdir{0}, foreign_read{0}, link{0}, xattr{0}, checkpoints{0},
+      subsumes{0}, snap_rm{0}, restores{0}, gc{0}, cli{0};
 };
 
 class MountLoad : public MountFixture {
@@ -49,10 +52,22 @@ class MountLoad : public MountFixture {
 
   // One file-writing thread: its files are t<i>-<k> (maybe inside an own folder
   // t<i>-d<k>) in the shared folders.
-  struct Model {
-    std::map<std::string, std::string> files;  // path relative to the mount -> bytes
-    std::set<std::string> dirs;                // own folders (relative), all empty or not
+  struct Node {  // one inode: what every hard link of it reads
+    std::string bytes;
+    std::map<std::string, std::string> xattrs;  // user.* name -> value
   };
+  struct Model {
+    std::map<std::string, std::shared_ptr<Node>> files;  // path relative to the mount
+    std::set<std::string> dirs;  // own folders (relative), all empty or not
+    // The own names of `n`'s inode: its link count.
+    nlink_t Links(const std::shared_ptr<Node>& n) const {
+      nlink_t k = 0;
+      for (const auto& [rel, node] : files) k += node == n;
+      return k;
+    }
+  };
+  // "" if `rel`'s user.* xattrs are exactly `want`, else what differs.
+  static std::string CompareXattrs(const std::string& path, const Node& want);
   void Worker(int id, Model* m);
   void Job(int id);
   void Cli();
@@ -73,7 +88,7 @@ void MountLoad::Worker(int id, Model* m) {
   const std::string tag = "t" + std::to_string(id) + "-";
   uint64_t next = 0;
   auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
-  auto any_file = [&]() -> std::map<std::string, std::string>::iterator {
+  auto any_file = [&]() -> std::map<std::string, std::shared_ptr<Node>>::iterator {
     if (m->files.empty()) return m->files.end();
     return std::next(m->files.begin(), static_cast<long>(pick(m->files.size())));
   };
@@ -85,40 +100,41 @@ void MountLoad::Worker(int id, Model* m) {
   };
   auto bytes = [&]() {
     // A fifth are bytes the thread wrote before (dedup hits on every layer).
-    if (!m->files.empty() && rng() % 5 == 0) return any_file()->second;
+    if (!m->files.empty() && rng() % 5 == 0) return any_file()->second->bytes;
     return RandomBytes(rng, 1 + pick(96 * kKiB));
   };
   while (!stop_) {
     int op = static_cast<int>(rng() % 100);
     auto f = any_file();
-    if (op < 25 || f == m->files.end()) {  // create
+    if (op < 23 || f == m->files.end()) {  // create
       std::string rel = a_folder() + "/" + tag + std::to_string(next++);
       std::string b = bytes();
       if (int e = WriteFile(Path(rel), b, rng() % 2 == 0); e != 0) {
         return Fail("create " + rel + ": " + ErrnoName(e));
       }
-      m->files[rel] = std::move(b);
+      m->files[rel] = std::make_shared<Node>(Node{std::move(b), {}});
       n_.create++;
-    } else if (op < 35) {  // rewrite in place (O_TRUNC)
+    } else if (op < 32) {  // rewrite in place (O_TRUNC): every link of it sees it
       std::string b = bytes();
       if (int e = WriteFile(Path(f->first), b, rng() % 2 == 0); e != 0) {
         return Fail("rewrite " + f->first + ": " + ErrnoName(e));
       }
-      f->second = std::move(b);
+      f->second->bytes = std::move(b);
       n_.rewrite++;
-    } else if (op < 42) {  // write at an offset, maybe past the end (a hole)
+    } else if (op < 39) {  // write at an offset, maybe past the end (a hole)
       UniqueFd fd(::open(Path(f->first).c_str(), O_WRONLY | O_CLOEXEC));
       if (!fd.ok()) return Fail("open " + f->first + ": " + ErrnoName(errno));
-      size_t off = pick(f->second.size() + 8 * kKiB);
+      std::string& have = f->second->bytes;
+      size_t off = pick(have.size() + 8 * kKiB);
       std::string b = RandomBytes(rng, 1 + pick(32 * kKiB));
       if (int e = PwriteAll(fd.get(), b, static_cast<off_t>(off)); e != 0) {
         return Fail("pwrite " + f->first + ": " + ErrnoName(e));
       }
       if (fd.Close() != 0) return Fail("close " + f->first + ": " + ErrnoName(errno));
-      if (f->second.size() < off + b.size()) f->second.resize(off + b.size(), '\0');
-      f->second.replace(off, b.size(), b);
+      if (have.size() < off + b.size()) have.resize(off + b.size(), '\0');
+      have.replace(off, b.size(), b);
       n_.extend++;
-    } else if (op < 54) {  // rename: to another folder, or over another own file
+    } else if (op < 50) {  // rename: to another folder, or over another own file
       std::string to;
       auto over = any_file();
       if (rng() % 4 == 0 && over != f) {
@@ -130,23 +146,52 @@ void MountLoad::Worker(int id, Model* m) {
       if (::rename(Path(f->first).c_str(), Path(to).c_str()) != 0) {
         return Fail("rename " + f->first + " -> " + to + ": " + ErrnoName(errno));
       }
-      std::string b = std::move(f->second);
-      m->files.erase(f);
-      m->files[to] = std::move(b);
       n_.rename++;
-    } else if (op < 62) {  // delete
+      auto at = m->files.find(to);
+      // POSIX: onto another name of the same inode, rename does nothing; both stay.
+      if (at != m->files.end() && at->second == f->second) continue;
+      std::shared_ptr<Node> node = std::move(f->second);
+      m->files.erase(f);
+      m->files[to] = std::move(node);
+    } else if (op < 58) {  // delete
       if (::unlink(Path(f->first).c_str()) != 0) {
         return Fail("unlink " + f->first + ": " + ErrnoName(errno));
       }
       m->files.erase(f);
       n_.unlink++;
-    } else if (op < 78) {  // read an own file: exactly the model's bytes
+    } else if (op < 62) {  // a hard link, maybe in another folder
+      std::string to = a_folder() + "/" + tag + std::to_string(next++);
+      if (::link(Path(f->first).c_str(), Path(to).c_str()) != 0) {
+        return Fail("link " + f->first + " -> " + to + ": " + ErrnoName(errno));
+      }
+      m->files[to] = f->second;
+      n_.link++;
+    } else if (op < 66) {  // set (or now and then remove) a user.* xattr: every link has it
+      std::map<std::string, std::string>& xs = f->second->xattrs;
+      std::string name = "user.k" + std::to_string(pick(4));
+      if (xs.count(name) && rng() % 3 == 0) {
+        if (::removexattr(Path(f->first).c_str(), name.c_str()) != 0) {
+          return Fail("removexattr " + f->first + " " + name + ": " + ErrnoName(errno));
+        }
+        xs.erase(name);
+      } else {
+        std::string v = RandomBytes(rng, 1 + pick(200));
+        if (::setxattr(Path(f->first).c_str(), name.c_str(), v.data(), v.size(), 0) != 0) {
+          return Fail("setxattr " + f->first + " " + name + ": " + ErrnoName(errno));
+        }
+        xs[name] = std::move(v);
+      }
+      n_.xattr++;
+    } else if (op < 78) {  // read an own file: exactly the model's bytes and xattrs
       int e = 0;
       std::string got = ReadFile(Path(f->first), &e);
       if (e != 0) return Fail("read " + f->first + ": " + ErrnoName(e));
-      if (got != f->second) {
+      if (got != f->second->bytes) {
         return Fail("read " + f->first + ": " + std::to_string(got.size()) + " bytes, not the " +
-                    std::to_string(f->second.size()) + " written");
+                    std::to_string(f->second->bytes.size()) + " written");
+      }
+      if (std::string d = CompareXattrs(Path(f->first), *f->second); !d.empty()) {
+        return Fail("xattrs of " + f->first + ": " + d);
       }
       n_.read++;
     } else if (op < 83) {  // stat
@@ -154,9 +199,13 @@ void MountLoad::Worker(int id, Model* m) {
       if (::stat(Path(f->first).c_str(), &st) != 0) {
         return Fail("stat " + f->first + ": " + ErrnoName(errno));
       }
-      if (static_cast<size_t>(st.st_size) != f->second.size()) {
+      if (static_cast<size_t>(st.st_size) != f->second->bytes.size()) {
         return Fail("stat " + f->first + ": size " + std::to_string(st.st_size) + ", not " +
-                    std::to_string(f->second.size()));
+                    std::to_string(f->second->bytes.size()));
+      }
+      if (st.st_nlink != m->Links(f->second)) {
+        return Fail("stat " + f->first + ": " + std::to_string(st.st_nlink) + " links, not " +
+                    std::to_string(m->Links(f->second)));
       }
       n_.stat++;
     } else if (op < 91) {  // list a folder: own names there all listed; read a foreign file
@@ -165,7 +214,7 @@ void MountLoad::Worker(int id, Model* m) {
       auto names = ListDir(Path(dir), &e);
       if (e != 0) return Fail("list " + dir + ": " + ErrnoName(e));
       std::set<std::string> have(names.begin(), names.end());
-      for (const auto& [rel, b] : m->files) {
+      for (const auto& [rel, node] : m->files) {
         if (rel.starts_with(dir + "/") && rel.find('/', dir.size() + 1) == std::string::npos &&
             !have.count(rel.substr(dir.size() + 1))) {
           return Fail("list " + dir + ": " + rel + " missing");
@@ -256,6 +305,32 @@ void MountLoad::Cli() {
   }
 }
 
+std::string MountLoad::CompareXattrs(const std::string& path, const Node& want) {
+  std::string names(4096, '\0');
+  ssize_t n = ::listxattr(path.c_str(), names.data(), names.size());
+  if (n < 0) return "listxattr: " + ErrnoName(errno);
+  std::set<std::string> listed;
+  for (size_t at = 0; at < static_cast<size_t>(n);) {
+    std::string name(names.c_str() + at);
+    at += name.size() + 1;
+    if (name.starts_with("user.")) listed.insert(name);
+  }
+  std::set<std::string> expected;
+  for (const auto& [name, value] : want.xattrs) expected.insert(name);
+  if (listed != expected) {
+    return "listed " + std::to_string(listed.size()) + " user.* names, the model has " +
+           std::to_string(expected.size());
+  }
+  for (const auto& [name, value] : want.xattrs) {
+    std::string got(256, '\0');
+    ssize_t k = ::getxattr(path.c_str(), name.c_str(), got.data(), got.size());
+    if (k < 0) return "getxattr " + name + ": " + ErrnoName(errno);
+    got.resize(static_cast<size_t>(k));
+    if (got != value) return name + " has " + std::to_string(k) + " bytes, not the set value";
+  }
+  return "";
+}
+
 void MountLoad::CheckModel(int id, const Model& m) {
   const std::string tag = "t" + std::to_string(id) + "-";
   std::map<std::string, std::string> found;  // own names in the tree -> bytes
@@ -280,14 +355,20 @@ void MountLoad::CheckModel(int id, const Model& m) {
     }
   }
   EXPECT_EQ(found.size(), m.files.size()) << "thread " << id;
-  for (const auto& [rel, bytes] : m.files) {
+  for (const auto& [rel, node] : m.files) {
     auto it = found.find(rel);
     if (it == found.end()) {
       ADD_FAILURE() << "thread " << id << ": " << rel << " is missing";
-    } else if (it->second != bytes) {
-      ADD_FAILURE() << "thread " << id << ": " << rel << " has " << it->second.size()
-                    << " bytes, not the " << bytes.size() << " written";
+      continue;
     }
+    if (it->second != node->bytes) {
+      ADD_FAILURE() << "thread " << id << ": " << rel << " has " << it->second.size()
+                    << " bytes, not the " << node->bytes.size() << " written";
+    }
+    EXPECT_EQ(CompareXattrs(Path(rel), *node), "") << "thread " << id << ": " << rel;
+    struct stat st;
+    ASSERT_EQ(::lstat(Path(rel).c_str(), &st), 0) << rel;
+    EXPECT_EQ(st.st_nlink, m.Links(node)) << "thread " << id << ": links of " << rel;
   }
   for (const auto& d : m.dirs) EXPECT_TRUE(Exists(Path(d))) << d;
 }
@@ -322,10 +403,11 @@ TEST_F(MountLoad, SixteenThreadsGcAndSnapshotsAgainstAModel) {
   ASSERT_TRUE(errors_.empty()) << DaemonLog();
 
   uint64_t ops = n_.create + n_.rewrite + n_.extend + n_.rename + n_.unlink + n_.read + n_.stat +
-                 n_.list + n_.mkdir + n_.rmdir + n_.foreign_read;
+                 n_.list + n_.mkdir + n_.rmdir + n_.foreign_read + n_.link + n_.xattr;
   std::cout << kThreads << " threads for " << took << " s: " << ops << " file operations ("
             << n_.create << " creates, " << n_.rewrite << " rewrites, " << n_.extend
-            << " offset writes, " << n_.rename << " renames, " << n_.unlink << " unlinks, "
+            << " offset writes, " << n_.rename << " renames, " << n_.link << " hard links, "
+            << n_.xattr << " xattr changes, " << n_.unlink << " unlinks, "
             << n_.read << " reads, " << n_.stat << " stats, " << n_.list << " listings, "
             << n_.foreign_read << " reads of others' files, " << n_.mkdir << " mkdirs, " << n_.rmdir
             << " rmdirs); " << n_.checkpoints << " checkpoints, " << n_.subsumes << " subsumed, "
@@ -333,6 +415,8 @@ TEST_F(MountLoad, SixteenThreadsGcAndSnapshotsAgainstAModel) {
             << " snapfs gc, " << n_.cli << " ls/stats" << std::endl;
   EXPECT_GT(n_.checkpoints.load(), 4u);
   EXPECT_GT(n_.gc.load(), 1u);
+  EXPECT_GT(n_.link.load(), 10u);
+  EXPECT_GT(n_.xattr.load(), 10u);
 
   auto check_all = [&] {
     for (int i = kJobs; i < kThreads; i++) ASSERT_NO_FATAL_FAILURE(CheckModel(i, models[i]));
