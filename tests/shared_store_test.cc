@@ -49,6 +49,22 @@ class SharedStore : public ::testing::Test {
     oo.session_what = "test " + name;
     return MUST(Store::Open(conninfo_, std::move(oo)));
   }
+  // Host `name` with a Filesystem whose mount point is /mnt/ckpt (what markers name), and
+  // its PostgreSQL engine, to count round trips.
+  struct CountedHost {
+    std::unique_ptr<Store> store;
+    std::unique_ptr<Filesystem> fs;
+    kv::PostgresEngine* pg = nullptr;
+  };
+  CountedHost OpenCountedHost(const std::string& name) {
+    CountedHost h;
+    h.store = OpenHost(name);
+    h.fs = MUST(Filesystem::Open(h.store.get()));
+    EXPECT_OK(h.fs->RecordMountPoint("/mnt/ckpt"));
+    h.pg = dynamic_cast<kv::PostgresEngine*>(&h.store->meta().engine());
+    EXPECT_NE(h.pg, nullptr);
+    return h;
+  }
 
   void ExpectFsckClean(Store& s) {
     auto r = MUST(Fsck(s));
@@ -662,11 +678,10 @@ TEST_F(SharedStore, RoundTripsPerOperation) {
 // refcounts are read in batches and the scans in inode order are answered from the page
 // in hand (postgres_iterator.h).
 TEST_F(SharedStore, MeasuringSnapshotsCostsRoundTripsPerPageNotPerFile) {
-  auto a = OpenHost("a");
-  auto fa = MUST(Filesystem::Open(a.get()));
-  ASSERT_OK(fa->RecordMountPoint("/mnt/ckpt"));
-  auto* pg = dynamic_cast<kv::PostgresEngine*>(&a->meta().engine());
-  ASSERT_NE(pg, nullptr);
+  CountedHost a = OpenCountedHost("a");
+  ASSERT_FALSE(HasFailure());
+  Filesystem* fa = a.fs.get();
+  kv::PostgresEngine* pg = a.pg;
   const Caller who{1000, 1000};
   auto put = [&](uint64_t dir, const std::string& name, const std::string& data) {
     auto [attr, fh] = MUST(fa->Create(dir, name, 0644, O_WRONLY | O_CREAT | O_TRUNC, who));
@@ -714,11 +729,10 @@ TEST_F(SharedStore, MeasuringSnapshotsCostsRoundTripsPerPageNotPerFile) {
 // record once (from the scan) and the job folder's path once for all of them: two round
 // trips a snapshot (its folder's inode and name), where it was five.
 TEST_F(SharedStore, ListingSnapshotsReadsTheirParentsOnce) {
-  auto a = OpenHost("a");
-  auto fa = MUST(Filesystem::Open(a.get()));
-  ASSERT_OK(fa->RecordMountPoint("/mnt/ckpt"));
-  auto* pg = dynamic_cast<kv::PostgresEngine*>(&a->meta().engine());
-  ASSERT_NE(pg, nullptr);
+  CountedHost a = OpenCountedHost("a");
+  ASSERT_FALSE(HasFailure());
+  Filesystem* fa = a.fs.get();
+  kv::PostgresEngine* pg = a.pg;
   const Caller who{1000, 1000};
   uint64_t job = MUST(fa->Mkdir(kRootIno, "job", 0755, who)).ino;
   constexpr int kSnapshots = 8;
