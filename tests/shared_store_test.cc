@@ -729,26 +729,24 @@ TEST_F(SharedStore, MeasuringSnapshotsCostsRoundTripsPerPageNotPerFile) {
 // record once (from the scan) and the job folder's path once for all of them: two round
 // trips a snapshot (its folder's inode and name), where it was five.
 TEST_F(SharedStore, ListingSnapshotsReadsTheirParentsOnce) {
-  CountedHost a = OpenCountedHost("a");
+  CountedHost h = OpenCountedHost("a");
   ASSERT_FALSE(HasFailure());
-  Filesystem* fa = a.fs.get();
-  kv::PostgresEngine* pg = a.pg;
   const Caller who{1000, 1000};
-  uint64_t job = MUST(fa->Mkdir(kRootIno, "job", 0755, who)).ino;
+  uint64_t job = MUST(h.fs->Mkdir(kRootIno, "job", 0755, who)).ino;
   constexpr int kSnapshots = 8;
   for (int c = 1; c <= kSnapshots; c++) {
-    uint64_t dir = MUST(fa->Mkdir(job, "chk-" + std::to_string(c), 0755, who)).ino;
+    uint64_t dir = MUST(h.fs->Mkdir(job, "chk-" + std::to_string(c), 0755, who)).ino;
     test::JavaDataOutput o;
     o.WriteInt(0x4960672d);
     o.WriteInt(3);
     o.WriteLong(c);
-    auto [attr, fh] = MUST(fa->Create(dir, "_metadata", 0644, O_WRONLY | O_CREAT | O_TRUNC, who));
-    EXPECT_EQ(MUST(fa->Write(fh, 0, o.bytes().data(), o.bytes().size())), o.bytes().size());
-    ASSERT_OK(fa->Release(fh));
+    auto [attr, fh] = MUST(h.fs->Create(dir, "_metadata", 0644, O_WRONLY | O_CREAT | O_TRUNC, who));
+    EXPECT_EQ(MUST(h.fs->Write(fh, 0, o.bytes().data(), o.bytes().size())), o.bytes().size());
+    ASSERT_OK(h.fs->Release(fh));
   }
-  uint64_t before = pg->round_trips();
-  auto snaps = MUST(fa->ListSnapshots(kRootIno));
-  uint64_t trips = pg->round_trips() - before;
+  uint64_t before = h.pg->round_trips();
+  auto snaps = MUST(h.fs->ListSnapshots(kRootIno));
+  uint64_t trips = h.pg->round_trips() - before;
   std::cerr << "round trips to list " << kSnapshots << " snapshots of one job: " << trips << "\n";
   ASSERT_EQ(snaps.size(), static_cast<size_t>(kSnapshots));
   for (int c = 1; c <= kSnapshots; c++) {
