@@ -4,7 +4,8 @@
 //   - MountLoad: one mount of a local store, 30 s;
 //   - MountSharedLoad: two mounts (two daemons, two "hosts") of one shared store
 //     (PostgreSQL + a pack folder), the threads split between them, 15 s (its checks
-//     through both hosts take longer than the run: CI's time is kept for both).
+//     through both hosts take longer than the run: CI's time is kept for both);
+//     MountSharedLoadS3: the same with the packs in the test radosgw.
 // At the end the whole tree is compared with the threads' models (through every mount),
 // fsck --verify of the unmounted store must be clean, and after a remount the tree is
 // compared again.
@@ -42,35 +43,45 @@ TEST_F(MountLoad, SixteenThreadsGcAndSnapshotsAgainstAModel) {
   load.CheckAll(0);
 }
 
-class MountSharedLoad : public SharedMounts {};
+class MountSharedLoad : public SharedMounts {
+ protected:
+  // Two hosts of one shared store under the load at once: each thread's files through its
+  // own host, everyone's folders shared; GC, ls and stats through each host in turn. Then
+  // the tree, read through either host, is what the models say (close-to-open: every file
+  // was closed), fsck of the store is clean, and again after both remount.
+  void RunTwoHosts() {
+    std::vector<std::string> mounts = {MountHost("a"), MountHost("b")};
+    ASSERT_FALSE(HasFailure());
+    LoadRun load(mounts);
+    ASSERT_EQ(load.Init(), "");
+    for (const auto& e : load.Run(LoadSeconds(15))) ADD_FAILURE() << e;
+    ASSERT_FALSE(HasFailure()) << Log("a") << Log("b");
+    std::cout << load.Summary() << std::endl;
+    ExpectEveryKindRan(load);
 
-// Two hosts of one shared store under the load at once: each thread's files through its
-// own host, everyone's folders shared; GC, ls and stats through each host in turn. Then
-// the tree, read through either host, is what the models say (close-to-open: every file
-// was closed), fsck of the store is clean, and again after both remount.
-TEST_F(MountSharedLoad, TwoHostsSixteenThreadsGcAndSnapshotsAgainstAModel) {
-  std::vector<std::string> mounts = {MountHost("a"), MountHost("b")};
-  ASSERT_FALSE(HasFailure());
-  LoadRun load(mounts);
-  ASSERT_EQ(load.Init(), "");
-  for (const auto& e : load.Run(LoadSeconds(15))) ADD_FAILURE() << e;
-  ASSERT_FALSE(HasFailure()) << Log("a") << Log("b");
-  std::cout << load.Summary() << std::endl;
-  ExpectEveryKindRan(load);
-
-  // Names cached by the other host expire after the entry timeout (1 s in shared mode).
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  for (size_t m = 0; m < mounts.size(); m++) load.CheckAll(m);
-  for (const auto& mp : mounts) {
-    CmdResult u = Snapfs({"umount", mp}, 60);
-    ASSERT_EQ(u.code, 0) << u.Describe();
+    // Names cached by the other host expire after the entry timeout (1 s in shared mode).
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    for (size_t m = 0; m < mounts.size(); m++) load.CheckAll(m);
+    for (const auto& mp : mounts) {
+      CmdResult u = Snapfs({"umount", mp}, 60);
+      ASSERT_EQ(u.code, 0) << u.Describe();
+    }
+    CmdResult f = Snapfs({"fsck", url_, "--verify"}, 300);
+    EXPECT_EQ(f.code, 0) << f.Describe();
+    // After the remount, through one host (the other saw the same database a moment ago).
+    mounts = {MountHost("a"), MountHost("b")};
+    ASSERT_FALSE(HasFailure());
+    load.CheckAll(1);
   }
-  CmdResult f = Snapfs({"fsck", url_, "--verify"}, 300);
-  EXPECT_EQ(f.code, 0) << f.Describe();
-  // After the remount, through one host (the other saw the same database a moment ago).
-  mounts = {MountHost("a"), MountHost("b")};
-  ASSERT_FALSE(HasFailure());
-  load.CheckAll(1);
+};
+
+TEST_F(MountSharedLoad, TwoHostsSixteenThreadsGcAndSnapshotsAgainstAModel) { RunTwoHosts(); }
+
+// The same with the packs in the test radosgw: a commit points only at uploaded packs.
+class MountSharedLoadS3 : public OnSharedS3<MountSharedLoad> {};
+
+TEST_F(MountSharedLoadS3, TwoHostsSixteenThreadsGcAndSnapshotsAgainstAModel) {
+  RunTwoHosts();
 }
 
 }  // namespace
