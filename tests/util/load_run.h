@@ -141,8 +141,6 @@ class LoadRun {
     stop_ = true;
   }
 
-  // One file-writing thread: its files are t<i>-<k> (maybe inside an own folder
-  // t<i>-d<k>) in the shared folders.
   struct Node {  // one inode: what every hard link of it reads
     std::string bytes;
     std::map<std::string, std::string> xattrs;  // user.* name -> value
@@ -157,8 +155,10 @@ class LoadRun {
       return k;
     }
   };
-  // "" if `rel`'s user.* xattrs are exactly `want`, else what differs.
+  // "" if `path`'s user.* xattrs are exactly `want`, else what differs.
   static std::string CompareXattrs(const std::string& path, const Node& want);
+  // One file-writing thread: its files are t<i>-<k> (maybe inside an own folder
+  // t<i>-d<k>) in the shared folders.
   void Worker(int id, Model* m);
   void Job(int id);
   void Cli();
@@ -359,9 +359,7 @@ inline void LoadRun::Job(int id) {
   FlinkJob& job = *jobs_[id];
   auto restore = [&](const FlinkJob::Checkpoint& cp) {
     std::string dir = job.Path(cp.name);
-    std::string e = Restore(dir, dir, job_content_[id], [](const std::string& p) {
-      return std::pair{p, p};
-    });
+    std::string e = Restore(dir, dir, job_content_[id], InPlace);
     if (!e.empty()) Fail(job.job() + " restore " + cp.name + ": " + e);
     n_.restores++;
   };
@@ -435,7 +433,11 @@ inline std::string LoadRun::CompareXattrs(const std::string& path, const Node& w
 inline void LoadRun::CheckModel(int id, const Model& m, size_t mount) {
   auto path = [&](const std::string& rel) { return Path(mount, rel); };
   const std::string tag = "t" + std::to_string(id) + "-";
-  std::map<std::string, std::string> found;  // own names in the tree -> bytes
+  struct Found {
+    std::string bytes;
+    nlink_t links;
+  };
+  std::map<std::string, Found> found;  // own names in the tree
   std::vector<std::string> todo;
   for (int i = 0; i < kShared; i++) todo.push_back("s" + std::to_string(i));
   while (!todo.empty()) {
@@ -452,7 +454,7 @@ inline void LoadRun::CheckModel(int id, const Model& m, size_t mount) {
         }
         todo.push_back(rel);
       } else if (name.starts_with(tag)) {
-        found[rel] = ReadFile(path(rel));
+        found[rel] = Found{ReadFile(path(rel)), st.st_nlink};
       }
     }
   }
@@ -463,14 +465,12 @@ inline void LoadRun::CheckModel(int id, const Model& m, size_t mount) {
       ADD_FAILURE() << "thread " << id << ": " << rel << " is missing";
       continue;
     }
-    if (it->second != node->bytes) {
-      ADD_FAILURE() << "thread " << id << ": " << rel << " has " << it->second.size()
+    if (it->second.bytes != node->bytes) {
+      ADD_FAILURE() << "thread " << id << ": " << rel << " has " << it->second.bytes.size()
                     << " bytes, not the " << node->bytes.size() << " written";
     }
     EXPECT_EQ(CompareXattrs(path(rel), *node), "") << "thread " << id << ": " << rel;
-    struct stat st;
-    ASSERT_EQ(::lstat(path(rel).c_str(), &st), 0) << rel;
-    EXPECT_EQ(st.st_nlink, m.Links(node)) << "thread " << id << ": links of " << rel;
+    EXPECT_EQ(it->second.links, m.Links(node)) << "thread " << id << ": links of " << rel;
   }
   for (const auto& d : m.dirs) EXPECT_TRUE(Exists(path(d))) << d;
 }
