@@ -87,6 +87,9 @@ class Backend {
   virtual Result<SpaceInfo> Space() const = 0;
   // A short description for logs ("local:/var/lib/snapfs/packs").
   virtual std::string Describe() const = 0;
+  // Whether the packs can be reached now (`snapfs status`): OK, or the reason not. The
+  // default asks for the device's capacity.
+  virtual Status Probe() const { return Space().status(); }
 };
 
 // The default backend: one file per pack under `dir` (created if missing).

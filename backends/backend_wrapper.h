@@ -41,6 +41,7 @@ class BackendWrapper : public Backend {
   Result<std::vector<PackInfo>> List() const override { return target_->List(); }
   Result<SpaceInfo> Space() const override { return target_->Space(); }
   std::string Describe() const override { return target_->Describe(); }
+  Status Probe() const override { return target_->Probe(); }
 
  private:
   const std::shared_ptr<Backend> target_;

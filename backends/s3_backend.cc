@@ -140,7 +140,7 @@ class S3BackendImpl final : public S3Backend {
   }
 
   Status Start() {
-    RETURN_IF_ERROR(client_->CheckBucket());
+    if (opts_.check_bucket) RETURN_IF_ERROR(client_->CheckBucket());
     if (!opts_.disk_cache_dir.empty()) {
       ASSIGN_OR_RETURN(disk_cache_, DiskBlockCache::Open(opts_.disk_cache_dir, opts_.disk_cache_bytes));
     }
@@ -372,6 +372,10 @@ class S3BackendImpl final : public S3Backend {
     info.free_bytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
     return info;
   }
+
+  // The bucket answers (HEAD bucket, with the client's retries): the object store is
+  // reachable, with these credentials.
+  Status Probe() const override { return client_->CheckBucket(); }
 
   std::string Describe() const override {
     std::string d = "s3://" + opts_.client.bucket;

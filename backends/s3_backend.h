@@ -45,6 +45,8 @@ struct S3BackendOptions {
   // (A shared store gives each session its own spool folder; Store deletes those of
   // sessions that are gone: nothing committed can need a pack that was never uploaded.)
   bool upload_on_seal = false;
+  // Open checks that the bucket answers (false: `snapfs status`, which probes instead).
+  bool check_bucket = true;
   // Threads fetching the blocks Prefetch asks for ahead of the reader, and how far ahead
   // (at least; a longer hint is kept). A ranged GET on a loopback radosgw takes ~10 ms
   // for 1 MiB: a reader at 100+ MiB/s needs that many blocks in flight to never wait.
@@ -54,7 +56,8 @@ struct S3BackendOptions {
 
 class S3Backend;
 
-// Opens the backend: checks that the bucket answers, and queues spooled packs for upload.
+// Opens the backend: checks that the bucket answers (check_bucket), and queues spooled
+// packs for upload.
 Result<std::unique_ptr<S3Backend>> OpenS3Backend(S3BackendOptions opts);
 
 class S3Backend : public Backend {

@@ -1,6 +1,7 @@
 #include "base/metrics.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 
@@ -207,6 +208,7 @@ struct DaemonState {
   std::optional<GcRun> last_gc;      // GUARDED_BY(mu)
   std::optional<FsckRun> last_fsck;  // GUARDED_BY(mu)
   DaemonInfo info;                   // GUARDED_BY(mu)
+  std::optional<IoErrorNote> last_io_error;  // GUARDED_BY(mu)
 };
 
 DaemonState& State() {
@@ -244,6 +246,21 @@ void RegisterCoreMetrics() {
   (void)GcRunsCounter(true);
   (void)GcRunsCounter(false);
   (void)Gc();
+}
+
+void NoteIoError(std::string what) {
+  constexpr size_t kMax = 512;  // a status line, not a log
+  if (what.size() > kMax) what = what.substr(0, kMax) + "...";
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::lock_guard l(State().mu);
+  State().last_io_error = IoErrorNote{now, std::move(what)};
+}
+
+std::optional<IoErrorNote> LastIoError() {
+  std::lock_guard l(State().mu);
+  return State().last_io_error;
 }
 
 void RecordGcRun(const GcRun& run) {

@@ -175,5 +175,13 @@ DaemonInfo GetDaemonInfo();
 
 // Requests the FUSE layer answered with EIO (kept here so status can read it).
 Counter& IoErrors();
+// The last of them, as logged ("WRITE of /f: I/O error: ..."): what `status` shows (for a
+// shared store, through the session's health record, core/sessions.h).
+struct IoErrorNote {
+  int64_t when_ns = 0;
+  std::string what;
+};
+void NoteIoError(std::string what);
+std::optional<IoErrorNote> LastIoError();
 
 }  // namespace snapfs::metrics

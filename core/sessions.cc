@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <optional>
+
 #include "base/coding.h"
 #include "base/log.h"
 
@@ -76,9 +78,18 @@ Status Session::Renew() {
   if (!lost_.load() || closed_.load()) return Status::OK();
   ASSIGN_OR_RETURN(uint64_t id, RegisterRow(engine_, opts_));
   id_.store(id);
+  {
+    std::lock_guard l(health_mu_);
+    health_written_ = SessionHealth{};  // the new id has no record yet
+  }
   renewals_++;
   lost_.store(false);
   return Status::OK();
+}
+
+void Session::SetHealth(SessionHealth h) {
+  std::lock_guard l(health_mu_);
+  health_ = std::move(h);
 }
 
 Status Session::Heartbeat() {
@@ -86,6 +97,11 @@ Status Session::Heartbeat() {
   if (lost_.load()) return Status::IOError("session " + std::to_string(id) + " was lost");
   if (closed_.load()) return Status::OK();
   const std::string key = keys::Session(id);
+  std::optional<SessionHealth> publish;
+  {
+    std::lock_guard l(health_mu_);
+    if (!(health_ == health_written_)) publish = health_;
+  }
   Status st = kv::RunTxn(engine_, [&](kv::Txn& t) -> Status {
     std::string v;
     Status s = t.Get(Cf::kDefault, key, &v);
@@ -99,8 +115,13 @@ Status Session::Heartbeat() {
     nv.beat++;
     nv.beat_ms = WallMs();
     t.Put(Cf::kDefault, key, nv.Encode());
+    if (publish) t.Put(Cf::kDefault, keys::SessionHealth(id), publish->Encode());
     return Status::OK();
   });
+  if (st.ok() && publish) {
+    std::lock_guard l(health_mu_);
+    health_written_ = *publish;
+  }
   if (st.Is(Code::kIOError) && st.message().find("was reaped") != std::string::npos) {
     if (!lost_.exchange(true)) {
       SNAPFS_LOG_ERROR(st.message() + ": what pointed into its packs fails; registering a new one");
@@ -111,6 +132,7 @@ Status Session::Heartbeat() {
 
 Status DeleteSessionRecords(kv::Txn& t, uint64_t id) {
   t.Delete(Cf::kDefault, keys::Session(id));
+  t.Delete(Cf::kDefault, keys::SessionHealth(id));
   std::vector<kv::KeyValue> packs;
   RETURN_IF_ERROR(ScanPrefix(t, keys::kOpenPackPrefix, &packs));
   for (const auto& kv : packs) {
@@ -167,6 +189,18 @@ Result<std::vector<SessionInfo>> ListSessions(kv::Engine& engine) {
     ASSIGN_OR_RETURN(i.value, SessionValue::Decode(it->value()));
     i.overdue = i.value.beat_ms + static_cast<int64_t>(i.value.timeout_ms) < now;
     out.push_back(std::move(i));
+  }
+  RETURN_IF_ERROR(it->status());
+  return out;
+}
+
+Result<std::map<uint64_t, SessionHealth>> ListSessionHealth(kv::Engine& engine) {
+  std::map<uint64_t, SessionHealth> out;
+  auto it = engine.NewIterator(Cf::kDefault);
+  for (it->Seek(keys::kSessionHealthPrefix);
+       it->Valid() && it->key().starts_with(keys::kSessionHealthPrefix); it->Next()) {
+    ASSIGN_OR_RETURN(uint64_t id, keys::DecodeSuffixId(it->key(), keys::kSessionHealthPrefix));
+    ASSIGN_OR_RETURN(out[id], SessionHealth::Decode(it->value()));
   }
   RETURN_IF_ERROR(it->status());
   return out;

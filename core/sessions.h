@@ -76,7 +76,11 @@ class Session {
 
   // Increments the beat counter. Once the row is gone (reaped after a long stall), the
   // session is lost: Heartbeat returns IOError and lost() is true until Renew.
+  // The health given to SetHealth goes with the next heartbeat's transaction when it
+  // differs from what was last written (its "sessionhealth/" record: no extra round trip,
+  // and no write at all while nothing goes wrong).
   Status Heartbeat();
+  void SetHealth(SessionHealth h);
   bool lost() const { return lost_.load(); }
   // A lost session registers a new row (a new id) and is no longer lost. The caller
   // first gives up everything that belonged to the old id (ChunkStore::RenewSession
@@ -108,6 +112,9 @@ class Session {
   std::atomic<uint64_t> renewals_{0};
   std::atomic<bool> lost_{false};
   std::atomic<bool> closed_{false};
+  std::mutex health_mu_;
+  SessionHealth health_;          // guarded by health_mu_: to publish
+  SessionHealth health_written_;  // guarded by health_mu_: in the record of id_
   std::mutex lease_mu_;
   int lease_holds_ = 0;          // guarded by lease_mu_
   uint64_t lease_session_ = 0;   // guarded by lease_mu_: the id the lease row names
@@ -121,6 +128,8 @@ struct SessionInfo {
   bool overdue = false;
 };
 Result<std::vector<SessionInfo>> ListSessions(kv::Engine& engine);
+// The health records of the sessions that published one (one scan).
+Result<std::map<uint64_t, SessionHealth>> ListSessionHealth(kv::Engine& engine);
 
 // Watches the sessions and reaps the dead ones (see above). Not thread-safe: one per
 // heartbeat thread.

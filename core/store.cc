@@ -18,6 +18,7 @@
 #include "backends/s3_backend.h"
 #include "base/coding.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "core/fs/inode.h"
 #include "core/meta/postgres_engine.h"
 
@@ -75,6 +76,15 @@ Status CheckS3Location(InitOptions* opts) {
                                  "...): another store's? Choose another prefix");
   }
   return Status::OK();
+}
+
+// OpenOptions::check_data false: no bucket check at open, and a quick answer when the
+// object store does not respond (status asks Backend::Probe instead).
+void ApplyCheckData(const OpenOptions& opts, S3BackendOptions* o) {
+  if (opts.check_data) return;
+  o->check_bucket = false;
+  o->client.max_attempts = 2;
+  o->client.request_timeout_ms = 10000;
 }
 
 uint64_t RandomSeed() {
@@ -219,6 +229,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
       o.disk_cache_dir = opts.cache_dir.empty() ? dir + "/cache" : opts.cache_dir;
       o.disk_cache_bytes = opts.cache_bytes;
     }
+    ApplyCheckData(opts, &o);
     auto b = OpenS3Backend(std::move(o));
     if (!b.ok()) return b.status().WithContext("open " + config.data);
     s->backend_ = std::move(b).value();
@@ -353,6 +364,18 @@ void RemoveDeadSessionFolders(const std::string& dir, const std::vector<SessionI
   }
 }
 
+// What this process has answered with errors (base/metrics.h), as its session publishes it.
+SessionHealth CurrentHealth() {
+  SessionHealth h;
+  h.io_errors = metrics::IoErrors().value();
+  h.hash_mismatches = metrics::HashMismatches().value();
+  if (auto last = metrics::LastIoError()) {
+    h.last_error_ms = last->when_ns / 1000000;
+    h.last_error = last->what;
+  }
+  return h;
+}
+
 }  // namespace
 
 Status Store::InitDatabase(const std::string& location, InitOptions opts) {
@@ -423,6 +446,7 @@ Result<std::unique_ptr<Store>> Store::OpenDatabase(const std::string& location, 
                      S3Options(config->data, config->s3_endpoint, config->s3_region,
                                config->s3_credentials_file, s->state_dir_ + "/spool/" + id));
     o.upload_on_seal = true;
+    ApplyCheckData(opts, &o);
     if (opts.cache_bytes > 0) {
       o.disk_cache_dir = opts.cache_dir.empty() ? s->state_dir_ + "/cache/" + id : opts.cache_dir;
       o.disk_cache_bytes = opts.cache_bytes;
@@ -458,6 +482,7 @@ void Store::HeartbeatLoop() {
     l.unlock();
     if (Clock::now() >= next_beat) {
       next_beat = Clock::now() + beat_every;
+      session_->SetHealth(CurrentHealth());
       Status st = session_->Heartbeat();
       if (!st.ok()) {
         reaper->Reset();  // what it saw before may predate an outage of ours

@@ -88,6 +88,10 @@ struct OpenOptions {
   // Database stores: connections to PostgreSQL this process keeps open at most (a soft
   // bound: kv::PostgresOptions::max_open).
   size_t db_max_connections = 16;
+  // False: open an S3-backed store without first asking for its bucket, and give up on a
+  // request after 2 attempts. For `snapfs status`, which reports an unreachable object
+  // store (Backend::Probe) instead of failing to open.
+  bool check_data = true;
 };
 
 class Store {

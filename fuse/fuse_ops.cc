@@ -170,8 +170,10 @@ std::string WhatFile(fuse_req_t req) {
 void ReplyErr(fuse_req_t req, const Status& s) {
   int e = ToErrno(s);
   if (e == EIO) {
-    SNAPFS_LOG_ERROR(std::string(t_op >= 0 ? kOpNames[t_op] : "request") + " of " + WhatFile(req) +
-                     ": I/O error: " + s.ToString());
+    std::string what = std::string(t_op >= 0 ? kOpNames[t_op] : "request") + " of " +
+                       WhatFile(req) + ": I/O error: " + s.ToString();
+    SNAPFS_LOG_ERROR(what);
+    metrics::NoteIoError(std::move(what));
   }
   ReplyErrno(req, e);
 }

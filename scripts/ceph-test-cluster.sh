@@ -7,12 +7,22 @@
 #                                           SNAPFS_TEST_S3_ENDPOINT, _ACCESS_KEY, _SECRET_KEY,
 #                                           _BUCKET (a bucket made for the tests)
 #   scripts/ceph-test-cluster.sh down DIR   stop every daemon `up` started (by recorded pid)
+#   scripts/ceph-test-cluster.sh gateway-up DIR    start the spare gateway (below)
+#   scripts/ceph-test-cluster.sh gateway-stop DIR  stop it (SIGTERM, then SIGKILL after 10 s)
+#
+# The spare gateway is a second radosgw (client.rgw.b) on the same cluster, on a port
+# fixed at `up` (SNAPFS_TEST_S3_SPARE_ENDPOINT in DIR/env). It is not started by `up`: a
+# test that takes "the object store" away under a mount starts it, stops it and starts it
+# again on the same port, while every other test keeps the main gateway. Stopped, not
+# SIGKILLed: a killed gateway's watch on the cluster's control objects stays until the
+# OSD times it out (30 s), and meanwhile every bucket creation through the main gateway
+# waits for it (a concurrent test's `snapfs init --create-bucket` timed out).
 #
 # Facts behind the settings: ../shared/notes/ceph-single-node.md. The packages come from
 # scripts/setup.sh --with-ceph. Takes ~25 s to start, ~7 s to stop on the CI machine kind.
 set -euo pipefail
 
-usage() { echo "usage: $0 up|down DIR" >&2; exit 2; }
+usage() { echo "usage: $0 up|down|gateway-up|gateway-stop DIR" >&2; exit 2; }
 (($# == 2)) || usage
 CMD=$1
 DIR=$(realpath -m "$2")
@@ -31,17 +41,49 @@ stop_pid() {  # SIGTERM, then SIGKILL after 10 s
 down() {
   [[ -d $DIR/pids ]] || return 0
   # radosgw first, the mon last: the others talk to it while they stop.
-  for name in rgw osd mon; do
+  for name in rgw-b rgw osd mon; do
     [[ -f $DIR/pids/$name ]] || continue
     stop_pid "$(cat "$DIR/pids/$name")"
     rm -f "$DIR/pids/$name"
   done
 }
 
-if [[ $CMD == down ]]; then
-  down
-  exit 0
-fi
+# start_gateway NAME ENDPOINT PIDFILE LOG: starts `radosgw -n client.rgw.NAME` and waits
+# until ENDPOINT answers.
+start_gateway() {
+  local name=$1 endpoint=$2 pidfile=$3 out=$4
+  setsid radosgw -c "$DIR/ceph.conf" -f -n "client.rgw.$name" >>"$out" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  for i in $(seq 120); do
+    if curl -s -o /dev/null --max-time 2 "$endpoint/"; then return 0; fi
+    ((i < 120)) || { log "radosgw $name did not answer in 60 s"; return 1; }
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { log "radosgw $name exited"; return 1; }
+    sleep 0.5
+  done
+}
+
+case $CMD in
+  down)
+    down
+    exit 0
+    ;;
+  gateway-up)
+    [[ -f $DIR/env ]] || { log "no cluster in $DIR (run up first)"; exit 1; }
+    if [[ -f $DIR/pids/rgw-b ]] && kill -0 "$(cat "$DIR/pids/rgw-b")" 2>/dev/null; then
+      log "the spare gateway is already running"
+      exit 1
+    fi
+    spare=$(sed -n 's/^export SNAPFS_TEST_S3_SPARE_ENDPOINT=//p' "$DIR/env")
+    start_gateway b "$spare" "$DIR/pids/rgw-b" "$DIR/log/rgw-b.out"
+    exit $?
+    ;;
+  gateway-stop)
+    [[ -f $DIR/pids/rgw-b ]] || exit 0
+    stop_pid "$(cat "$DIR/pids/rgw-b")"
+    rm -f "$DIR/pids/rgw-b"
+    exit 0
+    ;;
+esac
 [[ $CMD == up ]] || usage
 
 for tool in ceph-mon ceph-osd ceph radosgw radosgw-admin monmaptool ceph-authtool python3 curl; do
@@ -51,7 +93,7 @@ if [[ -e $DIR && -n $(ls -A "$DIR" 2>/dev/null) ]]; then
   log "$DIR exists and is not empty"
   exit 1
 fi
-mkdir -p "$DIR"/{pids,run,log,mon,osd,rgw}
+mkdir -p "$DIR"/{pids,run,log,mon,osd,rgw,rgw-b}
 # Whatever fails from here on, nothing stays running.
 trap 'rc=$?; if ((rc != 0)); then log "start failed (logs in $DIR/log)"; down; fi' EXIT
 
@@ -60,6 +102,7 @@ free_port() {
 }
 MON_PORT=$(free_port)
 RGW_PORT=$(free_port)
+RGW_B_PORT=$(free_port)
 FSID=$(python3 -c 'import uuid; print(uuid.uuid4())')
 OSD_UUID=$(python3 -c 'import uuid; print(uuid.uuid4())')
 CONF=$DIR/ceph.conf
@@ -108,6 +151,10 @@ rgw data = $DIR/rgw
 # Without tcp_nodelay each small response waited ~40 ms for a delayed ACK.
 rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 rgw thread pool size = 64
+[client.rgw.b]
+rgw data = $DIR/rgw-b
+rgw frontends = beast endpoint=127.0.0.1:$RGW_B_PORT tcp_nodelay=1
+rgw thread pool size = 64
 EOF
 
 C=(ceph -c "$CONF" --connect-timeout 15)
@@ -135,18 +182,12 @@ for i in $(seq 120); do
   sleep 0.5
 done
 
-"${C[@]}" auth get-or-create client.rgw.a mon 'allow rw' osd 'allow rwx' >>"$DIR/keyring" \
-  2>>"$DIR/log/setup.log"
-setsid radosgw -c "$CONF" -f -n client.rgw.a >>"$DIR/log/rgw.out" 2>&1 </dev/null &
-echo $! >"$DIR/pids/rgw"
-
-ENDPOINT=http://127.0.0.1:$RGW_PORT
-for i in $(seq 120); do
-  if curl -s -o /dev/null --max-time 2 "$ENDPOINT/"; then break; fi
-  ((i < 120)) || { log "radosgw did not answer in 60 s"; exit 1; }
-  kill -0 "$(cat "$DIR/pids/rgw")" 2>/dev/null || { log "radosgw exited"; exit 1; }
-  sleep 0.5
+for gw in a b; do
+  "${C[@]}" auth get-or-create "client.rgw.$gw" mon 'allow rw' osd 'allow rwx' >>"$DIR/keyring" \
+    2>>"$DIR/log/setup.log"
 done
+ENDPOINT=http://127.0.0.1:$RGW_PORT
+start_gateway a "$ENDPOINT" "$DIR/pids/rgw" "$DIR/log/rgw.out"
 
 ACCESS=$(python3 -c 'import secrets; print(secrets.token_hex(10).upper())')
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
@@ -164,6 +205,8 @@ export SNAPFS_TEST_S3_ENDPOINT=$ENDPOINT
 export SNAPFS_TEST_S3_ACCESS_KEY=$ACCESS
 export SNAPFS_TEST_S3_SECRET_KEY=$SECRET
 export SNAPFS_TEST_S3_BUCKET=$BUCKET
+export SNAPFS_TEST_S3_SPARE_ENDPOINT=http://127.0.0.1:$RGW_B_PORT
+export SNAPFS_TEST_CEPH_DIR=$DIR
 EOF
 chmod 600 "$DIR/env"
 cat "$DIR/env"

@@ -26,15 +26,6 @@
 namespace snapfs::mounttest {
 namespace {
 
-// Byte strings compared without printing megabytes of them.
-::testing::AssertionResult SameBytes(const std::string& got, const std::string& want) {
-  if (got == want) return ::testing::AssertionSuccess();
-  size_t i = 0;
-  while (i < got.size() && i < want.size() && got[i] == want[i]) i++;
-  return ::testing::AssertionFailure() << "got " << got.size() << " bytes, want " << want.size()
-                                       << "; first difference at byte " << i;
-}
-
 class MountShared : public SharedMounts {
  protected:
   void CloseToOpen();

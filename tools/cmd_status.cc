@@ -1,9 +1,12 @@
 // snapfs status MOUNT|STORE [--json]: is it mounted, is the daemon alive and healthy.
 //
-// Health: "ok"; "degraded" with reasons (I/O errors seen, hash mismatches, the disk of
-// the store nearly full, the metadata engine taking no more writes, the last GC failed, the last fsck through the daemon found
-// problems or failed, metrics not listening); "dead" (a mount
-// whose daemon is gone). Exit 0 ok, 1 degraded or dead, 2 bad arguments. An unmounted
+// Health: "ok"; "degraded" with reasons (I/O errors seen, with the last one; hash
+// mismatches; the packs' store unreachable (an object store down); the disk of the store
+// nearly full, the metadata engine taking no more writes, the last GC failed, the last
+// fsck through the daemon found problems or failed, metrics not listening); "dead" (a
+// mount whose daemon is gone). A shared store's daemons have no control socket: their
+// errors come from their sessions' health records (core/sessions.h), so `status` on any
+// host sees every daemon's. Exit 0 ok, 1 degraded or dead, 2 bad arguments. An unmounted
 // store that opens fine is "not mounted" and exits 0 (nothing is wrong with it).
 //
 // A live daemon answers the `status` control request itself (StatusJson, run in the
@@ -51,6 +54,24 @@ json Counts(Store& store, std::vector<std::string>* reasons) {
           {"purge_backlog", {{"folders", c->purge_folders}, {"entries_removed", c->purge_removed}}}};
 }
 
+// Whether the packs can be reached: an object store that is down stops every write that
+// needs a new pack (shared stores: every commit of new data) and every read of a block
+// not cached.
+json Data(Store& store, std::vector<std::string>* reasons) {
+  Status p = store.backend().Probe();
+  if (p.ok()) return nullptr;
+  reasons->push_back("the packs cannot be reached (" + store.backend().Describe() +
+                     "): " + p.ToString());
+  return p.ToString();
+}
+
+// "N I/O error(s) answered since start; the last, T: WHAT".
+std::string IoErrorReason(uint64_t n, int64_t last_ns, const std::string& last) {
+  std::string r = std::to_string(n) + " I/O error(s) answered since start";
+  if (!last.empty()) r += "; the last, " + Rfc3339(last_ns) + ": " + last;
+  return r;
+}
+
 json Disk(const std::string& dir, std::vector<std::string>* reasons) {
   struct statvfs sv;
   if (::statvfs(dir.c_str(), &sv) != 0) return nullptr;
@@ -92,10 +113,16 @@ Result<std::string> StatusJson(Store& store, Filesystem& fs) {
             {"started", Rfc3339(info.start_ns)},
             {"uptime_seconds", (now - info.start_ns) / 1000000000}};
   uint64_t io = metrics::IoErrors().value(), bad = metrics::HashMismatches().value();
-  if (io) reasons.push_back(std::to_string(io) + " I/O error(s) answered since start");
+  auto last = metrics::LastIoError();
+  if (io) {
+    reasons.push_back(IoErrorReason(io, last ? last->when_ns : 0, last ? last->what : ""));
+  }
   if (bad) reasons.push_back(std::to_string(bad) + " chunk(s) read with a hash mismatch");
   j["io_errors"] = io;
   j["hash_mismatches"] = bad;
+  j["last_io_error"] = last ? json{{"time", Rfc3339(last->when_ns)}, {"what", last->what}}
+                            : json(nullptr);
+  j["data_error"] = Data(store, &reasons);
   j["disk"] = Disk(store.dir(), &reasons);
   if (Status h = store.meta().engine().Health(); !h.ok()) {
     reasons.push_back("metadata engine: " + h.message());
@@ -294,6 +321,7 @@ Result<json> SharedStatus(const std::string& store, const std::string& mp) {
   OpenOptions oo;
   oo.session_what = "snapfs status";
   oo.cache_bytes = 0;
+  oo.check_data = false;  // an object store that is down is a reason below, not an error
   auto st = Store::Open(store, std::move(oo));
   if (!st.ok()) return st.status();
   std::vector<std::string> reasons;
@@ -302,8 +330,11 @@ Result<json> SharedStatus(const std::string& store, const std::string& mp) {
             {"store", (*st)->dir()},
             {"mountpoint", mp.empty() ? json(nullptr) : json(mp)},
             {"data", (*st)->backend().Describe()}};
+  j["data_error"] = Data(**st, &reasons);
   auto sessions = ListSessions((*st)->meta().engine());
   if (!sessions.ok()) return sessions.status();
+  auto health = ListSessionHealth((*st)->meta().engine());
+  if (!health.ok()) return health.status();
   const std::string host = HostName();
   const int64_t now = WallMs();
   json list = json::array();
@@ -318,6 +349,26 @@ Result<json> SharedStatus(const std::string& store, const std::string& mp) {
                     {"last_heartbeat_seconds_ago", static_cast<double>(now - x.value.beat_ms) / 1000},
                     {"timeout_seconds", static_cast<double>(x.value.timeout_ms) / 1000},
                     {"overdue", x.overdue}});
+    const SessionHealth h = health->count(x.id) ? health->at(x.id) : SessionHealth{};
+    list.back()["io_errors"] = h.io_errors;
+    list.back()["hash_mismatches"] = h.hash_mismatches;
+    list.back()["last_io_error"] =
+        h.last_error.empty() ? json(nullptr)
+                             : json{{"time", Rfc3339(h.last_error_ms * 1000000)}, {"what", h.last_error}};
+    // The mount asked about, or (asked about the store) every session.
+    const bool asked = mp.empty() || (x.value.host == host && x.value.what == MountWhat(mp));
+    if (asked && (h.io_errors || h.hash_mismatches)) {
+      std::string who = mp.empty() ? "session " + std::to_string(x.id) + " (" + x.value.what +
+                                         " on " + x.value.host + "): "
+                                   : "";
+      if (h.io_errors) {
+        reasons.push_back(who + IoErrorReason(h.io_errors, h.last_error_ms * 1000000, h.last_error));
+      }
+      if (h.hash_mismatches) {
+        reasons.push_back(who + std::to_string(h.hash_mismatches) +
+                          " chunk(s) read with a hash mismatch");
+      }
+    }
     if (x.overdue) {
       reasons.push_back("session " + std::to_string(x.id) + " (" + x.value.what + " on " +
                         x.value.host + ", pid " + std::to_string(x.value.pid) +
@@ -394,17 +445,22 @@ Result<json> StatusOf(const std::string& arg) {
     if (j.is_object() && j.contains("error")) return StatusFromJson(j);
     return j;
   }
-  // Not mounted: healthy if it opens.
-  auto st = Store::Open(store);
+  // Not mounted: healthy if it opens and its packs can be reached.
+  OpenOptions oo;
+  oo.check_data = false;
+  auto st = Store::Open(store, std::move(oo));
   if (!st.ok()) return st.status();
   std::vector<std::string> reasons;
   json j = {{"schema", 1}, {"mounted", false}, {"store", store}, {"mountpoint", nullptr}};
   j["data"] = (*st)->backend().Describe();
+  std::vector<std::string> unreachable;
+  j["data_error"] = Data(**st, &unreachable);
   j["disk"] = Disk(store, &reasons);
   j.update(Counts(**st, &reasons));
-  // Nothing runs, so only the disk can be a concern: a warning, not a failure.
-  j["health"] = "ok";
-  j["reasons"] = json::array();
+  // Nothing runs, so the disk is a warning only; packs that cannot be reached would fail
+  // the next mount.
+  j["health"] = unreachable.empty() ? "ok" : "degraded";
+  j["reasons"] = unreachable;
   j["warnings"] = reasons;
   return j;
 }

@@ -39,13 +39,21 @@ Status ChunkStore::SealActiveLocked() {
 }
 
 Status ChunkStore::Open() {
-  ASSIGN_OR_RETURN(auto packs, backend_->List());
+  // Every pack id comes from the "next_pack" counter (RotateLocked), so once it exists it
+  // is past every pack; only a store written before the counter needs its packs listed
+  // (on S3, a LIST per 1,000 packs at every open, and `status` must open a store whose
+  // bucket is down).
   uint64_t next = 1;
-  if (!packs.empty()) next = packs.back().id + 1;
   std::string v;
   Status s = meta_->Get(Cf::kDefault, keys::kNextPack, &v);
-  if (s.ok() && v.size() == 8) next = std::max(next, GetLE64(v.data()));
-  else if (!s.Is(Code::kNotFound)) RETURN_IF_ERROR(s);
+  if (s.ok() && v.size() == 8) {
+    next = GetLE64(v.data());
+  } else if (s.ok() || s.Is(Code::kNotFound)) {
+    ASSIGN_OR_RETURN(auto packs, backend_->List());
+    if (!packs.empty()) next = packs.back().id + 1;
+  } else {
+    return s;
+  }
   MutexLock l(&mu_);
   next_pack_ = next;
   session_.store(sharing_.session);

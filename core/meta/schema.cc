@@ -43,6 +43,7 @@ std::string MarkerIndex(uint64_t marker_ino) {
 
 std::string Session(uint64_t id) { return kSessionPrefix + EncodeBE64(id); }
 std::string OpenPack(uint64_t pack) { return kOpenPackPrefix + EncodeBE64(pack); }
+std::string SessionHealth(uint64_t id) { return kSessionHealthPrefix + EncodeBE64(id); }
 std::string Purge(uint64_t folder) { return kPurgePrefix + EncodeBE64(folder); }
 
 Result<uint64_t> DecodeSuffixId(std::string_view key, std::string_view prefix) {
@@ -197,6 +198,27 @@ Result<SessionValue> SessionValue::Decode(std::string_view v) {
   s.host = std::string(v.substr(kFixed, n));
   s.what = std::string(v.substr(kFixed + n));
   return s;
+}
+
+// U8 version (1) | LE64 io_errors | LE64 hash_mismatches | LE64 last_error_ms | last_error
+std::string SessionHealth::Encode() const {
+  std::string v(1, '\x01');
+  PutLE64(&v, io_errors);
+  PutLE64(&v, hash_mismatches);
+  PutLE64(&v, static_cast<uint64_t>(last_error_ms));
+  v.append(last_error);
+  return v;
+}
+
+Result<SessionHealth> SessionHealth::Decode(std::string_view v) {
+  constexpr size_t kFixed = 25;
+  if (v.size() < kFixed || v[0] != '\x01') return Status::Corruption("bad session health value");
+  SessionHealth h;
+  h.io_errors = GetLE64(v.data() + 1);
+  h.hash_mismatches = GetLE64(v.data() + 9);
+  h.last_error_ms = static_cast<int64_t>(GetLE64(v.data() + 17));
+  h.last_error = std::string(v.substr(kFixed));
+  return h;
 }
 
 // U8 version (1) | LE64 queued_ns | LE64 removed | LE64 hidden | LE32 n |

@@ -21,6 +21,7 @@
 //             "marker" BE64 marker ino  -> BE64 snapshot folder
 //             "config"                  -> StoreConfig text (database stores: no snapfs.conf)
 //             "session/" BE64 id        -> SessionValue (a daemon or CLI of a shared store)
+//             "sessionhealth/" BE64 id  -> SessionHealth (errors it answered; absent: none)
 //             "openpack/" BE64 pack     -> BE64 session (a pack a session is filling)
 //             "gc_lease"                -> BE64 session (the one GC running store-wide)
 //             "purge/" BE64 folder      -> PurgeValue (a removed snapshot folder, hidden,
@@ -59,9 +60,12 @@ inline constexpr const char kConfig[] = "config";
 inline constexpr const char kGcLease[] = "gc_lease";
 inline constexpr const char kSessionPrefix[] = "session/";
 inline constexpr const char kOpenPackPrefix[] = "openpack/";
+// Not below "session/": a reader of older versions scans that prefix for SessionValues.
+inline constexpr const char kSessionHealthPrefix[] = "sessionhealth/";
 inline constexpr const char kPurgePrefix[] = "purge/";
 std::string Session(uint64_t id);    // default space: "session/" BE64 id
 std::string OpenPack(uint64_t pack);  // default space: "openpack/" BE64 pack
+std::string SessionHealth(uint64_t id);  // default space: "sessionhealth/" BE64 id
 std::string Purge(uint64_t folder);   // default space: "purge/" BE64 folder
 // The id after `prefix` in a session or openpack key.
 Result<uint64_t> DecodeSuffixId(std::string_view key, std::string_view prefix);
@@ -149,6 +153,19 @@ struct SessionValue {
   std::string what;  // "mount /mnt/ckpt", "snapfs gc", ...
   std::string Encode() const;
   static Result<SessionValue> Decode(std::string_view v);
+};
+
+// What a session's process answered with errors since it started, published with its
+// heartbeats so that `snapfs status` on any host sees every daemon's health (a shared
+// daemon has no control socket). Written only when it changes; absent while all is well.
+struct SessionHealth {
+  uint64_t io_errors = 0;        // requests answered with EIO
+  uint64_t hash_mismatches = 0;  // chunks read whose bytes did not match their hash
+  int64_t last_error_ms = 0;     // Unix ms of the last EIO (writer's clock), for people
+  std::string last_error;        // its log line
+  bool operator==(const SessionHealth&) const = default;
+  std::string Encode() const;
+  static Result<SessionHealth> Decode(std::string_view v);
 };
 
 // A folder `snapfs rm` (or prune) removed: its snapshots ended and its entry was hidden in

@@ -34,6 +34,15 @@
 
 namespace snapfs::mounttest {
 
+// Byte strings compared without printing megabytes of them.
+inline ::testing::AssertionResult SameBytes(const std::string& got, const std::string& want) {
+  if (got == want) return ::testing::AssertionSuccess();
+  size_t i = 0;
+  while (i < got.size() && i < want.size() && got[i] == want[i]) i++;
+  return ::testing::AssertionFailure() << "got " << got.size() << " bytes, want " << want.size()
+                                       << "; first difference at byte " << i;
+}
+
 class SharedMounts : public ::testing::Test {
  protected:
   void SetUp() override {
