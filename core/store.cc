@@ -247,7 +247,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, OpenOptions o
     s->space_guard_ = std::make_unique<SpaceGuard>(dir + "/meta", s->backend_.get());
     s->chunks_->SetSpaceGuard(s->space_guard_.get());
   }
-  RETURN_IF_ERROR(s->chunks_->Open());
+  RETURN_IF_ERROR(s->chunks_->Open(/*list_packs=*/opts.check_data));
   return s;
 }
 
@@ -464,7 +464,7 @@ Result<std::unique_ptr<Store>> Store::OpenDatabase(const std::string& location, 
                                             opts.chunk_cache_bytes);
   s->chunks_->SetSharing(ChunkStoreSharing{.session = s->session_->id(),
                                            .seal_on_sync = config->is_s3()});
-  RETURN_IF_ERROR(s->chunks_->Open());
+  RETURN_IF_ERROR(s->chunks_->Open(/*list_packs=*/false));  // the database's commits are durable
   s->heartbeat_ = std::thread([st = s.get()] { st->HeartbeatLoop(); });
   return s;
 }

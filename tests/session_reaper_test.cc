@@ -73,5 +73,43 @@ TEST_F(SessionReaperTest, NeverReapsItselfAndHonoursEachTimeout) {
   EXPECT_TRUE(Listed(9));
 }
 
+// A session's health record (what its process answered with errors, for `snapfs status`
+// on any host) goes with a heartbeat, only when it changed, and goes with the session.
+TEST(SessionHealthTest, PublishedWithAHeartbeatOnlyWhenChangedAndGoneWithTheSession) {
+  auto engine = kv::NewMemoryEngine();
+  auto session = MUST(Session::Register(*engine, SessionOptions{milliseconds(1000), "mount /m"}));
+  const uint64_t id = session->id();
+  ASSERT_OK(session->Heartbeat());
+  EXPECT_TRUE(MUST(ListSessionHealth(*engine)).empty()) << "nothing went wrong: no record";
+
+  SessionHealth h{.io_errors = 2, .hash_mismatches = 1, .last_error_ms = 1234,
+                  .last_error = "READ of /f: I/O error: GET ...: Couldn't connect"};
+  session->SetHealth(h);
+  EXPECT_TRUE(MUST(ListSessionHealth(*engine)).empty()) << "not before the next heartbeat";
+  ASSERT_OK(session->Heartbeat());
+  auto listed = MUST(ListSessionHealth(*engine));
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed.at(id), h);
+
+  // Unchanged: the next heartbeats do not write it again (removed behind its back, it
+  // stays removed).
+  ASSERT_OK(kv::RunTxn(*engine, [&](kv::Txn& t) {
+    t.Delete(Cf::kDefault, keys::SessionHealth(id));
+    return Status::OK();
+  }));
+  session->SetHealth(h);
+  ASSERT_OK(session->Heartbeat());
+  EXPECT_TRUE(MUST(ListSessionHealth(*engine)).empty());
+  h.io_errors = 3;
+  session->SetHealth(h);
+  ASSERT_OK(session->Heartbeat());
+  EXPECT_EQ(MUST(ListSessionHealth(*engine)).at(id).io_errors, 3u);
+
+  ASSERT_OK(session->Close());
+  EXPECT_TRUE(MUST(ListSessionHealth(*engine)).empty()) << "deleted with the session's row";
+  EXPECT_FALSE(SessionHealth::Decode("\x02" + std::string(30, 'x')).ok());
+  EXPECT_FALSE(SessionHealth::Decode("\x01short").ok());
+}
+
 }  // namespace
 }  // namespace snapfs

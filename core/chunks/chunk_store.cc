@@ -38,21 +38,16 @@ Status ChunkStore::SealActiveLocked() {
   return s;
 }
 
-Status ChunkStore::Open() {
-  // Every pack id comes from the "next_pack" counter (RotateLocked), so once it exists it
-  // is past every pack; only a store written before the counter needs its packs listed
-  // (on S3, a LIST per 1,000 packs at every open, and `status` must open a store whose
-  // bucket is down).
+Status ChunkStore::Open(bool list_packs) {
   uint64_t next = 1;
   std::string v;
   Status s = meta_->Get(Cf::kDefault, keys::kNextPack, &v);
-  if (s.ok() && v.size() == 8) {
-    next = GetLE64(v.data());
-  } else if (s.ok() || s.Is(Code::kNotFound)) {
+  const bool counted = s.ok() && v.size() == 8;
+  if (counted) next = GetLE64(v.data());
+  else if (!s.ok() && !s.Is(Code::kNotFound)) return s;
+  if (list_packs || !counted) {
     ASSIGN_OR_RETURN(auto packs, backend_->List());
-    if (!packs.empty()) next = packs.back().id + 1;
-  } else {
-    return s;
+    if (!packs.empty()) next = std::max(next, packs.back().id + 1);
   }
   MutexLock l(&mu_);
   next_pack_ = next;

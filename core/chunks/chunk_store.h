@@ -83,8 +83,15 @@ class ChunkStore {
              size_t cache_bytes = 64ull << 20);
   ~ChunkStore();
 
-  // Finds the next pack id. Must be called once before use.
-  Status Open();
+  // Finds the next pack id. Must be called once before use. Every pack id comes from the
+  // "next_pack" counter (RotateLocked), but a store whose metadata commits are not all
+  // synced (the local RocksDB: a close commits without a WAL sync) can lose the counter's
+  // last increments in a power cut while the pack they named, synced by its writer,
+  // survives; so the backend's packs are listed and the next id is past them too. With
+  // `list_packs` false the counter alone decides (when it exists): a shared store, whose
+  // database commits are durable, and `status`, which allocates nothing and must open a
+  // store whose bucket is down (on S3 a listing is a LIST per 1,000 packs).
+  Status Open(bool list_packs = true);
   // Shared stores: set once, before Open.
   void SetSharing(ChunkStoreSharing sharing) { sharing_ = std::move(sharing); }
   // Folder stores: new chunks ask `guard` for space first (space_guard.h). Set once,
