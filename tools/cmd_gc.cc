@@ -86,6 +86,7 @@ Result<std::string> GcJson(Store& store, Filesystem* fs, const GcOptions& go, bo
     j["chunks_deleted"] = r->chunks_deleted;
     j["packs_removed"] = r->packs_removed;
     j["packs_busy"] = r->packs_busy;
+    j["chunks_busy"] = r->chunks_busy;
     j["sealed_active_pack"] = r->sealed_active;
     j["bytes_copied"] = r->bytes_copied;
     j["bytes_freed"] = r->bytes_freed;
@@ -195,6 +196,10 @@ int CmdGc(const Args& args) {
     if (u("packs_busy") > 0) {
       printf("%llu packs left for a later gc: a writer had not committed data in them\n",
              static_cast<unsigned long long>(u("packs_busy")));
+    }
+    if (u("chunks_busy") > 0) {
+      printf("%llu dead chunks left for a later gc: writers kept changing their counts\n",
+             static_cast<unsigned long long>(u("chunks_busy")));
     }
   }
   return kExitOk;

@@ -75,6 +75,8 @@ struct GcResult {
   uint64_t chunks_deleted = 0;
   uint64_t packs_removed = 0;
   uint64_t packs_busy = 0;  // skipped: an uncommitted writer points into them (next GC)
+  // Dead chunks left for the next GC: writers kept changing their counts meanwhile.
+  uint64_t chunks_busy = 0;
   bool sealed_active = false;
   uint64_t bytes_copied = 0;  // chunk data and record headers written again
   uint64_t bytes_freed = 0;   // pack bytes removed, net of the copies

@@ -112,9 +112,12 @@ Result<int64_t> DecodeCounter(std::string_view v) {
   return static_cast<int64_t>(GetLE64(v.data()));
 }
 
-Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts) {
+namespace {
+
+// RetryOnConflict, returning the last Conflict when every attempt conflicted.
+Status RetryLoop(const std::function<Status()>& attempt, int max_attempts) {
   thread_local std::minstd_rand rng(std::random_device{}());
-  Status last;
+  Status last = Status::Conflict("no attempt made");
   for (int i = 0; i < max_attempts; i++) {
     if (i > 0) {
       // Two transactions that keep colliding must not retry in lockstep: sleep a random
@@ -127,18 +130,30 @@ Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts)
     metrics::TxnConflicts().Inc();
     last = s;
   }
+  return last;
+}
+
+Status KeptConflicting(const Status& last, int max_attempts) {
+  if (!last.Is(Code::kConflict)) return last;
   return Status::Busy("transaction kept conflicting after " + std::to_string(max_attempts) +
                       " attempts: " + last.message());
 }
 
+}  // namespace
+
+Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts) {
+  return KeptConflicting(RetryLoop(attempt, max_attempts), max_attempts);
+}
+
 Status RunTxn(Engine& engine, const std::function<Status(Txn&)>& body, RunOptions opts) {
-  return RetryOnConflict(
+  Status s = RetryLoop(
       [&]() -> Status {
         auto txn = engine.Begin();
         RETURN_IF_ERROR(body(*txn));
         return txn->Commit(opts.sync);
       },
       opts.max_attempts);
+  return opts.return_conflict ? s : KeptConflicting(s, opts.max_attempts);
 }
 
 }  // namespace snapfs::kv

@@ -186,6 +186,9 @@ class Engine {
 struct RunOptions {
   int max_attempts = 64;  // then Busy: something is starving this transaction
   bool sync = false;      // Commit(sync)
+  // After max_attempts, return the last Conflict instead of Busy: for callers that do
+  // something else then (GC splits its batch and leaves a contended chunk for later).
+  bool return_conflict = false;
 };
 
 // Runs `attempt` again (after a short randomized backoff) while it returns Conflict, at

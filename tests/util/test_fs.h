@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -63,6 +64,9 @@ struct TestFsOptions {
   bool memory_backend = false;
   // Metadata in the memory engine instead of STORE/meta's RocksDB (kept across Reopen).
   bool memory_engine = false;
+  // With memory_engine: what the store sees of it (a decorator injecting faults); the
+  // default is a plain kv::EngineWrapper.
+  std::function<std::unique_ptr<kv::Engine>(std::shared_ptr<kv::Engine>)> wrap_engine = nullptr;
   bool small_chunks = true;
   bool verify_dedup = false;
 };
@@ -91,7 +95,10 @@ class TestFs {
   void Open() {
     OpenOptions oo;
     if (mem_) oo.backend = std::make_unique<SharedBackend>(mem_);
-    if (engine_) oo.engine = std::make_unique<kv::EngineWrapper>(engine_);
+    if (engine_) {
+      oo.engine = opts_.wrap_engine ? opts_.wrap_engine(engine_)
+                                    : std::make_unique<kv::EngineWrapper>(engine_);
+    }
     store_ = MUST(Store::Open(dir_, std::move(oo)));
     fs_ = MUST(Filesystem::Open(store_.get()));
   }
