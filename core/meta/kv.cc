@@ -1,5 +1,6 @@
 #include "core/meta/kv.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <thread>
@@ -143,6 +144,16 @@ Status KeptConflicting(const Status& last, int max_attempts) {
 
 Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts) {
   return KeptConflicting(RetryLoop(attempt, max_attempts), max_attempts);
+}
+
+Status PrefetchInBatches(Txn& t, const std::vector<std::pair<Cf, std::string>>& keys) {
+  for (size_t i = 0; i < keys.size(); i += kPrefetchBatch) {
+    const size_t n = std::min(kPrefetchBatch, keys.size() - i);
+    std::vector<std::pair<Cf, std::string>> part(keys.begin() + static_cast<ptrdiff_t>(i),
+                                                 keys.begin() + static_cast<ptrdiff_t>(i + n));
+    RETURN_IF_ERROR(t.Prefetch(part));
+  }
+  return Status::OK();
 }
 
 Status RunTxn(Engine& engine, const std::function<Status(Txn&)>& body, RunOptions opts) {

@@ -202,6 +202,11 @@ Status RetryOnConflict(const std::function<Status()>& attempt, int max_attempts 
 // error aborts (nothing is written) and RunTxn returns that error.
 Status RunTxn(Engine& engine, const std::function<Status(Txn&)>& body, RunOptions opts = {});
 
+// Txn::Prefetch of any number of keys, kPrefetchBatch at a time (an engine may refuse
+// more in one call: PostgreSQL's statement takes 256).
+inline constexpr size_t kPrefetchBatch = 256;
+Status PrefetchInBatches(Txn& t, const std::vector<std::pair<Cf, std::string>>& keys);
+
 // Encoding of counter values (Add), for engines and for code reading counters raw.
 std::string EncodeCounter(int64_t v);
 Result<int64_t> DecodeCounter(std::string_view v);

@@ -131,6 +131,7 @@ class PgTxn : public BufferingTxn {
     RETURN_IF_ERROR(err_);
     // One statement: a SELECT per key (its own table), glued by UNION ALL; the column i
     // says which key a row answers. Keys this transaction wrote need no server.
+    static_assert(PostgresEngine::kMultiGetBatch >= kPrefetchBatch);
     if (keys.size() > PostgresEngine::kMultiGetBatch) {
       return Fail(Status::InvalidArgument("metadata prefetch: more than " +
                                           std::to_string(PostgresEngine::kMultiGetBatch) +
