@@ -215,20 +215,25 @@ Status CollectBatch(Store& store, std::span<const ChunkId> ids, bool revived,
       store.meta().engine(),
       [&](kv::Txn& t) -> Status {
         deleted.clear();
+        // Ids a writer of this process is about to reference are skipped, and not read
+        // (a read of its count would make the batch conflict with that writer's commit).
+        std::vector<ChunkId> todo;
+        {
+          MutexLock cl(&chunks.gc_lock());
+          for (const ChunkId& id : ids) {
+            if (!chunks.IsHeldLocked(id)) todo.push_back(id);
+          }
+        }
         // Every count and index entry of the batch in one read (PostgreSQL: one round
         // trip, not two per chunk; a shorter transaction also conflicts less).
         std::vector<std::pair<Cf, std::string>> ahead;
-        for (const ChunkId& id : ids) {
+        for (const ChunkId& id : todo) {
           ahead.emplace_back(Cf::kRefs, keys::Chunk(id));
           ahead.emplace_back(Cf::kChunks, keys::Chunk(id));
         }
         RETURN_IF_ERROR(kv::PrefetchInBatches(t, ahead));
-        for (const ChunkId& id : ids) {
+        for (const ChunkId& id : todo) {
           const std::string key = keys::Chunk(id);
-          {
-            MutexLock cl(&chunks.gc_lock());
-            if (chunks.IsHeldLocked(id)) continue;  // a writer is about to reference it
-          }
           ASSIGN_OR_RETURN(int64_t count, t.GetCounter(Cf::kRefs, key));
           if (count > 0) {
             t.Delete(Cf::kGarbage, key);
